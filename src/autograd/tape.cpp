@@ -1,0 +1,78 @@
+#include "autograd/tape.h"
+
+#include "ops/backend.h"
+
+namespace el {
+namespace {
+thread_local Tape t_tape;
+thread_local bool t_grad_enabled = true;
+}  // namespace
+
+Tape& tape() { return t_tape; }
+bool grad_enabled() { return t_grad_enabled; }
+
+NoGrad::NoGrad() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGrad::~NoGrad() { t_grad_enabled = prev_; }
+
+void Tape::record(const char* op_name, BackwardFn fn) {
+  nodes_.push_back(Node{op_name, std::move(fn)});
+}
+
+void Tape::backward(const Tensor& loss) {
+  EL_ENSURE(loss.numel() == 1, "backward() needs a one-element loss, got {}",
+            shape_str(loss.shape()));
+  if (loss.requires_grad()) {
+    accumulate_grad(loss, Tensor::full(loss.shape(), 1.0f, DType::f32, loss.device()));
+  }
+  {
+    NoGrad no_grad;  // backward closures must not record
+    for (size_t i = nodes_.size(); i-- > 0;) {
+      nodes_[i].fn();
+      nodes_[i].fn = nullptr;  // drop saved tensors as soon as possible
+    }
+  }
+  clear();
+}
+
+void Tape::clear() { nodes_.clear(); }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs) {
+    if (t && t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+void mark_output(Tensor& out) {
+  out.set_requires_grad(true);
+  out.impl()->is_leaf = false;
+}
+
+void accumulate_grad(const Tensor& t, const Tensor& g) {
+  if (!t.defined() || !t.requires_grad() || !g.defined()) return;
+  EL_ENSURE(g.numel() == t.numel(), "gradient of {} has shape {}, tensor has {}", t.name(),
+            shape_str(g.shape()), shape_str(t.shape()));
+  if (!t.has_grad()) {
+    // Own the gradient buffer; view it in the tensor's shape.
+    Tensor own = g.impl()->is_leaf && g.shape() == t.shape() ? g : g.view(t.shape());
+    if (own.dtype() != DType::f32 && t.dtype() == DType::f32) {
+      Tensor f = Tensor::empty(t.shape(), DType::f32, t.device());
+      f.copy_from(own);
+      own = f;
+    }
+    const_cast<Tensor&>(t).set_grad(own);
+    return;
+  }
+  Tensor acc = t.grad();
+  backend_for(t.device()).axpy(1.0f, g.view(acc.shape()), acc);
+}
+
+Tensor take_grad(const Tensor& out) {
+  if (!out.has_grad()) return Tensor();
+  Tensor g = out.grad();
+  if (!out.is_leaf()) const_cast<Tensor&>(out).zero_grad();
+  return g;
+}
+
+}  // namespace el

@@ -1,0 +1,76 @@
+// tape.h — reverse-mode autograd by a recorded tape.
+//
+// Each differentiable op (ops/ops.h) computes its output and, when gradients
+// are enabled and an input requires them, appends a closure to the current
+// thread's Tape. The closure captures what the backward needs (inputs, saved
+// statistics) and, when run, reads the output's .grad and accumulates into the
+// inputs' .grad. Tape::backward(loss) seeds dloss = 1 and runs the closures in
+// reverse order, then clears the tape (freeing the saved activations).
+//
+// Why a tape and not a graph of nodes: a decoder LM's forward is a straight
+// line of ops, so recording order is already a valid reverse topological
+// order; there is no graph to sort and no reference cycle to break. Leaves
+// (parameters) keep their .grad until the optimizer zeroes it; the gradient of
+// an intermediate result is freed as soon as its producer has consumed it.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace el {
+
+class Tape {
+ public:
+  using BackwardFn = std::function<void()>;
+
+  void record(const char* op_name, BackwardFn fn);
+  // Seeds d(loss)/d(loss) = 1 for a one-element tensor, runs the recorded
+  // closures last to first and clears the tape.
+  void backward(const Tensor& loss);
+  void clear();
+  size_t size() const { return nodes_.size(); }
+
+ private:
+  struct Node {
+    const char* op_name;
+    BackwardFn fn;
+  };
+  std::vector<Node> nodes_;
+};
+
+// The calling thread's tape.
+Tape& tape();
+
+// Whether ops record onto the tape (on by default; off inside a NoGrad scope).
+bool grad_enabled();
+
+class NoGrad {
+ public:
+  NoGrad();
+  ~NoGrad();
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True if gradients are on and any of the tensors requires them.
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+
+// Marks an op's output as a non-leaf that requires grad.
+void mark_output(Tensor& out);
+
+// t.grad += g; takes ownership of g when t has no grad yet, so the caller must
+// not hand the same buffer to two tensors (clone one of them). No-op if t does
+// not require grad.
+void accumulate_grad(const Tensor& t, const Tensor& g);
+
+// The gradient flowing into an op output, detached from it when the output is
+// an intermediate (so its memory is freed once the backward closure ends).
+// Undefined tensor if nothing flowed back.
+Tensor take_grad(const Tensor& out);
+
+}  // namespace el

@@ -1,0 +1,112 @@
+#include "core/allocator.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace el {
+namespace {
+
+// Size classes: multiples of 64 B up to 4 KiB, then powers of two split into
+// 4 steps (at most 25% slack), so a cached block of the same class always fits.
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n <= 4096) return (n + 63) & ~size_t{63};
+  size_t p = 4096;
+  while (p < n) p <<= 1;
+  const size_t step = p / 8;  // classes p/2 + k*p/8, k = 1..4
+  size_t r = p / 2;
+  while (r < n) r += step;
+  return r;
+}
+
+class CpuCachingAllocator final : public Allocator {
+ public:
+  ~CpuCachingAllocator() override { release_cache(); }
+
+  Result<void*> allocate(size_t bytes) override {
+    const size_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    void* p = nullptr;
+    auto it = free_.find(size);
+    if (it != free_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      ++stats_.num_cache_hits;
+    } else {
+      p = std::aligned_alloc(64, size);
+      if (!p) {
+        return make_error(fmt::format("CPU allocation of {} bytes failed", size), "cpu allocator",
+                          fmt::format("{} bytes live, {} reserved", stats_.live_bytes,
+                                      stats_.reserved_bytes));
+      }
+      stats_.reserved_bytes += static_cast<int64_t>(size);
+      stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    }
+    ++stats_.num_allocs;
+    stats_.live_bytes += static_cast<int64_t>(size);
+    stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
+    return p;
+  }
+
+  void deallocate(void* ptr, size_t bytes) override {
+    if (!ptr) return;
+    const size_t size = round_size(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.live_bytes -= static_cast<int64_t>(size);
+    free_[size].push_back(ptr);
+  }
+
+  MemoryStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_live_bytes = stats_.live_bytes;
+    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+  }
+
+  void release_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, blocks] : free_) {
+      for (void* p : blocks) std::free(p);
+      stats_.reserved_bytes -= static_cast<int64_t>(size * blocks.size());
+      blocks.clear();
+    }
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  MemoryStats stats_;
+};
+
+Allocator* g_registered[2] = {nullptr, nullptr};
+
+}  // namespace
+
+Allocator& cpu_allocator() {
+  // Leaked on purpose: tensors in static storage may outlive a function-local static.
+  static Allocator* a = new CpuCachingAllocator();
+  return *a;
+}
+
+void register_allocator(DeviceKind kind, Allocator* allocator) {
+  g_registered[static_cast<int>(kind)] = allocator;
+}
+
+Result<Allocator*> allocator_for(Device device) {
+  if (device.is_cpu()) return &cpu_allocator();
+  Allocator* a = g_registered[static_cast<int>(device.kind)];
+  if (!a) {
+    return make_error("no allocator for device " + device.str(), "allocator_for",
+                      "this build has no CUDA backend, or no GPU was found; use --device cpu");
+  }
+  return a;
+}
+
+}  // namespace el

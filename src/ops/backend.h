@@ -1,0 +1,127 @@
+// backend.h — the kernel interface every device implements.
+//
+// The op layer (ops/ops.h) validates shapes, allocates outputs, records the
+// backward on the tape and then calls one of these kernels on the backend of
+// the tensors' device. A backend only does arithmetic on contiguous tensors it
+// is handed; it never allocates outputs, never touches the tape, and never
+// decides policy. Conventions:
+//   * all tensors are contiguous and on this backend's device;
+//   * float tensors are f32 unless a kernel says otherwise (the CPU backend
+//     computes in f32; the CUDA backend adds bf16/f16 storage with f32
+//     accumulation);
+//   * forward kernels overwrite their outputs; backward kernels OVERWRITE their
+//     gradient outputs (the op layer accumulates into .grad);
+//   * shape letters: N rows, C channels, B batch, T query length, S key length,
+//     H query heads, Hkv key/value heads, D head dim, V vocab.
+// Adding a kernel: declare it here, implement it in cpu/ (the reference) and
+// cuda/, wrap it in ops/, and add it to the op test registry (tests/ops/).
+#pragma once
+
+#include <cstdint>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace el {
+
+struct AdamWStep {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled: p -= lr * wd * p
+  float grad_scale = 1.0f;    // multiply grads first (clipping / loss-scale undo)
+  int64_t step = 1;           // 1-based, for bias correction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual const char* name() const = 0;
+
+  // ---- memory ---------------------------------------------------------------
+  virtual void fill(Tensor& dst, float value) = 0;              // any dtype
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;        // same numel; converts dtype
+
+  // ---- GEMM: c[M,N] = alpha * op(a) @ op(b) + beta * c -----------------------
+  // a is [M,K] (or [K,M] if trans_a), b is [K,N] (or [N,K] if trans_b), all
+  // row-major. a and b may be f32, bf16 or f16 (computed in f32); c is f32 on CPU.
+  virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                    float alpha, float beta) = 0;
+
+  // ---- elementwise ------------------------------------------------------------
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // same shape
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;        // y += alpha * x
+  virtual void scale(Tensor& x, float s) = 0;                            // x *= s
+  virtual double sum_squares(const Tensor& x) = 0;                       // f64 accumulation
+
+  // ---- embedding: out[N,C] = table[ids[n], :]; ids i32 [N] -------------------
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+  // dtable[V,C] = scatter-add of dout[N,C] by ids (dtable overwritten).
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) = 0;
+
+  // ---- norms over the last dimension of x[N,C] -------------------------------
+  // rstd[N] = 1/sqrt(mean(x^2) + eps);  y = x * rstd * w
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
+                               Tensor& rstd) = 0;
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
+                                const Tensor& rstd, Tensor& dx, Tensor& dw) = 0;
+  // mean[N], rstd[N];  y = (x - mean) * rstd * w + b
+  virtual void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
+                                 Tensor& y, Tensor& mean, Tensor& rstd) = 0;
+  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
+                                  const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dw,
+                                  Tensor& db) = 0;
+
+  // ---- rotary position embedding on x[B,T,H,D] (D even) ---------------------
+  // "rotate half" convention of Llama/transformers: pairs (i, i + D/2) rotate
+  // by angle (pos_offset + t) * inv_freq[i], inv_freq[D/2]. inverse = rotate by
+  // the negative angle, which is exactly the backward pass.
+  virtual void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse,
+                    Tensor& y) = 0;
+
+  // ---- attention ----------------------------------------------------------------
+  // q[B,T,H,D], k/v[B,S,Hkv,D], H % Hkv == 0 (head h reads kv head h / (H/Hkv));
+  // out[B,T,H,D]; lse[B,H,T] = logsumexp over keys of the scaled scores (f32).
+  // causal: query t sees keys s <= t + (S - T) (the queries are the last T
+  // positions, as in decode with a KV cache).
+  virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                                 bool causal, Tensor& out, Tensor& lse) = 0;
+  virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse,
+                                  float scale, bool causal, Tensor& dq, Tensor& dk,
+                                  Tensor& dv) = 0;
+
+  // ---- activations --------------------------------------------------------------
+  virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(g)*u
+  virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
+                               Tensor& dgate, Tensor& dup) = 0;
+  virtual void gelu_forward(const Tensor& x, Tensor& out) = 0;  // tanh approximation
+  virtual void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
+
+  // ---- fused log-softmax + cross-entropy --------------------------------------
+  // logits[N,V] (f32), targets[N] i32; a target < 0 is ignored (loss 0).
+  // losses[N] = lse - logit[target];  lse[N] saved for the backward.
+  virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
+                                     Tensor& lse) = 0;
+  // dlogits = (softmax(logits) - onehot(target)) * dloss for kept rows, 0 for ignored.
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
+                                      const Tensor& lse, float dloss, Tensor& dlogits) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------
+  // AdamW with decoupled weight decay on one parameter; m, v are f32 state.
+  virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                            const AdamWStep& step) = 0;
+
+  // Waits for queued work (GPU); no-op on CPU. Timers call this before reading clocks.
+  virtual void synchronize() {}
+};
+
+// The backend for a device: CPU always; CUDA once registered by the CUDA build.
+Result<Backend*> try_backend_for(Device device);
+Backend& backend_for(Device device);  // throws el::Exception if missing
+void register_backend(DeviceKind kind, Backend* backend);
+
+}  // namespace el
