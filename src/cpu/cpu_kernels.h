@@ -1,0 +1,82 @@
+// cpu_kernels.h — internal to src/cpu: the CPU kernels behind CpuBackend.
+//
+// Each function has the signature and contract of the Backend virtual of the
+// same name (ops/backend.h): contiguous CPU tensors, f32 unless stated,
+// outputs and backward gradients overwritten. CpuBackend (cpu_backend.cpp)
+// only forwards to these, so a family of kernels lives in one file
+// (cpu_memory, cpu_gemm, cpu_elementwise, cpu_norm, cpu_attention, cpu_loss,
+// cpu_adamw) and can be read and tested on its own.
+//
+// Threading: one pool for everything, OpenMP's. Kernels parallelise over rows
+// once the work is large enough (kParallelMinWork); GEMM runs OpenBLAS pinned
+// to one thread inside each OpenMP thread (cpu_gemm.cpp has the measurements
+// behind this: the Debian OpenBLAS's own pthread pool and libgomp's spinning
+// workers halve each other's speed on 2 cores). Parallel regions are never
+// nested, and every reduction has a fixed order for a given thread count, so
+// results are reproducible run to run.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "ops/backend.h"
+
+namespace el::cpu {
+
+// Below this many scalar operations a loop runs on one thread: an OpenMP
+// fork/join costs a few microseconds, more than the work itself.
+inline constexpr int64_t kParallelMinWork = 1 << 15;
+
+// Throws el::Exception (a bug in the op layer) unless t is a contiguous CPU
+// tensor of dtype `want`; `what` names the kernel and argument for the message.
+void expect_f32(const Tensor& t, const char* what);
+void expect_dtype(const Tensor& t, DType want, const char* what);
+
+// ---- cpu_memory.cpp
+void fill(Tensor& dst, float value);
+void copy(const Tensor& src, Tensor& dst);
+
+// ---- cpu_gemm.cpp
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+          float beta);
+
+// ---- cpu_elementwise.cpp (add/axpy/scale/sum_squares, embedding, rope, activations)
+void add(const Tensor& a, const Tensor& b, Tensor& out);
+void axpy(float alpha, const Tensor& x, Tensor& y);
+void scale(Tensor& x, float s);
+double sum_squares(const Tensor& x);
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
+void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                     Tensor& dup);
+void gelu_forward(const Tensor& x, Tensor& out);
+void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+
+// ---- cpu_norm.cpp
+void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                      Tensor& dx, Tensor& dw);
+void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
+                       Tensor& mean, Tensor& rstd);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                        const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db);
+
+// ---- cpu_attention.cpp
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal,
+                       Tensor& out, Tensor& lse);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
+                        Tensor& dk, Tensor& dv);
+
+// ---- cpu_loss.cpp
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
+                           Tensor& lse);
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            float dloss, Tensor& dlogits);
+
+// ---- cpu_adamw.cpp
+void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& step);
+
+}  // namespace el::cpu

@@ -1,0 +1,100 @@
+#include "metrics/calibrate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "metrics/timer.h"
+#include "ops/backend.h"
+
+namespace el::metrics {
+namespace {
+
+// A [rows, cols] f32 tensor on `device` with values in [-1, 1). Random, not
+// constant: GPUs draw less power (and clock higher) on constant data.
+Result<Tensor> random_matrix(int64_t rows, int64_t cols, Device device, uint64_t seed) {
+  std::vector<float> host(static_cast<size_t>(rows * cols));
+  Rng rng(seed);
+  for (float& v : host) v = 2.0f * rng.uniform() - 1.0f;
+  Tensor cpu = Tensor::from_floats(host, {rows, cols});
+  if (device.is_cpu()) return cpu;
+  EL_TRY_ASSIGN(Tensor t, Tensor::try_empty({rows, cols}, DType::f32, device));
+  t.copy_from(cpu);
+  return t;
+}
+
+}  // namespace
+
+Result<PeakCalibration> try_calibrate_peak_gemm(Device device, double min_seconds, int64_t size) {
+  const std::string where = "calibrate_peak_gemm(" + device.str() + ")";
+  if (!(min_seconds > 0)) {
+    return make_error(fmt::format("min_seconds must be > 0, got {}", min_seconds), where);
+  }
+  if (size < 0) return make_error(fmt::format("size must be >= 0, got {}", size), where);
+  EL_TRY_ASSIGN(Backend * backend, try_backend_for(device));
+  const bool auto_size = size == 0;
+  int64_t n = auto_size ? (device.is_cpu() ? 1024 : 4096) : size;
+
+  for (;;) {
+    EL_TRY_ASSIGN(Tensor a, random_matrix(n, n, device, 1));
+    EL_TRY_ASSIGN(Tensor b, random_matrix(n, n, device, 2));
+    EL_TRY_ASSIGN(Tensor c, Tensor::try_empty({n, n}, DType::f32, device));
+
+    // Warm-up: first-touch page faults, BLAS thread pool start, GPU clocks.
+    backend->synchronize();
+    Stopwatch warm;
+    backend->gemm(a, false, b, false, c, 1.0f, 0.0f);
+    backend->synchronize();
+    const double warm_s = warm.seconds();
+    if (auto_size && n > 256 && warm_s > min_seconds / 4) {
+      n /= 2;  // too slow for the time budget: a smaller GEMM, same method
+      continue;
+    }
+
+    // Synchronise once per batch, not per GEMM, so a GPU's sync latency does
+    // not count as GEMM time; a batch lasts about 1/20 of the budget.
+    const int batch = static_cast<int>(
+        std::clamp(std::floor(min_seconds / 20.0 / std::max(warm_s, 1e-9)), 1.0, 1000.0));
+    int reps = 0;
+    Stopwatch sw;
+    double elapsed = 0.0;
+    while (elapsed < min_seconds || reps < 3) {
+      for (int i = 0; i < batch; ++i) backend->gemm(a, false, b, false, c, 1.0f, 0.0f);
+      reps += batch;
+      backend->synchronize();
+      elapsed = sw.seconds();
+    }
+    PeakCalibration r;
+    r.m = r.n = r.k = n;
+    r.reps = reps;
+    r.seconds = elapsed;
+    r.gflops = 2.0 * double(n) * double(n) * double(n) * reps / elapsed / 1e9;
+    r.device = device.str();
+    return r;
+  }
+}
+
+PeakCalibration calibrate_peak_gemm(Device device, double min_seconds, int64_t size) {
+  return try_calibrate_peak_gemm(device, min_seconds, size).value();
+}
+
+double mfu(double flops_per_second, double peak_flops) {
+  if (!(peak_flops > 0) || !std::isfinite(peak_flops)) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return flops_per_second / peak_flops;
+}
+
+nlohmann::json to_json(const PeakCalibration& c) {
+  return nlohmann::json{{"gflops", c.gflops}, {"m", c.m},           {"n", c.n},
+                        {"k", c.k},           {"reps", c.reps},     {"seconds", c.seconds},
+                        {"device", c.device}};
+}
+
+}  // namespace el::metrics

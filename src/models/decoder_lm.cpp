@@ -1,0 +1,128 @@
+#include "models/decoder_lm.h"
+
+#include <cmath>
+
+#include "ops/ops.h"
+
+namespace el {
+
+DecoderLM::DecoderLM(const ModelCard& card, Device device) : card_(card), device_(device) {}
+
+Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Device device,
+                                                     uint64_t seed) {
+  EL_TRY(validate_model_card(card));
+  std::unique_ptr<DecoderLM> m(new DecoderLM(card, device));
+  const int64_t C = card.d_model, V = card.vocab_size;
+  auto emb = Tensor::try_empty({V, C}, DType::f32, device);
+  if (!emb.ok()) return emb.error();
+  m->embed_tokens_ = emb.value();
+  m->embed_tokens_.set_requires_grad(true);
+  for (int i = 0; i < card.n_layer; ++i) m->layers_.push_back(std::make_unique<DecoderBlock>(card, device));
+  m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device);
+  if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device);
+  if (card.pos_encoding == ModelCard::PosEncoding::rope) {
+    const int64_t head_dim = card.head_dim > 0 ? card.head_dim : C / card.n_head;
+    m->rope_inv_freq_ = ops::rope_inv_freq(head_dim, card.rope_theta, device);
+  }
+  m->refresh_parameters();
+
+  // Initialisation: N(0, init_std) for embeddings and projections; the
+  // projections that write into the residual stream (o_proj, down_proj) are
+  // scaled by 1/sqrt(2L) as in GPT-2 / Megatron, so the residual variance
+  // does not grow with depth. Norm weights 1, biases 0 (set by constructors).
+  Rng rng(seed);
+  const float residual_std = card.init_std / std::sqrt(2.0f * static_cast<float>(card.n_layer));
+  for (auto& p : m->params_) {
+    const std::string& n = p.name;
+    const bool is_bias = n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0;
+    if (is_bias || n.find("norm") != std::string::npos) continue;
+    const bool residual = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
+    init_normal(p.tensor, rng, residual ? residual_std : card.init_std);
+  }
+  return m;
+}
+
+void DecoderLM::refresh_parameters() {
+  params_.clear();
+  params_.push_back({"model.embed_tokens.weight", embed_tokens_});
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->collect_parameters("model.layers." + std::to_string(i), params_);
+  }
+  norm_->collect_parameters("model.norm", params_);
+  if (lm_head_) lm_head_->collect_parameters("lm_head", params_);
+  for (auto& p : params_) p.tensor.set_name(p.name);
+}
+
+void DecoderLM::for_each_linear(const LinearVisitor& visit) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->for_each_linear("model.layers." + std::to_string(i), visit);
+  }
+  if (lm_head_) visit("lm_head", lm_head_);
+}
+
+Tensor DecoderLM::forward(const Tensor& ids) const {
+  EL_ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "DecoderLM::forward wants i32 ids [B, T], got {} {}",
+            dtype_name(ids.dtype()), shape_str(ids.shape()));
+  EL_ENSURE(ids.dim(1) <= card_.max_seq_len, "sequence length {} exceeds the card's max_seq_len {}",
+            ids.dim(1), card_.max_seq_len);
+  Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C]
+  for (const auto& layer : layers_) x = layer->forward(x, rope_inv_freq_);
+  x = norm_->forward(x);
+  return lm_head_ ? lm_head_->forward(x) : ops::linear(x, embed_tokens_);  // [B, T, V]
+}
+
+Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets) const {
+  Tensor logits = forward(ids);
+  const int64_t n = ids.numel();
+  return ops::cross_entropy(ops::reshape(logits, {n, card_.vocab_size}),
+                            targets.view({n}));
+}
+
+int64_t DecoderLM::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p.tensor.numel();
+  return n;
+}
+
+int64_t DecoderLM::num_embedding_parameters() const {
+  int64_t n = embed_tokens_.numel();
+  if (lm_head_) n += lm_head_->in_features() * lm_head_->out_features();
+  return n;
+}
+
+FlopsPerToken DecoderLM::flops_per_token(int64_t T) const { return el::flops_per_token(card_, T); }
+
+static double head_dim_of(const ModelCard& c) {
+  return c.head_dim > 0 ? c.head_dim : static_cast<double>(c.d_model) / c.n_head;
+}
+
+ParameterCounts count_parameters(const ModelCard& c) {
+  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff;
+  const int64_t D = static_cast<int64_t>(head_dim_of(c));
+  const int64_t H = c.n_head, Hkv = c.n_kv_head;
+  const int64_t norm = c.norm == ModelCard::Norm::layernorm ? 2 * C : C;
+  int64_t attn = C * H * D + 2 * C * Hkv * D + H * D * C;
+  if (c.qkv_bias) attn += H * D + 2 * Hkv * D;
+  const int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
+  ParameterCounts p;
+  p.embedding = V * C * (c.tied_embeddings ? 1 : 2);
+  p.total = p.embedding + c.n_layer * (2 * norm + attn + mlp) + norm;
+  return p;
+}
+
+FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
+  FlopsPerToken f;
+  const double C = card.d_model, V = card.vocab_size, L = card.n_layer;
+  const double D = head_dim_of(card);
+  const double H = card.n_head, Hkv = card.n_kv_head, F = card.d_ff;
+  const double qkvo = 2.0 * (C * H * D + 2.0 * C * Hkv * D + H * D * C);
+  const double mlp = 2.0 * C * F * (card.mlp == ModelCard::Mlp::swiglu ? 3.0 : 2.0);
+  f.matmul_forward = L * (qkvo + mlp) + 2.0 * C * V;
+  const double mean_keys = (static_cast<double>(T) + 1.0) / 2.0;
+  f.attention_forward = L * 2.0 * 2.0 * H * D * mean_keys;
+  f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total) +
+                    12.0 * L * C * static_cast<double>(T);
+  return f;
+}
+
+}  // namespace el

@@ -1,0 +1,81 @@
+// decoder_lm.h — the decoder-only language model (Llama / Qwen2 layout).
+//
+//   ids[B, T] -> embed_tokens -> L x DecoderBlock -> norm -> lm_head -> logits[B, T, V]
+//
+// Built from a ModelCard (configs/models/*.yaml). Parameter names follow
+// transformers' LlamaForCausalLM ("model.embed_tokens.weight",
+// "model.layers.{i}.self_attn.q_proj.weight", "model.norm.weight",
+// "lm_head.weight" when untied), so checkpoints line up with Hugging Face.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "nn/blocks.h"
+#include "nn/model_card.h"
+#include "nn/module.h"
+
+namespace el {
+
+// Analytic FLOPs of one token at a given context length, counted from the
+// model's actual shapes (multiply-add = 2 FLOPs).
+struct FlopsPerToken {
+  double matmul_forward = 0;     // all projections + lm_head
+  double attention_forward = 0;  // QK^T and PV, causal: mean key count (T+1)/2
+  double forward() const { return matmul_forward + attention_forward; }
+  double train() const { return 3.0 * forward(); }  // forward + backward (2x)
+  // The usual estimate 6N + 12 L d T (PaLM / llm.c style, non-causal
+  // attention, N = all parameters); reported beside the counted value.
+  double formula_train = 0;
+};
+
+struct ParameterCounts {
+  int64_t total = 0;
+  int64_t embedding = 0;  // token embedding (+ lm_head when untied)
+};
+
+// Analytic counts from the card's shapes alone (no allocation), so the 3B
+// cards can be inspected on a laptop; a test checks them against the tensors
+// a built model actually allocates.
+ParameterCounts count_parameters(const ModelCard& card);
+FlopsPerToken flops_per_token(const ModelCard& card, int64_t seq_len);
+
+class DecoderLM {
+ public:
+  // Builds and initialises the model on `device` (weights drawn from `seed`).
+  static Result<std::unique_ptr<DecoderLM>> create(const ModelCard& card, Device device,
+                                                   uint64_t seed);
+
+  // logits[B, T, V] for ids[B, T] (i32).
+  Tensor forward(const Tensor& ids) const;
+  // Mean next-token cross-entropy of ids[B, T] against targets[B, T].
+  Tensor loss(const Tensor& ids, const Tensor& targets) const;
+
+  const ModelCard& card() const { return card_; }
+  Device device() const { return device_; }
+  // All parameters, in a fixed order, under transformers-style names; a tied
+  // lm_head is not listed twice.
+  const ParameterList& parameters() const { return params_; }
+  int64_t num_parameters() const;
+  int64_t num_embedding_parameters() const;  // token embedding (+ untied lm_head)
+  FlopsPerToken flops_per_token(int64_t seq_len) const;
+
+  // Visits every projection slot (for LoRA / quantization transforms);
+  // call refresh_parameters() afterwards.
+  void for_each_linear(const LinearVisitor& visit);
+  void refresh_parameters();
+
+ private:
+  DecoderLM(const ModelCard& card, Device device);
+
+  ModelCard card_;
+  Device device_;
+  Tensor embed_tokens_;   // [V, C]
+  std::vector<std::unique_ptr<DecoderBlock>> layers_;
+  std::unique_ptr<Norm> norm_;
+  std::unique_ptr<LinearLayer> lm_head_;  // null when tied to embed_tokens_
+  Tensor rope_inv_freq_;  // [D/2] or undefined
+  ParameterList params_;
+};
+
+}  // namespace el

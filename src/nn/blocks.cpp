@@ -1,0 +1,116 @@
+#include "nn/blocks.h"
+
+#include "ops/ops.h"
+
+namespace el {
+
+Norm::Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device) : kind(kind), eps(eps) {
+  weight = Tensor::full({dim}, 1.0f, DType::f32, device);
+  weight.set_requires_grad(true);
+  if (kind == ModelCard::Norm::layernorm) {
+    bias = Tensor::zeros({dim}, DType::f32, device);
+    bias.set_requires_grad(true);
+  }
+}
+
+Tensor Norm::forward(const Tensor& x) const {
+  return kind == ModelCard::Norm::rmsnorm ? ops::rmsnorm(x, weight, eps)
+                                          : ops::layernorm(x, weight, bias, eps);
+}
+
+void Norm::collect_parameters(const std::string& prefix, ParameterList& out) const {
+  out.push_back({prefix + ".weight", weight});
+  if (bias.defined()) out.push_back({prefix + ".bias", bias});
+}
+
+static int64_t card_head_dim(const ModelCard& c) {
+  return c.head_dim > 0 ? c.head_dim : c.d_model / c.n_head;
+}
+
+Attention::Attention(const ModelCard& card, Device device)
+    : n_head(card.n_head), n_kv_head(card.n_kv_head), head_dim(card_head_dim(card)) {
+  const int64_t c = card.d_model;
+  q_proj = std::make_unique<Linear>(c, n_head * head_dim, card.qkv_bias, device);
+  k_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device);
+  v_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device);
+  o_proj = std::make_unique<Linear>(n_head * head_dim, c, false, device);
+}
+
+Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
+  const int64_t B = x.dim(0), T = x.dim(1);
+  Tensor q = ops::reshape(q_proj->forward(x), {B, T, n_head, head_dim});
+  Tensor k = ops::reshape(k_proj->forward(x), {B, T, n_kv_head, head_dim});
+  Tensor v = ops::reshape(v_proj->forward(x), {B, T, n_kv_head, head_dim});
+  if (rope_inv_freq.defined()) {
+    q = ops::rope(q, rope_inv_freq);
+    k = ops::rope(k, rope_inv_freq);
+  }
+  Tensor y = ops::attention(q, k, v, /*causal=*/true);      // [B, T, H, D]
+  return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
+}
+
+void Attention::collect_parameters(const std::string& prefix, ParameterList& out) const {
+  q_proj->collect_parameters(prefix + ".q_proj", out);
+  k_proj->collect_parameters(prefix + ".k_proj", out);
+  v_proj->collect_parameters(prefix + ".v_proj", out);
+  o_proj->collect_parameters(prefix + ".o_proj", out);
+}
+
+void Attention::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
+  visit(prefix + ".q_proj", q_proj);
+  visit(prefix + ".k_proj", k_proj);
+  visit(prefix + ".v_proj", v_proj);
+  visit(prefix + ".o_proj", o_proj);
+}
+
+Mlp::Mlp(const ModelCard& card, Device device) : kind(card.mlp) {
+  if (kind == ModelCard::Mlp::swiglu) {
+    gate_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device);
+  }
+  up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device);
+  down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, false, device);
+}
+
+Tensor Mlp::forward(const Tensor& x) const {
+  Tensor h = kind == ModelCard::Mlp::swiglu
+                 ? ops::swiglu(gate_proj->forward(x), up_proj->forward(x))
+                 : ops::gelu(up_proj->forward(x));
+  return down_proj->forward(h);
+}
+
+void Mlp::collect_parameters(const std::string& prefix, ParameterList& out) const {
+  if (gate_proj) gate_proj->collect_parameters(prefix + ".gate_proj", out);
+  up_proj->collect_parameters(prefix + ".up_proj", out);
+  down_proj->collect_parameters(prefix + ".down_proj", out);
+}
+
+void Mlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
+  if (gate_proj) visit(prefix + ".gate_proj", gate_proj);
+  visit(prefix + ".up_proj", up_proj);
+  visit(prefix + ".down_proj", down_proj);
+}
+
+DecoderBlock::DecoderBlock(const ModelCard& card, Device device)
+    : input_layernorm(card.d_model, card.norm, card.norm_eps, device),
+      self_attn(card, device),
+      post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device),
+      mlp(card, device) {}
+
+Tensor DecoderBlock::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
+  Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), rope_inv_freq));
+  return ops::add(h, mlp.forward(post_attention_layernorm.forward(h)));
+}
+
+void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {
+  input_layernorm.collect_parameters(prefix + ".input_layernorm", out);
+  self_attn.collect_parameters(prefix + ".self_attn", out);
+  post_attention_layernorm.collect_parameters(prefix + ".post_attention_layernorm", out);
+  mlp.collect_parameters(prefix + ".mlp", out);
+}
+
+void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
+  self_attn.for_each_linear(prefix + ".self_attn", visit);
+  mlp.for_each_linear(prefix + ".mlp", visit);
+}
+
+}  // namespace el

@@ -1,0 +1,66 @@
+// blocks.h — the shared building blocks of decoder-only models.
+//
+// Each block is a plain struct: its parameters, a forward built only from
+// ops/ops.h (so autograd and every backend come for free), and
+// collect_parameters() under transformers-style names. Model families
+// (models/) compose these; a variant that needs a new block adds one here.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/model_card.h"
+#include "nn/module.h"
+
+namespace el {
+
+// RMSNorm or LayerNorm over the last dimension, chosen by the card.
+struct Norm {
+  Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device);
+  Tensor forward(const Tensor& x) const;
+  void collect_parameters(const std::string& prefix, ParameterList& out) const;
+
+  ModelCard::Norm kind;
+  float eps;
+  Tensor weight;  // [C], init 1
+  Tensor bias;    // [C], LayerNorm only, init 0
+};
+
+// Causal self-attention with n_kv_head key/value heads (MHA, GQA, MQA).
+struct Attention {
+  Attention(const ModelCard& card, Device device);
+  // x[B, T, C] -> [B, T, C]; rope_inv_freq undefined when the card has no RoPE.
+  Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
+  void collect_parameters(const std::string& prefix, ParameterList& out) const;
+  void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
+
+  int64_t n_head, n_kv_head, head_dim;
+  std::unique_ptr<LinearLayer> q_proj, k_proj, v_proj, o_proj;
+};
+
+// Feed-forward: SwiGLU (gate/up/down) or GELU (up/down), chosen by the card.
+struct Mlp {
+  Mlp(const ModelCard& card, Device device);
+  Tensor forward(const Tensor& x) const;
+  void collect_parameters(const std::string& prefix, ParameterList& out) const;
+  void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
+
+  ModelCard::Mlp kind;
+  std::unique_ptr<LinearLayer> gate_proj;  // SwiGLU only
+  std::unique_ptr<LinearLayer> up_proj, down_proj;
+};
+
+// Pre-norm residual block: x + attn(norm(x)), then h + mlp(norm(h)).
+struct DecoderBlock {
+  DecoderBlock(const ModelCard& card, Device device);
+  Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
+  void collect_parameters(const std::string& prefix, ParameterList& out) const;
+  void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
+
+  Norm input_layernorm;
+  Attention self_attn;
+  Norm post_attention_layernorm;
+  Mlp mlp;
+};
+
+}  // namespace el

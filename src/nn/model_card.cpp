@@ -1,0 +1,276 @@
+#include "nn/model_card.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "io/suggest.h"
+#include "io/yaml_util.h"
+
+namespace el {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string> kKeys = {
+    "name",      "n_layer",    "d_model",      "n_head",     "n_kv_head", "head_dim",
+    "d_ff",      "vocab_size", "max_seq_len",  "norm",       "norm_eps",  "pos_encoding",
+    "rope_theta", "mlp",       "tied_embeddings", "init_std", "qkv_bias"};
+const std::vector<std::string> kNorms = {"rmsnorm", "layernorm"};
+const std::vector<std::string> kPosEncodings = {"rope", "none"};
+const std::vector<std::string> kMlps = {"swiglu", "gelu"};
+
+// A validation failure: the field at fault and what is wrong with it, so the
+// caller can place it (a YAML line when parsing, the card name otherwise).
+struct FieldError {
+  std::string field;
+  std::string what;
+  std::string hint;
+};
+
+std::optional<FieldError> check_card(const ModelCard& c) {
+  if (c.name.empty()) return FieldError{"name", "name must not be empty", {}};
+  const std::pair<const char*, int> sizes[] = {
+      {"n_layer", c.n_layer},   {"d_model", c.d_model},       {"n_head", c.n_head},
+      {"n_kv_head", c.n_kv_head}, {"d_ff", c.d_ff},           {"vocab_size", c.vocab_size},
+      {"max_seq_len", c.max_seq_len}};
+  for (const auto& [field, v] : sizes) {
+    if (v <= 0) return FieldError{field, fmt::format("{} must be positive, got {}", field, v), {}};
+  }
+  if (c.head_dim < 0) {
+    return FieldError{
+        "head_dim",
+        fmt::format("head_dim must be positive (or 0 for d_model / n_head), got {}", c.head_dim),
+        {}};
+  }
+  // Enum values out of range can only come from code (a cast), never from YAML.
+  auto bad_enum = [](const char* field, int v, const std::vector<std::string>& allowed) {
+    return FieldError{field,
+                      fmt::format("unknown {} value {}; allowed: {}", field, v,
+                                  io::quoted_list(allowed)),
+                      {}};
+  };
+  if (static_cast<unsigned>(c.norm) > 1) return bad_enum("norm", static_cast<int>(c.norm), kNorms);
+  if (static_cast<unsigned>(c.pos_encoding) > 1)
+    return bad_enum("pos_encoding", static_cast<int>(c.pos_encoding), kPosEncodings);
+  if (static_cast<unsigned>(c.mlp) > 1) return bad_enum("mlp", static_cast<int>(c.mlp), kMlps);
+  if (c.n_head % c.n_kv_head != 0) {
+    return FieldError{
+        "n_kv_head",
+        fmt::format("n_head ({}) must be divisible by n_kv_head ({})", c.n_head, c.n_kv_head),
+        "each key/value head is shared by n_head / n_kv_head query heads"};
+  }
+  if (c.head_dim == 0 && c.d_model % c.n_head != 0) {
+    return FieldError{"n_head",
+                      fmt::format("d_model ({}) must be divisible by n_head ({}) when head_dim is 0",
+                                  c.d_model, c.n_head),
+                      "set head_dim explicitly or change n_head"};
+  }
+  if (c.pos_encoding == ModelCard::PosEncoding::rope && c.effective_head_dim() % 2 != 0) {
+    return FieldError{c.head_dim > 0 ? "head_dim" : "n_head",
+                      fmt::format("head_dim ({}) must be even with rope", c.effective_head_dim()),
+                      "RoPE rotates dimensions in pairs"};
+  }
+  const std::pair<const char*, float> positives[] = {
+      {"norm_eps", c.norm_eps}, {"init_std", c.init_std}, {"rope_theta", c.rope_theta}};
+  for (const auto& [field, v] : positives) {
+    if (!(v > 0.0f) || !std::isfinite(v)) {
+      return FieldError{field, fmt::format("{} must be a positive number, got {}", field, v), {}};
+    }
+  }
+  return std::nullopt;
+}
+
+template <class E>
+E enum_from(const std::string& s, const std::vector<std::string>& names) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == s) return static_cast<E>(i);
+  return static_cast<E>(0);  // unreachable: get_choice already checked s
+}
+
+// A YAML scalar for the card name: plain when it is a simple identifier,
+// otherwise double-quoted with escapes.
+std::string yaml_string(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+  }) && s.front() != '-' && s.front() != '.';
+  if (plain) return s;
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(ch));
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+bool has_yaml_extension(const std::string& s) {
+  auto ends = [&](std::string_view suf) {
+    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  return ends(".yaml") || ends(".yml");
+}
+
+std::optional<fs::path> executable_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec || exe.empty()) return std::nullopt;
+  return exe.parent_path();
+}
+
+}  // namespace
+
+const char* norm_name(ModelCard::Norm n) {
+  return n == ModelCard::Norm::layernorm ? "layernorm" : "rmsnorm";
+}
+const char* pos_encoding_name(ModelCard::PosEncoding p) {
+  return p == ModelCard::PosEncoding::none ? "none" : "rope";
+}
+const char* mlp_name(ModelCard::Mlp m) { return m == ModelCard::Mlp::gelu ? "gelu" : "swiglu"; }
+
+Status validate_model_card(const ModelCard& card) {
+  auto fe = check_card(card);
+  if (!fe) return Status::Ok();
+  const std::string owner =
+      !card.source_path.empty() ? card.source_path : fmt::format("model card '{}'", card.name);
+  return make_error(fe->what, fmt::format("{}: key '{}'", owner, fe->field), fe->hint);
+}
+
+Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::string& source_name) {
+  EL_TRY_ASSIGN(YAML::Node root, io::parse_yaml(yaml_text, source_name));
+  EL_TRY_ASSIGN(io::YamlMap m, io::YamlMap::open(root, source_name, "model card", kKeys));
+
+  ModelCard c;
+  c.source_path = source_name;
+  EL_TRY(m.read("name", c.name));
+  EL_TRY(m.read("n_layer", c.n_layer));
+  EL_TRY(m.read("d_model", c.d_model));
+  EL_TRY(m.read("n_head", c.n_head));
+  c.n_kv_head = c.n_head;
+  EL_TRY(m.read_optional("n_kv_head", c.n_kv_head));
+  EL_TRY(m.read_optional("head_dim", c.head_dim));
+  EL_TRY(m.read("d_ff", c.d_ff));
+  EL_TRY(m.read("vocab_size", c.vocab_size));
+  EL_TRY(m.read("max_seq_len", c.max_seq_len));
+  EL_TRY_ASSIGN(std::string norm, m.get_choice_or("norm", kNorms, norm_name(c.norm)));
+  c.norm = enum_from<ModelCard::Norm>(norm, kNorms);
+  EL_TRY(m.read_optional("norm_eps", c.norm_eps));
+  EL_TRY_ASSIGN(std::string pe,
+                m.get_choice_or("pos_encoding", kPosEncodings, pos_encoding_name(c.pos_encoding)));
+  c.pos_encoding = enum_from<ModelCard::PosEncoding>(pe, kPosEncodings);
+  EL_TRY(m.read_optional("rope_theta", c.rope_theta));
+  EL_TRY_ASSIGN(std::string mlp, m.get_choice_or("mlp", kMlps, mlp_name(c.mlp)));
+  c.mlp = enum_from<ModelCard::Mlp>(mlp, kMlps);
+  EL_TRY(m.read_optional("tied_embeddings", c.tied_embeddings));
+  EL_TRY(m.read_optional("init_std", c.init_std));
+  EL_TRY(m.read_optional("qkv_bias", c.qkv_bias));
+
+  if (auto fe = check_card(c)) {
+    // Point at the field's line; a defaulted field (absent) points at the card.
+    return make_error(fe->what, m.where(fe->field), fe->hint);
+  }
+  return c;
+}
+
+Result<ModelCard> load_model_card(const std::string& path) {
+  EL_TRY_ASSIGN(std::string text, io::read_text_file(path));
+  return parse_model_card(text, path);
+}
+
+std::string model_card_to_yaml(const ModelCard& c) {
+  std::string s;
+  s += fmt::format("name: {}\n", yaml_string(c.name));
+  s += fmt::format("n_layer: {}\n", c.n_layer);
+  s += fmt::format("d_model: {}\n", c.d_model);
+  s += fmt::format("n_head: {}\n", c.n_head);
+  s += fmt::format("n_kv_head: {}\n", c.n_kv_head);
+  s += fmt::format("head_dim: {}\n", c.head_dim);
+  s += fmt::format("d_ff: {}\n", c.d_ff);
+  s += fmt::format("vocab_size: {}\n", c.vocab_size);
+  s += fmt::format("max_seq_len: {}\n", c.max_seq_len);
+  s += fmt::format("norm: {}\n", norm_name(c.norm));
+  // fmt's "{}" prints the shortest string that reads back as the same float.
+  s += fmt::format("norm_eps: {}\n", c.norm_eps);
+  s += fmt::format("pos_encoding: {}\n", pos_encoding_name(c.pos_encoding));
+  s += fmt::format("rope_theta: {}\n", c.rope_theta);
+  s += fmt::format("mlp: {}\n", mlp_name(c.mlp));
+  s += fmt::format("tied_embeddings: {}\n", c.tied_embeddings);
+  s += fmt::format("init_std: {}\n", c.init_std);
+  s += fmt::format("qkv_bias: {}\n", c.qkv_bias);
+  return s;
+}
+
+std::vector<std::string> model_card_search_dirs() {
+  std::vector<fs::path> candidates;
+  if (const char* home = std::getenv("EFFICIENTLLM_HOME"); home && *home)
+    candidates.push_back(fs::path(home) / "configs" / "models");
+  if (auto dir = executable_dir()) {
+    candidates.push_back(*dir / ".." / ".." / "configs" / "models");
+    candidates.push_back(*dir / ".." / "configs" / "models");
+  }
+#ifdef EL_SOURCE_DIR
+  candidates.push_back(fs::path(EL_SOURCE_DIR) / "configs" / "models");
+#endif
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& p : candidates) {
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) continue;
+    const fs::path canon = fs::canonical(p, ec);
+    const std::string key = ec ? p.lexically_normal().string() : canon.string();
+    if (seen.insert(key).second) out.push_back(key);
+  }
+  return out;
+}
+
+std::vector<std::string> builtin_model_card_names() {
+  std::set<std::string> names;
+  for (const auto& dir : model_card_search_dirs()) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".yaml") names.insert(e.path().stem().string());
+    }
+  }
+  return {names.begin(), names.end()};
+}
+
+Result<ModelCard> find_model_card(const std::string& name_or_path) {
+  if (has_yaml_extension(name_or_path) || name_or_path.find('/') != std::string::npos)
+    return load_model_card(name_or_path);
+  const auto dirs = model_card_search_dirs();
+  for (const auto& dir : dirs) {
+    const fs::path p = fs::path(dir) / (name_or_path + ".yaml");
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return load_model_card(p.string());
+  }
+  if (dirs.empty()) {
+    return make_error(fmt::format("unknown model card '{}': no configs/models directory found",
+                                  name_or_path),
+                      "find_model_card",
+                      "set EFFICIENTLLM_HOME to the EfficientLLM source tree, or pass a path to "
+                      "a .yaml card");
+  }
+  const auto names = builtin_model_card_names();
+  return make_error(fmt::format("unknown model card '{}'{}", name_or_path,
+                                io::did_you_mean(name_or_path, names)),
+                    "find_model_card",
+                    fmt::format("built-in cards: {} (in {}); or pass a path to a .yaml file",
+                                fmt::join(names, ", "), fmt::join(dirs, ", ")));
+}
+
+}  // namespace el

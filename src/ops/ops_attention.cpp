@@ -1,0 +1,98 @@
+// ops_attention.cpp — rotary embedding and scaled dot-product attention.
+#include <cmath>
+#include <vector>
+
+#include "ops/ops.h"
+#include "ops/ops_common.h"
+
+namespace el::ops {
+
+using detail::check_dtype;
+using detail::check_same_device;
+using detail::desc;
+
+Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
+  check_dtype("rope", "x", x, DType::f32);
+  check_dtype("rope", "inv_freq", inv_freq, DType::f32);
+  check_same_device("rope", "x", x, "inv_freq", inv_freq);
+  EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
+            "ops::rope: x is {}, expected [B, T, H, D] with an even head dim D", desc(x));
+  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == x.dim(3) / 2,
+            "ops::rope: inv_freq {} does not match x {} (expected [{}])", desc(inv_freq), desc(x),
+            x.dim(3) / 2);
+  EL_ENSURE(pos_offset >= 0, "ops::rope: negative pos_offset {}", pos_offset);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, x.device());
+  backend_for(x.device()).rope(x, inv_freq, pos_offset, false, y);
+  if (any_requires_grad({&x})) {
+    mark_output(y);
+    tape().record("rope", [x, inv_freq, pos_offset, y]() {
+      Tensor dy = take_grad(y);
+      if (!dy.defined()) return;
+      // A rotation's transpose is the rotation by the negative angle.
+      Tensor dx = Tensor::empty(x.shape(), DType::f32, dy.device());
+      backend_for(dy.device()).rope(dy.view(x.shape()), inv_freq, pos_offset, true, dx);
+      accumulate_grad(x, dx);
+    });
+  }
+  return y;
+}
+
+Tensor rope_inv_freq(int64_t head_dim, float theta, Device device) {
+  EL_ENSURE(head_dim > 0 && head_dim % 2 == 0,
+            "ops::rope_inv_freq: head_dim {} must be even and > 0", head_dim);
+  EL_ENSURE(theta > 0.f, "ops::rope_inv_freq: theta {} must be > 0", theta);
+  // f32 arithmetic as in the Hugging Face reference: 1 / theta^(2i / D).
+  std::vector<float> f(static_cast<size_t>(head_dim / 2));
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    f[static_cast<size_t>(i)] = 1.0f / std::pow(theta, e);
+  }
+  Tensor host = Tensor::from_floats(f, {head_dim / 2});
+  if (device.is_cpu()) return host;
+  Tensor out = Tensor::empty({head_dim / 2}, DType::f32, device);
+  out.copy_from(host);
+  return out;
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
+  check_dtype("attention", "q", q, DType::f32);
+  check_dtype("attention", "k", k, DType::f32);
+  check_dtype("attention", "v", v, DType::f32);
+  check_same_device("attention", "q", q, "k", k);
+  check_same_device("attention", "q", q, "v", v);
+  EL_ENSURE(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4,
+            "ops::attention: q {}, k {}, v {} must be 4-D ([B, T, H, D], [B, S, Hkv, D])", desc(q),
+            desc(k), desc(v));
+  EL_ENSURE(k.shape() == v.shape(), "ops::attention: k {} and v {} must have the same shape",
+            desc(k), desc(v));
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t hkv = k.dim(2);
+  EL_ENSURE(k.dim(0) == b && k.dim(3) == d,
+            "ops::attention: k {} does not match q {} in batch or head dim", desc(k), desc(q));
+  EL_ENSURE(hkv > 0 && h % hkv == 0,
+            "ops::attention: q heads {} must be a multiple of kv heads {} (q {}, k {})", h, hkv,
+            desc(q), desc(k));
+  if (scale <= 0.f) scale = d > 0 ? 1.f / std::sqrt(static_cast<float>(d)) : 1.f;
+  const Device dev = q.device();
+  Tensor out = Tensor::empty(q.shape(), DType::f32, dev);
+  Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);
+  backend_for(dev).attention_forward(q, k, v, scale, causal, out, lse);
+  if (any_requires_grad({&q, &k, &v})) {
+    mark_output(out);
+    tape().record("attention", [q, k, v, out, lse, scale, causal]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      Tensor dq = Tensor::empty(q.shape(), DType::f32, dy.device());
+      Tensor dk = Tensor::empty(k.shape(), DType::f32, dy.device());
+      Tensor dv = Tensor::empty(v.shape(), DType::f32, dy.device());
+      backend_for(dy.device())
+          .attention_backward(dy.view(q.shape()), q, k, v, out, lse, scale, causal, dq, dk, dv);
+      accumulate_grad(q, dq);
+      accumulate_grad(k, dk);
+      accumulate_grad(v, dv);
+    });
+  }
+  return out;
+}
+
+}  // namespace el::ops

@@ -1,0 +1,148 @@
+// ops_linear.cpp — linear, embedding, add and reshape.
+#include "ops/ops.h"
+#include "ops/ops_common.h"
+
+namespace el::ops {
+
+using detail::check_defined;
+using detail::check_dtype;
+using detail::check_float;
+using detail::check_same_device;
+using detail::check_same_shape;
+using detail::desc;
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_dtype("linear", "x", x, DType::f32);
+  check_float("linear", "w", w);
+  check_same_device("linear", "x", x, "w", w);
+  EL_ENSURE(w.ndim() == 2, "ops::linear: w is {}, expected [out_features, in_features]", desc(w));
+  EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
+            "ops::linear: x {} does not match w {} (x's last dim must equal in_features {})",
+            desc(x), desc(w), w.dim(1));
+  const int64_t in = w.dim(1), out_f = w.dim(0);
+  const bool has_bias = bias.defined();
+  if (has_bias) {
+    check_float("linear", "bias", bias);
+    check_same_device("linear", "x", x, "bias", bias);
+    EL_ENSURE(bias.numel() == out_f && bias.ndim() == 1,
+              "ops::linear: bias {} does not match w {} (expected [{}])", desc(bias), desc(w),
+              out_f);
+  }
+  const int64_t n = in == 0 ? 0 : x.numel() / in;
+  Shape out_shape = x.shape();
+  out_shape.back() = out_f;
+  Backend& be = backend_for(x.device());
+  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());
+  Tensor x2 = x.view({n, in});
+  Tensor y2 = out.view({n, out_f});
+  be.gemm(x2, false, w, true, y2, 1.f, 0.f);  // [N, in] @ [out, in]^T
+  if (has_bias && n > 0) {
+    // Broadcast add as a rank-1 GEMM (ones[N, 1] @ bias[1, out]) so that every
+    // backend gets it from the kernel it already has.
+    Tensor ones = Tensor::full({n, 1}, 1.f, DType::f32, x.device());
+    be.gemm(ones, false, bias.view({1, out_f}), false, y2, 1.f, 1.f);
+  }
+  if (any_requires_grad({&x, &w, &bias})) {
+    mark_output(out);
+    tape().record("linear", [x, w, bias, out, n, in, out_f]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      Backend& b = backend_for(dy.device());
+      Tensor dy2 = dy.view({n, out_f});
+      if (x.requires_grad()) {
+        Tensor dx = Tensor::empty({n, in}, DType::f32, dy.device());
+        b.gemm(dy2, false, w, false, dx, 1.f, 0.f);  // [N, out] @ [out, in]
+        accumulate_grad(x, dx);
+      }
+      if (w.requires_grad()) {
+        Tensor dw = Tensor::empty({out_f, in}, DType::f32, dy.device());
+        b.gemm(dy2, true, x.view({n, in}), false, dw, 1.f, 0.f);  // [out, N] @ [N, in]
+        accumulate_grad(w, dw);
+      }
+      if (bias.defined() && bias.requires_grad()) {
+        Tensor db = Tensor::zeros({1, out_f}, DType::f32, dy.device());
+        if (n > 0) {
+          Tensor ones = Tensor::full({n, 1}, 1.f, DType::f32, dy.device());
+          b.gemm(ones, true, dy2, false, db, 1.f, 0.f);  // column sums of dy
+        }
+        accumulate_grad(bias, db.view({out_f}));
+      }
+    });
+  }
+  return out;
+}
+
+Tensor embedding(const Tensor& ids, const Tensor& table) {
+  check_dtype("embedding", "ids", ids, DType::i32);
+  check_float("embedding", "table", table);
+  check_same_device("embedding", "ids", ids, "table", table);
+  EL_ENSURE(table.ndim() == 2, "ops::embedding: table is {}, expected [V, C]", desc(table));
+  Shape out_shape = ids.shape();
+  out_shape.push_back(table.dim(1));
+  Tensor out = Tensor::empty(out_shape, DType::f32, ids.device());
+  backend_for(ids.device()).embedding_forward(ids, table, out);
+  if (any_requires_grad({&table})) {
+    mark_output(out);
+    tape().record("embedding", [ids, table, out]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      Tensor dtable = Tensor::empty(table.shape(), DType::f32, dy.device());
+      backend_for(dy.device()).embedding_backward(ids, dy, dtable);
+      accumulate_grad(table, dtable);
+    });
+  }
+  return out;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_dtype("add", "a", a, DType::f32);
+  check_dtype("add", "b", b, DType::f32);
+  check_same_device("add", "a", a, "b", b);
+  check_same_shape("add", "a", a, "b", b);
+  Tensor out = Tensor::empty(a.shape(), DType::f32, a.device());
+  backend_for(a.device()).add(a, b, out);
+  if (any_requires_grad({&a, &b})) {
+    mark_output(out);
+    tape().record("add", [a, b, out]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      const bool ga = a.requires_grad(), gb = b.requires_grad();
+      // Both inputs get dy; the second one gets its own copy because
+      // accumulate_grad may take ownership of the buffer.
+      if (ga) accumulate_grad(a, dy);
+      if (gb) accumulate_grad(b, ga ? dy.clone() : dy);
+    });
+  }
+  return out;
+}
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_defined("reshape", "x", x);
+  int inferred = 0;
+  int64_t known = 1;
+  for (int64_t d : shape) {
+    EL_ENSURE(d >= -1, "ops::reshape: bad dimension {} in {} for x {}", d, shape_str(shape),
+              desc(x));
+    if (d == -1)
+      ++inferred;
+    else
+      known *= d;
+  }
+  EL_ENSURE(inferred <= 1, "ops::reshape: more than one -1 in {} for x {}", shape_str(shape),
+            desc(x));
+  EL_ENSURE(inferred ? (known > 0 && x.numel() % known == 0) : known == x.numel(),
+            "ops::reshape: cannot reshape x {} ({} elements) to {}", desc(x), x.numel(),
+            shape_str(shape));
+  Tensor out = x.view(shape);
+  if (any_requires_grad({&x})) {
+    mark_output(out);
+    tape().record("reshape", [x, out]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      accumulate_grad(x, dy.view(x.shape()));
+    });
+  }
+  return out;
+}
+
+}  // namespace el::ops

@@ -1,0 +1,62 @@
+#include "train/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace el {
+
+float CosineSchedule::lr_at(int64_t step) const {
+  if (warmup_steps > 0 && step < warmup_steps) {
+    return max_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
+  }
+  const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
+  const double progress =
+      std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return static_cast<float>(min_lr + (max_lr - min_lr) * cosine);
+}
+
+AdamW::AdamW(const ParameterList& params, const AdamWConfig& config) : config_(config) {
+  for (const auto& p : params) {
+    if (!p.tensor.requires_grad()) continue;
+    Slot s{p, Tensor::zeros(p.tensor.shape(), DType::f32, p.tensor.device()),
+           Tensor::zeros(p.tensor.shape(), DType::f32, p.tensor.device()), p.tensor.ndim() >= 2};
+    slots_.push_back(std::move(s));
+  }
+}
+
+void AdamW::step(float lr, float grad_scale) {
+  ++step_;
+  for (auto& s : slots_) {
+    if (!s.param.tensor.has_grad()) continue;
+    AdamWStep st;
+    st.lr = lr;
+    st.beta1 = config_.beta1;
+    st.beta2 = config_.beta2;
+    st.eps = config_.eps;
+    st.weight_decay = s.decay ? config_.weight_decay : 0.0f;
+    st.grad_scale = grad_scale;
+    st.step = step_;
+    Tensor param = s.param.tensor;
+    backend_for(param.device()).adamw_update(param, s.param.tensor.grad(), s.m, s.v, st);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& s : slots_) s.param.tensor.zero_grad();
+}
+
+double global_grad_norm(const ParameterList& params) {
+  double sum = 0;
+  for (const auto& p : params) {
+    if (p.tensor.has_grad()) sum += backend_for(p.tensor.device()).sum_squares(p.tensor.grad());
+  }
+  return std::sqrt(sum);
+}
+
+float clip_scale(double grad_norm, float max_norm) {
+  if (max_norm <= 0 || !(grad_norm > max_norm)) return 1.0f;
+  return static_cast<float>(max_norm / (grad_norm + 1e-6));
+}
+
+}  // namespace el

@@ -1,0 +1,64 @@
+// optimizer.h — AdamW with decoupled weight decay, global-norm clipping and
+// the cosine learning-rate schedule with linear warm-up.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "nn/module.h"
+#include "ops/backend.h"
+
+namespace el {
+
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+// Learning rate at a 0-based step: linear warm-up from lr/warmup to lr over
+// `warmup` steps, then cosine decay to min_lr at total_steps (held after).
+struct CosineSchedule {
+  float max_lr = 1e-3f;
+  float min_lr = 1e-4f;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  float lr_at(int64_t step) const;
+};
+
+class AdamW {
+ public:
+  // Weight decay applies to matrices only (ndim >= 2); norms and biases are
+  // not decayed (the nanoGPT / Megatron convention).
+  AdamW(const ParameterList& params, const AdamWConfig& config);
+
+  // One update of every parameter that has a gradient; grad_scale multiplies
+  // the gradients first (clipping). Increments step().
+  void step(float lr, float grad_scale = 1.0f);
+  void zero_grad();
+  int64_t steps_taken() const { return step_; }
+  void set_steps_taken(int64_t s) { step_ = s; }
+
+  // Optimizer state for checkpoints: (name, m) and (name, v) per parameter.
+  struct Slot {
+    NamedParameter param;
+    Tensor m, v;
+    bool decay;
+  };
+  std::vector<Slot>& slots() { return slots_; }
+
+ private:
+  std::vector<Slot> slots_;
+  AdamWConfig config_;
+  int64_t step_ = 0;
+};
+
+// sqrt(sum of squared gradients over all parameters with a gradient).
+double global_grad_norm(const ParameterList& params);
+// The factor that brings the global norm down to max_norm (1 if already below
+// or if max_norm <= 0).
+float clip_scale(double grad_norm, float max_norm);
+
+}  // namespace el
