@@ -1,4 +1,5 @@
 // efficientllm train — pretrain a model card on a prepared dataset.
+#include <cmath>
 #include <cstdio>
 
 #include "bench/table.h"
@@ -59,10 +60,10 @@ void add_train_command(CLI::App& app, Action& action) {
       if (!report.ok()) return report_error(report.error());
       const TrainReport& r = report.value();
       const auto& m = r.metrics;
+      auto num = [](const nlohmann::json& j) { return j.is_number() ? j.get<double>() : NAN; };
       std::printf("model %s: %lld parameters, %.1f tokens/s, AL %.4f s/step, MFU %.1f%%\n",
                   r.card.name.c_str(), static_cast<long long>(r.parameters),
-                  m["tokens_per_second"].get<double>(), m["al_seconds"]["mean"].get<double>(),
-                  100.0 * m["mfu"].get<double>());
+                  num(m["tokens_per_second"]), num(m["al_seconds"]["mean"]), 100.0 * num(m["mfu"]));
       if (!r.checkpoint.empty()) std::printf("checkpoint: %s\n", r.checkpoint.c_str());
       if (!report_path->empty()) {
         nlohmann::json j = {{"config", cfg->to_json()}, {"parameters", r.parameters}, {"metrics", m}};

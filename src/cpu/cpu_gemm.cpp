@@ -40,6 +40,10 @@ constexpr int64_t kGemmParallelMinWork = int64_t{1} << 19;
 // tiles are 16 or 32 wide, so a ragged split wastes a partial tile per thread).
 constexpr int64_t kSplitAlign = 32;
 
+// Blocks per thread of the dynamic split (see gemm): more balance under
+// contention, at the cost of re-packing the shared operand once per block.
+constexpr int kBlocksPerThread = 4;
+
 // Keeps OpenBLAS on the calling thread (see file comment); cheap when already 1.
 void pin_openblas_to_one_thread() {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
@@ -82,37 +86,40 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   pin_openblas_to_one_thread();
   const int max_threads = m * n * k >= kGemmParallelMinWork ? omp_get_max_threads() : 1;
-  // Split the larger of M and N so each thread gets a tall or wide block.
+  // Split the larger of M and N into blocks of whole kSplitAlign tiles, a few
+  // per thread, handed out dynamically: on a shared machine one thread may be
+  // descheduled and the other then takes its blocks instead of waiting at the
+  // barrier. Each block is an independent sgemm, so the result does not depend
+  // on which thread computed what.
   const bool split_rows = m >= n;
   const int64_t extent = split_rows ? m : n;
-  const int64_t chunks = std::max<int64_t>(1, (extent + kSplitAlign - 1) / kSplitAlign);
-  const int nt = static_cast<int>(std::min<int64_t>(max_threads, chunks));
+  const int64_t tiles = std::max<int64_t>(1, (extent + kSplitAlign - 1) / kSplitAlign);
+  const int nt = static_cast<int>(std::min<int64_t>(max_threads, tiles));
   if (nt <= 1) {
     cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n),
                 static_cast<int>(k), alpha, ap, static_cast<int>(lda), bp, static_cast<int>(ldb),
                 beta, cp, static_cast<int>(n));
     return;
   }
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t tid = omp_get_thread_num();
-    const int64_t per = (chunks + nt - 1) / nt * kSplitAlign;
-    const int64_t lo = std::min(extent, tid * per);
+  const int64_t blocks = std::min<int64_t>(tiles, int64_t{kBlocksPerThread} * nt);
+  const int64_t per = (tiles + blocks - 1) / blocks * kSplitAlign;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t lo = std::min(extent, blk * per);
     const int64_t hi = std::min(extent, lo + per);
-    if (hi > lo) {
-      if (split_rows) {
-        // Rows lo..hi of op(a): row offset of a, or column offset when a is [K, M].
-        const float* a_blk = trans_a ? ap + lo : ap + lo * lda;
-        cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(hi - lo), static_cast<int>(n),
-                    static_cast<int>(k), alpha, a_blk, static_cast<int>(lda), bp,
-                    static_cast<int>(ldb), beta, cp + lo * n, static_cast<int>(n));
-      } else {
-        // Columns lo..hi of op(b): column offset of b, or row offset when b is [N, K].
-        const float* b_blk = trans_b ? bp + lo * ldb : bp + lo;
-        cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(hi - lo),
-                    static_cast<int>(k), alpha, ap, static_cast<int>(lda), b_blk,
-                    static_cast<int>(ldb), beta, cp + lo, static_cast<int>(n));
-      }
+    if (hi <= lo) continue;
+    if (split_rows) {
+      // Rows lo..hi of op(a): row offset of a, or column offset when a is [K, M].
+      const float* a_blk = trans_a ? ap + lo : ap + lo * lda;
+      cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(hi - lo), static_cast<int>(n),
+                  static_cast<int>(k), alpha, a_blk, static_cast<int>(lda), bp,
+                  static_cast<int>(ldb), beta, cp + lo * n, static_cast<int>(n));
+    } else {
+      // Columns lo..hi of op(b): column offset of b, or row offset when b is [N, K].
+      const float* b_blk = trans_b ? bp + lo * ldb : bp + lo;
+      cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(hi - lo),
+                  static_cast<int>(k), alpha, ap, static_cast<int>(lda), b_blk,
+                  static_cast<int>(ldb), beta, cp + lo, static_cast<int>(n));
     }
   }
 }

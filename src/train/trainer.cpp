@@ -206,8 +206,9 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
       {"flops_per_token_formula", report.flops.formula_train},
       {"achieved_flops_per_second", flops_per_s},
       {"peak_calibration", metrics::to_json(peak)},
-      {"mfu", peak_flops > 0 ? flops_per_s / peak_flops : 0.0},
-      {"mfu_formula", peak_flops > 0 ? tokens_per_s * report.flops.formula_train / peak_flops : 0.0},
+      {"mfu", metrics::json_number_or_null(metrics::mfu(flops_per_s, peak_flops))},
+      {"mfu_formula", metrics::json_number_or_null(
+                          metrics::mfu(tokens_per_s * report.flops.formula_train, peak_flops))},
       {"memory_energy", metrics::to_json(metrics::summarize_samples(recording))},
       {"samples", metrics::to_json(recording)},
       {"steps", raw_steps},
