@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libopenblas-dev libsentencepiece-dev
+  libopenblas-dev libsentencepiece-dev libssl-dev
   libgtest-dev libbenchmark-dev
   python3-doc   # the built-in corpus: the Python documentation's reST sources (real English prose)
 )

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "data/unigram.h"
 #include "data/tokenizer.h"
+#include "metrics/calibrate.h"
 #include "metrics/proc.h"
 #include "metrics/stats.h"
 #include "train/trainer.h"
@@ -32,7 +33,7 @@ struct QuickSettings {
   int vocab_size = 4096;
   int64_t batch_size = 16;
   int64_t seq_len = 128;
-  int64_t steps = 150;
+  int64_t steps = 400;
   float lr = 3e-3f;
   float min_lr = 3e-4f;
   int64_t warmup_steps = 15;
@@ -103,6 +104,13 @@ Result<QuickSuiteResult> run_quick_suite(const QuickSuiteOptions& options) {
   const nlohmann::json platform = metrics::to_json(metrics::collect_platform_info());
   const std::string run_id = timestamp();
 
+  // One calibration for the whole suite, so every MFU has the same denominator.
+  bar.update("calibrate", 0, 1, "timing the GEMM peak for MFU", -1);
+  EL_TRY_ASSIGN(const metrics::PeakCalibration peak, metrics::try_calibrate_peak_gemm(options.device, 2.0));
+  bar.update("calibrate", 1, 1, fmt::format("{:.1f} GFLOP/s", peak.gflops), -1);
+  bar.finish();
+  result.peak_gflops = peak.gflops;
+
   struct Row { std::string label; TrainConfig cfg; bool quality; };
   std::vector<Row> rows;
   for (const auto& v : kAttentionVariants) {
@@ -117,6 +125,7 @@ Result<QuickSuiteResult> run_quick_suite(const QuickSuiteOptions& options) {
     c.min_lr = s.min_lr;
     c.warmup_steps = s.warmup_steps;
     c.eval_batches = s.eval_batches;
+    c.peak = peak;
     rows.push_back({v.label, c, true});
   }
   if (options.include_small) {

@@ -27,6 +27,7 @@ struct QuickSuiteOptions {
 struct QuickSuiteResult {
   std::vector<nlohmann::json> records;  // one per experiment (also in the JSONL file)
   double unigram_perplexity = 0;
+  double peak_gflops = 0;  // the suite's calibrated GEMM peak (MFU denominator)
   std::string jsonl_path, csv_path;
   std::string table;  // the printed table
 };

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "data/fs_util.h"
+#include "io/file_util.h"
 
 namespace el::data {
 namespace fs = std::filesystem;
@@ -194,10 +194,10 @@ Status for_each_document(const std::vector<std::string>& files, const std::strin
     const std::string& path = files[fi];
     EL_TRY_ASSIGN(const FileFormat format, detect_format(path));
     if (format == FileFormat::text) {
-      EL_TRY_ASSIGN(std::string text, read_file(path));
+      EL_TRY_ASSIGN(std::string text, io::read_file(path));
       EL_TRY(deliver(std::move(text), fi, 0));
     } else if (format == FileFormat::json_array) {
-      EL_TRY_ASSIGN(const std::string bytes, read_file(path));
+      EL_TRY_ASSIGN(const std::string bytes, io::read_file(path));
       json arr;
       try {
         arr = json::parse(bytes);

@@ -10,10 +10,11 @@
 #include <thread>
 
 #include "data/corpus.h"
-#include "data/fs_util.h"
 #include "data/sha256.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
+#include "io/atomic_file.h"
+#include "io/file_util.h"
 
 namespace el::data {
 namespace fs = std::filesystem;
@@ -109,7 +110,7 @@ Status check_writable_dir(const std::string& dir) {
                                   ec ? ec.message() : "exists and is not a directory"),
                       dir);
   const std::string probe = (fs::path(dir) / ".efficientllm_write_test").string();
-  const Status st = write_file_atomic(probe, std::string("ok"));
+  const Status st = io::write_file_atomic(probe, "ok");
   if (!st.ok())
     return make_error("output directory is not writable", dir, "choose another --out directory");
   fs::remove(probe, ec);
@@ -259,7 +260,7 @@ Result<Dataset> prepare_dataset(const PrepareOptions& o) {
   if (st.ok()) st = val.finish();
   if (st.ok()) {
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    st = write_file_atomic(r.manifest_path, manifest_text(r));
+    st = io::write_file_atomic(r.manifest_path, manifest_text(r));
   }
   if (!st.ok()) {
     remove_files(written);
@@ -339,7 +340,7 @@ Result<Dataset> load_dataset_manifest(const std::string& dir) {
   if (!fs::is_regular_file(file, ec))
     return make_error("dataset manifest not found", file,
                       "prepare the dataset first (prepare_dataset writes dataset.json)");
-  EL_TRY_ASSIGN(const std::string text, read_file(file));
+  EL_TRY_ASSIGN(const std::string text, io::read_file(file));
   json j;
   try {
     j = json::parse(text);

@@ -3,6 +3,7 @@
 // The dataset manifest records the tokenizer model's SHA-256 so a run can tell
 // that the shards were made with the tokenizer it is about to load; SHA-256
 // (rather than a cheaper hash) lets a user check it with `sha256sum`.
+// The digest itself comes from OpenSSL's libcrypto (EVP interface).
 #pragma once
 
 #include <string>

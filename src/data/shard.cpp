@@ -14,7 +14,7 @@
 #include <filesystem>
 #include <utility>
 
-#include "data/fs_util.h"
+#include "io/atomic_file.h"
 
 namespace el::data {
 
@@ -52,7 +52,10 @@ Status write_shard(const std::string& path, const std::vector<uint32_t>& tokens,
   }
   const void* data = u16 ? static_cast<const void*>(body.data()) : tokens.data();
   const size_t data_bytes = tokens.size() * (u16 ? 2 : 4);
-  return write_file_atomic(path, {{header, kShardHeaderBytes}, {data, data_bytes}});
+  return io::write_file_atomic_with(path, [&](int fd) -> Status {
+    EL_TRY(io::write_all(fd, header, kShardHeaderBytes, path));
+    return io::write_all(fd, data, data_bytes, path);
+  });
 }
 
 // ---- TokenShard

@@ -11,7 +11,8 @@
 
 #include "core/rng.h"
 #include "data/corpus.h"
-#include "data/fs_util.h"
+#include "io/atomic_file.h"
+#include "io/file_util.h"
 
 namespace el::data {
 namespace {
@@ -120,8 +121,8 @@ Status train_tokenizer(const TokenizerTrainOptions& o, TokenizerTrainStats* stat
   std::string vocab;
   for (int i = 0; i < sp.GetPieceSize(); ++i)
     vocab += fmt::format("{}\t{}\n", sp.IdToPiece(i), sp.GetScore(i));
-  EL_TRY(write_file_atomic(o.model_prefix + ".model", model_bytes));
-  EL_TRY(write_file_atomic(o.model_prefix + ".vocab", vocab));
+  EL_TRY(io::write_file_atomic(o.model_prefix + ".model", model_bytes));
+  EL_TRY(io::write_file_atomic(o.model_prefix + ".vocab", vocab));
 
   if (stats != nullptr) {
     stats->documents = rs.documents;
@@ -145,7 +146,7 @@ Result<Tokenizer> Tokenizer::load(const std::string& model_path) {
   if (!std::filesystem::is_regular_file(model_path, ec))
     return make_error("tokenizer model file not found", model_path,
                       "check the path, or train a tokenizer first (train_tokenizer)");
-  EL_TRY_ASSIGN(const std::string bytes, read_file(model_path));
+  EL_TRY_ASSIGN(const std::string bytes, io::read_file(model_path));
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
   const auto st = sp->LoadFromSerializedProto(bytes);
   if (!st.ok())

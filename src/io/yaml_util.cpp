@@ -2,12 +2,11 @@
 
 #include <charconv>
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include <fmt/format.h>
 
+#include "io/file_util.h"
 #include "io/suggest.h"
 
 namespace el::io {
@@ -61,15 +60,6 @@ Result<F> parse_float(const YAML::Node& n, const std::string& source, std::strin
 
 // ---- files and parsing ---------------------------------------------------------------
 
-Result<std::string> read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error("cannot open file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return make_error("error while reading file", path);
-  return ss.str();
-}
-
 Result<YAML::Node> parse_yaml(const std::string& text, const std::string& source) {
   try {
     return YAML::Load(text);
@@ -81,7 +71,7 @@ Result<YAML::Node> parse_yaml(const std::string& text, const std::string& source
 }
 
 Result<YAML::Node> load_yaml_file(const std::string& path) {
-  EL_TRY_ASSIGN(std::string text, read_text_file(path));
+  EL_TRY_ASSIGN(std::string text, read_file(path));
   return parse_yaml(text, path);
 }
 

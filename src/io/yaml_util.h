@@ -33,9 +33,6 @@
 
 namespace el::io {
 
-// Whole file as a string; the error names the path.
-Result<std::string> read_text_file(const std::string& path);
-
 // Parses YAML text; `source` (a path or a name) is used in error locations.
 Result<YAML::Node> parse_yaml(const std::string& text, const std::string& source);
 Result<YAML::Node> load_yaml_file(const std::string& path);

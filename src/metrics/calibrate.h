@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -20,7 +21,9 @@
 namespace el::metrics {
 
 struct PeakCalibration {
-  double gflops = 0.0;   // achieved GFLOP/s = 2*m*n*k*reps / seconds / 1e9
+  double gflops = 0.0;       // peak: the best batch's GFLOP/s (2*m*n*k per GEMM)
+  double mean_gflops = 0.0;  // over all timed repetitions
+  std::vector<double> batch_gflops;  // raw samples, one per timed batch
   int64_t m = 0, n = 0, k = 0;
   int reps = 0;          // timed repetitions (after warm-up)
   double seconds = 0.0;  // total time of the timed repetitions
@@ -44,7 +47,7 @@ PeakCalibration calibrate_peak_gemm(Device device, double min_seconds = 0.5, int
 // (pass calibration.gflops * 1e9). NaN when the peak is not positive/finite.
 double mfu(double flops_per_second, double peak_flops);
 
-// {"gflops", "m", "n", "k", "reps", "seconds", "device"}.
+// {"gflops", "m", "n", "k", "reps", "seconds", "device", "mean_gflops", "batch_gflops"}.
 nlohmann::json to_json(const PeakCalibration& c);
 
 }  // namespace el::metrics

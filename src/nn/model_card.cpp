@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "io/file_util.h"
 #include "io/suggest.h"
 #include "io/yaml_util.h"
 
@@ -188,7 +189,7 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
 }
 
 Result<ModelCard> load_model_card(const std::string& path) {
-  EL_TRY_ASSIGN(std::string text, io::read_text_file(path));
+  EL_TRY_ASSIGN(std::string text, io::read_file(path));
   return parse_model_card(text, path);
 }
 

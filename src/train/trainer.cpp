@@ -113,7 +113,9 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
   report.parameters = model->num_parameters();
   report.flops = model->flops_per_token(cfg.seq_len);
 
-  const metrics::PeakCalibration peak = metrics::calibrate_peak_gemm(cfg.device, cfg.calibration_seconds);
+  EL_TRY_ASSIGN(const metrics::PeakCalibration peak,
+                cfg.peak ? Result<metrics::PeakCalibration>(*cfg.peak)
+                         : metrics::try_calibrate_peak_gemm(cfg.device, cfg.calibration_seconds));
   metrics::SamplerOptions sampler_options;
   sampler_options.device = cfg.device;
   sampler_options.interval_ms = cfg.sample_interval_ms;

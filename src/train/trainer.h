@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "metrics/calibrate.h"
 #include "models/decoder_lm.h"
 
 namespace el {
@@ -47,6 +48,9 @@ struct TrainConfig {
   uint64_t seed = 1234;          // weights and data order
   int sample_interval_ms = 100;  // metrics sampler period
   double calibration_seconds = 0.5;  // calibration GEMM time for the MFU peak
+  // A peak measured earlier (a suite calibrates once for all its runs, so
+  // their MFUs share one denominator); calibrated at start when empty.
+  std::optional<metrics::PeakCalibration> peak;
   int64_t timing_warmup_steps = 1;  // first steps left out of the AL/TT/MFU summaries
   int64_t max_nonfinite_skips = 0;  // steps with a NaN/Inf loss to skip before stopping
 

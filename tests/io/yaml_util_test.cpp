@@ -204,7 +204,7 @@ TEST(YamlUtil, LoadFile) {
   std::filesystem::remove(p);
   auto missing = load_yaml_file("/nonexistent/x.yaml");
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.error().message(), "/nonexistent/x.yaml: cannot open file");
+  EXPECT_EQ(missing.error().message(), "/nonexistent/x.yaml: cannot open file: No such file or directory");
 }
 
 }  // namespace

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# CLI tests: exit codes and error messages of the `efficientllm` program on
+# good and bad input. Usage: cli_test.sh <efficientllm binary> <case> <fixtures dir>
+# Each case prints what it checked; a failed check exits non-zero.
+set -uo pipefail
+BIN=$1
+CASE=$2
+FIX=$3
+TMP=$(mktemp -d /tmp/el_cli_test.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# expect_error <regex> <command...>: non-zero exit and stderr matching regex.
+expect_error() {
+  local re=$1; shift
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  [ $rc -ne 0 ] || fail "'$*' exited 0; stderr: $(cat "$TMP/err")"
+  grep -Eq -- "$re" "$TMP/err" || fail "'$*' stderr does not match /$re/: $(cat "$TMP/err")"
+  echo "ok: '$*' -> exit $rc, $(head -1 "$TMP/err")"
+}
+
+write_card() {  # write_card <path> <extra yaml lines...>
+  local path=$1; shift
+  {
+    echo "name: cli-test"
+    echo "n_layer: 1"
+    echo "d_model: 32"
+    echo "n_head: 4"
+    echo "n_kv_head: 2"
+    echo "d_ff: 64"
+    echo "vocab_size: 400"
+    echo "max_seq_len: 32"
+    for line in "$@"; do echo "$line"; done
+  } >"$path"
+}
+
+# A real dataset from the fixture prose: one document per paragraph file.
+make_dataset() {
+  mkdir -p "$TMP/docs"
+  awk -v dir="$TMP/docs" 'BEGIN{n=0} /^$/ {n++; next} {print > (dir "/p" n ".txt")}' "$FIX/data/prose.txt"
+  for i in 1 2 3; do mkdir -p "$TMP/docs/copy$i"; cp "$TMP"/docs/p*.txt "$TMP/docs/copy$i/"; done
+  "$BIN" tokenizer train --input "$FIX/data/prose.txt" --out "$TMP/tok" --vocab-size 400 >/dev/null 2>&1 ||
+    fail "tokenizer train failed"
+  "$BIN" data prepare --input "$TMP/docs" --tokenizer "$TMP/tok.model" --out "$TMP/ds" --val-fraction 0.2 \
+    >/dev/null 2>"$TMP/prep.err" || fail "data prepare failed: $(cat "$TMP/prep.err")"
+  write_card "$TMP/card.yaml"
+}
+
+case "$CASE" in
+  model_info)
+    "$BIN" model info tiny >"$TMP/out" 2>&1 || fail "model info tiny failed"
+    grep -Eq "^parameters: +[0-9]+" "$TMP/out" || fail "no parameter count: $(cat "$TMP/out")"
+    echo "ok: model info tiny"
+    ;;
+  unknown_key)
+    write_card "$TMP/bad.yaml" "n_layr: 3"
+    expect_error "bad.yaml:9.*unknown key 'n_layr'.*n_layer" "$BIN" model info "$TMP/bad.yaml"
+    ;;
+  bad_heads)
+    write_card "$TMP/bad.yaml"
+    sed -i 's/n_kv_head: 2/n_kv_head: 3/' "$TMP/bad.yaml"
+    expect_error "n_head \(4\) must be divisible by n_kv_head \(3\)" "$BIN" model info "$TMP/bad.yaml"
+    ;;
+  unknown_card)
+    expect_error "no-such-card" "$BIN" model info no-such-card
+    ;;
+  missing_data)
+    expect_error "/nonexistent" "$BIN" train --model tiny --data /nonexistent --steps 1
+    ;;
+  empty_corpus)
+    : >"$TMP/empty.txt"
+    expect_error "empty|no text" "$BIN" tokenizer train --input "$TMP/empty.txt" --out "$TMP/t"
+    ;;
+  corrupt_shard)
+    make_dataset
+    shard=$(ls "$TMP"/ds/train_*.bin | head -1)
+    printf '\x01\x02\x03\x04' | dd of="$shard" bs=1 seek=0 conv=notrunc 2>/dev/null
+    expect_error "magic" "$BIN" train --model "$TMP/card.yaml" --data "$TMP/ds" --steps 1 -b 2 -t 16
+    ;;
+  truncated_shard)
+    make_dataset
+    shard=$(ls "$TMP"/ds/train_*.bin | head -1)
+    truncate -s -100 "$shard"
+    expect_error "bytes" "$BIN" train --model "$TMP/card.yaml" --data "$TMP/ds" --steps 1 -b 2 -t 16
+    ;;
+  token_out_of_vocab)
+    make_dataset
+    write_card "$TMP/small_vocab.yaml"
+    sed -i 's/vocab_size: 400/vocab_size: 100/' "$TMP/small_vocab.yaml"
+    expect_error "vocab" "$BIN" train --model "$TMP/small_vocab.yaml" --data "$TMP/ds" --steps 1 -b 2 -t 16
+    ;;
+  train_and_resume)
+    make_dataset
+    "$BIN" train --model "$TMP/card.yaml" --data "$TMP/ds" --steps 4 --stop-after 2 -b 2 -t 16 \
+      --out "$TMP/run" --report "$TMP/r1.json" >/dev/null 2>&1 || fail "train failed"
+    [ -f "$TMP/run/checkpoint.safetensors" ] || fail "no checkpoint"
+    [ -f "$TMP/r1.json" ] || fail "no report"
+    "$BIN" train --model "$TMP/card.yaml" --data "$TMP/ds" --steps 4 -b 2 -t 16 \
+      --resume "$TMP/run/checkpoint.safetensors" >"$TMP/out" 2>&1 || fail "resume failed: $(cat "$TMP/out")"
+    grep -q "step 4: val loss" "$TMP/out" || fail "resume did not reach step 4: $(cat "$TMP/out")"
+    ls -a "$TMP/run" | grep -q "\.tmp\." && fail "temporary file left behind"
+    echo "ok: train, checkpoint, resume"
+    ;;
+  bench_unwritable)
+    expect_error "not writable|cannot create" "$BIN" bench --results-dir /proc/el-cannot-write
+    ;;
+  bench_unknown_suite)
+    expect_error "unknown suite 'nope'" "$BIN" bench --suite nope
+    ;;
+  *)
+    fail "unknown case $CASE"
+    ;;
+esac
