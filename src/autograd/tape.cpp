@@ -18,11 +18,11 @@ void Tape::record(const char* op_name, BackwardFn fn) {
   nodes_.push_back(Node{op_name, std::move(fn)});
 }
 
-void Tape::backward(const Tensor& loss) {
+void Tape::backward(const Tensor& loss, float seed) {
   EL_ENSURE(loss.numel() == 1, "backward() needs a one-element loss, got {}",
             shape_str(loss.shape()));
   if (loss.requires_grad()) {
-    accumulate_grad(loss, Tensor::full(loss.shape(), 1.0f, DType::f32, loss.device()));
+    accumulate_grad(loss, Tensor::full(loss.shape(), seed, DType::f32, loss.device()));
   }
   {
     NoGrad no_grad;  // backward closures must not record
@@ -56,16 +56,22 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
   if (!t.has_grad()) {
     // Own the gradient buffer; view it in the tensor's shape.
     Tensor own = g.impl()->is_leaf && g.shape() == t.shape() ? g : g.view(t.shape());
-    if (own.dtype() != DType::f32 && t.dtype() == DType::f32) {
-      Tensor f = Tensor::empty(t.shape(), DType::f32, t.device());
-      f.copy_from(own);
-      own = f;
+    if (own.dtype() != t.dtype()) {
+      Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
+      c.copy_from(own);
+      own = c;
     }
     const_cast<Tensor&>(t).set_grad(own);
     return;
   }
   Tensor acc = t.grad();
-  backend_for(t.device()).axpy(1.0f, g.view(acc.shape()), acc);
+  Tensor add = g.view(acc.shape());
+  if (add.dtype() != acc.dtype()) {  // backends get one dtype per elementwise kernel
+    Tensor c = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
+    c.copy_from(add);
+    add = c;
+  }
+  backend_for(t.device()).axpy(1.0f, add, acc);
 }
 
 Tensor take_grad(const Tensor& out) {

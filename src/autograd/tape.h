@@ -4,8 +4,9 @@
 // are enabled and an input requires them, appends a closure to the current
 // thread's Tape. The closure captures what the backward needs (inputs, saved
 // statistics) and, when run, reads the output's .grad and accumulates into the
-// inputs' .grad. Tape::backward(loss) seeds dloss = 1 and runs the closures in
-// reverse order, then clears the tape (freeing the saved activations).
+// inputs' .grad. Tape::backward(loss) seeds dloss = 1 (or the fp16 loss
+// scale) and runs the closures in reverse order, then clears the tape
+// (freeing the saved activations).
 //
 // Why a tape and not a graph of nodes: a decoder LM's forward is a straight
 // line of ops, so recording order is already a valid reverse topological
@@ -26,9 +27,11 @@ class Tape {
   using BackwardFn = std::function<void()>;
 
   void record(const char* op_name, BackwardFn fn);
-  // Seeds d(loss)/d(loss) = 1 for a one-element tensor, runs the recorded
-  // closures last to first and clears the tape.
-  void backward(const Tensor& loss);
+  // Seeds d(loss)/d(loss) = seed for a one-element tensor, runs the recorded
+  // closures last to first and clears the tape. A seed other than 1 scales
+  // every gradient by it: fp16 training passes its loss scale (so small
+  // gradients do not flush to zero) and divides it out in the optimizer.
+  void backward(const Tensor& loss, float seed = 1.0f);
   void clear();
   size_t size() const { return nodes_.size(); }
 
@@ -65,7 +68,8 @@ void mark_output(Tensor& out);
 
 // t.grad += g; takes ownership of g when t has no grad yet, so the caller must
 // not hand the same buffer to two tensors (clone one of them). No-op if t does
-// not require grad.
+// not require grad. The gradient keeps t's dtype: a g of another dtype is
+// converted first (rounded to nearest even when t is bf16/f16).
 void accumulate_grad(const Tensor& t, const Tensor& g);
 
 // The gradient flowing into an op output, detached from it when the output is

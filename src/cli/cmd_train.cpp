@@ -14,9 +14,13 @@ void add_train_command(CLI::App& app, Action& action) {
   auto cfg = std::make_shared<TrainConfig>();
   auto device = std::make_shared<std::string>("cpu");
   auto report_path = std::make_shared<std::string>();
+  auto precision = std::make_shared<std::string>("f32");
   cmd->add_option("--model", cfg->model, "Model card name or YAML path")->capture_default_str();
   cmd->add_option("--data", cfg->data_dir, "Dataset directory from `efficientllm data prepare`")->required();
   cmd->add_option("--device", *device, "cpu | cuda[:N]")->capture_default_str();
+  cmd->add_option("--precision", *precision,
+                  "f32 | bf16 | f16 (bf16/f16: f32 master weights; f16 adds dynamic loss scaling)")
+      ->capture_default_str();
   cmd->add_option("--batch-size,-b", cfg->batch_size, "Micro-batch size B")->capture_default_str();
   cmd->add_option("--seq-len,-t", cfg->seq_len, "Sequence length T")->capture_default_str();
   cmd->add_option("--grad-accum", cfg->grad_accum, "Micro-batches per optimizer step")->capture_default_str();
@@ -39,11 +43,14 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--max-nonfinite-skips", cfg->max_nonfinite_skips,
                   "Steps with NaN/Inf loss to skip before stopping")->capture_default_str();
   cmd->add_option("--report", *report_path, "Write the full JSON report (raw samples included) here");
-  cmd->callback([&action, cfg, device, report_path] {
-    action = [cfg, device, report_path]() -> int {
+  cmd->callback([&action, cfg, device, report_path, precision] {
+    action = [cfg, device, report_path, precision]() -> int {
       auto dev = parse_device(*device);
       if (!dev.ok()) return report_error(dev.error());
       cfg->device = dev.value();
+      auto prec = parse_precision(*precision, "--precision");
+      if (!prec.ok()) return report_error(prec.error());
+      cfg->precision = prec.value();
       bench::ProgressBar bar;
       TrainCallbacks cb;
       cb.on_step = [&bar](const StepRecord& r, const TrainConfig& c) {
@@ -61,9 +68,14 @@ void add_train_command(CLI::App& app, Action& action) {
       const TrainReport& r = report.value();
       const auto& m = r.metrics;
       auto num = [](const nlohmann::json& j) { return j.is_number() ? j.get<double>() : NAN; };
-      std::printf("model %s: %lld parameters, %.1f tokens/s, AL %.4f s/step, MFU %.1f%%\n",
-                  r.card.name.c_str(), static_cast<long long>(r.parameters),
-                  num(m["tokens_per_second"]), num(m["al_seconds"]["mean"]), 100.0 * num(m["mfu"]));
+      std::printf("model %s (%s): %lld parameters, %.1f tokens/s, AL %.4f s/step, MFU %.1f%%\n",
+                  r.card.name.c_str(), precision_name(cfg->precision),
+                  static_cast<long long>(r.parameters), num(m["tokens_per_second"]),
+                  num(m["al_seconds"]["mean"]), 100.0 * num(m["mfu"]));
+      if (m["loss_scale_skipped_steps"].get<int64_t>() > 0) {
+        std::printf("f16 loss scaling skipped %lld overflow steps\n",
+                    static_cast<long long>(m["loss_scale_skipped_steps"].get<int64_t>()));
+      }
       if (!r.checkpoint.empty()) std::printf("checkpoint: %s\n", r.checkpoint.c_str());
       if (!report_path->empty()) {
         nlohmann::json j = {{"config", cfg->to_json()}, {"parameters", r.parameters}, {"metrics", m}};

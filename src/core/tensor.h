@@ -4,7 +4,8 @@
 // the device's allocator), byte offset, shape, strides (in elements), dtype and
 // device, plus the autograd fields (requires_grad, grad, is_leaf). Copying a
 // Tensor copies the handle, never the data. Kernels work on contiguous tensors;
-// view()/reshape share storage, contiguous() copies when needed.
+// view() and slice0() share storage (ops::reshape is the taped view), and
+// clone() makes a contiguous copy.
 //
 // Shapes use the letters B (batch), T (time), C (channels), H (heads),
 // D (head dim), V (vocab), N (rows = B*T) in comments throughout the engine.

@@ -2,93 +2,159 @@
 //
 // The reference backend: every kernel in f32 on the host, GEMM through
 // OpenBLAS, the rest in cpu_*.cpp with OpenMP over rows. This file only
-// forwards each virtual to its kernel in cpu_kernels.h.
+// forwards each virtual to its kernel in cpu_kernels.h, through an F32Stage
+// (cpu_f32_stage.h) that widens bf16/f16 arguments to f32 scratch and rounds
+// the outputs back, so every kernel accepts every float dtype.
+#include "cpu/cpu_f32_stage.h"
 #include "cpu/cpu_kernels.h"
 
 namespace el {
 namespace {
+
+using cpu::F32Stage;
 
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu(); }
   const char* name() const override { return "cpu"; }
 
+  // fill/copy handle every dtype themselves.
   void fill(Tensor& dst, float value) override { cpu::fill(dst, value); }
   void copy(const Tensor& src, Tensor& dst) override { cpu::copy(src, dst); }
 
   void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
             float beta) override {
-    cpu::gemm(a, trans_a, b, trans_b, c, alpha, beta);
+    F32Stage s;
+    // beta == 0 never reads c (BLAS semantics), so its old values need no widening.
+    cpu::gemm(s.in(a), trans_a, s.in(b), trans_b, beta == 0.f ? s.out(c) : s.inout(c), alpha,
+              beta);
+    s.commit();
   }
 
-  void add(const Tensor& a, const Tensor& b, Tensor& out) override { cpu::add(a, b, out); }
-  void axpy(float alpha, const Tensor& x, Tensor& y) override { cpu::axpy(alpha, x, y); }
-  void scale(Tensor& x, float s) override { cpu::scale(x, s); }
-  double sum_squares(const Tensor& x) override { return cpu::sum_squares(x); }
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override {
+    F32Stage s;
+    cpu::add(s.in(a), s.in(b), s.out(out));
+    s.commit();
+  }
+  void axpy(float alpha, const Tensor& x, Tensor& y) override {
+    F32Stage s;
+    cpu::axpy(alpha, s.in(x), s.inout(y));
+    s.commit();
+  }
+  void scale(Tensor& x, float sc) override {
+    F32Stage s;
+    cpu::scale(s.inout(x), sc);
+    s.commit();
+  }
+  double sum_squares(const Tensor& x) override {
+    F32Stage s;
+    return cpu::sum_squares(s.in(x));
+  }
+  bool all_finite(const Tensor& x) override { return cpu::all_finite(x); }  // reads any dtype
 
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) override {
-    cpu::embedding_forward(ids, table, out);
+    F32Stage s;
+    cpu::embedding_forward(s.in(ids), s.in(table), s.out(out));
+    s.commit();
   }
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) override {
-    cpu::embedding_backward(ids, dout, dtable);
+    F32Stage s;
+    cpu::embedding_backward(s.in(ids), s.in(dout), s.out(dtable));
+    s.commit();
   }
 
   void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
                        Tensor& rstd) override {
-    cpu::rmsnorm_forward(x, w, eps, y, rstd);
+    F32Stage s;
+    cpu::rmsnorm_forward(s.in(x), s.in(w), eps, s.out(y), s.out(rstd));
+    s.commit();
   }
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                         Tensor& dx, Tensor& dw) override {
-    cpu::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+    F32Stage s;
+    cpu::rmsnorm_backward(s.in(dy), s.in(x), s.in(w), s.in(rstd), s.out(dx), s.out(dw));
+    s.commit();
   }
   void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
                          Tensor& mean, Tensor& rstd) override {
-    cpu::layernorm_forward(x, w, b, eps, y, mean, rstd);
+    F32Stage s;
+    cpu::layernorm_forward(s.in(x), s.in(w), s.in(b), eps, s.out(y), s.out(mean), s.out(rstd));
+    s.commit();
   }
   void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
                           const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db) override {
-    cpu::layernorm_backward(dy, x, w, mean, rstd, dx, dw, db);
+    F32Stage s;
+    cpu::layernorm_backward(s.in(dy), s.in(x), s.in(w), s.in(mean), s.in(rstd), s.out(dx),
+                            s.out(dw), s.out(db));
+    s.commit();
   }
 
   void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse,
             Tensor& y) override {
-    cpu::rope(x, inv_freq, pos_offset, inverse, y);
+    F32Stage s;
+    cpu::rope(s.in(x), s.in(inv_freq), pos_offset, inverse, s.out(y));
+    s.commit();
   }
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          bool causal, Tensor& out, Tensor& lse) override {
-    cpu::attention_forward(q, k, v, scale, causal, out, lse);
+    F32Stage s;
+    cpu::attention_forward(s.in(q), s.in(k), s.in(v), scale, causal, s.out(out), s.out(lse));
+    s.commit();
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& out, const Tensor& lse, float scale, bool causal,
                           Tensor& dq, Tensor& dk, Tensor& dv) override {
-    cpu::attention_backward(dout, q, k, v, out, lse, scale, causal, dq, dk, dv);
+    F32Stage s;
+    cpu::attention_backward(s.in(dout), s.in(q), s.in(k), s.in(v), s.in(out), s.in(lse), scale,
+                            causal, s.out(dq), s.out(dk), s.out(dv));
+    s.commit();
   }
 
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
-    cpu::swiglu_forward(gate, up, out);
+    F32Stage s;
+    cpu::swiglu_forward(s.in(gate), s.in(up), s.out(out));
+    s.commit();
   }
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup) override {
-    cpu::swiglu_backward(dout, gate, up, dgate, dup);
+    F32Stage s;
+    cpu::swiglu_backward(s.in(dout), s.in(gate), s.in(up), s.out(dgate), s.out(dup));
+    s.commit();
   }
-  void gelu_forward(const Tensor& x, Tensor& out) override { cpu::gelu_forward(x, out); }
+  void gelu_forward(const Tensor& x, Tensor& out) override {
+    F32Stage s;
+    cpu::gelu_forward(s.in(x), s.out(out));
+    s.commit();
+  }
   void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
-    cpu::gelu_backward(dout, x, dx);
+    F32Stage s;
+    cpu::gelu_backward(s.in(dout), s.in(x), s.out(dx));
+    s.commit();
   }
 
   void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
                              Tensor& lse) override {
-    cpu::cross_entropy_forward(logits, targets, losses, lse);
+    F32Stage s;
+    cpu::cross_entropy_forward(s.in(logits), s.in(targets), s.out(losses), s.out(lse));
+    s.commit();
   }
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                               float dloss, Tensor& dlogits) override {
-    cpu::cross_entropy_backward(logits, targets, lse, dloss, dlogits);
+    F32Stage s;
+    cpu::cross_entropy_backward(s.in(logits), s.in(targets), s.in(lse), dloss, s.out(dlogits));
+    s.commit();
   }
 
+  // The AdamW kernels read and write every float dtype themselves (m, v and
+  // master are f32 by contract), converting element by element.
   void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                     const AdamWStep& step) override {
     cpu::adamw_update(param, grad, m, v, step);
+  }
+  void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m,
+                           Tensor& v, const AdamWStep& step) override {
+    cpu::adamw_update_master(param, grad, master, m, v, step);
   }
 };
 

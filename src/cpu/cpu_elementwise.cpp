@@ -97,6 +97,36 @@ double sum_squares(const Tensor& x) {
   return total;
 }
 
+namespace {
+
+// True when some element's exponent field is all ones (inf or NaN). Integer
+// tests on the raw bits: vectorisable, and no f32 widening of bf16/f16 data.
+template <class U>
+bool any_exponent_all_ones(const U* p, int64_t n, U mask) {
+  int bad = 0;
+#pragma omp parallel for simd schedule(static) reduction(| : bad) if (n >= kParallelMinWork * 4)
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<int>((p[i] & mask) == mask);
+  return bad != 0;
+}
+
+}  // namespace
+
+bool all_finite(const Tensor& x) {
+  EL_ENSURE(x.defined() && x.device().is_cpu() && x.is_contiguous(),
+            "cpu all_finite: expected a contiguous CPU tensor");
+  const int64_t n = x.numel();
+  switch (x.dtype()) {
+    case DType::f32:
+      return !any_exponent_all_ones<uint32_t>(x.data<uint32_t>(), n, 0x7f800000u);
+    case DType::bf16:
+      return !any_exponent_all_ones<uint16_t>(x.data<uint16_t>(), n, 0x7f80u);
+    case DType::f16:
+      return !any_exponent_all_ones<uint16_t>(x.data<uint16_t>(), n, 0x7c00u);
+    default:
+      return true;  // integers are always finite
+  }
+}
+
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
   expect_dtype(ids, DType::i32, "embedding_forward (ids)");
   expect_f32(out, "embedding_forward (out)");

@@ -3,7 +3,8 @@
 // Each function has the signature and contract of the Backend virtual of the
 // same name (ops/backend.h): contiguous CPU tensors, f32 unless stated,
 // outputs and backward gradients overwritten. CpuBackend (cpu_backend.cpp)
-// only forwards to these, so a family of kernels lives in one file
+// only forwards to these (widening bf16/f16 arguments to f32 through its
+// F32Stage, cpu_f32_stage.h), so a family of kernels lives in one file
 // (cpu_memory, cpu_gemm, cpu_elementwise, cpu_norm, cpu_attention, cpu_loss,
 // cpu_adamw) and can be read and tested on its own.
 //
@@ -45,6 +46,7 @@ void add(const Tensor& a, const Tensor& b, Tensor& out);
 void axpy(float alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, float s);
 double sum_squares(const Tensor& x);
+bool all_finite(const Tensor& x);  // any dtype (integers are always finite)
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);
@@ -78,5 +80,7 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
 
 // ---- cpu_adamw.cpp
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& step);
+void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m, Tensor& v,
+                         const AdamWStep& step);
 
 }  // namespace el::cpu

@@ -1,17 +1,9 @@
 // shard.cpp — writing and mapping llm.c-format token shards.
 #include "data/shard.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <utility>
 
 #include "io/atomic_file.h"
@@ -66,8 +58,7 @@ TokenShard& TokenShard::operator=(TokenShard&& o) noexcept {
   if (this != &o) {
     release();
     path_ = std::move(o.path_);
-    map_ = std::exchange(o.map_, nullptr);
-    map_bytes_ = std::exchange(o.map_bytes_, 0);
+    map_ = std::move(o.map_);
     tokens_ = std::exchange(o.tokens_, nullptr);
     num_tokens_ = std::exchange(o.num_tokens_, 0);
     version_ = o.version_;
@@ -80,9 +71,7 @@ TokenShard& TokenShard::operator=(TokenShard&& o) noexcept {
 TokenShard::~TokenShard() { release(); }
 
 void TokenShard::release() {
-  if (map_ != nullptr) munmap(map_, map_bytes_);
-  map_ = nullptr;
-  map_bytes_ = 0;
+  map_ = io::MappedFile();
   tokens_ = nullptr;
   num_tokens_ = 0;
 }
@@ -113,35 +102,19 @@ size_t first_at_or_above(const unsigned char* data, size_t n, uint64_t bound) {
 }  // namespace
 
 Result<TokenShard> TokenShard::open(const std::string& path, int max_vocab) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return make_error(fmt::format("cannot open token shard: {}", std::strerror(errno)), path);
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return make_error(fmt::format("cannot stat token shard: {}", std::strerror(err)), path);
-  }
-  const size_t file_bytes = static_cast<size_t>(st.st_size);
-  if (file_bytes < kShardHeaderBytes) {
-    ::close(fd);
+  EL_TRY_ASSIGN(io::MappedFile map, io::MappedFile::open(path, "token shard"));
+  const size_t file_bytes = map.size();
+  if (file_bytes < kShardHeaderBytes)
     return make_error(fmt::format("file is {} bytes, shorter than the {}-byte shard header",
                                   file_bytes, kShardHeaderBytes),
                       path, "not a token shard, or a truncated one; re-run `prepare`");
-  }
-  void* map = mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (map == MAP_FAILED)
-    return make_error(fmt::format("cannot mmap token shard: {}", std::strerror(map_err)), path);
 
   TokenShard shard;
   shard.path_ = path;
-  shard.map_ = map;
-  shard.map_bytes_ = file_bytes;
+  shard.map_ = std::move(map);
 
   int32_t header[kShardHeaderInts];
-  std::memcpy(header, map, kShardHeaderBytes);
+  std::memcpy(header, shard.map_.data(), kShardHeaderBytes);
   const bool llama3 = header[0] == kShardMagicLlama3;
   if (header[0] != kShardMagic && !llama3)
     return make_error(fmt::format("bad magic number {} (expected {})", header[0], kShardMagic),
@@ -175,7 +148,7 @@ Result<TokenShard> TokenShard::open(const std::string& path, int max_vocab) {
     return make_error(fmt::format("shard was written for a vocab of {} but the model's vocab is {}",
                                   shard.vocab_size_, max_vocab),
                       path, "prepare the data with the model's tokenizer");
-  shard.tokens_ = static_cast<const unsigned char*>(map) + kShardHeaderBytes;
+  shard.tokens_ = shard.map_.data() + kShardHeaderBytes;
 
   // One pass over every token now, so indexing later needs no checks.
   uint64_t bound = UINT64_MAX;

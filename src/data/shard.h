@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace el::data {
 
@@ -77,8 +78,7 @@ class TokenShard {
   void release();
 
   std::string path_;
-  void* map_ = nullptr;  // whole file
-  size_t map_bytes_ = 0;
+  io::MappedFile map_;  // whole file
   const unsigned char* tokens_ = nullptr;  // map_ + kShardHeaderBytes
   size_t num_tokens_ = 0;
   int version_ = 0;

@@ -1,13 +1,7 @@
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -46,8 +40,6 @@ std::string supported_dtype_list() {
   return s;
 }
 
-std::string errno_text() { return std::strerror(errno); }
-
 // The JSON value's type in words, for "expected X, got Y" messages.
 const char* json_kind(const OJson& j) {
   if (j.is_object()) return "an object";
@@ -80,10 +72,8 @@ SafetensorsFile::SafetensorsFile(SafetensorsFile&& o) noexcept { *this = std::mo
 
 SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& o) noexcept {
   if (this != &o) {
-    unmap();
     path_ = std::move(o.path_);
-    map_ = std::exchange(o.map_, nullptr);
-    map_bytes_ = std::exchange(o.map_bytes_, 0);
+    map_ = std::move(o.map_);
     data_start_ = std::exchange(o.data_start_, 0);
     names_ = std::move(o.names_);
     infos_ = std::move(o.infos_);
@@ -92,13 +82,7 @@ SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& o) noexcept {
   return *this;
 }
 
-SafetensorsFile::~SafetensorsFile() { unmap(); }
-
-void SafetensorsFile::unmap() {
-  if (map_) ::munmap(map_, map_bytes_);
-  map_ = nullptr;
-  map_bytes_ = 0;
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 Error SafetensorsFile::tensor_error(std::string_view name, std::string what,
                                     std::string hint) const {
@@ -111,32 +95,14 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
   f.path_ = path;
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return make_error("cannot open safetensors file: " + errno_text(), path);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const std::string e = errno_text();
-    ::close(fd);
-    return make_error("cannot stat safetensors file: " + e, path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error("not a regular file", path);
-  }
-  const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
+  EL_TRY_ASSIGN(f.map_, MappedFile::open(path, "safetensors file"));
+  const uint64_t file_bytes = f.map_.size();
   if (file_bytes < 8) {
-    ::close(fd);
     return make_error(fmt::format("file is {} bytes, too small for the 8-byte header length",
                                   file_bytes),
                       path, "is this a safetensors file?");
   }
-  void* m = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  const std::string mmap_err = m == MAP_FAILED ? errno_text() : std::string();
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) return make_error("cannot mmap safetensors file: " + mmap_err, path);
-  f.map_ = m;
-  f.map_bytes_ = file_bytes;
-  const char* base = static_cast<const char*>(m);
+  const char* base = reinterpret_cast<const char*>(f.map_.data());
 
   uint64_t header_bytes = 0;
   std::memcpy(&header_bytes, base, 8);
@@ -307,9 +273,9 @@ Result<SafetensorsFile::TensorInfo> SafetensorsFile::info(std::string_view name)
 }
 
 const void* SafetensorsFile::data_ptr(const TensorInfo& info) const {
-  EL_ENSURE(map_ && data_start_ + info.end <= map_bytes_ && info.begin <= info.end,
+  EL_ENSURE(map_.data() && data_start_ + info.end <= map_.size() && info.begin <= info.end,
             "data_ptr: tensor '{}' is not from {}", info.name, path_);
-  return static_cast<const char*>(map_) + data_start_ + info.begin;
+  return reinterpret_cast<const char*>(map_.data()) + data_start_ + info.begin;
 }
 
 Result<Tensor> SafetensorsFile::load(std::string_view name, Device device) const {

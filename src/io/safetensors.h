@@ -30,6 +30,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 
 namespace el::io {
 
@@ -89,11 +90,9 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   Error tensor_error(std::string_view name, std::string what, std::string hint = {}) const;
-  void unmap();
 
   std::string path_;
-  void* map_ = nullptr;     // whole file
-  size_t map_bytes_ = 0;
+  MappedFile map_;          // whole file
   size_t data_start_ = 0;   // 8 + header length
   std::vector<std::string> names_;
   std::map<std::string, TensorInfo, std::less<>> infos_;

@@ -10,29 +10,39 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "metrics/sampler.h"
 #include "metrics/timer.h"
 #include "ops/backend.h"
 
 namespace el::metrics {
 namespace {
 
-// A [rows, cols] f32 tensor on `device` with values in [-1, 1). Random, not
-// constant: GPUs draw less power (and clock higher) on constant data.
-Result<Tensor> random_matrix(int64_t rows, int64_t cols, Device device, uint64_t seed) {
+// A [rows, cols] tensor of `dtype` on `device` with values in [-1, 1). Random,
+// not constant: GPUs draw less power (and clock higher) on constant data.
+Result<Tensor> random_matrix(int64_t rows, int64_t cols, Device device, uint64_t seed,
+                             DType dtype) {
   std::vector<float> host(static_cast<size_t>(rows * cols));
   Rng rng(seed);
   for (float& v : host) v = 2.0f * rng.uniform() - 1.0f;
   Tensor cpu = Tensor::from_floats(host, {rows, cols});
-  if (device.is_cpu()) return cpu;
-  EL_TRY_ASSIGN(Tensor t, Tensor::try_empty({rows, cols}, DType::f32, device));
+  if (device.is_cpu() && dtype == DType::f32) return cpu;
+  EL_TRY_ASSIGN(Tensor t, Tensor::try_empty({rows, cols}, dtype, device));
   t.copy_from(cpu);
   return t;
 }
 
 }  // namespace
 
-Result<PeakCalibration> try_calibrate_peak_gemm(Device device, double min_seconds, int64_t size) {
+Result<PeakCalibration> try_calibrate_peak_gemm(Device device, double min_seconds, int64_t size,
+                                                std::optional<DType> dtype_opt) {
   const std::string where = "calibrate_peak_gemm(" + device.str() + ")";
+  const DType dtype = dtype_opt.value_or(device.is_cpu() ? DType::f32 : DType::bf16);
+  if (!dtype_is_float(dtype)) {
+    return make_error(fmt::format("dtype must be f32, bf16 or f16, got {}", dtype_name(dtype)),
+                      where);
+  }
+  // The CPU backend writes f32 products; a GPU writes the input dtype, as training does.
+  const DType c_dtype = device.is_cpu() ? DType::f32 : dtype;
   if (!(min_seconds > 0)) {
     return make_error(fmt::format("min_seconds must be > 0, got {}", min_seconds), where);
   }
@@ -42,9 +52,9 @@ Result<PeakCalibration> try_calibrate_peak_gemm(Device device, double min_second
   int64_t n = auto_size ? (device.is_cpu() ? 1024 : 4096) : size;
 
   for (;;) {
-    EL_TRY_ASSIGN(Tensor a, random_matrix(n, n, device, 1));
-    EL_TRY_ASSIGN(Tensor b, random_matrix(n, n, device, 2));
-    EL_TRY_ASSIGN(Tensor c, Tensor::try_empty({n, n}, DType::f32, device));
+    EL_TRY_ASSIGN(Tensor a, random_matrix(n, n, device, 1, dtype));
+    EL_TRY_ASSIGN(Tensor b, random_matrix(n, n, device, 2, dtype));
+    EL_TRY_ASSIGN(Tensor c, Tensor::try_empty({n, n}, c_dtype, device));
 
     // Warm-up: first-touch page faults, BLAS thread pool start, GPU clocks.
     backend->synchronize();
@@ -82,12 +92,18 @@ Result<PeakCalibration> try_calibrate_peak_gemm(Device device, double min_second
     // mixes in time stolen by other work, which would inflate MFU.
     r.gflops = *std::max_element(r.batch_gflops.begin(), r.batch_gflops.end());
     r.device = device.str();
+    r.dtype = dtype_name(dtype);
+    if (DeviceMonitor* mon = device.is_cpu() ? nullptr : device_monitor(device.kind)) {
+      r.device_name = mon->device_name(device.index);
+      r.datasheet_gflops = mon->datasheet_peak_gflops(device.index, dtype);
+    }
     return r;
   }
 }
 
-PeakCalibration calibrate_peak_gemm(Device device, double min_seconds, int64_t size) {
-  return try_calibrate_peak_gemm(device, min_seconds, size).value();
+PeakCalibration calibrate_peak_gemm(Device device, double min_seconds, int64_t size,
+                                    std::optional<DType> dtype) {
+  return try_calibrate_peak_gemm(device, min_seconds, size, dtype).value();
 }
 
 double mfu(double flops_per_second, double peak_flops) {
@@ -98,10 +114,13 @@ double mfu(double flops_per_second, double peak_flops) {
 }
 
 nlohmann::json to_json(const PeakCalibration& c) {
-  return nlohmann::json{{"gflops", c.gflops}, {"m", c.m},           {"n", c.n},
-                        {"k", c.k},           {"reps", c.reps},     {"seconds", c.seconds},
-                        {"device", c.device}, {"mean_gflops", c.mean_gflops},
-                        {"batch_gflops", c.batch_gflops}};
+  nlohmann::json j{{"gflops", c.gflops}, {"m", c.m},           {"n", c.n},
+                   {"k", c.k},           {"reps", c.reps},     {"seconds", c.seconds},
+                   {"device", c.device}, {"mean_gflops", c.mean_gflops},
+                   {"batch_gflops", c.batch_gflops}, {"dtype", c.dtype}};
+  if (!c.device_name.empty()) j["device_name"] = c.device_name;
+  if (c.datasheet_gflops) j["datasheet_gflops"] = *c.datasheet_gflops;
+  return j;
 }
 
 }  // namespace el::metrics

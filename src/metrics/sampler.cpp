@@ -13,10 +13,32 @@
 
 namespace el::metrics {
 
+namespace {
+DeviceMonitor* g_monitors[2] = {nullptr, nullptr};
+}  // namespace
+
+void register_device_monitor(DeviceKind kind, DeviceMonitor* monitor) {
+  g_monitors[static_cast<int>(kind)] = monitor;
+}
+
+DeviceMonitor* device_monitor(DeviceKind kind) { return g_monitors[static_cast<int>(kind)]; }
+
 Sampler::Sampler(SamplerOptions options) : Sampler(options, EnergyMeter::open()) {}
 
 Sampler::Sampler(SamplerOptions options, EnergyMeter meter)
-    : options_(options), meter_(std::move(meter)) {}
+    : options_(options), meter_(std::move(meter)) {
+  // A GPU's own energy counter joins the meter (once, whoever opened it).
+  if (!options_.device.is_cpu()) {
+    monitor_ = device_monitor(options_.device.kind);
+    if (monitor_) {
+      if (auto src = monitor_->energy_source(options_.device.index)) {
+        bool have = false;
+        for (const auto& s : meter_.sources()) have = have || s->name() == src->name();
+        if (!have) meter_.add_source(std::move(src));
+      }
+    }
+  }
+}
 
 Sampler::~Sampler() { stop(); }
 
@@ -100,7 +122,12 @@ void Sampler::take_sample(double wall) {
     s.energy_j[i] = *j - *energy_base_[i];
   }
 
-  if (options_.device.is_cpu()) {
+  if (monitor_) {
+    const DeviceReading r = monitor_->read(options_.device.index);
+    s.device_util = r.util;
+    s.device_memory_used_bytes = r.memory_used_bytes;
+    s.sm_clock_mhz = r.sm_clock_mhz;
+  } else if (options_.device.is_cpu()) {
     if (Result<double> cpu = process_cpu_seconds(); cpu.ok()) {
       const double dt = wall - prev_wall_;
       if (prev_cpu_ && dt > 0) {
@@ -141,7 +168,10 @@ SampleSet Sampler::recording() const {
   }
   set.energy_unavailable_reason = meter_.unavailable_reason();
   if (!options_.device.is_cpu()) {
-    set.util_unavailable_reason = "GPU utilization needs NVML, which this build does not read yet";
+    set.util_unavailable_reason =
+        monitor_ ? monitor_->unavailable_reason(options_.device.index)
+                 : "no device monitor is registered for " + options_.device.str() +
+                       " (GPU utilization needs the CUDA backend's NVML reader)";
   }
   set.samples = samples();
   return set;
@@ -294,6 +324,14 @@ MemoryEnergySummary summarize_samples(const SampleSet& set) {
   };
   r.mean_device_util = interval_mean([](const Sample& s) { return s.device_util; });
   r.mean_system_cpu_busy = interval_mean([](const Sample& s) { return s.system_cpu_busy; });
+  collect(ss, [](const Sample& s) { return s.sm_clock_mhz; }, t, v);
+  r.mean_sm_clock_mhz = time_weighted_mean(t, v);
+  for (const Sample& s : ss) {
+    if (s.device_memory_used_bytes) {
+      r.peak_device_memory_used_bytes =
+          std::max(r.peak_device_memory_used_bytes.value_or(0), *s.device_memory_used_bytes);
+    }
+  }
   const std::string short_run = "fewer than two samples (run shorter than one interval?)";
   if (!r.mean_device_util) {
     why["mean_device_util"] =
@@ -351,6 +389,15 @@ nlohmann::json to_json(const SampleSet& set) {
   if (!set.util_unavailable_reason.empty()) {
     j["device_util_unavailable_reason"] = set.util_unavailable_reason;
   }
+  if (!set.device.is_cpu()) {
+    json mem = json::array(), clock = json::array();
+    for (const Sample& s : set.samples) {
+      mem.push_back(opt_json(s.device_memory_used_bytes));
+      clock.push_back(opt_json(s.sm_clock_mhz));
+    }
+    j["device_memory_used_bytes"] = std::move(mem);
+    j["sm_clock_mhz"] = std::move(clock);
+  }
   return j;
 }
 
@@ -378,6 +425,10 @@ nlohmann::json to_json(const MemoryEnergySummary& s) {
                            {"avg_power_w", opt_json(e.avg_power_w)}});
   }
   j["energy_sources"] = std::move(sources);
+  if (s.peak_device_memory_used_bytes) {
+    j["peak_device_memory_used_bytes"] = *s.peak_device_memory_used_bytes;
+  }
+  if (s.mean_sm_clock_mhz) j["mean_sm_clock_mhz"] = opt_json(s.mean_sm_clock_mhz);
   for (const auto& [field, reason] : s.unavailable_reasons) {
     j[field + "_unavailable_reason"] = reason;
   }

@@ -10,8 +10,9 @@
 //   rss_bytes       process resident set size (everything: caches, BLAS, ...)
 //   energy_j[i]     joules since start() from each AVAILABLE EnergySource
 //   device_util     utilisation over the interval ending at this sample: on CPU
-//                   the process CPU time / (wall time × usable CPUs); GPU (NVML
-//                   utilization.gpu) comes with the CUDA backend
+//                   the process CPU time / (wall time × usable CPUs); on a GPU
+//                   NVML's utilization.gpu through the registered DeviceMonitor
+//                   (plus device memory used and SM clock)
 //   system_cpu_busy whole-machine busy fraction over the same interval
 // start() takes the first sample synchronously and stop() the last, so the
 // samples always cover exactly [start, stop].
@@ -38,11 +39,40 @@
 
 #include "core/allocator.h"
 #include "core/device.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "metrics/energy.h"
 #include "metrics/proc.h"
 
 namespace el::metrics {
+
+// ---- device readings that /proc cannot give (a GPU, through NVML) -------------------
+// The CUDA backend registers a DeviceMonitor for DeviceKind::cuda when it
+// starts (src/cuda/nvml.cpp); the Sampler and the GEMM calibration ask it for
+// a GPU's utilisation, memory in use, SM clock, energy counter, name and
+// datasheet peak. Without one, those fields are null with a reason.
+struct DeviceReading {
+  std::optional<double> util;                // busy fraction [0, 1] (NVML utilization.gpu)
+  std::optional<int64_t> memory_used_bytes;  // device memory in use, all processes
+  std::optional<double> sm_clock_mhz;
+};
+
+class DeviceMonitor {
+ public:
+  virtual ~DeviceMonitor() = default;
+  virtual DeviceReading read(int device_index) = 0;  // thread-safe
+  // Why read() has no values for this device (empty when it has).
+  virtual std::string unavailable_reason(int device_index) = 0;
+  // The device's energy counter (or nullptr); a new source per call.
+  virtual std::unique_ptr<EnergySource> energy_source(int device_index) = 0;
+  virtual std::string device_name(int device_index) = 0;
+  // Dense datasheet peak in GFLOP/s for GEMM inputs of `dtype` (f32, bf16),
+  // when the device is in the table of known GPUs.
+  virtual std::optional<double> datasheet_peak_gflops(int device_index, DType dtype) = 0;
+};
+
+void register_device_monitor(DeviceKind kind, DeviceMonitor* monitor);
+DeviceMonitor* device_monitor(DeviceKind kind);  // nullptr when none is registered
 
 struct SamplerOptions {
   Device device = Device::cpu();  // whose allocator and utilisation to sample
@@ -61,6 +91,8 @@ struct Sample {
   std::optional<int64_t> rss_bytes; // nullopt if /proc could not be read
   std::vector<std::optional<double>> energy_j;  // one per SampleSet::energy_sources
   std::optional<double> device_util;      // nullopt on the first sample / unmeasurable
+  std::optional<int64_t> device_memory_used_bytes;  // GPU only (DeviceMonitor)
+  std::optional<double> sm_clock_mhz;               // GPU only (DeviceMonitor)
   std::optional<double> system_cpu_busy;  // nullopt on the first sample
 };
 
@@ -106,6 +138,7 @@ class Sampler {
   std::vector<EnergySource*> energy_;  // the meter's available sources
   std::vector<std::optional<double>> energy_base_;  // their first readings
   Allocator* allocator_ = nullptr;
+  DeviceMonitor* monitor_ = nullptr;  // non-CPU devices only
   int usable_cpus_ = 1;
 
   double t0_ = 0.0;         // now_seconds() at start()
@@ -154,6 +187,9 @@ struct MemoryEnergySummary {
   std::vector<EnergySourceSummary> energy_sources;
   // PCU as device utilisation (time-weighted mean over the intervals).
   std::optional<double> mean_device_util;
+  // GPU only (DeviceMonitor); omitted from the JSON when absent.
+  std::optional<int64_t> peak_device_memory_used_bytes;
+  std::optional<double> mean_sm_clock_mhz;
   std::optional<double> mean_system_cpu_busy;
   // field name → why it is null ("avg_power_w" → "cpu_rapl: permission ...").
   std::map<std::string, std::string> unavailable_reasons;
@@ -164,7 +200,8 @@ MemoryEnergySummary summarize_samples(const SampleSet& set);
 // Raw arrays: {"device", "interval_ms", "t_s": [...], "live_bytes": [...],
 // "reserved_bytes", "peak_live_bytes", "rss_bytes", "device_util",
 // "system_cpu_busy", "energy_j": {"<source>": [...]}} with null for missing
-// values, plus "energy_j_unavailable_reason" / "device_util_unavailable_reason".
+// values, plus "energy_j_unavailable_reason" / "device_util_unavailable_reason";
+// for a GPU also "device_memory_used_bytes" and "sm_clock_mhz".
 nlohmann::json to_json(const SampleSet& set);
 // Every summary field; null fields get "<field>_unavailable_reason".
 nlohmann::json to_json(const MemoryEnergySummary& s);

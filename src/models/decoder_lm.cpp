@@ -6,20 +6,27 @@
 
 namespace el {
 
-DecoderLM::DecoderLM(const ModelCard& card, Device device) : card_(card), device_(device) {}
+DecoderLM::DecoderLM(const ModelCard& card, Device device, DType param_dtype)
+    : card_(card), device_(device), param_dtype_(param_dtype) {}
 
 Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Device device,
-                                                     uint64_t seed) {
+                                                     uint64_t seed, DType param_dtype) {
   EL_TRY(validate_model_card(card));
-  std::unique_ptr<DecoderLM> m(new DecoderLM(card, device));
+  if (!dtype_is_float(param_dtype)) {
+    return make_error(fmt::format("parameter dtype {} is not a float dtype", dtype_name(param_dtype)),
+                      "model card '" + card.name + "'", "use f32, bf16 or f16");
+  }
+  std::unique_ptr<DecoderLM> m(new DecoderLM(card, device, param_dtype));
   const int64_t C = card.d_model, V = card.vocab_size;
-  auto emb = Tensor::try_empty({V, C}, DType::f32, device);
+  auto emb = Tensor::try_empty({V, C}, param_dtype, device);
   if (!emb.ok()) return emb.error();
   m->embed_tokens_ = emb.value();
   m->embed_tokens_.set_requires_grad(true);
-  for (int i = 0; i < card.n_layer; ++i) m->layers_.push_back(std::make_unique<DecoderBlock>(card, device));
-  m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device);
-  if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device);
+  for (int i = 0; i < card.n_layer; ++i) {
+    m->layers_.push_back(std::make_unique<DecoderBlock>(card, device, param_dtype));
+  }
+  m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device, param_dtype);
+  if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device, param_dtype);
   if (card.pos_encoding == ModelCard::PosEncoding::rope) {
     const int64_t head_dim = card.head_dim > 0 ? card.head_dim : C / card.n_head;
     m->rope_inv_freq_ = ops::rope_inv_freq(head_dim, card.rope_theta, device);
@@ -30,6 +37,7 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
   // projections that write into the residual stream (o_proj, down_proj) are
   // scaled by 1/sqrt(2L) as in GPT-2 / Megatron, so the residual variance
   // does not grow with depth. Norm weights 1, biases 0 (set by constructors).
+  // init_normal draws in f32 and rounds to the parameter dtype.
   Rng rng(seed);
   const float residual_std = card.init_std / std::sqrt(2.0f * static_cast<float>(card.n_layer));
   for (auto& p : m->params_) {

@@ -42,9 +42,14 @@ FlopsPerToken flops_per_token(const ModelCard& card, int64_t seq_len);
 
 class DecoderLM {
  public:
-  // Builds and initialises the model on `device` (weights drawn from `seed`).
+  // Builds and initialises the model on `device` (weights drawn from `seed`)
+  // with every parameter stored in `param_dtype` (f32, bf16 or f16). The
+  // initial values are drawn in f32 and rounded, so models of one seed agree
+  // up to rounding whatever their dtype. Activations follow the embedding's
+  // dtype (logits included); the loss is always f32.
   static Result<std::unique_ptr<DecoderLM>> create(const ModelCard& card, Device device,
-                                                   uint64_t seed);
+                                                   uint64_t seed,
+                                                   DType param_dtype = DType::f32);
 
   // logits[B, T, V] for ids[B, T] (i32).
   Tensor forward(const Tensor& ids) const;
@@ -53,6 +58,7 @@ class DecoderLM {
 
   const ModelCard& card() const { return card_; }
   Device device() const { return device_; }
+  DType param_dtype() const { return param_dtype_; }
   // All parameters, in a fixed order, under transformers-style names; a tied
   // lm_head is not listed twice.
   const ParameterList& parameters() const { return params_; }
@@ -66,15 +72,16 @@ class DecoderLM {
   void refresh_parameters();
 
  private:
-  DecoderLM(const ModelCard& card, Device device);
+  DecoderLM(const ModelCard& card, Device device, DType param_dtype);
 
   ModelCard card_;
   Device device_;
+  DType param_dtype_;
   Tensor embed_tokens_;   // [V, C]
   std::vector<std::unique_ptr<DecoderBlock>> layers_;
   std::unique_ptr<Norm> norm_;
   std::unique_ptr<LinearLayer> lm_head_;  // null when tied to embed_tokens_
-  Tensor rope_inv_freq_;  // [D/2] or undefined
+  Tensor rope_inv_freq_;  // [D/2] f32 (any param dtype) or undefined
   ParameterList params_;
 };
 

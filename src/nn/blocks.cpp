@@ -4,11 +4,12 @@
 
 namespace el {
 
-Norm::Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device) : kind(kind), eps(eps) {
-  weight = Tensor::full({dim}, 1.0f, DType::f32, device);
+Norm::Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device, DType dtype)
+    : kind(kind), eps(eps) {
+  weight = Tensor::full({dim}, 1.0f, dtype, device);
   weight.set_requires_grad(true);
   if (kind == ModelCard::Norm::layernorm) {
-    bias = Tensor::zeros({dim}, DType::f32, device);
+    bias = Tensor::zeros({dim}, dtype, device);
     bias.set_requires_grad(true);
   }
 }
@@ -27,13 +28,13 @@ static int64_t card_head_dim(const ModelCard& c) {
   return c.head_dim > 0 ? c.head_dim : c.d_model / c.n_head;
 }
 
-Attention::Attention(const ModelCard& card, Device device)
+Attention::Attention(const ModelCard& card, Device device, DType dtype)
     : n_head(card.n_head), n_kv_head(card.n_kv_head), head_dim(card_head_dim(card)) {
   const int64_t c = card.d_model;
-  q_proj = std::make_unique<Linear>(c, n_head * head_dim, card.qkv_bias, device);
-  k_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device);
-  v_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device);
-  o_proj = std::make_unique<Linear>(n_head * head_dim, c, false, device);
+  q_proj = std::make_unique<Linear>(c, n_head * head_dim, card.qkv_bias, device, dtype);
+  k_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device, dtype);
+  v_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device, dtype);
+  o_proj = std::make_unique<Linear>(n_head * head_dim, c, false, device, dtype);
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
@@ -63,12 +64,12 @@ void Attention::for_each_linear(const std::string& prefix, const LinearVisitor& 
   visit(prefix + ".o_proj", o_proj);
 }
 
-Mlp::Mlp(const ModelCard& card, Device device) : kind(card.mlp) {
+Mlp::Mlp(const ModelCard& card, Device device, DType dtype) : kind(card.mlp) {
   if (kind == ModelCard::Mlp::swiglu) {
-    gate_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device);
+    gate_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
   }
-  up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device);
-  down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, false, device);
+  up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
+  down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, false, device, dtype);
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
@@ -90,11 +91,11 @@ void Mlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit)
   visit(prefix + ".down_proj", down_proj);
 }
 
-DecoderBlock::DecoderBlock(const ModelCard& card, Device device)
-    : input_layernorm(card.d_model, card.norm, card.norm_eps, device),
-      self_attn(card, device),
-      post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device),
-      mlp(card, device) {}
+DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
+    : input_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
+      self_attn(card, device, dtype),
+      post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
+      mlp(card, device, dtype) {}
 
 Tensor DecoderBlock::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
   Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), rope_inv_freq));

@@ -4,6 +4,8 @@
 // ops/ops.h (so autograd and every backend come for free), and
 // collect_parameters() under transformers-style names. Model families
 // (models/) compose these; a variant that needs a new block adds one here.
+// Every constructor takes the parameters' dtype (f32 by default; bf16/f16 for
+// mixed-precision training, see train/precision.h).
 #pragma once
 
 #include <memory>
@@ -16,7 +18,7 @@ namespace el {
 
 // RMSNorm or LayerNorm over the last dimension, chosen by the card.
 struct Norm {
-  Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device);
+  Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
 
@@ -28,7 +30,7 @@ struct Norm {
 
 // Causal self-attention with n_kv_head key/value heads (MHA, GQA, MQA).
 struct Attention {
-  Attention(const ModelCard& card, Device device);
+  Attention(const ModelCard& card, Device device, DType dtype = DType::f32);
   // x[B, T, C] -> [B, T, C]; rope_inv_freq undefined when the card has no RoPE.
   Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
@@ -40,7 +42,7 @@ struct Attention {
 
 // Feed-forward: SwiGLU (gate/up/down) or GELU (up/down), chosen by the card.
 struct Mlp {
-  Mlp(const ModelCard& card, Device device);
+  Mlp(const ModelCard& card, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
@@ -52,7 +54,7 @@ struct Mlp {
 
 // Pre-norm residual block: x + attn(norm(x)), then h + mlp(norm(h)).
 struct DecoderBlock {
-  DecoderBlock(const ModelCard& card, Device device);
+  DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);

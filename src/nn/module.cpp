@@ -10,11 +10,11 @@ void init_normal(Tensor& t, Rng& rng, float std) {
   t.copy_from(Tensor::from_floats(host, t.shape()));
 }
 
-Linear::Linear(int64_t in, int64_t out, bool bias, Device device) {
-  weight = Tensor::zeros({out, in}, DType::f32, device);
+Linear::Linear(int64_t in, int64_t out, bool bias, Device device, DType dtype) {
+  weight = Tensor::zeros({out, in}, dtype, device);
   weight.set_requires_grad(true);
   if (bias) {
-    this->bias = Tensor::zeros({out}, DType::f32, device);
+    this->bias = Tensor::zeros({out}, dtype, device);
     this->bias.set_requires_grad(true);
   }
 }

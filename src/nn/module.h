@@ -26,8 +26,10 @@ struct NamedParameter {
 };
 using ParameterList = std::vector<NamedParameter>;
 
-// Normal(0, std) initialisation drawn on the host in a fixed order (so runs
-// are reproducible), then copied to the tensor's device.
+// Normal(0, std) initialisation drawn on the host in f32 in a fixed order (so
+// runs are reproducible), then copied to the tensor's device and dtype (a
+// bf16 tensor gets the f32 draws rounded to nearest even, so bf16 and f32
+// models of one seed start from the same values up to rounding).
 void init_normal(Tensor& t, Rng& rng, float std);
 
 class LinearLayer {
@@ -41,10 +43,11 @@ class LinearLayer {
   virtual int64_t out_features() const = 0;
 };
 
-// The dense projection: weight[out, in] (+ bias[out]).
+// The dense projection: weight[out, in] (+ bias[out]), stored in `dtype`
+// (f32, or bf16/f16 for mixed-precision training; zero-initialised).
 class Linear final : public LinearLayer {
  public:
-  Linear(int64_t in, int64_t out, bool bias, Device device);
+  Linear(int64_t in, int64_t out, bool bias, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const override;
   void collect_parameters(const std::string& prefix, ParameterList& out) const override;
   int64_t in_features() const override { return weight.dim(1); }

@@ -6,9 +6,15 @@
 // is handed; it never allocates outputs, never touches the tape, and never
 // decides policy. Conventions:
 //   * all tensors are contiguous and on this backend's device;
-//   * float tensors are f32 unless a kernel says otherwise (the CPU backend
-//     computes in f32; the CUDA backend adds bf16/f16 storage with f32
-//     accumulation);
+//   * precision: every kernel accepts float tensors stored as f32, bf16 or
+//     f16 and computes with f32 accumulation. The op layer hands a kernel one
+//     activation dtype for all its float tensors, except that GEMM operands
+//     may differ (a bf16 weight times f32 activations) and statistics (rstd,
+//     mean, lse, per-row losses) and AdamW state (m, v, master) are always
+//     f32. Outputs are rounded to nearest even into their tensor's dtype. The
+//     CPU backend reaches this by widening bf16/f16 arguments into f32
+//     scratch around its f32 kernels (cpu/cpu_f32_stage.h); a GPU backend
+//     may read and write the narrow dtypes directly;
 //   * forward kernels overwrite their outputs; backward kernels OVERWRITE their
 //     gradient outputs (the op layer accumulates into .grad);
 //   * shape letters: N rows, C channels, B batch, T query length, S key length,
@@ -47,7 +53,7 @@ class Backend {
 
   // ---- GEMM: c[M,N] = alpha * op(a) @ op(b) + beta * c -----------------------
   // a is [M,K] (or [K,M] if trans_a), b is [K,N] (or [N,K] if trans_b), all
-  // row-major. a and b may be f32, bf16 or f16 (computed in f32); c is f32 on CPU.
+  // row-major. a, b and c may each be f32, bf16 or f16 (computed in f32).
   virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                     float alpha, float beta) = 0;
 
@@ -56,6 +62,10 @@ class Backend {
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;        // y += alpha * x
   virtual void scale(Tensor& x, float s) = 0;                            // x *= s
   virtual double sum_squares(const Tensor& x) = 0;                       // f64 accumulation
+  // False if any element is NaN or +-inf (true for an empty or integer
+  // tensor). The fp16 loss scaler's overflow check: unlike sum_squares it
+  // cannot overflow itself, so a large finite gradient is never mistaken for one.
+  virtual bool all_finite(const Tensor& x) = 0;
 
   // ---- embedding: out[N,C] = table[ids[n], :]; ids i32 [N] -------------------
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
@@ -102,7 +112,7 @@ class Backend {
   virtual void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
 
   // ---- fused log-softmax + cross-entropy --------------------------------------
-  // logits[N,V] (f32), targets[N] i32; a target < 0 is ignored (loss 0).
+  // logits[N,V] (any float dtype), targets[N] i32; a target < 0 is ignored (loss 0).
   // losses[N] = lse - logit[target];  lse[N] saved for the backward.
   virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
                                      Tensor& lse) = 0;
@@ -112,8 +122,15 @@ class Backend {
 
   // ---- optimizer ------------------------------------------------------------------
   // AdamW with decoupled weight decay on one parameter; m, v are f32 state.
+  // param and grad may be any float dtype (param updated in f32, rounded back).
   virtual void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                             const AdamWStep& step) = 0;
+  // Mixed precision: master is the f32 copy of a bf16/f16 (or f32) param.
+  // The update above is applied to master (grad of any float dtype,
+  // multiplied by grad_scale; weight decay reads master), then
+  // param = round_to_nearest_even(master). m, v, master are f32, same numel.
+  virtual void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m,
+                                   Tensor& v, const AdamWStep& step) = 0;
 
   // Waits for queued work (GPU); no-op on CPU. Timers call this before reading clocks.
   virtual void synchronize() {}

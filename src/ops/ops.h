@@ -13,10 +13,11 @@
 
 namespace el::ops {
 
-// y[..., out] = x[..., in] @ w[out, in]^T (+ bias[out]). x f32; w f32/bf16/f16.
+// y[..., out] = x[..., in] @ w[out, in]^T (+ bias[out]). y has x's dtype; w
+// may be any float dtype, bias has x's or w's.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 
-// out[B, T, C] = table[ids[B, T]] ; ids i32.
+// out[B, T, C] = table[ids[B, T]] ; ids i32; out has the table's dtype.
 Tensor embedding(const Tensor& ids, const Tensor& table);
 
 // Normalise over the last dimension.
@@ -42,7 +43,8 @@ Tensor add(const Tensor& a, const Tensor& b);         // same shape (residual)
 Tensor reshape(const Tensor& x, const Shape& shape);
 
 // Mean cross-entropy of logits[N, V] against targets[N] (i32); targets < 0
-// are ignored (not counted in the mean). Returns a one-element f32 tensor.
+// are ignored (not counted in the mean). logits of any float dtype; returns
+// a one-element f32 tensor.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 
 }  // namespace el::ops

@@ -4,24 +4,27 @@
 
 namespace el::ops {
 
-using detail::check_dtype;
+using detail::check_float;
 using detail::check_same_device;
+using detail::check_same_dtype;
 using detail::check_same_shape;
+using detail::empty_like;
 
 Tensor swiglu(const Tensor& gate, const Tensor& up) {
-  check_dtype("swiglu", "gate", gate, DType::f32);
-  check_dtype("swiglu", "up", up, DType::f32);
+  check_float("swiglu", "gate", gate);
+  check_float("swiglu", "up", up);
+  check_same_dtype("swiglu", "gate", gate, "up", up);
   check_same_device("swiglu", "gate", gate, "up", up);
   check_same_shape("swiglu", "gate", gate, "up", up);
-  Tensor out = Tensor::empty(gate.shape(), DType::f32, gate.device());
+  Tensor out = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
   backend_for(gate.device()).swiglu_forward(gate, up, out);
   if (any_requires_grad({&gate, &up})) {
     mark_output(out);
     tape().record("swiglu", [gate, up, out]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
-      Tensor dg = Tensor::empty(gate.shape(), DType::f32, dy.device());
-      Tensor du = Tensor::empty(up.shape(), DType::f32, dy.device());
+      Tensor dg = empty_like(gate, dy.device());
+      Tensor du = empty_like(up, dy.device());
       backend_for(dy.device()).swiglu_backward(dy, gate, up, dg, du);
       accumulate_grad(gate, dg);
       accumulate_grad(up, du);
@@ -31,15 +34,15 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
 }
 
 Tensor gelu(const Tensor& x) {
-  check_dtype("gelu", "x", x, DType::f32);
-  Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
+  check_float("gelu", "x", x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(x.device()).gelu_forward(x, out);
   if (any_requires_grad({&x})) {
     mark_output(out);
     tape().record("gelu", [x, out]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
-      Tensor dx = Tensor::empty(x.shape(), DType::f32, dy.device());
+      Tensor dx = empty_like(x, dy.device());
       backend_for(dy.device()).gelu_backward(dy, x, dx);
       accumulate_grad(x, dx);
     });

@@ -8,11 +8,17 @@
 namespace el::ops {
 
 using detail::check_dtype;
+using detail::check_float;
 using detail::check_same_device;
+using detail::check_same_dtype;
 using detail::desc;
+using detail::empty_like;
 
 Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
-  check_dtype("rope", "x", x, DType::f32);
+  check_float("rope", "x", x);
+  // The frequency table stays f32 whatever x's dtype: rounded to bf16 (2^-9
+  // relative), the angle pos * inv_freq would be off by radians at positions
+  // in the thousands.
   check_dtype("rope", "inv_freq", inv_freq, DType::f32);
   check_same_device("rope", "x", x, "inv_freq", inv_freq);
   EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
@@ -21,7 +27,7 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
             "ops::rope: inv_freq {} does not match x {} (expected [{}])", desc(inv_freq), desc(x),
             x.dim(3) / 2);
   EL_ENSURE(pos_offset >= 0, "ops::rope: negative pos_offset {}", pos_offset);
-  Tensor y = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(x.device()).rope(x, inv_freq, pos_offset, false, y);
   if (any_requires_grad({&x})) {
     mark_output(y);
@@ -29,7 +35,7 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
       Tensor dy = take_grad(y);
       if (!dy.defined()) return;
       // A rotation's transpose is the rotation by the negative angle.
-      Tensor dx = Tensor::empty(x.shape(), DType::f32, dy.device());
+      Tensor dx = empty_like(x, dy.device());
       backend_for(dy.device()).rope(dy.view(x.shape()), inv_freq, pos_offset, true, dx);
       accumulate_grad(x, dx);
     });
@@ -55,9 +61,11 @@ Tensor rope_inv_freq(int64_t head_dim, float theta, Device device) {
 }
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
-  check_dtype("attention", "q", q, DType::f32);
-  check_dtype("attention", "k", k, DType::f32);
-  check_dtype("attention", "v", v, DType::f32);
+  check_float("attention", "q", q);
+  check_float("attention", "k", k);
+  check_float("attention", "v", v);
+  check_same_dtype("attention", "q", q, "k", k);
+  check_same_dtype("attention", "q", q, "v", v);
   check_same_device("attention", "q", q, "k", k);
   check_same_device("attention", "q", q, "v", v);
   EL_ENSURE(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4,
@@ -74,17 +82,17 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
             desc(q), desc(k));
   if (scale <= 0.f) scale = d > 0 ? 1.f / std::sqrt(static_cast<float>(d)) : 1.f;
   const Device dev = q.device();
-  Tensor out = Tensor::empty(q.shape(), DType::f32, dev);
-  Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), dev);
+  Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);  // statistics stay f32
   backend_for(dev).attention_forward(q, k, v, scale, causal, out, lse);
   if (any_requires_grad({&q, &k, &v})) {
     mark_output(out);
     tape().record("attention", [q, k, v, out, lse, scale, causal]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
-      Tensor dq = Tensor::empty(q.shape(), DType::f32, dy.device());
-      Tensor dk = Tensor::empty(k.shape(), DType::f32, dy.device());
-      Tensor dv = Tensor::empty(v.shape(), DType::f32, dy.device());
+      Tensor dq = empty_like(q, dy.device());
+      Tensor dk = empty_like(k, dy.device());
+      Tensor dv = empty_like(v, dy.device());
       backend_for(dy.device())
           .attention_backward(dy.view(q.shape()), q, k, v, out, lse, scale, causal, dq, dk, dv);
       accumulate_grad(q, dq);

@@ -4,6 +4,13 @@
 // is a bug in the calling model code) with a message that names the op, the
 // argument and its dtype+shape, e.g.
 //   "ops::linear: x f32[2, 7] does not match w f32[4, 5] (x's last dim 7 != in_features 5)".
+//
+// Dtype rule shared by every op: the first float input sets the op's
+// activation dtype (f32, bf16 or f16); every other float input must have it
+// (check_same_dtype), except linear's weight and bias, and the f32-only
+// tables and statistics (rope's inv_freq, rstd, mean, lse, the loss).
+// Outputs take the activation dtype; a gradient takes the dtype of the
+// tensor it belongs to.
 #pragma once
 
 #include <string>
@@ -37,6 +44,13 @@ inline void check_float(const char* op, const char* name, const Tensor& t) {
             desc(t));
 }
 
+inline void check_same_dtype(const char* op, const char* an, const Tensor& a, const char* bn,
+                             const Tensor& b) {
+  EL_ENSURE(a.dtype() == b.dtype(),
+            "ops::{}: {} is {} but {} is {} (an op's float inputs must share one dtype)", op, bn,
+            desc(b), an, desc(a));
+}
+
 inline void check_same_device(const char* op, const char* an, const Tensor& a, const char* bn,
                               const Tensor& b) {
   EL_ENSURE(a.device() == b.device(), "ops::{}: {} is on {} but {} is on {}", op, an,
@@ -52,6 +66,12 @@ inline void check_same_shape(const char* op, const char* an, const Tensor& a, co
 // A fresh f32 tensor shaped like t, on t's device.
 inline Tensor empty_like_f32(const Tensor& t) {
   return Tensor::empty(t.shape(), DType::f32, t.device());
+}
+
+// A fresh tensor with t's shape and dtype on `device` (gradients: a gradient
+// has the dtype of the tensor it belongs to).
+inline Tensor empty_like(const Tensor& t, Device device) {
+  return Tensor::empty(t.shape(), t.dtype(), device);
 }
 
 }  // namespace el::ops::detail

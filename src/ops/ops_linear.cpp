@@ -8,12 +8,14 @@ using detail::check_defined;
 using detail::check_dtype;
 using detail::check_float;
 using detail::check_same_device;
+using detail::check_same_dtype;
 using detail::check_same_shape;
 using detail::desc;
+using detail::empty_like;
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_dtype("linear", "x", x, DType::f32);
-  check_float("linear", "w", w);
+  check_float("linear", "x", x);
+  check_float("linear", "w", w);  // may differ from x's dtype (e.g. f32 x, bf16 w)
   check_same_device("linear", "x", x, "w", w);
   EL_ENSURE(w.ndim() == 2, "ops::linear: w is {}, expected [out_features, in_features]", desc(w));
   EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
@@ -23,6 +25,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const bool has_bias = bias.defined();
   if (has_bias) {
     check_float("linear", "bias", bias);
+    EL_ENSURE(bias.dtype() == x.dtype() || bias.dtype() == w.dtype(),
+              "ops::linear: bias is {}, expected the dtype of x {} or of w {}", desc(bias),
+              desc(x), desc(w));
     check_same_device("linear", "x", x, "bias", bias);
     EL_ENSURE(bias.numel() == out_f && bias.ndim() == 1,
               "ops::linear: bias {} does not match w {} (expected [{}])", desc(bias), desc(w),
@@ -32,14 +37,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
   Backend& be = backend_for(x.device());
-  Tensor out = Tensor::empty(out_shape, DType::f32, x.device());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());  // activation dtype
   Tensor x2 = x.view({n, in});
   Tensor y2 = out.view({n, out_f});
   be.gemm(x2, false, w, true, y2, 1.f, 0.f);  // [N, in] @ [out, in]^T
   if (has_bias && n > 0) {
     // Broadcast add as a rank-1 GEMM (ones[N, 1] @ bias[1, out]) so that every
-    // backend gets it from the kernel it already has.
-    Tensor ones = Tensor::full({n, 1}, 1.f, DType::f32, x.device());
+    // backend gets it from the kernel it already has; ones in bias's dtype
+    // (exact in every float dtype) so both operands share one.
+    Tensor ones = Tensor::full({n, 1}, 1.f, bias.dtype(), x.device());
     be.gemm(ones, false, bias.view({1, out_f}), false, y2, 1.f, 1.f);
   }
   if (any_requires_grad({&x, &w, &bias})) {
@@ -50,19 +56,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       Backend& b = backend_for(dy.device());
       Tensor dy2 = dy.view({n, out_f});
       if (x.requires_grad()) {
-        Tensor dx = Tensor::empty({n, in}, DType::f32, dy.device());
+        Tensor dx = Tensor::empty({n, in}, x.dtype(), dy.device());
         b.gemm(dy2, false, w, false, dx, 1.f, 0.f);  // [N, out] @ [out, in]
         accumulate_grad(x, dx);
       }
       if (w.requires_grad()) {
-        Tensor dw = Tensor::empty({out_f, in}, DType::f32, dy.device());
+        Tensor dw = empty_like(w, dy.device());
         b.gemm(dy2, true, x.view({n, in}), false, dw, 1.f, 0.f);  // [out, N] @ [N, in]
         accumulate_grad(w, dw);
       }
       if (bias.defined() && bias.requires_grad()) {
-        Tensor db = Tensor::zeros({1, out_f}, DType::f32, dy.device());
+        Tensor db = Tensor::zeros({1, out_f}, bias.dtype(), dy.device());
         if (n > 0) {
-          Tensor ones = Tensor::full({n, 1}, 1.f, DType::f32, dy.device());
+          Tensor ones = Tensor::full({n, 1}, 1.f, dy.dtype(), dy.device());
           b.gemm(ones, true, dy2, false, db, 1.f, 0.f);  // column sums of dy
         }
         accumulate_grad(bias, db.view({out_f}));
@@ -79,14 +85,15 @@ Tensor embedding(const Tensor& ids, const Tensor& table) {
   EL_ENSURE(table.ndim() == 2, "ops::embedding: table is {}, expected [V, C]", desc(table));
   Shape out_shape = ids.shape();
   out_shape.push_back(table.dim(1));
-  Tensor out = Tensor::empty(out_shape, DType::f32, ids.device());
+  // The table's dtype becomes the model's activation dtype from here on.
+  Tensor out = Tensor::empty(out_shape, table.dtype(), ids.device());
   backend_for(ids.device()).embedding_forward(ids, table, out);
   if (any_requires_grad({&table})) {
     mark_output(out);
     tape().record("embedding", [ids, table, out]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
-      Tensor dtable = Tensor::empty(table.shape(), DType::f32, dy.device());
+      Tensor dtable = empty_like(table, dy.device());
       backend_for(dy.device()).embedding_backward(ids, dy, dtable);
       accumulate_grad(table, dtable);
     });
@@ -95,11 +102,12 @@ Tensor embedding(const Tensor& ids, const Tensor& table) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  check_dtype("add", "a", a, DType::f32);
-  check_dtype("add", "b", b, DType::f32);
+  check_float("add", "a", a);
+  check_float("add", "b", b);
+  check_same_dtype("add", "a", a, "b", b);
   check_same_device("add", "a", a, "b", b);
   check_same_shape("add", "a", a, "b", b);
-  Tensor out = Tensor::empty(a.shape(), DType::f32, a.device());
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   backend_for(a.device()).add(a, b, out);
   if (any_requires_grad({&a, &b})) {
     mark_output(out);

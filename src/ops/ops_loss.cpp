@@ -7,11 +7,13 @@
 namespace el::ops {
 
 using detail::check_dtype;
+using detail::check_float;
 using detail::check_same_device;
 using detail::desc;
+using detail::empty_like;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
-  check_dtype("cross_entropy", "logits", logits, DType::f32);
+  check_float("cross_entropy", "logits", logits);
   check_dtype("cross_entropy", "targets", targets, DType::i32);
   check_same_device("cross_entropy", "logits", logits, "targets", targets);
   EL_ENSURE(logits.ndim() == 2 && logits.dim(1) > 0,
@@ -23,6 +25,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   const Device dev = logits.device();
   Backend& be = backend_for(dev);
   Tensor tgt = targets.ndim() == 1 ? targets : targets.view({n});
+  // Per-row losses, lse and the mean are f32 whatever the logits' dtype.
   Tensor losses = Tensor::empty({n}, DType::f32, dev);
   Tensor lse = Tensor::empty({n}, DType::f32, dev);
   be.cross_entropy_forward(logits, tgt, losses, lse);
@@ -47,8 +50,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
     tape().record("cross_entropy", [logits, tgt, lse, out, count]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
+      // dy is the backward seed (the loss scale under fp16 training).
       const float dloss = count > 0 ? dy.item() / static_cast<float>(count) : 0.f;
-      Tensor dlogits = Tensor::empty(logits.shape(), DType::f32, dy.device());
+      Tensor dlogits = empty_like(logits, dy.device());
       backend_for(dy.device()).cross_entropy_backward(logits, tgt, lse, dloss, dlogits);
       accumulate_grad(logits, dlogits);
     });

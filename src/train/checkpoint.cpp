@@ -1,5 +1,8 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
+#include <stdexcept>
+
 #include "io/safetensors.h"
 
 namespace el {
@@ -23,6 +26,35 @@ Result<CheckpointState> state_from_metadata(const std::string& path,
   } catch (...) {
     return make_error("metadata 'efficientllm.step' is not an integer", path);
   }
+  // Optional keys (absent in files of f32 runs without skipped steps).
+  auto get_int = [&](const char* key, int64_t fallback) -> Result<int64_t> {
+    const std::string v = get(key);
+    if (v.empty()) return fallback;
+    try {
+      size_t used = 0;
+      const int64_t x = std::stoll(v, &used);
+      if (used == v.size()) return x;
+    } catch (...) {
+    }
+    return make_error(fmt::format("metadata '{}' is not an integer: '{}'", key, v), path);
+  };
+  EL_TRY_ASSIGN(s.optimizer_steps, get_int("efficientllm.optimizer_steps", -1));
+  EL_TRY_ASSIGN(s.loss_scale_good_steps, get_int("efficientllm.loss_scale_good_steps", 0));
+  if (const std::string v = get("efficientllm.loss_scale"); !v.empty()) {
+    try {
+      size_t used = 0;
+      s.loss_scale = std::stof(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+    } catch (...) {
+      return make_error(fmt::format("metadata 'efficientllm.loss_scale' is not a number: '{}'", v),
+                        path);
+    }
+    if (!(s.loss_scale > 0.0f) || !std::isfinite(s.loss_scale)) {
+      return make_error(fmt::format("metadata 'efficientllm.loss_scale' must be a positive finite "
+                                    "number, got '{}'", v),
+                        path);
+    }
+  }
   s.loader_state = get("efficientllm.loader_state");
   s.config_json = get("efficientllm.config");
   s.model_card_yaml = get("efficientllm.model_card");
@@ -38,6 +70,7 @@ Status save_checkpoint(const std::string& path, const DecoderLM& model, AdamW* o
     for (auto& s : optimizer->slots()) {
       tensors.emplace_back("optimizer.m." + s.param.name, s.m);
       tensors.emplace_back("optimizer.v." + s.param.name, s.v);
+      if (s.master.defined()) tensors.emplace_back("optimizer.master." + s.param.name, s.master);
     }
   }
   std::map<std::string, std::string> md = {
@@ -46,7 +79,13 @@ Status save_checkpoint(const std::string& path, const DecoderLM& model, AdamW* o
       {"efficientllm.loader_state", state.loader_state},
       {"efficientllm.config", state.config_json},
       {"efficientllm.model_card", state.model_card_yaml},
+      {"efficientllm.optimizer_steps",
+       std::to_string(state.optimizer_steps >= 0 ? state.optimizer_steps : state.step)},
   };
+  if (state.loss_scale > 0.0f) {
+    md["efficientllm.loss_scale"] = fmt::format("{}", state.loss_scale);  // shortest exact form
+    md["efficientllm.loss_scale_good_steps"] = std::to_string(state.loss_scale_good_steps);
+  }
   return io::save_safetensors(path, tensors, md);
 }
 
@@ -77,14 +116,24 @@ Result<CheckpointState> load_checkpoint(const std::string& path, DecoderLM& mode
   }
   for (const auto& p : model.parameters()) {
     Tensor dst = p.tensor;
-    EL_TRY(file.load_into(p.name, dst));
+    // An f32 model loading a bf16/f16 run takes the exact f32 master when
+    // the file has one, not its rounding.
+    const std::string master = "optimizer.master." + p.name;
+    const bool from_master = dst.dtype() == DType::f32 && file.contains(master);
+    EL_TRY(file.load_into(from_master ? master : p.name, dst));
   }
   if (optimizer) {
     for (auto& s : optimizer->slots()) {
       EL_TRY(file.load_into("optimizer.m." + s.param.name, s.m));
       EL_TRY(file.load_into("optimizer.v." + s.param.name, s.v));
+      if (s.master.defined()) {
+        // The master the AdamW constructor made is stale (it copied the
+        // initial weights): take the file's, else the loaded parameter's.
+        const std::string master = "optimizer.master." + s.param.name;
+        EL_TRY(file.load_into(file.contains(master) ? master : s.param.name, s.master));
+      }
     }
-    optimizer->set_steps_taken(state.step);
+    optimizer->set_steps_taken(state.optimizer_steps >= 0 ? state.optimizer_steps : state.step);
   }
   return state;
 }

@@ -20,7 +20,12 @@ AdamW::AdamW(const ParameterList& params, const AdamWConfig& config) : config_(c
   for (const auto& p : params) {
     if (!p.tensor.requires_grad()) continue;
     Slot s{p, Tensor::zeros(p.tensor.shape(), DType::f32, p.tensor.device()),
-           Tensor::zeros(p.tensor.shape(), DType::f32, p.tensor.device()), p.tensor.ndim() >= 2};
+           Tensor::zeros(p.tensor.shape(), DType::f32, p.tensor.device()), p.tensor.ndim() >= 2,
+           Tensor()};
+    if (p.tensor.dtype() != DType::f32) {
+      s.master = Tensor::empty(p.tensor.shape(), DType::f32, p.tensor.device());
+      s.master.copy_from(p.tensor);  // exact: every bf16/f16 value is an f32
+    }
     slots_.push_back(std::move(s));
   }
 }
@@ -38,7 +43,12 @@ void AdamW::step(float lr, float grad_scale) {
     st.grad_scale = grad_scale;
     st.step = step_;
     Tensor param = s.param.tensor;
-    backend_for(param.device()).adamw_update(param, s.param.tensor.grad(), s.m, s.v, st);
+    Backend& be = backend_for(param.device());
+    if (s.master.defined()) {
+      be.adamw_update_master(param, s.param.tensor.grad(), s.master, s.m, s.v, st);
+    } else {
+      be.adamw_update(param, s.param.tensor.grad(), s.m, s.v, st);
+    }
   }
 }
 

@@ -31,21 +31,27 @@ struct CosineSchedule {
 class AdamW {
  public:
   // Weight decay applies to matrices only (ndim >= 2); norms and biases are
-  // not decayed (the nanoGPT / Megatron convention).
+  // not decayed (the nanoGPT / Megatron convention). A parameter stored in
+  // bf16/f16 gets an f32 master copy, initialised from its current values;
+  // the update runs on the master (Backend::adamw_update_master) and the
+  // parameter is the master rounded to nearest even.
   AdamW(const ParameterList& params, const AdamWConfig& config);
 
   // One update of every parameter that has a gradient; grad_scale multiplies
-  // the gradients first (clipping). Increments step().
+  // the gradients first (clipping, 1/grad_accum, 1/loss scale). Increments
+  // steps_taken().
   void step(float lr, float grad_scale = 1.0f);
   void zero_grad();
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
 
-  // Optimizer state for checkpoints: (name, m) and (name, v) per parameter.
+  // Optimizer state for checkpoints: (name, m) and (name, v) per parameter,
+  // and the f32 master of a bf16/f16 parameter.
   struct Slot {
     NamedParameter param;
-    Tensor m, v;
+    Tensor m, v;  // f32, the parameter's shape
     bool decay;
+    Tensor master;  // f32 copy of a non-f32 parameter; undefined for f32 ones
   };
   std::vector<Slot>& slots() { return slots_; }
 

@@ -12,6 +12,7 @@
 #include "metrics/timer.h"
 #include "ops/backend.h"
 #include "train/checkpoint.h"
+#include "train/loss_scaler.h"
 #include "train/optimizer.h"
 
 namespace el {
@@ -23,7 +24,9 @@ nlohmann::json TrainConfig::to_json() const {
           {"warmup_steps", warmup_steps}, {"weight_decay", weight_decay}, {"beta1", beta1},
           {"beta2", beta2},           {"grad_clip", grad_clip},     {"eval_every", eval_every},
           {"eval_batches", eval_batches}, {"seed", seed},           {"sample_interval_ms", sample_interval_ms},
-          {"timing_warmup_steps", timing_warmup_steps}};
+          {"timing_warmup_steps", timing_warmup_steps}, {"precision", precision_name(precision)},
+          {"loss_scale_init", loss_scale_init},
+          {"loss_scale_growth_interval", loss_scale_growth_interval}};
 }
 
 namespace {
@@ -76,6 +79,14 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
                                   cfg.batch_size, cfg.seq_len, cfg.grad_accum, cfg.steps),
                       "train config");
   }
+  const bool scaling = precision_uses_loss_scaling(cfg.precision);
+  if (scaling && (!(cfg.loss_scale_init >= 1.0f) || !std::isfinite(cfg.loss_scale_init) ||
+                  cfg.loss_scale_growth_interval <= 0)) {
+    return make_error(fmt::format("loss_scale_init ({}) must be a finite number >= 1 and "
+                                  "loss_scale_growth_interval ({}) positive",
+                                  cfg.loss_scale_init, cfg.loss_scale_growth_interval),
+                      "train config");
+  }
   EL_TRY_ASSIGN(ModelCard card, find_model_card(cfg.model));
   if (cfg.seq_len > card.max_seq_len) {
     return make_error(fmt::format("seq_len {} exceeds max_seq_len {} of model card '{}'", cfg.seq_len,
@@ -95,16 +106,24 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
                 data::DataLoader::open(dataset.val_shards, card.vocab_size, cfg.batch_size,
                                        cfg.seq_len, cfg.seed));
 
-  EL_TRY_ASSIGN(auto model, DecoderLM::create(card, cfg.device, cfg.seed));
+  EL_TRY_ASSIGN(auto model,
+                DecoderLM::create(card, cfg.device, cfg.seed, precision_dtype(cfg.precision)));
   AdamW optimizer(model->parameters(),
                   AdamWConfig{cfg.lr, cfg.beta1, cfg.beta2, 1e-8f, cfg.weight_decay});
   CosineSchedule schedule{cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.steps};
+  LossScalerConfig scaler_config;
+  scaler_config.initial_scale = cfg.loss_scale_init;
+  scaler_config.growth_interval = cfg.loss_scale_growth_interval;
+  LossScaler scaler(scaler_config);
 
   int64_t start_step = 0;
   if (!cfg.resume.empty()) {
     EL_TRY_ASSIGN(CheckpointState st, load_checkpoint(cfg.resume, *model, &optimizer));
     EL_TRY(train_loader.set_state(st.loader_state));
     start_step = st.step;
+    if (scaling && st.loss_scale > 0.0f) {
+      EL_TRY(scaler.set_state(st.loss_scale, st.loss_scale_good_steps));
+    }
   }
 
   Backend& backend = backend_for(cfg.device);
@@ -125,36 +144,55 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
   const int64_t end_step = cfg.stop_after > 0 ? std::min(cfg.steps, cfg.stop_after) : cfg.steps;
   const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum;
   int64_t skipped = 0;
+  int64_t overflow_skipped = 0;  // f16 steps skipped by the loss scaler
+  nlohmann::json scale_history = nlohmann::json::array();
   std::string stop_reason;
   Tensor ids, targets;
   for (int64_t step = start_step; step < end_step; ++step) {
     metrics::Stopwatch watch;
+    // f16: gradients of scale * loss, so small ones survive f16's range.
+    const float seed = scaling ? scaler.scale() : 1.0f;
     double loss_sum = 0;
     for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
       train_loader.next_random(ids, targets);
       Tensor loss = model->loss(to_device(ids, cfg.device), to_device(targets, cfg.device));
       loss_sum += loss.item();
-      tape().backward(loss);
+      tape().backward(loss, seed);
     }
     const double loss = loss_sum / static_cast<double>(cfg.grad_accum);
-    // Gradients are summed over micro-batches; 1/grad_accum makes them a mean.
+    // Gradients are summed over micro-batches; 1/grad_accum makes them a
+    // mean, and 1/seed undoes the loss scale.
     const double inv_accum = 1.0 / static_cast<double>(cfg.grad_accum);
-    const double grad_norm = global_grad_norm(model->parameters()) * inv_accum;
     const float lr = schedule.lr_at(step);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      optimizer.zero_grad();
-      if (++skipped > cfg.max_nonfinite_skips) {
-        stop_reason = fmt::format("non-finite loss ({}) or gradient norm ({}) at step {}", loss,
-                                  grad_norm, step + 1);
-        break;
+    // An overflow of the scaled f16 gradients is the scaler's business (skip,
+    // back off), not a divergence; a non-finite loss still is one, and so are
+    // non-finite gradients at the minimum scale (nothing left to back off).
+    const bool overflow = scaling && seed > scaler_config.min_scale && std::isfinite(loss) &&
+                          !grads_all_finite(model->parameters());
+    double grad_norm = NAN;
+    if (overflow) {
+      ++overflow_skipped;
+    } else {
+      grad_norm = global_grad_norm(model->parameters()) * inv_accum / seed;
+      if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+        optimizer.zero_grad();
+        if (++skipped > cfg.max_nonfinite_skips) {
+          stop_reason = fmt::format("non-finite loss ({}) or gradient norm ({}) at step {}", loss,
+                                    grad_norm, step + 1);
+          break;
+        }
+        continue;
       }
-      continue;
+      optimizer.step(lr, static_cast<float>(inv_accum / seed) * clip_scale(grad_norm, cfg.grad_clip));
     }
-    optimizer.step(lr, static_cast<float>(inv_accum) * clip_scale(grad_norm, cfg.grad_clip));
+    if (scaling) {
+      scaler.update(!overflow);
+      scale_history.push_back({{"step", step + 1}, {"scale", seed}, {"skipped", overflow}});
+    }
     optimizer.zero_grad();
     backend.synchronize();
 
-    StepRecord rec{step + 1, loss, lr, grad_norm, watch.seconds(), tokens_per_step};
+    StepRecord rec{step + 1, loss, lr, grad_norm, watch.seconds(), tokens_per_step, seed, overflow};
     report.steps.push_back(rec);
     if (callbacks.on_step) callbacks.on_step(rec, cfg);
 
@@ -169,8 +207,16 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
       std::error_code ec;
       std::filesystem::create_directories(cfg.out_dir, ec);
       const std::string path = cfg.out_dir + "/checkpoint.safetensors";
-      CheckpointState st{step + 1, train_loader.state(), cfg.to_json().dump(),
-                         model_card_to_yaml(card)};
+      CheckpointState st;
+      st.step = step + 1;
+      st.optimizer_steps = optimizer.steps_taken();
+      if (scaling) {
+        st.loss_scale = scaler.scale();
+        st.loss_scale_good_steps = scaler.good_steps();
+      }
+      st.loader_state = train_loader.state();
+      st.config_json = cfg.to_json().dump();
+      st.model_card_yaml = model_card_to_yaml(card);
       EL_TRY(save_checkpoint(path, *model, &optimizer, st));
       report.checkpoint = path;
     }
@@ -216,6 +262,11 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
       {"steps", raw_steps},
       {"evals", raw_evals},
       {"skipped_nonfinite_steps", skipped},
+      {"precision", precision_name(cfg.precision)},
+      // f16 only (0 and [] otherwise): steps whose scaled gradients
+      // overflowed, and the scale each step used (raw samples).
+      {"loss_scale_skipped_steps", overflow_skipped},
+      {"loss_scale_history", scale_history},
   };
   if (!stop_reason.empty()) {
     return make_error(stop_reason, "training", "lower the learning rate, or allow skips with --max-nonfinite-skips");

@@ -4,7 +4,10 @@
 // prepared dataset (data/), and for each optimizer step runs grad_accum
 // micro-batches (forward, tape backward), clips the global gradient norm,
 // applies AdamW at the cosine-scheduled learning rate, and times the step
-// after synchronising the device. Every eval_every steps it measures the
+// after synchronising the device. `precision` picks f32, bf16 (f32 master
+// weights in AdamW) or f16 (master weights + dynamic loss scaling: a step
+// whose scaled gradients overflow is skipped and the scale halves), see
+// train/precision.h and train/loss_scaler.h. Every eval_every steps it measures the
 // validation loss over fixed windows; checkpoints go to out_dir. A metrics
 // Sampler thread records memory, energy and utilisation for the whole run.
 // The returned TrainReport holds the raw per-step samples and the summaries
@@ -21,6 +24,7 @@
 #include "core/error.h"
 #include "metrics/calibrate.h"
 #include "models/decoder_lm.h"
+#include "train/precision.h"
 
 namespace el {
 
@@ -53,6 +57,11 @@ struct TrainConfig {
   std::optional<metrics::PeakCalibration> peak;
   int64_t timing_warmup_steps = 1;  // first steps left out of the AL/TT/MFU summaries
   int64_t max_nonfinite_skips = 0;  // steps with a NaN/Inf loss to skip before stopping
+  // Storage dtype of parameters, activations and gradients (f32 reference,
+  // bf16 or f16 mixed precision with f32 master weights).
+  Precision precision = Precision::f32;
+  float loss_scale_init = 65536.0f;           // f16 only: first loss scale (2^16)
+  int64_t loss_scale_growth_interval = 2000;  // f16 only: finite steps before doubling
 
   nlohmann::json to_json() const;
 };
@@ -61,9 +70,11 @@ struct StepRecord {
   int64_t step = 0;      // 1-based optimizer step
   double loss = 0;       // mean over the step's micro-batches
   double lr = 0;
-  double grad_norm = 0;  // before clipping
+  double grad_norm = 0;  // before clipping, loss scale divided out (NaN when skipped)
   double seconds = 0;    // synchronised wall time of the whole step
   int64_t tokens = 0;
+  double loss_scale = 1;  // backward seed of this step (f16 loss scaling; else 1)
+  bool skipped = false;   // f16: gradients overflowed, no optimizer update
 };
 
 struct EvalRecord {

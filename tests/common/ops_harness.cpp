@@ -142,4 +142,92 @@ double projected(const Tensor& out, const std::vector<float>& r) {
   return ::testing::AssertionSuccess();
 }
 
+namespace {
+
+Tensor converted(const Tensor& t, DType dt) {
+  Tensor out = Tensor::empty(t.shape(), dt, t.device());
+  out.copy_from(t);
+  return out;
+}
+
+struct RunResult {
+  Tensor out;
+  std::vector<Tensor> grads;  // undefined where not differentiable
+};
+
+// Forward and backward of inst.run on `in` (float ones in their given
+// dtype), seeding d(out) = r converted to the output's dtype.
+RunResult run_with_grad(const OpInstance& inst, std::vector<Tensor> in, const Tensor& r) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (inst.differentiable[i]) in[i].set_requires_grad(true);
+  }
+  tape().clear();
+  RunResult res;
+  res.out = inst.run(in);
+  accumulate_grad(res.out, converted(r, res.out.dtype()));
+  tape().backward(Tensor::zeros({1}));
+  for (size_t i = 0; i < in.size(); ++i) {
+    res.grads.push_back(inst.differentiable[i] && in[i].has_grad() ? in[i].grad() : Tensor());
+  }
+  return res;
+}
+
+}  // namespace
+
+::testing::AssertionResult half_precision_matches(const OpInstance& inst, DType dt, uint64_t seed) {
+  Rng rng(seed ^ 0x51ed270b2c8f3a91ull);
+  const std::string tag = std::string(dtype_name(dt)) + " vs f32";
+  // Inputs in dt, and the same rounded values in f32 for the reference run.
+  std::vector<Tensor> narrow, rounded;
+  for (const Tensor& t : inst.inputs) {
+    if (dtype_is_float(t.dtype())) {
+      narrow.push_back(converted(t, dt));
+      rounded.push_back(converted(narrow.back(), DType::f32));
+    } else {
+      narrow.push_back(t.clone());
+      rounded.push_back(t.clone());
+    }
+  }
+  Tensor r;
+  {
+    NoGrad no_grad;
+    const Tensor probe = inst.run(rounded);
+    // The seed as the narrow run sees it: rounded to dt (unless the output is f32).
+    r = random_tensor(probe.shape(), rng);
+    if (!inst.output_always_f32) r = converted(converted(r, dt), DType::f32);
+  }
+  const RunResult ref = run_with_grad(inst, rounded, r);
+  const RunResult got = run_with_grad(inst, narrow, r);
+  const DType want_out = inst.output_always_f32 ? DType::f32 : dt;
+  if (got.out.dtype() != want_out) {
+    return ::testing::AssertionFailure() << tag << ": output is " << dtype_name(got.out.dtype())
+                                         << ", expected " << dtype_name(want_out);
+  }
+  const Tolerance tol = tolerance_for(dt);
+  const std::vector<float> ref_out = ref.out.to_floats();
+  auto res = all_close(got.out.to_floats(), std::vector<double>(ref_out.begin(), ref_out.end()),
+                       tol, tag + " output");
+  if (!res) return res;
+  for (size_t i = 0; i < inst.inputs.size(); ++i) {
+    if (!inst.differentiable[i]) continue;
+    const std::string what = tag + " gradient of input " + std::to_string(i) + " " +
+                             shape_str(inst.inputs[i].shape());
+    if (!got.grads[i].defined() || !ref.grads[i].defined()) {
+      if (got.grads[i].defined() != ref.grads[i].defined()) {
+        return ::testing::AssertionFailure() << what << ": defined in only one of the runs";
+      }
+      continue;
+    }
+    if (got.grads[i].dtype() != dt) {
+      return ::testing::AssertionFailure() << what << " is " << dtype_name(got.grads[i].dtype())
+                                           << ", expected its input's dtype " << dtype_name(dt);
+    }
+    const std::vector<float> want = ref.grads[i].to_floats();
+    res = all_close(got.grads[i].to_floats(), std::vector<double>(want.begin(), want.end()), tol,
+                    what);
+    if (!res) return res;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace el::test

@@ -3,11 +3,15 @@
 // Each differentiable op contributes a list of OpCase entries (one per shape
 // or flag combination). An OpCase builds an OpInstance from a seeded Rng:
 // host input tensors, the call of the op under test, and an independent naive
-// reference written in the test (f64 loops). Two generic tests run every case
+// reference written in the test (f64 loops). Three generic tests run every case
 // (tests/ops/op_registry_test.cpp):
 //   OpCaseTest.ForwardMatchesReference   — output vs reference, tolerance_for(dtype)
 //   OpCaseTest.GradientMatchesFiniteDifferences — autograd vs central
 //       differences of L = sum(out * R) for a random R, per differentiable input.
+//   OpCaseTest.HalfPrecisionMatchesF32   — the op on bf16 and on f16 inputs
+//       (every float input converted) against the same op in f32 on the
+//       rounded inputs: output and gradient dtypes, values within
+//       tolerance_for(dtype).
 // An op file registers its cases with
 //   INSTANTIATE_TEST_SUITE_P(Linear, OpCaseTest, ::testing::ValuesIn(linear_cases()),
 //                            op_case_name);
@@ -34,6 +38,7 @@ struct OpInstance {
   Tolerance grad_tol = kFiniteDiffTolerance;
   double grad_eps = kFiniteDiffEps;
   int max_fd_elements = 48;  // per input; larger inputs are sampled
+  bool output_always_f32 = false;  // the output is f32 whatever the inputs (losses)
 };
 
 struct OpCase {
@@ -65,6 +70,13 @@ std::vector<double> to_doubles(const Tensor& t);
 // backpropagates, and compares every differentiable input's .grad with
 // central differences of sum(out * R).
 ::testing::AssertionResult gradients_match(const OpInstance& inst, uint64_t seed);
+
+// Converts every float input to `dt` and runs the op forward and backward
+// (seed R of the output's dtype) against the f32 op on the rounded inputs
+// with the same seed. Checks the output dtype (dt, or f32 when
+// output_always_f32), each gradient's dtype (its input's) and the values
+// within tolerance_for(dt).
+::testing::AssertionResult half_precision_matches(const OpInstance& inst, DType dt, uint64_t seed);
 
 // A seed derived from a case name, so each case draws its own inputs.
 uint64_t seed_for(const std::string& name);

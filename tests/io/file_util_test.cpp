@@ -1,6 +1,6 @@
-// Tests of io/file_util (whole and chunked reads) and io/atomic_file (the
-// writes the data layer and results rely on): round trips, temp-file cleanup,
-// and each error path with its message checked.
+// Tests of io/file_util (whole and chunked reads), io/mapped_file and
+// io/atomic_file (the file access the data layer, checkpoints and results rely
+// on): round trips, temp-file cleanup, and each error path with its message.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,6 +12,7 @@
 
 #include "io/atomic_file.h"
 #include "io/file_util.h"
+#include "io/mapped_file.h"
 
 namespace el::io {
 namespace {
@@ -113,6 +114,39 @@ TEST_F(FileUtilTest, WriteIntoMissingDirectoryFails) {
       << st.error().what;
   EXPECT_NE(st.error().what.find("No such file or directory"), std::string::npos);
   EXPECT_FALSE(st.error().hint.empty());
+}
+
+TEST_F(FileUtilTest, MappedFileSeesTheBytesAndMoves) {
+  const std::string content = binary_bytes(100000);
+  ASSERT_TRUE(write_file_atomic(path("m.bin"), content).ok());
+  auto m = MappedFile::open(path("m.bin"), "widget");
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  ASSERT_EQ(m->size(), content.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(m->data()), m->size()), content);
+
+  MappedFile moved = std::move(m.value());
+  EXPECT_EQ(m->data(), nullptr);
+  EXPECT_EQ(m->size(), 0u);
+  ASSERT_EQ(moved.size(), content.size());
+  EXPECT_EQ(static_cast<char>(moved.data()[123]), content[123]);
+  moved = MappedFile();  // unmaps
+  EXPECT_EQ(moved.size(), 0u);
+
+  ASSERT_TRUE(write_file_atomic(path("empty.bin"), "").ok());
+  auto empty = MappedFile::open(path("empty.bin"), "widget");
+  ASSERT_TRUE(empty.ok()) << empty.error().message();
+  EXPECT_EQ(empty->size(), 0u);
+  EXPECT_EQ(empty->data(), nullptr);
+}
+
+TEST_F(FileUtilTest, MappedFileErrorsNameTheKindOfFile) {
+  auto missing = MappedFile::open(path("none"), "widget");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().message(), path("none") + ": cannot open widget: No such file or directory");
+
+  auto dir = MappedFile::open(dir_.string(), "widget");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.error().message(), dir_.string() + ": not a regular file");
 }
 
 }  // namespace

@@ -138,8 +138,9 @@ INSTANTIATE_TEST_SUITE_P(Reshape, OpCaseTest,
                                            reshape_case({19}, {1, 19, 1}, "r19_to_1x19x1")),
                          op_case_name);
 
-// bf16 / f16 weights: the forward matches the f32 reference of the rounded
-// weights, and the weight's gradient comes back as f32.
+// bf16 / f16 weights with f32 activations: the forward (f32, x's dtype)
+// matches the f32 reference of the rounded weights, and the weight's gradient
+// comes back in the weight's dtype (a gradient has its tensor's dtype).
 TEST(LinearOp, HalfPrecisionWeights) {
   for (DType dt : {DType::bf16, DType::f16}) {
     Rng rng(7);
@@ -161,14 +162,14 @@ TEST(LinearOp, HalfPrecisionWeights) {
     accumulate_grad(out, Tensor::full(out.shape(), 1.f));
     tape().backward(Tensor::zeros({1}));
     ASSERT_TRUE(w.has_grad());
-    EXPECT_EQ(w.grad().dtype(), DType::f32);  // accumulate_grad keeps the f32 gradient
+    EXPECT_EQ(w.grad().dtype(), dt);
     // dW[o][i] = sum_n x[n][i]
     const std::vector<double> xv = to_doubles(x);
     std::vector<double> want(17 * 33, 0.0);
     for (int o = 0; o < 17; ++o)
       for (int i = 0; i < 33; ++i)
         for (int n = 0; n < 7; ++n) want[o * 33 + i] += xv[n * 33 + i];
-    EXPECT_TRUE(all_close(w.grad().to_floats(), want, tolerance_for(DType::f32), "dW"));
+    EXPECT_TRUE(all_close(w.grad().to_floats(), want, tolerance_for(dt), "dW"));
   }
 }
 

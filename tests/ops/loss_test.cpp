@@ -40,6 +40,7 @@ OpCase ce_case(int64_t n, int64_t v, double ignore_frac, float scale) {
             }
             inst.inputs = {random_tensor({n, v}, rng, scale), t};
             inst.differentiable = {true, false};
+            inst.output_always_f32 = true;  // the loss is f32 for any logits dtype
             inst.run = [](const std::vector<Tensor>& in) {
               return ops::cross_entropy(in[0], in[1]);
             };

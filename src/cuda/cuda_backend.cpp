@@ -1,0 +1,426 @@
+// cuda_backend.cpp — CudaBackend (the Backend of DeviceKind::cuda), the GPU
+// context and register_backend().
+//
+// CudaBackend only forwards each virtual to its launcher in cuda_kernels.h
+// (attention to attention.cuh), like CpuBackend does for cpu_kernels.h.
+#include "cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <mutex>
+#include <optional>
+
+#include "cuda/attention.cuh"
+#include "cuda/cuda_allocator.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+#include "cuda/cuda_kernels.h"
+#include "cuda/nvml.h"
+#include "ops/backend.h"
+
+namespace el::cuda {
+
+cudaError_t probe_kernel_image();  // cuda_memory.cu
+
+namespace {
+
+Context* g_ctx = nullptr;
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // cuBLASLt's recommendation for Hopper
+
+AttentionShape attention_shape(const Tensor& q, const Tensor& k, float scale, bool causal) {
+  EL_ENSURE(q.ndim() == 4 && k.ndim() == 4, "cuda attention: q {} and k {} must be 4-D",
+            shape_str(q.shape()), shape_str(k.shape()));
+  return AttentionShape{static_cast<int>(q.dim(0)),
+                        static_cast<int>(q.dim(1)),
+                        static_cast<int>(k.dim(1)),
+                        static_cast<int>(q.dim(2)),
+                        static_cast<int>(k.dim(2)),
+                        static_cast<int>(q.dim(3)),
+                        scale,
+                        causal};
+}
+
+void check_attention(cudaError_t rc, const char* what) {
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Exception(cuda_error(rc, what, __FILE__, __LINE__));
+  }
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {}
+  Device device() const override { return Device::cuda(device_); }
+  const char* name() const override { return "cuda"; }
+
+  void fill(Tensor& dst, float value) override { cuda::fill(dst, value); }
+  void copy(const Tensor& src, Tensor& dst) override { cuda::copy(src, dst); }
+
+  void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+            float beta) override {
+    cuda::gemm(a, trans_a, b, trans_b, c, alpha, beta);
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override { cuda::add(a, b, out); }
+  void axpy(float alpha, const Tensor& x, Tensor& y) override { cuda::axpy(alpha, x, y); }
+  void scale(Tensor& x, float s) override { cuda::scale(x, s); }
+  double sum_squares(const Tensor& x) override { return cuda::sum_squares(x); }
+  bool all_finite(const Tensor& x) override { return cuda::all_finite(x); }
+
+  void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) override {
+    cuda::embedding_forward(ids, table, out);
+  }
+  void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) override {
+    cuda::embedding_backward(ids, dout, dtable);
+  }
+
+  void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
+                       Tensor& rstd) override {
+    cuda::rmsnorm_forward(x, w, eps, y, rstd);
+  }
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        Tensor& dx, Tensor& dw) override {
+    cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+  }
+  void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
+                         Tensor& mean, Tensor& rstd) override {
+    cuda::layernorm_forward(x, w, b, eps, y, mean, rstd);
+  }
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                          const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db) override {
+    cuda::layernorm_backward(dy, x, w, mean, rstd, dx, dw, db);
+  }
+
+  void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse,
+            Tensor& y) override {
+    cuda::rope(x, inv_freq, pos_offset, inverse, y);
+  }
+
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                         bool causal, Tensor& out, Tensor& lse) override {
+    for (const Tensor* t : TensorPtrs{&q, &k, &v, &out}) {
+      expect_cuda_dtype(*t, q.dtype(), "attention_forward");
+    }
+    expect_cuda_dtype(lse, DType::f32, "attention_forward (lse)");
+    const AttentionShape s = attention_shape(q, k, scale, causal);
+    check_attention(cuda::attention_forward(q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
+                                            s, q.dtype(), ctx().stream),
+                    "cuda attention_forward");
+  }
+  void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, float scale, bool causal,
+                          Tensor& dq, Tensor& dk, Tensor& dv) override {
+    for (const Tensor* t : TensorPtrs{&dout, &q, &k, &v, &out, &dq, &dk, &dv}) {
+      expect_cuda_dtype(*t, q.dtype(), "attention_backward");
+    }
+    expect_cuda_dtype(lse, DType::f32, "attention_backward (lse)");
+    const AttentionShape s = attention_shape(q, k, scale, causal);
+    const size_t ws_bytes = cuda::attention_backward_workspace_bytes(s, q.dtype());
+    Tensor ws = Tensor::empty({static_cast<int64_t>(ws_bytes)}, DType::u8, device());
+    check_attention(cuda::attention_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(),
+                                             lse.data<float>(), dq.raw(), dk.raw(), dv.raw(),
+                                             ws.raw(), s, q.dtype(), ctx().stream),
+                    "cuda attention_backward");
+  }
+
+  void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    cuda::swiglu_forward(gate, up, out);
+  }
+  void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                       Tensor& dup) override {
+    cuda::swiglu_backward(dout, gate, up, dgate, dup);
+  }
+  void gelu_forward(const Tensor& x, Tensor& out) override { cuda::gelu_forward(x, out); }
+  void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
+    cuda::gelu_backward(dout, x, dx);
+  }
+
+  void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
+                             Tensor& lse) override {
+    cuda::cross_entropy_forward(logits, targets, losses, lse);
+  }
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                              float dloss, Tensor& dlogits) override {
+    cuda::cross_entropy_backward(logits, targets, lse, dloss, dlogits);
+  }
+
+  void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                    const AdamWStep& step) override {
+    cuda::adamw_update(param, grad, m, v, step);
+  }
+  void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m, Tensor& v,
+                           const AdamWStep& step) override {
+    cuda::adamw_update_master(param, grad, master, m, v, step);
+  }
+
+  void synchronize() override { check_device_errors(); }
+
+ private:
+  int device_;
+};
+
+// Creates the context of `device` (already validated); the first failing
+// CUDA call is returned as the Error.
+Status create_context(int device) {
+  EL_CUDA_TRY(cudaSetDevice(device));
+  auto* c = new Context();
+  c->device = device;
+  EL_CUDA_TRY(cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device));
+  EL_CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+  if (const cublasStatus_t st = cublasLtCreate(&c->lt); st != CUBLAS_STATUS_SUCCESS) {
+    return cublas_error(st, "cublasLtCreate", __FILE__, __LINE__);
+  }
+  EL_CUDA_TRY(cudaMalloc(&c->reduce_scratch, sizeof(double) * (kReduceSlots + 1)));
+  EL_CUDA_TRY(cudaMalloc(&c->flag, sizeof(int)));
+  EL_CUDA_TRY(cudaMalloc(&c->dev_error, sizeof(DeviceErrorRecord)));
+  EL_CUDA_TRY(cudaMemset(c->dev_error, 0, sizeof(DeviceErrorRecord)));
+  EL_CUDA_TRY(cudaMallocHost(&c->host_error, sizeof(DeviceErrorRecord)));
+  EL_CUDA_TRY(cudaMallocHost(&c->host_scalar, sizeof(double)));
+  EL_CUDA_TRY(cudaMallocHost(&c->host_flag, sizeof(int)));
+  g_ctx = c;  // before the workspace: the allocator reads the context's device
+  EL_TRY_ASSIGN(c->workspace, cuda_allocator().allocate(kWorkspaceBytes));
+  c->workspace_bytes = kWorkspaceBytes;
+  return Status::Ok();
+}
+
+Status do_register(int device_index) {
+  int runtime = 0, driver = 0;
+  EL_CUDA_TRY(cudaRuntimeGetVersion(&runtime));
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+    (void)cudaGetLastError();
+    driver = 0;
+  }
+  if (driver == 0) return no_device_error("no NVIDIA driver is loaded (libcuda.so.1 not found)");
+  if (driver / 1000 < runtime / 1000) return driver_too_old_error(driver, runtime);
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (rc == cudaErrorInsufficientDriver) return driver_too_old_error(driver, runtime);
+    if (rc == cudaErrorNoDevice) return no_device_error("cudaGetDeviceCount found none");
+    return no_device_error(cuda_error(rc, "cudaGetDeviceCount", __FILE__, __LINE__).what);
+  }
+  if (count == 0) return no_device_error("cudaGetDeviceCount found none");
+  if (device_index < 0 || device_index >= count) return device_index_error(device_index, count);
+  EL_CUDA_TRY(cudaSetDevice(device_index));
+  if (const cudaError_t probe = probe_kernel_image(); probe != cudaSuccess) {
+    (void)cudaGetLastError();
+    EL_TRY_ASSIGN(const DeviceInfo info, device_info(device_index));
+    return no_kernel_image_error(info.name, info.cc_major, info.cc_minor);
+  }
+  EL_TRY(create_context(device_index));
+  register_allocator(DeviceKind::cuda, &cuda_allocator());
+  el::register_backend(DeviceKind::cuda, new CudaBackend(device_index));
+  register_nvml_monitor();
+  return Status::Ok();
+}
+
+std::mutex g_register_mu;
+std::optional<Status> g_outcome;
+int g_registered_index = -1;
+int g_requested_index = -1;
+
+}  // namespace
+
+// ---- context ----------------------------------------------------------------------
+
+bool has_context() { return g_ctx != nullptr; }
+
+Context& ctx() {
+  EL_ENSURE(g_ctx != nullptr,
+            "the CUDA backend is not registered (call el::cuda::register_backend())");
+  // A thread's current device starts at 0: make the context's device current
+  // on every thread that queues work (data loader, metrics, ...).
+  thread_local int current = -1;
+  if (current != g_ctx->device) {
+    EL_CUDA_CHECK(cudaSetDevice(g_ctx->device));
+    current = g_ctx->device;
+  }
+  return *g_ctx;
+}
+
+std::string device_error_message(const DeviceErrorRecord& rec) {
+  switch (rec.code) {
+    case kErrEmbeddingForwardId:
+    case kErrEmbeddingBackwardId:
+      return fmt::format(
+          "cuda {}: id {} at position {} is outside [0, {})",
+          rec.code == kErrEmbeddingForwardId ? "embedding_forward" : "embedding_backward", rec.b,
+          rec.a, rec.c);
+    case kErrCrossEntropyTarget:
+    case kErrCrossEntropyFusedTarget:
+      return fmt::format(
+          "cuda {}: target {} at row {} is not below the vocab size {}",
+          rec.code == kErrCrossEntropyTarget ? "cross_entropy" : "cross_entropy_fused", rec.b,
+          rec.a, rec.c);
+    default:
+      return fmt::format("cuda: device error code {} ({}, {}, {})", rec.code, rec.a, rec.b, rec.c);
+  }
+}
+
+void check_device_errors() {
+  Context& c = ctx();
+  EL_CUDA_CHECK(cudaMemcpyAsync(c.host_error, c.dev_error, sizeof(DeviceErrorRecord),
+                                cudaMemcpyDeviceToHost, c.stream));
+  EL_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  if (c.host_error->code == 0) return;
+  const DeviceErrorRecord rec = *c.host_error;
+  EL_CUDA_CHECK(cudaMemsetAsync(c.dev_error, 0, sizeof(DeviceErrorRecord), c.stream));
+  EL_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  throw Exception(make_error(device_error_message(rec), fmt::format("cuda:{}", c.device),
+                             "the kernel skipped the bad row; the step's results are invalid"));
+}
+
+void expect_cuda(const Tensor& t, const char* what) {
+  EL_ENSURE(t.defined(), "cuda {}: tensor is undefined", what);
+  EL_ENSURE(t.device().is_cuda() && g_ctx && t.device().index == g_ctx->device,
+            "cuda {}: tensor is on {}, expected cuda:{}", what, t.device().str(),
+            g_ctx ? g_ctx->device : 0);
+  EL_ENSURE(t.is_contiguous(), "cuda {}: tensor {} is not contiguous", what, shape_str(t.shape()));
+}
+
+void expect_cuda_float(const Tensor& t, const char* what) {
+  expect_cuda(t, what);
+  EL_ENSURE(dtype_is_float(t.dtype()), "cuda {}: dtype {} {}, expected f32/bf16/f16", what,
+            dtype_name(t.dtype()), shape_str(t.shape()));
+}
+
+void expect_cuda_dtype(const Tensor& t, DType want, const char* what) {
+  expect_cuda(t, what);
+  EL_ENSURE(t.dtype() == want, "cuda {}: dtype {} {}, expected {}", what, dtype_name(t.dtype()),
+            shape_str(t.shape()), dtype_name(want));
+}
+
+// ---- registration -----------------------------------------------------------------
+
+Status register_backend(int device_index) {
+  std::lock_guard<std::mutex> lock(g_register_mu);
+  if (g_outcome) {
+    if (g_outcome->ok() && device_index != g_registered_index) {
+      return make_error(fmt::format("cuda:{} requested, but this process already uses cuda:{}",
+                                    device_index, g_registered_index),
+                        "el::cuda::register_backend", "one GPU per process");
+    }
+    if (!g_outcome->ok() && device_index != g_requested_index) {
+      g_outcome.reset();  // a different index may work (e.g. index out of range before)
+    } else {
+      return *g_outcome;
+    }
+  }
+  g_requested_index = device_index;
+  Status s = do_register(device_index);
+  if (s.ok()) {
+    g_registered_index = device_index;
+  } else if (s.error().where.empty()) {
+    Error e = s.error();
+    e.where = "el::cuda::register_backend";
+    s = e;
+  }
+  g_outcome = s;
+  return s;
+}
+
+bool is_registered() { return g_ctx != nullptr; }
+int registered_device() { return g_ctx ? g_ctx->device : -1; }
+
+// ---- device info ------------------------------------------------------------------
+
+Result<DeviceInfo> device_info(int index) {
+  cudaDeviceProp p{};
+  EL_CUDA_TRY(cudaGetDeviceProperties(&p, index));
+  DeviceInfo d;
+  d.index = index;
+  d.name = p.name;
+  d.cc_major = p.major;
+  d.cc_minor = p.minor;
+  d.sm_count = p.multiProcessorCount;
+  d.total_memory_bytes = static_cast<int64_t>(p.totalGlobalMem);
+  d.l2_bytes = p.l2CacheSize;
+  EL_CUDA_TRY(cudaDriverGetVersion(&d.driver_version));
+  EL_CUDA_TRY(cudaRuntimeGetVersion(&d.runtime_version));
+  char bus[32] = {};
+  EL_CUDA_TRY(cudaDeviceGetPCIBusId(bus, sizeof(bus), index));
+  d.pci_bus_id = bus;
+  return d;
+}
+
+std::string describe(const DeviceInfo& d) {
+  return fmt::format("{} (cuda:{}, sm_{}{}, {} SMs, {}, driver CUDA {}, runtime {})", d.name,
+                     d.index, d.cc_major, d.cc_minor, d.sm_count,
+                     human_bytes(double(d.total_memory_bytes)),
+                     cuda_version_string(d.driver_version), cuda_version_string(d.runtime_version));
+}
+
+// ---- messages -------------------------------------------------------------------
+
+std::string cuda_version_string(int version) {
+  return fmt::format("{}.{}", version / 1000, (version % 1000) / 10);
+}
+
+Error no_device_error(const std::string& detail) {
+  return make_error(
+      detail.empty() ? "no CUDA device found" : fmt::format("no CUDA device found: {}", detail),
+      "el::cuda::register_backend",
+      "run on a machine with an NVIDIA GPU and driver, or use --device cpu");
+}
+
+Error driver_too_old_error(int driver_version, int runtime_version) {
+  return make_error(
+      fmt::format("driver too old: supports CUDA {}, this build needs {}",
+                  cuda_version_string(driver_version), cuda_version_string(runtime_version)),
+      "el::cuda::register_backend",
+      fmt::format("install an NVIDIA driver for CUDA {} or newer, or use --device cpu",
+                  cuda_version_string(runtime_version / 1000 * 1000)));
+}
+
+Error device_index_error(int requested, int count) {
+  return make_error(
+      fmt::format("cuda:{} requested, but {} CUDA device{} found", requested, count,
+                  count == 1 ? " was" : "s were"),
+      "el::cuda::register_backend",
+      fmt::format("use cuda:0{}", count > 1 ? fmt::format("..cuda:{}", count - 1) : ""));
+}
+
+Error no_kernel_image_error(const std::string& name, int cc_major, int cc_minor) {
+  return make_error(fmt::format("this build has no GPU code for {} (compute capability {}.{})",
+                                name, cc_major, cc_minor),
+                    "el::cuda::register_backend",
+                    fmt::format("rebuild with -DCMAKE_CUDA_ARCHITECTURES={}{} (or \"native\"), or "
+                                "use --device cpu",
+                                cc_major, cc_minor));
+}
+
+// ---- extras -----------------------------------------------------------------------
+
+// (sum_squares_many and cross_entropy_fused are defined in their kernel files.)
+
+EventTimer::EventTimer() {
+  (void)ctx();
+  cudaEvent_t a = nullptr, b = nullptr;
+  EL_CUDA_CHECK(cudaEventCreate(&a));
+  EL_CUDA_CHECK(cudaEventCreate(&b));
+  start_ = a;
+  stop_ = b;
+}
+
+EventTimer::~EventTimer() {
+  if (start_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(start_));
+  if (stop_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(stop_));
+}
+
+void EventTimer::start() {
+  EL_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(start_), ctx().stream));
+}
+void EventTimer::stop() {
+  EL_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(stop_), ctx().stream));
+}
+float EventTimer::elapsed_ms() {
+  EL_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(stop_)));
+  float ms = 0.f;
+  EL_CUDA_CHECK(
+      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start_), static_cast<cudaEvent_t>(stop_)));
+  return ms;
+}
+
+}  // namespace el::cuda

@@ -1,0 +1,196 @@
+// cuda_common.cuh — device-side helpers shared by the kernels in src/cuda/*.cu.
+//
+// * element conversions: to_f<T>/from_f<T> for the storage types (float,
+//   __nv_bfloat16, __half) and ld/st for a dtype known only at run time (a
+//   uniform branch, cheap next to the memory access it guards);
+// * Vec<T>: 16 bytes of T, the unit of the vectorised loads;
+// * warp/block reductions (sum, max) with a fixed order, so a result does not
+//   depend on timing;
+// * EL_DISPATCH_FLOAT: a switch over f32/bf16/f16 that binds a type name;
+// * grid_for(): a grid size for grid-stride loops;
+// * report_device_error(): the sticky error record kernels use for invalid
+//   indices (cuda_context.h explains why errors are deferred).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+
+namespace el::cuda {
+
+// ---- conversions ----------------------------------------------------------------
+template <class T>
+__device__ __forceinline__ float to_f(T x);
+template <>
+__device__ __forceinline__ float to_f<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <>
+__device__ __forceinline__ float to_f<__half>(__half x) {
+  return __half2float(x);
+}
+
+template <class T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) {
+  return __float2half_rn(x);
+}
+
+// Element i of a float tensor whose dtype is a run-time value.
+__device__ __forceinline__ float ld(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::bf16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::f16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
+  }
+}
+__device__ __forceinline__ void st(void* p, DType t, int64_t i, float x) {
+  switch (t) {
+    case DType::bf16:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(x);
+      return;
+    case DType::f16:
+      static_cast<__half*>(p)[i] = __float2half_rn(x);
+      return;
+    default:
+      static_cast<float*>(p)[i] = x;
+      return;
+  }
+}
+
+// ---- 16-byte vectors -------------------------------------------------------------
+template <class T>
+struct alignas(16) Vec {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
+
+__host__ __device__ inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// ---- reductions -------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+__device__ __forceinline__ double warp_sum_d(double x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Sum over the block, returned to every thread. `scratch` holds 32 floats;
+// blockDim.x must be a multiple of 32. Ends with a barrier, so scratch may be
+// reused by the next call.
+__device__ __forceinline__ float block_sum(float x, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;
+  x = warp_sum(x);
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  float t = lane < nwarps ? scratch[lane] : 0.f;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
+__device__ __forceinline__ float block_max(float x, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;
+  x = warp_max(x);
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  float t = lane < nwarps ? scratch[lane] : -INFINITY;
+  t = warp_max(t);
+  __syncthreads();
+  return t;
+}
+__device__ __forceinline__ double block_sum_d(double x, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;
+  x = warp_sum_d(x);
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  double t = lane < nwarps ? scratch[lane] : 0.0;
+  t = warp_sum_d(t);
+  __syncthreads();
+  return t;
+}
+
+// ---- launch helpers -------------------------------------------------------------
+// Blocks for a grid-stride loop over n items with `threads` per block: enough
+// to fill the GPU a few times over, never more than the items need.
+inline int grid_for(int64_t n, int threads) {
+  const int64_t need = (n + threads - 1) / threads;
+  const int64_t cap = int64_t{ctx().sm_count} * (2048 / threads) * 2;
+  const int64_t g = need < cap ? need : cap;
+  return static_cast<int>(g < 1 ? 1 : g);
+}
+
+// Records the first invalid index a kernel meets (later ones are dropped);
+// the host turns it into an el::Exception at the next check_device_errors().
+__device__ __forceinline__ void report_device_error(DeviceErrorRecord* rec, int code, long long a,
+                                                    long long b, long long c) {
+  if (atomicCAS(&rec->code, 0, -1) == 0) {  // claim the record, then fill it
+    rec->a = a;
+    rec->b = b;
+    rec->c = c;
+    __threadfence();
+    atomicExch(&rec->code, code);
+  }
+}
+
+}  // namespace el::cuda
+
+// EL_DISPATCH_FLOAT(dtype, T, body): runs body with T bound to the storage type
+// of dtype (float, __nv_bfloat16, __half); any other dtype is a bug (throws).
+#define EL_DISPATCH_FLOAT(dtype, T, ...)                                                      \
+  do {                                                                                        \
+    switch (dtype) {                                                                          \
+      case ::el::DType::f32: {                                                                \
+        using T = float;                                                                      \
+        __VA_ARGS__;                                                                          \
+        break;                                                                                \
+      }                                                                                       \
+      case ::el::DType::bf16: {                                                               \
+        using T = __nv_bfloat16;                                                              \
+        __VA_ARGS__;                                                                          \
+        break;                                                                                \
+      }                                                                                       \
+      case ::el::DType::f16: {                                                                \
+        using T = __half;                                                                     \
+        __VA_ARGS__;                                                                          \
+        break;                                                                                \
+      }                                                                                       \
+      default:                                                                                \
+        EL_CUDA_ENSURE(false, "cuda: dtype {} is not a float type", ::el::dtype_name(dtype)); \
+    }                                                                                         \
+  } while (0)

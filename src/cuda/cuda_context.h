@@ -1,0 +1,80 @@
+// cuda_context.h — internal to src/cuda: the per-process GPU state.
+//
+// One GPU per process (the Allocator and Backend registries are keyed by
+// DeviceKind, not by index): register_backend(i) creates the Context of
+// device i once — one non-blocking stream that every kernel, copy and GEMM
+// is queued on (so the caching allocator can hand a freed block to the next
+// op without events: the stream orders them), the cuBLASLt handle, its
+// workspace, small reduction scratch buffers and the device error record.
+//
+// Deferred device errors: kernels that index with data (embedding ids,
+// cross-entropy targets) check the index on the GPU, skip the bad row and
+// write the first failure into DeviceErrorRecord. check_device_errors()
+// (called by synchronize() and by every op that waits for the GPU anyway)
+// turns it into an el::Exception naming the kernel, position and value, so a
+// bad token id fails the step it occurs in without a host round trip per op.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace el::cuda {
+
+// Codes of DeviceErrorRecord::code (0 = no error; -1 = being written).
+enum DeviceErrorCode : int {
+  kErrEmbeddingForwardId = 1,   // a = position, b = id, c = vocab rows
+  kErrEmbeddingBackwardId = 2,  // same
+  kErrCrossEntropyTarget = 3,   // a = row, b = target, c = vocab
+  kErrCrossEntropyFusedTarget = 4,
+};
+
+struct DeviceErrorRecord {
+  int code;
+  int pad;
+  long long a, b, c;
+};
+
+struct Context {
+  int device = -1;
+  int sm_count = 1;
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;  // cuBLASLt workspace (from the caching allocator)
+  size_t workspace_bytes = 0;
+  double* reduce_scratch = nullptr;         // [kReduceSlots + 1] doubles: block partials + result
+  int* flag = nullptr;                      // one int for all_finite
+  DeviceErrorRecord* dev_error = nullptr;   // device memory
+  DeviceErrorRecord* host_error = nullptr;  // pinned host mirror
+  double* host_scalar = nullptr;            // pinned, for reduction results
+  int* host_flag = nullptr;                 // pinned
+};
+
+inline constexpr int kReduceSlots = 2048;  // max blocks of a reduction kernel
+
+// The registered context; throws el::Exception when register_backend() has
+// not succeeded. Also makes the context's device current on the calling thread.
+Context& ctx();
+bool has_context();
+
+// Throws el::Exception for a recorded device error (and clears it). Waits for
+// the stream first.
+void check_device_errors();
+// The text for a DeviceErrorRecord (exposed for tests).
+std::string device_error_message(const DeviceErrorRecord& rec);
+
+// Argument checks (bugs in the op layer, so EL_ENSURE): defined, on the
+// registered CUDA device, contiguous; *_float also needs f32/bf16/f16.
+void expect_cuda(const Tensor& t, const char* what);
+void expect_cuda_float(const Tensor& t, const char* what);
+void expect_cuda_dtype(const Tensor& t, DType want, const char* what);
+// for (const Tensor* t : TensorPtrs{&a, &b}) expect_cuda_float(*t, "op");
+using TensorPtrs = std::initializer_list<const Tensor*>;
+
+}  // namespace el::cuda

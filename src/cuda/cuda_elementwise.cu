@@ -1,0 +1,310 @@
+// cuda_elementwise.cu — add/axpy/scale, SwiGLU, GELU, sum of squares, all_finite.
+//
+// The pointwise kernels share one template: NI inputs and NO outputs, an
+// operator on f32 values. When every tensor has the same dtype and every
+// pointer is 16-byte aligned (the allocator's blocks are; views may not be),
+// each thread moves 16-byte vectors (4 f32 or 8 bf16/f16 per access); any
+// other combination runs the scalar kernel that converts per element from
+// dtypes known at run time. In-place use (axpy's y, scale's x) is safe: each
+// element is read and written by the same thread.
+// The reductions write one f64 partial per block and a one-block kernel adds
+// the partials in block order, so results do not depend on timing.
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_common.cuh"
+#include "cuda/cuda_kernels.h"
+
+namespace el::cuda {
+namespace {
+
+template <int NI, int NO>
+struct EwArgs {
+  const void* in[NI > 0 ? NI : 1];
+  DType tin[NI > 0 ? NI : 1];
+  void* out[NO];
+  DType tout[NO];
+  int64_t n;
+};
+
+template <class T, int NI, int NO, class Op>
+__global__ void ew_vec_kernel(EwArgs<NI, NO> a, Op op) {
+  constexpr int V = Vec<T>::kN;
+  const int64_t nvec = a.n / V;
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t tid = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  for (int64_t i = tid; i < nvec; i += stride) {
+    Vec<T> vin[NI > 0 ? NI : 1];
+#pragma unroll
+    for (int j = 0; j < NI; ++j) vin[j] = static_cast<const Vec<T>*>(a.in[j])[i];
+    Vec<T> vout[NO];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      float x[NI > 0 ? NI : 1], y[NO];
+#pragma unroll
+      for (int j = 0; j < NI; ++j) x[j] = to_f<T>(vin[j].v[e]);
+      op(x, y);
+#pragma unroll
+      for (int j = 0; j < NO; ++j) vout[j].v[e] = from_f<T>(y[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < NO; ++j) static_cast<Vec<T>*>(a.out[j])[i] = vout[j];
+  }
+  for (int64_t i = nvec * V + tid; i < a.n; i += stride) {  // the last < V elements
+    float x[NI > 0 ? NI : 1], y[NO];
+#pragma unroll
+    for (int j = 0; j < NI; ++j) x[j] = to_f<T>(static_cast<const T*>(a.in[j])[i]);
+    op(x, y);
+#pragma unroll
+    for (int j = 0; j < NO; ++j) static_cast<T*>(a.out[j])[i] = from_f<T>(y[j]);
+  }
+}
+
+template <int NI, int NO, class Op>
+__global__ void ew_mixed_kernel(EwArgs<NI, NO> a, Op op) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < a.n; i += stride) {
+    float x[NI > 0 ? NI : 1], y[NO];
+#pragma unroll
+    for (int j = 0; j < NI; ++j) x[j] = ld(a.in[j], a.tin[j], i);
+    op(x, y);
+#pragma unroll
+    for (int j = 0; j < NO; ++j) st(a.out[j], a.tout[j], i, y[j]);
+  }
+}
+
+template <int NI, int NO, class Op>
+void launch_ew(const char* what, const Tensor* const (&ins)[NI], Tensor* const (&outs)[NO], Op op) {
+  EwArgs<NI, NO> a{};
+  const int64_t n = outs[0]->numel();
+  a.n = n;
+  bool same = true, aligned = true;
+  const DType t0 = outs[0]->dtype();
+  for (int j = 0; j < NI; ++j) {
+    expect_cuda_float(*ins[j], what);
+    EL_CUDA_ENSURE(ins[j]->numel() == n, "cuda {}: {} and {} differ in size", what,
+                   shape_str(ins[j]->shape()), shape_str(outs[0]->shape()));
+    a.in[j] = ins[j]->raw();
+    a.tin[j] = ins[j]->dtype();
+    same = same && a.tin[j] == t0;
+    aligned = aligned && aligned16(a.in[j]);
+  }
+  for (int j = 0; j < NO; ++j) {
+    expect_cuda_float(*outs[j], what);
+    EL_CUDA_ENSURE(outs[j]->numel() == n, "cuda {}: {} and {} differ in size", what,
+                   shape_str(outs[j]->shape()), shape_str(outs[0]->shape()));
+    a.out[j] = outs[j]->raw();
+    a.tout[j] = outs[j]->dtype();
+    same = same && a.tout[j] == t0;
+    aligned = aligned && aligned16(a.out[j]);
+  }
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  cudaStream_t s = ctx().stream;
+  if (same && aligned) {
+    EL_DISPATCH_FLOAT(t0, T, {
+      const int grid = grid_for((n + Vec<T>::kN - 1) / Vec<T>::kN, kThreads);
+      ew_vec_kernel<T, NI, NO, Op><<<grid, kThreads, 0, s>>>(a, op);
+    });
+  } else {
+    ew_mixed_kernel<NI, NO, Op><<<grid_for(n, kThreads), kThreads, 0, s>>>(a, op);
+  }
+  EL_CUDA_CHECK_LAUNCH("elementwise kernel");
+}
+
+// ---- operators (f32 math) ---------------------------------------------------------
+struct AddOp {
+  __device__ void operator()(const float* x, float* y) const { y[0] = x[0] + x[1]; }
+};
+struct AxpyOp {  // in: x, y
+  float alpha;
+  __device__ void operator()(const float* x, float* y) const { y[0] = fmaf(alpha, x[0], x[1]); }
+};
+struct ScaleOp {
+  float s;
+  __device__ void operator()(const float* x, float* y) const { y[0] = x[0] * s; }
+};
+__device__ __forceinline__ float sigmoid(float g) { return 1.f / (1.f + expf(-g)); }
+struct SwigluFwdOp {  // in: gate, up
+  __device__ void operator()(const float* x, float* y) const { y[0] = x[0] * sigmoid(x[0]) * x[1]; }
+};
+struct SwigluBwdOp {  // in: dout, gate, up; out: dgate, dup
+  __device__ void operator()(const float* x, float* y) const {
+    const float s = sigmoid(x[1]);
+    const float silu = x[1] * s;
+    y[0] = x[0] * x[2] * (s + silu * (1.f - s));
+    y[1] = x[0] * silu;
+  }
+};
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluA = 0.044715f;
+struct GeluFwdOp {
+  __device__ void operator()(const float* x, float* y) const {
+    const float v = x[0];
+    y[0] = 0.5f * v * (1.f + tanhf(kGeluC * (v + kGeluA * v * v * v)));
+  }
+};
+struct GeluBwdOp {  // in: dout, x
+  __device__ void operator()(const float* x, float* y) const {
+    const float v = x[1];
+    const float th = tanhf(kGeluC * (v + kGeluA * v * v * v));
+    const float dinner = kGeluC * (1.f + 3.f * kGeluA * v * v);
+    y[0] = x[0] * (0.5f * (1.f + th) + 0.5f * v * (1.f - th * th) * dinner);
+  }
+};
+
+// ---- reductions ----------------------------------------------------------------
+constexpr int kReduceThreads = 256;
+
+// partial[blockIdx.x] (+)= sum of x^2 over this block's grid-stride share.
+template <class T>
+__global__ void sum_squares_kernel(const T* __restrict__ x, int64_t n, double* partial,
+                                   bool accumulate) {
+  __shared__ double scratch[32];
+  float acc = 0.f;  // f32 per thread (a few hundred terms), f64 across threads and blocks
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t tid = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (aligned16(x)) {
+    constexpr int V = Vec<T>::kN;
+    const int64_t nvec = n / V;
+    for (int64_t i = tid; i < nvec; i += stride) {
+      const Vec<T> v = reinterpret_cast<const Vec<T>*>(x)[i];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float f = to_f<T>(v.v[e]);
+        acc = fmaf(f, f, acc);
+      }
+    }
+    for (int64_t i = nvec * V + tid; i < n; i += stride) {
+      const float f = to_f<T>(x[i]);
+      acc = fmaf(f, f, acc);
+    }
+  } else {
+    for (int64_t i = tid; i < n; i += stride) {
+      const float f = to_f<T>(x[i]);
+      acc = fmaf(f, f, acc);
+    }
+  }
+  const double total = block_sum_d(static_cast<double>(acc), scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = accumulate ? partial[blockIdx.x] + total : total;
+}
+
+// out = sum of partial[0..count) in index order (one block).
+__global__ void sum_partials_kernel(const double* partial, int count, double* out) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+  const double total = block_sum_d(acc, scratch);
+  if (threadIdx.x == 0) *out = total;
+}
+
+template <class T>
+__global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* bad) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  bool ok = true;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
+    ok = ok && isfinite(to_f<T>(x[i]));
+  }
+  if (!ok) *bad = 1;  // every writer writes the same value
+}
+
+int reduce_grid(int64_t n) {
+  const int g = grid_for((n + 7) / 8, kReduceThreads);
+  return g < kReduceSlots ? g : kReduceSlots;
+}
+
+// Queues sum-of-squares partials of x into ctx().reduce_scratch; the grid is
+// fixed for all tensors of one reduction so partial slots line up.
+void queue_sum_squares(const Tensor& x, int grid, bool accumulate) {
+  Context& c = ctx();
+  EL_DISPATCH_FLOAT(x.dtype(), T, {
+    sum_squares_kernel<T><<<grid, kReduceThreads, 0, c.stream>>>(x.data<T>(), x.numel(),
+                                                                 c.reduce_scratch, accumulate);
+  });
+  EL_CUDA_CHECK_LAUNCH("sum_squares_kernel");
+}
+
+double finish_sum(int grid) {
+  Context& c = ctx();
+  sum_partials_kernel<<<1, kReduceThreads, 0, c.stream>>>(c.reduce_scratch, grid,
+                                                          c.reduce_scratch + kReduceSlots);
+  EL_CUDA_CHECK_LAUNCH("sum_partials_kernel");
+  EL_CUDA_CHECK(cudaMemcpyAsync(c.host_scalar, c.reduce_scratch + kReduceSlots, sizeof(double),
+                                cudaMemcpyDeviceToHost, c.stream));
+  check_device_errors();  // waits for the stream
+  return *c.host_scalar;
+}
+
+}  // namespace
+
+void add(const Tensor& a, const Tensor& b, Tensor& out) {
+  launch_ew<2, 1>("add", {&a, &b}, {&out}, AddOp{});
+}
+
+void axpy(float alpha, const Tensor& x, Tensor& y) {
+  launch_ew<2, 1>("axpy", {&x, &y}, {&y}, AxpyOp{alpha});
+}
+
+void scale(Tensor& x, float s) { launch_ew<1, 1>("scale", {&x}, {&x}, ScaleOp{s}); }
+
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
+  launch_ew<2, 1>("swiglu_forward", {&gate, &up}, {&out}, SwigluFwdOp{});
+}
+
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                     Tensor& dup) {
+  launch_ew<3, 2>("swiglu_backward", {&dout, &gate, &up}, {&dgate, &dup}, SwigluBwdOp{});
+}
+
+void gelu_forward(const Tensor& x, Tensor& out) {
+  launch_ew<1, 1>("gelu_forward", {&x}, {&out}, GeluFwdOp{});
+}
+
+void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+  launch_ew<2, 1>("gelu_backward", {&dout, &x}, {&dx}, GeluBwdOp{});
+}
+
+double sum_squares(const Tensor& x) {
+  expect_cuda_float(x, "sum_squares");
+  if (x.numel() == 0) return 0.0;
+  const int grid = reduce_grid(x.numel());
+  queue_sum_squares(x, grid, false);
+  return finish_sum(grid);
+}
+
+double sum_squares_many(const std::vector<Tensor>& xs) {
+  int64_t largest = 0;
+  for (const Tensor& x : xs) {
+    expect_cuda_float(x, "sum_squares_many");
+    largest = std::max(largest, x.numel());
+  }
+  if (largest == 0) return 0.0;
+  const int grid = reduce_grid(largest);
+  bool first = true;
+  for (const Tensor& x : xs) {
+    if (x.numel() == 0) continue;
+    queue_sum_squares(x, grid, !first);
+    first = false;
+  }
+  return finish_sum(grid);
+}
+
+bool all_finite(const Tensor& x) {
+  expect_cuda(x, "all_finite");
+  const int64_t n = x.numel();
+  if (n == 0 || !dtype_is_float(x.dtype())) return true;  // integers are always finite
+  Context& c = ctx();
+  EL_CUDA_CHECK(cudaMemsetAsync(c.flag, 0, sizeof(int), c.stream));
+  EL_DISPATCH_FLOAT(x.dtype(), T, {
+    all_finite_kernel<T>
+        <<<grid_for(n, kReduceThreads), kReduceThreads, 0, c.stream>>>(x.data<T>(), n, c.flag);
+  });
+  EL_CUDA_CHECK_LAUNCH("all_finite_kernel");
+  EL_CUDA_CHECK(
+      cudaMemcpyAsync(c.host_flag, c.flag, sizeof(int), cudaMemcpyDeviceToHost, c.stream));
+  check_device_errors();  // waits for the stream
+  return *c.host_flag == 0;
+}
+
+}  // namespace el::cuda

@@ -1,0 +1,74 @@
+// cuda_kernels.h — internal to src/cuda: the host launchers behind CudaBackend.
+//
+// Each function has the contract of the Backend virtual of the same name
+// (ops/backend.h): contiguous tensors on the registered GPU, outputs and
+// backward gradients overwritten. Float tensors may be stored as f32, bf16 or
+// f16 independently; arithmetic is f32 (statistics such as rstd, mean, lse
+// and losses are f32 tensors). Everything is queued on ctx().stream and
+// returns without waiting, except the functions that return a host value.
+// One family per file: cuda_memory.cu, cuda_gemm.cpp, cuda_elementwise.cu,
+// cuda_embedding_rope.cu, cuda_norm.cu, cuda_loss.cu, cuda_adamw.cu.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/backend.h"
+
+namespace el::cuda {
+
+// ---- cuda_memory.cu
+void fill(Tensor& dst, float value);
+void copy(const Tensor& src, Tensor& dst);  // host<->device, device<->device, any dtypes
+
+// ---- cuda_gemm.cpp
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+          float beta);
+
+// ---- cuda_elementwise.cu
+void add(const Tensor& a, const Tensor& b, Tensor& out);
+void axpy(float alpha, const Tensor& x, Tensor& y);
+void scale(Tensor& x, float s);
+double sum_squares(const Tensor& x);
+bool all_finite(const Tensor& x);
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                     Tensor& dup);
+void gelu_forward(const Tensor& x, Tensor& out);
+void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+// Sum of squares over several tensors with one wait (global gradient norm).
+double sum_squares_many(const std::vector<Tensor>& xs);
+
+// ---- cuda_embedding_rope.cu
+void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
+void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);
+
+// ---- cuda_norm.cu
+void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                      Tensor& dx, Tensor& dw);
+void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
+                       Tensor& mean, Tensor& rstd);
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
+                        const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db);
+
+// ---- cuda_loss.cu
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
+                           Tensor& lse);
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            float dloss, Tensor& dlogits);
+// Forward and backward in one pass per row (the softmax is never stored);
+// dlogits may be the logits tensor itself (overwritten in place).
+void cross_entropy_fused(const Tensor& logits, const Tensor& targets, float dloss, Tensor& losses,
+                         Tensor& lse, Tensor& dlogits);
+
+// ---- cuda_adamw.cu
+void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& step);
+void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m, Tensor& v,
+                         const AdamWStep& step);
+struct AdamWSlot;  // cuda_backend.h
+void adamw_update_many(const std::vector<AdamWSlot>& slots, const AdamWStep& step);
+
+}  // namespace el::cuda
