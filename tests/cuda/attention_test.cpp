@@ -13,6 +13,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -104,7 +106,11 @@ std::vector<float> to_vector(const Tensor& t) {
   return std::vector<float>(p, p + t.numel());
 }
 
-// ||a - ref|| / ||ref|| in f64; NaN if any element of a is not finite.
+// ||a - ref|| / max(||ref||, 1e-3 * sqrt(n)) in f64; NaN if any element of a
+// is not finite. The floor keeps gradients that are zero in exact arithmetic
+// (one visible key: softmax is the constant 1, so dq = dk = 0) from dividing
+// rounding noise by rounding noise; the inputs are O(1), so 1e-3 per element
+// is far below any real error.
 double rel_error(const std::vector<float>& a, const std::vector<float>& ref) {
   if (a.size() != ref.size()) return NAN;
   double num = 0, den = 0;
@@ -114,7 +120,8 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& ref) {
     num += d * d;
     den += static_cast<double>(ref[i]) * ref[i];
   }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const double floor = 1e-6 * static_cast<double>(a.size());  // (1e-3)^2 * n
+  return std::sqrt(num / std::max(den, floor));
 }
 
 // Max |a - ref| over rows; a -inf reference row must be -inf exactly.
