@@ -3,7 +3,10 @@
 # issue-3 training workload (Llama-style 124M, B16 x T1024, bf16, AdamW) next
 # to the PyTorch yardstick in the same call. Run through the device tool:
 #   run command="bash tools/gpu_check.sh" carry=[".devdata"]
-# .devdata/ (ignored) holds a prepared dataset (ds/) and the yardstick script.
+# .devdata/ (list it in .git/info/exclude) holds what the GPU machine cannot make itself:
+#   ./build/cpu/efficientllm tokenizer train --builtin --out .devdata/tok
+#   ./build/cpu/efficientllm data prepare --builtin --tokenizer .devdata/tok.model --out .devdata/ds
+#   cp ../shared/baselines/torch_train_bench.py .devdata/
 # Outputs go to $OUT (logs, JSON reports); a summary is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
