@@ -106,10 +106,12 @@ Result<QuickSuiteResult> run_quick_suite(const QuickSuiteOptions& options) {
 
   // One calibration for the whole suite, so every MFU has the same denominator.
   bar.update("calibrate", 0, 1, "timing the GEMM peak for MFU", -1);
-  EL_TRY_ASSIGN(const metrics::PeakCalibration peak, metrics::try_calibrate_peak_gemm(options.device, 2.0));
+  EL_TRY_ASSIGN(const metrics::PeakCalibration peak, metrics::try_calibrate_peak_gemm(options.device, 2.0, 0, DType::f32));  // the suite trains in f32
   bar.update("calibrate", 1, 1, fmt::format("{:.1f} GFLOP/s", peak.gflops), -1);
   bar.finish();
   result.peak_gflops = peak.gflops;
+  result.peak_dtype = peak.dtype;
+  result.peak_datasheet_gflops = peak.datasheet_gflops;
 
   struct Row { std::string label; TrainConfig cfg; bool quality; };
   std::vector<Row> rows;

@@ -7,6 +7,7 @@
 // writes every run as one JSON Lines record plus a CSV of the table.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct QuickSuiteResult {
   std::vector<nlohmann::json> records;  // one per experiment (also in the JSONL file)
   double unigram_perplexity = 0;
   double peak_gflops = 0;  // the suite's calibrated GEMM peak (MFU denominator)
+  std::string peak_dtype;   // the dtype that GEMM ran in
+  std::optional<double> peak_datasheet_gflops;  // GPU only: the vendor's number, for context
   std::string jsonl_path, csv_path;
   std::string table;  // the printed table
 };

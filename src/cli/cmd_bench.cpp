@@ -35,8 +35,10 @@ void add_bench_command(CLI::App& app, Action& action) {
       std::printf("unigram baseline perplexity of the corpus: %.1f (a model that learned nothing scores about this)\n\n",
                   r.unigram_perplexity);
       std::printf("%s\n", r.table.c_str());
-      std::printf("MFU denominator: %.1f GFLOP/s, the best f32 GEMM rate measured on this machine at start-up.\n",
-                  r.peak_gflops);
+      std::printf("MFU denominator: %.1f GFLOP/s, the best %s GEMM rate measured on this machine at start-up",
+                  r.peak_gflops, r.peak_dtype.c_str());
+      if (r.peak_datasheet_gflops) std::printf(" (datasheet: %.1f)", *r.peak_datasheet_gflops);
+      std::printf(".\n");
       std::printf("PPL: validation perplexity; AMU: time-averaged allocator live memory; MFU: counted FLOPs/s over the\n"
                   "calibrated GEMM peak; AL: mean step time; TT: tokens per parameter per second; AEC: average power\n"
                   "from energy counters (null when the platform exposes none; see the JSON for the reason).\n");

@@ -134,7 +134,12 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
 
   EL_TRY_ASSIGN(const metrics::PeakCalibration peak,
                 cfg.peak ? Result<metrics::PeakCalibration>(*cfg.peak)
-                         : metrics::try_calibrate_peak_gemm(cfg.device, cfg.calibration_seconds));
+                         : metrics::try_calibrate_peak_gemm(
+                               cfg.device, cfg.calibration_seconds, 0,
+                               // The peak of the arithmetic the run does: the CPU
+                               // computes every dtype in f32; a GPU runs the
+                               // precision's own GEMMs.
+                               cfg.device.is_cpu() ? DType::f32 : precision_dtype(cfg.precision)));
   metrics::SamplerOptions sampler_options;
   sampler_options.device = cfg.device;
   sampler_options.interval_ms = cfg.sample_interval_ms;
