@@ -66,6 +66,7 @@ class CudaBackend final : public Backend {
   void axpy(float alpha, const Tensor& x, Tensor& y) override { cuda::axpy(alpha, x, y); }
   void scale(Tensor& x, float s) override { cuda::scale(x, s); }
   double sum_squares(const Tensor& x) override { return cuda::sum_squares(x); }
+  double sum_squares_many(const std::vector<Tensor>& xs) override { return cuda::sum_squares_many(xs); }
   bool all_finite(const Tensor& x) override { return cuda::all_finite(x); }
 
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) override {

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -62,6 +63,14 @@ class Backend {
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;        // y += alpha * x
   virtual void scale(Tensor& x, float s) = 0;                            // x *= s
   virtual double sum_squares(const Tensor& x) = 0;                       // f64 accumulation
+  // Sum of squares over several tensors (the global gradient norm). The
+  // default loops over sum_squares; a GPU backend overrides it to reduce all
+  // tensors in one pass with one wait instead of one wait per tensor.
+  virtual double sum_squares_many(const std::vector<Tensor>& xs) {
+    double total = 0;
+    for (const Tensor& x : xs) total += sum_squares(x);
+    return total;
+  }
   // False if any element is NaN or +-inf (true for an empty or integer
   // tensor). The fp16 loss scaler's overflow check: unlike sum_squares it
   // cannot overflow itself, so a large finite gradient is never mistaken for one.

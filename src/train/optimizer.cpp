@@ -57,11 +57,13 @@ void AdamW::zero_grad() {
 }
 
 double global_grad_norm(const ParameterList& params) {
-  double sum = 0;
+  // One reduction over all gradients (the parameters of a model share a device).
+  std::vector<Tensor> grads;
   for (const auto& p : params) {
-    if (p.tensor.has_grad()) sum += backend_for(p.tensor.device()).sum_squares(p.tensor.grad());
+    if (p.tensor.has_grad()) grads.push_back(p.tensor.grad());
   }
-  return std::sqrt(sum);
+  if (grads.empty()) return 0.0;
+  return std::sqrt(backend_for(grads.front().device()).sum_squares_many(grads));
 }
 
 float clip_scale(double grad_norm, float max_norm) {
