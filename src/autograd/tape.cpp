@@ -71,7 +71,45 @@ void accumulate_grad(const Tensor& t, const Tensor& g) {
     c.copy_from(add);
     add = c;
   }
+  if (acc.is_shared_gradient()) {
+    // Copy on write: the buffer is also another tensor's gradient.
+    Tensor sum = Tensor::empty(acc.shape(), acc.dtype(), acc.device());
+    backend_for(t.device()).add(acc, add, sum);
+    const_cast<Tensor&>(t).set_grad(sum);
+    return;
+  }
   backend_for(t.device()).axpy(1.0f, add, acc);
+}
+
+void share_grad(const Tensor& t, const Tensor& g) {
+  if (!t.defined() || !t.requires_grad() || !g.defined()) return;
+  if (t.has_grad() || g.dtype() != t.dtype()) {
+    accumulate_grad(t, g);  // only reads g in these cases (adds or converts it)
+    return;
+  }
+  EL_ENSURE(g.numel() == t.numel(), "gradient of {} has shape {}, tensor has {}", t.name(),
+            shape_str(g.shape()), shape_str(t.shape()));
+  g.mark_shared_gradient();
+  const_cast<Tensor&>(t).set_grad(g.shape() == t.shape() ? g : g.view(t.shape()));
+}
+
+GradSlot grad_slot(const Tensor& t, Device device) {
+  GradSlot s;
+  if (!t.defined() || !t.requires_grad()) return s;
+  if (t.has_grad()) {
+    s.prior = t.grad();
+    if (!s.prior.is_shared_gradient() && s.prior.device() == device && s.prior.is_contiguous()) {
+      s.dst = s.prior;
+      return s;
+    }
+  }
+  s.dst = Tensor::empty(t.shape(), t.dtype(), device);
+  return s;
+}
+
+void commit_grad(const Tensor& t, const GradSlot& slot) {
+  if (!slot.dst.defined() || !t.defined() || !t.requires_grad()) return;
+  const_cast<Tensor&>(t).set_grad(slot.dst);
 }
 
 Tensor take_grad(const Tensor& out) {

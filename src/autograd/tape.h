@@ -72,6 +72,29 @@ void mark_output(Tensor& out);
 // converted first (rounded to nearest even when t is bf16/f16).
 void accumulate_grad(const Tensor& t, const Tensor& g);
 
+// Gives t the gradient g without taking ownership, because g is also handed
+// to another tensor (both inputs of an add): no copy is made, and the first
+// later accumulation into t writes a new buffer instead of adding in place.
+void share_grad(const Tensor& t, const Tensor& g);
+
+// For backward kernels that can add their result to what is already there
+// (a GEMM with beta = 1, the fused RMSNorm backward), which saves a separate
+// accumulation pass over the gradient:
+//   GradSlot s = grad_slot(x);              // where x's total gradient goes
+//   kernel(..., /*out=*/s.dst, /*add=*/s.prior);  // dst = result (+ prior)
+//   commit_grad(x, s);
+// dst is shaped and typed like x. prior is x's gradient so far (undefined if
+// none) and dst aliases it when x owns it; when it is shared, dst is a fresh
+// buffer and the kernel must read prior and write dst. When x does not
+// require a gradient, dst is undefined and the caller skips the work.
+struct GradSlot {
+  Tensor dst;
+  Tensor prior;
+  bool in_place() const { return prior.defined() && dst.defined() && prior.raw() == dst.raw(); }
+};
+GradSlot grad_slot(const Tensor& t, Device device);
+void commit_grad(const Tensor& t, const GradSlot& slot);
+
 // The gradient flowing into an op output, detached from it when the output is
 // an intermediate (so its memory is freed once the backward closure ends).
 // Undefined tensor if nothing flowed back.

@@ -20,6 +20,7 @@ const std::vector<std::pair<std::string, std::string>>& csv_spec() {
       {"perplexity", "/perplexity"},
       {"val_loss", "/val_loss"},
       {"unigram_perplexity", "/unigram_perplexity"},
+      {"epochs", "/epochs"},
       {"amu_live_gb", "/metrics/memory_energy/amu_live_gb"},
       {"amu_rss_gb", "/metrics/memory_energy/amu_rss_gb"},
       {"peak_live_bytes", "/metrics/memory_energy/peak_live_bytes"},

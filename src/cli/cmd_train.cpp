@@ -40,6 +40,8 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--resume", cfg->resume, "Checkpoint to continue from (same card and schedule)");
   cmd->add_option("--seed", cfg->seed, "Seed for weights and data order")->capture_default_str();
   cmd->add_option("--sample-interval-ms", cfg->sample_interval_ms, "Metrics sampling period")->capture_default_str();
+  cmd->add_option("--profile-step", cfg->profile_step,
+                  "Bracket this step (1-based) for ncu/nsys --profile-from-start off");
   cmd->add_option("--max-nonfinite-skips", cfg->max_nonfinite_skips,
                   "Steps with NaN/Inf loss to skip before stopping")->capture_default_str();
   cmd->add_option("--report", *report_path, "Write the full JSON report (raw samples included) here");

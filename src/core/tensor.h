@@ -36,6 +36,7 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
+  bool shared_gradient = false;  // see Tensor::mark_shared_gradient
 
  private:
   void* data_;
@@ -111,6 +112,11 @@ class Tensor {
   Tensor grad() const { return Tensor(impl_->grad); }
   void set_grad(const Tensor& g) { impl_->grad = g.impl_; }
   void zero_grad() { impl_->grad.reset(); }
+  // Autograd marks a buffer handed as the gradient of two tensors (both
+  // inputs of an add); such a buffer, and every view of it, is never written
+  // in place (accumulation copies on write). The mark lives on the storage.
+  void mark_shared_gradient() const { impl_->storage->shared_gradient = true; }
+  bool is_shared_gradient() const { return impl_->storage->shared_gradient; }
 
   const std::string& name() const { return impl_->name; }
   Tensor& set_name(std::string n) { impl_->name = std::move(n); return *this; }

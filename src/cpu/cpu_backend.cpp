@@ -70,7 +70,14 @@ class CpuBackend final : public Backend {
     s.commit();
   }
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                        Tensor& dx, Tensor& dw) override {
+                        const Tensor& dx_add, Tensor& dx, Tensor& dw) override {
+    if (dx_add.defined()) {
+      // dx_add may alias dx: compute into a temporary, then add.
+      Tensor own = Tensor::empty(dx.shape(), dx.dtype(), dx.device());
+      rmsnorm_backward(dy, x, w, rstd, Tensor(), own, dw);
+      add(own, dx_add, dx);
+      return;
+    }
     F32Stage s;
     cpu::rmsnorm_backward(s.in(dy), s.in(x), s.in(w), s.in(rstd), s.out(dx), s.out(dw));
     s.commit();

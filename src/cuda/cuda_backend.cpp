@@ -5,6 +5,7 @@
 // (attention to attention.cuh), like CpuBackend does for cpu_kernels.h.
 #include "cuda/cuda_backend.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -80,9 +81,13 @@ class CudaBackend final : public Backend {
                        Tensor& rstd) override {
     cuda::rmsnorm_forward(x, w, eps, y, rstd);
   }
+  void add_rmsnorm_forward(const Tensor& x, const Tensor& branch, const Tensor& w, float eps,
+                           Tensor& sum, Tensor& y, Tensor& rstd) override {
+    cuda::add_rmsnorm_forward(x, branch, w, eps, sum, y, rstd);
+  }
   void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                        Tensor& dx, Tensor& dw) override {
-    cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+                        const Tensor& dx_add, Tensor& dx, Tensor& dw) override {
+    cuda::rmsnorm_backward(dy, x, w, rstd, dx_add, dx, dw);
   }
   void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
                          Tensor& mean, Tensor& rstd) override {
@@ -145,6 +150,10 @@ class CudaBackend final : public Backend {
                               float dloss, Tensor& dlogits) override {
     cuda::cross_entropy_backward(logits, targets, lse, dloss, dlogits);
   }
+  void cross_entropy_fused(const Tensor& logits, const Tensor& targets, float dloss,
+                           Tensor& losses, Tensor& lse, Tensor& dlogits) override {
+    cuda::cross_entropy_fused(logits, targets, dloss, losses, lse, dlogits);
+  }
 
   void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                     const AdamWStep& step) override {
@@ -154,8 +163,19 @@ class CudaBackend final : public Backend {
                            const AdamWStep& step) override {
     cuda::adamw_update_master(param, grad, master, m, v, step);
   }
+  void adamw_update_many(const std::vector<AdamWTensors>& slots, const AdamWStep& step) override {
+    cuda::adamw_update_many(slots, step);
+  }
 
   void synchronize() override { check_device_errors(); }
+  void profiler_range(bool begin) override {
+    check_device_errors();
+    if (begin) {
+      cudaProfilerStart();
+    } else {
+      cudaProfilerStop();
+    }
+  }
 
  private:
   int device_;

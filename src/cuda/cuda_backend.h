@@ -62,14 +62,7 @@ void cross_entropy_fused(const Tensor& logits, const Tensor& targets, float dlos
 // Multi-tensor AdamW: the update of adamw_update (master == nullptr) or
 // adamw_update_master (master = the param's f32 copy) for every slot, in one
 // launch per 24 tensors instead of one per tensor. Same math, same results.
-struct AdamWSlot {
-  Tensor* param;
-  const Tensor* grad;
-  Tensor* master;  // nullptr: update param itself
-  Tensor* m;
-  Tensor* v;
-};
-void adamw_update_many(const std::vector<AdamWSlot>& slots, const AdamWStep& step);
+void adamw_update_many(const std::vector<AdamWTensors>& slots, const AdamWStep& step);
 
 // Timing with CUDA events on the backend's stream (milliseconds of GPU time
 // between start() and stop(); elapsed_ms() waits for stop()).

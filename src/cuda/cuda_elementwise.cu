@@ -9,6 +9,13 @@
 // element is read and written by the same thread.
 // The reductions write one f64 partial per block and a one-block kernel adds
 // the partials in block order, so results do not depend on timing.
+// sum_squares_many (the global gradient norm over ~100 tensors) is one launch
+// per kSsqGroup tensors: the tensors are cut into fixed chunks of kSsqChunk
+// elements, a table of {pointer, size, first chunk, dtype} travels as the
+// kernel's parameter (no host-to-device copy, which from pageable memory may
+// wait for the stream), and block b reduces chunks b, b + grid, ... (finding
+// each chunk's tensor by binary search). Chunks, groups and grids depend only
+// on the tensor sizes, so the sum does too.
 #include <algorithm>
 #include <cmath>
 
@@ -209,6 +216,103 @@ __global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* bad) 
   if (!ok) *bad = 1;  // every writer writes the same value
 }
 
+// One tensor of sum_squares_many (24 bytes).
+struct SsqEntry {
+  const void* p;
+  int64_t n;
+  int32_t first_chunk;  // index of its first chunk among the group's chunks
+  DType dtype;
+};
+constexpr int kSsqGroup = 128;  // tensors per launch: a 3 KB parameter (< the 4 KB classic limit)
+struct SsqTable {
+  SsqEntry e[kSsqGroup];
+};
+static_assert(sizeof(SsqTable) <= 4096, "kernel parameters are limited to 4 KB");
+constexpr int64_t kSsqChunk = int64_t{1} << 15;  // elements (a multiple of every Vec<T>::kN)
+
+// Sum of squares of x[begin, begin + len) over this thread's share (f32: a
+// chunk gives each thread ~128 terms).
+template <class T>
+__device__ __forceinline__ float ssq_chunk(const T* __restrict__ x, int64_t begin, int len) {
+  float acc = 0.f;
+  x += begin;
+  if (aligned16(x)) {  // begin keeps the tensor's alignment
+    constexpr int V = Vec<T>::kN;
+    const int nvec = len / V;
+    const Vec<T>* xv = reinterpret_cast<const Vec<T>*>(x);
+    const int step = blockDim.x;
+    int i = threadIdx.x;
+    constexpr int kU = 4;  // loads issued before any is used (memory-level parallelism)
+    for (; i + (kU - 1) * step < nvec; i += kU * step) {
+      Vec<T> v[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) v[u] = xv[i + u * step];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const float f = to_f<T>(v[u].v[e]);
+          acc = fmaf(f, f, acc);
+        }
+      }
+    }
+    for (; i < nvec; i += step) {
+      const Vec<T> v = xv[i];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float f = to_f<T>(v.v[e]);
+        acc = fmaf(f, f, acc);
+      }
+    }
+    for (int i = nvec * V + threadIdx.x; i < len; i += blockDim.x) {
+      const float f = to_f<T>(x[i]);
+      acc = fmaf(f, f, acc);
+    }
+  } else {
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+      const float f = to_f<T>(x[i]);
+      acc = fmaf(f, f, acc);
+    }
+  }
+  return acc;
+}
+
+// partial[blockIdx.x] = sum of squares over chunks blockIdx.x, +gridDim.x, ...
+// of the `count` tensors in `table` (`chunks` in all). __grid_constant__: the
+// table is read in place from parameter space (indexing a by-value parameter
+// would copy it to every thread's stack).
+__global__ void __launch_bounds__(256) sum_squares_many_kernel(const __grid_constant__ SsqTable table,
+                                                               int count, int chunks,
+                                                               double* partial) {
+  __shared__ double scratch[32];
+  double total = 0.0;  // f32 within a chunk, f64 across chunks and threads
+  for (int ch = blockIdx.x; ch < chunks; ch += gridDim.x) {
+    int lo = 0, hi = count - 1;  // last entry with first_chunk <= ch
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (table.e[mid].first_chunk <= ch) lo = mid; else hi = mid - 1;
+    }
+    const SsqEntry e = table.e[lo];
+    const int64_t begin = (ch - e.first_chunk) * kSsqChunk;
+    const int len = static_cast<int>(e.n - begin < kSsqChunk ? e.n - begin : kSsqChunk);
+    float acc;
+    switch (e.dtype) {
+      case DType::bf16:
+        acc = ssq_chunk(static_cast<const __nv_bfloat16*>(e.p), begin, len);
+        break;
+      case DType::f16:
+        acc = ssq_chunk(static_cast<const __half*>(e.p), begin, len);
+        break;
+      default:
+        acc = ssq_chunk(static_cast<const float*>(e.p), begin, len);
+        break;
+    }
+    total += acc;
+  }
+  total = block_sum_d(total, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
 int reduce_grid(int64_t n) {
   const int g = grid_for((n + 7) / 8, kReduceThreads);
   return g < kReduceSlots ? g : kReduceSlots;
@@ -274,20 +378,42 @@ double sum_squares(const Tensor& x) {
 }
 
 double sum_squares_many(const std::vector<Tensor>& xs) {
-  int64_t largest = 0;
+  // Groups of up to kSsqGroup non-empty tensors, one launch each.
+  std::vector<SsqTable> tables;
+  std::vector<int> counts, chunks;
   for (const Tensor& x : xs) {
     expect_cuda_float(x, "sum_squares_many");
-    largest = std::max(largest, x.numel());
-  }
-  if (largest == 0) return 0.0;
-  const int grid = reduce_grid(largest);
-  bool first = true;
-  for (const Tensor& x : xs) {
     if (x.numel() == 0) continue;
-    queue_sum_squares(x, grid, !first);
-    first = false;
+    const int64_t nc = (x.numel() + kSsqChunk - 1) / kSsqChunk;
+    if (tables.empty() || counts.back() == kSsqGroup ||
+        int64_t{chunks.back()} + nc > int64_t{INT32_MAX}) {
+      tables.emplace_back();
+      counts.push_back(0);
+      chunks.push_back(0);
+    }
+    EL_CUDA_ENSURE(nc <= INT32_MAX, "cuda sum_squares_many: {} elements in one tensor",
+                   x.numel());
+    tables.back().e[counts.back()++] = SsqEntry{x.raw(), x.numel(), chunks.back(), x.dtype()};
+    chunks.back() += static_cast<int>(nc);
   }
-  return finish_sum(grid);
+  if (tables.empty()) return 0.0;
+  const auto groups = static_cast<int64_t>(tables.size());
+  EL_CUDA_ENSURE(groups <= kReduceSlots, "cuda sum_squares_many: {} tensors too many",
+                 xs.size());
+  Context& c = ctx();
+  // 8 blocks of 256 threads fill an SM; no more blocks than chunks, and the
+  // groups' blocks share the kReduceSlots partial slots (in group order).
+  const int64_t cap = std::max<int64_t>(
+      1, std::min<int64_t>(int64_t{c.sm_count} * 8, kReduceSlots / groups));
+  int slots = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int grid = static_cast<int>(std::min<int64_t>(chunks[g], cap));
+    sum_squares_many_kernel<<<grid, kReduceThreads, 0, c.stream>>>(
+        tables[g], counts[g], chunks[g], c.reduce_scratch + slots);
+    EL_CUDA_CHECK_LAUNCH("sum_squares_many_kernel");
+    slots += grid;
+  }
+  return finish_sum(slots);
 }
 
 bool all_finite(const Tensor& x) {

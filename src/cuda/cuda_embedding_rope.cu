@@ -2,12 +2,30 @@
 //
 // Embedding backward is deterministic: instead of atomically adding rows into
 // dtable (whose float sum order would change run to run), the (id, position)
-// pairs are sorted by id with CUB's stable radix sort and one thread block per
-// run of equal ids adds its dout rows in position order (the CPU's order)
-// into registers and writes the dtable row once. Rows no id touches are zero.
-// Ids outside [0, V) are reported through the deferred device error record
+// pairs are sorted by id with CUB's stable radix sort, so each id's positions
+// form one run in ascending position order. Natural text repeats a few ids
+// very often (a run can hold thousands of rows), so one thread per column
+// walking a whole run would serialise on that run. Instead the sorted array
+// is cut into fixed tiles of kEmbTile entries:
+//  * the tile kernel adds each tile's segments (maximal runs of one id inside
+//    the tile) in position order; a segment that is a whole run writes its
+//    dtable row, a segment cut by a tile edge writes an f32 partial row;
+//  * the combine kernel, one block per run that leaves its first tile, adds
+//    that run's partials in tile order and writes the dtable row.
+// The tiles depend only on the data, so the sums (and the bits) are the same
+// every run. Rows no id touches are zero (dtable is overwritten). Ids outside
+// [0, V) are reported through the deferred device error record
 // (cuda_context.h) and skipped.
+//
+// RoPE: the angle of (position t, frequency i) is the same for every batch
+// row and head, so each block takes P consecutive (b, t) positions, computes
+// their P x D/2 cos/sin pairs once into shared memory (f32(pos) * f32(freq)
+// and accurate sincosf, as before), then rotates all heads of those positions
+// with vector loads of V consecutive pairs (x[i..i+V) and x[D/2+i..D/2+i+V)).
+// The block's base offset is 64-bit; offsets inside a block are 32-bit.
 #include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_common.cuh"
@@ -17,6 +35,12 @@ namespace el::cuda {
 namespace {
 
 constexpr int kRowThreads = 128;
+
+// N consecutive elements of T moved as one aligned access.
+template <class T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
 
 // out[row, :] = table[ids[row], :]; one block per row (grid.x) and column chunk.
 template <class TT, class TO>
@@ -47,42 +71,247 @@ __global__ void embedding_keys_kernel(const int32_t* __restrict__ ids, int64_t n
   }
 }
 
-// Block (s, chunk): if sorted entry s starts a run of equal ids, dtable[id,
-// cols] = sum over the run of dout[pos, cols], in position order.
-template <class TG, class TD>
-__global__ void embedding_backward_kernel(const int32_t* __restrict__ keys,
-                                          const int32_t* __restrict__ pos,
-                                          const TG* __restrict__ dout, TD* __restrict__ dtable,
-                                          int64_t n, int64_t c, int32_t v) {
-  const int64_t s = blockIdx.x;
-  const int32_t id = keys[s];
-  if (id >= v || (s > 0 && keys[s - 1] == id)) return;
-  const int64_t col = int64_t{blockIdx.y} * blockDim.x + threadIdx.x;
+constexpr int kEmbTile = 32;   // sorted entries per tile
+constexpr int kEmbBatch = 16;  // rows loaded before they are added (loads in flight)
+
+// Block (tile, column chunk): sorted entries [tile * kEmbTile, +kEmbTile).
+// Each thread owns VC consecutive columns. partial: [tiles, 2, C] f32; slot 0
+// holds the tile's first segment when that segment is not a whole run, slot 1
+// its last segment when that one (a different segment) is not a whole run.
+template <class TG, class TD, int VC>
+__global__ void embedding_tile_kernel(const int32_t* __restrict__ keys,
+                                      const int32_t* __restrict__ pos,
+                                      const TG* __restrict__ dout, TD* __restrict__ dtable,
+                                      float* __restrict__ partial, int n, int c, int v) {
+  __shared__ int32_t skey[kEmbTile + 1];  // [cnt] = first key after the tile, or -1
+  __shared__ int32_t spos[kEmbTile];
+  __shared__ int32_t sprev;  // last key before the tile, or -1
+  const int tile = blockIdx.x;
+  const int s0 = tile * kEmbTile;
+  const int cnt = min(kEmbTile, n - s0);
+  if (threadIdx.x < cnt) {
+    skey[threadIdx.x] = keys[s0 + threadIdx.x];
+    spos[threadIdx.x] = pos[s0 + threadIdx.x];
+  }
+  if (threadIdx.x == 0) {
+    skey[cnt] = s0 + cnt < n ? keys[s0 + cnt] : -1;
+    sprev = s0 > 0 ? keys[s0 - 1] : -1;
+  }
+  __syncthreads();
+  const int col = (blockIdx.y * blockDim.x + threadIdx.x) * VC;
   if (col >= c) return;
-  float acc = 0.f;
-  for (int64_t t = s; t < n && keys[t] == id; ++t) acc += to_f<TG>(dout[pos[t] * c + col]);
-  dtable[static_cast<int64_t>(id) * c + col] = from_f<TD>(acc);
+  float acc[VC];
+#pragma unroll
+  for (int e = 0; e < VC; ++e) acc[e] = 0.f;
+  int seg_start = 0;
+  for (int b0 = 0; b0 < cnt; b0 += kEmbBatch) {
+    Pack<TG, VC> g[kEmbBatch];
+#pragma unroll
+    for (int u = 0; u < kEmbBatch; ++u) {  // past the tile: reload its last row (unused)
+      const int su = min(b0 + u, cnt - 1);
+      g[u] = *reinterpret_cast<const Pack<TG, VC>*>(dout + int64_t{spos[su]} * c + col);
+    }
+#pragma unroll
+    for (int u = 0; u < kEmbBatch; ++u) {
+      const int s = b0 + u;
+      if (s >= cnt) break;
+#pragma unroll
+      for (int e = 0; e < VC; ++e) acc[e] += to_f<TG>(g[u].v[e]);
+      const int32_t id = skey[s];
+      if (s + 1 < cnt && skey[s + 1] == id) continue;  // the segment goes on
+      if (id < v) {
+        const bool whole = (seg_start > 0 || sprev != id) && skey[s + 1] != id;
+        if (whole) {
+          Pack<TD, VC> o;
+#pragma unroll
+          for (int e = 0; e < VC; ++e) o.v[e] = from_f<TD>(acc[e]);
+          *reinterpret_cast<Pack<TD, VC>*>(dtable + int64_t{id} * c + col) = o;
+        } else {
+          const int slot = seg_start == 0 ? 0 : 1;
+          Pack<float, VC> o;
+#pragma unroll
+          for (int e = 0; e < VC; ++e) o.v[e] = acc[e];
+          *reinterpret_cast<Pack<float, VC>*>(partial + (int64_t{tile} * 2 + slot) * c + col) = o;
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < VC; ++e) acc[e] = 0.f;
+      seg_start = s + 1;
+    }
+  }
 }
 
-// y = rotate(x) for each (b, t, h, i < D/2) pair; in-place safe.
-template <class TX, class TY>
-__global__ void rope_kernel(const TX* __restrict__ x, const void* inv_freq, DType freq_dtype,
-                            TY* __restrict__ y, int64_t pairs, int64_t t_len, int64_t heads,
-                            int64_t half, int64_t pos_offset, float sign) {
-  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t p = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; p < pairs; p += stride) {
-    const int64_t i = p % half;
-    const int64_t row = p / half;  // (b * T + t) * H + h
-    const int64_t t = (row / heads) % t_len;
-    // Angle as the CPU computes it: f32 position times f32 frequency.
-    const float ang = static_cast<float>(pos_offset + t) * ld(inv_freq, freq_dtype, i);
-    float sn, cs;
-    sincosf(ang, &sn, &cs);
-    sn *= sign;
-    const int64_t base = row * 2 * half;
-    const float x1 = to_f<TX>(x[base + i]), x2 = to_f<TX>(x[base + half + i]);
-    y[base + i] = from_f<TY>(x1 * cs - x2 * sn);
-    y[base + half + i] = from_f<TY>(x2 * cs + x1 * sn);
+// Block (tile, column chunk): if the tile's last run starts in this tile and
+// goes on past it, dtable[id] = its partials added in tile order.
+template <class TD, int VC>
+__global__ void embedding_combine_kernel(const int32_t* __restrict__ keys,
+                                         const float* __restrict__ partial,
+                                         TD* __restrict__ dtable, int n, int c, int v) {
+  __shared__ int s_last;
+  const int tile = blockIdx.x;
+  const int s0 = tile * kEmbTile;
+  const int e = min(n, s0 + kEmbTile);
+  if (e >= n) return;  // (the returns before the barrier are uniform over the block)
+  const int32_t id = keys[e - 1];
+  if (id >= v || keys[e] != id) return;     // the last run ends inside the tile
+  if (s0 > 0 && keys[s0 - 1] == id) return;  // it started in an earlier tile (owned there)
+  // Last tile the run reaches: tiles m > tile are reached iff keys[m * kEmbTile]
+  // == id, a prefix of the tiles after this one; the first warp tests 32 per step.
+  if (threadIdx.x < 32) {
+    const int tiles = (n + kEmbTile - 1) / kEmbTile;
+    int last = tile + 1;  // keys[e] == id
+    for (int m0 = tile + 2; m0 < tiles; m0 += 32) {
+      const int m = m0 + static_cast<int>(threadIdx.x);
+      const bool hit = m < tiles && keys[m * kEmbTile] == id;
+      const int k = __popc(__ballot_sync(0xffffffffu, hit));  // hits are lanes 0 .. k-1
+      if (k > 0) last = m0 + k - 1;
+      if (k < 32) break;
+    }
+    if (threadIdx.x == 0) s_last = last;
+  }
+  __syncthreads();
+  const int lo = s_last;
+  const int col = (blockIdx.y * blockDim.x + threadIdx.x) * VC;
+  if (col >= c) return;
+  using P = Pack<float, VC>;
+  const int slot = keys[s0] == id ? 0 : 1;
+  const P first = *reinterpret_cast<const P*>(partial + (int64_t{tile} * 2 + slot) * c + col);
+  float acc[VC];
+#pragma unroll
+  for (int j = 0; j < VC; ++j) acc[j] = first.v[j];
+  // Slot 0 of tiles tile+1 .. lo, in order; kEmbBatch loads issued at a time
+  // (indices past lo reload tile lo and are not added).
+  for (int m0 = tile + 1; m0 <= lo; m0 += kEmbBatch) {
+    P g[kEmbBatch];
+#pragma unroll
+    for (int u = 0; u < kEmbBatch; ++u) {
+      g[u] = *reinterpret_cast<const P*>(partial + int64_t{min(m0 + u, lo)} * 2 * c + col);
+    }
+#pragma unroll
+    for (int u = 0; u < kEmbBatch; ++u) {
+      if (m0 + u > lo) break;
+#pragma unroll
+      for (int j = 0; j < VC; ++j) acc[j] += g[u].v[j];
+    }
+  }
+  Pack<TD, VC> o;
+#pragma unroll
+  for (int j = 0; j < VC; ++j) o.v[j] = from_f<TD>(acc[j]);
+  *reinterpret_cast<Pack<TD, VC>*>(dtable + int64_t{id} * c + col) = o;
+}
+
+// ---- RoPE -----------------------------------------------------------------------
+constexpr int kRopeThreads = 256;
+// Vector items per thread per pass: 64 bytes of x in flight per thread (two
+// 16-byte pairs of loads), at most 4 items.
+constexpr int rope_items(int v, int elem_bytes) {
+  const int k = 32 / (v * elem_bytes);
+  return k < 1 ? 1 : (k > 4 ? 4 : k);
+}
+constexpr int kRopeTableBytes = 16 * 1024;   // shared cos/sin table per block (soft cap)
+constexpr int kRopeMaxTableBytes = 48 * 1024;
+
+struct RopeArgs {
+  const void* inv_freq;
+  DType freq_dtype;
+  int64_t npos;        // B * T positions
+  int64_t t_len;
+  int64_t pos_offset;
+  int heads, half;
+  int hv;              // half / V: vector items per head
+  int ipp;             // heads * hv: vector items per position
+  int per_block;       // positions per block
+  bool table;          // cos/sin staged in shared memory (else computed per pair, V = 1)
+  float sign;
+};
+
+// y = rotate(x) for the positions [blockIdx.x * per_block, +per_block); in-place
+// safe (every element is read and written by the same thread, read first), so
+// x and y are not __restrict__.
+template <class TX, class TY, int V, bool kTable>
+__global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* y, RopeArgs a) {
+  extern __shared__ float2 cs_table[];  // [per_block, half]: (cos, sign * sin)
+  const int64_t p0 = int64_t{blockIdx.x} * a.per_block;
+  const int npos = static_cast<int>(min(int64_t{a.per_block}, a.npos - p0));
+  const int items = npos * a.ipp;
+  const int d = 2 * a.half;
+  const int64_t base = p0 * a.heads * d;
+  x += base;
+  y += base;
+  constexpr int kItems = rope_items(V, sizeof(TX));
+  Pack<TX, V> x1[kItems], x2[kItems];
+  auto load = [&](int j0) {
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      // Past the block's items: reload its last item (unused), so that the
+      // loads need no branch and are all issued before the first is used.
+      const int j = min(j0 + k * kRopeThreads + static_cast<int>(threadIdx.x), items - 1);
+      const int row = j / a.hv;  // position * heads + head, inside the block
+      const int off = row * d + (j - row * a.hv) * V;
+      x1[k] = *reinterpret_cast<const Pack<TX, V>*>(x + off);
+      x2[k] = *reinterpret_cast<const Pack<TX, V>*>(x + off + a.half);
+    }
+  };
+  auto angle = [&](int lp, int i) {
+    // As the CPU computes it: f32 position times f32 frequency.
+    const int64_t t = (p0 + lp) % a.t_len;
+    return static_cast<float>(a.pos_offset + t) * ld(a.inv_freq, a.freq_dtype, i);
+  };
+  load(0);  // in flight while the table is computed
+  if constexpr (kTable) {
+    for (int k = threadIdx.x; k < npos * a.half; k += kRopeThreads) {
+      const int lp = k / a.half;
+      float sn, cs;
+      sincosf(angle(lp, k - lp * a.half), &sn, &cs);
+      cs_table[k] = make_float2(cs, a.sign * sn);
+    }
+    __syncthreads();
+  }
+  for (int j0 = 0; j0 < items; j0 += kItems * kRopeThreads) {
+    if (j0 > 0) load(j0);
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const int j = j0 + k * kRopeThreads + static_cast<int>(threadIdx.x);
+      if (j >= items) continue;
+      const int row = j / a.hv;
+      const int i0 = (j - row * a.hv) * V;
+      const int lp = row / a.heads;
+      const int off = row * d + i0;
+      Pack<TY, V> y1, y2;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        float cs, sn;
+        if constexpr (kTable) {
+          const float2 t = cs_table[lp * a.half + i0 + e];
+          cs = t.x;
+          sn = t.y;
+        } else {
+          sincosf(angle(lp, i0 + e), &sn, &cs);
+          sn *= a.sign;
+        }
+        const float u = to_f<TX>(x1[k].v[e]), w = to_f<TX>(x2[k].v[e]);
+        y1.v[e] = from_f<TY>(u * cs - w * sn);
+        y2.v[e] = from_f<TY>(w * cs + u * sn);
+      }
+      *reinterpret_cast<Pack<TY, V>*>(y + off) = y1;
+      *reinterpret_cast<Pack<TY, V>*>(y + off + a.half) = y2;
+    }
+  }
+}
+
+// The per-pair sincosf path (a head dim whose table would not fit in shared
+// memory) exists only for V = 1: it is rare and would cost every vector
+// kernel registers.
+template <class TX, class TY, int V>
+void launch_rope(const Tensor& x, Tensor& y, const RopeArgs& a, cudaStream_t s) {
+  const auto blocks = static_cast<unsigned>((a.npos + a.per_block - 1) / a.per_block);
+  if (a.table) {
+    const size_t smem = size_t{sizeof(float2)} * a.per_block * a.half;
+    rope_kernel<TX, TY, V, true><<<blocks, kRopeThreads, smem, s>>>(x.data<TX>(), y.data<TY>(), a);
+  } else if constexpr (V == 1) {
+    rope_kernel<TX, TY, 1, false><<<blocks, kRopeThreads, 0, s>>>(x.data<TX>(), y.data<TY>(), a);
+  } else {
+    EL_CUDA_ENSURE(false, "cuda rope: vector path without a cos/sin table");
   }
 }
 
@@ -125,8 +354,8 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   const int64_t n = ids.numel(), v = dtable.dim(0), c = dtable.dim(1);
   EL_CUDA_ENSURE(dout.numel() == n * c, "cuda embedding_backward: dout {} for {} ids of width {}",
                  shape_str(dout.shape()), n, c);
-  EL_CUDA_ENSURE(v < INT32_MAX && n <= INT32_MAX,
-                 "cuda embedding_backward: {} rows / {} ids too many", v, n);
+  EL_CUDA_ENSURE(v < INT32_MAX && n <= INT32_MAX - kEmbTile && c <= INT32_MAX / 2,
+                 "cuda embedding_backward: {} rows / {} ids / width {} too large", v, n, c);
   fill(dtable, 0.f);
   if (n == 0 || c == 0) return;
   Context& cx = ctx();
@@ -150,14 +379,47 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   EL_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.raw(), temp_bytes, keys_in, keys_out, vals_in,
                                                 vals_out, static_cast<int>(n), 0, end_bit,
                                                 cx.stream));
-  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((c + 255) / 256));
+  const int tiles = static_cast<int>((n + kEmbTile - 1) / kEmbTile);
+  Tensor partial = Tensor::empty({tiles, 2, c}, DType::f32, dev);  // [tiles, 2, C]
+  // 4 columns per thread (8- or 16-byte accesses) where the rows allow it.
+  constexpr int kVc = 4;
+  const auto aligned_for = [](const Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.raw()) % (kVc * dtype_size(t.dtype())) == 0;
+  };
+  const bool vec = c % kVc == 0 && aligned_for(dout) && aligned_for(dtable);
+  const int vc = vec ? kVc : 1;
+  const int64_t lanes = (c + vc - 1) / vc;  // threads needed per row
+  const int threads = static_cast<int>(std::min<int64_t>(256, (lanes + 31) / 32 * 32));
+  const int64_t chunks = (lanes + threads - 1) / threads;
+  EL_CUDA_ENSURE(chunks <= 65535, "cuda embedding_backward: width {} too large", c);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
+  const int ni = static_cast<int>(n), ci = static_cast<int>(c), vi = static_cast<int>(v);
   EL_DISPATCH_FLOAT(dout.dtype(), TG, {
     EL_DISPATCH_FLOAT(dtable.dtype(), TD, {
-      embedding_backward_kernel<TG, TD><<<grid, 256, 0, cx.stream>>>(
-          keys_out, vals_out, dout.data<TG>(), dtable.data<TD>(), n, c, static_cast<int32_t>(v));
+      if (vec) {
+        embedding_tile_kernel<TG, TD, kVc><<<grid, threads, 0, cx.stream>>>(
+            keys_out, vals_out, dout.data<TG>(), dtable.data<TD>(), partial.data<float>(), ni, ci,
+            vi);
+      } else {
+        embedding_tile_kernel<TG, TD, 1><<<grid, threads, 0, cx.stream>>>(
+            keys_out, vals_out, dout.data<TG>(), dtable.data<TD>(), partial.data<float>(), ni, ci,
+            vi);
+      }
     });
   });
-  EL_CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+  EL_CUDA_CHECK_LAUNCH("embedding_tile_kernel");
+  if (tiles > 1) {
+    EL_DISPATCH_FLOAT(dtable.dtype(), TD, {
+      if (vec) {
+        embedding_combine_kernel<TD, kVc><<<grid, threads, 0, cx.stream>>>(
+            keys_out, partial.data<float>(), dtable.data<TD>(), ni, ci, vi);
+      } else {
+        embedding_combine_kernel<TD, 1><<<grid, threads, 0, cx.stream>>>(
+            keys_out, partial.data<float>(), dtable.data<TD>(), ni, ci, vi);
+      }
+    });
+    EL_CUDA_CHECK_LAUNCH("embedding_combine_kernel");
+  }
 }
 
 void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y) {
@@ -172,16 +434,65 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
   EL_CUDA_ENSURE(inv_freq.numel() == half,
                  "cuda rope: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(),
                  x.dim(3), half);
-  const int64_t pairs = x.numel() / 2;
-  if (pairs == 0) return;
+  if (x.numel() == 0) return;
+  // Offsets inside a block are 32-bit: one position (all heads) must fit.
+  EL_CUDA_ENSURE(h * half * 2 <= INT32_MAX / 2, "cuda rope: {} heads of dim {} too large", h,
+                 x.dim(3));
   Context& cx = ctx();
-  EL_DISPATCH_FLOAT(x.dtype(), TX, {
-    EL_DISPATCH_FLOAT(y.dtype(), TY, {
-      rope_kernel<TX, TY><<<grid_for(pairs, 256), 256, 0, cx.stream>>>(
-          x.data<TX>(), inv_freq.raw(), inv_freq.dtype(), y.data<TY>(), pairs, t, h, half,
-          pos_offset, inverse ? -1.f : 1.f);
+  RopeArgs a{};
+  a.inv_freq = inv_freq.raw();
+  a.freq_dtype = inv_freq.dtype();
+  a.npos = x.numel() / (h * half * 2);
+  a.t_len = t;
+  a.pos_offset = pos_offset;
+  a.heads = static_cast<int>(h);
+  a.half = static_cast<int>(half);
+  a.sign = inverse ? -1.f : 1.f;
+  // Pairs per thread access: up to 16 bytes, when x and y share a dtype, D/2
+  // is a multiple and both pointers are aligned to it (rows then stay aligned).
+  const int64_t row_bytes = half * static_cast<int64_t>(sizeof(float2));
+  a.table = row_bytes <= kRopeMaxTableBytes;
+  int vpairs = 1;
+  if (x.dtype() == y.dtype() && a.table) {
+    const int64_t es = static_cast<int64_t>(dtype_size(x.dtype()));
+    for (int64_t cand = 16 / es; cand > 1; cand /= 2) {
+      const uint64_t bytes = static_cast<uint64_t>(cand * es);
+      if (half % cand == 0 && reinterpret_cast<uintptr_t>(x.raw()) % bytes == 0 &&
+          reinterpret_cast<uintptr_t>(y.raw()) % bytes == 0) {
+        vpairs = static_cast<int>(cand);
+        break;
+      }
+    }
+  }
+  a.hv = static_cast<int>(half / vpairs);
+  a.ipp = a.heads * a.hv;
+  // Positions per block: about one pass of items, few enough to leave ~4
+  // blocks per SM, and a cos/sin table of at most kRopeTableBytes.
+  const int64_t pass = int64_t{kRopeThreads} *
+                       rope_items(vpairs, static_cast<int>(dtype_size(x.dtype())));
+  int64_t per = std::max<int64_t>(1, pass / a.ipp);
+  per = std::min(per, std::max<int64_t>(1, a.npos / (4 * int64_t{cx.sm_count})));
+  per = std::min(per, std::max<int64_t>(1, kRopeTableBytes / row_bytes));
+  a.per_block = static_cast<int>(per);
+  EL_CUDA_ENSURE((a.npos + per - 1) / per <= INT32_MAX, "cuda rope: {} positions too many",
+                 a.npos);
+  cudaStream_t s = cx.stream;
+  if (x.dtype() == y.dtype()) {
+    EL_DISPATCH_FLOAT(x.dtype(), T, {
+      switch (vpairs) {
+        case 8:
+          if constexpr (sizeof(T) == 2) launch_rope<T, T, 8>(x, y, a, s);
+          break;
+        case 4: launch_rope<T, T, 4>(x, y, a, s); break;
+        case 2: launch_rope<T, T, 2>(x, y, a, s); break;
+        default: launch_rope<T, T, 1>(x, y, a, s); break;
+      }
     });
-  });
+  } else {
+    EL_DISPATCH_FLOAT(x.dtype(), TX, {
+      EL_DISPATCH_FLOAT(y.dtype(), TY, { launch_rope<TX, TY, 1>(x, y, a, s); });
+    });
+  }
   EL_CUDA_CHECK_LAUNCH("rope_kernel");
 }
 

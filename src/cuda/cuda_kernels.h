@@ -47,8 +47,10 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
 
 // ---- cuda_norm.cu
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
+void add_rmsnorm_forward(const Tensor& x, const Tensor& branch, const Tensor& w, float eps,
+                         Tensor& sum, Tensor& y, Tensor& rstd);
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                      Tensor& dx, Tensor& dw);
+                      const Tensor& dx_add, Tensor& dx, Tensor& dw);
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y,
                        Tensor& mean, Tensor& rstd);
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean,
@@ -68,7 +70,6 @@ void cross_entropy_fused(const Tensor& logits, const Tensor& targets, float dlos
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& step);
 void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m, Tensor& v,
                          const AdamWStep& step);
-struct AdamWSlot;  // cuda_backend.h
-void adamw_update_many(const std::vector<AdamWSlot>& slots, const AdamWStep& step);
+void adamw_update_many(const std::vector<AdamWTensors>& slots, const AdamWStep& step);
 
 }  // namespace el::cuda

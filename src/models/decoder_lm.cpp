@@ -73,9 +73,20 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
             dtype_name(ids.dtype()), shape_str(ids.shape()));
   EL_ENSURE(ids.dim(1) <= card_.max_seq_len, "sequence length {} exceeds the card's max_seq_len {}",
             ids.dim(1), card_.max_seq_len);
-  Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C]
-  for (const auto& layer : layers_) x = layer->forward(x, rope_inv_freq_);
-  x = norm_->forward(x);
+  Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C], the residual stream
+  if (layers_.empty()) {
+    x = norm_->forward(x);
+  } else {
+    // Each block returns the stream and the next norm of it (fused with the add).
+    Tensor normed = layers_.front()->input_layernorm.forward(x);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Norm& next = i + 1 < layers_.size() ? layers_[i + 1]->input_layernorm : *norm_;
+      ops::ResidualNorm out = layers_[i]->forward(x, normed, next, rope_inv_freq_);
+      x = out.sum;
+      normed = out.normed;
+    }
+    x = normed;
+  }
   return lm_head_ ? lm_head_->forward(x) : ops::linear(x, embed_tokens_);  // [B, T, V]
 }
 

@@ -19,6 +19,12 @@ Tensor Norm::forward(const Tensor& x) const {
                                           : ops::layernorm(x, weight, bias, eps);
 }
 
+ops::ResidualNorm Norm::forward_residual(const Tensor& x, const Tensor& branch) const {
+  if (kind == ModelCard::Norm::rmsnorm) return ops::add_rmsnorm(x, branch, weight, eps);
+  Tensor sum = ops::add(x, branch);
+  return {sum, ops::layernorm(sum, weight, bias, eps)};
+}
+
 void Norm::collect_parameters(const std::string& prefix, ParameterList& out) const {
   out.push_back({prefix + ".weight", weight});
   if (bias.defined()) out.push_back({prefix + ".bias", bias});
@@ -97,9 +103,11 @@ DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
       post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
       mlp(card, device, dtype) {}
 
-Tensor DecoderBlock::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
-  Tensor h = ops::add(x, self_attn.forward(input_layernorm.forward(x), rope_inv_freq));
-  return ops::add(h, mlp.forward(post_attention_layernorm.forward(h)));
+ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
+                                        const Norm& next_norm, const Tensor& rope_inv_freq) const {
+  const ops::ResidualNorm h =
+      post_attention_layernorm.forward_residual(x, self_attn.forward(x_normed, rope_inv_freq));
+  return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
 }
 
 void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {

@@ -13,6 +13,7 @@
 
 #include "nn/model_card.h"
 #include "nn/module.h"
+#include "ops/ops.h"
 
 namespace el {
 
@@ -20,6 +21,9 @@ namespace el {
 struct Norm {
   Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const;
+  // {x + branch, norm(x + branch)}: the residual add fused with the norm that
+  // follows it (ops::add_rmsnorm; LayerNorm does the two steps).
+  ops::ResidualNorm forward_residual(const Tensor& x, const Tensor& branch) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
 
   ModelCard::Norm kind;
@@ -52,10 +56,16 @@ struct Mlp {
   std::unique_ptr<LinearLayer> up_proj, down_proj;
 };
 
-// Pre-norm residual block: x + attn(norm(x)), then h + mlp(norm(h)).
+// Pre-norm residual block: h = x + attn(norm1(x)), then h + mlp(norm2(h)).
+// Each residual add is fused with the norm that reads its result, so the
+// block takes the stream x with x_normed = input_layernorm(x) already made
+// (by the previous block, or the model for the first one) and returns the
+// new stream with next_norm applied (the next block's input_layernorm, or the
+// model's final norm).
 struct DecoderBlock {
   DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32);
-  Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
+  ops::ResidualNorm forward(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
+                            const Tensor& rope_inv_freq) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 

@@ -42,6 +42,15 @@ struct AdamWStep {
   int64_t step = 1;           // 1-based, for bias correction
 };
 
+// One parameter of a multi-tensor AdamW update (Backend::adamw_update_many).
+struct AdamWTensors {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* master;  // nullptr: update param itself (f32 training)
+  Tensor* m;
+  Tensor* v;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -85,8 +94,18 @@ class Backend {
   // rstd[N] = 1/sqrt(mean(x^2) + eps);  y = x * rstd * w
   virtual void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
                                Tensor& rstd) = 0;
+  // dx = dL/dx, plus dx_add when that is defined (the gradient x already had,
+  // e.g. the residual stream's; it may alias dx); dw overwritten.
   virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
-                                const Tensor& rstd, Tensor& dx, Tensor& dw) = 0;
+                                const Tensor& rstd, const Tensor& dx_add, Tensor& dx,
+                                Tensor& dw) = 0;
+  // sum = x + branch (rounded to sum's dtype), then the RMSNorm of sum as
+  // above. Default: add, then rmsnorm_forward.
+  virtual void add_rmsnorm_forward(const Tensor& x, const Tensor& branch, const Tensor& w,
+                                   float eps, Tensor& sum, Tensor& y, Tensor& rstd) {
+    add(x, branch, sum);
+    rmsnorm_forward(sum, w, eps, y, rstd);
+  }
   // mean[N], rstd[N];  y = (x - mean) * rstd * w + b
   virtual void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                                  Tensor& y, Tensor& mean, Tensor& rstd) = 0;
@@ -128,6 +147,13 @@ class Backend {
   // dlogits = (softmax(logits) - onehot(target)) * dloss for kept rows, 0 for ignored.
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
                                       const Tensor& lse, float dloss, Tensor& dlogits) = 0;
+  // Both at once (the fused classifier): one pass per row, the softmax never
+  // stored. dlogits may alias logits. Default: the two calls above.
+  virtual void cross_entropy_fused(const Tensor& logits, const Tensor& targets, float dloss,
+                                   Tensor& losses, Tensor& lse, Tensor& dlogits) {
+    cross_entropy_forward(logits, targets, losses, lse);
+    cross_entropy_backward(logits, targets, lse, dloss, dlogits);
+  }
 
   // ---- optimizer ------------------------------------------------------------------
   // AdamW with decoupled weight decay on one parameter; m, v are f32 state.
@@ -140,9 +166,23 @@ class Backend {
   // param = round_to_nearest_even(master). m, v, master are f32, same numel.
   virtual void adamw_update_master(Tensor& param, const Tensor& grad, Tensor& master, Tensor& m,
                                    Tensor& v, const AdamWStep& step) = 0;
+  // The same update for many parameters sharing one AdamWStep (a GPU does it
+  // in a few launches instead of one per tensor). Default: one call each.
+  virtual void adamw_update_many(const std::vector<AdamWTensors>& slots, const AdamWStep& step) {
+    for (const AdamWTensors& s : slots) {
+      if (s.master) {
+        adamw_update_master(*s.param, *s.grad, *s.master, *s.m, *s.v, step);
+      } else {
+        adamw_update(*s.param, *s.grad, *s.m, *s.v, step);
+      }
+    }
+  }
 
   // Waits for queued work (GPU); no-op on CPU. Timers call this before reading clocks.
   virtual void synchronize() {}
+  // Brackets the region an external profiler records (ncu/nsys with
+  // --profile-from-start off); no-op where there is none.
+  virtual void profiler_range(bool begin) { (void)begin; }
 };
 
 // The backend for a device: CPU always; CUDA once registered by the CUDA build.

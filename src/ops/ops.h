@@ -24,6 +24,16 @@ Tensor embedding(const Tensor& ids, const Tensor& table);
 Tensor rmsnorm(const Tensor& x, const Tensor& w, float eps);
 Tensor layernorm(const Tensor& x, const Tensor& w, const Tensor& b, float eps);
 
+// The pre-norm residual step: sum = x + branch (the new residual stream,
+// rounded to x's dtype), normed = rmsnorm(sum, w). One pass over the rows on
+// a GPU instead of an add and a norm; the gradient of both outputs flows
+// back to x and branch. x and branch share dtype and shape.
+struct ResidualNorm {
+  Tensor sum;
+  Tensor normed;
+};
+ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& branch, const Tensor& w, float eps);
+
 // Rotary embedding of x[B, T, H, D]; inv_freq[D/2] f32 (see rope_inv_freq).
 Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset = 0);
 // inv_freq[i] = theta^(-2i/D), i < D/2, on the given device.

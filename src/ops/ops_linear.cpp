@@ -56,9 +56,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       Backend& b = backend_for(dy.device());
       Tensor dy2 = dy.view({n, out_f});
       if (x.requires_grad()) {
-        Tensor dx = Tensor::empty({n, in}, x.dtype(), dy.device());
-        b.gemm(dy2, false, w, false, dx, 1.f, 0.f);  // [N, out] @ [out, in]
-        accumulate_grad(x, dx);
+        // dx = dy @ w, added to x's gradient by the GEMM itself (beta = 1)
+        // when x already has one (q/k/v and gate/up share their input).
+        GradSlot slot = grad_slot(x, dy.device());
+        if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+        Tensor dx = slot.dst.view({n, in});
+        b.gemm(dy2, false, w, false, dx, 1.f, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
+        commit_grad(x, slot);
       }
       if (w.requires_grad()) {
         Tensor dw = empty_like(w, dy.device());
@@ -115,10 +119,14 @@ Tensor add(const Tensor& a, const Tensor& b) {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
       const bool ga = a.requires_grad(), gb = b.requires_grad();
-      // Both inputs get dy; the second one gets its own copy because
-      // accumulate_grad may take ownership of the buffer.
-      if (ga) accumulate_grad(a, dy);
-      if (gb) accumulate_grad(b, ga ? dy.clone() : dy);
+      // Both inputs get dy, one buffer shared (copy on write): the residual
+      // stream and the branch read the same gradient.
+      if (ga && gb) {
+        share_grad(a, dy);
+        share_grad(b, dy);
+      } else {
+        accumulate_grad(ga ? a : b, dy);
+      }
     });
   }
   return out;

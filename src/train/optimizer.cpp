@@ -32,23 +32,29 @@ AdamW::AdamW(const ParameterList& params, const AdamWConfig& config) : config_(c
 
 void AdamW::step(float lr, float grad_scale) {
   ++step_;
-  for (auto& s : slots_) {
-    if (!s.param.tensor.has_grad()) continue;
+  // Two groups (with and without weight decay), each one multi-tensor call:
+  // a GPU then launches a few kernels instead of one per parameter tensor.
+  for (const bool decay : {true, false}) {
     AdamWStep st;
     st.lr = lr;
     st.beta1 = config_.beta1;
     st.beta2 = config_.beta2;
     st.eps = config_.eps;
-    st.weight_decay = s.decay ? config_.weight_decay : 0.0f;
+    st.weight_decay = decay ? config_.weight_decay : 0.0f;
     st.grad_scale = grad_scale;
     st.step = step_;
-    Tensor param = s.param.tensor;
-    Backend& be = backend_for(param.device());
-    if (s.master.defined()) {
-      be.adamw_update_master(param, s.param.tensor.grad(), s.master, s.m, s.v, st);
-    } else {
-      be.adamw_update(param, s.param.tensor.grad(), s.m, s.v, st);
+    std::vector<Tensor> grads;  // keeps the handles alive for the pointers below
+    grads.reserve(slots_.size());
+    std::vector<AdamWTensors> group;
+    Backend* be = nullptr;
+    for (auto& s : slots_) {
+      if (s.decay != decay || !s.param.tensor.has_grad()) continue;
+      grads.push_back(s.param.tensor.grad());
+      group.push_back({&s.param.tensor, &grads.back(), s.master.defined() ? &s.master : nullptr,
+                       &s.m, &s.v});
+      be = &backend_for(s.param.tensor.device());
     }
+    if (be) be->adamw_update_many(group, st);
   }
 }
 

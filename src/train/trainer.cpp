@@ -154,6 +154,8 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
   std::string stop_reason;
   Tensor ids, targets;
   for (int64_t step = start_step; step < end_step; ++step) {
+    const bool profiled = cfg.profile_step == step + 1;
+    if (profiled) backend.profiler_range(true);
     metrics::Stopwatch watch;
     // f16: gradients of scale * loss, so small ones survive f16's range.
     const float seed = scaling ? scaler.scale() : 1.0f;
@@ -196,6 +198,7 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
     }
     optimizer.zero_grad();
     backend.synchronize();
+    if (profiled) backend.profiler_range(false);
 
     StepRecord rec{step + 1, loss, lr, grad_norm, watch.seconds(), tokens_per_step, seed, overflow};
     report.steps.push_back(rec);

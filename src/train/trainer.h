@@ -57,6 +57,7 @@ struct TrainConfig {
   std::optional<metrics::PeakCalibration> peak;
   int64_t timing_warmup_steps = 1;  // first steps left out of the AL/TT/MFU summaries
   int64_t max_nonfinite_skips = 0;  // steps with a NaN/Inf loss to skip before stopping
+  int64_t profile_step = 0;  // 1-based step bracketed for an external profiler (0 = none)
   // Storage dtype of parameters, activations and gradients (f32 reference,
   // bf16 or f16 mixed precision with f32 master weights).
   Precision precision = Precision::f32;

@@ -105,9 +105,19 @@ case "$CASE" in
     ;;
   bench_unwritable)
     expect_error "not writable|cannot create" "$BIN" bench --results-dir /proc/el-cannot-write
+    # gpu-lite on the CPU is allowed with a warning, and fails as fast as quick.
+    expect_error "warning: suite 'gpu-lite' is sized for a GPU" \
+      "$BIN" bench --suite gpu-lite --device cpu --results-dir /proc/el-cannot-write
+    grep -Eq "not writable|cannot create" "$TMP/err" || fail "no results-dir error: $(cat "$TMP/err")"
     ;;
   bench_unknown_suite)
-    expect_error "unknown suite 'nope'" "$BIN" bench --suite nope
+    # The error names the valid suites, and comes before the device is opened
+    # (so it is the same with --device cuda on a machine without a GPU).
+    expect_error "--suite: unknown suite 'nonsense'.*quick, gpu-lite" \
+      "$BIN" bench --suite nonsense --results-dir "$TMP/res"
+    expect_error "unknown suite 'nonsense'.*quick, gpu-lite" \
+      "$BIN" bench --suite nonsense --device cuda --results-dir "$TMP/res"
+    [ ! -e "$TMP/res" ] || fail "an unknown suite still created the results directory"
     ;;
   *)
     fail "unknown case $CASE"

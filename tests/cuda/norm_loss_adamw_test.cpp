@@ -26,18 +26,79 @@ TEST(CudaNorm, RmsNormForwardBackward) {
       Tensor y_ref = Tensor::empty({n, c}), r_ref = Tensor::empty({n});
       Tensor dx_ref = Tensor::empty({n, c}), dw_ref = Tensor::empty({c});
       cpu_backend().rmsnorm_forward(x, w, 1e-5f, y_ref, r_ref);
-      cpu_backend().rmsnorm_backward(dy, x, w, r_ref, dx_ref, dw_ref);
+      cpu_backend().rmsnorm_backward(dy, x, w, r_ref, Tensor(), dx_ref, dw_ref);
       const Tensor gx = to_gpu(x, t), gw = to_gpu(w);
       Tensor y = poisoned({n, c}, t), r = poisoned({n}, DType::f32);
       gpu_backend().rmsnorm_forward(gx, gw, 1e-5f, y, r);
       EXPECT_TRUE(close_to(y, y_ref, tol(t), "rmsnorm y")) << dtype_name(t) << " " << n << "x" << c;
       EXPECT_TRUE(close_to(r, r_ref, tol(DType::f32), "rmsnorm rstd", 2.0)) << n << "x" << c;
       Tensor dx = poisoned({n, c}, t), dw = poisoned({c}, DType::f32);
-      gpu_backend().rmsnorm_backward(to_gpu(dy, t), gx, gw, to_gpu(r_ref), dx, dw);
+      gpu_backend().rmsnorm_backward(to_gpu(dy, t), gx, gw, to_gpu(r_ref), Tensor(), dx, dw);
       EXPECT_TRUE(close_to(dx, dx_ref, tol(t), "rmsnorm dx", 2.0))
           << dtype_name(t) << " " << n << "x" << c;
       EXPECT_TRUE(close_to(dw, dw_ref, tol(DType::f32), "rmsnorm dw", 4.0))
           << dtype_name(t) << " " << n << "x" << c;
+    }
+  }
+}
+
+// The fused residual add + RMSNorm forward against the CPU's add then norm.
+TEST(CudaNorm, AddRmsNormForwardMatchesAddThenNorm) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 271;
+  constexpr std::tuple<int64_t, int64_t> kShapes[] = {{1, 8}, {33, 768}, {17, 896}, {3, 1000}, {4, 12}};
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    for (auto [n, c] : kShapes) {
+      Rng rng(seed++);
+      const Tensor x = random_host({n, c}, rng, t), b = random_host({n, c}, rng, t);
+      const Tensor w = random_host({c}, rng, t, 0.5f);
+      // CPU reference: the sum rounded to the dtype (as the GPU stores it), then the norm.
+      Tensor s_ref = Tensor::empty({n, c});
+      cpu_backend().add(x, b, s_ref);
+      s_ref = round_to(s_ref, t);
+      Tensor y_ref = Tensor::empty({n, c}), r_ref = Tensor::empty({n});
+      cpu_backend().rmsnorm_forward(s_ref, w, 1e-5f, y_ref, r_ref);
+      Tensor s = poisoned({n, c}, t), y = poisoned({n, c}, t), r = poisoned({n}, DType::f32);
+      gpu_backend().add_rmsnorm_forward(to_gpu(x, t), to_gpu(b, t), to_gpu(w, t), 1e-5f, s, y, r);
+      const std::string what = std::string(dtype_name(t)) + " " + std::to_string(n) + "x" +
+                               std::to_string(c);
+      EXPECT_TRUE(close_to(s, s_ref, tol(t), "add_rmsnorm sum")) << what;
+      EXPECT_TRUE(close_to(y, y_ref, tol(t), "add_rmsnorm y", 2.0)) << what;
+      EXPECT_TRUE(close_to(r, r_ref, tol(DType::f32), "add_rmsnorm rstd", 2.0)) << what;
+    }
+  }
+}
+
+// The model's layout (weight in the activations' dtype: the warp-per-row
+// path) and the gradient x already had added into dx, in place or not.
+TEST(CudaNorm, RmsNormBackwardAddsPriorGradient) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 171;
+  constexpr std::tuple<int64_t, int64_t> kShapes[] = {
+      {1, 8}, {7, 64}, {33, 768}, {64, 896}, {5, 2048}, {9, 4096}, {3, 1000}, {2, 12}};
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    for (auto [n, c] : kShapes) {
+      for (bool in_place : {false, true}) {
+        Rng rng(seed++);
+        const Tensor x = random_host({n, c}, rng, t), dy = random_host({n, c}, rng, t);
+        const Tensor w = random_host({c}, rng, t, 0.5f), prior = random_host({n, c}, rng, t);
+        Tensor y_ref = Tensor::empty({n, c}), r_ref = Tensor::empty({n});
+        Tensor dx_ref = Tensor::empty({n, c}), dw_ref = Tensor::empty({c});
+        cpu_backend().rmsnorm_forward(x, w, 1e-5f, y_ref, r_ref);
+        cpu_backend().rmsnorm_backward(dy, x, w, r_ref, prior, dx_ref, dw_ref);
+        const Tensor gx = to_gpu(x, t), gw = to_gpu(w, t);
+        Tensor y = poisoned({n, c}, t), r = poisoned({n}, DType::f32);
+        gpu_backend().rmsnorm_forward(gx, gw, 1e-5f, y, r);
+        const std::string what = std::string(dtype_name(t)) + " " + std::to_string(n) + "x" +
+                                 std::to_string(c) + (in_place ? " in place" : "");
+        EXPECT_TRUE(close_to(y, y_ref, tol(t), "rmsnorm y")) << what;
+        Tensor gprior = to_gpu(prior, t);
+        Tensor dx = in_place ? gprior : poisoned({n, c}, t);
+        Tensor dw = poisoned({c}, t);
+        gpu_backend().rmsnorm_backward(to_gpu(dy, t), gx, gw, r, gprior, dx, dw);
+        EXPECT_TRUE(close_to(dx, dx_ref, tol(t), "rmsnorm dx + prior", 2.0)) << what;
+        EXPECT_TRUE(close_to(dw, dw_ref, tol(t), "rmsnorm dw", 4.0)) << what;
+      }
     }
   }
 }
@@ -82,8 +143,12 @@ TEST(CudaNorm, LayerNormForwardBackward) {
   }
 }
 
-constexpr std::tuple<int64_t, int64_t> kLogits[] = {{1, 1},     {4, 2},      {7, 1000},
-                                                    {3, 50257}, {16, 32000}, {65, 129}};
+// Includes the fused classifier's shared-memory path (V a multiple of the
+// 16-byte vector, rows up to 96 KiB: bf16 1000 ... 32776, f32 up to 24576)
+// and sizes off it (f32 32000, V not a multiple of 8).
+constexpr std::tuple<int64_t, int64_t> kLogits[] = {
+    {1, 1},     {4, 2},      {7, 1000},  {3, 50257}, {16, 32000},
+    {65, 129},  {5, 4096},   {3, 32768}, {2, 32776}, {4, 4100}};
 
 // targets in [0, v) with every third row ignored (-1).
 Tensor targets_for(int64_t n, int64_t v, Rng& rng) {
@@ -124,6 +189,12 @@ TEST(CudaLoss, CrossEntropyForwardBackwardFused) {
       EXPECT_TRUE(close_to(loss2, loss_ref, tol(DType::f32), "fused loss", 4.0)) << what;
       EXPECT_TRUE(close_to(lse2, lse_ref, tol(DType::f32), "fused lse", 4.0)) << what;
       EXPECT_TRUE(close_to(inplace, d_ref, tol(t), "fused dlogits", 2.0)) << what;
+      // Fused into a separate buffer (what ops::cross_entropy does).
+      Tensor d3 = poisoned({n, v}, t);
+      Tensor loss3 = poisoned({n}, DType::f32), lse3 = poisoned({n}, DType::f32);
+      gpu_backend().cross_entropy_fused(gl, gt, dloss, loss3, lse3, d3);
+      EXPECT_TRUE(close_to(loss3, loss_ref, tol(DType::f32), "fused loss (copy)", 4.0)) << what;
+      EXPECT_TRUE(close_to(d3, d_ref, tol(t), "fused dlogits (copy)", 2.0)) << what;
     }
   }
 }
@@ -226,7 +297,7 @@ TEST(CudaAdamW, MultiTensorMatchesPerTensor) {
   st.weight_decay = 0.1f;
   for (int64_t step = 1; step <= 2; ++step) {
     st.step = step;
-    std::vector<el::cuda::AdamWSlot> slots;
+    std::vector<AdamWTensors> slots;
     for (size_t i = 0; i < one.size(); ++i) {
       P& a = one[i];
       if (a.master.defined()) {
@@ -248,6 +319,66 @@ TEST(CudaAdamW, MultiTensorMatchesPerTensor) {
     EXPECT_TRUE(close_to(many[i].v, one[i].v, {1e-6, 1e-6}, what + " v"));
     if (one[i].master.defined()) {
       EXPECT_TRUE(close_to(many[i].master, one[i].master, {1e-6, 1e-6}, what + " master"));
+    }
+  }
+}
+
+// Batches of one dtype layout take the vectorised kernels (bf16 / f16 param
+// and grad with f32 master; f32 training); sizes not multiples of 4.
+TEST(CudaAdamW, MultiTensorUniformBatchesMatchPerTensor) {
+  EL_REQUIRE_GPU();
+  struct Layout {
+    DType param;
+    bool master;
+  };
+  for (const Layout lay : {Layout{DType::bf16, true}, Layout{DType::f16, true},
+                           Layout{DType::f32, false}}) {
+    struct P {
+      Tensor param, grad, master, m, v;
+    };
+    std::vector<P> one, many;
+    Rng rng(321);
+    for (int i = 0; i < 27; ++i) {
+      const int64_t n = i % 5 == 0 ? 40000 + i : 1 + 37 * i;
+      const Tensor p0 = random_host({n}, rng, lay.param), g = random_host({n}, rng, lay.param);
+      for (std::vector<P>* set : {&one, &many}) {
+        P p;
+        p.param = to_gpu(p0, lay.param);
+        p.grad = to_gpu(g, lay.param);
+        p.master = lay.master ? to_gpu(p0) : Tensor();
+        p.m = Tensor::zeros({n}, DType::f32, gpu());
+        p.v = Tensor::zeros({n}, DType::f32, gpu());
+        set->push_back(p);
+      }
+    }
+    AdamWStep st;
+    st.lr = 1e-2f;
+    st.weight_decay = 0.1f;
+    for (int64_t step = 1; step <= 2; ++step) {
+      st.step = step;
+      st.grad_scale = 0.5f;
+      std::vector<AdamWTensors> slots;
+      for (size_t i = 0; i < one.size(); ++i) {
+        P& a = one[i];
+        if (a.master.defined()) {
+          gpu_backend().adamw_update_master(a.param, a.grad, a.master, a.m, a.v, st);
+        } else {
+          gpu_backend().adamw_update(a.param, a.grad, a.m, a.v, st);
+        }
+        P& b = many[i];
+        slots.push_back({&b.param, &b.grad, b.master.defined() ? &b.master : nullptr, &b.m, &b.v});
+      }
+      gpu_backend().adamw_update_many(slots, st);
+    }
+    for (size_t i = 0; i < one.size(); ++i) {
+      const std::string what = std::string(dtype_name(lay.param)) + " param " + std::to_string(i);
+      const Tolerance pt = lay.param == DType::f32 ? Tolerance{1e-6, 1e-6} : tol(lay.param);
+      EXPECT_TRUE(close_to(many[i].param, one[i].param, pt, what));
+      EXPECT_TRUE(close_to(many[i].m, one[i].m, {1e-6, 1e-6}, what + " m"));
+      EXPECT_TRUE(close_to(many[i].v, one[i].v, {1e-6, 1e-6}, what + " v"));
+      if (lay.master) {
+        EXPECT_TRUE(close_to(many[i].master, one[i].master, {1e-6, 1e-6}, what + " master"));
+      }
     }
   }
 }

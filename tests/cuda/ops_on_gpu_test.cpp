@@ -64,8 +64,10 @@ Tensor forward(Block& b, const Tensor& ids, const Tensor& targets, Device device
   Tensor k = ops::rope(ops::reshape(ops::linear(h, b.p["wk"]), {kB, kT, kHkv, kD}), freq);
   Tensor v = ops::reshape(ops::linear(h, b.p["wv"]), {kB, kT, kHkv, kD});
   Tensor a = ops::reshape(ops::attention(q, k, v, true), {kB, kT, kH * kD});
-  x = ops::add(x, ops::linear(a, b.p["wo"]));
-  h = ops::rmsnorm(x, b.p["n2"], 1e-5f);
+  // The residual add fused with the next norm, as the model does it.
+  const ops::ResidualNorm r = ops::add_rmsnorm(x, ops::linear(a, b.p["wo"]), b.p["n2"], 1e-5f);
+  x = r.sum;
+  h = r.normed;
   x = ops::add(
       x, ops::linear(ops::swiglu(ops::linear(h, b.p["wg"]), ops::linear(h, b.p["wu"])), b.p["wd"]));
   Tensor logits = ops::reshape(ops::linear(x, b.p["out"]), {kB * kT, kV});

@@ -89,8 +89,45 @@ OpCase layernorm_case(Shape shape, float offset = 0.f) {
           }};
 }
 
+// add_rmsnorm: the output under test is sum + normed (both outputs' gradients
+// flow back), or normed alone (no gradient reaches sum).
+OpCase add_rmsnorm_case(Shape shape, bool use_sum) {
+  return {shape_name(shape) + (use_sum ? "_both" : "_normed"), [=](Rng& rng) {
+            OpInstance inst;
+            Tensor x = random_tensor(shape, rng), b = random_tensor(shape, rng);
+            Tensor w = random_tensor({shape.back()}, rng, 0.3f);
+            for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] += 1.f;
+            inst.inputs = {x, b, w};
+            inst.differentiable = {true, true, true};
+            inst.run = [use_sum](const std::vector<Tensor>& in) {
+              const ops::ResidualNorm r = ops::add_rmsnorm(in[0], in[1], in[2], kEps);
+              return use_sum ? ops::add(r.sum, r.normed) : r.normed;
+            };
+            inst.reference = [use_sum](const std::vector<Tensor>& in) {
+              const std::vector<double> xv = to_doubles(in[0]), bv = to_doubles(in[1]);
+              Tensor s = Tensor::empty(in[0].shape());
+              for (int64_t i = 0; i < s.numel(); ++i) {
+                s.data<float>()[i] = static_cast<float>(xv[i] + bv[i]);
+              }
+              std::vector<double> y = rmsnorm_ref(s, in[2]);
+              if (use_sum) {
+                for (size_t i = 0; i < y.size(); ++i) y[i] += xv[i] + bv[i];
+              }
+              return y;
+            };
+            return inst;
+          }};
+}
+
 }  // namespace
 
+INSTANTIATE_TEST_SUITE_P(AddRmsNorm, OpCaseTest,
+                         ::testing::Values(add_rmsnorm_case({1, 5}, true),
+                                           add_rmsnorm_case({3, 17}, true),
+                                           add_rmsnorm_case({2, 5, 16}, true),
+                                           add_rmsnorm_case({7, 64}, false),
+                                           add_rmsnorm_case({33, 24}, false)),
+                         op_case_name);
 INSTANTIATE_TEST_SUITE_P(RmsNorm, OpCaseTest,
                          ::testing::Values(rmsnorm_case({1, 5}), rmsnorm_case({3, 17}),
                                            rmsnorm_case({7, 64}), rmsnorm_case({2, 5, 17}),

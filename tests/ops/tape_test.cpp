@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "common/ops_harness.h"
 #include "ops/ops.h"
 
@@ -70,19 +72,11 @@ TEST(TapeOps, NoGradRecordsNothingAndUnreachedOutputsAreSkipped) {
 
 // loss = CE(linear(gelu(linear(x, w1, b1)), w2), targets) — every parameter's
 // gradient from Tape::backward against central differences of the loss.
-TEST(TapeOps, TwoLayerNetworkMatchesFiniteDifferences) {
-  Rng rng(21);
-  const int64_t n = 6, in = 5, hidden = 17, classes = 7;
-  std::vector<Tensor> params = {random_tensor({hidden, in}, rng, 0.5f),
-                                random_tensor({hidden}, rng, 0.1f),
-                                random_tensor({classes, hidden}, rng, 0.5f)};
-  const Tensor x = random_tensor({2, n / 2, in}, rng);
-  const Tensor targets = Tensor::from_ints({0, 3, -1, 6, 2, 2}, {n});
-  auto loss_of = [&](const std::vector<Tensor>& p) {
-    Tensor h = ops::gelu(ops::linear(x, p[0], p[1]));  // [2, 3, hidden]
-    Tensor logits = ops::linear(ops::reshape(h, {n, hidden}), p[2]);
-    return ops::cross_entropy(logits, targets);
-  };
+// Every element (every `stride`-th) of every parameter's autograd gradient
+// against central differences of loss_of.
+static void expect_gradients_match_fd(std::vector<Tensor>& params,
+                               const std::function<Tensor(const std::vector<Tensor>&)>& loss_of,
+                               int64_t stride) {
   for (Tensor& p : params) p.set_requires_grad(true);
   Tensor loss = loss_of(params);
   EXPECT_GT(tape().size(), 0u);
@@ -96,7 +90,7 @@ TEST(TapeOps, TwoLayerNetworkMatchesFiniteDifferences) {
     for (const Tensor& p : params) probe.push_back(p.clone());
     std::vector<float> got;
     std::vector<double> want;
-    for (int64_t e = 0; e < probe[i].numel(); e += 3) {
+    for (int64_t e = 0; e < probe[i].numel(); e += stride) {
       float* d = probe[i].data<float>();
       const float orig = d[e];
       const float eps = 1e-2f;
@@ -110,6 +104,64 @@ TEST(TapeOps, TwoLayerNetworkMatchesFiniteDifferences) {
     }
     EXPECT_TRUE(all_close(got, want, {1e-3, 2e-2}, "param " + std::to_string(i)));
   }
+}
+
+TEST(TapeOps, TwoLayerNetworkMatchesFiniteDifferences) {
+  Rng rng(21);
+  const int64_t n = 6, in = 5, hidden = 17, classes = 7;
+  std::vector<Tensor> params = {random_tensor({hidden, in}, rng, 0.5f),
+                                random_tensor({hidden}, rng, 0.1f),
+                                random_tensor({classes, hidden}, rng, 0.5f)};
+  const Tensor x = random_tensor({2, n / 2, in}, rng);
+  const Tensor targets = Tensor::from_ints({0, 3, -1, 6, 2, 2}, {n});
+  auto loss_of = [&](const std::vector<Tensor>& p) {
+    Tensor h = ops::gelu(ops::linear(x, p[0], p[1]));  // [2, 3, hidden]
+    Tensor logits = ops::linear(ops::reshape(h, {n, hidden}), p[2]);
+    return ops::cross_entropy(logits, targets);
+  };
+  expect_gradients_match_fd(params, loss_of, 3);
+}
+
+// The decoder block's gradient plumbing: an add hands one buffer to the
+// residual stream and the branch (shared, copy on write), linears that share
+// an input add their dx in the GEMM (beta = 1), and RMSNorm adds the residual
+// gradient in its backward kernel. Checked against finite differences, and
+// the shared buffer must come out unchanged for the tensor that still reads it.
+TEST(TapeOps, ResidualBlockGradientsMatchFiniteDifferences) {
+  Rng rng(23);
+  const int64_t n = 5, c = 8;
+  std::vector<Tensor> params = {random_tensor({n, c}, rng),          // x
+                                random_tensor({c}, rng, 0.3f),       // norm 1 weight
+                                random_tensor({c, c}, rng, 0.4f),    // "q"
+                                random_tensor({c, c}, rng, 0.4f),    // "k"
+                                random_tensor({c}, rng, 0.3f),       // norm 2 weight
+                                random_tensor({c, c}, rng, 0.4f)};   // "mlp"
+  const Tensor r = random_tensor({n, c}, rng);
+  auto loss_of = [&](const std::vector<Tensor>& p) {
+    Tensor a = ops::rmsnorm(p[0], p[1], 1e-5f);
+    Tensor h = ops::add(p[0], ops::add(ops::linear(a, p[2]), ops::gelu(ops::linear(a, p[3]))));
+    Tensor h2 = ops::add(h, ops::linear(ops::rmsnorm(h, p[4], 1e-5f), p[5]));
+    Tensor out = ops::add(h2, ops::rmsnorm(h2, p[4], 1e-5f));
+    Tensor logits = ops::linear(out, r.view({n, c}));  // [n, n]
+    return ops::cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4}, {n}));
+  };
+  expect_gradients_match_fd(params, loss_of, 1);
+}
+
+TEST(TapeOps, SharedGradientIsCopiedOnWrite) {
+  Tensor a = Tensor::zeros({3}), b = Tensor::zeros({3});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  Tensor g = Tensor::from_floats({1, 2, 3}, {3});
+  share_grad(a, g);
+  share_grad(b, g);
+  EXPECT_EQ(a.grad().raw(), b.grad().raw());
+  accumulate_grad(a, Tensor::from_floats({10, 10, 10}, {3}));
+  EXPECT_EQ(a.grad().to_floats(), (std::vector<float>{11, 12, 13}));
+  EXPECT_EQ(b.grad().to_floats(), (std::vector<float>{1, 2, 3}));  // untouched
+  const GradSlot slot = grad_slot(b, Device::cpu());
+  EXPECT_FALSE(slot.in_place());  // still shared: a kernel must write elsewhere
+  EXPECT_EQ(slot.prior.raw(), g.raw());
 }
 
 }  // namespace el::test

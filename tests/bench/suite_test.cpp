@@ -1,0 +1,221 @@
+// Suite descriptions (bench/suite.h, bench/builtin_suites.h): the built-in
+// specs, their cards, the step override, the calibration dtype rule and the
+// validation errors. No suite is run here (gpu-lite is GPU-sized; quick is
+// exercised end to end by `efficientllm bench --steps 20`).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "bench/builtin_suites.h"
+#include "bench/suite.h"
+#include "models/decoder_lm.h"
+#include "nn/model_card.h"
+
+namespace el::bench {
+namespace {
+
+#define EXPECT_HAS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
+
+TEST(BuiltinSuites, NamesAndLookup) {
+  EXPECT_EQ(builtin_suite_names(), (std::vector<std::string>{"quick", "gpu-lite"}));
+  for (const auto& name : builtin_suite_names()) {
+    auto s = find_builtin_suite(name);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(s->name, name);
+    EXPECT_FALSE(s->description.empty());
+    const Status st = validate_suite_spec(s.value());
+    EXPECT_TRUE(st.ok()) << st.error().message();
+  }
+}
+
+TEST(BuiltinSuites, UnknownNameListsTheValidOnes) {
+  auto s = find_builtin_suite("nonsense");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().where, "--suite");
+  EXPECT_HAS(s.error().what, "unknown suite 'nonsense'");
+  EXPECT_HAS(s.error().what, "quick");
+  EXPECT_HAS(s.error().what, "gpu-lite");
+}
+
+TEST(BuiltinSuites, DefaultFollowsTheDevice) {
+  EXPECT_EQ(default_suite_name(Device::cpu()), "quick");
+  EXPECT_EQ(default_suite_name(Device::cuda(0)), "gpu-lite");
+  EXPECT_EQ(default_suite_name(Device::cuda(1)), "gpu-lite");
+}
+
+// The quick suite must stay exactly what it was before suites became data.
+TEST(BuiltinSuites, QuickIsUnchanged) {
+  const SuiteSpec s = quick_suite();
+  EXPECT_EQ(s.sized_for, DeviceKind::cpu);
+  ASSERT_EQ(s.variants.size(), 3u);
+  EXPECT_EQ(s.variants[0].label, "MHA");
+  EXPECT_EQ(s.variants[0].card, "tiny");
+  EXPECT_EQ(s.variants[1].card, "tiny-gqa");
+  EXPECT_EQ(s.variants[2].card, "tiny-mqa");
+  EXPECT_EQ(s.vocab_size, 4096);
+  EXPECT_EQ(s.batch_size, 16);
+  EXPECT_EQ(s.seq_len, 128);
+  EXPECT_EQ(s.steps, 400);
+  EXPECT_FLOAT_EQ(s.lr, 3e-3f);
+  EXPECT_FLOAT_EQ(s.min_lr, 3e-4f);
+  EXPECT_EQ(s.warmup_steps, 15);
+  EXPECT_EQ(s.eval_batches, 32);
+  EXPECT_EQ(s.precision, Precision::f32);
+  EXPECT_FALSE(s.calibration_dtype.has_value());
+  ASSERT_TRUE(s.mfu_probe.has_value());
+  EXPECT_EQ(s.mfu_probe->card, "small");
+  EXPECT_EQ(s.mfu_probe->batch_size, 8);
+  EXPECT_EQ(s.mfu_probe->seq_len, 256);
+  EXPECT_EQ(s.mfu_probe->steps, 3);
+}
+
+TEST(BuiltinSuites, GpuLiteIsTheAttentionComparisonAtHalfABillion) {
+  const SuiteSpec s = gpu_lite_suite();
+  EXPECT_EQ(s.sized_for, DeviceKind::cuda);
+  EXPECT_EQ(s.precision, Precision::bf16);
+  EXPECT_EQ(s.vocab_size, 8192);
+  EXPECT_EQ(s.batch_size, 16);
+  EXPECT_EQ(s.seq_len, 1024);
+  EXPECT_GT(s.steps, 0);
+  EXPECT_EQ(s.warmup_steps, s.steps / 10);
+  EXPECT_FLOAT_EQ(s.lr, 6e-4f);
+  EXPECT_FLOAT_EQ(s.min_lr, 6e-5f);
+  EXPECT_EQ(s.eval_batches, 16);
+  EXPECT_FALSE(s.mfu_probe.has_value());
+
+  struct Want { const char* label; const char* card; int kv; };
+  const Want want[] = {{"MHA", "lite-mha", 14}, {"GQA", "lite-gqa", 2}, {"MQA", "lite-mqa", 1}};
+  ASSERT_EQ(s.variants.size(), 3u);
+  // The lite cards are the paper's 0.5B Qwen2.5 shape; only the vocabulary,
+  // the context and the KV heads differ.
+  ModelCard qwen = find_model_card("qwen2.5-0.5b").value();
+  int64_t budget = -1, previous_params = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(want[i].card);
+    EXPECT_EQ(s.variants[i].label, want[i].label);
+    EXPECT_EQ(s.variants[i].card, want[i].card);
+    auto card = find_model_card(s.variants[i].card);
+    ASSERT_TRUE(card.ok()) << card.error().message();
+    EXPECT_TRUE(validate_model_card(card.value()).ok());
+    EXPECT_EQ(card->n_kv_head, want[i].kv);
+    EXPECT_EQ(card->vocab_size, s.vocab_size);
+    EXPECT_EQ(card->max_seq_len, 1024);
+    ModelCard expected = qwen;
+    expected.name = card->name;
+    expected.source_path = card->source_path;
+    expected.vocab_size = 8192;
+    expected.max_seq_len = 1024;
+    expected.n_kv_head = want[i].kv;
+    EXPECT_EQ(card.value(), expected) << model_card_to_yaml(card.value());
+
+    // Same token budget for every variant.
+    const TrainConfig c = variant_train_config(s, s.variants[i], Device::cuda(0), "/data");
+    EXPECT_EQ(c.model, want[i].card);
+    EXPECT_EQ(c.precision, Precision::bf16);
+    const int64_t tokens = c.steps * c.batch_size * c.seq_len * c.grad_accum;
+    if (budget < 0) budget = tokens;
+    EXPECT_EQ(tokens, budget);
+    EXPECT_EQ(tokens, s.steps * 16 * 1024);
+
+    // Fewer KV heads, fewer parameters; all about a third of a billion.
+    const int64_t params = count_parameters(card.value()).total;
+    EXPECT_GT(params, 300'000'000);
+    EXPECT_LT(params, 450'000'000);
+    if (i > 0) {
+      EXPECT_LT(params, previous_params);
+    }
+    previous_params = params;
+  }
+}
+
+TEST(SuiteSpec, CalibrationDtypeFollowsTheTrainer) {
+  const SuiteSpec quick = quick_suite();
+  SuiteSpec lite = gpu_lite_suite();
+  EXPECT_EQ(suite_calibration_dtype(quick, Device::cpu()), DType::f32);
+  EXPECT_EQ(suite_calibration_dtype(quick, Device::cuda(0)), DType::f32);  // quick trains in f32
+  EXPECT_EQ(suite_calibration_dtype(lite, Device::cpu()), DType::f32);     // the CPU computes bf16 in f32
+  EXPECT_EQ(suite_calibration_dtype(lite, Device::cuda(0)), DType::bf16);
+  lite.calibration_dtype = DType::f16;
+  EXPECT_EQ(suite_calibration_dtype(lite, Device::cuda(0)), DType::f16);
+}
+
+TEST(SuiteSpec, StepOverride) {
+  EXPECT_EQ(apply_step_override(quick_suite(), 0).steps, 400);
+  const SuiteSpec q = apply_step_override(quick_suite(), 20);
+  EXPECT_EQ(q.steps, 20);
+  EXPECT_EQ(q.warmup_steps, 15);  // as before: the warmup still ends before the last step
+  const SuiteSpec l = apply_step_override(gpu_lite_suite(), 20);
+  EXPECT_EQ(l.steps, 20);
+  EXPECT_EQ(l.warmup_steps, 2);  // the spec's warmup would outlast the run
+}
+
+TEST(SuiteSpec, ToJsonHoldsEveryField) {
+  const nlohmann::json j = suite_spec_to_json(quick_suite());
+  EXPECT_EQ(j["name"], "quick");
+  EXPECT_EQ(j["sized_for"], "cpu");
+  EXPECT_EQ(j["variants"].size(), 3u);
+  EXPECT_EQ(j["variants"][1]["card"], "tiny-gqa");
+  EXPECT_EQ(j["seq_len"], 128);
+  EXPECT_EQ(j["precision"], "f32");
+  EXPECT_TRUE(j["calibration_dtype"].is_null());
+  EXPECT_EQ(j["mfu_probe"]["card"], "small");
+  const nlohmann::json l = suite_spec_to_json(gpu_lite_suite());
+  EXPECT_EQ(l["precision"], "bf16");
+  EXPECT_EQ(l["sized_for"], "cuda");
+  EXPECT_TRUE(l["mfu_probe"].is_null());
+}
+
+std::string validation_error(const SuiteSpec& s) {
+  const Status st = validate_suite_spec(s);
+  return st.ok() ? std::string("(valid)") : st.error().message();
+}
+
+TEST(SuiteSpec, ValidationErrors) {
+  SuiteSpec s = quick_suite();
+  s.name = "a/b";
+  EXPECT_HAS(validation_error(s), "letters, digits");
+  s = quick_suite();
+  s.variants.clear();
+  EXPECT_HAS(validation_error(s), "no variants");
+  s = quick_suite();
+  s.steps = 0;
+  EXPECT_HAS(validation_error(s), "steps (0) must be positive");
+  s = quick_suite();
+  s.min_lr = 1.0f;
+  EXPECT_HAS(validation_error(s), "0 < min_lr <= lr");
+  s = quick_suite();
+  s.eval_batches = 0;
+  EXPECT_HAS(validation_error(s), "eval_batches");
+  s = quick_suite();
+  s.variants[1].card = "no-such-card";
+  const std::string e = validation_error(s);
+  EXPECT_HAS(e, "suite 'quick': variant 'GQA'");
+  EXPECT_HAS(e, "no-such-card");
+  s = quick_suite();
+  s.vocab_size = 8192;  // the tiny cards have 4096
+  EXPECT_HAS(validation_error(s), "card 'tiny' has vocab_size 4096 but the suite's tokenizer has 8192 pieces");
+  s = quick_suite();
+  s.seq_len = 4096;
+  EXPECT_HAS(validation_error(s), "max_seq_len 256 but the suite trains at seq_len 4096");
+  s = quick_suite();
+  s.mfu_probe->card = "lite-mha";  // vocab 8192
+  EXPECT_HAS(validation_error(s), "mfu_probe");
+}
+
+// An invalid spec fails before anything is written (not even the results
+// directory or the data cache).
+TEST(SuiteSpec, RunSuiteRejectsAnInvalidSpecFirst) {
+  SuiteSpec s = quick_suite();
+  s.variants[0].card = "no-such-card";
+  SuiteOptions o;
+  o.results_dir = "/tmp/el_suite_test_" + std::to_string(::getpid());
+  auto r = run_suite(s, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_HAS(r.error().message(), "no-such-card");
+  EXPECT_FALSE(std::filesystem::exists(o.results_dir));
+}
+
+}  // namespace
+}  // namespace el::bench
