@@ -28,9 +28,8 @@ SuiteSpec quick_suite() {
 }
 
 // gpu-lite's steps per variant: the one number to change to resize the suite
-// (the lead measures the wall time on the GPU and sets it to land near 10
-// minutes for the whole suite). Warmup stays a tenth of it.
-constexpr int64_t kGpuLiteSteps = 600;
+// (docs/PERFORMANCE.md has the measured wall time). Warmup stays a tenth of it.
+constexpr int64_t kGpuLiteSteps = 1000;
 
 SuiteSpec gpu_lite_suite() {
   // The paper's attention comparison (§2.2, Table 3) at its smallest size,
@@ -55,8 +54,8 @@ SuiteSpec gpu_lite_suite() {
   // ~20 GB (the records' AMU and peak_live_bytes give the measured figure).
   s.batch_size = 16;
   s.seq_len = 1024;
-  // 600 steps x 16K = 9.8M tokens per variant. The built-in corpus has ~3M
-  // training tokens, so each run makes about three passes over it (the
+  // 1000 steps x 16K = 16.4M tokens per variant. The built-in corpus has ~3M
+  // training tokens, so each run makes about six passes over it (the
   // records and the note under the table give the exact epochs). Repeating a
   // small corpus a few times still ranks the variants; the perplexity is on
   // held-out documents, so overfitting would show rather than hide.

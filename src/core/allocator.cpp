@@ -34,20 +34,18 @@ class CpuCachingAllocator final : public Allocator {
     if (it != free_.end() && !it->second.empty()) {
       p = it->second.back();
       it->second.pop_back();
-      ++stats_.num_cache_hits;
+      counters_.on_alloc(static_cast<int64_t>(size), /*cache_hit=*/true);
+      return p;
     } else {
       p = std::aligned_alloc(64, size);
       if (!p) {
         return make_error(fmt::format("CPU allocation of {} bytes failed", size), "cpu allocator",
-                          fmt::format("{} bytes live, {} reserved", stats_.live_bytes,
-                                      stats_.reserved_bytes));
+                          fmt::format("{} bytes live, {} reserved", counters_.raw().live_bytes,
+                                      counters_.raw().reserved_bytes));
       }
-      stats_.reserved_bytes += static_cast<int64_t>(size);
-      stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+      counters_.on_reserve(static_cast<int64_t>(size));
     }
-    ++stats_.num_allocs;
-    stats_.live_bytes += static_cast<int64_t>(size);
-    stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
+    counters_.on_alloc(static_cast<int64_t>(size), /*cache_hit=*/false);
     return p;
   }
 
@@ -55,26 +53,25 @@ class CpuCachingAllocator final : public Allocator {
     if (!ptr) return;
     const size_t size = round_size(bytes);
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.live_bytes -= static_cast<int64_t>(size);
+    counters_.on_free(static_cast<int64_t>(size));
     free_[size].push_back(ptr);
   }
 
   MemoryStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    return counters_.snapshot();
   }
 
   void reset_peak() override {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_live_bytes = stats_.live_bytes;
-    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+    counters_.reset_peak();
   }
 
   void release_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, blocks] : free_) {
       for (void* p : blocks) std::free(p);
-      stats_.reserved_bytes -= static_cast<int64_t>(size * blocks.size());
+      counters_.on_release(static_cast<int64_t>(size * blocks.size()));
       blocks.clear();
     }
   }
@@ -82,7 +79,7 @@ class CpuCachingAllocator final : public Allocator {
  private:
   mutable std::mutex mu_;
   std::map<size_t, std::vector<void*>> free_;
-  MemoryStats stats_;
+  MemoryCounters counters_;
 };
 
 Allocator* g_registered[2] = {nullptr, nullptr};

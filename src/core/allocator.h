@@ -9,6 +9,7 @@
 // The CUDA backend registers its own allocator for DeviceKind::cuda.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -24,6 +25,59 @@ struct MemoryStats {
   int64_t peak_reserved_bytes = 0;
   int64_t num_allocs = 0;       // allocate() calls served
   int64_t num_cache_hits = 0;   // of which came from the cache
+  // Integral of live_bytes over time (byte-seconds, steady clock) since the
+  // allocator was created, up to the stats() call: the mean live memory over
+  // [t0, t1] is exact as the difference of two readings over t1 - t0, where
+  // snapshots every 100 ms can alias with a training step of about that period.
+  double live_byte_seconds = 0;
+};
+
+// The counters every allocator keeps (callers hold the allocator's lock).
+class MemoryCounters {
+ public:
+  MemoryCounters() : last_change_(std::chrono::steady_clock::now()) {}
+  void on_reserve(int64_t bytes) {
+    stats_.reserved_bytes += bytes;
+    if (stats_.reserved_bytes > stats_.peak_reserved_bytes) {
+      stats_.peak_reserved_bytes = stats_.reserved_bytes;
+    }
+  }
+  void on_release(int64_t bytes) { stats_.reserved_bytes -= bytes; }
+  void on_alloc(int64_t bytes, bool cache_hit) {
+    advance();
+    ++stats_.num_allocs;
+    if (cache_hit) ++stats_.num_cache_hits;
+    stats_.live_bytes += bytes;
+    if (stats_.live_bytes > stats_.peak_live_bytes) stats_.peak_live_bytes = stats_.live_bytes;
+  }
+  void on_free(int64_t bytes) {
+    advance();
+    stats_.live_bytes -= bytes;
+  }
+  void reset_peak() {
+    stats_.peak_live_bytes = stats_.live_bytes;
+    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+  }
+  // The counters, with the integral brought up to now.
+  MemoryStats snapshot() const {
+    MemoryStats s = stats_;
+    s.live_byte_seconds += static_cast<double>(s.live_bytes) * seconds_since_change();
+    return s;
+  }
+  const MemoryStats& raw() const { return stats_; }
+
+ private:
+  double seconds_since_change() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - last_change_).count();
+  }
+  void advance() {
+    const auto now = std::chrono::steady_clock::now();
+    stats_.live_byte_seconds +=
+        static_cast<double>(stats_.live_bytes) * std::chrono::duration<double>(now - last_change_).count();
+    last_change_ = now;
+  }
+  MemoryStats stats_;
+  std::chrono::steady_clock::time_point last_change_;
 };
 
 class Allocator {

@@ -38,7 +38,7 @@ class CudaCachingAllocator final : public Allocator {
       size_t free_b = 0, total_b = 0;
       if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
       if (rc == cudaErrorMemoryAllocation) {
-        return cuda_oom_error(size, free_b, total_b, device, stats_);
+        return cuda_oom_error(size, free_b, total_b, device, counters_.raw());
       }
       Error e = cuda_error(rc, "cudaMalloc", __FILE__, __LINE__);
       e.what = fmt::format("cudaMalloc of {} ({} bytes) on cuda:{} failed: {}", human_bytes(size),
@@ -46,9 +46,8 @@ class CudaCachingAllocator final : public Allocator {
       return e;
     }
     blocks_[p] = size;
-    stats_.reserved_bytes += static_cast<int64_t>(size);
-    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
-    count_live(size);
+    counters_.on_reserve(static_cast<int64_t>(size));
+    counters_.on_alloc(static_cast<int64_t>(size), /*cache_hit=*/false);
     return p;
   }
 
@@ -59,19 +58,18 @@ class CudaCachingAllocator final : public Allocator {
     if (it == blocks_.end()) return;  // not ours: nothing to account
     const size_t size = it->second;
     blocks_.erase(it);
-    stats_.live_bytes -= static_cast<int64_t>(size);
+    counters_.on_free(static_cast<int64_t>(size));
     free_.emplace(size, ptr);
   }
 
   MemoryStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    return counters_.snapshot();
   }
 
   void reset_peak() override {
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_live_bytes = stats_.live_bytes;
-    stats_.peak_reserved_bytes = stats_.reserved_bytes;
+    counters_.reset_peak();
   }
 
   void release_cache() override {
@@ -90,15 +88,8 @@ class CudaCachingAllocator final : public Allocator {
     const size_t block = it->first;
     free_.erase(it);
     blocks_[p] = block;
-    ++stats_.num_cache_hits;
-    count_live(block);
+    counters_.on_alloc(static_cast<int64_t>(block), /*cache_hit=*/true);
     return p;
-  }
-
-  void count_live(size_t block) {
-    ++stats_.num_allocs;
-    stats_.live_bytes += static_cast<int64_t>(block);
-    stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
   }
 
   void release_cache_locked() {
@@ -106,7 +97,7 @@ class CudaCachingAllocator final : public Allocator {
       // cudaFree waits for the device, so queued work still reading the block
       // (freed after its last use was queued) finishes first.
       if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
-      stats_.reserved_bytes -= static_cast<int64_t>(size);
+      counters_.on_release(static_cast<int64_t>(size));
     }
     free_.clear();
   }
@@ -114,7 +105,7 @@ class CudaCachingAllocator final : public Allocator {
   mutable std::mutex mu_;
   std::multimap<size_t, void*> free_;         // cached blocks by size
   std::unordered_map<void*, size_t> blocks_;  // live blocks -> their size
-  MemoryStats stats_;
+  MemoryCounters counters_;
 };
 
 }  // namespace

@@ -10,15 +10,25 @@
 //     widened to f32 first: exact, as the CPU computes it, but at the f32 rate;
 //     run activations in the weights' dtype for tensor-core speed
 //   any other c dtype -> computed into an f32 scratch, then rounded into c
-// A plan (descriptors + the heuristic's algorithm) is cached per shape,
-// transposes, types, leading dimensions and pointer alignments: the heuristic
-// query costs more than a small GEMM. The workspace is the context's 32 MiB.
+// A plan (descriptors + an algorithm) is cached per shape, transposes, types,
+// leading dimensions and pointer alignments: the heuristic query costs more
+// than a small GEMM. The algorithm is the fastest of the heuristic's first
+// kAutotuneCandidates, timed once on the plan's first call (the operands of
+// that call, the result written to a scratch buffer so the call's own output
+// and a beta = 1 accumulation are untouched); EL_GEMM_AUTOTUNE=0 keeps the
+// heuristic's first choice (the same algorithm in every process, for
+// bit-identical runs). The workspace is the context's 32 MiB.
 #include <cublasLt.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
@@ -61,7 +71,22 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;  // cuBLASLt's A, B, C/D
   cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // heuristic order; cleared once timed
 };
+
+constexpr int kAutotuneCandidates = 8;
+// Outputs larger than this keep the heuristic's choice: timing them needs a
+// scratch copy of the output (the LM head's logits would add a GiB to the
+// peak memory the run reports).
+constexpr int64_t kAutotuneMaxOutputBytes = int64_t{256} << 20;
+
+bool autotune_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("EL_GEMM_AUTOTUNE");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
 
 std::mutex g_plan_mu;
 std::map<PlanKey, Plan> g_plans;  // never freed: a process has few distinct GEMM shapes
@@ -100,10 +125,10 @@ Plan make_plan(const PlanKey& key) {
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_c, sizeof(uint32_t)));
   EL_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_c, sizeof(uint32_t)));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kAutotuneCandidates]{};
   int found = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(c.lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      c.lt, p.op, p.la, p.lb, p.lc, p.lc, pref, kAutotuneCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     throw Exception(make_error(
@@ -114,11 +139,55 @@ Plan make_plan(const PlanKey& key) {
                     st != CUBLAS_STATUS_SUCCESS ? cublas_status_name(st) : "none found"),
         "cuda gemm"));
   }
-  p.algo = result.algo;
+  p.algo = results[0].algo;
+  const int64_t out_bytes = key.m * key.n * static_cast<int64_t>(dtype_size(key.out));
+  if (autotune_enabled() && found > 1 && out_bytes <= kAutotuneMaxOutputBytes) {
+    for (int i = 0; i < found; ++i) {
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(results[i].algo);
+    }
+  }
   return p;
 }
 
-const Plan& plan_for(const PlanKey& key) {
+// Times each candidate of p on these operands (3 runs after a warm-up, the
+// best run counts) and keeps the fastest; the output goes to a scratch buffer.
+void autotune(Plan& p, const void* cublas_a, const void* cublas_b, const Tensor& c, float alpha,
+              float beta) {
+  Context& cx = ctx();
+  Tensor scratch = Tensor::empty(c.shape(), c.dtype(), c.device());
+  cudaEvent_t start = nullptr, stop = nullptr;
+  EL_CUDA_CHECK(cudaEventCreate(&start));
+  EL_CUDA_CHECK(cudaEventCreate(&stop));
+  float best = INFINITY;
+  for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
+    const auto run = [&] {
+      return cublasLtMatmul(cx.lt, p.op, &alpha, cublas_a, p.la, cublas_b, p.lb, &beta, c.raw(),
+                            p.lc, scratch.raw(), p.lc, &algo, cx.workspace, cx.workspace_bytes,
+                            cx.stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that refuses is skipped
+    float fastest = INFINITY;
+    for (int rep = 0; rep < 3; ++rep) {
+      EL_CUDA_CHECK(cudaEventRecord(start, cx.stream));
+      (void)run();
+      EL_CUDA_CHECK(cudaEventRecord(stop, cx.stream));
+      EL_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.f;
+      EL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      fastest = std::min(fastest, ms);
+    }
+    if (fastest < best) {
+      best = fastest;
+      p.algo = algo;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  (void)cudaGetLastError();  // a refused candidate must not leave a sticky launch error
+  p.candidates.clear();
+}
+
+Plan& plan_for(const PlanKey& key) {
   std::lock_guard<std::mutex> lock(g_plan_mu);
   auto it = g_plans.find(key);
   if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key)).first;
@@ -181,8 +250,9 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
               alignment_of(a2.raw()),
               alignment_of(b2.raw()),
               alignment_of(c.raw())};
-  const Plan& p = plan_for(key);
+  Plan& p = plan_for(key);
   Context& cx = ctx();
+  if (!p.candidates.empty()) autotune(p, b2.raw(), a2.raw(), c, alpha, beta);
   EL_CUBLAS_CHECK(cublasLtMatmul(cx.lt, p.op, &alpha, b2.raw(), p.la, a2.raw(), p.lb, &beta,
                                  c.raw(), p.lc, c.raw(), p.lc, &p.algo, cx.workspace,
                                  cx.workspace_bytes, cx.stream));

@@ -310,11 +310,10 @@ int lane_vectors(const Tensor& x, int64_t c, std::initializer_list<const Tensor*
   for (const Tensor* t : same) {
     if (t->dtype() != x.dtype() || !aligned16(t->raw())) return 0;
   }
+  // Exact up to 4 (C = 768 bf16 is 3 a lane: no registers for an idle 4th).
   const int64_t per_lane = (c / v + 31) / 32;
-  for (int nv = 1; nv <= kMaxLaneVectors; nv *= 2) {
-    if (per_lane <= nv) return nv;
-  }
-  return 0;
+  if (per_lane <= 4) return static_cast<int>(per_lane);
+  return per_lane <= kMaxLaneVectors ? kMaxLaneVectors : 0;
 }
 
 #define EL_DISPATCH_LANE_VECTORS(nv, NV, ...) \
@@ -326,6 +325,11 @@ int lane_vectors(const Tensor& x, int64_t c, std::initializer_list<const Tensor*
     }                                         \
     case 2: {                                 \
       constexpr int NV = 2;                   \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case 3: {                                 \
+      constexpr int NV = 3;                   \
       __VA_ARGS__;                            \
       break;                                  \
     }                                         \

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -74,8 +75,15 @@ Result<std::string> json_document(const json& v, const std::string& key, const s
 
 }  // namespace
 
-Result<std::vector<std::string>> builtin_corpus_files(const std::string& doc_root) {
-  const std::string hint = "run scripts/setup.sh (installs python3-doc)";
+Result<std::vector<std::string>> builtin_corpus_files(const std::string& doc_root_arg) {
+  const std::string hint =
+      "run scripts/setup.sh (installs python3-doc), or point EL_DOC_ROOT at a copy of its "
+      "/usr/share/doc";
+  // EL_DOC_ROOT replaces the default root (a machine where python3-doc cannot
+  // be installed gets a copy of the directory).
+  const char* env_root = std::getenv("EL_DOC_ROOT");
+  const std::string doc_root =
+      doc_root_arg == "/usr/share/doc" && env_root && *env_root ? std::string(env_root) : doc_root_arg;
   std::error_code ec;
   // Candidates: doc_root/python3*/html/_sources, resolved (Debian links
   // python3-doc, python3.11-doc, ... to the same python3.11 directory).

@@ -35,7 +35,9 @@ namespace el::data {
 // the newest python3.N documentation found under `doc_root` (symlinked
 // package directories are resolved so each file appears once), sorted by path
 // for determinism. Error (hint "run scripts/setup.sh (installs python3-doc)")
-// when no such directory holds any .rst.txt file.
+// when no such directory holds any .rst.txt file. The environment variable
+// EL_DOC_ROOT, when set, replaces the default root (a machine that cannot
+// install python3-doc gets a copy of the directory).
 Result<std::vector<std::string>> builtin_corpus_files(const std::string& doc_root = "/usr/share/doc");
 
 // Expands files and directories into a list of files. A directory is walked

@@ -112,6 +112,7 @@ void Sampler::take_sample(double wall) {
   s.live_bytes = ms.live_bytes;
   s.reserved_bytes = ms.reserved_bytes;
   s.peak_live_bytes = ms.peak_live_bytes;
+  s.live_byte_seconds = ms.live_byte_seconds;
   if (Result<int64_t> rss = process_rss_bytes(); rss.ok()) s.rss_bytes = rss.value();
 
   s.energy_j.resize(energy_.size());
@@ -239,7 +240,13 @@ MemoryEnergySummary summarize_samples(const SampleSet& set) {
   std::vector<double> t, v;
   const std::string no_samples = "no samples were recorded (the sampler never started)";
   collect(ss, [](const Sample& s) { return std::optional<double>(double(s.live_bytes)); }, t, v);
-  if (auto m = time_weighted_mean(t, v)) r.amu_live_gb = *m / 1e9;
+  if (ss.size() >= 2 && ss.back().t_s > ss.front().t_s &&
+      ss.back().live_byte_seconds > ss.front().live_byte_seconds) {
+    r.amu_live_gb = (ss.back().live_byte_seconds - ss.front().live_byte_seconds) /
+                    (ss.back().t_s - ss.front().t_s) / 1e9;
+  } else if (auto m = time_weighted_mean(t, v)) {
+    r.amu_live_gb = *m / 1e9;
+  }
   collect(ss, [](const Sample& s) { return std::optional<double>(double(s.reserved_bytes)); }, t, v);
   if (auto m = time_weighted_mean(t, v)) r.amu_reserved_gb = *m / 1e9;
   collect(ss, [](const Sample& s) {
@@ -355,7 +362,8 @@ nlohmann::json opt_json(const std::optional<T>& v) {
 nlohmann::json to_json(const SampleSet& set) {
   using nlohmann::json;
   json t = json::array(), live = json::array(), reserved = json::array(), peak = json::array(),
-       rss = json::array(), util = json::array(), busy = json::array();
+       live_integral = json::array(), rss = json::array(), util = json::array(),
+       busy = json::array();
   json energy = json::object();
   std::vector<json> columns(set.energy_sources.size(), json::array());
   for (const Sample& s : set.samples) {
@@ -363,6 +371,7 @@ nlohmann::json to_json(const SampleSet& set) {
     live.push_back(s.live_bytes);
     reserved.push_back(s.reserved_bytes);
     peak.push_back(s.peak_live_bytes);
+    live_integral.push_back(s.live_byte_seconds);
     rss.push_back(opt_json(s.rss_bytes));
     util.push_back(opt_json(s.device_util));
     busy.push_back(opt_json(s.system_cpu_busy));
@@ -377,6 +386,7 @@ nlohmann::json to_json(const SampleSet& set) {
          {"live_bytes", std::move(live)},
          {"reserved_bytes", std::move(reserved)},
          {"peak_live_bytes", std::move(peak)},
+         {"live_byte_seconds", std::move(live_integral)},
          {"rss_bytes", std::move(rss)},
          {"device_util", std::move(util)},
          {"system_cpu_busy", std::move(busy)},

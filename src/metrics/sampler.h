@@ -6,7 +6,8 @@
 //   t_s             steady-clock seconds since start()
 //   live_bytes      allocator bytes held by tensors on the device (the
 //                   analogue of torch.cuda.memory_allocated), plus the
-//                   allocator's reserved bytes and peak counter
+//                   allocator's reserved bytes, peak counter and the exact
+//                   time integral of live bytes (live_byte_seconds)
 //   rss_bytes       process resident set size (everything: caches, BLAS, ...)
 //   energy_j[i]     joules since start() from each AVAILABLE EnergySource
 //   device_util     utilisation over the interval ending at this sample: on CPU
@@ -88,6 +89,7 @@ struct Sample {
   int64_t live_bytes = 0;           // allocator live bytes
   int64_t reserved_bytes = 0;       // allocator live + cached bytes
   int64_t peak_live_bytes = 0;      // allocator peak counter at this moment
+  double live_byte_seconds = 0;     // allocator's integral of live bytes over time
   std::optional<int64_t> rss_bytes; // nullopt if /proc could not be read
   std::vector<std::optional<double>> energy_j;  // one per SampleSet::energy_sources
   std::optional<double> device_util;      // nullopt on the first sample / unmeasurable
@@ -175,7 +177,11 @@ struct MemoryEnergySummary {
   int interval_ms = 0;      // requested sampling interval
   std::string device;       // "cpu", "cuda:0"
   // AMU, time-weighted, in GB (1e9 bytes).
-  std::optional<double> amu_live_gb;      // allocator live bytes (paper/authors' AMU analogue)
+  // Allocator live bytes (the paper's/authors' AMU analogue): exact, the
+  // allocator's integral of live bytes over the span divided by the span
+  // (every allocation and free counted, not only the sampled instants, which
+  // alias with a periodic training step). Snapshot average as a fallback.
+  std::optional<double> amu_live_gb;
   std::optional<double> amu_reserved_gb;  // allocator reserved bytes
   std::optional<double> amu_rss_gb;       // process RSS
   std::optional<int64_t> peak_live_bytes;  // allocator peak counter (exact) or max sampled

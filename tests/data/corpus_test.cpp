@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "data/data_test_util.h"
@@ -30,6 +31,21 @@ TEST(BuiltinCorpus, MissingGivesSetupHint) {
   TempDir root;
   expect_error(builtin_corpus_files(root.path()),
                {"not installed", "run scripts/setup.sh (installs python3-doc)"});
+}
+
+TEST(BuiltinCorpus, DocRootFromTheEnvironment) {
+  TempDir root;
+  write_text(root.file("python3.11/html/_sources/a.rst.txt"), "from EL_DOC_ROOT");
+  ::setenv("EL_DOC_ROOT", root.path().c_str(), 1);
+  auto files = builtin_corpus_files();
+  ::unsetenv("EL_DOC_ROOT");
+  ASSERT_TRUE(files.ok()) << files.error().message();
+  ASSERT_EQ(files->size(), 1u);
+  EXPECT_TRUE(files->at(0).ends_with("python3.11/html/_sources/a.rst.txt")) << files->at(0);
+  // An explicit root is not overridden.
+  ::setenv("EL_DOC_ROOT", "/nonexistent", 1);
+  EXPECT_TRUE(builtin_corpus_files(root.path()).ok());
+  ::unsetenv("EL_DOC_ROOT");
 }
 
 TEST(BuiltinCorpus, PrefersNewestPythonAndResolvesLinks) {

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "core/allocator.h"
 #include "core/tensor.h"
 #include "metrics/stats.h"
 #include "metrics/timer.h"
@@ -159,6 +161,36 @@ SampleSet synthetic() {
   set.samples = {sample(0, 0, 0, 0, std::nullopt), sample(1, 2, 10, 20, 0.5),
                  sample(3, 2, 40, 50, 0.2)};
   return set;
+}
+
+// With the allocator's integral present, AMU is its difference over the span:
+// the live bytes between the samples count, not only the sampled instants
+// (here the snapshots all read 0, as a sampler in phase with a step would).
+TEST(Summary, AmuFromTheAllocatorIntegralNotTheSnapshots) {
+  SampleSet set = synthetic();
+  for (Sample& s : set.samples) s.live_bytes = 0;
+  set.samples[0].live_byte_seconds = 100e9;
+  set.samples[1].live_byte_seconds = 104e9;
+  set.samples[2].live_byte_seconds = 109e9;  // 9 GB s over 3 s
+  const MemoryEnergySummary s = summarize_samples(set);
+  ASSERT_TRUE(s.amu_live_gb.has_value());
+  EXPECT_NEAR(*s.amu_live_gb, 3.0, 1e-12);
+}
+
+TEST(MemoryCounters, IntegralOfLiveBytesOverTime) {
+  MemoryCounters c;
+  c.on_reserve(1000);
+  c.on_alloc(1000, false);
+  const double i0 = c.snapshot().live_byte_seconds;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  c.on_free(1000);
+  const double i1 = c.snapshot().live_byte_seconds;
+  EXPECT_GE(i1 - i0, 1000 * 0.045);
+  EXPECT_LT(i1 - i0, 1000 * 1.0);  // generous: a loaded CI machine may oversleep
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_DOUBLE_EQ(c.snapshot().live_byte_seconds, c.raw().live_byte_seconds);  // nothing live
+  EXPECT_EQ(c.raw().peak_live_bytes, 1000);
+  EXPECT_EQ(c.raw().num_allocs, 1);
 }
 
 TEST(Summary, TimeWeightedOnSyntheticSamples) {
