@@ -201,7 +201,8 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
   result.epochs = dataset.train_tokens > 0
                       ? static_cast<double>(result.tokens_per_run) / static_cast<double>(dataset.train_tokens)
                       : NAN;
-  const nlohmann::json platform = metrics::to_json(metrics::collect_platform_info());
+  const nlohmann::json build = build_info_json();
+  const nlohmann::json machine = machine_info_json(metrics::collect_platform_info());
   const nlohmann::json spec_json = suite_spec_to_json(spec);
   const std::string run_id = timestamp();
 
@@ -248,9 +249,13 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
     auto report = run_training(row.cfg, cb);
     bar.finish();
     const int64_t tokens = row.cfg.steps * row.cfg.batch_size * row.cfg.seq_len * row.cfg.grad_accum;
-    nlohmann::json rec = {{"schema", "efficientllm.result.v1"}, {"suite", spec.name}, {"run_id", run_id},
-                          {"axis", "pretrain"}, {"variant", row.label}, {"config", row.cfg.to_json()},
-                          {"platform", platform}, {"suite_spec", spec_json}};
+    // `rec` is this repetition's run object; to_record wraps it into a v2
+    // result record (docs/RESULTS.md) with build, machine and config hash.
+    nlohmann::json config = row.cfg.to_json();
+    config["axis"] = "pretrain";
+    const ExperimentInfo info{spec.name, row.label, "pretrain", run_id, config, spec_json};
+    auto to_record = [&](const nlohmann::json& run) { return make_result_record(info, {run}, build, machine); };
+    nlohmann::json rec = nlohmann::json::object();
     // Passes over the training split: the built-in corpus is small, so a
     // GPU-sized token budget repeats it (gpu-lite: about three epochs).
     rec["tokens_trained"] = tokens;
@@ -264,7 +269,7 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
       rec["status"] = "failed";
       rec["error"] = report.error().message();
       table.add_row({row.label, row.cfg.model, "-", "failed", "", "", "", "", "", ""});
-      result.records.push_back(rec);
+      result.records.push_back(to_record(rec));
       continue;
     }
     const TrainReport& r = report.value();
@@ -277,7 +282,7 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
     rec["perplexity"] = row.quality ? metrics::json_number_or_null(r.final_perplexity()) : nlohmann::json();
     rec["val_loss"] = row.quality ? metrics::json_number_or_null(r.final_val_loss()) : nlohmann::json();
     rec["metrics"] = m;
-    result.records.push_back(rec);
+    result.records.push_back(to_record(rec));
     const double amu = json_double(me["amu_live_gb"]);
     const double aec = json_double(me["avg_power_w"]);
     table.add_row({row.label, r.card.name, format_number(static_cast<double>(r.parameters)),

@@ -53,6 +53,36 @@ std::pair<std::string, std::string> split_kv(const std::string& line) {
   return {trim(line.substr(0, colon)), trim(line.substr(colon + 1))};
 }
 
+// GPU model and driver version from the NVIDIA kernel driver's /proc files:
+//   /proc/driver/nvidia/version: "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
+//   /proc/driver/nvidia/gpus/<bus id>/information: "Model: \t\t NVIDIA H100 80GB HBM3"
+void collect_nvidia_gpus(PlatformInfo& p) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::set<std::string> dirs;  // sorted, so "the first GPU" is stable
+  for (fs::directory_iterator it("/proc/driver/nvidia/gpus", ec), end; !ec && it != end; it.increment(ec)) {
+    dirs.insert(it->path().string());
+  }
+  p.gpu_count = static_cast<int>(dirs.size());
+  std::string text;
+  if (!dirs.empty() && read_text(*dirs.begin() + "/information", text)) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto [k, v] = split_kv(line);
+      if (k == "Model") p.gpu_model = v;
+    }
+  }
+  if (read_text("/proc/driver/nvidia/version", text)) {
+    const std::string key = "Kernel Module";
+    const size_t at = text.find(key);
+    if (at != std::string::npos) {
+      std::istringstream in(text.substr(at + key.size()));
+      in >> p.gpu_driver;
+    }
+  }
+}
+
 // Distinct (package, core) pairs from sysfs topology, 0 if unreadable.
 int count_physical_cores_sysfs() {
   namespace fs = std::filesystem;
@@ -184,6 +214,7 @@ PlatformInfo collect_platform_info() {
   p.compiler = EL_CXX_COMPILER;
   p.build_type = EL_BUILD_TYPE;
   p.git_commit = EL_GIT_COMMIT;
+  collect_nvidia_gpus(p);
   return p;
 }
 
@@ -192,7 +223,9 @@ nlohmann::json to_json(const PlatformInfo& p) {
                         {"logical_cpus", p.logical_cpus}, {"usable_cpus", p.usable_cpus},
                         {"mem_total_bytes", p.mem_total_bytes}, {"os", p.os},
                         {"kernel", p.kernel},             {"compiler", p.compiler},
-                        {"build_type", p.build_type},     {"git_commit", p.git_commit}};
+                        {"build_type", p.build_type},     {"git_commit", p.git_commit},
+                        {"gpu_count", p.gpu_count},       {"gpu_model", p.gpu_model},
+                        {"gpu_driver", p.gpu_driver},     {"gpu_memory_bytes", p.gpu_memory_bytes}};
 }
 
 }  // namespace el::metrics

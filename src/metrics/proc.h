@@ -46,6 +46,14 @@ struct PlatformInfo {
   std::string compiler;       // EL_CXX_COMPILER, e.g. "GNU-12.2.0"
   std::string build_type;     // EL_BUILD_TYPE, e.g. "Release"
   std::string git_commit;     // EL_GIT_COMMIT, 12 hex digits or "unknown"
+  // NVIDIA GPUs as the kernel driver exposes them under /proc/driver/nvidia
+  // (no CUDA call, so a CPU-only build records them too). Empty / 0 when
+  // there is no NVIDIA driver. The driver does not publish memory size there:
+  // gpu_memory_bytes stays 0 unless a caller with a CUDA context fills it.
+  int gpu_count = 0;          // entries of /proc/driver/nvidia/gpus
+  std::string gpu_model;      // "Model:" of the first GPU, e.g. "NVIDIA H100 80GB HBM3"
+  std::string gpu_driver;     // kernel module version, e.g. "550.54.15"
+  int64_t gpu_memory_bytes = 0;
 };
 
 // Collects PlatformInfo. Never fails: a field that cannot be read is "unknown"

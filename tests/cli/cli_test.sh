@@ -119,6 +119,74 @@ case "$CASE" in
       "$BIN" bench --suite nonsense --device cuda --results-dir "$TMP/res"
     [ ! -e "$TMP/res" ] || fail "an unknown suite still created the results directory"
     ;;
+  bench_list)
+    "$BIN" bench --list >"$TMP/out" 2>"$TMP/err" || fail "bench --list failed: $(cat "$TMP/err")"
+    for s in quick gpu-lite paper-arch paper-peft paper-quant; do
+      grep -Eq "^$s +(cpu|cuda) +[0-9]+" "$TMP/out" || fail "no row for $s: $(cat "$TMP/out")"
+    done
+    grep -Eq "^paper-peft +cuda +98 +0 +98 +0 +98 " "$TMP/out" || fail "paper-peft counts: $(cat "$TMP/out")"
+    echo "ok: bench --list"
+    ;;
+  bench_dry_run)
+    "$BIN" bench --dry-run >"$TMP/out" 2>"$TMP/err" || fail "bench --dry-run failed: $(cat "$TMP/err")"
+    grep -q "^suite quick" "$TMP/out" || fail "dry-run did not default to quick: $(cat "$TMP/out")"
+    grep -Eq "^GQA +pretrain +tiny-gqa +B16 T128 x1 steps 400 f32 +ready +[0-9.]+ (s|min) +[0-9a-f]{12}" "$TMP/out" ||
+      fail "no GQA row: $(cat "$TMP/out")"
+    grep -q "is an estimate" "$TMP/out" || fail "estimate not labelled: $(cat "$TMP/out")"
+    "$BIN" bench --suite paper-quant --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-quant dry-run failed"
+    [ "$(grep -c "not supported by this build: infer axis" "$TMP/out")" -eq 27 ] ||
+      fail "paper-quant rows: $(cat "$TMP/out")"
+    "$BIN" bench --suite paper-arch --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-arch dry-run failed"
+    grep -q "not supported by this build: no card 'qwen2.5-0.5b-mla'" "$TMP/out" || fail "no MLA row: $(cat "$TMP/out")"
+    echo "ok: bench --dry-run"
+    ;;
+  bench_filter)
+    "$BIN" bench --suite paper-arch --dry-run --filter '^1\.5B qwen' >"$TMP/out" 2>"$TMP/err" ||
+      fail "filter failed: $(cat "$TMP/err")"
+    grep -q "5 of 30 experiments selected" "$TMP/out" || fail "filter count: $(cat "$TMP/out")"
+    grep -q "^3B" "$TMP/out" && fail "filter kept a 3B row: $(cat "$TMP/out")"
+    expect_error "--filter: --filter 'zzz' matches no experiment label" "$BIN" bench --dry-run --filter zzz
+    ;;
+  bench_bad_suite_file)
+    printf 'name: mine\nexperiments:\n  - axis: pretrain\n    card: [tiny, tiny-gqa]\n    bach_size: 8\n' >"$TMP/s.yaml"
+    expect_error "s.yaml:5: unknown key 'bach_size' in experiment 1 \(pretrain\) \(did you mean 'batch_size'\?\)" \
+      "$BIN" bench --suite "$TMP/s.yaml" --dry-run
+    printf 'name: mine\nexperiments: []\n' >"$TMP/s.yaml"
+    expect_error "s.yaml:2: the suite has no experiments \(an empty matrix\)" "$BIN" bench --suite "$TMP/s.yaml"
+    # A suite the one-schedule runner cannot run fails before anything is written.
+    expect_error "suite 'paper-peft' cannot run in this build" \
+      "$BIN" bench --suite paper-peft --results-dir "$TMP/res"
+    [ ! -e "$TMP/res" ] || fail "a refused suite created the results directory"
+    ;;
+  compare_good)
+    # Same experiments on two builds: tiny got faster beyond the noise (3
+    # repetitions each), tiny-gqa has one repetition (noise unknown).
+    R="$FIX/results"
+    "$BIN" compare "$R/a.jsonl" "$R/b.jsonl" >"$TMP/out" 2>"$TMP/err" || fail "compare failed: $(cat "$TMP/err")"
+    grep -Eq "quick/tiny +config_hash +tokens_per_second .*1\.200 .*beyond noise" "$TMP/out" ||
+      fail "no tiny tokens/s row: $(cat "$TMP/out")"
+    grep -q "n=1, noise unknown" "$TMP/out" || fail "no n=1 verdict: $(cat "$TMP/out")"
+    "$BIN" compare "$R/a.jsonl" "$R/b.jsonl" --markdown >"$TMP/md" 2>&1 || fail "--markdown failed"
+    grep -q "^| experiment | matched by |" "$TMP/md" || fail "no markdown header: $(cat "$TMP/md")"
+    "$BIN" compare "$R/a.jsonl" "$R/b.jsonl" --csv >"$TMP/csv" 2>&1 || fail "--csv failed"
+    head -1 "$TMP/csv" | grep -q "^experiment,matched_by,metric" || fail "no csv header: $(cat "$TMP/csv")"
+    grep -q "^quick/tiny,config_hash,tokens_per_second,tokens/s,1000,1200,1.2,3,3,beyond noise$" "$TMP/csv" ||
+      fail "csv row: $(cat "$TMP/csv")"
+    # A torn last line (a killed run) is skipped with a warning naming file:line.
+    "$BIN" compare "$R/torn.jsonl" "$R/b.jsonl" >"$TMP/out" 2>"$TMP/err" || fail "torn file refused: $(cat "$TMP/err")"
+    grep -q "warning: .*torn.jsonl:3: skipped a torn last line" "$TMP/err" || fail "no torn warning: $(cat "$TMP/err")"
+    echo "ok: compare text, markdown, csv, torn last line"
+    ;;
+  compare_bad_input)
+    R="$FIX/results"
+    expect_error "/nonexistent.jsonl: cannot open" "$BIN" compare /nonexistent.jsonl "$R/b.jsonl"
+    expect_error "mixed result-schema versions: .*v1.jsonl has efficientllm.result.v1.*a.jsonl has efficientllm.result.v2" \
+      "$BIN" compare "$R/a.jsonl" "$R/v1.jsonl"
+    printf '{"schema":"efficientllm.result.v2","suite":"other","label":"x","config_hash":"00"}\n' >"$TMP/other.jsonl"
+    expect_error "no common experiments" "$BIN" compare "$R/a.jsonl" "$TMP/other.jsonl"
+    head -1 "$R/a.jsonl" >"$TMP/bad.jsonl"; echo "{oops" >>"$TMP/bad.jsonl"; tail -1 "$R/a.jsonl" >>"$TMP/bad.jsonl"
+    expect_error "bad.jsonl:2: not a JSON record" "$BIN" compare "$TMP/bad.jsonl" "$R/b.jsonl"
+    ;;
   *)
     fail "unknown case $CASE"
     ;;

@@ -1,0 +1,676 @@
+#include "bench/suite_yaml.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "bench/builtin_suites.h"
+#include "io/file_util.h"
+#include "io/suggest.h"
+#include "io/yaml_util.h"
+#include "models/decoder_lm.h"
+#include "nn/model_card.h"
+
+namespace el::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+enum class FieldType { integer, number, text, choice };
+
+// One field an axis understands. `fallback` is the value when neither the
+// entry nor `defaults` sets it; null means required. `min` bounds numbers.
+struct FieldSpec {
+  std::string name;
+  FieldType type;
+  json fallback;
+  double min = 1;  // integers and numbers must be >= min (numbers: > 0 when min is 0 < x)
+  std::vector<std::string> choices = {};
+};
+
+// The pretrain fallbacks are the SuiteSpec defaults (bench/suite.h), so a
+// field a suite leaves out means what it means in a C++ spec.
+const std::vector<FieldSpec>& pretrain_fields() {
+  static const std::vector<FieldSpec> f = {
+      {"card", FieldType::text, nullptr},
+      {"dataset", FieldType::text, "builtin"},
+      {"vocab_size", FieldType::integer, 4096},
+      {"batch_size", FieldType::integer, 16},
+      {"seq_len", FieldType::integer, 128},
+      {"grad_accum", FieldType::integer, 1},
+      {"steps", FieldType::integer, 400},
+      {"lr", FieldType::number, 3e-3, 0},
+      {"min_lr", FieldType::number, 3e-4, 0},
+      {"warmup", FieldType::integer, 15, 0},
+      {"eval_batches", FieldType::integer, 32},
+      {"precision", FieldType::choice, "f32", 0, {"f32", "bf16", "f16"}},
+      {"seed", FieldType::integer, 1234, 0},
+  };
+  return f;
+}
+
+// Finetune fallbacks: the paper's 1B row (§2.3; LoRA r 64, alpha 128, 3 epochs).
+const std::vector<FieldSpec>& finetune_fields() {
+  static const std::vector<FieldSpec> f = {
+      {"model", FieldType::text, nullptr},
+      {"dataset", FieldType::text, nullptr},
+      {"method", FieldType::choice, nullptr, 0,
+       {"lora", "lora_plus", "rslora", "dora", "pissa", "freeze", "full"}},
+      {"batch_size", FieldType::integer, 4},
+      {"grad_accum", FieldType::integer, 4},
+      {"lr", FieldType::number, 5e-5, 0},
+      {"epochs", FieldType::integer, 3},
+      {"seq_len", FieldType::integer, 2048},
+      {"precision", FieldType::choice, "bf16", 0, {"f32", "bf16", "f16"}},
+      {"lora_r", FieldType::integer, 64},
+      {"lora_alpha", FieldType::integer, 128},
+  };
+  return f;
+}
+
+// Infer: the paper's precisions (§2.4; int8 excluded as in the paper).
+const std::vector<FieldSpec>& infer_fields() {
+  static const std::vector<FieldSpec> f = {
+      {"model", FieldType::text, nullptr},
+      {"precision", FieldType::choice, "bf16", 0, {"bf16", "fp16", "int4"}},
+      {"batch_size", FieldType::integer, 1},
+      {"prompt_len", FieldType::integer, 512},
+      {"gen_len", FieldType::integer, 128},
+  };
+  return f;
+}
+
+const std::vector<std::string> kAxes = {"pretrain", "finetune", "infer"};
+const std::vector<std::string> kTopKeys = {"name",         "description", "sized_for", "repetitions",
+                                           "warmup_steps", "min_duration_s", "allow_missing",
+                                           "mfu_probe",    "defaults",    "experiments"};
+
+const std::vector<FieldSpec>& fields_of(Axis a) {
+  switch (a) {
+    case Axis::finetune: return finetune_fields();
+    case Axis::infer: return infer_fields();
+    default: return pretrain_fields();
+  }
+}
+
+const FieldSpec* find_field(Axis a, const std::string& key) {
+  for (const auto& f : fields_of(a))
+    if (f.name == key) return &f;
+  return nullptr;
+}
+
+std::vector<std::string> field_names(Axis a) {
+  std::vector<std::string> out;
+  for (const auto& f : fields_of(a)) out.push_back(f.name);
+  return out;
+}
+
+std::vector<std::string> all_field_names() {
+  std::vector<std::string> out;
+  for (Axis a : {Axis::pretrain, Axis::finetune, Axis::infer})
+    for (const auto& n : field_names(a))
+      if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  return out;
+}
+
+// A value with the line it came from.
+struct Value {
+  json v;
+  std::string where;
+};
+
+// One scalar of a field, typed and range-checked.
+Result<json> convert(const FieldSpec& f, const YAML::Node& n, const std::string& source) {
+  const std::string what = fmt::format("key '{}'", f.name);
+  switch (f.type) {
+    case FieldType::integer: {
+      EL_TRY_ASSIGN(int64_t v, io::yaml_as<int64_t>(n, source, what));
+      if (static_cast<double>(v) < f.min) {
+        return make_error(fmt::format("{}: must be at least {}, got {}", what, f.min, v), io::yaml_where(source, n));
+      }
+      return json(v);
+    }
+    case FieldType::number: {
+      EL_TRY_ASSIGN(double v, io::yaml_as<double>(n, source, what));
+      if (!(v > f.min)) {
+        return make_error(fmt::format("{}: must be greater than {}, got {}", what, f.min, v),
+                          io::yaml_where(source, n));
+      }
+      return json(v);
+    }
+    case FieldType::text: {
+      EL_TRY_ASSIGN(std::string v, io::yaml_as<std::string>(n, source, what));
+      if (v.empty()) return make_error(fmt::format("{}: must not be empty", what), io::yaml_where(source, n));
+      return json(v);
+    }
+    case FieldType::choice: {
+      EL_TRY_ASSIGN(std::string v, io::yaml_as<std::string>(n, source, what));
+      if (std::find(f.choices.begin(), f.choices.end(), v) == f.choices.end()) {
+        return make_error(fmt::format("{}: unknown value '{}'{}; allowed: {}", what, v, io::did_you_mean(v, f.choices),
+                                      io::quoted_list(f.choices)),
+                          io::yaml_where(source, n));
+      }
+      return json(v);
+    }
+  }
+  return json();
+}
+
+// One value or a list of values; an empty list is an error.
+Result<std::vector<Value>> sweep_values(const FieldSpec& f, const io::YamlMap& m) {
+  const YAML::Node n = m.node(f.name);
+  std::vector<YAML::Node> items;
+  if (n.IsSequence()) {
+    if (n.size() == 0) {
+      return make_error(fmt::format("key '{}': the list of values is empty (an empty matrix)", f.name),
+                        m.where(f.name), "give at least one value, or remove the key");
+    }
+    for (const auto& it : n) items.push_back(it);
+  } else {
+    items.push_back(n);
+  }
+  std::vector<Value> out;
+  for (const auto& it : items) {
+    EL_TRY_ASSIGN(json v, convert(f, it, m.source()));
+    out.push_back({std::move(v), io::yaml_where(m.source(), it)});
+  }
+  return out;
+}
+
+std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// "b16", "T1024", "tiny-gqa", "lr=0.001": one swept field in an automatic label.
+std::string label_piece(const std::string& key, const json& v) {
+  if (key == "card" || key == "model" || key == "method" || key == "precision") return value_text(v);
+  if (key == "batch_size") return "b" + value_text(v);
+  if (key == "seq_len") return "T" + value_text(v);
+  if (key == "steps") return "s" + value_text(v);
+  return key + "=" + value_text(v);
+}
+
+// Replaces {field} in a label template; an unknown field is an error.
+Result<std::string> fill_template(const std::string& tmpl, const json& fields, const std::string& axis,
+                                  const std::string& where) {
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    if (tmpl[i] != '{') {
+      out += tmpl[i++];
+      continue;
+    }
+    const size_t close = tmpl.find('}', i);
+    if (close == std::string::npos) {
+      return make_error(fmt::format("label '{}': '{{' without a closing '}}'", tmpl), where);
+    }
+    const std::string key = tmpl.substr(i + 1, close - i - 1);
+    if (key == "axis") {
+      out += axis;
+    } else if (fields.contains(key)) {
+      out += value_text(fields[key]);
+    } else {
+      std::vector<std::string> names = {"axis"};
+      for (const auto& [k, _] : fields.items()) names.push_back(k);
+      return make_error(fmt::format("label '{}': unknown field '{{{}}}'{}", tmpl, key, io::did_you_mean(key, names)),
+                        where, "placeholders: " + io::quoted_list(names));
+    }
+    i = close + 1;
+  }
+  return out;
+}
+
+bool has_yaml_extension(const std::string& s) {
+  auto ends = [&](std::string_view suf) {
+    return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  return ends(".yaml") || ends(".yml");
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+struct ParseState {
+  SuiteFile suite;
+  std::string source;
+  std::string base_dir;
+  std::map<std::string, std::string> label_where;  // label -> where first seen
+};
+
+// Checks one resolved pretrain combination: the card, the dataset and the
+// card against the built-in tokenizer. Sets the status (allow_missing) or fails.
+Status check_pretrain(ParseState& st, ExpandedExperiment& e, json& fields, const std::map<std::string, std::string>& at) {
+  const std::string card_name = fields["card"].get<std::string>();
+  auto card = find_model_card(card_name);
+  if (!card.ok()) {
+    if (st.suite.allow_missing) {
+      e.supported = false;
+      e.status = fmt::format("not supported by this build: no card '{}'", card_name);
+      return Status::Ok();
+    }
+    return make_error(fmt::format("experiment '{}': {}", e.label, card.error().what), at.at("card"),
+                      card.error().hint);
+  }
+  if (fields["min_lr"].get<double>() > fields["lr"].get<double>()) {
+    return make_error(fmt::format("experiment '{}': min_lr ({}) must not exceed lr ({})", e.label,
+                                  value_text(fields["min_lr"]), value_text(fields["lr"])),
+                      at.at("min_lr"));
+  }
+  const std::string dataset = fields["dataset"].get<std::string>();
+  if (dataset == "builtin") {
+    const int64_t vocab = fields["vocab_size"].get<int64_t>();
+    if (card.value().vocab_size != vocab) {
+      return make_error(fmt::format("experiment '{}': card '{}' has vocab_size {} but the built-in dataset's "
+                                    "tokenizer is set to {} pieces",
+                                    e.label, card_name, card.value().vocab_size, vocab),
+                        at.at("card"), "set vocab_size to the card's, or use a card made for it");
+    }
+  } else {
+    fs::path p(dataset);
+    if (p.is_relative()) p = fs::path(st.base_dir) / p;
+    p = p.lexically_normal();
+    std::error_code ec;
+    if (!fs::is_regular_file(p / "dataset.json", ec)) {
+      if (!st.suite.allow_missing) {
+        return make_error(fmt::format("experiment '{}': dataset '{}' is not a prepared dataset (no {})", e.label,
+                                      dataset, (p / "dataset.json").string()),
+                          at.at("dataset"), "use 'builtin', or make it with `efficientllm data prepare`");
+      }
+      e.supported = false;
+      e.status = fmt::format("missing dataset '{}' (make it with `efficientllm data prepare`)", dataset);
+    }
+    fields["dataset"] = p.string();
+  }
+  if (card.value().max_seq_len < fields["seq_len"].get<int64_t>()) {
+    return make_error(fmt::format("experiment '{}': card '{}' allows max_seq_len {} but seq_len is {}", e.label,
+                                  card_name, card.value().max_seq_len, value_text(fields["seq_len"])),
+                      at.at("seq_len"));
+  }
+  return Status::Ok();
+}
+
+// Expands one entry of `experiments` into st.suite.experiments.
+Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const io::YamlMap* defaults) {
+  const std::string ctx = fmt::format("experiment {}", index + 1);
+  EL_TRY_ASSIGN(io::YamlMap any, io::YamlMap::open_any(node, st.source, ctx));
+  EL_TRY_ASSIGN(std::string axis_text, any.get_choice("axis", kAxes));
+  const Axis axis = static_cast<Axis>(std::find(kAxes.begin(), kAxes.end(), axis_text) - kAxes.begin());
+  std::vector<std::string> known = {"axis", "label"};
+  for (const auto& n : field_names(axis)) known.push_back(n);
+  EL_TRY_ASSIGN(io::YamlMap m, io::YamlMap::open(node, st.source, fmt::format("{} ({})", ctx, axis_text), known));
+  std::optional<std::string> label_tmpl;
+  if (m.has("label")) {
+    EL_TRY_ASSIGN(std::string l, m.get<std::string>("label"));
+    if (l.empty()) return make_error("key 'label': must not be empty", m.where("label"));
+    label_tmpl = l;
+  }
+
+  // Field order: the entry's keys, then the defaults', then the rest; the
+  // product varies the last list fastest.
+  std::vector<std::pair<std::string, std::vector<Value>>> axes_values;
+  std::set<std::string> done;
+  for (const auto& k : m.keys()) {
+    if (k == "axis" || k == "label") continue;
+    EL_TRY_ASSIGN(auto vals, sweep_values(*find_field(axis, k), m));
+    axes_values.emplace_back(k, std::move(vals));
+    done.insert(k);
+  }
+  if (defaults) {
+    for (const auto& k : defaults->keys()) {
+      const FieldSpec* f = find_field(axis, k);
+      if (!f || done.count(k)) continue;
+      EL_TRY_ASSIGN(auto vals, sweep_values(*f, *defaults));
+      axes_values.emplace_back(k, std::move(vals));
+      done.insert(k);
+    }
+  }
+  for (const auto& f : fields_of(axis)) {
+    if (done.count(f.name)) continue;
+    if (f.fallback.is_null()) {
+      return make_error(fmt::format("missing required key '{}' in {} ({})", f.name, ctx, axis_text), m.where(),
+                        "set it in the experiment or in defaults");
+    }
+    axes_values.push_back({f.name, {{f.fallback, m.where()}}});
+  }
+  std::vector<std::string> swept;
+  for (const auto& [k, vals] : axes_values)
+    if (vals.size() > 1) swept.push_back(k);
+
+  std::vector<size_t> idx(axes_values.size(), 0);
+  while (true) {
+    ExpandedExperiment e;
+    e.axis = axis;
+    e.where = m.where();
+    json fields = json::object();
+    std::map<std::string, std::string> at;
+    for (size_t i = 0; i < axes_values.size(); ++i) {
+      const Value& v = axes_values[i].second[idx[i]];
+      fields[axes_values[i].first] = v.v;
+      at[axes_values[i].first] = v.where;
+    }
+    // Label: the template, or the primary field plus the swept fields.
+    std::string auto_label;
+    const std::string primary = axis == Axis::pretrain ? "card" : "model";
+    std::vector<std::string> pieces;
+    for (const auto& k : swept)
+      if (k != primary) pieces.push_back(label_piece(k, fields[k]));
+    if (label_tmpl) {
+      EL_TRY_ASSIGN(e.label, fill_template(*label_tmpl, fields, axis_text, m.where("label")));
+      if (label_tmpl->find('{') == std::string::npos && !swept.empty()) {
+        if (std::find(swept.begin(), swept.end(), primary) != swept.end())
+          pieces.insert(pieces.begin(), value_text(fields[primary]));
+        e.label += " " + fmt::format("{}", fmt::join(pieces, " "));
+      }
+    } else {
+      pieces.insert(pieces.begin(), value_text(fields[primary]));
+      e.label = fmt::format("{}", fmt::join(pieces, " "));
+    }
+    if (auto [it, fresh] = st.label_where.emplace(e.label, e.where); !fresh) {
+      return make_error(fmt::format("duplicate experiment label '{}' (first at {})", e.label, it->second), e.where,
+                        "labels name the rows of the results; give the entries distinct labels");
+    }
+    e.status = "ready";
+    if (axis == Axis::pretrain) {
+      EL_TRY(check_pretrain(st, e, fields, at));
+    } else {
+      e.supported = false;
+      e.status = fmt::format("not supported by this build: {} axis", axis_text);
+    }
+    e.config = {{"axis", axis_text},
+                {"fields", fields},
+                {"measure",
+                 {{"repetitions", st.suite.repetitions},
+                  {"warmup_steps", st.suite.warmup_steps},
+                  {"min_duration_s", st.suite.min_duration_s}}}};
+    e.hash = config_hash(e.config);
+    st.suite.experiments.push_back(std::move(e));
+    // Odometer: the last field varies fastest.
+    size_t i = axes_values.size();
+    bool carry = true;
+    while (carry && i > 0) {
+      --i;
+      if (++idx[i] < axes_values[i].second.size()) {
+        carry = false;
+      } else {
+        idx[i] = 0;
+      }
+    }
+    if (carry) return Status::Ok();
+  }
+}
+
+}  // namespace
+
+const char* axis_name(Axis a) {
+  switch (a) {
+    case Axis::finetune: return "finetune";
+    case Axis::infer: return "infer";
+    default: return "pretrain";
+  }
+}
+
+const json& ExpandedExperiment::field(const std::string& key) const {
+  static const json kNull;
+  const auto f = config.find("fields");
+  if (f == config.end()) return kNull;
+  const auto it = f->find(key);
+  return it == f->end() ? kNull : *it;
+}
+
+Result<SuiteFile> parse_suite_yaml(const std::string& text, const std::string& source, const std::string& base_dir) {
+  EL_TRY_ASSIGN(YAML::Node root, io::parse_yaml(text, source));
+  EL_TRY_ASSIGN(io::YamlMap m, io::YamlMap::open(root, source, "suite", kTopKeys));
+  ParseState st;
+  st.source = source;
+  st.base_dir = base_dir;
+  SuiteFile& s = st.suite;
+  s.path = source;
+  EL_TRY(m.read("name", s.name));
+  const bool name_ok = !s.name.empty() && s.name.front() != '.' &&
+                       s.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                "0123456789._-") == std::string::npos;
+  if (!name_ok) {
+    return make_error(fmt::format("key 'name': '{}' must be non-empty and use only letters, digits, '.', '_' and "
+                                  "'-' (it names the result files)",
+                                  s.name),
+                      m.where("name"));
+  }
+  EL_TRY(m.read_optional("description", s.description));
+  EL_TRY_ASSIGN(std::string sized, m.get_choice_or("sized_for", {"cpu", "cuda"}, "cpu"));
+  s.sized_for = sized == "cuda" ? DeviceKind::cuda : DeviceKind::cpu;
+  EL_TRY(m.read_optional("repetitions", s.repetitions));
+  if (s.repetitions < 1) {
+    return make_error(fmt::format("key 'repetitions': must be at least 1, got {}", s.repetitions),
+                      m.where("repetitions"));
+  }
+  EL_TRY(m.read_optional("warmup_steps", s.warmup_steps));
+  if (s.warmup_steps < 0) {
+    return make_error(fmt::format("key 'warmup_steps': must not be negative, got {}", s.warmup_steps),
+                      m.where("warmup_steps"));
+  }
+  EL_TRY(m.read_optional("min_duration_s", s.min_duration_s));
+  if (s.min_duration_s < 0) {
+    return make_error(fmt::format("key 'min_duration_s': must not be negative, got {}", s.min_duration_s),
+                      m.where("min_duration_s"));
+  }
+  EL_TRY(m.read_optional("allow_missing", s.allow_missing));
+  if (m.has("mfu_probe")) {
+    EL_TRY_ASSIGN(io::YamlMap p, m.get_map("mfu_probe", "mfu_probe", {"label", "card", "batch_size", "seq_len", "steps"}));
+    MfuProbe probe;
+    EL_TRY(p.read("label", probe.label));
+    EL_TRY(p.read("card", probe.card));
+    EL_TRY(p.read_optional("batch_size", probe.batch_size));
+    EL_TRY(p.read_optional("seq_len", probe.seq_len));
+    EL_TRY(p.read_optional("steps", probe.steps));
+    if (probe.batch_size <= 0 || probe.seq_len <= 0 || probe.steps <= 0) {
+      return make_error("mfu_probe: batch_size, seq_len and steps must be positive", p.where());
+    }
+    if (auto c = find_model_card(probe.card); !c.ok()) {
+      return make_error("mfu_probe: " + c.error().what, p.where("card"), c.error().hint);
+    }
+    s.mfu_probe = probe;
+  }
+  std::optional<io::YamlMap> defaults;
+  if (m.has("defaults")) {
+    EL_TRY_ASSIGN(io::YamlMap d, m.get_map("defaults", "defaults", all_field_names()));
+    // Each default is checked with the type of the first axis that has it.
+    for (const auto& k : d.keys()) {
+      for (Axis a : {Axis::pretrain, Axis::finetune, Axis::infer}) {
+        if (const FieldSpec* f = find_field(a, k)) {
+          EL_TRY(sweep_values(*f, d));
+          break;
+        }
+      }
+    }
+    defaults = std::move(d);
+  }
+  EL_TRY_ASSIGN(std::vector<YAML::Node> entries, m.get_list("experiments"));
+  if (entries.empty()) {
+    return make_error("the suite has no experiments (an empty matrix)", m.where("experiments"),
+                      "add at least one entry under 'experiments:'");
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    EL_TRY(expand_entry(st, entries[i], i, defaults ? &*defaults : nullptr));
+  }
+  return std::move(st.suite);
+}
+
+Result<SuiteFile> load_suite_file(const std::string& path) {
+  EL_TRY_ASSIGN(std::string text, io::read_file(path));
+  std::string base = fs::path(path).parent_path().string();
+  if (base.empty()) base = ".";
+  return parse_suite_yaml(text, path, base);
+}
+
+std::vector<std::string> suite_search_dirs() {
+  std::vector<std::string> out;
+  for (const auto& models : model_card_search_dirs()) {
+    const fs::path p = fs::path(models).parent_path() / "suites";
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) out.push_back(p.string());
+  }
+  return out;
+}
+
+std::vector<std::string> builtin_suite_file_names() {
+  std::set<std::string> names;
+  for (const auto& dir : suite_search_dirs()) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().extension() == ".yaml") names.insert(e.path().stem().string());
+  }
+  return {names.begin(), names.end()};
+}
+
+Result<SuiteFile> find_suite_file(const std::string& name_or_path) {
+  if (has_yaml_extension(name_or_path) || name_or_path.find('/') != std::string::npos)
+    return load_suite_file(name_or_path);
+  for (const auto& dir : suite_search_dirs()) {
+    const fs::path p = fs::path(dir) / (name_or_path + ".yaml");
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return load_suite_file(p.string());
+  }
+  // quick and gpu-lite first (the suites most people want), then the rest.
+  std::vector<std::string> names;
+  const auto files = builtin_suite_file_names();
+  for (const auto& n : builtin_suite_names())
+    if (std::find(files.begin(), files.end(), n) != files.end()) names.push_back(n);
+  for (const auto& n : files)
+    if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  return make_error(
+      fmt::format("unknown suite '{}'{}; the built-in suites are: {}", name_or_path,
+                  io::did_you_mean(name_or_path, names), fmt::join(names, ", ")),
+      "--suite", "or pass the path of a suite .yaml file (`efficientllm bench --list` shows them)");
+}
+
+Result<std::vector<ExpandedExperiment>> filter_experiments(const std::vector<ExpandedExperiment>& all,
+                                                           const std::string& pattern) {
+  std::vector<ExpandedExperiment> out;
+  std::optional<std::regex> re;
+  try {
+    re.emplace(pattern, std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error&) {
+    re.reset();  // not a regex: a plain substring
+  }
+  for (const auto& e : all) {
+    const bool hit = re ? std::regex_search(e.label, *re) : lower(e.label).find(lower(pattern)) != std::string::npos;
+    if (hit) out.push_back(e);
+  }
+  if (out.empty()) {
+    std::vector<std::string> labels;
+    for (const auto& e : all) labels.push_back(e.label);
+    return make_error(fmt::format("--filter '{}' matches no experiment label", pattern), "--filter",
+                      "labels: " + io::quoted_list(labels));
+  }
+  return out;
+}
+
+Result<TrainConfig> pretrain_train_config(const ExpandedExperiment& e, Device device,
+                                          const std::string& builtin_data_dir) {
+  if (e.axis != Axis::pretrain) {
+    return make_error(fmt::format("experiment '{}' is a {} experiment, not pretrain", e.label, axis_name(e.axis)),
+                      e.where);
+  }
+  if (!e.supported) return make_error(fmt::format("experiment '{}': {}", e.label, e.status), e.where);
+  const json& f = e.config.at("fields");
+  TrainConfig c;
+  c.model = f.at("card").get<std::string>();
+  const std::string ds = f.at("dataset").get<std::string>();
+  c.data_dir = ds == "builtin" ? builtin_data_dir : ds;
+  c.device = device;
+  c.batch_size = f.at("batch_size").get<int64_t>();
+  c.seq_len = f.at("seq_len").get<int64_t>();
+  c.grad_accum = f.at("grad_accum").get<int64_t>();
+  c.steps = f.at("steps").get<int64_t>();
+  c.lr = static_cast<float>(f.at("lr").get<double>());
+  c.min_lr = static_cast<float>(f.at("min_lr").get<double>());
+  c.warmup_steps = f.at("warmup").get<int64_t>();
+  c.eval_batches = f.at("eval_batches").get<int64_t>();
+  c.seed = f.at("seed").get<uint64_t>();
+  EL_TRY_ASSIGN(c.precision, parse_precision(f.at("precision").get<std::string>()));
+  c.timing_warmup_steps = e.config.at("measure").at("warmup_steps").get<int64_t>();
+  return c;
+}
+
+Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite) {
+  const std::string hint = "the current runner runs one shared pretraining schedule; the per-experiment runner "
+                           "(issue 4 item 2) will run the rest — `efficientllm bench --dry-run` shows the matrix";
+  auto refuse = [&](const std::string& why, const std::string& where) {
+    return make_error(fmt::format("suite '{}' cannot run in this build: {}", suite.name, why), where, hint);
+  };
+  SuiteSpec s;
+  s.name = suite.name;
+  s.description = suite.description;
+  s.sized_for = suite.sized_for;
+  s.mfu_probe = suite.mfu_probe;
+  const json* first = nullptr;
+  static const std::vector<std::string> kShared = {"dataset", "vocab_size", "batch_size", "seq_len", "grad_accum",
+                                                   "steps",   "lr",         "min_lr",     "warmup",  "eval_batches",
+                                                   "precision", "seed"};
+  for (const auto& e : suite.experiments) {
+    if (e.axis != Axis::pretrain || !e.supported) {
+      return refuse(fmt::format("experiment '{}' is {} ({})", e.label, axis_name(e.axis), e.status), e.where);
+    }
+    const json& f = e.config.at("fields");
+    if (f.at("dataset") != "builtin") return refuse(fmt::format("experiment '{}' uses a dataset directory", e.label), e.where);
+    if (f.at("grad_accum") != 1 || f.at("seed") != 1234) {
+      return refuse(fmt::format("experiment '{}' sets grad_accum or seed", e.label), e.where);
+    }
+    if (!first) {
+      first = &f;
+      s.vocab_size = static_cast<int>(f.at("vocab_size").get<int64_t>());
+      s.batch_size = f.at("batch_size").get<int64_t>();
+      s.seq_len = f.at("seq_len").get<int64_t>();
+      s.steps = f.at("steps").get<int64_t>();
+      s.lr = static_cast<float>(f.at("lr").get<double>());
+      s.min_lr = static_cast<float>(f.at("min_lr").get<double>());
+      s.warmup_steps = f.at("warmup").get<int64_t>();
+      s.eval_batches = f.at("eval_batches").get<int64_t>();
+      EL_TRY_ASSIGN(s.precision, parse_precision(f.at("precision").get<std::string>()));
+    }
+    for (const auto& k : kShared) {
+      if (f.at(k) != first->at(k)) {
+        return refuse(fmt::format("experiment '{}' has {} {} where the first has {}", e.label, k,
+                                  value_text(f.at(k)), value_text(first->at(k))),
+                      e.where);
+      }
+    }
+    s.variants.push_back({e.label, f.at("card").get<std::string>()});
+  }
+  // Checked after the experiments: an unsupported axis is the likelier reason.
+  if (suite.repetitions != 1 || suite.warmup_steps != 1 || suite.min_duration_s != 0) {
+    return refuse("it sets repetitions, warmup_steps or min_duration_s (this runner does 1, 1 and 0)", suite.path);
+  }
+  return s;
+}
+
+double assumed_flops_per_second(DeviceKind kind) {
+  // Effective training rates (counted FLOPs over wall time), not peaks, from
+  // docs/PERFORMANCE.md: the quick suite's tiny cards run at ~110 GFLOP/s on
+  // the 2-core machine (~60% MFU), gpu-lite at ~400 TFLOP/s on one H200; the
+  // CUDA figure is set lower so that an H100 is not underestimated.
+  return kind == DeviceKind::cpu ? 1.0e11 : 3.0e14;
+}
+
+std::optional<double> estimate_seconds(const ExpandedExperiment& e, DeviceKind kind) {
+  // Rows waiting only for their dataset are estimated too: the time depends
+  // on the card and the schedule.
+  if (e.axis != Axis::pretrain) return std::nullopt;
+  auto card = find_model_card(e.field("card").get<std::string>());
+  if (!card.ok()) return std::nullopt;
+  const int64_t T = e.field("seq_len").get<int64_t>();
+  const double tokens = static_cast<double>(e.field("steps").get<int64_t>()) *
+                        static_cast<double>(e.field("batch_size").get<int64_t>()) * static_cast<double>(T) *
+                        static_cast<double>(e.field("grad_accum").get<int64_t>());
+  const double reps = static_cast<double>(e.config.at("measure").at("repetitions").get<int64_t>());
+  return tokens * flops_per_token(card.value(), T).train() * reps / assumed_flops_per_second(kind);
+}
+
+}  // namespace el::bench
