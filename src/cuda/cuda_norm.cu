@@ -247,7 +247,10 @@ __global__ void rmsnorm_backward_warp_kernel(const T* __restrict__ dy, const T* 
   for (int64_t row = int64_t{blockIdx.x} * warps + warp; row < n; row += row_stride) {
     const Vec<T>* xr = reinterpret_cast<const Vec<T>*>(x + row * c);
     const Vec<T>* gr = reinterpret_cast<const Vec<T>*>(dy + row * c);
-    Vec<T> xv[NV], gv[NV];
+    const Vec<T>* ar = dx_add ? reinterpret_cast<const Vec<T>*>(dx_add + row * c) : nullptr;
+    // Every load of the row is issued before the reduction (one memory round
+    // trip per row, not two): x, dy and the gradient to add.
+    Vec<T> xv[NV], gv[NV], pv[NV];
     float s = 0.f;
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
@@ -255,6 +258,7 @@ __global__ void rmsnorm_backward_warp_kernel(const T* __restrict__ dy, const T* 
       if (j < nvec) {
         xv[k] = xr[j];
         gv[k] = gr[j];
+        if (ar) pv[k] = ar[j];
         const Vec<T> wv = wr[j];
 #pragma unroll
         for (int e = 0; e < V; ++e) {
@@ -266,20 +270,17 @@ __global__ void rmsnorm_backward_warp_kernel(const T* __restrict__ dy, const T* 
     const float r = rstd[row];
     // y = x r w  =>  dx = r (dy w) - x r^3 / C * sum(dy w x)
     const float kx = s * r * r * r * inv_c;
-    const Vec<T>* ar = dx_add ? reinterpret_cast<const Vec<T>*>(dx_add + row * c) : nullptr;
     Vec<T>* dr = reinterpret_cast<Vec<T>*>(dx + row * c);
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
       const int j = lane + 32 * k;
       if (j < nvec) {
-        Vec<T> prior{};
-        if (ar) prior = ar[j];
         const Vec<T> wv = wr[j];
         Vec<T> o;
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           const float d = to_f<T>(gv[k].v[e]), xf = to_f<T>(xv[k].v[e]);
-          const float add = ar ? to_f<T>(prior.v[e]) : 0.f;
+          const float add = ar ? to_f<T>(pv[k].v[e]) : 0.f;
           o.v[e] = from_f<T>(r * d * to_f<T>(wv.v[e]) - xf * kx + add);
           acc[k][e] = fmaf(d, xf * r, acc[k][e]);
         }
