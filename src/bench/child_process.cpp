@@ -50,7 +50,7 @@ void clear_interrupt() { g_interrupt.store(false); }
 
 std::string ChildResult::describe() const {
   if (interrupted) return "interrupted";
-  if (timed_out) return fmt::format("timed out after {:.0f} s", wall_s);
+  if (timed_out) return fmt::format("timed out after {:.3g} s", wall_s);
   if (signal != 0) {
     const char* name = strsignal(signal);
     return fmt::format("killed by signal {} ({}{})", signal, name ? name : "?",

@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 
+#include "bench/child_process.h"
 #include "bench/results.h"
 #include "bench/table.h"
 #include "data/corpus.h"
@@ -149,6 +151,99 @@ TrainConfig variant_train_config(const SuiteSpec& spec, const SuiteVariant& vari
   return c;
 }
 
+std::vector<std::string> train_command_line(const TrainConfig& c, const std::string& report_path) {
+  const auto num = [](auto v) { return fmt::format("{}", v); };
+  std::vector<std::string> a = {"train",          "--model",      c.model,
+                                "--data",         c.data_dir,     "--device",
+                                c.device.str(),   "--precision",  precision_name(c.precision),
+                                "--batch-size",   num(c.batch_size), "--seq-len",
+                                num(c.seq_len),   "--grad-accum", num(c.grad_accum),
+                                "--steps",        num(c.steps),   "--lr",
+                                num(c.lr),        "--min-lr",     num(c.min_lr),
+                                "--warmup",       num(c.warmup_steps), "--weight-decay",
+                                num(c.weight_decay), "--beta1",   num(c.beta1),
+                                "--beta2",        num(c.beta2),   "--grad-clip",
+                                num(c.grad_clip), "--eval-every", num(c.eval_every),
+                                "--eval-batches", num(c.eval_batches), "--seed",
+                                num(c.seed),      "--sample-interval-ms", num(c.sample_interval_ms),
+                                "--report",       report_path};
+  if (c.peak) {
+    a.insert(a.end(), {"--peak-gflops", num(c.peak->gflops), "--peak-dtype", c.peak->dtype});
+  }
+  return a;
+}
+
+namespace {
+
+// What one training run gave, whether it ran in this process or a child.
+struct RunOutcome {
+  bool ok = false;
+  std::string error;
+  std::string card;
+  int64_t parameters = 0;
+  double perplexity = NAN, val_loss = NAN;
+  nlohmann::json metrics;
+};
+
+RunOutcome run_in_process(const TrainConfig& cfg, const TrainCallbacks& cb) {
+  RunOutcome o;
+  auto report = run_training(cfg, cb);
+  if (!report.ok()) {
+    o.error = report.error().message();
+    return o;
+  }
+  const TrainReport& r = report.value();
+  o.ok = true;
+  o.card = r.card.name;
+  o.parameters = r.parameters;
+  o.perplexity = r.final_perplexity();
+  o.val_loss = r.final_val_loss();
+  o.metrics = r.metrics;
+  return o;
+}
+
+RunOutcome run_in_child(const TrainConfig& cfg, const SuiteOptions& options,
+                        const std::string& report_path) {
+  RunOutcome o;
+  ChildOptions co;
+  co.argv = train_command_line(cfg, report_path);
+  co.argv.insert(co.argv.begin(), options.self_exe);
+  co.timeout_s = options.timeout_s;
+  co.echo_stderr = true;  // the child's progress bar
+  co.stdout_path = "/dev/null";
+  std::error_code ec;
+  std::filesystem::remove(report_path, ec);
+  auto child = run_child(co);
+  if (!child.ok()) {
+    o.error = child.error().message();
+    return o;
+  }
+  if (!child->ok()) {
+    o.error = fmt::format("the experiment's process failed: {}; its stderr ended with:\n{}",
+                          child->describe(), child->stderr_tail);
+    return o;
+  }
+  std::ifstream in(report_path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("metrics")) {
+    o.error = fmt::format("the experiment's process exited 0 but wrote no report at {}", report_path);
+    return o;
+  }
+  const auto number = [](const nlohmann::json& v) { return v.is_number() ? v.get<double>() : NAN; };
+  o.ok = true;
+  o.card = j.value("card", cfg.model);
+  o.parameters = j.value("parameters", int64_t{0});
+  o.perplexity = number(j["perplexity"]);
+  o.val_loss = number(j["val_loss"]);
+  o.metrics = j["metrics"];
+  // The child got the peak as a number; the record keeps the full calibration.
+  if (cfg.peak) o.metrics["peak_calibration"] = metrics::to_json(*cfg.peak);
+  std::filesystem::remove(report_path, ec);
+  return o;
+}
+
+}  // namespace
+
 DType suite_calibration_dtype(const SuiteSpec& spec, Device device) {
   if (spec.calibration_dtype) return *spec.calibration_dtype;
   // The same rule as run_training: the CPU backend computes bf16/f16 in f32.
@@ -246,7 +341,11 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
       bar.update(label, r.step, c.steps, fmt::format("loss {:.3f}", r.loss),
                  r.seconds * static_cast<double>(c.steps - r.step));
     };
-    auto report = run_training(row.cfg, cb);
+    if (options.isolate && interrupt_requested()) break;  // Ctrl-C: keep what finished
+    const RunOutcome run =
+        options.isolate ? run_in_child(row.cfg, options,
+                                       fmt::format("{}/.run-{}-{}.json", options.results_dir, run_id, i))
+                        : run_in_process(row.cfg, cb);
     bar.finish();
     const int64_t tokens = row.cfg.steps * row.cfg.batch_size * row.cfg.seq_len * row.cfg.grad_accum;
     // `rec` is this repetition's run object; to_record wraps it into a v2
@@ -264,29 +363,29 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec_in, const SuiteOptions& opti
                         ? metrics::json_number_or_null(static_cast<double>(tokens) /
                                                        static_cast<double>(dataset.train_tokens))
                         : nlohmann::json();
-    if (!report.ok()) {
+    rec["isolated"] = options.isolate;
+    if (!run.ok) {
       // A failing experiment is recorded and the suite goes on.
       rec["status"] = "failed";
-      rec["error"] = report.error().message();
+      rec["error"] = run.error;
       table.add_row({row.label, row.cfg.model, "-", "failed", "", "", "", "", "", ""});
       result.records.push_back(to_record(rec));
       continue;
     }
-    const TrainReport& r = report.value();
-    const auto& m = r.metrics;
+    const auto& m = run.metrics;
     const auto& me = m["memory_energy"];
     rec["status"] = "ok";
-    rec["card"] = r.card.name;
-    rec["parameters"] = r.parameters;
+    rec["card"] = run.card;
+    rec["parameters"] = run.parameters;
     rec["unigram_perplexity"] = unigram;
-    rec["perplexity"] = row.quality ? metrics::json_number_or_null(r.final_perplexity()) : nlohmann::json();
-    rec["val_loss"] = row.quality ? metrics::json_number_or_null(r.final_val_loss()) : nlohmann::json();
+    rec["perplexity"] = row.quality ? metrics::json_number_or_null(run.perplexity) : nlohmann::json();
+    rec["val_loss"] = row.quality ? metrics::json_number_or_null(run.val_loss) : nlohmann::json();
     rec["metrics"] = m;
     result.records.push_back(to_record(rec));
     const double amu = json_double(me["amu_live_gb"]);
     const double aec = json_double(me["avg_power_w"]);
-    table.add_row({row.label, r.card.name, format_number(static_cast<double>(r.parameters)),
-                   row.quality ? format_number(r.final_perplexity()) : "-", format_number(amu),
+    table.add_row({row.label, run.card, format_number(static_cast<double>(run.parameters)),
+                   row.quality ? format_number(run.perplexity) : "-", format_number(amu),
                    format_number(100.0 * json_double(m["mfu"])), format_number(json_double(m["al_seconds"]["mean"])),
                    format_number(json_double(m["tt_tokens_per_param_per_second"])),
                    format_number(json_double(m["tokens_per_second"])), std::isnan(aec) ? "null" : format_number(aec)});

@@ -70,7 +70,18 @@ struct SuiteOptions {
   Device device = Device::cpu();
   int64_t steps = 0;          // override the suite's steps per variant (0 = the spec's)
   bool include_probe = true;  // run the spec's MFU probe, if it has one
+  // Run each experiment as `<self_exe> train ...` in its own process
+  // (bench/child_process.h): clean memory accounting per run, and a crash,
+  // an out-of-memory kill or a timeout becomes a failed row with its reason
+  // and stderr tail. self_exe: the efficientllm binary (/proc/self/exe).
+  bool isolate = false;
+  std::string self_exe;
+  double timeout_s = 0;  // per experiment, isolated runs only; 0 = none
 };
+
+// The `efficientllm train` arguments that reproduce cfg in a child process
+// (the suite's calibrated peak passed on, so every MFU has one denominator).
+std::vector<std::string> train_command_line(const TrainConfig& cfg, const std::string& report_path);
 
 struct SuiteResult {
   SuiteSpec spec;  // as run (steps after the override)

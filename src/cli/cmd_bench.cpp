@@ -4,10 +4,12 @@
 // an estimated time, --filter selects experiments by label
 // (bench/suite_yaml.h).
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <fmt/ranges.h>
 
+#include "bench/child_process.h"
 #include "bench/builtin_suites.h"
 #include "bench/suite.h"
 #include "bench/suite_yaml.h"
@@ -173,6 +175,11 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--steps", opts->steps, "Override the suite's optimizer steps per experiment");
   cmd->add_flag("--no-small,--no-probe", *no_probe, "Skip the suite's MFU probe (quick: the `small` card)");
+  cmd->add_flag("--isolate", opts->isolate,
+                "Run each experiment in its own process (clean memory accounting; a crash or "
+                "out-of-memory kill becomes a failed row and the suite goes on)");
+  cmd->add_option("--timeout", opts->timeout_s,
+                  "With --isolate: seconds after which an experiment is stopped and recorded as failed");
   cmd->callback([&action, suite, device, opts, no_probe, list, dry, filter, device_opt] {
     const bool device_given = device_opt->count() > 0;
     action = [suite, device, opts, no_probe, list, dry, filter, device_given]() -> int {
@@ -229,10 +236,24 @@ void add_bench_command(CLI::App& app, Action& action) {
                      static_cast<long long>(spec->batch_size), static_cast<long long>(spec->seq_len));
       }
       opts->include_probe = !*no_probe;
+      if (opts->isolate) {
+        std::error_code ec;
+        opts->self_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+        if (ec) {
+          return report_error(make_error("cannot find this program's path for --isolate: " + ec.message(),
+                                         "/proc/self/exe"));
+        }
+        bench::install_interrupt_handler();  // Ctrl-C stops the current child, keeps the rest
+      }
       auto result = bench::run_suite(*spec, *opts);
       if (!result.ok()) return report_error(result.error());
       const auto& r = result.value();
       print_result(r);
+      if (opts->isolate && bench::interrupt_requested()) {
+        std::fprintf(stderr, "interrupted: the %zu experiments that finished are recorded\n",
+                     r.records.size());
+        return 130;
+      }
       int failed = 0;
       for (const auto& rec : r.records) failed += rec.value("status", "") != "ok";
       return failed ? 1 : 0;

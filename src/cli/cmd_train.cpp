@@ -5,6 +5,8 @@
 #include "bench/table.h"
 #include "cli/common.h"
 #include "io/atomic_file.h"
+#include "metrics/calibrate.h"
+#include "metrics/stats.h"
 #include "train/trainer.h"
 
 namespace el::cli {
@@ -15,6 +17,8 @@ void add_train_command(CLI::App& app, Action& action) {
   auto device = std::make_shared<std::string>("cpu");
   auto report_path = std::make_shared<std::string>();
   auto precision = std::make_shared<std::string>("f32");
+  auto peak_gflops = std::make_shared<double>(0.0);
+  auto peak_dtype = std::make_shared<std::string>();
   cmd->add_option("--model", cfg->model, "Model card name or YAML path")->capture_default_str();
   cmd->add_option("--data", cfg->data_dir, "Dataset directory from `efficientllm data prepare`")->required();
   cmd->add_option("--device", *device, "cpu | cuda[:N]")->capture_default_str();
@@ -45,11 +49,23 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--max-nonfinite-skips", cfg->max_nonfinite_skips,
                   "Steps with NaN/Inf loss to skip before stopping")->capture_default_str();
   cmd->add_option("--report", *report_path, "Write the full JSON report (raw samples included) here");
-  cmd->callback([&action, cfg, device, report_path, precision] {
-    action = [cfg, device, report_path, precision]() -> int {
+  // A suite calibrates once and hands the peak to every run (bench --isolate
+  // runs each experiment as `efficientllm train` in its own process).
+  cmd->add_option("--peak-gflops", *peak_gflops,
+                  "MFU denominator measured earlier (GFLOP/s); skips the start-up calibration");
+  cmd->add_option("--peak-dtype", *peak_dtype, "The dtype that --peak-gflops was measured in");
+  cmd->callback([&action, cfg, device, report_path, precision, peak_gflops, peak_dtype] {
+    action = [cfg, device, report_path, precision, peak_gflops, peak_dtype]() -> int {
       auto dev = parse_device(*device);
       if (!dev.ok()) return report_error(dev.error());
       cfg->device = dev.value();
+      if (*peak_gflops > 0) {
+        metrics::PeakCalibration peak;
+        peak.gflops = peak.mean_gflops = *peak_gflops;
+        peak.device = cfg->device.str();
+        if (!peak_dtype->empty()) peak.dtype = *peak_dtype;
+        cfg->peak = peak;
+      }
       auto prec = parse_precision(*precision, "--precision");
       if (!prec.ok()) return report_error(prec.error());
       cfg->precision = prec.value();
@@ -80,7 +96,12 @@ void add_train_command(CLI::App& app, Action& action) {
       }
       if (!r.checkpoint.empty()) std::printf("checkpoint: %s\n", r.checkpoint.c_str());
       if (!report_path->empty()) {
-        nlohmann::json j = {{"config", cfg->to_json()}, {"parameters", r.parameters}, {"metrics", m}};
+        nlohmann::json j = {{"config", cfg->to_json()},
+                            {"card", r.card.name},
+                            {"parameters", r.parameters},
+                            {"perplexity", metrics::json_number_or_null(r.final_perplexity())},
+                            {"val_loss", metrics::json_number_or_null(r.final_val_loss())},
+                            {"metrics", m}};
         Status st = io::write_file_atomic(*report_path, j.dump(1) + "\n");
         if (!st.ok()) return report_error(st.error());
       }

@@ -110,6 +110,28 @@ case "$CASE" in
       "$BIN" bench --suite gpu-lite --device cpu --results-dir /proc/el-cannot-write
     grep -Eq "not writable|cannot create" "$TMP/err" || fail "no results-dir error: $(cat "$TMP/err")"
     ;;
+  bench_isolated)
+    # Each experiment in its own process: the records say so and keep the
+    # suite's calibration; a timeout becomes failed rows (exit 1) with the reason.
+    "$BIN" bench --isolate --steps 2 --no-probe --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+      fail "isolated quick suite failed: $(tail -5 "$TMP/err")"
+    python3 - "$TMP/res" <<'PY' || fail "isolated records: $(cat "$TMP/out")"
+import glob, json, sys
+recs = [json.loads(l) for f in glob.glob(sys.argv[1] + "/quick-*.jsonl") for l in open(f)]
+assert len(recs) == 3, len(recs)
+for r in recs:
+    run = r["runs"][0]
+    assert r["status"] == "ok" and run["isolated"] is True, r["status"]
+    assert len(run["metrics"]["peak_calibration"]["batch_gflops"]) > 0
+PY
+    rm -f "$TMP"/res/quick-*.jsonl
+    if "$BIN" bench --isolate --steps 2 --no-probe --timeout 0.01 --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err"; then
+      fail "a timed-out suite exited 0"
+    fi
+    grep -q "failed" "$TMP/out" || fail "no failed rows: $(cat "$TMP/out")"
+    grep -q "timed out after" "$TMP"/res/quick-*.jsonl || fail "no timeout reason in the records"
+    echo "ok: isolated runs, timeout rows"
+    ;;
   bench_unknown_suite)
     # The error names the valid suites, and comes before the device is opened
     # (so it is the same with --device cuda on a machine without a GPU).
