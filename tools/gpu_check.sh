@@ -7,6 +7,7 @@
 #   ./build/cpu/efficientllm tokenizer train --builtin --out .devdata/tok
 #   ./build/cpu/efficientllm data prepare --builtin --tokenizer .devdata/tok.model --out .devdata/ds
 #   cp ../shared/baselines/torch_train_bench.py .devdata/
+#   mkdir -p .devdata/doc/python3.11/html && cp -r /usr/share/doc/python3.11/html/_sources .devdata/doc/python3.11/html/
 # Outputs go to $OUT (logs, JSON reports); a summary is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -17,6 +18,9 @@ cmake -S . -B build/cuda -G Ninja -DEL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -D
   > "$OUT/configure.log" 2>&1 || { echo "configure failed"; tail -20 "$OUT/configure.log"; exit 1; }
 cmake --build build/cuda -j16 > "$OUT/build.log" 2>&1 || { echo "build failed"; grep -m5 -B2 -A5 error "$OUT/build.log"; exit 1; }
 
+# The GPU machine has no python3-doc: the built-in corpus comes from .devdata/doc
+# (a copy of /usr/share/doc/python3.*/html/_sources, see the header).
+[ -d .devdata/doc ] && export EL_DOC_ROOT="$PWD/.devdata/doc"
 ctest --test-dir build/cuda -L cuda -j4 --output-on-failure > "$OUT/ctest_cuda.log" 2>&1
 echo "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$OUT/ctest_cuda.log")"
 ctest --test-dir build/cuda -LE cuda -j16 > "$OUT/ctest_cpu.log" 2>&1

@@ -43,8 +43,6 @@ bool tc_shape(const AttentionShape& s, attn::Elem e) {
   return e != attn::Elem::f32 && (s.D == 64 || s.D == 128);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 size_t dq_acc_bytes(const AttentionShape& s) {
   return round_up(size_t(s.B) * size_t(s.T) * size_t(s.H) * size_t(s.D) * sizeof(float));
 }

@@ -1,6 +1,7 @@
 // attention_device.cuh — device helpers shared by the attention kernels:
-// element conversions, tensor-core mma.sync / ldmatrix wrappers, cp.async and
-// the XOR swizzle of shared-memory tiles. Internal to src/cuda/attention*.cu.
+// tensor-core mma.sync / ldmatrix wrappers, cp.async and the XOR swizzle of
+// shared-memory tiles (element conversions and warp reductions are the
+// backend's, cuda_common.cuh). Internal to src/cuda/attention*.cu.
 //
 // Fragment layouts of mma.m16n8k16 (lane = 4 * g + t4):
 //   A 16x16 (row-major): reg0 = (row g, cols 2t4..+1), reg1 = (g + 8, 2t4),
@@ -17,29 +18,21 @@
 
 #include <cstdint>
 
+#include "cuda/cuda_common.cuh"
+
 namespace el::cuda::attn {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// ---- element conversions ----------------------------------------------------------
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-
+// ---- element conversions (the backend's, with the argument type deduced) ----------
 template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) {
-  return x;
+__device__ __forceinline__ float to_f32(T x) {
+  return to_f<T>(x);
 }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) {
-  return __float2half_rn(x);
+template <typename T>
+__device__ __forceinline__ T from_f32(float x) {
+  return from_f<T>(x);
 }
 
 // Two f32 -> one 32-bit register of two 16-bit values (lo in the low half).
@@ -176,18 +169,6 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, long long stride
       cp_async16(smem_addr(dst + swz<kCols>(r, c * 8)), g, ok);
     }
   }
-}
-
-// ---- warp reductions -------------------------------------------------------------------
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
 }
 
 }  // namespace el::cuda::attn

@@ -92,57 +92,49 @@ __host__ __device__ inline bool aligned16(const void* p) {
 }
 
 // ---- reductions -------------------------------------------------------------------
-__device__ __forceinline__ float warp_sum(float x) {
+struct SumOp {
+  template <class T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Over the 32 lanes of a warp (butterfly: every lane gets the result).
+template <class T, class Op>
+__device__ __forceinline__ T warp_reduce(T x, Op op) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-__device__ __forceinline__ double warp_sum_d(double x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  for (int o = 16; o > 0; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
 
-// Sum over the block, returned to every thread. `scratch` holds 32 floats;
+// Over the block, returned to every thread. `scratch` holds 32 values;
 // blockDim.x must be a multiple of 32. Ends with a barrier, so scratch may be
 // reused by the next call.
-__device__ __forceinline__ float block_sum(float x, float* scratch) {
+template <class T, class Op>
+__device__ __forceinline__ T block_reduce(T x, T* scratch, T identity, Op op) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = blockDim.x >> 5;
-  x = warp_sum(x);
+  x = warp_reduce(x, op);
   if (lane == 0) scratch[warp] = x;
   __syncthreads();
-  float t = lane < nwarps ? scratch[lane] : 0.f;
-  t = warp_sum(t);
+  T t = lane < nwarps ? scratch[lane] : identity;
+  t = warp_reduce(t, op);
   __syncthreads();
   return t;
+}
+
+__device__ __forceinline__ float warp_sum(float x) { return warp_reduce(x, SumOp{}); }
+__device__ __forceinline__ float warp_max(float x) { return warp_reduce(x, MaxOp{}); }
+__device__ __forceinline__ double warp_sum_d(double x) { return warp_reduce(x, SumOp{}); }
+__device__ __forceinline__ float block_sum(float x, float* scratch) {
+  return block_reduce(x, scratch, 0.f, SumOp{});
 }
 __device__ __forceinline__ float block_max(float x, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nwarps = blockDim.x >> 5;
-  x = warp_max(x);
-  if (lane == 0) scratch[warp] = x;
-  __syncthreads();
-  float t = lane < nwarps ? scratch[lane] : -INFINITY;
-  t = warp_max(t);
-  __syncthreads();
-  return t;
+  return block_reduce(x, scratch, -INFINITY, MaxOp{});
 }
 __device__ __forceinline__ double block_sum_d(double x, double* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nwarps = blockDim.x >> 5;
-  x = warp_sum_d(x);
-  if (lane == 0) scratch[warp] = x;
-  __syncthreads();
-  double t = lane < nwarps ? scratch[lane] : 0.0;
-  t = warp_sum_d(t);
-  __syncthreads();
-  return t;
+  return block_reduce(x, scratch, 0.0, SumOp{});
 }
 
 // ---- launch helpers -------------------------------------------------------------

@@ -268,58 +268,76 @@ TEST(CudaAdamW, MatchesCpuOverSeveralSteps) {
   }
 }
 
-TEST(CudaAdamW, MultiTensorMatchesPerTensor) {
-  EL_REQUIRE_GPU();
-  // 30 parameters (more than one launch of 24), mixed dtypes, some with f32
-  // masters, sizes from 1 to several chunks.
-  struct P {
-    Tensor param, grad, master, m, v;
-  };
-  std::vector<P> one, many;
-  Rng rng(123);
-  for (int i = 0; i < 30; ++i) {
-    const int64_t n = i % 5 == 0 ? 40000 + i : 1 + 37 * i;
-    const DType pt = i % 3 == 0 ? DType::bf16 : DType::f32;
-    const bool master = i % 4 == 1;
-    const Tensor p0 = random_host({n}, rng, pt), g = random_host({n}, rng, DType::f32);
-    for (std::vector<P>* set : {&one, &many}) {
-      P p;
-      p.param = to_gpu(p0, pt);
-      p.grad = to_gpu(g, i % 2 ? DType::bf16 : DType::f32);
+// Two identical copies of each parameter: `one` updated a tensor at a time,
+// `many` through the multi-tensor call, compared after a few steps.
+struct AdamParam {
+  Tensor param, grad, master, m, v;
+};
+struct AdamPair {
+  std::vector<AdamParam> one, many;
+  void add(const Tensor& p0, DType param_dtype, const Tensor& g, DType grad_dtype, bool master) {
+    const int64_t n = p0.numel();
+    for (std::vector<AdamParam>* set : {&one, &many}) {
+      AdamParam p;
+      p.param = to_gpu(p0, param_dtype);
+      p.grad = to_gpu(g, grad_dtype);
       p.master = master ? to_gpu(p0) : Tensor();
       p.m = Tensor::zeros({n}, DType::f32, gpu());
       p.v = Tensor::zeros({n}, DType::f32, gpu());
       set->push_back(p);
     }
   }
-  AdamWStep st;
-  st.lr = 1e-2f;
-  st.weight_decay = 0.1f;
-  for (int64_t step = 1; step <= 2; ++step) {
-    st.step = step;
+  // many_update: the multi-tensor entry point under test.
+  template <class ManyUpdate>
+  void step(const AdamWStep& st, ManyUpdate many_update) {
     std::vector<AdamWTensors> slots;
     for (size_t i = 0; i < one.size(); ++i) {
-      P& a = one[i];
+      AdamParam& a = one[i];
       if (a.master.defined()) {
         gpu_backend().adamw_update_master(a.param, a.grad, a.master, a.m, a.v, st);
       } else {
         gpu_backend().adamw_update(a.param, a.grad, a.m, a.v, st);
       }
-      P& b = many[i];
+      AdamParam& b = many[i];
       slots.push_back({&b.param, &b.grad, b.master.defined() ? &b.master : nullptr, &b.m, &b.v});
     }
-    el::cuda::adamw_update_many(slots, st);
+    many_update(slots, st);
   }
-  for (size_t i = 0; i < one.size(); ++i) {
-    const std::string what = "param " + std::to_string(i);
-    // One f32 ulp apart (FMA contraction may differ) can round a bf16 param one bf16 ulp apart.
-    const Tolerance pt = i % 3 == 0 ? tol(DType::bf16) : Tolerance{1e-6, 1e-6};
-    EXPECT_TRUE(close_to(many[i].param, one[i].param, pt, what));
+  void expect_equal(size_t i, const Tolerance& param_tol, const std::string& what) const {
+    EXPECT_TRUE(close_to(many[i].param, one[i].param, param_tol, what));
     EXPECT_TRUE(close_to(many[i].m, one[i].m, {1e-6, 1e-6}, what + " m"));
     EXPECT_TRUE(close_to(many[i].v, one[i].v, {1e-6, 1e-6}, what + " v"));
     if (one[i].master.defined()) {
       EXPECT_TRUE(close_to(many[i].master, one[i].master, {1e-6, 1e-6}, what + " master"));
     }
+  }
+};
+
+TEST(CudaAdamW, MultiTensorMatchesPerTensor) {
+  EL_REQUIRE_GPU();
+  // 30 parameters (more than one launch of 24), mixed dtypes, some with f32
+  // masters, sizes from 1 to several chunks.
+  AdamPair pair;
+  Rng rng(123);
+  for (int i = 0; i < 30; ++i) {
+    const int64_t n = i % 5 == 0 ? 40000 + i : 1 + 37 * i;
+    const DType pt = i % 3 == 0 ? DType::bf16 : DType::f32;
+    const Tensor p0 = random_host({n}, rng, pt), g = random_host({n}, rng, DType::f32);
+    pair.add(p0, pt, g, i % 2 ? DType::bf16 : DType::f32, i % 4 == 1);
+  }
+  AdamWStep st;
+  st.lr = 1e-2f;
+  st.weight_decay = 0.1f;
+  for (int64_t step = 1; step <= 2; ++step) {
+    st.step = step;
+    pair.step(st, [](const std::vector<AdamWTensors>& s, const AdamWStep& a) {
+      el::cuda::adamw_update_many(s, a);
+    });
+  }
+  for (size_t i = 0; i < pair.one.size(); ++i) {
+    // One f32 ulp apart (FMA contraction may differ) can round a bf16 param one bf16 ulp apart.
+    const Tolerance pt = i % 3 == 0 ? tol(DType::bf16) : Tolerance{1e-6, 1e-6};
+    pair.expect_equal(i, pt, "param " + std::to_string(i));
   }
 }
 
@@ -333,23 +351,12 @@ TEST(CudaAdamW, MultiTensorUniformBatchesMatchPerTensor) {
   };
   for (const Layout lay : {Layout{DType::bf16, true}, Layout{DType::f16, true},
                            Layout{DType::f32, false}}) {
-    struct P {
-      Tensor param, grad, master, m, v;
-    };
-    std::vector<P> one, many;
+    AdamPair pair;
     Rng rng(321);
     for (int i = 0; i < 27; ++i) {
       const int64_t n = i % 5 == 0 ? 40000 + i : 1 + 37 * i;
       const Tensor p0 = random_host({n}, rng, lay.param), g = random_host({n}, rng, lay.param);
-      for (std::vector<P>* set : {&one, &many}) {
-        P p;
-        p.param = to_gpu(p0, lay.param);
-        p.grad = to_gpu(g, lay.param);
-        p.master = lay.master ? to_gpu(p0) : Tensor();
-        p.m = Tensor::zeros({n}, DType::f32, gpu());
-        p.v = Tensor::zeros({n}, DType::f32, gpu());
-        set->push_back(p);
-      }
+      pair.add(p0, lay.param, g, lay.param, lay.master);
     }
     AdamWStep st;
     st.lr = 1e-2f;
@@ -357,28 +364,13 @@ TEST(CudaAdamW, MultiTensorUniformBatchesMatchPerTensor) {
     for (int64_t step = 1; step <= 2; ++step) {
       st.step = step;
       st.grad_scale = 0.5f;
-      std::vector<AdamWTensors> slots;
-      for (size_t i = 0; i < one.size(); ++i) {
-        P& a = one[i];
-        if (a.master.defined()) {
-          gpu_backend().adamw_update_master(a.param, a.grad, a.master, a.m, a.v, st);
-        } else {
-          gpu_backend().adamw_update(a.param, a.grad, a.m, a.v, st);
-        }
-        P& b = many[i];
-        slots.push_back({&b.param, &b.grad, b.master.defined() ? &b.master : nullptr, &b.m, &b.v});
-      }
-      gpu_backend().adamw_update_many(slots, st);
+      pair.step(st, [](const std::vector<AdamWTensors>& s, const AdamWStep& a) {
+        gpu_backend().adamw_update_many(s, a);
+      });
     }
-    for (size_t i = 0; i < one.size(); ++i) {
-      const std::string what = std::string(dtype_name(lay.param)) + " param " + std::to_string(i);
+    for (size_t i = 0; i < pair.one.size(); ++i) {
       const Tolerance pt = lay.param == DType::f32 ? Tolerance{1e-6, 1e-6} : tol(lay.param);
-      EXPECT_TRUE(close_to(many[i].param, one[i].param, pt, what));
-      EXPECT_TRUE(close_to(many[i].m, one[i].m, {1e-6, 1e-6}, what + " m"));
-      EXPECT_TRUE(close_to(many[i].v, one[i].v, {1e-6, 1e-6}, what + " v"));
-      if (lay.master) {
-        EXPECT_TRUE(close_to(many[i].master, one[i].master, {1e-6, 1e-6}, what + " master"));
-      }
+      pair.expect_equal(i, pt, std::string(dtype_name(lay.param)) + " param " + std::to_string(i));
     }
   }
 }
