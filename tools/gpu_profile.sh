@@ -17,7 +17,7 @@ cmake --build build/cuda -j16 --target efficientllm > "$OUT/build.log" 2>&1 ||
 args=(train --model "$MODEL" --data .devdata/ds --device cuda --precision "$PRECISION" -b "$B" -t "$T"
       --warmup 2 --eval-batches 1)
 ./build/cuda/efficientllm "${args[@]}" --steps 12 --report "$OUT/plain.json" > "$OUT/plain.log" 2>&1
-python3 -c "import json,sys; r=json.load(open('$OUT/plain.json')); print('step ms (no profiler):', [round(s['seconds']*1e3,2) for s in r['steps']])"
+python3 -c "import json,sys; r=json.load(open('$OUT/plain.json')); print('step ms (no profiler):', [round(s['seconds']*1e3,2) for s in r['metrics']['steps']])"
 ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
   ./build/cuda/efficientllm "${args[@]}" --steps 5 --profile-step 4 > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
 python3 - "$OUT/ncu.csv" <<'PY'
@@ -31,7 +31,9 @@ for r in rows:
     if r["Metric Name"] != "gpu__time_duration.sum": continue
     v = float(r["Metric Value"].replace(",", ""))
     unit = r["Metric Unit"]
-    us = v / 1e3 if unit == "nsecond" else v if unit == "usecond" else v * 1e3
+    scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
+    if unit not in scale: sys.exit(f"unknown time unit {unit!r} in the ncu output")
+    us = v * scale[unit]
     name = r["Kernel Name"].split("(")[0][:90]
     by[name][0] += 1; by[name][1] += us; total += us
 print(f"kernels: {sum(c for c, _ in by.values())}, summed kernel time {total/1e3:.2f} ms")

@@ -36,12 +36,16 @@ void Tape::backward(const Tensor& loss, float seed) {
 
 void Tape::clear() { nodes_.clear(); }
 
-bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+bool any_requires_grad(std::span<const Tensor* const> inputs) {
   if (!t_grad_enabled) return false;
   for (const Tensor* t : inputs) {
     if (t && t->defined() && t->requires_grad()) return true;
   }
   return false;
+}
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  return any_requires_grad(std::span<const Tensor* const>(inputs.begin(), inputs.size()));
 }
 
 void mark_output(Tensor& out) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -62,6 +63,7 @@ class NoGrad {
 
 // True if gradients are on and any of the tensors requires them.
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+bool any_requires_grad(std::span<const Tensor* const> inputs);
 
 // Marks an op's output as a non-leaf that requires grad.
 void mark_output(Tensor& out);

@@ -103,6 +103,20 @@ class CpuBackend final : public Backend {
     s.commit();
   }
 
+  void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
+                      Tensor& q, Tensor& k, Tensor& v) override {
+    F32Stage s;
+    cpu::split_qkv_rope(s.in(packed), s.in(inv_freq), pos_offset, s.out(q), s.out(k), s.out(v));
+    s.commit();
+  }
+  void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                           const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked) override {
+    F32Stage s;
+    cpu::merge_qkv_rope_grad(s.in(dq), s.in(dk), s.in(dv), s.in(inv_freq), pos_offset,
+                             s.out(dpacked));
+    s.commit();
+  }
+
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          bool causal, Tensor& out, Tensor& lse) override {
     F32Stage s;
@@ -127,6 +141,17 @@ class CpuBackend final : public Backend {
                        Tensor& dup) override {
     F32Stage s;
     cpu::swiglu_backward(s.in(dout), s.in(gate), s.in(up), s.out(dgate), s.out(dup));
+    s.commit();
+  }
+  void swiglu_packed_forward(const Tensor& gate_up, Tensor& out) override {
+    F32Stage s;
+    cpu::swiglu_packed_forward(s.in(gate_up), s.out(out));
+    s.commit();
+  }
+  void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up,
+                              Tensor& dgate_up) override {
+    F32Stage s;
+    cpu::swiglu_packed_backward(s.in(dout), s.in(gate_up), s.out(dgate_up));
     s.commit();
   }
   void gelu_forward(const Tensor& x, Tensor& out) override {

@@ -186,24 +186,11 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   }
 }
 
-void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y) {
-  expect_f32(x, "rope (x)");
-  expect_f32(inv_freq, "rope (inv_freq)");
-  expect_f32(y, "rope (y)");
-  EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
-            "cpu rope: x must be [B, T, H, D] with even D, got {}", shape_str(x.shape()));
-  EL_ENSURE(y.numel() == x.numel(), "cpu rope: y {} for x {}", shape_str(y.shape()),
-            shape_str(x.shape()));
-  const int64_t b = x.dim(0), t = x.dim(1), h = x.dim(2), d = x.dim(3);
+void rope_rows(const float* x, int64_t x_pos_stride, float* y, int64_t y_pos_stride, int64_t rows,
+               int64_t t, int64_t heads, int64_t d, const float* inv_freq, int64_t pos_offset,
+               float sign) {
   const int64_t half = d / 2;
-  EL_ENSURE(inv_freq.numel() == half, "cpu rope: inv_freq has {} values, head dim {} needs {}",
-            inv_freq.numel(), d, half);
-  const float* px = x.data<float>();
-  const float* pf = inv_freq.data<float>();
-  float* py = y.data<float>();
-  const float sign = inverse ? -1.f : 1.f;
-  const int64_t rows = b * t;
-#pragma omp parallel if (x.numel() >= kParallelMinWork)
+#pragma omp parallel if (rows * heads * d >= kParallelMinWork)
   {
     std::vector<float> cs(static_cast<size_t>(d));  // cos[half] then sin[half]
 #pragma omp for schedule(static)
@@ -211,13 +198,13 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
       // Angles as in the reference implementations: f32 position * f32 freq.
       const float pos = static_cast<float>(pos_offset + r % t);
       for (int64_t i = 0; i < half; ++i) {
-        const float ang = pos * pf[i];
+        const float ang = pos * inv_freq[i];
         cs[i] = std::cos(ang);
         cs[half + i] = sign * std::sin(ang);
       }
-      for (int64_t hh = 0; hh < h; ++hh) {
-        const float* xr = px + (r * h + hh) * d;
-        float* yr = py + (r * h + hh) * d;
+      for (int64_t hh = 0; hh < heads; ++hh) {
+        const float* xr = x + r * x_pos_stride + hh * d;
+        float* yr = y + r * y_pos_stride + hh * d;
         for (int64_t i = 0; i < half; ++i) {
           const float x1 = xr[i], x2 = xr[half + i];
           const float c = cs[i], s = cs[half + i];
@@ -227,6 +214,21 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
       }
     }
   }
+}
+
+void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y) {
+  expect_f32(x, "rope (x)");
+  expect_f32(inv_freq, "rope (inv_freq)");
+  expect_f32(y, "rope (y)");
+  EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
+            "cpu rope: x must be [B, T, H, D] with even D, got {}", shape_str(x.shape()));
+  EL_ENSURE(y.numel() == x.numel(), "cpu rope: y {} for x {}", shape_str(y.shape()),
+            shape_str(x.shape()));
+  const int64_t b = x.dim(0), t = x.dim(1), h = x.dim(2), d = x.dim(3);
+  EL_ENSURE(inv_freq.numel() == d / 2, "cpu rope: inv_freq has {} values, head dim {} needs {}",
+            inv_freq.numel(), d, d / 2);
+  rope_rows(x.data<float>(), h * d, y.data<float>(), h * d, b * t, t, h, d,
+            inv_freq.data<float>(), pos_offset, inverse ? -1.f : 1.f);
 }
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {

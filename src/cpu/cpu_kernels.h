@@ -50,6 +50,19 @@ bool all_finite(const Tensor& x);  // any dtype (integers are always finite)
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);
+// The rotation behind rope on raw f32 rows: `rows` positions (position r is
+// r % t, plus pos_offset), `heads` heads of dim d each; position r's heads
+// start at x + r * x_pos_stride (y likewise), so packed layouts work too.
+// sign -1 rotates back (the backward).
+void rope_rows(const float* x, int64_t x_pos_stride, float* y, int64_t y_pos_stride, int64_t rows,
+               int64_t t, int64_t heads, int64_t d, const float* inv_freq, int64_t pos_offset,
+               float sign);
+void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset, Tensor& q,
+                    Tensor& k, Tensor& v);
+void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                         const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked);
+void swiglu_packed_forward(const Tensor& gate_up, Tensor& out);
+void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up);
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                      Tensor& dup);

@@ -103,6 +103,15 @@ class CudaBackend final : public Backend {
     cuda::rope(x, inv_freq, pos_offset, inverse, y);
   }
 
+  void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
+                      Tensor& q, Tensor& k, Tensor& v) override {
+    cuda::split_qkv_rope(packed, inv_freq, pos_offset, q, k, v);
+  }
+  void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                           const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked) override {
+    cuda::merge_qkv_rope_grad(dq, dk, dv, inv_freq, pos_offset, dpacked);
+  }
+
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          bool causal, Tensor& out, Tensor& lse) override {
     for (const Tensor* t : TensorPtrs{&q, &k, &v, &out}) {
@@ -136,6 +145,13 @@ class CudaBackend final : public Backend {
   void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                        Tensor& dup) override {
     cuda::swiglu_backward(dout, gate, up, dgate, dup);
+  }
+  void swiglu_packed_forward(const Tensor& gate_up, Tensor& out) override {
+    cuda::swiglu_packed_forward(gate_up, out);
+  }
+  void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up,
+                              Tensor& dgate_up) override {
+    cuda::swiglu_packed_backward(dout, gate_up, dgate_up);
   }
   void gelu_forward(const Tensor& x, Tensor& out) override { cuda::gelu_forward(x, out); }
   void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {

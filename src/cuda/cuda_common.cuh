@@ -140,6 +140,16 @@ __device__ __forceinline__ double block_sum_d(double x, double* scratch) {
 // ---- launch helpers -------------------------------------------------------------
 // Blocks for a grid-stride loop over n items with `threads` per block: enough
 // to fill the GPU a few times over, never more than the items need.
+// A block of `threads` threads for kernels that walk rows of `per_row` items:
+// x covers a row (the next power of two of per_row, at most `threads`), y the
+// rows taken at once, so a thread finds its row and column without dividing.
+// Its grid: grid_for(row_groups * threads, threads), grid_for counting threads.
+inline dim3 row_block(int64_t per_row, int threads) {
+  int x = 1;
+  while (x < per_row && x < threads) x *= 2;
+  return dim3(static_cast<unsigned>(x), static_cast<unsigned>(threads / x));
+}
+
 inline int grid_for(int64_t n, int threads) {
   const int64_t need = (n + threads - 1) / threads;
   const int64_t cap = int64_t{ctx().sm_count} * (2048 / threads) * 2;

@@ -361,6 +361,95 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
   launch_ew<3, 2>("swiglu_backward", {&dout, &gate, &up}, {&dgate, &dup}, SwigluBwdOp{});
 }
 
+namespace {
+
+// SwiGLU over packed [gate | up] rows (gate_up[N, 2F]): a block is tx x ty
+// threads, ty rows at a time, each thread V consecutive columns of its row
+// (V = Vec<T>::kN when F and the pointers allow 16-byte accesses, else 1), so
+// no thread divides to find its row. Forward: out[N, F]; backward: dgate_up.
+template <class T, int V, bool kBackward>
+__global__ void swiglu_packed_kernel(const T* __restrict__ gu, const T* __restrict__ dy,
+                                     T* __restrict__ out, int64_t rows, int64_t f) {
+  struct alignas(sizeof(T) * V) P { T v[V]; };
+  const int64_t vf = f / V;  // vectors per row of F
+  for (int64_t r = int64_t{blockIdx.x} * blockDim.y + threadIdx.y; r < rows;
+       r += int64_t{gridDim.x} * blockDim.y) {
+    for (int64_t cv = threadIdx.x; cv < vf; cv += blockDim.x) {
+      const int64_t c = cv * V;
+      const P g = *reinterpret_cast<const P*>(gu + r * 2 * f + c);
+      const P u = *reinterpret_cast<const P*>(gu + r * 2 * f + f + c);
+      if constexpr (!kBackward) {
+        P o;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          float y[1];
+          const float x[2] = {to_f<T>(g.v[e]), to_f<T>(u.v[e])};
+          SwigluFwdOp{}(x, y);
+          o.v[e] = from_f<T>(y[0]);
+        }
+        *reinterpret_cast<P*>(out + r * f + c) = o;
+      } else {
+        const P d = *reinterpret_cast<const P*>(dy + r * f + c);
+        P dg, du;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          float y[2];
+          const float x[3] = {to_f<T>(d.v[e]), to_f<T>(g.v[e]), to_f<T>(u.v[e])};
+          SwigluBwdOp{}(x, y);
+          dg.v[e] = from_f<T>(y[0]);
+          du.v[e] = from_f<T>(y[1]);
+        }
+        *reinterpret_cast<P*>(out + r * 2 * f + c) = dg;
+        *reinterpret_cast<P*>(out + r * 2 * f + f + c) = du;
+      }
+    }
+  }
+}
+
+template <bool kBackward>
+void launch_swiglu_packed(const char* what, const Tensor& gate_up, const Tensor* dout, Tensor& out) {
+  expect_cuda_float(gate_up, what);
+  expect_cuda_dtype(out, gate_up.dtype(), what);
+  if (dout) expect_cuda_dtype(*dout, gate_up.dtype(), what);
+  EL_CUDA_ENSURE(gate_up.ndim() >= 1 && gate_up.dim(-1) % 2 == 0,
+                 "cuda {}: gate_up {} must be [..., 2F]", what, shape_str(gate_up.shape()));
+  const int64_t f = gate_up.dim(-1) / 2;
+  const int64_t rows = f == 0 ? 0 : gate_up.numel() / (2 * f);
+  const Tensor& narrow = dout ? *dout : out;  // the [N, F] tensor
+  EL_CUDA_ENSURE(narrow.numel() == rows * f && (!dout || out.numel() == gate_up.numel()),
+                 "cuda {}: {} and {} do not match gate_up {}", what, shape_str(narrow.shape()),
+                 shape_str(out.shape()), shape_str(gate_up.shape()));
+  if (rows == 0) return;
+  constexpr int kThreads = 256;
+  cudaStream_t s = ctx().stream;
+  EL_DISPATCH_FLOAT(gate_up.dtype(), T, {
+    constexpr int V = Vec<T>::kN;
+    const bool vec = f % V == 0 && aligned16(gate_up.raw()) && aligned16(out.raw()) &&
+                     (!dout || aligned16(dout->raw()));
+    const T* dy = dout ? dout->data<T>() : nullptr;
+    const dim3 block = row_block(vec ? f / V : f, kThreads);
+    const int grid = grid_for((rows + block.y - 1) / block.y * kThreads, kThreads);
+    if (vec) {
+      swiglu_packed_kernel<T, V, kBackward><<<grid, block, 0, s>>>(gate_up.data<T>(), dy,
+                                                                   out.data<T>(), rows, f);
+    } else {
+      swiglu_packed_kernel<T, 1, kBackward><<<grid, block, 0, s>>>(gate_up.data<T>(), dy,
+                                                                   out.data<T>(), rows, f);
+    }
+  });
+  EL_CUDA_CHECK_LAUNCH("swiglu_packed_kernel");
+}
+
+}  // namespace
+
+void swiglu_packed_forward(const Tensor& gate_up, Tensor& out) {
+  launch_swiglu_packed<false>("swiglu_packed_forward", gate_up, nullptr, out);
+}
+
+void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up) {
+  launch_swiglu_packed<true>("swiglu_packed_backward", gate_up, &dout, dgate_up);
+}
+
 void gelu_forward(const Tensor& x, Tensor& out) {
   launch_ew<1, 1>("gelu_forward", {&x}, {&out}, GeluFwdOp{});
 }

@@ -223,21 +223,33 @@ struct RopeArgs {
   int per_block;       // positions per block
   bool table;          // cos/sin staged in shared memory (else computed per pair, V = 1)
   float sign;
+  // Elements from one position's first head to the next position's, in x and
+  // in y: heads * D when contiguous, more inside a packed q/k/v projection.
+  int x_pos, y_pos;
 };
 
 // y = rotate(x) for the positions [blockIdx.x * per_block, +per_block); in-place
 // safe (every element is read and written by the same thread, read first), so
 // x and y are not __restrict__.
-template <class TX, class TY, int V, bool kTable>
+template <class TX, class TY, int V, bool kTable, bool kPacked>
 __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* y, RopeArgs a) {
   extern __shared__ float2 cs_table[];  // [per_block, half]: (cos, sign * sin)
   const int64_t p0 = int64_t{blockIdx.x} * a.per_block;
   const int npos = static_cast<int>(min(int64_t{a.per_block}, a.npos - p0));
   const int items = npos * a.ipp;
   const int d = 2 * a.half;
-  const int64_t base = p0 * a.heads * d;
-  x += base;
-  y += base;
+  x += p0 * a.x_pos;
+  y += p0 * a.y_pos;
+  // Element offset of row (position * heads + head, inside the block) in a
+  // layout with `pos` elements per position; contiguous rows need no divide.
+  auto row_off = [&](int row, int pos) {
+    if constexpr (kPacked) {
+      const int lp = row / a.heads;
+      return lp * pos + (row - lp * a.heads) * d;
+    } else {
+      return row * d;
+    }
+  };
   constexpr int kItems = rope_items(V, sizeof(TX));
   Pack<TX, V> x1[kItems], x2[kItems];
   auto load = [&](int j0) {
@@ -247,7 +259,7 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
       // loads need no branch and are all issued before the first is used.
       const int j = min(j0 + k * kRopeThreads + static_cast<int>(threadIdx.x), items - 1);
       const int row = j / a.hv;  // position * heads + head, inside the block
-      const int off = row * d + (j - row * a.hv) * V;
+      const int off = row_off(row, a.x_pos) + (j - row * a.hv) * V;
       x1[k] = *reinterpret_cast<const Pack<TX, V>*>(x + off);
       x2[k] = *reinterpret_cast<const Pack<TX, V>*>(x + off + a.half);
     }
@@ -276,7 +288,7 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
       const int row = j / a.hv;
       const int i0 = (j - row * a.hv) * V;
       const int lp = row / a.heads;
-      const int off = row * d + i0;
+      const int off = row_off(row, a.y_pos) + i0;
       Pack<TY, V> y1, y2;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
@@ -302,17 +314,152 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
 // The per-pair sincosf path (a head dim whose table would not fit in shared
 // memory) exists only for V = 1: it is rare and would cost every vector
 // kernel registers.
-template <class TX, class TY, int V>
-void launch_rope(const Tensor& x, Tensor& y, const RopeArgs& a, cudaStream_t s) {
+template <class TX, class TY, int V, bool kPacked>
+void launch_rope(const void* x, void* y, const RopeArgs& a, cudaStream_t s) {
   const auto blocks = static_cast<unsigned>((a.npos + a.per_block - 1) / a.per_block);
+  const TX* px = static_cast<const TX*>(x);
+  TY* py = static_cast<TY*>(y);
   if (a.table) {
     const size_t smem = size_t{sizeof(float2)} * a.per_block * a.half;
-    rope_kernel<TX, TY, V, true><<<blocks, kRopeThreads, smem, s>>>(x.data<TX>(), y.data<TY>(), a);
+    rope_kernel<TX, TY, V, true, kPacked><<<blocks, kRopeThreads, smem, s>>>(px, py, a);
   } else if constexpr (V == 1) {
-    rope_kernel<TX, TY, 1, false><<<blocks, kRopeThreads, 0, s>>>(x.data<TX>(), y.data<TY>(), a);
+    rope_kernel<TX, TY, 1, false, kPacked><<<blocks, kRopeThreads, 0, s>>>(px, py, a);
   } else {
     EL_CUDA_ENSURE(false, "cuda rope: vector path without a cos/sin table");
   }
+}
+
+template <class TX, class TY, bool kPacked>
+void launch_rope_v(int vpairs, const void* x, void* y, const RopeArgs& a, cudaStream_t s) {
+  switch (vpairs) {
+    case 8:
+      if constexpr (sizeof(TX) == 2 && sizeof(TY) == 2) launch_rope<TX, TY, 8, kPacked>(x, y, a, s);
+      break;
+    case 4: launch_rope<TX, TY, 4, kPacked>(x, y, a, s); break;
+    case 2: launch_rope<TX, TY, 2, kPacked>(x, y, a, s); break;
+    default: launch_rope<TX, TY, 1, kPacked>(x, y, a, s); break;
+  }
+}
+
+// The rotation of `npos` positions (position p is p % t_len, plus pos_offset)
+// of `heads` heads of dim d: position p's heads start at x + p * x_pos and
+// y + p * y_pos elements (x and y point at element 0 of their first head).
+void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_t y_pos,
+               int64_t npos, int64_t t_len, int64_t heads, int64_t d, const Tensor& inv_freq,
+               int64_t pos_offset, bool inverse) {
+  if (npos == 0 || heads == 0) return;
+  const int64_t half = d / 2;
+  // Offsets inside a block are 32-bit: a block's positions must fit.
+  EL_CUDA_ENSURE(std::max(x_pos, y_pos) <= INT32_MAX / 4 && heads * d <= INT32_MAX / 4,
+                 "cuda rope: {} heads of dim {} ({} / {} elements a position) too large", heads, d,
+                 x_pos, y_pos);
+  Context& cx = ctx();
+  RopeArgs a{};
+  a.inv_freq = inv_freq.raw();
+  a.freq_dtype = inv_freq.dtype();
+  a.npos = npos;
+  a.t_len = t_len;
+  a.pos_offset = pos_offset;
+  a.heads = static_cast<int>(heads);
+  a.half = static_cast<int>(half);
+  a.sign = inverse ? -1.f : 1.f;
+  a.x_pos = static_cast<int>(x_pos);
+  a.y_pos = static_cast<int>(y_pos);
+  const bool packed = x_pos != heads * d || y_pos != heads * d;
+  // Pairs per thread access: up to 16 bytes, when x and y share a dtype, D/2
+  // is a multiple and both pointers (and every position's start) are aligned to it.
+  const int64_t row_bytes = half * static_cast<int64_t>(sizeof(float2));
+  a.table = row_bytes <= kRopeMaxTableBytes;
+  int vpairs = 1;
+  const int64_t es = static_cast<int64_t>(dtype_size(tx));
+  if (tx == ty && a.table) {
+    for (int64_t cand = 16 / es; cand > 1; cand /= 2) {
+      const uint64_t bytes = static_cast<uint64_t>(cand * es);
+      if (half % cand == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0 &&
+          reinterpret_cast<uintptr_t>(y) % bytes == 0 && (x_pos * es) % bytes == 0 &&
+          (y_pos * es) % bytes == 0) {
+        vpairs = static_cast<int>(cand);
+        break;
+      }
+    }
+  }
+  a.hv = static_cast<int>(half / vpairs);
+  a.ipp = a.heads * a.hv;
+  // Positions per block: about one pass of items, few enough to leave ~4
+  // blocks per SM, and a cos/sin table of at most kRopeTableBytes.
+  const int64_t pass = int64_t{kRopeThreads} * rope_items(vpairs, static_cast<int>(es));
+  int64_t per = std::max<int64_t>(1, pass / a.ipp);
+  per = std::min(per, std::max<int64_t>(1, npos / (4 * int64_t{cx.sm_count})));
+  per = std::min(per, std::max<int64_t>(1, kRopeTableBytes / row_bytes));
+  a.per_block = static_cast<int>(per);
+  EL_CUDA_ENSURE((npos + per - 1) / per <= INT32_MAX, "cuda rope: {} positions too many", npos);
+  cudaStream_t s = cx.stream;
+  if (tx == ty) {
+    EL_DISPATCH_FLOAT(tx, T, {
+      if (packed) {
+        launch_rope_v<T, T, true>(vpairs, x, y, a, s);
+      } else {
+        launch_rope_v<T, T, false>(vpairs, x, y, a, s);
+      }
+    });
+  } else {
+    EL_DISPATCH_FLOAT(tx, TX, {
+      EL_DISPATCH_FLOAT(ty, TY, {
+        if (packed) {
+          launch_rope<TX, TY, 1, true>(x, y, a, s);
+        } else {
+          launch_rope<TX, TY, 1, false>(x, y, a, s);
+        }
+      });
+    });
+  }
+  EL_CUDA_CHECK_LAUNCH("rope_kernel");
+}
+
+// dst row r = src row r, `units` units of U per row; pitches in units. A
+// kernel rather than cudaMemcpy2DAsync: the copy engines move rows of a few
+// hundred bytes (v of a packed projection) far below memory bandwidth.
+template <class U>
+__global__ void copy_rows_kernel(const U* __restrict__ src, int64_t src_pitch, U* __restrict__ dst,
+                                 int64_t dst_pitch, int64_t rows, int64_t units) {
+  for (int64_t r = int64_t{blockIdx.x} * blockDim.y + threadIdx.y; r < rows;
+       r += int64_t{gridDim.x} * blockDim.y) {
+    for (int64_t c = threadIdx.x; c < units; c += blockDim.x) {
+      dst[r * dst_pitch + c] = src[r * src_pitch + c];
+    }
+  }
+}
+
+template <class U>
+void launch_copy_rows(const void* src, int64_t src_pitch_bytes, void* dst, int64_t dst_pitch_bytes,
+                      int64_t rows, int64_t width_bytes) {
+  constexpr int kThreads = 256;
+  const int64_t units = width_bytes / int64_t{sizeof(U)};
+  const dim3 block = row_block(units, kThreads);
+  const int grid = grid_for((rows + block.y - 1) / block.y * kThreads, kThreads);
+  copy_rows_kernel<U><<<grid, block, 0, ctx().stream>>>(
+      static_cast<const U*>(src), src_pitch_bytes / int64_t{sizeof(U)}, static_cast<U*>(dst),
+      dst_pitch_bytes / int64_t{sizeof(U)}, rows, units);
+  EL_CUDA_CHECK_LAUNCH("copy_rows_kernel");
+}
+
+// Copies `rows` rows of `width` elements between strided layouts (the v part
+// of a packed q/k/v projection, or q/k when there is no rotation), in the
+// widest unit (16, 8, 4, 2 or 1 bytes) that every pointer, pitch and the
+// row width allow.
+void copy_rows(const void* src, int64_t src_pitch, void* dst, int64_t dst_pitch, int64_t rows,
+               int64_t width, DType dt) {
+  if (rows == 0 || width == 0) return;
+  const auto es = static_cast<int64_t>(dtype_size(dt));
+  const int64_t sp = src_pitch * es, dp = dst_pitch * es, wb = width * es;
+  const uint64_t bits = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) |
+                        static_cast<uint64_t>(sp) | static_cast<uint64_t>(dp) |
+                        static_cast<uint64_t>(wb);
+  if (bits % 16 == 0) return launch_copy_rows<uint4>(src, sp, dst, dp, rows, wb);
+  if (bits % 8 == 0) return launch_copy_rows<uint2>(src, sp, dst, dp, rows, wb);
+  if (bits % 4 == 0) return launch_copy_rows<uint32_t>(src, sp, dst, dp, rows, wb);
+  if (bits % 2 == 0) return launch_copy_rows<uint16_t>(src, sp, dst, dp, rows, wb);
+  launch_copy_rows<uint8_t>(src, sp, dst, dp, rows, wb);
 }
 
 int bits_for(int64_t v) {
@@ -430,70 +577,80 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
                  "cuda rope: x must be [B, T, H, D] with even D, got {}", shape_str(x.shape()));
   EL_CUDA_ENSURE(y.numel() == x.numel(), "cuda rope: y {} for x {}", shape_str(y.shape()),
                  shape_str(x.shape()));
-  const int64_t t = x.dim(1), h = x.dim(2), half = x.dim(3) / 2;
-  EL_CUDA_ENSURE(inv_freq.numel() == half,
-                 "cuda rope: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(),
-                 x.dim(3), half);
+  const int64_t t = x.dim(1), h = x.dim(2), d = x.dim(3);
+  EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
+                 "cuda rope: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(), d,
+                 d / 2);
   if (x.numel() == 0) return;
-  // Offsets inside a block are 32-bit: one position (all heads) must fit.
-  EL_CUDA_ENSURE(h * half * 2 <= INT32_MAX / 2, "cuda rope: {} heads of dim {} too large", h,
-                 x.dim(3));
-  Context& cx = ctx();
-  RopeArgs a{};
-  a.inv_freq = inv_freq.raw();
-  a.freq_dtype = inv_freq.dtype();
-  a.npos = x.numel() / (h * half * 2);
-  a.t_len = t;
-  a.pos_offset = pos_offset;
-  a.heads = static_cast<int>(h);
-  a.half = static_cast<int>(half);
-  a.sign = inverse ? -1.f : 1.f;
-  // Pairs per thread access: up to 16 bytes, when x and y share a dtype, D/2
-  // is a multiple and both pointers are aligned to it (rows then stay aligned).
-  const int64_t row_bytes = half * static_cast<int64_t>(sizeof(float2));
-  a.table = row_bytes <= kRopeMaxTableBytes;
-  int vpairs = 1;
-  if (x.dtype() == y.dtype() && a.table) {
-    const int64_t es = static_cast<int64_t>(dtype_size(x.dtype()));
-    for (int64_t cand = 16 / es; cand > 1; cand /= 2) {
-      const uint64_t bytes = static_cast<uint64_t>(cand * es);
-      if (half % cand == 0 && reinterpret_cast<uintptr_t>(x.raw()) % bytes == 0 &&
-          reinterpret_cast<uintptr_t>(y.raw()) % bytes == 0) {
-        vpairs = static_cast<int>(cand);
-        break;
-      }
-    }
+  rope_rows(x.raw(), x.dtype(), h * d, y.raw(), y.dtype(), h * d, x.dim(0) * t, t, h, d, inv_freq,
+            pos_offset, inverse);
+}
+
+namespace {
+
+struct QkvDims {
+  int64_t rows, t, h, hkv, d, width;  // width = (h + 2 * hkv) * d: one position of packed
+};
+
+QkvDims qkv_dims(const Tensor& packed, const Tensor& q, const Tensor& k, const Tensor& v,
+                 const Tensor& inv_freq, const char* what) {
+  for (const Tensor* x : {&packed, &q, &k, &v}) expect_cuda_dtype(*x, packed.dtype(), what);
+  EL_CUDA_ENSURE(packed.ndim() == 4 && q.ndim() == 4 && k.ndim() == 4 && k.shape() == v.shape(),
+                 "cuda {}: packed {}, q {}, k {}, v {}", what, shape_str(packed.shape()),
+                 shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()));
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3), hkv = k.dim(2);
+  EL_CUDA_ENSURE(k.dim(0) == b && k.dim(1) == t && k.dim(3) == d && d % 2 == 0 &&
+                     packed.shape() == Shape({b, t, h + 2 * hkv, d}),
+                 "cuda {}: packed {} does not hold q {}, k {}, v {}", what,
+                 shape_str(packed.shape()), shape_str(q.shape()), shape_str(k.shape()),
+                 shape_str(v.shape()));
+  if (inv_freq.defined()) {
+    expect_cuda_float(inv_freq, what);
+    EL_CUDA_ENSURE(inv_freq.numel() == d / 2, "cuda {}: inv_freq has {} values, head dim {}",
+                   what, inv_freq.numel(), d);
   }
-  a.hv = static_cast<int>(half / vpairs);
-  a.ipp = a.heads * a.hv;
-  // Positions per block: about one pass of items, few enough to leave ~4
-  // blocks per SM, and a cos/sin table of at most kRopeTableBytes.
-  const int64_t pass = int64_t{kRopeThreads} *
-                       rope_items(vpairs, static_cast<int>(dtype_size(x.dtype())));
-  int64_t per = std::max<int64_t>(1, pass / a.ipp);
-  per = std::min(per, std::max<int64_t>(1, a.npos / (4 * int64_t{cx.sm_count})));
-  per = std::min(per, std::max<int64_t>(1, kRopeTableBytes / row_bytes));
-  a.per_block = static_cast<int>(per);
-  EL_CUDA_ENSURE((a.npos + per - 1) / per <= INT32_MAX, "cuda rope: {} positions too many",
-                 a.npos);
-  cudaStream_t s = cx.stream;
-  if (x.dtype() == y.dtype()) {
-    EL_DISPATCH_FLOAT(x.dtype(), T, {
-      switch (vpairs) {
-        case 8:
-          if constexpr (sizeof(T) == 2) launch_rope<T, T, 8>(x, y, a, s);
-          break;
-        case 4: launch_rope<T, T, 4>(x, y, a, s); break;
-        case 2: launch_rope<T, T, 2>(x, y, a, s); break;
-        default: launch_rope<T, T, 1>(x, y, a, s); break;
-      }
-    });
+  return {b * t, t, h, hkv, d, (h + 2 * hkv) * d};
+}
+
+// q or k between its packed columns and its own tensor: rotated, or copied
+// when there is no rotation (inv_freq undefined).
+void qk_part(const void* src, int64_t src_pos, void* dst, int64_t dst_pos, DType dt,
+             const QkvDims& g, int64_t heads, const Tensor& inv_freq, int64_t pos_offset,
+             bool inverse) {
+  if (inv_freq.defined()) {
+    rope_rows(src, dt, src_pos, dst, dt, dst_pos, g.rows, g.t, heads, g.d, inv_freq, pos_offset,
+              inverse);
   } else {
-    EL_DISPATCH_FLOAT(x.dtype(), TX, {
-      EL_DISPATCH_FLOAT(y.dtype(), TY, { launch_rope<TX, TY, 1>(x, y, a, s); });
-    });
+    copy_rows(src, src_pos, dst, dst_pos, g.rows, heads * g.d, dt);
   }
-  EL_CUDA_CHECK_LAUNCH("rope_kernel");
+}
+
+}  // namespace
+
+void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset, Tensor& q,
+                    Tensor& k, Tensor& v) {
+  const QkvDims g = qkv_dims(packed, q, k, v, inv_freq, "split_qkv_rope");
+  if (g.rows == 0) return;
+  const DType dt = packed.dtype();
+  const size_t es = dtype_size(dt);
+  const char* p = static_cast<const char*>(packed.raw());
+  qk_part(p, g.width, q.raw(), g.h * g.d, dt, g, g.h, inv_freq, pos_offset, false);
+  qk_part(p + g.h * g.d * es, g.width, k.raw(), g.hkv * g.d, dt, g, g.hkv, inv_freq, pos_offset,
+          false);
+  copy_rows(p + (g.h + g.hkv) * g.d * es, g.width, v.raw(), g.hkv * g.d, g.rows, g.hkv * g.d, dt);
+}
+
+void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                         const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked) {
+  const QkvDims g = qkv_dims(dpacked, dq, dk, dv, inv_freq, "merge_qkv_rope_grad");
+  if (g.rows == 0) return;
+  const DType dt = dpacked.dtype();
+  const size_t es = dtype_size(dt);
+  char* p = static_cast<char*>(dpacked.raw());
+  qk_part(dq.raw(), g.h * g.d, p, g.width, dt, g, g.h, inv_freq, pos_offset, true);
+  qk_part(dk.raw(), g.hkv * g.d, p + g.h * g.d * es, g.width, dt, g, g.hkv, inv_freq, pos_offset,
+          true);
+  copy_rows(dv.raw(), g.hkv * g.d, p + (g.h + g.hkv) * g.d * es, g.width, g.rows, g.hkv * g.d, dt);
 }
 
 }  // namespace el::cuda

@@ -35,12 +35,20 @@ bool all_finite(const Tensor& x);
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                      Tensor& dup);
+// gate_up[N, 2F] = [gate | up] per row (one packed projection).
+void swiglu_packed_forward(const Tensor& gate_up, Tensor& out);
+void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up);
 void gelu_forward(const Tensor& x, Tensor& out);
 void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 // Sum of squares over several tensors with one wait (global gradient norm).
 double sum_squares_many(const std::vector<Tensor>& xs);
 
 // ---- cuda_embedding_rope.cu
+// packed[B, T, H + 2 Hkv, D] <-> q, k (rotated unless inv_freq is undefined), v.
+void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset, Tensor& q,
+                    Tensor& k, Tensor& v);
+void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                         const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked);
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);

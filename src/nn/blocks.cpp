@@ -37,22 +37,33 @@ static int64_t card_head_dim(const ModelCard& c) {
 Attention::Attention(const ModelCard& card, Device device, DType dtype)
     : n_head(card.n_head), n_kv_head(card.n_kv_head), head_dim(card_head_dim(card)) {
   const int64_t c = card.d_model;
-  q_proj = std::make_unique<Linear>(c, n_head * head_dim, card.qkv_bias, device, dtype);
-  k_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device, dtype);
-  v_proj = std::make_unique<Linear>(c, n_kv_head * head_dim, card.qkv_bias, device, dtype);
+  auto qkv = make_stacked_linears(c, {n_head * head_dim, n_kv_head * head_dim, n_kv_head * head_dim},
+                                  card.qkv_bias, device, dtype);
+  q_proj = std::move(qkv[0]);
+  k_proj = std::move(qkv[1]);
+  v_proj = std::move(qkv[2]);
   o_proj = std::make_unique<Linear>(n_head * head_dim, c, false, device, dtype);
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
   const int64_t B = x.dim(0), T = x.dim(1);
-  Tensor q = ops::reshape(q_proj->forward(x), {B, T, n_head, head_dim});
-  Tensor k = ops::reshape(k_proj->forward(x), {B, T, n_kv_head, head_dim});
-  Tensor v = ops::reshape(v_proj->forward(x), {B, T, n_kv_head, head_dim});
-  if (rope_inv_freq.defined()) {
-    q = ops::rope(q, rope_inv_freq);
-    k = ops::rope(k, rope_inv_freq);
+  ops::QKV h;
+  if (auto stacked = stacked_weights({q_proj.get(), k_proj.get(), v_proj.get()})) {
+    // One GEMM for q, k and v (their weights are row blocks of one buffer),
+    // then the split and the rotation in one pass.
+    h = ops::split_qkv_rope(ops::linear_stacked(x, stacked->weights, stacked->biases), n_head,
+                            n_kv_head, rope_inv_freq);
+  } else {
+    // A transform replaced a projection (e.g. LoRA): each slot on its own.
+    h.q = ops::reshape(q_proj->forward(x), {B, T, n_head, head_dim});
+    h.k = ops::reshape(k_proj->forward(x), {B, T, n_kv_head, head_dim});
+    h.v = ops::reshape(v_proj->forward(x), {B, T, n_kv_head, head_dim});
+    if (rope_inv_freq.defined()) {
+      h.q = ops::rope(h.q, rope_inv_freq);
+      h.k = ops::rope(h.k, rope_inv_freq);
+    }
   }
-  Tensor y = ops::attention(q, k, v, /*causal=*/true);      // [B, T, H, D]
+  Tensor y = ops::attention(h.q, h.k, h.v, /*causal=*/true);  // [B, T, H, D]
   return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
 }
 
@@ -72,16 +83,21 @@ void Attention::for_each_linear(const std::string& prefix, const LinearVisitor& 
 
 Mlp::Mlp(const ModelCard& card, Device device, DType dtype) : kind(card.mlp) {
   if (kind == ModelCard::Mlp::swiglu) {
-    gate_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
+    auto gate_up = make_stacked_linears(card.d_model, {card.d_ff, card.d_ff}, false, device, dtype);
+    gate_proj = std::move(gate_up[0]);
+    up_proj = std::move(gate_up[1]);
+  } else {
+    up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
   }
-  up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
   down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, false, device, dtype);
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  Tensor h = kind == ModelCard::Mlp::swiglu
-                 ? ops::swiglu(gate_proj->forward(x), up_proj->forward(x))
-                 : ops::gelu(up_proj->forward(x));
+  if (kind != ModelCard::Mlp::swiglu) return down_proj->forward(ops::gelu(up_proj->forward(x)));
+  // gate and up as one GEMM when their weights are stacked (see Attention).
+  auto stacked = stacked_weights({gate_proj.get(), up_proj.get()});
+  Tensor h = stacked ? ops::swiglu_packed(ops::linear_stacked(x, stacked->weights, stacked->biases))
+                     : ops::swiglu(gate_proj->forward(x), up_proj->forward(x));
   return down_proj->forward(h);
 }
 

@@ -19,7 +19,56 @@ Linear::Linear(int64_t in, int64_t out, bool bias, Device device, DType dtype) {
   }
 }
 
+Linear::Linear(Tensor weight_, Tensor bias_) : weight(std::move(weight_)), bias(std::move(bias_)) {
+  weight.set_requires_grad(true);
+  if (bias.defined()) bias.set_requires_grad(true);
+}
+
 Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+
+std::vector<std::unique_ptr<LinearLayer>> make_stacked_linears(int64_t in,
+                                                               const std::vector<int64_t>& outs,
+                                                               bool bias, Device device,
+                                                               DType dtype) {
+  // 256 bytes: every block then meets the alignment the vectorised kernels
+  // (AdamW, grad norm, elementwise) want from a tensor's start.
+  constexpr int64_t kAlign = 256;
+  const auto es = static_cast<int64_t>(dtype_size(dtype));
+  int64_t rows = 0;
+  bool aligned = true;
+  for (int64_t o : outs) {
+    rows += o;
+    aligned = aligned && (o * in * es) % kAlign == 0 && (!bias || (o * es) % kAlign == 0);
+  }
+  std::vector<std::unique_ptr<LinearLayer>> layers;
+  if (!aligned) {
+    for (int64_t o : outs) layers.push_back(std::make_unique<Linear>(in, o, bias, device, dtype));
+    return layers;
+  }
+  const Tensor w = Tensor::zeros({rows, in}, dtype, device);
+  const Tensor b = bias ? Tensor::zeros({rows}, dtype, device) : Tensor();
+  int64_t row = 0;
+  for (int64_t o : outs) {
+    layers.push_back(std::make_unique<Linear>(w.slice0(row, row + o),
+                                              bias ? b.slice0(row, row + o) : Tensor()));
+    row += o;
+  }
+  return layers;
+}
+
+std::optional<StackedWeights> stacked_weights(std::initializer_list<const LinearLayer*> slots) {
+  StackedWeights s;
+  for (const LinearLayer* slot : slots) {
+    const auto* dense = dynamic_cast<const Linear*>(slot);
+    if (!dense) return std::nullopt;
+    s.weights.push_back(dense->weight);
+    if (dense->bias.defined()) s.biases.push_back(dense->bias);
+  }
+  if (!ops::rows_are_stacked(s.weights)) return std::nullopt;
+  if (!s.biases.empty() && (s.biases.size() != s.weights.size() || !ops::rows_are_stacked(s.biases)))
+    return std::nullopt;
+  return s;
+}
 
 void Linear::collect_parameters(const std::string& prefix, ParameterList& out) const {
   out.push_back({prefix + ".weight", weight});

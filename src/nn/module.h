@@ -11,7 +11,9 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,9 @@ class LinearLayer {
 class Linear final : public LinearLayer {
  public:
   Linear(int64_t in, int64_t out, bool bias, Device device, DType dtype = DType::f32);
+  // Over existing tensors (row blocks of a stacked buffer, see
+  // make_stacked_linears); marks them as requiring grad.
+  Linear(Tensor weight, Tensor bias);
   Tensor forward(const Tensor& x) const override;
   void collect_parameters(const std::string& prefix, ParameterList& out) const override;
   int64_t in_features() const override { return weight.dim(1); }
@@ -56,6 +61,27 @@ class Linear final : public LinearLayer {
   Tensor weight;  // [out, in]
   Tensor bias;    // [out] or undefined
 };
+
+// Dense Linear layers of one input (in features) whose weights, and biases,
+// are consecutive row blocks of one buffer, so that ops::linear_stacked runs
+// them as one GEMM (q/k/v, gate/up). Each layer still holds its own named
+// parameters: checkpoints, the optimizer and transforms see q_proj, k_proj,
+// ... as usual. When a block would not start on a 256-byte boundary (only
+// tiny widths), every layer gets its own buffer and the model uses the
+// per-layer path instead.
+std::vector<std::unique_ptr<LinearLayer>> make_stacked_linears(int64_t in,
+                                                               const std::vector<int64_t>& outs,
+                                                               bool bias, Device device,
+                                                               DType dtype);
+
+// The weights (and biases, empty when there are none) of `slots` when every
+// slot still holds a dense Linear and they are stacked in one buffer (what
+// make_stacked_linears made, before any transform swapped a slot); nullopt
+// otherwise, and the caller runs each slot's forward.
+struct StackedWeights {
+  std::vector<Tensor> weights, biases;
+};
+std::optional<StackedWeights> stacked_weights(std::initializer_list<const LinearLayer*> slots);
 
 // A visitor over every linear slot of a model: (parameter prefix, slot).
 using LinearVisitor = std::function<void(const std::string&, std::unique_ptr<LinearLayer>&)>;

@@ -119,6 +119,16 @@ class Backend {
   // the negative angle, which is exactly the backward pass.
   virtual void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse,
                     Tensor& y) = 0;
+  // q, k, v from one packed projection (ops::split_qkv_rope): per position,
+  // packed[B,T,H+2*Hkv,D] holds H query heads, Hkv key heads, Hkv value heads.
+  // q[B,T,H,D] and k[B,T,Hkv,D] get the rotation above (none when inv_freq
+  // is undefined), v[B,T,Hkv,D] is copied.
+  virtual void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
+                              Tensor& q, Tensor& k, Tensor& v) = 0;
+  // Its backward: dpacked = [inverse rotation of dq | of dk | dv] per position.
+  virtual void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                   const Tensor& inv_freq, int64_t pos_offset,
+                                   Tensor& dpacked) = 0;
 
   // ---- attention ----------------------------------------------------------------
   // q[B,T,H,D], k/v[B,S,Hkv,D], H % Hkv == 0 (head h reads kv head h / (H/Hkv));
@@ -136,6 +146,11 @@ class Backend {
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(g)*u
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor& dgate, Tensor& dup) = 0;
+  // gate_up[N, 2F]: gate in columns [0, F), up in [F, 2F) (one packed
+  // projection); out[N, F] = silu(gate) * up; dgate_up[N, 2F].
+  virtual void swiglu_packed_forward(const Tensor& gate_up, Tensor& out) = 0;
+  virtual void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up,
+                                      Tensor& dgate_up) = 0;
   virtual void gelu_forward(const Tensor& x, Tensor& out) = 0;  // tanh approximation
   virtual void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -16,6 +17,19 @@ namespace el::ops {
 // y[..., out] = x[..., in] @ w[out, in]^T (+ bias[out]). y has x's dtype; w
 // may be any float dtype, bias has x's or w's.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// Several projections of one input as ONE GEMM: y[..., sum(out_i)] holds
+// x @ w_i^T (+ b_i) side by side, in the order given. The weights must be
+// consecutive row blocks of one buffer (rows_are_stacked), so the GEMM reads
+// them as one [sum(out_i), in] matrix with no copy; each w_i (and b_i) gets
+// its own gradient, a row block of one dW. biases: empty, or one per weight,
+// stacked the same way. Used for q/k/v and gate/up (nn/blocks.cpp).
+Tensor linear_stacked(const Tensor& x, const std::vector<Tensor>& weights,
+                      const std::vector<Tensor>& biases = {});
+// True when the tensors are defined, contiguous, of one dtype and device, 2-D
+// with one column count (1-D: any length), and each starts where the previous
+// ends in the same storage.
+bool rows_are_stacked(const std::vector<Tensor>& parts);
 
 // out[B, T, C] = table[ids[B, T]] ; ids i32; out has the table's dtype.
 Tensor embedding(const Tensor& ids, const Tensor& table);
@@ -36,6 +50,15 @@ ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& branch, const Tensor& w,
 
 // Rotary embedding of x[B, T, H, D]; inv_freq[D/2] f32 (see rope_inv_freq).
 Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset = 0);
+// q, k and v from the packed output of one q/k/v projection (linear_stacked):
+// packed[B, T, H + 2 * Hkv, D] -> q[B, T, H, D] and k[B, T, Hkv, D] rotated
+// (inv_freq undefined: not rotated), v[B, T, Hkv, D] copied. One op so that
+// the split costs no extra pass: the rotation writes q and k anyway.
+struct QKV {
+  Tensor q, k, v;
+};
+QKV split_qkv_rope(const Tensor& packed, int64_t n_head, int64_t n_kv_head, const Tensor& inv_freq,
+                   int64_t pos_offset = 0);
 // inv_freq[i] = theta^(-2i/D), i < D/2, on the given device.
 Tensor rope_inv_freq(int64_t head_dim, float theta, Device device);
 
@@ -46,6 +69,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal 
                  float scale = 0.0f);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
+// The same from the packed output of one gate/up projection (linear_stacked):
+// gate_up[..., 2F] holds gate in [0, F) and up in [F, 2F); returns [..., F].
+Tensor swiglu_packed(const Tensor& gate_up);
 Tensor gelu(const Tensor& x);                         // tanh approximation
 Tensor add(const Tensor& a, const Tensor& b);         // same shape (residual)
 

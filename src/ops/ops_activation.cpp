@@ -33,6 +33,28 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
   return out;
 }
 
+Tensor swiglu_packed(const Tensor& gate_up) {
+  check_float("swiglu_packed", "gate_up", gate_up);
+  EL_ENSURE(gate_up.ndim() >= 1 && gate_up.dim(-1) % 2 == 0,
+            "ops::swiglu_packed: gate_up is {}, expected [..., 2F] (gate, then up)",
+            detail::desc(gate_up));
+  Shape shape = gate_up.shape();
+  shape.back() /= 2;
+  Tensor out = Tensor::empty(shape, gate_up.dtype(), gate_up.device());
+  backend_for(gate_up.device()).swiglu_packed_forward(gate_up, out);
+  if (any_requires_grad({&gate_up})) {
+    mark_output(out);
+    tape().record("swiglu_packed", [gate_up, out]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      Tensor dgu = empty_like(gate_up, dy.device());
+      backend_for(dy.device()).swiglu_packed_backward(dy.view(out.shape()), gate_up, dgu);
+      accumulate_grad(gate_up, dgu);
+    });
+  }
+  return out;
+}
+
 Tensor gelu(const Tensor& x) {
   check_float("gelu", "x", x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());

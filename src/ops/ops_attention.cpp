@@ -43,6 +43,52 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
   return y;
 }
 
+QKV split_qkv_rope(const Tensor& packed, int64_t n_head, int64_t n_kv_head, const Tensor& inv_freq,
+                   int64_t pos_offset) {
+  check_float("split_qkv_rope", "packed", packed);
+  const int64_t heads = n_head + 2 * n_kv_head;
+  EL_ENSURE(n_head > 0 && n_kv_head > 0 && packed.ndim() == 3 && packed.dim(2) % heads == 0 &&
+                (packed.dim(2) / heads) % 2 == 0,
+            "ops::split_qkv_rope: packed is {}, expected [B, T, (H + 2 Hkv) * D] with H {}, Hkv "
+            "{} and an even D",
+            desc(packed), n_head, n_kv_head);
+  EL_ENSURE(pos_offset >= 0, "ops::split_qkv_rope: negative pos_offset {}", pos_offset);
+  const int64_t b = packed.dim(0), t = packed.dim(1), d = packed.dim(2) / heads;
+  if (inv_freq.defined()) {
+    check_dtype("split_qkv_rope", "inv_freq", inv_freq, DType::f32);  // f32: see rope()
+    check_same_device("split_qkv_rope", "packed", packed, "inv_freq", inv_freq);
+    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
+              "ops::split_qkv_rope: inv_freq {} does not match head dim {} (expected [{}])",
+              desc(inv_freq), d, d / 2);
+  }
+  const Device dev = packed.device();
+  QKV out{Tensor::empty({b, t, n_head, d}, packed.dtype(), dev),
+          Tensor::empty({b, t, n_kv_head, d}, packed.dtype(), dev),
+          Tensor::empty({b, t, n_kv_head, d}, packed.dtype(), dev)};
+  const Tensor packed4 = packed.view({b, t, heads, d});
+  backend_for(dev).split_qkv_rope(packed4, inv_freq, pos_offset, out.q, out.k, out.v);
+  if (any_requires_grad({&packed})) {
+    mark_output(out.q);
+    mark_output(out.k);
+    mark_output(out.v);
+    tape().record("split_qkv_rope", [packed, packed4, inv_freq, pos_offset, q = out.q, k = out.k,
+                                     v = out.v]() {
+      Tensor dq = take_grad(q), dk = take_grad(k), dv = take_grad(v);
+      if (!dq.defined() && !dk.defined() && !dv.defined()) return;
+      const Device d = (dq.defined() ? dq : dk.defined() ? dk : dv).device();
+      // An output nothing flowed into contributes zeros.
+      auto or_zeros = [&](const Tensor& g, const Tensor& like) {
+        return g.defined() ? g.view(like.shape()) : Tensor::zeros(like.shape(), like.dtype(), d);
+      };
+      Tensor dpacked = empty_like(packed4, d);
+      backend_for(d).merge_qkv_rope_grad(or_zeros(dq, q), or_zeros(dk, k), or_zeros(dv, v),
+                                         inv_freq, pos_offset, dpacked);
+      accumulate_grad(packed, dpacked.view(packed.shape()));
+    });
+  }
+  return out;
+}
+
 Tensor rope_inv_freq(int64_t head_dim, float theta, Device device) {
   EL_ENSURE(head_dim > 0 && head_dim % 2 == 0,
             "ops::rope_inv_freq: head_dim {} must be even and > 0", head_dim);

@@ -13,26 +13,15 @@ using detail::check_same_shape;
 using detail::desc;
 using detail::empty_like;
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_float("linear", "x", x);
-  check_float("linear", "w", w);  // may differ from x's dtype (e.g. f32 x, bf16 w)
-  check_same_device("linear", "x", x, "w", w);
-  EL_ENSURE(w.ndim() == 2, "ops::linear: w is {}, expected [out_features, in_features]", desc(w));
-  EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
-            "ops::linear: x {} does not match w {} (x's last dim must equal in_features {})",
-            desc(x), desc(w), w.dim(1));
+namespace {
+
+// y = x @ w^T (+ bias) where w (and bias) may be the stacked view of several
+// parameters (linear_stacked): the gradient of w is computed whole and each
+// part gets its row block. w_parts = {w} (b_parts = {bias}) for a plain linear.
+Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
+                    const std::vector<Tensor>& w_parts, const std::vector<Tensor>& b_parts) {
   const int64_t in = w.dim(1), out_f = w.dim(0);
   const bool has_bias = bias.defined();
-  if (has_bias) {
-    check_float("linear", "bias", bias);
-    EL_ENSURE(bias.dtype() == x.dtype() || bias.dtype() == w.dtype(),
-              "ops::linear: bias is {}, expected the dtype of x {} or of w {}", desc(bias),
-              desc(x), desc(w));
-    check_same_device("linear", "x", x, "bias", bias);
-    EL_ENSURE(bias.numel() == out_f && bias.ndim() == 1,
-              "ops::linear: bias {} does not match w {} (expected [{}])", desc(bias), desc(w),
-              out_f);
-  }
   const int64_t n = in == 0 ? 0 : x.numel() / in;
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
@@ -48,38 +37,135 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     Tensor ones = Tensor::full({n, 1}, 1.f, bias.dtype(), x.device());
     be.gemm(ones, false, bias.view({1, out_f}), false, y2, 1.f, 1.f);
   }
-  if (any_requires_grad({&x, &w, &bias})) {
-    mark_output(out);
-    tape().record("linear", [x, w, bias, out, n, in, out_f]() {
-      Tensor dy = take_grad(out);
-      if (!dy.defined()) return;
-      Backend& b = backend_for(dy.device());
-      Tensor dy2 = dy.view({n, out_f});
-      if (x.requires_grad()) {
-        // dx = dy @ w, added to x's gradient by the GEMM itself (beta = 1)
-        // when x already has one (q/k/v and gate/up share their input).
-        GradSlot slot = grad_slot(x, dy.device());
-        if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
-        Tensor dx = slot.dst.view({n, in});
-        b.gemm(dy2, false, w, false, dx, 1.f, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
-        commit_grad(x, slot);
+  std::vector<const Tensor*> inputs{&x};
+  for (const Tensor& t : w_parts) inputs.push_back(&t);
+  for (const Tensor& t : b_parts) inputs.push_back(&t);
+  if (!any_requires_grad(inputs)) return out;
+  mark_output(out);
+  tape().record("linear", [x, w, bias, w_parts, b_parts, out, n, in, out_f]() {
+    Tensor dy = take_grad(out);
+    if (!dy.defined()) return;
+    Backend& b = backend_for(dy.device());
+    Tensor dy2 = dy.view({n, out_f});
+    // Hands each part its rows of a gradient computed for the whole stack.
+    auto distribute = [](const std::vector<Tensor>& parts, const Tensor& whole) {
+      if (parts.size() == 1) return accumulate_grad(parts[0], whole);
+      int64_t row = 0;
+      for (const Tensor& p : parts) {
+        accumulate_grad(p, whole.slice0(row, row + p.dim(0)));
+        row += p.dim(0);
       }
-      if (w.requires_grad()) {
-        Tensor dw = empty_like(w, dy.device());
-        b.gemm(dy2, true, x.view({n, in}), false, dw, 1.f, 0.f);  // [out, N] @ [N, in]
-        accumulate_grad(w, dw);
+    };
+    auto any_grad = [](const std::vector<Tensor>& parts) {
+      for (const Tensor& p : parts)
+        if (p.requires_grad()) return true;
+      return false;
+    };
+    if (x.requires_grad()) {
+      // dx = dy @ w, added to x's gradient by the GEMM itself (beta = 1)
+      // when x already has one (projections that share their input).
+      GradSlot slot = grad_slot(x, dy.device());
+      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      Tensor dx = slot.dst.view({n, in});
+      b.gemm(dy2, false, w, false, dx, 1.f, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
+      commit_grad(x, slot);
+    }
+    if (any_grad(w_parts)) {
+      Tensor dw = empty_like(w, dy.device());
+      b.gemm(dy2, true, x.view({n, in}), false, dw, 1.f, 0.f);  // [out, N] @ [N, in]
+      distribute(w_parts, dw);
+    }
+    if (bias.defined() && any_grad(b_parts)) {
+      Tensor db = Tensor::zeros({1, out_f}, bias.dtype(), dy.device());
+      if (n > 0) {
+        Tensor ones = Tensor::full({n, 1}, 1.f, dy.dtype(), dy.device());
+        b.gemm(ones, true, dy2, false, db, 1.f, 0.f);  // column sums of dy
       }
-      if (bias.defined() && bias.requires_grad()) {
-        Tensor db = Tensor::zeros({1, out_f}, bias.dtype(), dy.device());
-        if (n > 0) {
-          Tensor ones = Tensor::full({n, 1}, 1.f, dy.dtype(), dy.device());
-          b.gemm(ones, true, dy2, false, db, 1.f, 0.f);  // column sums of dy
-        }
-        accumulate_grad(bias, db.view({out_f}));
-      }
-    });
-  }
+      distribute(b_parts, db.view({out_f}));
+    }
+  });
   return out;
+}
+
+void check_linear_args(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_float("linear", "x", x);
+  check_float("linear", "w", w);  // may differ from x's dtype (e.g. f32 x, bf16 w)
+  check_same_device("linear", "x", x, "w", w);
+  EL_ENSURE(w.ndim() == 2, "ops::linear: w is {}, expected [out_features, in_features]", desc(w));
+  EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
+            "ops::linear: x {} does not match w {} (x's last dim must equal in_features {})",
+            desc(x), desc(w), w.dim(1));
+  if (bias.defined()) {
+    check_float("linear", "bias", bias);
+    EL_ENSURE(bias.dtype() == x.dtype() || bias.dtype() == w.dtype(),
+              "ops::linear: bias is {}, expected the dtype of x {} or of w {}", desc(bias),
+              desc(x), desc(w));
+    check_same_device("linear", "x", x, "bias", bias);
+    EL_ENSURE(bias.numel() == w.dim(0) && bias.ndim() == 1,
+              "ops::linear: bias {} does not match w {} (expected [{}])", desc(bias), desc(w),
+              w.dim(0));
+  }
+}
+
+// One tensor over the stacked parts' storage: [sum of rows, cols] (or [sum]).
+Tensor stacked_view(const std::vector<Tensor>& parts) {
+  auto impl = std::make_shared<TensorImpl>();
+  const TensorImpl& first = *parts.front().impl();
+  impl->storage = first.storage;
+  impl->offset_bytes = first.offset_bytes;
+  impl->dtype = first.dtype;
+  int64_t rows = 0;
+  for (const Tensor& p : parts) rows += p.dim(0);
+  if (first.shape.size() == 2) {
+    impl->shape = {rows, first.shape[1]};
+    impl->strides = {first.shape[1], 1};
+  } else {
+    impl->shape = {rows};
+    impl->strides = {1};
+  }
+  return Tensor(impl);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_linear_args(x, w, bias);
+  return linear_parts(x, w, bias, {w}, bias.defined() ? std::vector<Tensor>{bias} : std::vector<Tensor>{});
+}
+
+bool rows_are_stacked(const std::vector<Tensor>& parts) {
+  if (parts.empty() || !parts[0].defined()) return false;
+  const Tensor& first = parts[0];
+  const char* next = static_cast<const char*>(first.raw());
+  for (const Tensor& p : parts) {
+    if (!p.defined() || !p.is_contiguous() || p.dtype() != first.dtype() ||
+        p.impl()->storage != first.impl()->storage || p.ndim() != first.ndim() ||
+        p.ndim() < 1 || p.ndim() > 2 || (p.ndim() == 2 && p.dim(1) != first.dim(1)) ||
+        static_cast<const char*>(p.raw()) != next) {
+      return false;
+    }
+    next += p.nbytes();
+  }
+  return true;
+}
+
+Tensor linear_stacked(const Tensor& x, const std::vector<Tensor>& weights,
+                      const std::vector<Tensor>& biases) {
+  EL_ENSURE(rows_are_stacked(weights),
+            "ops::linear_stacked: the {} weights are not consecutive row blocks of one buffer",
+            weights.size());
+  EL_ENSURE(biases.empty() || (biases.size() == weights.size() && rows_are_stacked(biases)),
+            "ops::linear_stacked: {} biases for {} weights, expected none or one stacked bias each",
+            biases.size(), weights.size());
+  for (size_t i = 0; i < biases.size(); ++i) {
+    EL_ENSURE(biases[i].ndim() == 1 && biases[i].dim(0) == weights[i].dim(0),
+              "ops::linear_stacked: bias {} is {}, expected [{}]", i, desc(biases[i]),
+              weights[i].dim(0));
+  }
+  const Tensor w = stacked_view(weights);
+  const Tensor bias = biases.empty() ? Tensor() : stacked_view(biases);
+  check_linear_args(x, w, bias);
+  return linear_parts(x, w, bias, weights, biases);
 }
 
 Tensor embedding(const Tensor& ids, const Tensor& table) {

@@ -163,8 +163,10 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
     for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
       train_loader.next_random(ids, targets);
       Tensor loss = model->loss(to_device(ids, cfg.device), to_device(targets, cfg.device));
-      loss_sum += loss.item();
       tape().backward(loss, seed);
+      // Read after the backward is queued: on a GPU the host then never waits
+      // between the forward and the backward (item() synchronises).
+      loss_sum += loss.item();
     }
     const double loss = loss_sum / static_cast<double>(cfg.grad_accum);
     // Gradients are summed over micro-batches; 1/grad_accum makes them a

@@ -199,5 +199,70 @@ TEST(CudaRope, MatchesCpuForwardAndInverse) {
   }
 }
 
+// The packed q/k/v split with its rotation, and its backward (merge), at
+// shapes whose parts are not 16-byte aligned (D = 6: every q/k/v block starts
+// at a multiple of 12 bytes in bf16) and with no rotation (plain copies).
+TEST(CudaPacked, SplitQkvRopeAndMergeMatchCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 71;
+  struct S {
+    int64_t b, t, h, hkv, d;
+  };
+  for (DType t : kFloat) {
+    for (const S& g : {S{1, 1, 1, 1, 2}, S{2, 5, 3, 1, 6}, S{1, 17, 4, 2, 64}, S{2, 33, 12, 4, 64},
+                       S{1, 9, 2, 2, 128}}) {
+      for (bool rotate : {true, false}) {
+        Rng rng(seed++);
+        const int64_t heads = g.h + 2 * g.hkv;
+        const Tensor packed = random_host({g.b, g.t, heads, g.d}, rng, t);
+        const Tensor dq = random_host({g.b, g.t, g.h, g.d}, rng, t);
+        const Tensor dk = random_host({g.b, g.t, g.hkv, g.d}, rng, t);
+        const Tensor dv = random_host({g.b, g.t, g.hkv, g.d}, rng, t);
+        std::vector<float> f(static_cast<size_t>(g.d / 2));
+        for (size_t i = 0; i < f.size(); ++i) f[i] = std::pow(10000.f, -2.f * i / float(g.d));
+        const Tensor freq = rotate ? Tensor::from_floats(f, {g.d / 2}) : Tensor();
+        const Tensor gfreq = rotate ? to_gpu(freq) : Tensor();
+        Tensor q_ref = Tensor::empty(dq.shape()), k_ref = Tensor::empty(dk.shape()),
+               v_ref = Tensor::empty(dv.shape()), dp_ref = Tensor::empty(packed.shape());
+        cpu_backend().split_qkv_rope(packed, freq, 7, q_ref, k_ref, v_ref);
+        cpu_backend().merge_qkv_rope_grad(dq, dk, dv, freq, 7, dp_ref);
+        Tensor q = poisoned(dq.shape(), t), k = poisoned(dk.shape(), t), v = poisoned(dv.shape(), t);
+        Tensor dp = poisoned(packed.shape(), t);
+        gpu_backend().split_qkv_rope(to_gpu(packed, t), gfreq, 7, q, k, v);
+        gpu_backend().merge_qkv_rope_grad(to_gpu(dq, t), to_gpu(dk, t), to_gpu(dv, t), gfreq, 7, dp);
+        const std::string what = std::string(dtype_name(t)) + " H=" + std::to_string(g.h) +
+                                 " Hkv=" + std::to_string(g.hkv) + " D=" + std::to_string(g.d) +
+                                 (rotate ? " rope" : " copy");
+        EXPECT_TRUE(close_to(q, q_ref, tol(t), "split q", 2.0)) << what;
+        EXPECT_TRUE(close_to(k, k_ref, tol(t), "split k", 2.0)) << what;
+        EXPECT_TRUE(close_to(v, v_ref, tol(t), "split v")) << what;
+        EXPECT_TRUE(close_to(dp, dp_ref, tol(t), "merge dpacked", 2.0)) << what;
+      }
+    }
+  }
+}
+
+// SwiGLU over [gate | up] rows: F a multiple of the vector width (16-byte
+// path) and not (scalar path).
+TEST(CudaPacked, SwigluPackedMatchesCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 81;
+  for (DType t : kFloat) {
+    for (auto [rows, f] : {std::pair<int64_t, int64_t>{1, 1}, {3, 5}, {17, 64}, {33, 2048},
+                           {5, 1003}}) {
+      Rng rng(seed++);
+      const Tensor gu = random_host({rows, 2 * f}, rng, t, 2.f), dy = random_host({rows, f}, rng, t);
+      Tensor out_ref = Tensor::empty({rows, f}), dgu_ref = Tensor::empty({rows, 2 * f});
+      cpu_backend().swiglu_packed_forward(gu, out_ref);
+      cpu_backend().swiglu_packed_backward(dy, gu, dgu_ref);
+      Tensor out = poisoned({rows, f}, t), dgu = poisoned({rows, 2 * f}, t);
+      gpu_backend().swiglu_packed_forward(to_gpu(gu, t), out);
+      gpu_backend().swiglu_packed_backward(to_gpu(dy, t), to_gpu(gu, t), dgu);
+      EXPECT_TRUE(close_to(out, out_ref, tol(t), "swiglu_packed_forward")) << dtype_name(t) << " F=" << f;
+      EXPECT_TRUE(close_to(dgu, dgu_ref, tol(t), "swiglu_packed_backward")) << dtype_name(t) << " F=" << f;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace el::test

@@ -2,6 +2,8 @@
 // shapes, naming, determinism, and that a few optimizer steps reduce the loss.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/tape.h"
 #include "models/decoder_lm.h"
 #include "ops/ops.h"
@@ -128,6 +130,52 @@ TEST(DecoderLM, LinearSlotsCanBeSwapped) {
     EXPECT_NE(slot, nullptr) << name;
   });
   EXPECT_EQ(visited, 2 * 7);  // q k v o gate up down per layer; lm_head tied
+}
+
+// q/k/v and gate/up run as one GEMM each while their weights are stacked in
+// one buffer (make_stacked_linears); a transform that swaps a slot gets the
+// per-slot path. Both paths give one loss and the same gradients.
+TEST(DecoderLM, StackedProjectionsMatchThePerSlotPath) {
+  auto m = DecoderLM::create(test_card(), Device::cpu(), 5).value();
+  const Tensor ids = random_ids(2, 12, 61, 3), targets = random_ids(2, 12, 61, 4);
+  auto loss_and_grads = [&]() {
+    Tensor loss = m->loss(ids, targets);
+    tape().backward(loss);
+    std::vector<std::vector<float>> grads;
+    for (const auto& p : m->parameters()) {
+      grads.push_back(p.tensor.grad().to_floats());
+      Tensor(p.tensor).zero_grad();
+    }
+    return std::make_pair(loss.item(), grads);
+  };
+  std::vector<const LinearLayer*> slots;  // q k v o gate up down per layer
+  m->for_each_linear([&](const std::string&, std::unique_ptr<LinearLayer>& slot) {
+    slots.push_back(slot.get());
+  });
+  ASSERT_EQ(slots.size(), 2u * 7);
+  EXPECT_TRUE(stacked_weights({slots[0], slots[1], slots[2]}).has_value());
+  EXPECT_TRUE(stacked_weights({slots[4], slots[5]}).has_value());
+  EXPECT_FALSE(stacked_weights({slots[2], slots[3]}).has_value());  // v and o: two buffers
+  const auto [loss_stacked, grads_stacked] = loss_and_grads();
+
+  // Swap every slot for a dense copy in its own buffer: nothing is stacked.
+  m->for_each_linear([&](const std::string&, std::unique_ptr<LinearLayer>& slot) {
+    const auto* dense = dynamic_cast<const Linear*>(slot.get());
+    ASSERT_NE(dense, nullptr);
+    slot = std::make_unique<Linear>(dense->weight.clone(),
+                                    dense->bias.defined() ? dense->bias.clone() : Tensor());
+  });
+  m->refresh_parameters();
+  const auto [loss_split, grads_split] = loss_and_grads();
+  EXPECT_NEAR(loss_split, loss_stacked, 1e-5);
+  ASSERT_EQ(grads_split.size(), grads_stacked.size());
+  for (size_t i = 0; i < grads_split.size(); ++i) {
+    ASSERT_EQ(grads_split[i].size(), grads_stacked[i].size());
+    for (size_t j = 0; j < grads_split[i].size(); ++j) {
+      ASSERT_NEAR(grads_split[i][j], grads_stacked[i][j], 1e-5 + 1e-4 * std::abs(grads_stacked[i][j]))
+          << m->parameters()[i].name << " [" << j << "]";
+    }
+  }
 }
 
 }  // namespace
