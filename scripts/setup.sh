@@ -8,9 +8,18 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libopenblas-dev libsentencepiece-dev libssl-dev
+  libpcre2-dev libutf8proc-dev   # tokenizer.json (byte-level BPE): pre-tokenizer regex, NFC
   libgtest-dev libbenchmark-dev
   python3-doc   # the built-in corpus: the Python documentation's reST sources (real English prose)
 )
+# Headless Chromium for the browser test of the HTML report
+# (tests/cli/report_dom_test.sh). Debian only: Ubuntu 24.04's `chromium` is a
+# transitional package that installs a snap, which needs snapd and does not run
+# in containers; there the test skips itself.
+os_id=$( (. /etc/os-release 2>/dev/null && echo "${ID:-}") || true)
+if [ "$os_id" = "debian" ]; then
+  packages+=(chromium)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -27,9 +27,12 @@ SuiteSpec quick_suite() {
   return s;
 }
 
-// gpu-lite's steps per variant: the one number to change to resize the suite
-// (docs/PERFORMANCE.md has the measured wall time). Warmup stays a tenth of it.
+// gpu-lite's steps per run and runs per variant: the numbers to change to
+// resize the suite (docs/PERFORMANCE.md has the measured wall time: ~105 s a
+// run on one H200, so 3 x 3 runs take ~16 minutes, the 15-20).
+// Warmup stays a tenth of the steps.
 constexpr int64_t kGpuLiteSteps = 1000;
+constexpr int64_t kGpuLiteRepetitions = 3;
 
 SuiteSpec gpu_lite_suite() {
   // The paper's attention comparison (§2.2, Table 3) at its smallest size,
@@ -71,6 +74,10 @@ SuiteSpec gpu_lite_suite() {
   // of it.
   s.eval_batches = 16;
   s.precision = Precision::bf16;  // the paper's pretraining precision
+  // Three runs of each variant (each its own process): every figure gets a
+  // 95% confidence interval, and the PPL spread between runs (about +-1 at
+  // this budget) shows next to the gaps between variants.
+  s.repetitions = kGpuLiteRepetitions;
   // No MFU probe: the lite cards are already a realistic shape for the GPU.
   return s;
 }
@@ -82,7 +89,7 @@ Result<SuiteSpec> find_builtin_suite(const std::string& name) {
   if (name == "gpu-lite") return gpu_lite_suite();
   return make_error(fmt::format("unknown suite '{}'; the built-in suites are: {}", name,
                                 fmt::join(builtin_suite_names(), ", ")),
-                    "--suite", "quick (CPU, about 2.5 minutes) or gpu-lite (one GPU, about 10 minutes)");
+                    "--suite", "quick (CPU, about 2.5 minutes) or gpu-lite (one GPU, about 16 minutes)");
 }
 
 std::string default_suite_name(Device device) { return device.is_cpu() ? "quick" : "gpu-lite"; }

@@ -6,7 +6,7 @@
 //   gpu-lite  one GPU, bf16: the paper's attention comparison (MHA / GQA /
 //             MQA) at its smallest architecture size, Qwen2.5-0.5B shapes with
 //             an 8,192-piece vocabulary (lite-mha/-gqa/-mqa cards), 16 x 1024
-//             tokens per step; sized for about 10 minutes on one H100/H200.
+//             tokens per step, three runs each; sized for about 16 minutes on one H100/H200.
 //             The default on a GPU.
 // The numbers and the reasons for them are in builtin_suites.cpp.
 #pragma once

@@ -123,6 +123,7 @@ Result<ChildResult> run_child(const ChildOptions& o) {
         if (got > 0) {
           append_tail(r.stderr_tail, buf, static_cast<size_t>(got), o.stderr_tail_bytes);
           if (o.echo_stderr) (void)!::write(STDERR_FILENO, buf, static_cast<size_t>(got));
+          if (o.on_stderr) o.on_stderr(buf, static_cast<size_t>(got));
         } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
           pipe_open = false;  // the child closed its stderr (usually: exited)
         }
@@ -130,6 +131,7 @@ Result<ChildResult> run_child(const ChildOptions& o) {
     } else {
       ::usleep(20000);
     }
+    if (o.on_tick) o.on_tick();
     const pid_t w = ::waitpid(pid, &status, WNOHANG);
     if (w == pid) {
       reaped = true;
@@ -154,6 +156,7 @@ Result<ChildResult> run_child(const ChildOptions& o) {
     if (got <= 0) break;
     append_tail(r.stderr_tail, buf, static_cast<size_t>(got), o.stderr_tail_bytes);
     if (o.echo_stderr) (void)!::write(STDERR_FILENO, buf, static_cast<size_t>(got));
+    if (o.on_stderr) o.on_stderr(buf, static_cast<size_t>(got));
   }
   ::close(err_pipe[0]);
   r.wall_s = seconds_since(t0);

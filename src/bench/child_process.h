@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,11 @@ struct ChildOptions {
   std::string stdout_path;        // "" = inherit our stdout
   size_t stderr_tail_bytes = 4096;
   bool echo_stderr = false;
+  // Called with each chunk read from the child's stderr (e.g. to follow its
+  // progress lines), and about every 50 ms while it runs (e.g. to redraw a
+  // progress bar). Both run on the calling thread; either may be empty.
+  std::function<void(const char* data, size_t size)> on_stderr;
+  std::function<void()> on_tick;
 };
 
 struct ChildResult {

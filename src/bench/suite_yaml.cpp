@@ -600,8 +600,8 @@ Result<TrainConfig> pretrain_train_config(const ExpandedExperiment& e, Device de
 }
 
 Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite) {
-  const std::string hint = "the current runner runs one shared pretraining schedule; the per-experiment runner "
-                           "(issue 4 item 2) will run the rest — `efficientllm bench --dry-run` shows the matrix";
+  const std::string hint = "a SuiteSpec holds one shared pretraining schedule; `efficientllm bench` runs the suite "
+                           "file itself — `efficientllm bench --dry-run` shows the matrix";
   auto refuse = [&](const std::string& why, const std::string& where) {
     return make_error(fmt::format("suite '{}' cannot run in this build: {}", suite.name, why), where, hint);
   };
@@ -645,10 +645,65 @@ Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite) {
     s.variants.push_back({e.label, f.at("card").get<std::string>()});
   }
   // Checked after the experiments: an unsupported axis is the likelier reason.
-  if (suite.repetitions != 1 || suite.warmup_steps != 1 || suite.min_duration_s != 0) {
-    return refuse("it sets repetitions, warmup_steps or min_duration_s (this runner does 1, 1 and 0)", suite.path);
+  if (suite.warmup_steps != 1 || suite.min_duration_s != 0) {
+    return refuse("it sets warmup_steps or min_duration_s (a SuiteSpec has 1 and 0)", suite.path);
   }
+  s.repetitions = suite.repetitions;
   return s;
+}
+
+std::string suite_spec_to_yaml(const SuiteSpec& spec) {
+  // Strings as JSON strings (valid YAML double-quoted scalars); numbers in
+  // their shortest round-trip form, so 3e-3f reads back as the file's 3.0e-3.
+  const auto str = [](const std::string& v) { return json(v).dump(); };
+  std::string y;
+  y += "name: " + str(spec.name) + "\n";
+  y += "description: " + str(spec.description) + "\n";
+  y += fmt::format("sized_for: {}\n", spec.sized_for == DeviceKind::cpu ? "cpu" : "cuda");
+  y += fmt::format("repetitions: {}\nwarmup_steps: 1\nmin_duration_s: 0\n", spec.repetitions);
+  if (spec.mfu_probe) {
+    const MfuProbe& p = *spec.mfu_probe;
+    y += fmt::format("mfu_probe: {{label: {}, card: {}, batch_size: {}, seq_len: {}, steps: {}}}\n", str(p.label),
+                     str(p.card), p.batch_size, p.seq_len, p.steps);
+  }
+  y += fmt::format(
+      "defaults:\n  dataset: builtin\n  vocab_size: {}\n  batch_size: {}\n  seq_len: {}\n  steps: {}\n"
+      "  lr: {}\n  min_lr: {}\n  warmup: {}\n  eval_batches: {}\n  precision: {}\n",
+      spec.vocab_size, spec.batch_size, spec.seq_len, spec.steps, spec.lr, spec.min_lr, spec.warmup_steps,
+      spec.eval_batches, precision_name(spec.precision));
+  y += "experiments:\n";
+  for (const auto& v : spec.variants) {
+    y += fmt::format("  - {{axis: pretrain, label: {}, card: {}}}\n", str(v.label), str(v.card));
+  }
+  return y;
+}
+
+Result<SuiteFile> suite_spec_to_file(const SuiteSpec& spec) {
+  EL_TRY_ASSIGN(SuiteFile f, parse_suite_yaml(suite_spec_to_yaml(spec), "<built-in " + spec.name + ">"));
+  f.calibration_dtype = spec.calibration_dtype;
+  return f;
+}
+
+json suite_file_to_json(const SuiteFile& s) {
+  json labels = json::array();
+  for (const auto& e : s.experiments) labels.push_back(e.label);
+  json probe = nullptr;
+  if (s.mfu_probe) {
+    const MfuProbe& p = *s.mfu_probe;
+    probe = {{"label", p.label}, {"card", p.card}, {"batch_size", p.batch_size}, {"seq_len", p.seq_len},
+             {"steps", p.steps}};
+  }
+  return {{"name", s.name},
+          {"description", s.description},
+          {"path", s.path},
+          {"sized_for", s.sized_for == DeviceKind::cpu ? "cpu" : "cuda"},
+          {"repetitions", s.repetitions},
+          {"warmup_steps", s.warmup_steps},
+          {"min_duration_s", s.min_duration_s},
+          {"allow_missing", s.allow_missing},
+          {"calibration_dtype", s.calibration_dtype ? json(dtype_name(*s.calibration_dtype)) : json()},
+          {"mfu_probe", probe},
+          {"experiments", labels}};
 }
 
 double assumed_flops_per_second(DeviceKind kind) {

@@ -45,6 +45,7 @@
 #include "bench/results.h"
 #include "bench/suite.h"
 #include "core/device.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "train/trainer.h"
 
@@ -65,6 +66,7 @@ struct ExpandedExperiment {
   // (sorted keys), so it depends only on the resolved values.
   std::string hash;
   bool supported = true;   // false: shown and recorded, never run
+  bool mfu_probe = false;  // the suite's MFU probe (runner.h: plan_suite adds it); no PPL shown
   std::string status;      // "ready" or "not supported by this build: ..." / "missing dataset ..."
   std::string where;       // "path:LINE" of the experiment's entry
 
@@ -83,6 +85,10 @@ struct SuiteFile {
   bool allow_missing = false;
   std::optional<MfuProbe> mfu_probe;
   std::vector<ExpandedExperiment> experiments;  // expansion order
+  // GEMM dtype of the MFU calibration; empty = each experiment's own rule
+  // (suite_calibration_dtype in suite.h). Not a YAML key: only a C++ spec
+  // (SuiteSpec::calibration_dtype) sets it.
+  std::optional<DType> calibration_dtype;
 };
 
 // Parses and expands a suite. `source` names the file in errors ("path:LINE");
@@ -116,10 +122,24 @@ Result<std::vector<ExpandedExperiment>> filter_experiments(const std::vector<Exp
 Result<TrainConfig> pretrain_train_config(const ExpandedExperiment& e, Device device,
                                           const std::string& builtin_data_dir);
 
-// The suite as the current runner's SuiteSpec: only when every experiment is a
-// ready pretrain run on the built-in dataset with one shared schedule (only the
-// card differs) and repetitions is 1. The error says which experiment differs.
+// The suite as a SuiteSpec: only when every experiment is a ready pretrain run
+// on the built-in dataset with one shared schedule (only the card differs) and
+// repetitions is 1. The error says which experiment differs. The runner does
+// not need it (it runs SuiteFiles); a test uses it to keep the quick and
+// gpu-lite files equal to their C++ specs.
 Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite);
+
+// The other direction, so that the C++ specs run through the same runner as
+// suite files: the spec as suite-file YAML (repetitions 1, warmup_steps 1,
+// min_duration_s 0, the spec's schedule in `defaults`, one entry per variant),
+// and that text parsed (source "<built-in NAME>").
+std::string suite_spec_to_yaml(const SuiteSpec& spec);
+Result<SuiteFile> suite_spec_to_file(const SuiteSpec& spec);
+
+// What a result record keeps of its suite ("suite_spec", not hashed): name,
+// description, path, sized_for, the measurement rules, the MFU probe and the
+// labels of the suite's experiments.
+nlohmann::json suite_file_to_json(const SuiteFile& suite);
 
 // The throughput the time estimate assumes on a device kind, in FLOP/s:
 // an effective (not peak) rate, see suite_yaml.cpp for where the numbers come from.

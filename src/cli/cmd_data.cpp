@@ -1,10 +1,11 @@
-// efficientllm data prepare / efficientllm tokenizer train — text to token shards.
+// efficientllm data prepare / efficientllm tokenizer train|encode|decode — text to token shards.
 #include <cstdio>
 
 #include "cli/common.h"
 #include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_factory.h"
 
 namespace el::cli {
 namespace {
@@ -48,7 +49,7 @@ void add_data_command(CLI::App& app, Action& action) {
 }
 
 void add_tokenizer_command(CLI::App& app, Action& action) {
-  auto* tok = app.add_subcommand("tokenizer", "Train or inspect SentencePiece tokenizers");
+  auto* tok = app.add_subcommand("tokenizer", "Train SentencePiece tokenizers; encode/decode with any tokenizer");
   tok->require_subcommand(1);
   auto* train = tok->add_subcommand("train", "Train a SentencePiece BPE tokenizer (libsentencepiece)");
   auto inputs = std::make_shared<std::vector<std::string>>();
@@ -65,8 +66,15 @@ void add_tokenizer_command(CLI::App& app, Action& action) {
   auto* encode = tok->add_subcommand("encode", "Print the token ids of a text");
   auto model = std::make_shared<std::string>();
   auto text = std::make_shared<std::string>();
-  encode->add_option("--model,-m", *model, "SentencePiece .model file")->required();
+  const char* tok_help = "tokenizer.json, SentencePiece .model, or a checkpoint directory holding one";
+  encode->add_option("--tokenizer,--model,-m", *model, tok_help)->required();
   encode->add_option("text", *text, "Text to encode")->required();
+  auto* decode = tok->add_subcommand("decode", "Print the text of token ids");
+  auto ids = std::make_shared<std::vector<int32_t>>();
+  auto skip_special = std::make_shared<bool>(false);
+  decode->add_option("--tokenizer,--model,-m", *model, tok_help)->required();
+  decode->add_flag("--skip-special", *skip_special, "Drop special tokens");
+  decode->add_option("ids", *ids, "Token ids")->required();
   train->callback([&action, inputs, builtin, opts] {
     action = [inputs, builtin, opts]() -> int {
       auto files = resolve_inputs(*inputs, *builtin);
@@ -83,10 +91,18 @@ void add_tokenizer_command(CLI::App& app, Action& action) {
   });
   encode->callback([&action, model, text] {
     action = [model, text]() -> int {
-      auto tok = data::Tokenizer::load(*model);
+      auto tok = data::load_text_tokenizer(*model);
       if (!tok.ok()) return report_error(tok.error());
-      for (int32_t id : tok.value().encode(*text)) std::printf("%d ", id);
+      for (int32_t id : tok.value()->encode(*text)) std::printf("%d ", id);
       std::printf("\n");
+      return 0;
+    };
+  });
+  decode->callback([&action, model, ids, skip_special] {
+    action = [model, ids, skip_special]() -> int {
+      auto tok = data::load_text_tokenizer(*model);
+      if (!tok.ok()) return report_error(tok.error());
+      std::printf("%s\n", tok.value()->decode(*ids, *skip_special).c_str());
       return 0;
     };
   });

@@ -46,6 +46,9 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--sample-interval-ms", cfg->sample_interval_ms, "Metrics sampling period")->capture_default_str();
   cmd->add_option("--profile-step", cfg->profile_step,
                   "Bracket this step (1-based) for ncu/nsys --profile-from-start off");
+  // bench passes its suite's warm-up (suite_yaml.h: warmup_steps) to each run.
+  cmd->add_option("--timing-warmup", cfg->timing_warmup_steps,
+                  "First steps left out of the AL/TT/MFU timing summaries")->capture_default_str();
   cmd->add_option("--max-nonfinite-skips", cfg->max_nonfinite_skips,
                   "Steps with NaN/Inf loss to skip before stopping")->capture_default_str();
   cmd->add_option("--report", *report_path, "Write the full JSON report (raw samples included) here");

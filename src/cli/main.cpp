@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   el::cli::add_tokenizer_command(app, action);
   el::cli::add_model_command(app, action);
   el::cli::add_compare_command(app, action);
+  el::cli::add_report_command(app, action);
   CLI11_PARSE(app, argc, argv);
   try {
     return action ? action() : 0;

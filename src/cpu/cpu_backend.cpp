@@ -103,6 +103,32 @@ class CpuBackend final : public Backend {
     s.commit();
   }
 
+  void mul(const Tensor& a, const Tensor& b, Tensor& out) override {
+    F32Stage s;
+    cpu::mul(s.in(a), s.in(b), s.out(out));
+    s.commit();
+  }
+  void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out) override {
+    F32Stage s;
+    cpu::mul_lastdim(s.in(x), s.in(v), s.in(b), s.out(out));
+    s.commit();
+  }
+  void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv) override {
+    F32Stage s;
+    cpu::mul_lastdim_grad_v(s.in(dy), s.in(x), s.out(dv));
+    s.commit();
+  }
+  void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) override {
+    F32Stage s;
+    cpu::dropout(s.in(x), p, seed, s.out(out));
+    s.commit();
+  }
+
+  void inv_row_norms(const Tensor& x, Tensor& out) override {
+    F32Stage s;
+    cpu::inv_row_norms(s.in(x), s.out(out));
+    s.commit();
+  }
   void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
                       Tensor& q, Tensor& k, Tensor& v) override {
     F32Stage s;

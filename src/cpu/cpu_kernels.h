@@ -41,6 +41,13 @@ void copy(const Tensor& src, Tensor& dst);
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
           float beta);
 
+// ---- cpu_adapter.cpp (LoRA/DoRA arithmetic, dropout)
+void mul(const Tensor& a, const Tensor& b, Tensor& out);
+void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out);
+void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv);
+void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
+void inv_row_norms(const Tensor& x, Tensor& out);
+
 // ---- cpu_elementwise.cpp (add/axpy/scale/sum_squares, embedding, rope, activations)
 void add(const Tensor& a, const Tensor& b, Tensor& out);
 void axpy(float alpha, const Tensor& x, Tensor& y);

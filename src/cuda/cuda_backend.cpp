@@ -103,6 +103,18 @@ class CudaBackend final : public Backend {
     cuda::rope(x, inv_freq, pos_offset, inverse, y);
   }
 
+  void mul(const Tensor& a, const Tensor& b, Tensor& out) override { cuda::mul(a, b, out); }
+  void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out) override {
+    cuda::mul_lastdim(x, v, b, out);
+  }
+  void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv) override {
+    cuda::mul_lastdim_grad_v(dy, x, dv);
+  }
+  void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) override {
+    cuda::dropout(x, p, seed, out);
+  }
+
+  void inv_row_norms(const Tensor& x, Tensor& out) override { cuda::inv_row_norms(x, out); }
   void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
                       Tensor& q, Tensor& k, Tensor& v) override {
     cuda::split_qkv_rope(packed, inv_freq, pos_offset, q, k, v);

@@ -121,6 +121,9 @@ void launch_ew(const char* what, const Tensor* const (&ins)[NI], Tensor* const (
 }
 
 // ---- operators (f32 math) ---------------------------------------------------------
+struct MulOp {
+  __device__ void operator()(const float* x, float* y) const { y[0] = x[0] * x[1]; }
+};
 struct AddOp {
   __device__ void operator()(const float* x, float* y) const { y[0] = x[0] + x[1]; }
 };
@@ -344,6 +347,10 @@ double finish_sum(int grid) {
 
 void add(const Tensor& a, const Tensor& b, Tensor& out) {
   launch_ew<2, 1>("add", {&a, &b}, {&out}, AddOp{});
+}
+
+void mul(const Tensor& a, const Tensor& b, Tensor& out) {
+  launch_ew<2, 1>("mul", {&a, &b}, {&out}, MulOp{});
 }
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {

@@ -43,6 +43,17 @@ void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 // Sum of squares over several tensors with one wait (global gradient norm).
 double sum_squares_many(const std::vector<Tensor>& xs);
 
+// ---- cuda_adapter.cu (LoRA/DoRA arithmetic, dropout; mul in cuda_elementwise.cu)
+void mul(const Tensor& a, const Tensor& b, Tensor& out);
+void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out);
+void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv);
+void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
+void inv_row_norms(const Tensor& x, Tensor& out);
+
+// ---- cuda_norm.cu, shared: out[j] = sum over b < g of partial[b * c + j]
+// (f32 partials, fixed order), rounded into out's dtype.
+void launch_column_sum(const float* partial, int64_t g, int64_t c, Tensor& out);
+
 // ---- cuda_embedding_rope.cu
 // packed[B, T, H + 2 Hkv, D] <-> q, k (rotated unless inv_freq is undefined), v.
 void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset, Tensor& q,

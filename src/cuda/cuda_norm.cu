@@ -141,6 +141,8 @@ __global__ void norm_backward_kernel(const TG* __restrict__ dy, const TX* __rest
   }
 }
 
+}  // namespace
+
 // out[j] = sum over blocks b < g of partial[b, j]: 32 columns per block,
 // 8 thread rows each summing every 8th partial, then the 8 in a fixed order.
 constexpr int kColRows = 8;
@@ -168,6 +170,8 @@ void launch_column_sum(const float* partial, int64_t g, int64_t c, Tensor& out) 
       partial, g, c, out.raw(), out.dtype());
   EL_CUDA_CHECK_LAUNCH("column_sum_kernel");
 }
+
+namespace {
 
 // ---- RMSNorm fast path: one warp per row, NV 16-byte vectors per lane ----------
 constexpr int kMaxLaneVectors = 8;

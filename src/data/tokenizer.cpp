@@ -186,6 +186,17 @@ int Tokenizer::vocab_size() const { return sp_ ? sp_->GetPieceSize() : 0; }
 int Tokenizer::bos_id() const { return sp_ ? sp_->bos_id() : -1; }
 int Tokenizer::eos_id() const { return sp_ ? sp_->eos_id() : -1; }
 int Tokenizer::unk_id() const { return sp_ ? sp_->unk_id() : -1; }
+int Tokenizer::pad_id() const { return sp_ ? sp_->pad_id() : -1; }
+
+int32_t Tokenizer::piece_to_id(std::string_view piece) const {
+  if (!sp_) return -1;
+  const int id = sp_->PieceToId(piece);  // unknown pieces map to unk_id
+  return id >= 0 && sp_->IdToPiece(id) == piece ? id : -1;
+}
+
+bool Tokenizer::is_control(int32_t id) const {
+  return sp_ && id >= 0 && id < sp_->GetPieceSize() && sp_->IsControl(id);
+}
 
 std::string Tokenizer::id_to_piece(int32_t id) const {
   EL_ENSURE(sp_ != nullptr && id >= 0 && id < sp_->GetPieceSize(), "token id {} outside vocab", id);

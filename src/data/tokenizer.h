@@ -84,7 +84,12 @@ class Tokenizer {
   int bos_id() const;
   int eos_id() const;
   int unk_id() const;
+  int pad_id() const;  // -1 when the model has none
   std::string id_to_piece(int32_t id) const;  // "▁the", "<0x0A>", ...
+  // The id of a whole piece, or -1 when the vocabulary has no such piece.
+  int32_t piece_to_id(std::string_view piece) const;
+  // Control symbols (<s>, </s>, user-declared controls) decode to nothing.
+  bool is_control(int32_t id) const;
   const std::string& model_path() const { return model_path_; }
 
  private:

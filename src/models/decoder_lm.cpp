@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "nn/rope_scaling.h"
 #include "ops/ops.h"
 
 namespace el {
@@ -10,7 +11,8 @@ DecoderLM::DecoderLM(const ModelCard& card, Device device, DType param_dtype)
     : card_(card), device_(device), param_dtype_(param_dtype) {}
 
 Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Device device,
-                                                     uint64_t seed, DType param_dtype) {
+                                                     uint64_t seed, DType param_dtype,
+                                                     bool init_weights) {
   EL_TRY(validate_model_card(card));
   if (!dtype_is_float(param_dtype)) {
     return make_error(fmt::format("parameter dtype {} is not a float dtype", dtype_name(param_dtype)),
@@ -28,10 +30,10 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
   m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device, param_dtype);
   if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device, param_dtype);
   if (card.pos_encoding == ModelCard::PosEncoding::rope) {
-    const int64_t head_dim = card.head_dim > 0 ? card.head_dim : C / card.n_head;
-    m->rope_inv_freq_ = ops::rope_inv_freq(head_dim, card.rope_theta, device);
+    m->rope_inv_freq_ = rope_inv_freq_for(card, device);  // with the card's rope_scaling
   }
   m->refresh_parameters();
+  if (!init_weights) return m;  // the caller overwrites every parameter (a checkpoint)
 
   // Initialisation: N(0, init_std) for embeddings and projections; the
   // projections that write into the residual stream (o_proj, down_proj) are
@@ -73,6 +75,9 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
             dtype_name(ids.dtype()), shape_str(ids.shape()));
   EL_ENSURE(ids.dim(1) <= card_.max_seq_len, "sequence length {} exceeds the card's max_seq_len {}",
             ids.dim(1), card_.max_seq_len);
+  EL_ENSURE(card_.sliding_window <= 0 || ids.dim(1) <= card_.sliding_window,
+            "sequence length {} exceeds the card's sliding_window {} (no windowed attention)",
+            ids.dim(1), card_.sliding_window);
   Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C], the residual stream
   if (layers_.empty()) {
     x = norm_->forward(x);
@@ -122,6 +127,7 @@ ParameterCounts count_parameters(const ModelCard& c) {
   const int64_t norm = c.norm == ModelCard::Norm::layernorm ? 2 * C : C;
   int64_t attn = C * H * D + 2 * C * Hkv * D + H * D * C;
   if (c.qkv_bias) attn += H * D + 2 * Hkv * D;
+  if (c.o_bias) attn += C;
   const int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
   ParameterCounts p;
   p.embedding = V * C * (c.tied_embeddings ? 1 : 2);

@@ -46,10 +46,14 @@ class DecoderLM {
   // with every parameter stored in `param_dtype` (f32, bf16 or f16). The
   // initial values are drawn in f32 and rounded, so models of one seed agree
   // up to rounding whatever their dtype. Activations follow the embedding's
-  // dtype (logits included); the loss is always f32.
+  // dtype (logits included); the loss is always f32. With init_weights false
+  // no random values are drawn (weights keep what allocation left: zeros or
+  // uninitialised memory; norms 1, biases 0): for loaders that overwrite every
+  // parameter, so a multi-GB checkpoint does not pay for a random init first.
   static Result<std::unique_ptr<DecoderLM>> create(const ModelCard& card, Device device,
                                                    uint64_t seed,
-                                                   DType param_dtype = DType::f32);
+                                                   DType param_dtype = DType::f32,
+                                                   bool init_weights = true);
 
   // logits[B, T, V] for ids[B, T] (i32).
   Tensor forward(const Tensor& ids) const;
@@ -81,7 +85,7 @@ class DecoderLM {
   std::vector<std::unique_ptr<DecoderBlock>> layers_;
   std::unique_ptr<Norm> norm_;
   std::unique_ptr<LinearLayer> lm_head_;  // null when tied to embed_tokens_
-  Tensor rope_inv_freq_;  // [D/2] f32 (any param dtype) or undefined
+  Tensor rope_inv_freq_;  // [D/2] f32 (any param dtype, card's rope_scaling applied) or undefined
   ParameterList params_;
 };
 

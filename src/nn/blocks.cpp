@@ -42,7 +42,7 @@ Attention::Attention(const ModelCard& card, Device device, DType dtype)
   q_proj = std::move(qkv[0]);
   k_proj = std::move(qkv[1]);
   v_proj = std::move(qkv[2]);
-  o_proj = std::make_unique<Linear>(n_head * head_dim, c, false, device, dtype);
+  o_proj = std::make_unique<Linear>(n_head * head_dim, c, card.o_bias, device, dtype);
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {

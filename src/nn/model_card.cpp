@@ -25,10 +25,13 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kKeys = {
     "name",      "n_layer",    "d_model",      "n_head",     "n_kv_head", "head_dim",
     "d_ff",      "vocab_size", "max_seq_len",  "norm",       "norm_eps",  "pos_encoding",
-    "rope_theta", "mlp",       "tied_embeddings", "init_std", "qkv_bias"};
+    "rope_theta", "mlp",       "tied_embeddings", "init_std", "qkv_bias",
+    "o_bias",    "sliding_window", "rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
+    "rope_high_freq_factor", "rope_original_max_seq_len"};
 const std::vector<std::string> kNorms = {"rmsnorm", "layernorm"};
 const std::vector<std::string> kPosEncodings = {"rope", "none"};
 const std::vector<std::string> kMlps = {"swiglu", "gelu"};
+const std::vector<std::string> kRopeScalings = {"none", "linear", "llama3"};
 
 // A validation failure: the field at fault and what is wrong with it, so the
 // caller can place it (a YAML line when parsing, the card name otherwise).
@@ -37,6 +40,57 @@ struct FieldError {
   std::string what;
   std::string hint;
 };
+
+// The rope_* parameters: each one the chosen scaling uses must be valid, and
+// one it does not use must be unset (0), so a card never carries a value that
+// silently does nothing.
+std::optional<FieldError> check_rope_scaling(const ModelCard& c) {
+  using RS = ModelCard::RopeScaling;
+  if (static_cast<unsigned>(c.rope_scaling) > 2) {
+    return FieldError{"rope_scaling",
+                      fmt::format("unknown rope_scaling value {}; allowed: {}",
+                                  static_cast<int>(c.rope_scaling), io::quoted_list(kRopeScalings)),
+                      {}};
+  }
+  const char* kind = rope_scaling_name(c.rope_scaling);
+  if (c.rope_scaling != RS::none && c.pos_encoding != ModelCard::PosEncoding::rope) {
+    return FieldError{"rope_scaling", fmt::format("rope_scaling {} needs pos_encoding: rope", kind),
+                      {}};
+  }
+  const bool uses_factor = c.rope_scaling != RS::none;
+  const bool llama3 = c.rope_scaling == RS::llama3;
+  const struct {
+    const char* field;
+    double value;
+    bool used;
+  } params[] = {{"rope_scaling_factor", c.rope_scaling_factor, uses_factor},
+                {"rope_low_freq_factor", c.rope_low_freq_factor, llama3},
+                {"rope_high_freq_factor", c.rope_high_freq_factor, llama3},
+                {"rope_original_max_seq_len", static_cast<double>(c.rope_original_max_seq_len),
+                 llama3}};
+  for (const auto& p : params) {
+    if (!p.used && p.value != 0.0) {
+      return FieldError{p.field,
+                        fmt::format("{} is set ({}) but rope_scaling {} does not use it", p.field,
+                                    p.value, kind),
+                        "remove the key, or choose the rope_scaling that uses it"};
+    }
+    if (p.used && (!(p.value > 0.0) || !std::isfinite(p.value))) {
+      return FieldError{p.field,
+                        fmt::format("{} must be a positive number with rope_scaling {}, got {}",
+                                    p.field, kind, p.value),
+                        {}};
+    }
+  }
+  if (llama3 && !(c.rope_high_freq_factor > c.rope_low_freq_factor)) {
+    return FieldError{"rope_high_freq_factor",
+                      fmt::format("rope_high_freq_factor ({}) must be greater than "
+                                  "rope_low_freq_factor ({})",
+                                  c.rope_high_freq_factor, c.rope_low_freq_factor),
+                      "llama3 interpolates between the two wavelengths they define"};
+  }
+  return std::nullopt;
+}
 
 std::optional<FieldError> check_card(const ModelCard& c) {
   if (c.name.empty()) return FieldError{"name", "name must not be empty", {}};
@@ -88,7 +142,12 @@ std::optional<FieldError> check_card(const ModelCard& c) {
       return FieldError{field, fmt::format("{} must be a positive number, got {}", field, v), {}};
     }
   }
-  return std::nullopt;
+  if (c.sliding_window < 0) {
+    return FieldError{"sliding_window",
+                      fmt::format("sliding_window must be >= 0 (0 = none), got {}", c.sliding_window),
+                      {}};
+  }
+  return check_rope_scaling(c);
 }
 
 template <class E>
@@ -143,6 +202,33 @@ const char* pos_encoding_name(ModelCard::PosEncoding p) {
   return p == ModelCard::PosEncoding::none ? "none" : "rope";
 }
 const char* mlp_name(ModelCard::Mlp m) { return m == ModelCard::Mlp::gelu ? "gelu" : "swiglu"; }
+const char* rope_scaling_name(ModelCard::RopeScaling r) {
+  switch (r) {
+    case ModelCard::RopeScaling::linear: return "linear";
+    case ModelCard::RopeScaling::llama3: return "llama3";
+    default: return "none";
+  }
+}
+
+Status check_sequence_length(const ModelCard& card, int64_t seq_len) {
+  const std::string owner =
+      !card.source_path.empty() ? card.source_path : fmt::format("model card '{}'", card.name);
+  if (seq_len > card.max_seq_len) {
+    return make_error(fmt::format("seq_len {} exceeds max_seq_len {} of model card '{}'", seq_len,
+                                  card.max_seq_len, card.name),
+                      owner + ": key 'max_seq_len'",
+                      "lower --seq-len or raise max_seq_len in the card");
+  }
+  if (card.sliding_window > 0 && seq_len > card.sliding_window) {
+    return make_error(
+        fmt::format("seq_len {} exceeds sliding_window {} of model card '{}': the model attends to "
+                    "the last {} positions only and the engine has no sliding-window attention",
+                    seq_len, card.sliding_window, card.name, card.sliding_window),
+        owner + ": key 'sliding_window'",
+        fmt::format("use --seq-len {} or less", card.sliding_window));
+  }
+  return Status::Ok();
+}
 
 Status validate_model_card(const ModelCard& card) {
   auto fe = check_card(card);
@@ -180,6 +266,15 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
   EL_TRY(m.read_optional("tied_embeddings", c.tied_embeddings));
   EL_TRY(m.read_optional("init_std", c.init_std));
   EL_TRY(m.read_optional("qkv_bias", c.qkv_bias));
+  EL_TRY(m.read_optional("o_bias", c.o_bias));
+  EL_TRY(m.read_optional("sliding_window", c.sliding_window));
+  EL_TRY_ASSIGN(std::string rs, m.get_choice_or("rope_scaling", kRopeScalings,
+                                                rope_scaling_name(c.rope_scaling)));
+  c.rope_scaling = enum_from<ModelCard::RopeScaling>(rs, kRopeScalings);
+  EL_TRY(m.read_optional("rope_scaling_factor", c.rope_scaling_factor));
+  EL_TRY(m.read_optional("rope_low_freq_factor", c.rope_low_freq_factor));
+  EL_TRY(m.read_optional("rope_high_freq_factor", c.rope_high_freq_factor));
+  EL_TRY(m.read_optional("rope_original_max_seq_len", c.rope_original_max_seq_len));
 
   if (auto fe = check_card(c)) {
     // Point at the field's line; a defaulted field (absent) points at the card.
@@ -213,6 +308,20 @@ std::string model_card_to_yaml(const ModelCard& c) {
   s += fmt::format("tied_embeddings: {}\n", c.tied_embeddings);
   s += fmt::format("init_std: {}\n", c.init_std);
   s += fmt::format("qkv_bias: {}\n", c.qkv_bias);
+  // Later keys only when set (see the header): older cards keep their text.
+  const ModelCard d;
+  if (c.o_bias != d.o_bias) s += fmt::format("o_bias: {}\n", c.o_bias);
+  if (c.sliding_window != d.sliding_window) s += fmt::format("sliding_window: {}\n", c.sliding_window);
+  if (c.rope_scaling != d.rope_scaling)
+    s += fmt::format("rope_scaling: {}\n", rope_scaling_name(c.rope_scaling));
+  if (c.rope_scaling_factor != d.rope_scaling_factor)
+    s += fmt::format("rope_scaling_factor: {}\n", c.rope_scaling_factor);
+  if (c.rope_low_freq_factor != d.rope_low_freq_factor)
+    s += fmt::format("rope_low_freq_factor: {}\n", c.rope_low_freq_factor);
+  if (c.rope_high_freq_factor != d.rope_high_freq_factor)
+    s += fmt::format("rope_high_freq_factor: {}\n", c.rope_high_freq_factor);
+  if (c.rope_original_max_seq_len != d.rope_original_max_seq_len)
+    s += fmt::format("rope_original_max_seq_len: {}\n", c.rope_original_max_seq_len);
   return s;
 }
 

@@ -25,6 +25,24 @@
 //   tied_embeddings  bool     lm_head shares the token embedding (default false)
 //   init_std         float    std of the normal weight init (default 0.02)
 //   qkv_bias         bool     biases on q/k/v projections (default false)
+//   o_bias           bool     bias on the attention output projection o_proj
+//                             (default false; Llama's attention_bias sets both)
+//   sliding_window   int      0 = full causal attention (default); W > 0 = the
+//                             checkpoint attends to the last W positions only
+//                             (Mistral, Qwen2). The engine has no windowed
+//                             attention, so sequences longer than W are rejected
+//                             (check_sequence_length) instead of silently
+//                             attending further than the model was trained to.
+//   rope_scaling     none | linear | llama3       (default none) RoPE frequency
+//                             scaling as transformers applies it (nn/rope_scaling.h)
+//   rope_scaling_factor   float  linear, llama3: factor (required > 0 with them)
+//   rope_low_freq_factor  float  llama3 only: low_freq_factor (> 0)
+//   rope_high_freq_factor float  llama3 only: high_freq_factor (> low)
+//   rope_original_max_seq_len int llama3 only: original_max_position_embeddings
+// The keys from o_bias on are written by model_card_to_yaml only when they
+// differ from their defaults, so cards without them keep their exact text (and
+// config hashes). A rope_* parameter the chosen rope_scaling does not use is an
+// error, never silently ignored.
 #pragma once
 
 #include <string>
@@ -52,6 +70,13 @@ struct ModelCard {
   bool tied_embeddings = false;
   float init_std = 0.02f;
   bool qkv_bias = false;
+  bool o_bias = false;
+  int sliding_window = 0;  // 0 = none
+  enum class RopeScaling { none, linear, llama3 } rope_scaling = RopeScaling::none;
+  float rope_scaling_factor = 0.0f;    // 0 = unset
+  float rope_low_freq_factor = 0.0f;   // llama3
+  float rope_high_freq_factor = 0.0f;  // llama3
+  int rope_original_max_seq_len = 0;   // llama3
   std::string source_path;  // file (or source name) the card was read from; not in the YAML
 
   // head_dim, or d_model / n_head when head_dim is 0.
@@ -65,6 +90,7 @@ struct ModelCard {
 const char* norm_name(ModelCard::Norm n);
 const char* pos_encoding_name(ModelCard::PosEncoding p);
 const char* mlp_name(ModelCard::Mlp m);
+const char* rope_scaling_name(ModelCard::RopeScaling r);
 
 // Parses a card from YAML text; `source_name` (a path or a label such as
 // "checkpoint.safetensors") goes into error locations and card.source_path.
@@ -79,6 +105,12 @@ Result<ModelCard> load_model_card(const std::string& path);
 // values in range. Errors name the field, e.g.
 //   "n_head (12) must be divisible by n_kv_head (5)".
 Status validate_model_card(const ModelCard& card);
+
+// A training or inference length the card cannot run: seq_len above
+// max_seq_len, or above sliding_window when the card has one (full attention
+// over more than W positions would differ from the checkpoint's windowed
+// attention). The error names the card, the limit and the key.
+Status check_sequence_length(const ModelCard& card, int64_t seq_len);
 
 // Every YAML field in a fixed order, floats in shortest round-trip form, so
 // parse_model_card(model_card_to_yaml(c)) == c (up to source_path).

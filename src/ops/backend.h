@@ -51,6 +51,20 @@ struct AdamWTensors {
   Tensor* v;
 };
 
+// Dropout's keep decision for element i: a splitmix64 hash of (seed, i) whose
+// top 24 bits, as a fraction of 2^24, are compared with p. Host and device
+// code (the CUDA kernel includes the same arithmetic) agree bit for bit.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -84,6 +98,21 @@ class Backend {
   // tensor). The fp16 loss scaler's overflow check: unlike sum_squares it
   // cannot overflow itself, so a large finite gradient is never mistaken for one.
   virtual bool all_finite(const Tensor& x) = 0;
+
+  // ---- adapter arithmetic (LoRA / DoRA, finetune/) ------------------------------
+  virtual void mul(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // same shape
+  // out[N, C] = x[N, C] * v[C] (+ b[C] when b is defined), v and b broadcast
+  // over the rows.
+  virtual void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out) = 0;
+  // dv[C] = sum over the rows of dy[N, C] * x[N, C] (overwritten; f32 sums).
+  virtual void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv) = 0;
+  // out = x * keep / (1 - p), keep[i] = dropout_keep(seed, i, p) (below): the
+  // mask is a pure function of (seed, i), so every backend drops the same
+  // elements and the backward re-applies it instead of storing it.
+  virtual void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out) = 0;
+  // out[N] (f32) = 1 / ||x[n, :]||_2 of x[N, C] (DoRA's weight norm; +inf for
+  // an all-zero row, as the division by a zero norm gives).
+  virtual void inv_row_norms(const Tensor& x, Tensor& out) = 0;
 
   // ---- embedding: out[N,C] = table[ids[n], :]; ids i32 [N] -------------------
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) = 0;

@@ -14,9 +14,10 @@
 
 namespace el::ops {
 
-// y[..., out] = x[..., in] @ w[out, in]^T (+ bias[out]). y has x's dtype; w
-// may be any float dtype, bias has x's or w's.
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// y[..., out] = alpha * x[..., in] @ w[out, in]^T (+ bias[out]). y has x's
+// dtype; w may be any float dtype, bias has x's or w's. alpha (LoRA's scaling)
+// costs nothing: it is the GEMM's own factor.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), float alpha = 1.0f);
 
 // Several projections of one input as ONE GEMM: y[..., sum(out_i)] holds
 // x @ w_i^T (+ b_i) side by side, in the order given. The weights must be
@@ -74,6 +75,15 @@ Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
 Tensor swiglu_packed(const Tensor& gate_up);
 Tensor gelu(const Tensor& x);                         // tanh approximation
 Tensor add(const Tensor& a, const Tensor& b);         // same shape (residual)
+Tensor mul(const Tensor& a, const Tensor& b);         // same shape, elementwise
+// x[..., C] * v[C] (+ b[C]), v and b broadcast over the leading dimensions
+// (DoRA's magnitude scaling, then the frozen bias); differentiable in all.
+Tensor mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b = Tensor());
+// Inverted dropout: each element kept with probability 1 - p and scaled by
+// 1 / (1 - p). The mask is a hash of (seed, element index) (ops/backend.h
+// dropout_keep): the same on every backend, recomputed by the backward rather
+// than stored. p = 0 returns x itself. Callers pass a new seed per step.
+Tensor dropout(const Tensor& x, float p, uint64_t seed);
 
 // Same data, new shape (differentiable). One dimension may be -1.
 Tensor reshape(const Tensor& x, const Shape& shape);

@@ -15,11 +15,13 @@ using detail::empty_like;
 
 namespace {
 
-// y = x @ w^T (+ bias) where w (and bias) may be the stacked view of several
-// parameters (linear_stacked): the gradient of w is computed whole and each
-// part gets its row block. w_parts = {w} (b_parts = {bias}) for a plain linear.
+// y = alpha * x @ w^T (+ bias) where w (and bias) may be the stacked view of
+// several parameters (linear_stacked): the gradient of w is computed whole and
+// each part gets its row block. w_parts = {w} (b_parts = {bias}) for a plain
+// linear. alpha scales the GEMMs of the forward and of dx and dw (not bias).
 Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
-                    const std::vector<Tensor>& w_parts, const std::vector<Tensor>& b_parts) {
+                    const std::vector<Tensor>& w_parts, const std::vector<Tensor>& b_parts,
+                    float alpha) {
   const int64_t in = w.dim(1), out_f = w.dim(0);
   const bool has_bias = bias.defined();
   const int64_t n = in == 0 ? 0 : x.numel() / in;
@@ -29,7 +31,7 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());  // activation dtype
   Tensor x2 = x.view({n, in});
   Tensor y2 = out.view({n, out_f});
-  be.gemm(x2, false, w, true, y2, 1.f, 0.f);  // [N, in] @ [out, in]^T
+  be.gemm(x2, false, w, true, y2, alpha, 0.f);  // alpha [N, in] @ [out, in]^T
   if (has_bias && n > 0) {
     // Broadcast add as a rank-1 GEMM (ones[N, 1] @ bias[1, out]) so that every
     // backend gets it from the kernel it already has; ones in bias's dtype
@@ -42,7 +44,7 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
   for (const Tensor& t : b_parts) inputs.push_back(&t);
   if (!any_requires_grad(inputs)) return out;
   mark_output(out);
-  tape().record("linear", [x, w, bias, w_parts, b_parts, out, n, in, out_f]() {
+  tape().record("linear", [x, w, bias, w_parts, b_parts, out, n, in, out_f, alpha]() {
     Tensor dy = take_grad(out);
     if (!dy.defined()) return;
     Backend& b = backend_for(dy.device());
@@ -67,12 +69,12 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
       GradSlot slot = grad_slot(x, dy.device());
       if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
       Tensor dx = slot.dst.view({n, in});
-      b.gemm(dy2, false, w, false, dx, 1.f, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
+      b.gemm(dy2, false, w, false, dx, alpha, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
       commit_grad(x, slot);
     }
     if (any_grad(w_parts)) {
       Tensor dw = empty_like(w, dy.device());
-      b.gemm(dy2, true, x.view({n, in}), false, dw, 1.f, 0.f);  // [out, N] @ [N, in]
+      b.gemm(dy2, true, x.view({n, in}), false, dw, alpha, 0.f);  // [out, N] @ [N, in]
       distribute(w_parts, dw);
     }
     if (bias.defined() && any_grad(b_parts)) {
@@ -128,9 +130,10 @@ Tensor stacked_view(const std::vector<Tensor>& parts) {
 
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, float alpha) {
   check_linear_args(x, w, bias);
-  return linear_parts(x, w, bias, {w}, bias.defined() ? std::vector<Tensor>{bias} : std::vector<Tensor>{});
+  return linear_parts(x, w, bias, {w},
+                      bias.defined() ? std::vector<Tensor>{bias} : std::vector<Tensor>{}, alpha);
 }
 
 bool rows_are_stacked(const std::vector<Tensor>& parts) {
@@ -165,7 +168,7 @@ Tensor linear_stacked(const Tensor& x, const std::vector<Tensor>& weights,
   const Tensor w = stacked_view(weights);
   const Tensor bias = biases.empty() ? Tensor() : stacked_view(biases);
   check_linear_args(x, w, bias);
-  return linear_parts(x, w, bias, weights, biases);
+  return linear_parts(x, w, bias, weights, biases, 1.f);
 }
 
 Tensor embedding(const Tensor& ids, const Tensor& table) {

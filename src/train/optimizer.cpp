@@ -30,32 +30,53 @@ AdamW::AdamW(const ParameterList& params, const AdamWConfig& config) : config_(c
   }
 }
 
+int64_t AdamW::scale_lr(const std::string& name_suffix, float factor) {
+  int64_t n = 0;
+  for (auto& s : slots_) {
+    const std::string& name = s.param.name;
+    if (name.size() >= name_suffix.size() &&
+        name.compare(name.size() - name_suffix.size(), name_suffix.size(), name_suffix) == 0) {
+      s.lr_scale *= factor;
+      ++n;
+    }
+  }
+  return n;
+}
+
 void AdamW::step(float lr, float grad_scale) {
   ++step_;
-  // Two groups (with and without weight decay), each one multi-tensor call:
-  // a GPU then launches a few kernels instead of one per parameter tensor.
-  for (const bool decay : {true, false}) {
-    AdamWStep st;
-    st.lr = lr;
-    st.beta1 = config_.beta1;
-    st.beta2 = config_.beta2;
-    st.eps = config_.eps;
-    st.weight_decay = decay ? config_.weight_decay : 0.0f;
-    st.grad_scale = grad_scale;
-    st.step = step_;
-    std::vector<Tensor> grads;  // keeps the handles alive for the pointers below
-    grads.reserve(slots_.size());
-    std::vector<AdamWTensors> group;
-    Backend* be = nullptr;
-    for (auto& s : slots_) {
-      if (s.decay != decay || !s.param.tensor.has_grad()) continue;
-      grads.push_back(s.param.tensor.grad());
-      group.push_back({&s.param.tensor, &grads.back(), s.master.defined() ? &s.master : nullptr,
-                       &s.m, &s.v});
-      be = &backend_for(s.param.tensor.device());
-    }
-    if (be) be->adamw_update_many(group, st);
+  // One multi-tensor call per group of equal weight decay and learning-rate
+  // scale: a GPU then launches a few kernels instead of one per tensor.
+  std::vector<float> scales;
+  for (const auto& s : slots_) {
+    if (std::find(scales.begin(), scales.end(), s.lr_scale) == scales.end()) scales.push_back(s.lr_scale);
   }
+  for (const float lr_scale : scales) {
+    for (const bool decay : {true, false}) update_group(lr * lr_scale, grad_scale, decay, lr_scale);
+  }
+}
+
+void AdamW::update_group(float lr, float grad_scale, bool decay, float lr_scale) {
+  AdamWStep st;
+  st.lr = lr;
+  st.beta1 = config_.beta1;
+  st.beta2 = config_.beta2;
+  st.eps = config_.eps;
+  st.weight_decay = decay ? config_.weight_decay : 0.0f;
+  st.grad_scale = grad_scale;
+  st.step = step_;
+  std::vector<Tensor> grads;  // keeps the handles alive for the pointers below
+  grads.reserve(slots_.size());
+  std::vector<AdamWTensors> group;
+  Backend* be = nullptr;
+  for (auto& s : slots_) {
+    if (s.decay != decay || s.lr_scale != lr_scale || !s.param.tensor.has_grad()) continue;
+    grads.push_back(s.param.tensor.grad());
+    group.push_back({&s.param.tensor, &grads.back(), s.master.defined() ? &s.master : nullptr,
+                     &s.m, &s.v});
+    be = &backend_for(s.param.tensor.device());
+  }
+  if (be) be->adamw_update_many(group, st);
 }
 
 void AdamW::zero_grad() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "nn/module.h"
@@ -41,6 +42,10 @@ class AdamW {
   // the gradients first (clipping, 1/grad_accum, 1/loss scale). Increments
   // steps_taken().
   void step(float lr, float grad_scale = 1.0f);
+  // Multiplies the learning rate of every parameter whose name ends with
+  // `name_suffix` by `factor` (LoRA+: ".lora_B.weight" at 16x). Returns how
+  // many parameters it matched.
+  int64_t scale_lr(const std::string& name_suffix, float factor);
   void zero_grad();
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
@@ -52,10 +57,14 @@ class AdamW {
     Tensor m, v;  // f32, the parameter's shape
     bool decay;
     Tensor master;  // f32 copy of a non-f32 parameter; undefined for f32 ones
+    float lr_scale = 1.0f;  // see scale_lr
   };
   std::vector<Slot>& slots() { return slots_; }
 
  private:
+  // One adamw_update_many call over the slots of one (decay, lr_scale) group.
+  void update_group(float lr, float grad_scale, bool decay, float lr_scale);
+
   std::vector<Slot> slots_;
   AdamWConfig config_;
   int64_t step_ = 0;

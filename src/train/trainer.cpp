@@ -88,11 +88,7 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
                       "train config");
   }
   EL_TRY_ASSIGN(ModelCard card, find_model_card(cfg.model));
-  if (cfg.seq_len > card.max_seq_len) {
-    return make_error(fmt::format("seq_len {} exceeds max_seq_len {} of model card '{}'", cfg.seq_len,
-                                  card.max_seq_len, card.name),
-                      card.source_path, "lower --seq-len or raise max_seq_len in the card");
-  }
+  EL_TRY(check_sequence_length(card, cfg.seq_len));  // max_seq_len and sliding_window
   EL_TRY_ASSIGN(data::Dataset dataset, data::load_dataset_manifest(cfg.data_dir));
   if (dataset.vocab_size > card.vocab_size) {
     return make_error(fmt::format("dataset vocabulary ({}) is larger than the model's vocab_size ({})",

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "bench/builtin_suites.h"
+#include "bench/runner.h"
 #include "bench/suite.h"
 #include "models/decoder_lm.h"
 #include "nn/model_card.h"

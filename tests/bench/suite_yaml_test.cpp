@@ -245,8 +245,8 @@ TEST(SuiteFileErrors, SpecConversionNamesWhatTheRunnerCannotDo) {
   const std::vector<Case> cases = {
       {"experiments:\n  - {axis: pretrain, card: tiny, batch_size: [8, 16]}\n",
        "experiment 'tiny b16' has batch_size 16 where the first has 8"},
-      {"repetitions: 2\nexperiments:\n  - {axis: pretrain, card: tiny}\n",
-       "it sets repetitions, warmup_steps or min_duration_s"},
+      {"min_duration_s: 2\nexperiments:\n  - {axis: pretrain, card: tiny}\n",
+       "it sets warmup_steps or min_duration_s"},
       {"experiments:\n  - {axis: pretrain, card: tiny, grad_accum: 2}\n", "experiment 'tiny' sets grad_accum or seed"},
       {"allow_missing: true\nexperiments:\n  - {axis: pretrain, card: nope}\n",
        "experiment 'nope' is pretrain (not supported by this build: no card 'nope')"},

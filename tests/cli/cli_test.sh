@@ -48,11 +48,53 @@ make_dataset() {
   write_card "$TMP/card.yaml"
 }
 
+# write_suite <path> <repetitions> <steps>: a suite of the tiny card on the
+# fixture dataset (make_dataset) plus one infer entry this build cannot run.
+write_suite() {
+  cat >"$1" <<EOF
+name: s
+sized_for: cpu
+repetitions: $2
+warmup_steps: 2
+defaults: {dataset: $TMP/ds, batch_size: 2, seq_len: 16, steps: $3, warmup: 1, eval_batches: 1}
+experiments:
+  - {axis: pretrain, label: a, card: $TMP/card.yaml}
+  - {axis: infer, label: q, model: qwen2.5-0.5b, precision: int4}
+EOF
+}
+
 case "$CASE" in
   model_info)
     "$BIN" model info tiny >"$TMP/out" 2>&1 || fail "model info tiny failed"
     grep -Eq "^parameters: +[0-9]+" "$TMP/out" || fail "no parameter count: $(cat "$TMP/out")"
     echo "ok: model info tiny"
+    ;;
+  model_info_hf)
+    "$BIN" model info --hf "$FIX/hf/qwen2" >"$TMP/out" 2>&1 || fail "model info --hf failed: $(cat "$TMP/out")"
+    grep -q "model_type qwen2" "$TMP/out" || fail "no model_type line: $(cat "$TMP/out")"
+    grep -q "^qkv_bias: true" "$TMP/out" || fail "qwen2's q/k/v biases not mapped: $(cat "$TMP/out")"
+    echo "ok: model info --hf qwen2"
+    expect_error "no such directory" "$BIN" model info --hf "$TMP/none"
+    mkdir -p "$TMP/badhf" && cp -r "$FIX/hf/qwen2/." "$TMP/badhf/"
+    sed -i 's/"hidden_size": 64/"hidden_size": 48/' "$TMP/badhf/config.json"
+    expect_error "expected \[.*found \[" "$BIN" model info --hf "$TMP/badhf"
+    ;;
+  tokenizer_json)
+    tok="$FIX/tokenizers/qwen2/tokenizer.json"
+    if ! "$BIN" tokenizer encode --tokenizer "$tok" "Hello <|im_end|> world" >"$TMP/ids" 2>"$TMP/err"; then
+      if grep -q "support not built" "$TMP/err"; then
+        echo "skip: $(head -1 "$TMP/err")"
+        exit 77
+      fi
+      fail "encode failed: $(cat "$TMP/err")"
+    fi
+    # shellcheck disable=SC2046
+    "$BIN" tokenizer decode --tokenizer "$tok" $(cat "$TMP/ids") >"$TMP/text" 2>"$TMP/err" ||
+      fail "decode failed: $(cat "$TMP/err")"
+    grep -q "^Hello <|im_end|> world" "$TMP/text" || fail "round trip gave: $(cat "$TMP/text")"
+    echo "ok: tokenizer.json encode/decode round trip"
+    echo '{"model": {"type": "WordPiece", "vocab": {}}}' >"$TMP/wp.json"
+    expect_error "WordPiece" "$BIN" tokenizer encode --tokenizer "$TMP/wp.json" "x"
     ;;
   unknown_key)
     write_card "$TMP/bad.yaml" "n_layr: 3"
@@ -111,9 +153,10 @@ case "$CASE" in
     grep -Eq "not writable|cannot create" "$TMP/err" || fail "no results-dir error: $(cat "$TMP/err")"
     ;;
   bench_isolated)
-    # Each experiment in its own process: the records say so and keep the
-    # suite's calibration; a timeout becomes failed rows (exit 1) with the reason.
-    "$BIN" bench --isolate --steps 2 --no-probe --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+    # Each experiment in its own process (the default): the records say so and
+    # keep the suite's calibration; a timeout becomes failed rows (exit 1) with
+    # the reason. --isolate is still accepted.
+    "$BIN" bench --steps 2 --no-probe --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
       fail "isolated quick suite failed: $(tail -5 "$TMP/err")"
     python3 - "$TMP/res" <<'PY' || fail "isolated records: $(cat "$TMP/out")"
 import glob, json, sys
@@ -125,7 +168,7 @@ for r in recs:
     assert len(run["metrics"]["peak_calibration"]["batch_gflops"]) > 0
 PY
     rm -f "$TMP"/res/quick-*.jsonl
-    if "$BIN" bench --isolate --steps 2 --no-probe --timeout 0.01 --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err"; then
+    if "$BIN" bench --isolate --force --steps 2 --no-probe --timeout 0.01 --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err"; then
       fail "a timed-out suite exited 0"
     fi
     grep -q "failed" "$TMP/out" || fail "no failed rows: $(cat "$TMP/out")"
@@ -175,10 +218,110 @@ PY
       "$BIN" bench --suite "$TMP/s.yaml" --dry-run
     printf 'name: mine\nexperiments: []\n' >"$TMP/s.yaml"
     expect_error "s.yaml:2: the suite has no experiments \(an empty matrix\)" "$BIN" bench --suite "$TMP/s.yaml"
-    # A suite the one-schedule runner cannot run fails before anything is written.
-    expect_error "suite 'paper-peft' cannot run in this build" \
-      "$BIN" bench --suite paper-peft --results-dir "$TMP/res"
+    # An unknown card names the file and line, before anything is written.
+    printf 'name: mine\nexperiments:\n  - axis: pretrain\n    card: [tiny, no-such-card]\n' >"$TMP/s.yaml"
+    expect_error "s.yaml:4: experiment 'no-such-card': .*no-such-card" \
+      "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res"
+    # So does a filter that leaves nothing to run.
+    expect_error "--filter: --filter 'zzz' matches no experiment label" \
+      "$BIN" bench --filter zzz --results-dir "$TMP/res"
     [ ! -e "$TMP/res" ] || fail "a refused suite created the results directory"
+    ;;
+  bench_repeat_skip)
+    # A tiny suite run twice: the second run says "cached" and trains nothing;
+    # --force runs it again; --in-process runs it in the bench process.
+    make_dataset
+    write_suite "$TMP/s.yaml" 2 3
+    "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+      fail "first run failed: $(tail -5 "$TMP/err")"
+    grep -q "^\[1/2\] a started" "$TMP/err" || fail "no progress line: $(cat "$TMP/err")"
+    grep -Eq "^\[1/2\] a: ok, 2 repetitions in [0-9]+s  elapsed [0-9]+s  eta [0-9]+s$" "$TMP/err" ||
+      fail "no end line: $(cat "$TMP/err")"
+    python3 - "$TMP/res" <<'PY' || fail "first run's records: $(cat "$TMP/out")"
+import glob, json, sys
+files = glob.glob(sys.argv[1] + "/s-*.jsonl")
+assert len(files) == 1, files
+recs = [json.loads(l) for l in open(files[0])]
+assert [r["label"] for r in recs] == ["a", "q"], recs
+a, q = recs
+assert a["status"] == "ok" and a["repetitions"] == 2, a["status"]
+assert [r["isolated"] for r in a["runs"]] == [True, True]
+assert a["summary"]["tokens_per_second"]["n"] == 2
+assert a["config"]["train"]["timing_warmup_steps"] == 2 and a["config"]["device_kind"] == "cpu"
+# The children left the suite's 2 warm-up steps out of the timings: 3 steps, 1 timed.
+assert [r["metrics"]["al_seconds"]["n"] for r in a["runs"]] == [1, 1], [r["metrics"]["al_seconds"] for r in a["runs"]]
+assert q["status"] == "not_supported" and q["reason"] == "not supported by this build: infer axis", q
+PY
+    sleep 1  # a new run id
+    "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+      fail "second run failed: $(tail -5 "$TMP/err")"
+    grep -Eq "^\[1/2\] a: cached \(.*/res/s-[0-9-]+\.jsonl:1\)$" "$TMP/err" || fail "not cached: $(cat "$TMP/err")"
+    grep -Eq "started|calibrating" "$TMP/err" && fail "the second run trained: $(cat "$TMP/err")"
+    grep -q "^a (cached) " "$TMP/out" || fail "no cached row: $(cat "$TMP/out")"
+    sleep 1
+    "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res" --force >"$TMP/out" 2>"$TMP/err" ||
+      fail "--force run failed: $(tail -5 "$TMP/err")"
+    grep -q "^\[1/2\] a started" "$TMP/err" || fail "--force did not run: $(cat "$TMP/err")"
+    sleep 1
+    "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res" --in-process >"$TMP/out" 2>"$TMP/err" ||
+      fail "--in-process run failed: $(tail -5 "$TMP/err")"
+    grep -q "^\[1/2\] a started" "$TMP/err" || fail "an in-process run reused isolated results: $(cat "$TMP/err")"
+    python3 - "$TMP/res" <<'PY' || fail "records after --force / --in-process"
+import glob, json, sys
+recs = [json.loads(l) for f in sorted(glob.glob(sys.argv[1] + "/s-*.jsonl")) for l in open(f)]
+a = [r for r in recs if r["label"] == "a"]
+assert len(a) == 3, len(a)  # first, --force, --in-process (the cached run wrote none)
+assert a[0]["config_hash"] == a[1]["config_hash"] != a[2]["config_hash"]
+assert [r["isolated"] for r in a[2]["runs"]] == [False, False]
+PY
+    echo "ok: repetitions, cached, --force, --in-process"
+    ;;
+  bench_not_supported)
+    # Every entry of paper-quant is an infer run: rows and records with the
+    # reason, nothing trained, exit 0.
+    "$BIN" bench --suite paper-quant --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+      fail "paper-quant failed: $(tail -5 "$TMP/err")"
+    grep -q "warning: suite 'paper-quant' is sized for a GPU" "$TMP/err" || fail "no size warning: $(cat "$TMP/err")"
+    [ "$(grep -Ec "^[^ ].* +- +not supported$" "$TMP/out")" -eq 27 ] || fail "table rows: $(cat "$TMP/out")"
+    grep -q "^27 experiments not run: not supported by this build: infer axis" "$TMP/out" ||
+      fail "no note: $(cat "$TMP/out")"
+    python3 - "$TMP/res" <<'PY' || fail "not-supported records"
+import glob, json, sys
+recs = [json.loads(l) for f in glob.glob(sys.argv[1] + "/paper-quant-*.jsonl") for l in open(f)]
+assert len(recs) == 27, len(recs)
+assert all(r["status"] == "not_supported" and r["reason"] == "not supported by this build: infer axis" for r in recs)
+PY
+    [ ! -e "$TMP/res/cache" ] || fail "a dataset was prepared for nothing"
+    echo "ok: not-supported rows"
+    ;;
+  bench_interrupt)
+    # Ctrl-C while the second experiment runs: exit 130, the first record
+    # intact, the second recorded as interrupted, no child process left.
+    make_dataset
+    write_suite "$TMP/s.yaml" 1 3
+    printf '  - {axis: pretrain, label: long, card: %s, steps: 10000000}\n' "$TMP/card.yaml" >>"$TMP/s.yaml"
+    "$BIN" bench --suite "$TMP/s.yaml" --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" &
+    pid=$!
+    for _ in $(seq 1 400); do
+      grep -q "long started" "$TMP/err" 2>/dev/null && break
+      sleep 0.1
+    done
+    grep -q "long started" "$TMP/err" || { kill -9 $pid; fail "the long experiment never started: $(cat "$TMP/err")"; }
+    sleep 1
+    kill -INT $pid
+    wait $pid
+    rc=$?
+    [ $rc -eq 130 ] || fail "exit $rc after Ctrl-C, expected 130: $(tail -5 "$TMP/err")"
+    grep -q "interrupted: 2 finished record(s) are in .*/res/s-.*\.jsonl" "$TMP/err" || fail "$(cat "$TMP/err")"
+    python3 - "$TMP/res" <<'PY' || fail "records after Ctrl-C"
+import glob, json, sys
+recs = [json.loads(l) for f in glob.glob(sys.argv[1] + "/s-*.jsonl") for l in open(f)]
+assert [(r["label"], r["status"]) for r in recs] == [("a", "ok"), ("q", "not_supported"), ("long", "interrupted")], recs
+assert "interrupt" in recs[2]["error"]
+PY
+    pgrep -f "$TMP/ds" >/dev/null && fail "a child process outlived the suite"
+    ls -a "$TMP/res" | grep -q "^\.run-" && fail "a child's report file was left behind"
+    echo "ok: Ctrl-C keeps the finished records, exit 130"
     ;;
   compare_good)
     # Same experiments on two builds: tiny got faster beyond the noise (3
@@ -208,6 +351,58 @@ PY
     expect_error "no common experiments" "$BIN" compare "$R/a.jsonl" "$TMP/other.jsonl"
     head -1 "$R/a.jsonl" >"$TMP/bad.jsonl"; echo "{oops" >>"$TMP/bad.jsonl"; tail -1 "$R/a.jsonl" >>"$TMP/bad.jsonl"
     expect_error "bad.jsonl:2: not a JSON record" "$BIN" compare "$TMP/bad.jsonl" "$R/b.jsonl"
+    ;;
+  report_good)
+    # Groups, ranks with a tie, merged repetitions, a noisy metric, failed and
+    # not-supported rows (tests/fixtures/results/make_report_fixture.py).
+    R="$FIX/results"
+    "$BIN" report "$R/report_mixed.jsonl" >"$TMP/out" 2>"$TMP/err" || fail "report failed: $(cat "$TMP/err")"
+    grep -q "^EfficientLLM report: 6 experiments in 2 groups, from 1 file" "$TMP/out" || fail "heading: $(cat "$TMP/out")"
+    grep -q "^== quick / pretrain: 4 experiments ==" "$TMP/out" || fail "no quick group: $(cat "$TMP/out")"
+    grep -q "^== paper-quant / infer: 2 experiments ==" "$TMP/out" || fail "no infer group: $(cat "$TMP/out")"
+    grep -Eq "^GQA +ok +1 +2 +- +1 +1 +1$" "$TMP/out" || fail "GQA rank row: $(cat "$TMP/out")"
+    grep -Eq "^MQA +ok +3 +1 +1 +1 +2 +2$" "$TMP/out" || fail "MQA rank row (MFU tie): $(cat "$TMP/out")"
+    grep -Eq "^GQA +ok +2 +120.0 .*1350 \+- 1906 \(noisy\)$" "$TMP/out" || fail "GQA values: $(cat "$TMP/out")"
+    grep -Eq "^int4 qwen2.5-1.5b +not_supported" "$TMP/out" || fail "not-supported row: $(cat "$TMP/out")"
+    grep -q "(failed): timed out after 0.01 s" "$TMP/out" || fail "failed row's error: $(cat "$TMP/out")"
+    # A directory: every *.jsonl in it (the .csv beside is ignored); two builds of one config are two rows.
+    mkdir -p "$TMP/res"; cp "$R/a.jsonl" "$R/b.jsonl" "$TMP/res/"; echo "x" >"$TMP/res/a.csv"
+    "$BIN" report "$TMP/res" >"$TMP/out" 2>"$TMP/err" || fail "directory report failed: $(cat "$TMP/err")"
+    grep -q "4 experiments in 1 group, from 2 files" "$TMP/out" || fail "directory: $(cat "$TMP/out")"
+    grep -Eq "^tiny @bbbbbbbbbbbb +ok +1 +1 +1 +1$" "$TMP/out" || fail "build rows: $(cat "$TMP/out")"
+    "$BIN" report "$R/report_mixed.jsonl" --format md >"$TMP/md" 2>&1 || fail "--format md failed"
+    grep -q "^| experiment | status | PPL | AMU | PCU | MFU | AL | tok/s |$" "$TMP/md" || fail "md ranks: $(cat "$TMP/md")"
+    grep -q '&lt;b&gt;evil&lt;/b&gt;' "$TMP/md" || fail "md label not escaped: $(cat "$TMP/md")"
+    "$BIN" report "$R/report_mixed.jsonl" --format csv -o "$TMP/r.csv" 2>"$TMP/err" || fail "csv -o failed: $(cat "$TMP/err")"
+    head -1 "$TMP/r.csv" | grep -q "^suite,axis,experiment,label,status,repetitions,metric,unit,better,mean," ||
+      fail "csv header: $(head -1 "$TMP/r.csv")"
+    grep -q "^quick,pretrain,GQA,GQA,ok,2,tokens_per_second,tokens/s,higher,1350,.*,1,tiny,950000," "$TMP/r.csv" ||
+      fail "csv GQA row: $(cat "$TMP/r.csv")"
+    grep -q '^quick,pretrain,"<b>evil</b> & ""quotes"", =SUM(A1)",' "$TMP/r.csv" || fail "csv quoting: $(cat "$TMP/r.csv")"
+    "$BIN" report "$R/report_mixed.jsonl" --format all -o "$TMP/all" 2>"$TMP/err" || fail "--format all failed"
+    for f in report.txt report.md report.csv report.html; do [ -s "$TMP/all/$f" ] || fail "no $f"; done
+    grep -q '<svg id="bar-0-perplexity-svg"' "$TMP/all/report.html" || fail "no PPL bar chart in the html"
+    grep -q "<b>evil" "$TMP/all/report.html" && fail "an unescaped label in the html"
+    ls -a "$TMP" "$TMP/all" | grep -q "\.tmp" && fail "temporary file left behind"
+    # A torn last line (a killed run) is a warning, not an error.
+    "$BIN" report "$R/torn.jsonl" >"$TMP/out" 2>"$TMP/err" || fail "torn file refused: $(cat "$TMP/err")"
+    grep -q "warning: .*torn.jsonl:3: skipped a torn last line" "$TMP/err" || fail "no torn warning: $(cat "$TMP/err")"
+    echo "ok: report text, directory input, md, csv, all, torn last line"
+    ;;
+  report_bad_input)
+    R="$FIX/results"
+    expect_error "/nonexistent.jsonl: no such file or directory" "$BIN" report /nonexistent.jsonl
+    mkdir -p "$TMP/empty"
+    expect_error "empty: no \*.jsonl result files in the directory" "$BIN" report "$TMP/empty"
+    expect_error "mixed result-schema versions: .*v1.jsonl has efficientllm.result.v1.*a.jsonl has efficientllm.result.v2" \
+      "$BIN" report "$R/a.jsonl" "$R/v1.jsonl"
+    head -1 "$R/a.jsonl" >"$TMP/bad.jsonl"; echo "{oops" >>"$TMP/bad.jsonl"; tail -1 "$R/a.jsonl" >>"$TMP/bad.jsonl"
+    expect_error "bad.jsonl:2: not a JSON record" "$BIN" report "$TMP/bad.jsonl"
+    : >"$TMP/none.jsonl"
+    expect_error "none.jsonl: no result records" "$BIN" report "$TMP/none.jsonl"
+    expect_error "--format: unknown report format 'pdf'" "$BIN" report "$R/a.jsonl" --format pdf
+    expect_error "--format all writes four files and needs an output directory" "$BIN" report "$R/a.jsonl" --format all
+    expect_error "/proc/el-cannot-write" "$BIN" report "$R/a.jsonl" -o /proc/el-cannot-write/r.txt
     ;;
   *)
     fail "unknown case $CASE"

@@ -264,5 +264,44 @@ TEST(CudaPacked, SwigluPackedMatchesCpu) {
   }
 }
 
+// LoRA/DoRA arithmetic: mul, the row-broadcast product and its v-gradient
+// (column sums over many rows: the per-block partials), dropout's mask equal
+// to the CPU's element for element.
+TEST(CudaAdapter, MulMulLastdimAndDropoutMatchCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 91;
+  for (DType t : kFloat) {
+    for (auto [rows, c] : {std::pair<int64_t, int64_t>{1, 1}, {3, 5}, {17, 64}, {5000, 67},
+                           {2048, 2048}}) {
+      Rng rng(seed++);
+      const Tensor x = random_host({rows, c}, rng, t), y = random_host({rows, c}, rng, t);
+      const Tensor v = random_host({c}, rng, t), b = random_host({c}, rng, t);
+      Tensor m_ref = Tensor::empty({rows, c}), l_ref = Tensor::empty({rows, c});
+      Tensor gv_ref = Tensor::empty({c}), d_ref = Tensor::empty({rows, c});
+      cpu_backend().mul(x, y, m_ref);
+      cpu_backend().mul_lastdim(x, v, b, l_ref);
+      cpu_backend().mul_lastdim_grad_v(y, x, gv_ref);
+      cpu_backend().dropout(x, 0.3f, 77, d_ref);
+      Tensor m = poisoned({rows, c}, t), l = poisoned({rows, c}, t), gv = poisoned({c}, t),
+             d = poisoned({rows, c}, t);
+      gpu_backend().mul(to_gpu(x, t), to_gpu(y, t), m);
+      gpu_backend().mul_lastdim(to_gpu(x, t), to_gpu(v, t), to_gpu(b, t), l);
+      gpu_backend().mul_lastdim_grad_v(to_gpu(y, t), to_gpu(x, t), gv);
+      gpu_backend().dropout(to_gpu(x, t), 0.3f, 77, d);
+      Tensor n_ref = Tensor::empty({rows}), n = poisoned({rows}, DType::f32);
+      cpu_backend().inv_row_norms(x, n_ref);
+      gpu_backend().inv_row_norms(to_gpu(x, t), n);
+      const std::string what = std::string(dtype_name(t)) + " " + std::to_string(rows) + "x" +
+                               std::to_string(c);
+      EXPECT_TRUE(close_to(m, m_ref, tol(t), "mul")) << what;
+      EXPECT_TRUE(close_to(l, l_ref, tol(t), "mul_lastdim")) << what;
+      // A sum over up to 5000 rows: the budget grows with the row count.
+      EXPECT_TRUE(close_to(gv, gv_ref, tol(t), "mul_lastdim_grad_v", 8.0)) << what;
+      EXPECT_TRUE(close_to(d, d_ref, tol(t), "dropout")) << what;
+      EXPECT_TRUE(close_to(n, n_ref, tol(DType::f32), "inv_row_norms", 4.0)) << what;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace el::test

@@ -1,0 +1,94 @@
+// hf_config.h — Hugging Face config.json <-> ModelCard (Llama, Qwen2, Mistral).
+//
+// Users point EfficientLLM at checkpoints they already have on disk; their
+// architecture is described by transformers' config.json. This maps the three
+// families the fine-tuning axis uses onto a ModelCard and back:
+//
+//   config.json                       ModelCard
+//   hidden_size                       d_model
+//   num_hidden_layers                 n_layer
+//   num_attention_heads               n_head
+//   num_key_value_heads (null: heads) n_kv_head
+//   head_dim (absent/null: derived)   head_dim (0 when it equals d_model / n_head)
+//   intermediate_size                 d_ff            (mlp swiglu; hidden_act must be silu)
+//   vocab_size                        vocab_size
+//   max_position_embeddings           max_seq_len
+//   rms_norm_eps                      norm_eps        (norm rmsnorm)
+//   rope_theta / rope_parameters      rope_theta, rope_scaling + rope_* parameters
+//   tie_word_embeddings               tied_embeddings
+//   initializer_range                 init_std
+//   llama: attention_bias             qkv_bias and o_bias (q/k/v/o all get biases)
+//   qwen2: (always)                   qkv_bias true, o_bias false
+//   mistral: sliding_window           sliding_window (null: none; absent: 4096,
+//                                     MistralConfig's default)
+//   qwen2: use_sliding_window, sliding_window, max_window_layers / layer_types
+//                                     sliding_window when any layer slides
+//
+// RoPE scaling is read as both transformers generations write it: v4's
+// top-level "rope_theta" + "rope_scaling" ({"rope_type"|"type": ...}) and
+// v5's "rope_parameters" (which also holds rope_theta). Supported types:
+// default (none), linear (factor), llama3 (factor, low_freq_factor,
+// high_freq_factor, original_max_position_embeddings); dynamic, yarn,
+// longrope, ... are rejected as not supported. Keys the engine cannot honour
+// (mlp_bias, a partial_rotary_factor below 1, attention_dropout > 0,
+// quantization_config) are errors too, never silently dropped.
+//
+// config.json is untrusted input: every key is type-checked, and every error
+// names the file and the key, e.g.
+//   "models/x/config.json: key 'num_key_value_heads'": "num_attention_heads (12)
+//    must be divisible by num_key_value_heads (5)".
+//
+// Only the ModelCard struct is used here (no el_engine code), so the io layer
+// stays below the model layer; DecoderLM::create validates the card again.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "nn/model_card.h"
+
+namespace el::io {
+
+// "llama", "mistral", "qwen2".
+const std::vector<std::string>& hf_supported_model_types();
+
+struct HfConfig {
+  ModelCard card;           // name = the model directory's name; source_path = config.json
+  std::string model_type;   // one of hf_supported_model_types()
+  std::string torch_dtype;  // "torch_dtype" (v4) or "dtype" (v5) as written; "" if absent
+  // Keys the engine does not use but an export should keep, as JSON text:
+  // bos_token_id, eos_token_id (may be a list), pad_token_id.
+  std::map<std::string, std::string> passthrough;
+};
+
+// Maps config.json text. `source_name` (the path) goes into error locations
+// and card.source_path; `card_name` becomes card.name (model_type if empty).
+Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string& source_name,
+                                 const std::string& card_name = {});
+// Reads `path` (a config.json); the card is named after its directory.
+Result<HfConfig> load_hf_config(const std::string& path);
+
+// transformers' dtype names: "float32", "bfloat16", "float16".
+const char* hf_torch_dtype_name(DType t);
+std::optional<DType> dtype_from_hf_name(const std::string& name);
+
+struct HfConfigExport {
+  std::string model_type;   // "" = infer: qwen2 for q/k/v bias without o bias,
+                            // mistral for a sliding window, else llama
+  std::string torch_dtype;  // written as "torch_dtype" when not empty
+  std::map<std::string, std::string> passthrough;  // HfConfig::passthrough
+};
+
+// The inverse mapping: config.json text (keys sorted, as transformers writes
+// them; rope in v4 form, which both transformers generations read) for a card
+// the chosen family can express. Errors name the card key that no family (or
+// not the requested one) can hold: norm other than rmsnorm, mlp other than
+// swiglu, pos_encoding none, o_bias without qkv_bias, biases with a sliding
+// window, ...
+Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& options = {});
+
+}  // namespace el::io
