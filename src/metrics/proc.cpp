@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <cctype>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -73,15 +74,28 @@ void collect_nvidia_gpus(PlatformInfo& p) {
       if (k == "Model") p.gpu_model = v;
     }
   }
-  if (read_text("/proc/driver/nvidia/version", text)) {
-    const std::string key = "Kernel Module";
-    const size_t at = text.find(key);
-    if (at != std::string::npos) {
-      std::istringstream in(text.substr(at + key.size()));
-      in >> p.gpu_driver;
+  if (read_text("/proc/driver/nvidia/version", text)) p.gpu_driver = parse_nvidia_driver_version(text);
+}
+
+}  // namespace
+
+std::string parse_nvidia_driver_version(const std::string& text) {
+  const std::string key = "Kernel Module";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return "";
+  std::istringstream in(text.substr(at + key.size()));
+  std::string word;
+  // The line ends at the first newline: look no further than it.
+  for (int i = 0; i < 8 && in >> word; ++i) {
+    if (!word.empty() && std::isdigit(static_cast<unsigned char>(word[0])) &&
+        word.find('.') != std::string::npos) {
+      return word;
     }
   }
+  return "";
 }
+
+namespace {
 
 // Distinct (package, core) pairs from sysfs topology, 0 if unreadable.
 int count_physical_cores_sysfs() {

@@ -60,6 +60,13 @@ struct PlatformInfo {
 // (strings) or 0 (counts).
 PlatformInfo collect_platform_info();
 
+// The driver version in the text of /proc/driver/nvidia/version: the first
+// word after "Kernel Module" that starts with a digit and has a dot, e.g.
+// "580.159.04" from either "... x86_64 Kernel Module  550.54.15 ..." or the
+// open module's "... Open Kernel Module for x86_64  580.159.04 ...". Empty
+// when there is none (the report then says nothing rather than a wrong word).
+std::string parse_nvidia_driver_version(const std::string& version_file_text);
+
 // Every field under its own name.
 nlohmann::json to_json(const PlatformInfo& p);
 

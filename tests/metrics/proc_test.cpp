@@ -47,6 +47,18 @@ TEST(Proc, SystemCpuBusyFraction) {
   EXPECT_TRUE(std::isnan(system_cpu_busy_fraction(a, a)));
 }
 
+TEST(Proc, NvidiaDriverVersionFromBothModuleFlavours) {
+  EXPECT_EQ(parse_nvidia_driver_version(
+                "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+                "GCC version:  gcc version 12.2.0\n"),
+            "550.54.15");
+  EXPECT_EQ(parse_nvidia_driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  "
+                                        "Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Oct 30 2025\n"),
+            "580.159.04");
+  EXPECT_EQ(parse_nvidia_driver_version("garbage"), "");
+  EXPECT_EQ(parse_nvidia_driver_version("Kernel Module for x86_64 release build"), "");
+}
+
 TEST(Proc, PlatformInfoIsFilled) {
   const PlatformInfo p = collect_platform_info();
   EXPECT_FALSE(p.cpu_model.empty());
