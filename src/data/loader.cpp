@@ -1,8 +1,11 @@
 // loader.cpp — random and sequential token-window batches.
 #include "data/loader.h"
 
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
+
+#include "data/state_json.h"
 
 namespace el::data {
 using nlohmann::json;
@@ -26,35 +29,14 @@ std::string DataLoaderState::to_json() const {
 }
 
 Result<DataLoaderState> DataLoaderState::from_json(std::string_view text) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return make_error(fmt::format("malformed JSON: {}", e.what()), kStateWhere);
-  }
-  if (!j.is_object()) return make_error("expected a JSON object", kStateWhere);
+  EL_TRY_ASSIGN(const json j, state_json::parse_object(text, kStateWhere));
   DataLoaderState s;
-  auto integer = [&](const char* key, int64_t* out) -> Status {
-    if (!j.contains(key) || !j[key].is_number_integer())
-      return make_error("missing or not an integer", fmt::format("{}: key '{}'", kStateWhere, key));
-    *out = j[key].get<int64_t>();
-    return Status::Ok();
-  };
-  EL_TRY(integer("batch_size", &s.batch_size));
-  EL_TRY(integer("seq_len", &s.seq_len));
-  EL_TRY(integer("num_tokens", &s.num_tokens));
-  EL_TRY(integer("random_batches", &s.random_batches));
-  EL_TRY(integer("sequential_position", &s.sequential_position));
-  const json r = j.contains("rng") ? j["rng"] : json();
-  const std::string rng_where = fmt::format("{}: key 'rng'", kStateWhere);
-  if (!r.is_array() || r.size() != s.rng.size())
-    return make_error(fmt::format("expected an array of {} unsigned integers", s.rng.size()),
-                      rng_where);
-  for (size_t i = 0; i < s.rng.size(); ++i) {
-    if (!r[i].is_number_unsigned())
-      return make_error("expected unsigned integers", rng_where);
-    s.rng[i] = r[i].get<uint64_t>();
-  }
+  EL_TRY(state_json::read_int(j, "batch_size", kStateWhere, &s.batch_size));
+  EL_TRY(state_json::read_int(j, "seq_len", kStateWhere, &s.seq_len));
+  EL_TRY(state_json::read_int(j, "num_tokens", kStateWhere, &s.num_tokens));
+  EL_TRY(state_json::read_int(j, "random_batches", kStateWhere, &s.random_batches));
+  EL_TRY(state_json::read_int(j, "sequential_position", kStateWhere, &s.sequential_position));
+  EL_TRY(state_json::read_rng(j, "rng", kStateWhere, &s.rng));
   return s;
 }
 

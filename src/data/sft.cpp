@@ -1,10 +1,12 @@
 // sft.cpp — SFT datasets (format, truncate, split) and the batcher.
 #include "data/sft.h"
 
+
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "data/state_json.h"
 #include "data/dataset.h"
 
 namespace el::data {
@@ -162,39 +164,19 @@ std::string SftBatcherState::to_json() const {
 }
 
 Result<SftBatcherState> SftBatcherState::from_json(std::string_view text) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return make_error(fmt::format("malformed JSON: {}", e.what()), kStateWhere);
-  }
-  if (!j.is_object()) return make_error("expected a JSON object", kStateWhere);
+  EL_TRY_ASSIGN(const json j, state_json::parse_object(text, kStateWhere));
   SftBatcherState s;
-  auto integer = [&](const char* key, int64_t* out) -> Status {
-    if (!j.contains(key) || !j[key].is_number_integer())
-      return make_error("missing or not an integer", fmt::format("{}: key '{}'", kStateWhere, key));
-    *out = j[key].get<int64_t>();
-    return Status::Ok();
-  };
-  EL_TRY(integer("batch_size", &s.batch_size));
-  EL_TRY(integer("seq_len", &s.seq_len));
-  EL_TRY(integer("num_samples", &s.num_samples));
-  EL_TRY(integer("epoch", &s.epoch));
-  EL_TRY(integer("position", &s.position));
-  EL_TRY(integer("batches", &s.batches));
+  EL_TRY(state_json::read_int(j, "batch_size", kStateWhere, &s.batch_size));
+  EL_TRY(state_json::read_int(j, "seq_len", kStateWhere, &s.seq_len));
+  EL_TRY(state_json::read_int(j, "num_samples", kStateWhere, &s.num_samples));
+  EL_TRY(state_json::read_int(j, "epoch", kStateWhere, &s.epoch));
+  EL_TRY(state_json::read_int(j, "position", kStateWhere, &s.position));
+  EL_TRY(state_json::read_int(j, "batches", kStateWhere, &s.batches));
   if (!j.contains("fingerprint") || !j["fingerprint"].is_number_unsigned())
     return make_error("missing or not an unsigned integer",
                       fmt::format("{}: key 'fingerprint'", kStateWhere));
   s.fingerprint = j["fingerprint"].get<uint64_t>();
-  const json r = j.contains("epoch_rng") ? j["epoch_rng"] : json();
-  const std::string rng_where = fmt::format("{}: key 'epoch_rng'", kStateWhere);
-  if (!r.is_array() || r.size() != s.epoch_rng.size())
-    return make_error(fmt::format("expected an array of {} unsigned integers", s.epoch_rng.size()),
-                      rng_where);
-  for (size_t i = 0; i < s.epoch_rng.size(); ++i) {
-    if (!r[i].is_number_unsigned()) return make_error("expected unsigned integers", rng_where);
-    s.epoch_rng[i] = r[i].get<uint64_t>();
-  }
+  EL_TRY(state_json::read_rng(j, "epoch_rng", kStateWhere, &s.epoch_rng));
   return s;
 }
 
