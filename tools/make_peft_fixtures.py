@@ -8,7 +8,16 @@ adapted model's logits and one training step's adapter gradients for fixed
 token ids. tests/finetune/peft_golden_test.cpp loads the same base model and
 adapter with EfficientLLM and compares.
 
-  python3 tools/make_peft_fixtures.py [--out tests/fixtures/peft]
+llama_pissa (init_lora_weights="pissa") also writes init.safetensors: the
+state right after peft's PiSSA initialisation (A, B, the residual base
+weights, logits, loss and adapter gradients), which tests/finetune/
+pissa_test.cpp compares with our own initialisation (A and B up to a sign per
+rank: the SVD does not fix it). Its adapter/ and expect.safetensors are as
+for the other cases (B moved after the initialisation): loading a PiSSA
+adapter rebuilds the residual from the base, in peft and in ours.
+
+  python3 tools/make_peft_fixtures.py [--out tests/fixtures/peft] [CASE ...]
+      writes every case (and VERSIONS.json), or only the cases named
   python3 tools/make_peft_fixtures.py --check-adapter DIR --fixture NAME
       loads an adapter directory EfficientLLM wrote into peft on top of the
       fixture's base model and compares its logits with the fixture's: the
@@ -63,7 +72,49 @@ CASES = {
     "llama_dora": ("llama", dict(r=4, lora_alpha=8, use_dora=True, target_modules="all-linear")),
     "qwen2_dora": ("qwen2", dict(r=4, lora_alpha=16, use_dora=True,
                                  target_modules=["q_proj", "k_proj", "o_proj", "up_proj"])),
+    "llama_pissa": ("llama", dict(r=4, lora_alpha=8, init_lora_weights="pissa", target_modules="all-linear")),
 }
+
+
+def is_pissa(name):
+    return CASES[name][1].get("init_lora_weights") == "pissa"
+
+
+def our_name(pname):
+    # "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight" -> our name
+    ours = pname.replace("base_model.model.", "", 1).replace(".default", "").replace(".base_layer", "")
+    return ours.replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
+
+
+def forward_backward(model):
+    """Logits, loss and adapter gradients of one training step on inputs()."""
+    ids, targets = inputs()
+    model.train()
+    logits = model(input_ids=ids).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-100)
+    loss.backward()
+    out = {"ids": ids.to(torch.int32), "targets": targets.to(torch.int32),
+           "logits": logits.detach().contiguous(), "loss": loss.detach().reshape(1)}
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            out["grad." + our_name(pname)] = p.grad.detach().contiguous()
+    return out, loss.item()
+
+
+def write_pissa_init(name, d):
+    """The model right after peft's PiSSA initialisation: init.safetensors."""
+    family, kwargs = CASES[name]
+    model = get_peft_model(base_model(family), LoraConfig(lora_dropout=0.0, **kwargs))
+    state = {}
+    for pname, p in model.named_parameters():
+        if "lora_A" in pname or "lora_B" in pname:
+            state["init." + our_name(pname)] = p.detach().clone().contiguous()
+        elif ".base_layer.weight" in pname:
+            state["residual." + our_name(pname)] = p.detach().clone().contiguous()
+    expect, loss = forward_backward(model)
+    expect.update(state)
+    save_file(expect, os.path.join(d, "init.safetensors"))
+    print(f"  {name}: after PiSSA init loss {loss:.6f}")
 
 
 def adapted(name):
@@ -72,7 +123,9 @@ def adapted(name):
     torch.manual_seed(5678)
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if "lora_B" in pname:
+            if "lora_B" in pname and is_pissa(name):
+                p.add_(0.05 * torch.randn_like(p))  # keep the principal part
+            elif "lora_B" in pname:
                 p.normal_(0, 0.05)
             elif "lora_magnitude_vector" in pname:
                 p.mul_(1 + 0.1 * torch.randn_like(p))
@@ -89,22 +142,18 @@ def write(name, out):
     readme = os.path.join(d, "adapter", "README.md")  # peft's model-card template
     if os.path.exists(readme):
         os.remove(readme)
-    ids, targets = inputs()
-    model.train()
-    logits = model(input_ids=ids).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-100)
-    loss.backward()
-    expect = {"ids": ids.to(torch.int32), "targets": targets.to(torch.int32),
-              "logits": logits.detach().contiguous(), "loss": loss.detach().reshape(1)}
-    for pname, p in model.named_parameters():
-        if p.requires_grad:
-            # "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight" -> our name
-            ours = pname.replace("base_model.model.", "", 1).replace(".default", "")
-            ours = ours.replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
-            expect["grad." + ours] = p.grad.detach().contiguous()
+    expect, loss = forward_backward(model)
     save_file(expect, os.path.join(d, "expect.safetensors"))
+    if is_pissa(name):
+        write_pissa_init(name, d)
+        # peft rebuilds the residual from the base when it loads a PiSSA adapter.
+        loaded = PeftModel.from_pretrained(base_model(family), os.path.join(d, "adapter")).eval()
+        with torch.no_grad():
+            err = (loaded(input_ids=expect["ids"].long()).logits - expect["logits"]).abs().max().item()
+        print(f"  {name}: peft loading the adapter on the original base: max |logits diff| = {err:.3e}")
+        assert err < 1e-4, "peft did not rebuild the PiSSA residual on load"
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
-    print(f"wrote {d} ({size / 1024:.0f} KiB, loss {loss.item():.6f})")
+    print(f"wrote {d} ({size / 1024:.0f} KiB, loss {loss:.6f})")
 
 
 def check_adapter(adapter_dir, name, fixtures):
@@ -124,14 +173,20 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "peft"))
     ap.add_argument("--check-adapter")
     ap.add_argument("--fixture", default="llama_dora")
+    ap.add_argument("cases", nargs="*", help=f"cases to write (default: all, and VERSIONS.json): {list(CASES)}")
     a = ap.parse_args()
+    unknown = [c for c in a.cases if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; known: {list(CASES)}")
     if a.check_adapter:
         return check_adapter(a.check_adapter, a.fixture, a.out)
     import peft
     import transformers
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
-    for name in CASES:
+    for name in a.cases or CASES:
         write(name, a.out)
+    if a.cases:
+        return 0
     with open(os.path.join(a.out, "VERSIONS.json"), "w") as f:
         json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
                    "peft": peft.__version__}, f, indent=1)

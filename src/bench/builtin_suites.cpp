@@ -4,9 +4,15 @@
 
 namespace el::bench {
 
+namespace {
+// Every fine-tuning method, in the order of the paper's tables.
+const std::vector<std::string> kAllFinetuneMethods = {"lora", "lora_plus", "rslora", "dora", "pissa", "freeze", "full"};
+}  // namespace
+
 SuiteSpec quick_suite() {
   // Sized for a laptop or a 2-core CI machine: ~1M-parameter cards whose
-  // three runs plus the probe take about 2.5 minutes (README, PERFORMANCE.md).
+  // three runs plus the probe take about 2.5 minutes, the fine-tuning rows
+  // about 45 s more (README, PERFORMANCE.md).
   SuiteSpec s;
   s.name = "quick";
   s.description = "tiny MHA / GQA / MQA pretrained with the same token budget on the built-in corpus";
@@ -24,6 +30,11 @@ SuiteSpec quick_suite() {
   // The tiny cards leave most of a GEMM's time to overheads; a few steps of
   // the ~10M `small` card at a realistic shape show what the engine reaches.
   s.mfu_probe = MfuProbe{"small (MFU probe)", "small", 8, 256, 3};
+  // The fine-tuning axis on the model just pretrained: the GQA card (the
+  // paper's baseline attention) fine-tuned with every method on the
+  // built-in SFT records (data/sft_builtin.h), samples cut at its 256-token
+  // context. Rank 8 (alpha 16) at d_model 128 keeps the paper's alpha = 2r.
+  s.finetune = FinetuneSection{"GQA", kAllFinetuneMethods, 8, 256, 60, 1e-3f, 8, 16, Precision::f32};
   return s;
 }
 
@@ -79,6 +90,12 @@ SuiteSpec gpu_lite_suite() {
   // this budget) shows next to the gaps between variants.
   s.repetitions = kGpuLiteRepetitions;
   // No MFU probe: the lite cards are already a realistic shape for the GPU.
+  // Fine-tuning: the GQA model fine-tuned with every method on the built-in
+  // SFT records at the paper's LoRA shape (r 64, alpha 128) in bf16, samples
+  // cut at 1024 tokens (the card's context), 100 steps of 16 samples
+  // (about 10 s a run on one H100, start-up included; the pretraining is
+  // most of the suite).
+  s.finetune = FinetuneSection{"GQA", kAllFinetuneMethods, 16, 1024, 100, 1e-4f, 64, 128, Precision::bf16};
   return s;
 }
 
@@ -89,7 +106,7 @@ Result<SuiteSpec> find_builtin_suite(const std::string& name) {
   if (name == "gpu-lite") return gpu_lite_suite();
   return make_error(fmt::format("unknown suite '{}'; the built-in suites are: {}", name,
                                 fmt::join(builtin_suite_names(), ", ")),
-                    "--suite", "quick (CPU, about 2.5 minutes) or gpu-lite (one GPU, about 16 minutes)");
+                    "--suite", "quick (CPU, about 3.5 minutes) or gpu-lite (one GPU, about 19 minutes)");
 }
 
 std::string default_suite_name(Device device) { return device.is_cpu() ? "quick" : "gpu-lite"; }

@@ -61,6 +61,11 @@ const std::vector<HeadlineMetric>& headline_metrics() {
       {"energy_j", "/metrics/memory_energy/energy_j", "J", false},
       {"perplexity", "/perplexity", "", false},
       {"val_loss", "/val_loss", "nats/token", false},
+      // The fine-tuning axis (finetune/sft_trainer.h): response tokens only.
+      {"train_loss", "/train_loss", "nats/token", false},
+      {"samples_per_second", "/metrics/samples_per_second", "samples/s", true},
+      {"st_samples_per_param_per_second", "/metrics/st_samples_per_param_per_second", "samples/param/s", true},
+      {"pcu", "/metrics/memory_energy/mean_device_util", "fraction", true},
   };
   return metrics;
 }

@@ -1,5 +1,6 @@
 #include "bench/runner.h"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -9,13 +10,16 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "bench/child_process.h"
 #include "bench/progress.h"
+#include "bench/runner_finetune.h"
 #include "bench/table.h"
 #include "data/corpus.h"
+#include "data/sha256.h"
 #include "data/tokenizer.h"
 #include "data/unigram.h"
 #include "metrics/proc.h"
@@ -84,7 +88,10 @@ struct DatasetCtx {
 // One row of the suite as the runner sees it.
 struct Item {
   const ExpandedExperiment* e = nullptr;
-  TrainConfig cfg;
+  TrainConfig cfg;                // pretrain rows
+  bool is_finetune = false;
+  finetune::FinetuneConfig ft;    // finetune rows
+  std::string checkpoint;         // pretrain rows a finetune row starts from: the file it must leave
   json config;  // resolved (runnable rows) or the suite-level config (not supported)
   std::string hash;
   DatasetCtx* dataset = nullptr;
@@ -111,8 +118,9 @@ class ChildProgressParser {
         if (line_.size() < 512) line_ += c;
         continue;
       }
-      if (line_.rfind("train ", 0) == 0) {
-        size_t p = 5;
+      const bool train = line_.rfind("train ", 0) == 0;
+      if (train || line_.rfind("finetune ", 0) == 0) {
+        size_t p = train ? 5 : 8;
         while (p < line_.size() && line_[p] == ' ') ++p;
         size_t q = p;
         while (q < line_.size() && std::isdigit(static_cast<unsigned char>(line_[q]))) ++q;
@@ -148,8 +156,14 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     cb.on_step = [&](const StepRecord& r, const TrainConfig& c) {
       progress(static_cast<double>(r.step) / static_cast<double>(c.steps), fmt::format("loss {:.3f}", r.loss));
     };
-    auto r = run_training(cfg, cb);
-    if (r.ok()) {
+    if (it.is_finetune) {
+      auto r = finetune::run_finetune(it.ft, cb);
+      if (r.ok()) {
+        report = finetune::report_to_json(it.ft, r.value());
+      } else {
+        error = r.error().message();
+      }
+    } else if (auto r = run_training(cfg, cb); r.ok()) {
       report = {{"card", r->card.name},
                 {"parameters", r->parameters},
                 {"perplexity", metrics::json_number_or_null(r->final_perplexity())},
@@ -160,7 +174,7 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     }
   } else {
     ChildOptions co;
-    co.argv = train_command_line(cfg, report_path);
+    co.argv = it.is_finetune ? finetune_command_line(it.ft, report_path) : train_command_line(cfg, report_path);
     co.argv.insert(co.argv.begin(), o.self_exe);
     co.timeout_s = o.timeout_s;
     co.stdout_path = "/dev/null";
@@ -193,6 +207,19 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     fs::remove(report_path, ec);
   }
   run["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (it.is_finetune) {
+    if (out.interrupted || !error.empty()) {
+      run["status"] = "failed";
+      run["error"] = out.interrupted ? "interrupted" : error;
+      return out;
+    }
+    run["status"] = "ok";
+    for (const char* k : {"card", "parameters", "trainable_parameters", "adapted_modules", "val_loss", "train_loss",
+                          "data", "metrics"}) {
+      run[k] = report.value(k, json());
+    }
+    return out;
+  }
   const int64_t tokens = cfg.steps * cfg.batch_size * cfg.seq_len * cfg.grad_accum;
   const int64_t train_tokens = it.dataset->dataset.train_tokens;
   run["tokens_trained"] = tokens;
@@ -223,6 +250,49 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
 }
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// A finetune row: its FinetuneConfig, the model's and the data's identity,
+// its resolved config and hash. A "pretrained:<label>" model is the
+// checkpoint that the (earlier) pretrain row <label> is told to leave.
+Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOptions& o, int64_t warmup) {
+  const ExpandedExperiment& e = *it.e;
+  it.is_finetune = true;
+  it.ft = finetune_experiment_config(e, o.device, o.results_dir, warmup);
+  if (it.ft.steps > 0) it.ft.timing_warmup_steps = std::min(it.ft.timing_warmup_steps, it.ft.steps - 1);
+  json model_identity;
+  const std::string model = e.field("model").get<std::string>();
+  if (model.rfind(kPretrainedPrefix, 0) == 0) {
+    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
+    Item* src = nullptr;
+    for (auto& x : items) {
+      if (!x.is_finetune && x.e->label == source && x.e->supported) src = &x;
+    }
+    if (!src) {
+      return make_error(fmt::format("experiment '{}': its source '{}' is not in the planned suite", e.label, source),
+                        e.where, "plan_suite keeps the sources of the finetune rows; do not drop them");
+    }
+    src->cfg.out_dir = pretrain_checkpoint_dir(o.results_dir, src->hash);
+    src->checkpoint = src->cfg.out_dir + "/checkpoint.safetensors";
+    it.ft.init_checkpoint = src->checkpoint;
+    it.ft.tokenizer = src->dataset->dataset.tokenizer_path;
+    model_identity = {{"pretrained", src->hash}};
+  } else {
+    EL_TRY_ASSIGN(std::string sha, data::sha256_file(it.ft.hf_dir + "/config.json"));
+    json files = json::array();
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(it.ft.hf_dir, ec)) {
+      if (entry.path().extension() == ".safetensors") {
+        files.push_back({entry.path().filename().string(), entry.file_size(ec)});
+      }
+    }
+    std::sort(files.begin(), files.end());
+    model_identity = {{"config_sha256", sha}, {"safetensors", files}};
+  }
+  EL_TRY_ASSIGN(json data_identity, sft_data_identity(it.ft));
+  EL_TRY_ASSIGN(it.config, finetune_resolved_config(e, it.ft, model_identity, data_identity, !o.in_process));
+  it.hash = config_hash(it.config);
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -289,7 +359,21 @@ Result<SuiteFile> plan_suite(SuiteFile suite, const PlanOptions& o) {
     }
   }
   if (!o.filter.empty()) {
-    EL_TRY_ASSIGN(suite.experiments, filter_experiments(suite.experiments, o.filter));
+    EL_TRY_ASSIGN(std::vector<ExpandedExperiment> kept, filter_experiments(suite.experiments, o.filter));
+    // A kept finetune row keeps the pretrain row whose checkpoint it starts from.
+    std::set<std::string> labels;
+    for (const auto& e : kept) {
+      labels.insert(e.label);
+      const json& m = e.field("model");
+      if (e.axis == Axis::finetune && m.is_string() && m.get<std::string>().rfind(kPretrainedPrefix, 0) == 0) {
+        labels.insert(m.get<std::string>().substr(std::string(kPretrainedPrefix).size()));
+      }
+    }
+    std::vector<ExpandedExperiment> out;
+    for (auto& e : suite.experiments) {
+      if (labels.count(e.label)) out.push_back(std::move(e));
+    }
+    suite.experiments = std::move(out);
   }
   return suite;
 }
@@ -343,6 +427,11 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
       items.push_back(std::move(it));
       continue;
     }
+    if (e.axis == Axis::finetune) {
+      EL_TRY(resolve_finetune_item(it, items, o, suite.warmup_steps));
+      items.push_back(std::move(it));
+      continue;
+    }
     EL_TRY_ASSIGN(it.dataset, dataset_for(e));
     EL_TRY_ASSIGN(it.cfg, pretrain_train_config(e, o.device, it.dataset->dataset.dir));
     // At least one timed step, whatever the override left of the run.
@@ -359,6 +448,9 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
   for (auto& it : items) {
     if (!it.e->supported) continue;
     it.cached = index.find(it.hash);
+    // A finetune row needs this run's checkpoint: without it, run it again.
+    std::error_code ec;
+    if (it.cached && !it.checkpoint.empty() && !fs::is_regular_file(it.checkpoint, ec)) it.cached = nullptr;
     if (it.cached) continue;
     it.eta_slot = estimates.size();
     estimates.push_back(estimate_seconds(*it.e, o.device.kind).value_or(NAN));
@@ -420,14 +512,14 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
     // One calibration per GEMM dtype for the whole suite, so the MFUs of the
     // experiments share their denominator.
     const DType dt = calibration_dtype(suite, it.cfg);
-    if (!peaks.count(dt)) {
+    if (!it.is_finetune && !peaks.count(dt)) {
       progress.line(fmt::format("calibrating the {} GEMM peak for MFU on {}", dtype_name(dt), o.device.str()));
       EL_TRY_ASSIGN(metrics::PeakCalibration peak, metrics::try_calibrate_peak_gemm(o.device, o.calibration_seconds, 0, dt));
       progress.line(fmt::format("MFU denominator: {:.1f} GFLOP/s ({})", peak.gflops, peak.dtype));
       peaks[dt] = peak;
       result.peaks.push_back(peak);
     }
-    it.cfg.peak = peaks[dt];
+    if (!it.is_finetune) it.cfg.peak = peaks[dt];
 
     const int64_t declared = e.config.at("measure").at("repetitions").get<int64_t>();
     const double min_duration = e.config.at("measure").at("min_duration_s").get<double>();
@@ -480,6 +572,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
   }
 
   result.table = render_suite_table(result.rows);
+  if (const std::string ft = render_finetune_table(result.rows); !ft.empty()) result.table += "\nfine-tuning:\n" + ft;
   if (!result.rows.empty()) {
     result.csv_path = fmt::format("{}/{}-{}.csv", o.results_dir, suite.name, result.run_id);
     std::vector<json> records;
@@ -493,6 +586,8 @@ std::string render_suite_table(const std::vector<SuiteRow>& rows) {
   TextTable table({"variant", "card", "params", "PPL", "AMU GB", "MFU %", "AL s", "TT tok/param/s", "tok/s",
                    "AEC W"});
   for (const auto& row : rows) {
+    // Fine-tuning rows have their own columns (render_finetune_table).
+    if (row.record.value("axis", "") == "finetune" && row.status != "not_supported") continue;
     std::string label = row.label;
     if (row.cached) label += " (cached)";
     if (row.status != "ok" && row.status != "partial") {

@@ -171,6 +171,7 @@ std::vector<std::string> train_command_line(const TrainConfig& c, const std::str
   if (c.peak) {
     a.insert(a.end(), {"--peak-gflops", num(c.peak->gflops), "--peak-dtype", c.peak->dtype});
   }
+  if (!c.out_dir.empty()) a.insert(a.end(), {"--out", c.out_dir});  // a finetune row starts from its checkpoint
   return a;
 }
 

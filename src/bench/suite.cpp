@@ -1,7 +1,10 @@
 #include "bench/suite.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
+#include "finetune/sft_trainer.h"
 #include "nn/model_card.h"
 
 namespace el::bench {
@@ -66,6 +69,23 @@ Status validate_suite_spec(const SuiteSpec& spec) {
     }
     EL_TRY(check_suite_card(spec, "mfu_probe", p.card, p.seq_len));
   }
+  if (spec.finetune) {
+    const FinetuneSection& f = *spec.finetune;
+    const std::string at = where + ": finetune";
+    const auto source = std::find_if(spec.variants.begin(), spec.variants.end(),
+                                     [&](const SuiteVariant& v) { return v.label == f.source; });
+    if (source == spec.variants.end()) {
+      return make_error(fmt::format("the fine-tuning source '{}' is not a variant's label", f.source), at);
+    }
+    if (f.methods.empty()) return make_error("no fine-tuning method", at);
+    for (const auto& m : f.methods) {
+      if (auto parsed = finetune::parse_method(m); !parsed.ok()) return parsed.error();
+    }
+    if (f.batch_size <= 0 || f.seq_len <= 1 || f.steps <= 0 || !(f.lr > 0) || f.lora_r <= 0 || f.lora_alpha <= 0) {
+      return make_error("batch_size, steps, lr, lora_r, lora_alpha must be positive and seq_len >= 2", at);
+    }
+    EL_TRY(check_suite_card(spec, "finetune", source->card, f.seq_len));
+  }
   return Status::Ok();
 }
 
@@ -123,6 +143,14 @@ nlohmann::json suite_spec_to_json(const SuiteSpec& spec) {
     const MfuProbe& p = *spec.mfu_probe;
     j["mfu_probe"] = {{"label", p.label}, {"card", p.card}, {"batch_size", p.batch_size},
                       {"seq_len", p.seq_len}, {"steps", p.steps}};
+  }
+  j["finetune"] = nullptr;
+  if (spec.finetune) {
+    const FinetuneSection& f = *spec.finetune;
+    j["finetune"] = {{"source", f.source},         {"methods", f.methods}, {"batch_size", f.batch_size},
+                     {"seq_len", f.seq_len},       {"steps", f.steps},     {"lr", f.lr},
+                     {"lora_r", f.lora_r},         {"lora_alpha", f.lora_alpha},
+                     {"precision", precision_name(f.precision)}};
   }
   return j;
 }

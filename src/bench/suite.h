@@ -40,6 +40,21 @@ struct MfuProbe {
   int64_t steps = 3;
 };
 
+// The fine-tuning section of a built-in suite: the checkpoint that one of the
+// variants just pretrained, fine-tuned with each method on the built-in SFT
+// records (data/sft_builtin.h), all with the same schedule.
+struct FinetuneSection {
+  std::string source;                // the label of the pretrained variant ("GQA")
+  std::vector<std::string> methods;  // finetune/sft_trainer.h method names
+  int64_t batch_size = 8;
+  int64_t seq_len = 128;             // the cutoff length of a sample
+  int64_t steps = 60;                // optimizer steps per method
+  float lr = 1e-3f;
+  int64_t lora_r = 8;
+  int64_t lora_alpha = 16;
+  Precision precision = Precision::f32;
+};
+
 struct SuiteSpec {
   std::string name;         // "quick"; also the result files' prefix and the records' "suite"
   std::string description;  // one line printed above the table
@@ -62,6 +77,7 @@ struct SuiteSpec {
   // a GPU — see suite_calibration_dtype().
   std::optional<DType> calibration_dtype;
   std::optional<MfuProbe> mfu_probe;
+  std::optional<FinetuneSection> finetune;  // run after the variants
 };
 
 // Checks the spec before anything runs: a name usable in a file name, at

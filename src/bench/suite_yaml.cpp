@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 
@@ -67,7 +69,8 @@ const std::vector<FieldSpec>& finetune_fields() {
       {"grad_accum", FieldType::integer, 4},
       {"lr", FieldType::number, 5e-5, 0},
       {"epochs", FieldType::integer, 3},
-      {"seq_len", FieldType::integer, 2048},
+      {"steps", FieldType::integer, 0},  // > 0: optimizer steps instead of epochs
+      {"seq_len", FieldType::integer, 2048},  // the cutoff length of a sample
       {"precision", FieldType::choice, "bf16", 0, {"f32", "bf16", "f16"}},
       {"lora_r", FieldType::integer, 64},
       {"lora_alpha", FieldType::integer, 128},
@@ -296,6 +299,78 @@ Status check_pretrain(ParseState& st, ExpandedExperiment& e, json& fields, const
   return Status::Ok();
 }
 
+// `name` as a path relative to base_dir, else under the directory in the
+// environment variable `env`, with each suffix tried; the match must hold
+// `inside` (a directory's file) or be a regular file (inside empty).
+std::optional<std::string> find_under(const std::string& base_dir, const std::string& name, const char* env,
+                                      const std::vector<std::string>& suffixes, const std::string& inside) {
+  std::vector<fs::path> roots;
+  roots.push_back(fs::path(name).is_relative() ? fs::path(base_dir) / name : fs::path(name));
+  if (const char* root = std::getenv(env); root && *root && fs::path(name).is_relative()) {
+    roots.push_back(fs::path(root) / name);
+  }
+  std::error_code ec;
+  for (const auto& r : roots) {
+    for (const auto& suffix : suffixes) {
+      const fs::path p = (r.string() + suffix);
+      const bool ok = inside.empty() ? fs::is_regular_file(p, ec) : fs::is_regular_file(p / inside, ec);
+      if (ok) return p.lexically_normal().string();
+    }
+  }
+  return std::nullopt;
+}
+
+// Checks one resolved finetune combination. model: "pretrained:<label>" (the
+// checkpoint an earlier pretrain experiment of this suite writes) or a
+// Hugging Face directory; dataset: "builtin" (data/sft_builtin.h) or an SFT
+// file. A missing directory or file sets the status (allow_missing) or fails.
+Status check_finetune(ParseState& st, ExpandedExperiment& e, json& fields, const std::map<std::string, std::string>& at,
+                      std::string& source_card) {
+  const std::string model = fields["model"].get<std::string>();
+  auto missing = [&](const std::string& what, const std::string& key, const std::string& hint) -> Status {
+    if (!st.suite.allow_missing) return make_error(fmt::format("experiment '{}': {}", e.label, what), at.at(key), hint);
+    e.supported = false;
+    e.status = what;
+    return Status::Ok();
+  };
+  if (model.rfind(kPretrainedPrefix, 0) == 0) {
+    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
+    const auto it = std::find_if(st.suite.experiments.begin(), st.suite.experiments.end(),
+                                 [&](const ExpandedExperiment& x) { return x.label == source; });
+    if (it == st.suite.experiments.end() || it->axis != Axis::pretrain) {
+      return make_error(fmt::format("experiment '{}': '{}' names no earlier pretrain experiment", e.label, model),
+                        at.at("model"), "use pretrained:<label of a pretrain experiment listed above it>");
+    }
+    if (!it->supported) {
+      e.supported = false;
+      e.status = fmt::format("its source '{}' cannot run: {}", source, it->status);
+      return Status::Ok();
+    }
+    source_card = it->field("card").get<std::string>();
+  } else {
+    // A path (relative to the suite file), else a name under $EL_MODELS_DIR.
+    const auto found = find_under(st.base_dir, model, "EL_MODELS_DIR", {""}, "config.json");
+    if (!found) {
+      return missing(fmt::format("missing model '{}' (no config.json in {} or $EL_MODELS_DIR/{})", model,
+                                 (fs::path(st.base_dir) / model).lexically_normal().string(), model),
+                     "model", "point model at a Hugging Face directory, set EL_MODELS_DIR, or use pretrained:<label>");
+    }
+    fields["model"] = *found;
+  }
+  const std::string dataset = fields["dataset"].get<std::string>();
+  if (dataset != "builtin") {
+    // A file (relative to the suite file), else <name>.jsonl / .json under $EL_SFT_DATA_DIR.
+    const auto found = find_under(st.base_dir, dataset, "EL_SFT_DATA_DIR", {"", ".jsonl", ".json"}, "");
+    if (!found) {
+      return missing(fmt::format("missing SFT dataset '{}' (no file {} or $EL_SFT_DATA_DIR/{}.jsonl)", dataset,
+                                 (fs::path(st.base_dir) / dataset).lexically_normal().string(), dataset),
+                     "dataset", "use 'builtin', a JSON Lines file, or set EL_SFT_DATA_DIR");
+    }
+    fields["dataset"] = *found;
+  }
+  return Status::Ok();
+}
+
 // Expands one entry of `experiments` into st.suite.experiments.
 Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const io::YamlMap* defaults) {
   const std::string ctx = fmt::format("experiment {}", index + 1);
@@ -377,8 +452,11 @@ Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const 
                         "labels name the rows of the results; give the entries distinct labels");
     }
     e.status = "ready";
+    std::string source_card;  // a finetune row's pretrained source card
     if (axis == Axis::pretrain) {
       EL_TRY(check_pretrain(st, e, fields, at));
+    } else if (axis == Axis::finetune) {
+      EL_TRY(check_finetune(st, e, fields, at, source_card));
     } else {
       e.supported = false;
       e.status = fmt::format("not supported by this build: {} axis", axis_text);
@@ -389,6 +467,7 @@ Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const 
                  {{"repetitions", st.suite.repetitions},
                   {"warmup_steps", st.suite.warmup_steps},
                   {"min_duration_s", st.suite.min_duration_s}}}};
+    if (!source_card.empty()) e.config["source_card"] = source_card;  // for estimate_seconds
     e.hash = config_hash(e.config);
     st.suite.experiments.push_back(std::move(e));
     // Odometer: the last field varies fastest.
@@ -599,91 +678,6 @@ Result<TrainConfig> pretrain_train_config(const ExpandedExperiment& e, Device de
   return c;
 }
 
-Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite) {
-  const std::string hint = "a SuiteSpec holds one shared pretraining schedule; `efficientllm bench` runs the suite "
-                           "file itself — `efficientllm bench --dry-run` shows the matrix";
-  auto refuse = [&](const std::string& why, const std::string& where) {
-    return make_error(fmt::format("suite '{}' cannot run in this build: {}", suite.name, why), where, hint);
-  };
-  SuiteSpec s;
-  s.name = suite.name;
-  s.description = suite.description;
-  s.sized_for = suite.sized_for;
-  s.mfu_probe = suite.mfu_probe;
-  const json* first = nullptr;
-  static const std::vector<std::string> kShared = {"dataset", "vocab_size", "batch_size", "seq_len", "grad_accum",
-                                                   "steps",   "lr",         "min_lr",     "warmup",  "eval_batches",
-                                                   "precision", "seed"};
-  for (const auto& e : suite.experiments) {
-    if (e.axis != Axis::pretrain || !e.supported) {
-      return refuse(fmt::format("experiment '{}' is {} ({})", e.label, axis_name(e.axis), e.status), e.where);
-    }
-    const json& f = e.config.at("fields");
-    if (f.at("dataset") != "builtin") return refuse(fmt::format("experiment '{}' uses a dataset directory", e.label), e.where);
-    if (f.at("grad_accum") != 1 || f.at("seed") != 1234) {
-      return refuse(fmt::format("experiment '{}' sets grad_accum or seed", e.label), e.where);
-    }
-    if (!first) {
-      first = &f;
-      s.vocab_size = static_cast<int>(f.at("vocab_size").get<int64_t>());
-      s.batch_size = f.at("batch_size").get<int64_t>();
-      s.seq_len = f.at("seq_len").get<int64_t>();
-      s.steps = f.at("steps").get<int64_t>();
-      s.lr = static_cast<float>(f.at("lr").get<double>());
-      s.min_lr = static_cast<float>(f.at("min_lr").get<double>());
-      s.warmup_steps = f.at("warmup").get<int64_t>();
-      s.eval_batches = f.at("eval_batches").get<int64_t>();
-      EL_TRY_ASSIGN(s.precision, parse_precision(f.at("precision").get<std::string>()));
-    }
-    for (const auto& k : kShared) {
-      if (f.at(k) != first->at(k)) {
-        return refuse(fmt::format("experiment '{}' has {} {} where the first has {}", e.label, k,
-                                  value_text(f.at(k)), value_text(first->at(k))),
-                      e.where);
-      }
-    }
-    s.variants.push_back({e.label, f.at("card").get<std::string>()});
-  }
-  // Checked after the experiments: an unsupported axis is the likelier reason.
-  if (suite.warmup_steps != 1 || suite.min_duration_s != 0) {
-    return refuse("it sets warmup_steps or min_duration_s (a SuiteSpec has 1 and 0)", suite.path);
-  }
-  s.repetitions = suite.repetitions;
-  return s;
-}
-
-std::string suite_spec_to_yaml(const SuiteSpec& spec) {
-  // Strings as JSON strings (valid YAML double-quoted scalars); numbers in
-  // their shortest round-trip form, so 3e-3f reads back as the file's 3.0e-3.
-  const auto str = [](const std::string& v) { return json(v).dump(); };
-  std::string y;
-  y += "name: " + str(spec.name) + "\n";
-  y += "description: " + str(spec.description) + "\n";
-  y += fmt::format("sized_for: {}\n", spec.sized_for == DeviceKind::cpu ? "cpu" : "cuda");
-  y += fmt::format("repetitions: {}\nwarmup_steps: 1\nmin_duration_s: 0\n", spec.repetitions);
-  if (spec.mfu_probe) {
-    const MfuProbe& p = *spec.mfu_probe;
-    y += fmt::format("mfu_probe: {{label: {}, card: {}, batch_size: {}, seq_len: {}, steps: {}}}\n", str(p.label),
-                     str(p.card), p.batch_size, p.seq_len, p.steps);
-  }
-  y += fmt::format(
-      "defaults:\n  dataset: builtin\n  vocab_size: {}\n  batch_size: {}\n  seq_len: {}\n  steps: {}\n"
-      "  lr: {}\n  min_lr: {}\n  warmup: {}\n  eval_batches: {}\n  precision: {}\n",
-      spec.vocab_size, spec.batch_size, spec.seq_len, spec.steps, spec.lr, spec.min_lr, spec.warmup_steps,
-      spec.eval_batches, precision_name(spec.precision));
-  y += "experiments:\n";
-  for (const auto& v : spec.variants) {
-    y += fmt::format("  - {{axis: pretrain, label: {}, card: {}}}\n", str(v.label), str(v.card));
-  }
-  return y;
-}
-
-Result<SuiteFile> suite_spec_to_file(const SuiteSpec& spec) {
-  EL_TRY_ASSIGN(SuiteFile f, parse_suite_yaml(suite_spec_to_yaml(spec), "<built-in " + spec.name + ">"));
-  f.calibration_dtype = spec.calibration_dtype;
-  return f;
-}
-
 json suite_file_to_json(const SuiteFile& s) {
   json labels = json::array();
   for (const auto& e : s.experiments) labels.push_back(e.label);
@@ -717,8 +711,17 @@ double assumed_flops_per_second(DeviceKind kind) {
 std::optional<double> estimate_seconds(const ExpandedExperiment& e, DeviceKind kind) {
   // Rows waiting only for their dataset are estimated too: the time depends
   // on the card and the schedule.
-  if (e.axis != Axis::pretrain) return std::nullopt;
-  auto card = find_model_card(e.field("card").get<std::string>());
+  // A finetune row from a pretrained source: its card, the samples at their
+  // cutoff length (an upper bound: most are shorter) and a full backward.
+  std::string card_name;
+  if (e.axis == Axis::pretrain) {
+    card_name = e.field("card").get<std::string>();
+  } else if (e.axis == Axis::finetune && e.config.contains("source_card") && e.field("steps").get<int64_t>() > 0) {
+    card_name = e.config["source_card"].get<std::string>();
+  } else {
+    return std::nullopt;
+  }
+  auto card = find_model_card(card_name);
   if (!card.ok()) return std::nullopt;
   const int64_t T = e.field("seq_len").get<int64_t>();
   const double tokens = static_cast<double>(e.field("steps").get<int64_t>()) *

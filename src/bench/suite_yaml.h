@@ -28,11 +28,13 @@
 //   pretrain: card, dataset (builtin | prepared dataset dir), vocab_size (builtin
 //             tokenizer), batch_size, seq_len, grad_accum, steps, lr, min_lr, warmup,
 //             eval_batches, precision (f32|bf16|f16), seed
-//   finetune: model, dataset, method, batch_size, grad_accum, lr, epochs, seq_len,
-//             precision, lora_r, lora_alpha
+//   finetune: model (pretrained:<label of a pretrain experiment above> | Hugging Face
+//             directory), dataset (builtin | SFT JSON Lines file), method, batch_size,
+//             grad_accum, lr, epochs, steps (> 0 replaces epochs), seq_len (the
+//             samples' cutoff length), precision, lora_r, lora_alpha
 //   infer:    model, precision (bf16|fp16|int4), batch_size, prompt_len, gen_len
-// Only pretrain runs in this build; finetune and infer entries expand normally and
-// carry the status "not supported by this build: <axis> axis".
+// Pretrain and finetune run in this build; infer entries expand normally and
+// carry the status "not supported by this build: infer axis".
 #pragma once
 
 #include <cstdint>
@@ -53,6 +55,10 @@ namespace el::bench {
 
 enum class Axis { pretrain, finetune, infer };
 const char* axis_name(Axis a);  // "pretrain", "finetune", "infer"
+
+// A finetune experiment's model "pretrained:<label>": the checkpoint the
+// pretrain experiment <label> of the same suite writes (the runner keeps it).
+inline constexpr const char* kPretrainedPrefix = "pretrained:";
 
 // One experiment after expansion: everything the runner needs, as data.
 struct ExpandedExperiment {

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   el::cli::Action action;
   el::cli::add_bench_command(app, action);
   el::cli::add_train_command(app, action);
+  el::cli::add_finetune_command(app, action);
   el::cli::add_data_command(app, action);
   el::cli::add_tokenizer_command(app, action);
   el::cli::add_model_command(app, action);

@@ -186,10 +186,10 @@ Result<SftBatcher> SftBatcher::create(std::shared_ptr<const SftDataset> data,
                                       const SftBatchOptions& o) {
   if (!data || data->empty())
     return make_error("the SFT dataset has no samples", "", "check the split and cutoff_len");
-  if (o.batch_size < 1 || o.seq_len < 0)
-    return make_error(fmt::format("batch_size {} must be >= 1 and seq_len {} >= 0 (0 = pad to "
-                                  "the longest sample of each batch)",
-                                  o.batch_size, o.seq_len));
+  if (o.batch_size < 1 || o.seq_len < 0 || o.pad_to_multiple < 1)
+    return make_error(fmt::format("batch_size {} and pad_to_multiple {} must be >= 1 and seq_len {} >= 0 "
+                                  "(0 = pad to the longest sample of each batch)",
+                                  o.batch_size, o.pad_to_multiple, o.seq_len));
   if (o.seq_len > 0 && data->max_length() > o.seq_len)
     return make_error(fmt::format("seq_len {} is shorter than the longest sample ({} tokens)",
                                   o.seq_len, data->max_length()),
@@ -221,8 +221,12 @@ int64_t SftBatcher::batches_per_epoch() const {
   return options_.drop_last ? n / B : (n + B - 1) / B;
 }
 
+namespace {
+int64_t round_up(int64_t v, int64_t m) { return m > 1 ? (v + m - 1) / m * m : v; }
+}  // namespace
+
 int64_t SftBatcher::max_seq_len() const {
-  return options_.seq_len > 0 ? options_.seq_len : data_->max_length();
+  return options_.seq_len > 0 ? options_.seq_len : round_up(data_->max_length(), options_.pad_to_multiple);
 }
 
 void SftBatcher::next_epoch() {
@@ -236,8 +240,10 @@ bool SftBatcher::next_shape(int64_t* rows, int64_t* T) const {
   *rows = std::min(B, n - position_);
   if (*rows <= 0 || (options_.drop_last && *rows < B)) return false;
   *T = options_.seq_len;
-  if (*T == 0)
+  if (*T == 0) {
     for (int64_t r = 0; r < *rows; ++r) *T = std::max(*T, data_->length(order_[position_ + r]));
+    *T = round_up(*T, options_.pad_to_multiple);
+  }
   return true;
 }
 

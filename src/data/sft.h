@@ -128,6 +128,10 @@ struct SftBatchOptions {
   // 0: T = the longest sample of each batch; > 0: every batch is
   // [B, seq_len] (fixed shapes; must be >= the dataset's longest sample).
   int64_t seq_len = 0;
+  // seq_len 0: T is rounded up to a multiple of this (HF's pad_to_multiple_of),
+  // so a run sees a few batch shapes rather than one per length (a GPU plans
+  // and tunes its GEMMs per shape).
+  int64_t pad_to_multiple = 1;
   bool shuffle = true;      // a new seeded permutation each epoch (validation: false)
   bool drop_last = false;   // drop an epoch's last incomplete batch; else pad it with empty rows
   uint64_t seed = 0;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "autograd/tape.h"
+#include "finetune/pissa.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
 
@@ -78,12 +79,12 @@ LoraLinear::LoraLinear(std::unique_ptr<Linear> base, const LoraConfig& config,
   const DType dtype = w.dtype();
   const Device device = w.device();
   // Drawn in f32 on the host in a fixed order, then rounded (as init_normal).
-  std::vector<float> a(static_cast<size_t>(r * in));
+  std::vector<float> a(static_cast<size_t>(r * in), 0.f);  // PiSSA: set by pissa_init
   if (config.init == LoraConfig::Init::kaiming) {
     // kaiming_uniform_(a = sqrt(5)) over fan_in = in: bound = 1 / sqrt(in).
     const float bound = 1.f / std::sqrt(static_cast<float>(in));
     for (float& v : a) v = (2.f * rng.uniform() - 1.f) * bound;
-  } else {
+  } else if (config.init == LoraConfig::Init::gaussian) {
     const float std = 1.f / static_cast<float>(r);
     for (float& v : a) v = rng.normal() * std;
   }
@@ -191,6 +192,10 @@ Result<LoraSummary> apply_lora(DecoderLM& model, const LoraConfig& config) {
                        "adapters go on a plain model: apply LoRA before quantization, and once");
       return;
     }
+    if (config.init == LoraConfig::Init::pissa) {
+      bad = check_pissa_target(path, static_cast<const Linear&>(*slot), config.r);
+      if (!bad.ok()) return;
+    }
     matched.push_back(path);
   });
   EL_TRY(bad);
@@ -205,12 +210,20 @@ Result<LoraSummary> apply_lora(DecoderLM& model, const LoraConfig& config) {
   summary.runtime->seed = mix(config.seed + 0x5EEDull);
   Rng rng(config.seed);
   uint64_t index = 0;
+  std::vector<std::pair<std::string, LoraLinear*>> adapted;
   model.for_each_linear([&](const std::string& path, std::unique_ptr<LinearLayer>& slot) {
     if (!targeted(path)) return;
     std::unique_ptr<Linear> base(static_cast<Linear*>(slot.release()));
-    slot = std::make_unique<LoraLinear>(std::move(base), config, index++, summary.runtime, rng);
+    auto layer = std::make_unique<LoraLinear>(std::move(base), config, index++, summary.runtime, rng);
+    adapted.emplace_back(path, layer.get());
+    slot = std::move(layer);
   });
   model.refresh_parameters();
+  if (config.init == LoraConfig::Init::pissa) {
+    // Every target passed check_pissa_target, so only LAPACK itself can fail
+    // here; by then earlier slots hold residuals, and the error says so.
+    EL_TRY(pissa_init_all(adapted, config.r));
+  }
   summary.adapted_modules = static_cast<int64_t>(index);
   for (const auto& p : model.parameters()) {
     summary.total_parameters += p.tensor.numel();

@@ -1,4 +1,5 @@
-// lora.h — LoRA, RSLoRA and DoRA as a model transform (PEFT's semantics).
+// lora.h — LoRA, RSLoRA and DoRA (and PiSSA's initialisation) as a model
+// transform (PEFT's semantics).
 //
 // apply_lora() freezes every parameter of a built model and replaces the
 // dense Linear in each targeted slot (model.layers.N.self_attn.q_proj, ...)
@@ -46,8 +47,11 @@ struct LoraConfig {
   bool use_dora = false;
   // PEFT's init_lora_weights: kaiming (true: A ~ kaiming-uniform(a = sqrt 5),
   // B = 0), gaussian (A ~ N(0, 1/r), B = 0). B = 0 makes the adapted model
-  // start equal to the base model.
-  enum class Init { kaiming, gaussian } init = Init::kaiming;
+  // start equal to the base model. pissa ("pissa": finetune/pissa.h): A and B
+  // from the top-r SVD of each base weight, which becomes the residual
+  // W - s B A, so the model also starts equal to the base; it changes the
+  // base weights, and works with DoRA and RSLoRA as in peft.
+  enum class Init { kaiming, gaussian, pissa } init = Init::kaiming;
   uint64_t seed = 0;  // initialisation and dropout masks
 
   float scaling() const;  // alpha / r, or alpha / sqrt(r) with RSLoRA
@@ -69,6 +73,8 @@ class LoraLinear final : public LinearLayer {
  public:
   // base must be a dense Linear (its weight [out, in] may be a row block of a
   // stacked buffer); module_index makes each adapter's dropout mask its own.
+  // With Init::pissa, A and B start at zero (no draw from rng): apply_lora
+  // then runs pissa_init (finetune/pissa.h), which can fail and so is not here.
   LoraLinear(std::unique_ptr<Linear> base, const LoraConfig& config, uint64_t module_index,
              std::shared_ptr<const AdapterRuntime> runtime, Rng& rng);
 
@@ -107,7 +113,10 @@ struct LoraSummary {
 
 // The transform. Errors: an invalid config, a target that matches no slot, a
 // targeted slot that does not hold a dense Linear (already adapted, or
-// quantized). On error the model is left unchanged.
+// quantized); with Init::pissa also r > min(out, in) of a targeted weight, a
+// non-float or non-finite weight. On error the model is left unchanged (the
+// one exception: LAPACK failing on finite weights half-way through PiSSA,
+// which the error then says). PiSSA costs a full SVD per targeted weight.
 Result<LoraSummary> apply_lora(DecoderLM& model, const LoraConfig& config);
 
 // Folds every adapter into its base weight and puts dense Linear layers back

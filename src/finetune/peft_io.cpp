@@ -35,6 +35,45 @@ bool split_adapter_name(const std::string& name, std::string& slot, char& kind) 
 
 std::string shape_text(const Shape& s) { return shape_str(s); }
 
+nlohmann::json init_json(LoraConfig::Init init) {
+  switch (init) {
+    case LoraConfig::Init::gaussian: return "gaussian";
+    case LoraConfig::Init::pissa: return "pissa";
+    default: return true;
+  }
+}
+
+// peft's init_lora_weights. When loading, A and B come from the file, so an
+// initialisation that only draws A and B does not matter (true, false,
+// "gaussian", "eva", "orthogonal"); one that also changes the base weights
+// does: "pissa" is implemented (the base becomes the SVD residual again),
+// the others are refused rather than loaded onto the wrong base.
+Status parse_init(const nlohmann::json& v, const std::string& where, LoraConfig::Init& init) {
+  init = LoraConfig::Init::kaiming;
+  if (v.is_null() || v.is_boolean()) return {};
+  if (!v.is_string()) return make_error("expected true, false or a method name", where);
+  const std::string name = v.get<std::string>();
+  if (name == "gaussian") {
+    init = LoraConfig::Init::gaussian;
+  } else if (name == "pissa") {
+    init = LoraConfig::Init::pissa;
+  } else if (name.rfind("pissa_niter_", 0) == 0) {
+    return make_error(fmt::format("init_lora_weights '{}' (PiSSA through a randomized SVD) is not supported", name),
+                      where,
+                      "its base residual depends on torch's random numbers and cannot be rebuilt; "
+                      "make the adapter with \"pissa\" (full SVD), or convert it to plain LoRA in peft "
+                      "(save_pretrained with path_initial_model_for_weight_conversion)");
+  } else if (name == "eva" || name == "orthogonal") {
+    init = LoraConfig::Init::kaiming;  // A and B are loaded; the base is unchanged
+  } else {
+    return make_error(fmt::format("init_lora_weights '{}' is not supported", name), where,
+                      "supported: true, false, \"gaussian\", \"pissa\" (and \"eva\", \"orthogonal\" "
+                      "when loading); olora, corda, loftq and lora_ga change the base weights in ways "
+                      "not implemented here");
+  }
+  return {};
+}
+
 }  // namespace
 
 Status save_peft_adapter(const DecoderLM& model, const LoraConfig& config, const std::string& dir,
@@ -66,8 +105,7 @@ Status save_peft_adapter(const DecoderLM& model, const LoraConfig& config, const
       {"use_dora", config.use_dora},
       {"bias", "none"},
       {"fan_in_fan_out", false},
-      {"init_lora_weights", config.init == LoraConfig::Init::kaiming ? nlohmann::json(true)
-                                                                      : nlohmann::json("gaussian")},
+      {"init_lora_weights", init_json(config.init)},
       {"inference_mode", true},
       {"modules_to_save", nullptr},
       {"layers_to_transform", nullptr},
@@ -114,6 +152,7 @@ Result<LoraConfig> read_peft_config(const std::string& path) {
     c.dropout = j.value("lora_dropout", 0.0f);
     c.use_rslora = j.value("use_rslora", false);
     c.use_dora = j.value("use_dora", false);
+    if (j.contains("init_lora_weights")) EL_TRY(parse_init(j["init_lora_weights"], where("init_lora_weights"), c.init));
     const auto& t = j.at("target_modules");
     if (t.is_string()) {
       if (t.get<std::string>() != "all-linear") {

@@ -14,6 +14,20 @@
 // them. Features we do not implement (rank_pattern, alpha_pattern,
 // layers_to_transform, modules_to_save, bias other than "none", other
 // peft_types) are refused with the key named, never silently ignored.
+//
+// PiSSA (init_lora_weights "pissa", finetune/pissa.h) changes the base
+// weights: the adapter file holds A and B, and the frozen base is the
+// residual W - s B0 A0 of the ORIGINAL base W's top-r SVD. Like peft's
+// PeftModel.from_pretrained, load_peft_adapter rebuilds that residual (one
+// SVD per adapted weight) before loading A and B, so a PiSSA adapter is only
+// valid on the exact base weights it was made from: loaded on any other base
+// (another checkpoint, a fine-tuned or re-quantized copy) it silently gives a
+// different model. Saving writes init_lora_weights "pissa" and the current A
+// and B. We do not convert PiSSA to plain LoRA (peft's
+// path_initial_model_for_weight_conversion: A' = [A; A0], B' = [B, -B0] at
+// rank 2r); merge_lora + a full checkpoint is the portable export.
+// "pissa_niter_N" (randomized SVD) cannot be rebuilt and is refused; so are
+// the other base-changing initialisations (olora, corda, loftq, lora_ga).
 #pragma once
 
 #include <string>
@@ -35,15 +49,17 @@ Status save_peft_adapter(const DecoderLM& model, const LoraConfig& config, const
                          const std::string& base_model = "");
 
 // The LoraConfig of an adapter_config.json (target_modules as written:
-// names or slot paths; "all-linear" becomes every projection). Errors name the
-// file and the key.
+// names or slot paths; "all-linear" becomes every projection;
+// init_lora_weights as above). Errors name the file and the key.
 Result<LoraConfig> read_peft_config(const std::string& path);
 
 // Applies the adapters of a PEFT directory to a plain model and loads their
 // weights (converted to the model's dtype). Errors: unreadable/invalid config
 // or weights, a tensor for a slot the model lacks, a shape that does not match
 // (names the tensor, the expected and the found shape), lora_A without its
-// lora_B (or DoRA's magnitude missing). The model is unchanged on error.
+// lora_B (or DoRA's magnitude missing), PiSSA's checks (apply_lora). The
+// model is unchanged on error. A PiSSA adapter first turns each adapted base
+// weight into its SVD residual (see above).
 Result<LoraSummary> load_peft_adapter(DecoderLM& model, const std::string& dir);
 
 }  // namespace el::finetune

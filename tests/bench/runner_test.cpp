@@ -16,6 +16,7 @@
 
 #include "bench/builtin_suites.h"
 #include "bench/runner.h"
+#include "bench/runner_finetune.h"
 #include "common/train_env.h"
 
 namespace el::bench {
@@ -245,11 +246,12 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
   ASSERT_TRUE(quick.ok()) << quick.error().message();
   auto p = plan_suite(quick.value(), PlanOptions{20, true, ""});
   ASSERT_TRUE(p.ok()) << p.error().message();
-  ASSERT_EQ(p->experiments.size(), 4u);
+  ASSERT_EQ(p->experiments.size(), 3u + 7u + 1u);  // pretrain, finetune (every method), probe
   EXPECT_EQ(p->experiments[0].field("steps"), 20);
   EXPECT_EQ(p->experiments[0].field("warmup"), 15);  // still ends before the last step
   EXPECT_NE(p->experiments[0].hash, quick->experiments[0].hash);
-  const ExpandedExperiment& probe = p->experiments[3];
+  EXPECT_EQ(p->experiments[3].field("steps"), 60) << "the override is the pretraining's";
+  const ExpandedExperiment& probe = p->experiments.back();
   EXPECT_TRUE(probe.mfu_probe);
   EXPECT_FALSE(p->experiments[0].mfu_probe);
   EXPECT_EQ(probe.label, "small (MFU probe)");
@@ -262,7 +264,7 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
 
   p = plan_suite(quick.value(), PlanOptions{10, false, ""});
   ASSERT_TRUE(p.ok());
-  ASSERT_EQ(p->experiments.size(), 3u);
+  ASSERT_EQ(p->experiments.size(), 3u + 7u);
   EXPECT_EQ(p->experiments[2].field("warmup"), 1);  // a tenth of the steps
 
   p = plan_suite(quick.value(), PlanOptions{0, true, "gqa|probe"});
@@ -368,7 +370,7 @@ TEST(RunSuite, FailsBeforeRunningAnything) {
 TEST(RunSuite, NotSupportedEntriesAreRecorded) {
   TempDir d("notsup");
   const SuiteFile s = parse_ok(
-      "name: ns\nexperiments:\n  - {axis: infer, model: m, precision: [bf16, int4]}\n"
+      "name: ns\nallow_missing: true\nexperiments:\n  - {axis: infer, model: m, precision: [bf16, int4]}\n"
       "  - {axis: finetune, model: m, dataset: alpaca, method: lora}\n");
   auto r = run_suite(s, quiet_options(d.path));
   ASSERT_TRUE(r.ok()) << r.error().message();
@@ -382,7 +384,7 @@ TEST(RunSuite, NotSupportedEntriesAreRecorded) {
   ASSERT_EQ(lines.size(), 3u);
   const json rec = json::parse(lines[2]);
   EXPECT_EQ(rec["status"], "not_supported");
-  EXPECT_EQ(rec["reason"], "not supported by this build: finetune axis");
+  EXPECT_HAS(rec["reason"].get<std::string>(), "missing model 'm' (no config.json in");
   EXPECT_EQ(rec["axis"], "finetune");
   EXPECT_EQ(rec["repetitions"], 0);
   EXPECT_EQ(rec["config_hash"], s.experiments[2].hash);
@@ -450,6 +452,82 @@ TEST(RunSuite, RepetitionsThenCachedThenForce) {
   ASSERT_TRUE(capped.ok()) << capped.error().message();
   EXPECT_EQ(capped->rows[0].record["repetitions"], kMaxRepetitionFactor);
   EXPECT_EQ(capped->rows[0].record["config"]["measure"]["min_duration_s"], 1000.0);
+}
+
+
+// Finetune rows start from the checkpoint of the pretrain row they name: the
+// runner keeps it under results/checkpoints/, the rows get their own table,
+// and a cached source whose checkpoint is gone runs again. --filter keeps a
+// kept row's source.
+TEST(RunSuite, FinetuneRowsStartFromTheirPretrainedSource) {
+  test::TrainEnv& env = test::TrainEnv::get();
+  TempDir d("ft");
+  // The environment's card with a context long enough for the alpaca prompt.
+  const std::string card = d.path + "/ft-card.yaml";
+  {
+    std::ifstream in(env.card_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    text.replace(text.find("max_seq_len: 32"), 15, "max_seq_len: 256");
+    text.replace(text.find("name: trainer-test"), 18, "name: ft-card");
+    std::ofstream(card) << text;
+  }
+  const std::string text = fmt::format(
+      "name: ft\nwarmup_steps: 1\n"
+      "defaults: {{dataset: {}, batch_size: 2, seq_len: 16, steps: 3, warmup: 1, eval_batches: 1}}\n"
+      "experiments:\n  - {{axis: pretrain, label: src, card: {}}}\n"
+      "  - {{axis: finetune, label: \"ft {{method}}\", model: \"pretrained:src\", dataset: {}, method: [lora, full],\n"
+      "     batch_size: 2, grad_accum: 1, seq_len: 256, steps: 2, lr: 1.0e-3, lora_r: 4, lora_alpha: 8, precision: f32}}\n",
+      env.data_dir, card, std::string(EL_TEST_DATA_DIR) + "/e2e/tiny_chat_sft.jsonl");
+  const SuiteFile s = parse_ok(text);
+  ASSERT_EQ(s.experiments.size(), 3u);
+  EXPECT_EQ(s.experiments[1].label, "ft lora");
+  EXPECT_EQ(s.experiments[1].config["source_card"], card);
+  auto r = run_suite(s, quiet_options(d.path));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  ASSERT_EQ(r->rows.size(), 3u);
+  for (const auto& row : r->rows) EXPECT_EQ(row.status, "ok") << row.label << ": " << row.record.dump();
+  const json& lora = r->rows[1].record;
+  EXPECT_EQ(lora["axis"], "finetune");
+  EXPECT_EQ(lora["config"]["model"]["pretrained"], r->rows[0].record["config_hash"]);
+  EXPECT_EQ(lora["config"]["finetune"]["method"], "lora");
+  EXPECT_GT(lora["runs"][0]["trainable_parameters"].get<int64_t>(), 0);
+  EXPECT_LT(lora["runs"][0]["trainable_parameters"].get<int64_t>(), lora["parameters"].get<int64_t>());
+  EXPECT_TRUE(lora["summary"].contains("st_samples_per_param_per_second"));
+  EXPECT_TRUE(lora["summary"].contains("val_loss"));
+  EXPECT_HAS(r->table, "fine-tuning:");
+  EXPECT_HAS(r->table, "ST smp/param/s");
+  const std::string ckpt =
+      pretrain_checkpoint_dir(d.path, r->rows[0].record["config_hash"].get<std::string>()) +
+      "/checkpoint.safetensors";
+  EXPECT_TRUE(fs::exists(ckpt)) << ckpt;
+
+  // Again: all cached. Without the checkpoint, the source runs again (the
+  // finetune rows stay cached: same source config).
+  auto again = run_suite(s, quiet_options(d.path));
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  for (const auto& row : again->rows) EXPECT_TRUE(row.cached) << row.label;
+  fs::remove(ckpt);
+  auto rerun = run_suite(s, quiet_options(d.path));
+  ASSERT_TRUE(rerun.ok()) << rerun.error().message();
+  EXPECT_FALSE(rerun->rows[0].cached);
+  EXPECT_TRUE(rerun->rows[1].cached);
+  EXPECT_TRUE(fs::exists(ckpt));
+
+  // --filter: the finetune row keeps its source.
+  auto planned = plan_suite(s, PlanOptions{0, true, "ft full"});
+  ASSERT_TRUE(planned.ok()) << planned.error().message();
+  ASSERT_EQ(planned->experiments.size(), 2u);
+  EXPECT_EQ(planned->experiments[0].label, "src");
+  EXPECT_EQ(planned->experiments[1].label, "ft full");
+
+  // A source that is not a pretrain row above is a parse error.
+  auto bad = parse_suite_yaml(
+      "name: b\nexperiments:\n  - {axis: finetune, model: \"pretrained:nope\", dataset: builtin, method: lora}\n",
+      "b.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_HAS(bad.error().message(), "'pretrained:nope' names no earlier pretrain experiment");
 }
 
 }  // namespace

@@ -69,6 +69,66 @@ case "$CASE" in
     grep -Eq "^parameters: +[0-9]+" "$TMP/out" || fail "no parameter count: $(cat "$TMP/out")"
     echo "ok: model info tiny"
     ;;
+  finetune_e2e)
+    # A tiny Hugging Face Llama + its tokenizer.json + alpaca records
+    # (tools/make_e2e_fixture.py): full fine-tuning lowers the loss; a DoRA
+    # adapter trained, merged and saved gives the same validation loss as the
+    # merged model reloaded and as the adapter loaded back onto the base.
+    E="$FIX/e2e"
+    # tokenizer.json needs PCRE2 + utf8proc (optional in CMake): skip without them.
+    if ! "$BIN" tokenizer encode --tokenizer "$E/tiny_chat" "hi" >/dev/null 2>"$TMP/err"; then
+      grep -q "support not built" "$TMP/err" && { echo "skip: $(head -1 "$TMP/err")"; exit 77; }
+      fail "tokenizer encode on the fixture failed: $(cat "$TMP/err")"
+    fi
+    "$BIN" finetune --hf "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl" --method full --epochs 3 \
+      --lr 1e-2 --report "$TMP/full.json" >"$TMP/out" 2>&1 || fail "finetune full failed: $(cat "$TMP/out")"
+    first=$(grep -o '"loss": [0-9.]*' "$TMP/full.json" | head -1 | awk '{print $2}')
+    last=$(grep -o '"train_loss": [0-9.]*' "$TMP/full.json" | head -1 | awk '{print $2}')
+    awk -v a="$first" -v b="$last" 'BEGIN{exit !(b < a - 0.3)}' || fail "full FT loss did not drop: $first -> $last"
+    grep -q '"st_samples_per_param_per_second"' "$TMP/full.json" || fail "no ST in the report"
+    echo "ok: full fine-tuning loss $first -> $last"
+    "$BIN" finetune --hf "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl" --method dora --lora-r 4 \
+      --lora-alpha 8 --epochs 2 --lr 1e-2 --merge --out "$TMP/m" >"$TMP/out" 2>&1 ||
+      fail "finetune dora --merge failed: $(cat "$TMP/out")"
+    want=$(grep -o 'val loss [0-9.]*' "$TMP/out" | tail -1)
+    for f in config.json model.safetensors tokenizer.json adapter/adapter_config.json adapter/adapter_model.safetensors; do
+      [ -f "$TMP/m/$f" ] || fail "--merge did not write $f"
+    done
+    "$BIN" finetune --hf "$TMP/m" --data "$E/tiny_chat_sft.jsonl" --method full --eval-only >"$TMP/o2" 2>&1 ||
+      fail "eval of the merged model failed: $(cat "$TMP/o2")"
+    got=$(grep -o 'val loss [0-9.]*' "$TMP/o2" | tail -1)
+    [ "$got" = "$want" ] || fail "merged model: $got, the adapter run ended at $want"
+    "$BIN" finetune --hf "$E/tiny_chat" --adapter "$TMP/m/adapter" --data "$E/tiny_chat_sft.jsonl" --eval-only \
+      >"$TMP/o3" 2>&1 || fail "eval with --adapter failed: $(cat "$TMP/o3")"
+    got=$(grep -o 'val loss [0-9.]*' "$TMP/o3" | tail -1)
+    [ "$got" = "$want" ] || fail "adapter loaded back: $got, the adapter run ended at $want"
+    echo "ok: dora adapter -> merge -> reload: $want three ways"
+    for m in freeze lora_plus rslora pissa; do
+      "$BIN" finetune --hf "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl" --method $m --lora-r 4 --freeze-k 1 \
+        --steps 2 --out "$TMP/o_$m" >"$TMP/out" 2>&1 || fail "finetune --method $m failed: $(cat "$TMP/out")"
+    done
+    echo "ok: freeze, lora_plus, rslora, pissa run and save"
+    ;;
+  finetune_bad_input)
+    E="$FIX/e2e"
+    # tokenizer.json needs PCRE2 + utf8proc (optional in CMake): skip without them.
+    if ! "$BIN" tokenizer encode --tokenizer "$E/tiny_chat" "hi" >/dev/null 2>"$TMP/err"; then
+      grep -q "support not built" "$TMP/err" && { echo "skip: $(head -1 "$TMP/err")"; exit 77; }
+      fail "tokenizer encode on the fixture failed: $(cat "$TMP/err")"
+    fi
+    expect_error "unknown fine-tuning method 'qlora'" "$BIN" finetune --hf "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl" --method qlora
+    expect_error "2 model sources" "$BIN" finetune --hf "$E/tiny_chat" --model tiny --data "$E/tiny_chat_sft.jsonl"
+    expect_error "no training data" "$BIN" finetune --hf "$E/tiny_chat"
+    expect_error "method 'full' has none" "$BIN" finetune --hf "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl" --method full --merge --out "$TMP/x"
+    expect_error "bad.jsonl:[0-9]+" "$BIN" finetune --hf "$E/tiny_chat" --data "$FIX/sft/bad.jsonl" --format alpaca
+    "$BIN" finetune --hf "$E/tiny_chat" --data "$FIX/sft/bad.jsonl" "$E/tiny_chat_sft.jsonl" --format alpaca \
+      --skip-bad-records --steps 1 >"$TMP/out" 2>&1 || fail "--skip-bad-records failed: $(cat "$TMP/out")"
+    grep -Eq "[1-9][0-9]* bad skipped" "$TMP/out" || fail "bad records not counted: $(cat "$TMP/out")"
+    echo "ok: --skip-bad-records counts them"
+    write_card "$TMP/card.yaml"
+    expect_error "tokenizer has [0-9]+ ids but the model's vocab_size is 400" "$BIN" finetune --model "$TMP/card.yaml" \
+      --tokenizer "$E/tiny_chat" --data "$E/tiny_chat_sft.jsonl"
+    ;;
   model_info_hf)
     "$BIN" model info --hf "$FIX/hf/qwen2" >"$TMP/out" 2>&1 || fail "model info --hf failed: $(cat "$TMP/out")"
     grep -q "model_type qwen2" "$TMP/out" || fail "no model_type line: $(cat "$TMP/out")"
@@ -156,7 +216,8 @@ case "$CASE" in
     # Each experiment in its own process (the default): the records say so and
     # keep the suite's calibration; a timeout becomes failed rows (exit 1) with
     # the reason. --isolate is still accepted.
-    "$BIN" bench --steps 2 --no-probe --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
+    # The pretraining rows only (the finetune rows have their own CLI cases).
+    "$BIN" bench --steps 2 --no-probe --filter '^(MHA|GQA|MQA)$' --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err" ||
       fail "isolated quick suite failed: $(tail -5 "$TMP/err")"
     python3 - "$TMP/res" <<'PY' || fail "isolated records: $(cat "$TMP/out")"
 import glob, json, sys
@@ -168,7 +229,8 @@ for r in recs:
     assert len(run["metrics"]["peak_calibration"]["batch_gflops"]) > 0
 PY
     rm -f "$TMP"/res/quick-*.jsonl
-    if "$BIN" bench --isolate --force --steps 2 --no-probe --timeout 0.01 --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err"; then
+    if "$BIN" bench --isolate --force --steps 2 --no-probe --filter '^(MHA|GQA|MQA)$' --timeout 0.01 \
+        --results-dir "$TMP/res" >"$TMP/out" 2>"$TMP/err"; then
       fail "a timed-out suite exited 0"
     fi
     grep -q "failed" "$TMP/out" || fail "no failed rows: $(cat "$TMP/out")"
@@ -198,6 +260,10 @@ PY
     grep -Eq "^GQA +pretrain +tiny-gqa +B16 T128 x1 steps 400 f32 +ready +[0-9.]+ (s|min) +[0-9a-f]{12}" "$TMP/out" ||
       fail "no GQA row: $(cat "$TMP/out")"
     grep -q "is an estimate" "$TMP/out" || fail "estimate not labelled: $(cat "$TMP/out")"
+    grep -Eq "^dora +finetune +pretrained:GQA +dora builtin B8 x1 lr 0.001 +ready" "$TMP/out" ||
+      fail "no finetune row: $(cat "$TMP/out")"
+    "$BIN" bench --suite paper-peft --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-peft dry-run failed"
+    grep -q "missing model 'llama-3.2-1b'" "$TMP/out" || fail "paper-peft rows: $(cat "$TMP/out")"
     "$BIN" bench --suite paper-quant --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-quant dry-run failed"
     [ "$(grep -c "not supported by this build: infer axis" "$TMP/out")" -eq 27 ] ||
       fail "paper-quant rows: $(cat "$TMP/out")"

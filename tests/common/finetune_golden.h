@@ -17,7 +17,8 @@
 
 namespace el::test {
 
-inline const char* const kPeftFixtures[] = {"llama_lora", "llama_rslora", "llama_dora", "qwen2_dora"};
+inline const char* const kPeftFixtures[] = {"llama_lora", "llama_rslora", "llama_dora", "qwen2_dora",
+                                             "llama_pissa"};
 
 inline std::string peft_fixture_dir(const std::string& name) {
   return std::string(EL_TEST_DATA_DIR) + "/peft/" + name;

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/test_cards.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "train/trainer.h"
@@ -79,23 +80,7 @@ class TrainEnv {
     auto prepared = data::prepare_dataset(p);
     EXPECT_TRUE(prepared.ok()) << (prepared.ok() ? "" : prepared.error().message());
     data_dir = p.out_dir;
-    const std::string card = R"(name: trainer-test
-n_layer: 2
-d_model: 32
-n_head: 4
-n_kv_head: 2
-d_ff: 64
-vocab_size: 400
-max_seq_len: 32
-norm: rmsnorm
-norm_eps: 1.0e-5
-pos_encoding: rope
-rope_theta: 10000
-mlp: swiglu
-tied_embeddings: true
-init_std: 0.02
-qkv_bias: false
-)";
+    const std::string card = small_card_yaml("trainer-test", 64, 400, 32, "qkv_bias: false\n");
     card_path = dir + "/card.yaml";
     std::ofstream(card_path) << card;
     other_card_path = dir + "/other.yaml";

@@ -348,8 +348,11 @@ TEST(SftBatcher, CreateErrors) {
   expect_error(SftBatcher::create(std::make_shared<SftDataset>(), o),
                {"the SFT dataset has no samples"});
   o.batch_size = 0;
-  expect_error(SftBatcher::create(small_dataset(), o), {"batch_size 0 must be >= 1"});
+  expect_error(SftBatcher::create(small_dataset(), o), {"batch_size 0 and pad_to_multiple 1 must be >= 1"});
   o.batch_size = 2;
+  o.pad_to_multiple = 0;
+  expect_error(SftBatcher::create(small_dataset(), o), {"pad_to_multiple 0 must be >= 1"});
+  o.pad_to_multiple = 1;
   o.seq_len = 4;
   expect_error(SftBatcher::create(small_dataset(), o),
                {"seq_len 4 is shorter than the longest sample (5 tokens)", "cutoff_len <= seq_len"});
@@ -358,6 +361,28 @@ TEST(SftBatcher, CreateErrors) {
   o.drop_last = true;
   expect_error(SftBatcher::create(small_dataset(), o),
                {"drop_last with 3 sample(s) and batch_size 4 leaves no batch"});
+}
+
+// pad_to_multiple rounds each batch's length up (few shapes for the GPU's
+// per-shape GEMM plans); the extra positions are padding with no loss.
+TEST(SftBatcher, PadToMultipleRoundsTheBatchLength) {
+  SftBatchOptions o;
+  o.batch_size = 3;
+  o.shuffle = false;
+  o.pad_to_multiple = 4;
+  auto b = SftBatcher::create(small_dataset(), o);
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  EXPECT_EQ(b->max_seq_len(), 8);  // longest sample 5 -> 8
+  SftBatch batch;
+  ASSERT_TRUE(b->next(batch));
+  EXPECT_EQ(batch.info.seq_len, 8);
+  EXPECT_EQ(batch.ids.dim(1), 8);
+  const int32_t* t = batch.targets.data<int32_t>();
+  for (int64_t r = 0; r < 3; ++r) EXPECT_EQ(t[r * 8 + 7], -1) << "row " << r;
+  o.seq_len = 6;  // a fixed length is kept as it is
+  auto fixed = SftBatcher::create(small_dataset(), o);
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(fixed->max_seq_len(), 6);
 }
 
 TEST(SftBatcher, EndToEndTargetsAreTheResponse) {

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "common/test_cards.h"
 #include "autograd/tape.h"
 #include "finetune/lora.h"
 #include "ops/ops.h"
@@ -14,26 +15,7 @@
 namespace el::finetune {
 namespace {
 
-ModelCard test_card() {
-  const std::string yaml = R"(name: test
-n_layer: 2
-d_model: 32
-n_head: 4
-n_kv_head: 2
-d_ff: 48
-vocab_size: 61
-max_seq_len: 16
-norm: rmsnorm
-norm_eps: 1.0e-5
-pos_encoding: rope
-rope_theta: 10000
-mlp: swiglu
-tied_embeddings: false
-init_std: 0.02
-qkv_bias: true
-)";
-  return parse_model_card(yaml, "test.yaml").value();
-}
+ModelCard test_card() { return test::small_card("qkv_bias: true\n"); }
 
 Tensor random_ids(int64_t b, int64_t t, int vocab, uint64_t seed) {
   Rng rng(seed);

@@ -8,25 +8,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/test_cards.h"
 #include "finetune/peft_io.h"
 #include "io/safetensors.h"
 
 namespace el::finetune {
 namespace {
 
-ModelCard card() {
-  const std::string yaml = R"(name: test
-n_layer: 2
-d_model: 32
-n_head: 4
-n_kv_head: 2
-d_ff: 48
-vocab_size: 61
-max_seq_len: 16
-qkv_bias: true
-)";
-  return parse_model_card(yaml, "test.yaml").value();
-}
+ModelCard card() { return test::small_card("qkv_bias: true\n"); }
 
 std::string temp_dir(const std::string& name) {
   const auto p = std::filesystem::temp_directory_path() / ("el_peft_" + name);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "common/test_cards.h"
 #include "autograd/tape.h"
 #include "models/decoder_lm.h"
 #include "ops/ops.h"
@@ -12,26 +13,7 @@
 namespace el {
 namespace {
 
-ModelCard test_card(const std::string& extra = "") {
-  const std::string yaml = R"(name: test
-n_layer: 2
-d_model: 32
-n_head: 4
-n_kv_head: 2
-d_ff: 48
-vocab_size: 61
-max_seq_len: 16
-norm: rmsnorm
-norm_eps: 1.0e-5
-pos_encoding: rope
-rope_theta: 10000
-mlp: swiglu
-tied_embeddings: true
-init_std: 0.02
-qkv_bias: false
-)" + extra;
-  return parse_model_card(yaml, "test.yaml").value();
-}
+ModelCard test_card(const std::string& extra = "") { return test::small_card("qkv_bias: false\n" + extra); }
 
 Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
   Rng rng(seed);
