@@ -126,15 +126,25 @@ void add_finetune_command(CLI::App& app, Action& action) {
         if (!summary.empty() && summary.back() != '\n') summary += '\n';
         std::printf("%s", summary.c_str());
       }
-      std::printf("%s %s (%s): %lld parameters, %lld trainable (%.3f%%)\n",
-                  finetune::method_name(a->cfg.method), r.card.name.c_str(),
-                  precision_name(a->cfg.precision), static_cast<long long>(r.total_parameters),
-                  static_cast<long long>(r.trainable_parameters),
-                  100.0 * static_cast<double>(r.trainable_parameters) / static_cast<double>(r.total_parameters));
-      std::printf("AL %.4f s/step, %.2f samples/s, ST %.3g samples/param/s, %.0f tokens/s, train loss %.4f, val loss %.4f\n",
-                  num(m["al_seconds"]["mean"]), num(m["samples_per_second"]),
-                  num(m["st_samples_per_param_per_second"]), num(m["tokens_per_second"]),
-                  num(m["train_loss"]), num(m["val_loss"]));
+      if (a->cfg.eval_only) {
+        std::printf("evaluate %s (%s): %lld parameters\n", r.card.name.c_str(), precision_name(a->cfg.precision),
+                    static_cast<long long>(r.total_parameters));
+      } else {
+        std::printf("%s %s (%s): %lld parameters, %lld trainable (%.3f%%)\n", finetune::method_name(a->cfg.method),
+                    r.card.name.c_str(), precision_name(a->cfg.precision), static_cast<long long>(r.total_parameters),
+                    static_cast<long long>(r.trainable_parameters),
+                    100.0 * static_cast<double>(r.trainable_parameters) / static_cast<double>(r.total_parameters));
+      }
+      if (a->cfg.eval_only) {
+        std::printf("val loss %.4f (the model as loaded, %lld validation tokens)\n", r.final_val_loss(),
+                    static_cast<long long>(r.evals.empty() ? 0 : r.evals.back().tokens));
+      } else {
+        std::printf("AL %.4f s/step, %.2f samples/s, ST %.3g samples/param/s, %.0f tokens/s, train loss %.4f, "
+                    "val loss %.4f\n",
+                    num(m["al_seconds"]["mean"]), num(m["samples_per_second"]),
+                    num(m["st_samples_per_param_per_second"]), num(m["tokens_per_second"]), num(m["train_loss"]),
+                    num(m["val_loss"]));
+      }
       if (!r.output.empty()) std::printf("wrote %s\n", r.output.c_str());
       if (!a->report_path.empty()) {
         Status w = io::write_file_atomic(a->report_path, finetune::report_to_json(a->cfg, r).dump(1) + "\n");

@@ -309,6 +309,7 @@ Result<AppliedMethod> apply_method(const FinetuneConfig& c, DecoderLM& model, Lo
     out.runtime = s.runtime;
     return out;
   }
+  if (c.eval_only) return out;  // the model as loaded: no method applies
   switch (c.method) {
     case Method::full:
       for (const NamedParameter& p : model.parameters()) Tensor(p.tensor).set_requires_grad(true);

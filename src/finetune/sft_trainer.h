@@ -91,7 +91,9 @@ struct FinetuneConfig {
   // are applied to the model and trained further (or only evaluated); the
   // method's LoRA settings then come from its adapter_config.json.
   std::string adapter_dir;
-  bool eval_only = false;  // no training: the validation loss of the model as loaded
+  // No training: the validation loss of the model as loaded (with the
+  // adapter of adapter_dir, if given; `method` is then not applied).
+  bool eval_only = false;
   LoraConfig lora;                   // r 64, alpha 128, all projections (the paper's)
   float loraplus_ratio = 16.0f;      // lora_plus: lr of lora_B / lr of lora_A
   FreezeConfig freeze;               // freeze: last 2 layers trainable by default

@@ -379,11 +379,17 @@ TEST(FinetuneRun, EvalOnlyMeasuresTheModelAsLoaded) {
   EXPECT_TRUE(r->metrics["samples_per_second"].is_null());
   EXPECT_TRUE(r->metrics["train_loss"].is_null());
   EXPECT_EQ(r->metrics["optimizer_steps"], 0);
+  // No method is applied to a model that is only evaluated (LoRA would add adapters).
+  FinetuneConfig lora = synthetic_config(Method::lora);
+  lora.eval_only = true;
+  auto l = run_finetune(lora);
+  ASSERT_TRUE(l.ok()) << l.error().message();
+  EXPECT_EQ(l->adapted_modules, 0);
+  EXPECT_EQ(l->total_parameters, r->total_parameters);
 }
 
-// Synthetic samples longer than the card's context should be a config
-// error, not an exception from the model's EL_ENSURE. DISABLED until
-// prepare_data checks the synthetic seq_len (see the helper's report).
+// Synthetic samples longer than the card's context are a config error, not
+// an exception from the model's EL_ENSURE.
 TEST(FinetuneRun, SyntheticSeqLenAboveTheContextIsAnError) {
   FinetuneConfig c = synthetic_config(Method::lora);
   c.seq_len = 64;  // the card's max_seq_len is 32
@@ -484,9 +490,8 @@ TEST(FinetuneSchedule, LinearWarmupThenCosineToZero) {
 }
 
 // warmup = ceil(ratio * steps) as LLaMA-Factory / transformers compute it in
-// double: 0.1 of 10 steps is 1 step. DISABLED until the trainer stops
-// multiplying the float 0.1f (0.10000000149) by the steps, which makes it
-// ceil(1.0000000149) = 2 (see the helper's report).
+// double: 0.1 of 10 steps is 1 step (the float 0.1f is 0.10000000149, and
+// ceil(1.0000000149) would make it 2).
 TEST(FinetuneSchedule, DefaultWarmupRatioOfTenSteps) {
   FinetuneConfig c = synthetic_config(Method::lora);
   c.steps = 10;
