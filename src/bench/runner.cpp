@@ -254,7 +254,10 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 // A finetune row: its FinetuneConfig, the model's and the data's identity,
 // its resolved config and hash. A "pretrained:<label>" model is the
 // checkpoint that the (earlier) pretrain row <label> is told to leave.
-Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOptions& o, int64_t warmup) {
+// data_identities: the SFT files' identities already hashed in this run (a
+// dataset is read once, not once per method).
+Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOptions& o, int64_t warmup,
+                             std::map<std::string, json>& data_identities) {
   const ExpandedExperiment& e = *it.e;
   it.is_finetune = true;
   it.ft = finetune_experiment_config(e, o.device, o.results_dir, warmup);
@@ -288,7 +291,11 @@ Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOpti
     std::sort(files.begin(), files.end());
     model_identity = {{"config_sha256", sha}, {"safetensors", files}};
   }
-  EL_TRY_ASSIGN(json data_identity, sft_data_identity(it.ft));
+  const std::string data_key = json(it.ft.data).dump();
+  if (!data_identities.count(data_key)) {
+    EL_TRY_ASSIGN(data_identities[data_key], sft_data_identity(it.ft));
+  }
+  const json& data_identity = data_identities[data_key];
   EL_TRY_ASSIGN(it.config, finetune_resolved_config(e, it.ft, model_identity, data_identity, !o.in_process));
   it.hash = config_hash(it.config);
   return Status::Ok();
@@ -418,6 +425,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
     return datasets.emplace(key, std::move(ctx)).first->second.get();
   };
   std::vector<Item> items;
+  std::map<std::string, json> sft_identities;
   for (const auto& e : suite.experiments) {
     Item it;
     it.e = &e;
@@ -428,7 +436,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
       continue;
     }
     if (e.axis == Axis::finetune) {
-      EL_TRY(resolve_finetune_item(it, items, o, suite.warmup_steps));
+      EL_TRY(resolve_finetune_item(it, items, o, suite.warmup_steps, sft_identities));
       items.push_back(std::move(it));
       continue;
     }

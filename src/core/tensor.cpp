@@ -141,6 +141,13 @@ Tensor Tensor::clone() const {
   return t;
 }
 
+Tensor Tensor::to(Device device) const {
+  if (this->device() == device) return *this;
+  Tensor out = Tensor::empty(shape(), dtype(), device);
+  out.copy_from(*this);
+  return out;
+}
+
 void Tensor::copy_from(const Tensor& src) {
   EL_ENSURE(src.numel() == numel(), "copy_from: {} into {}", shape_str(src.shape()),
             shape_str(shape()));

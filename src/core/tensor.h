@@ -101,6 +101,9 @@ class Tensor {
   // Copy into this tensor from another of the same shape (any dtype/device
   // pair the backends can convert).
   void copy_from(const Tensor& src);
+  // This tensor on `device`: itself when it is already there, else a copy
+  // (same shape and dtype; contiguous tensors).
+  Tensor to(Device device) const;
   // Element read for tests/debugging (contiguous CPU tensors).
   float item() const;
 

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "ops/backend.h"
 
 // LAPACK (Fortran, column-major) as OpenBLAS exports it. The trailing size_t
 // arguments are the hidden lengths gfortran passes for CHARACTER arguments.
@@ -163,6 +164,8 @@ Status check_pissa_target(const std::string& path, const Linear& base, int64_t r
     return make_error(fmt::format("PiSSA needs a f32, bf16 or f16 weight, found {}", dtype_name(dt)), path,
                       "apply PiSSA before quantizing the model");
   }
+  // On the weight's own device; the host copy only to name the bad entry.
+  if (backend_for(w.device()).all_finite(w)) return {};
   const std::vector<float> host = w.to_floats();
   for (size_t i = 0; i < host.size(); ++i) {
     if (!std::isfinite(host[i])) {

@@ -332,13 +332,6 @@ Result<AppliedMethod> apply_method(const FinetuneConfig& c, DecoderLM& model, Lo
   return out;
 }
 
-Tensor to_device(const Tensor& t, Device d) {
-  if (t.device() == d) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), d);
-  out.copy_from(t);
-  return out;
-}
-
 int64_t count(const ParameterList& params) {
   int64_t n = 0;
   for (const NamedParameter& p : params) n += p.tensor.numel();
@@ -355,7 +348,7 @@ Result<EvalRecord> evaluate(const DecoderLM& model, data::SftBatcher& val, int64
   data::SftBatch b;
   while ((max_batches == 0 || n < max_batches) && val.next(b)) {
     if (b.info.loss_tokens == 0) continue;
-    sum += model.loss(to_device(b.ids, model.device()), to_device(b.targets, model.device())).item();
+    sum += model.loss(b.ids.to(model.device()), b.targets.to(model.device())).item();
     tokens += b.info.loss_tokens;
     ++n;
   }
@@ -475,7 +468,7 @@ Result<FinetuneReport> run_finetune(const FinetuneConfig& c, const TrainCallback
         train.next(batch);  // create() guarantees at least one batch per epoch
       }
       if (method.runtime) ++method.runtime->step;  // a new dropout mask
-      Tensor loss = model.loss(to_device(batch.ids, c.device), to_device(batch.targets, c.device));
+      Tensor loss = model.loss(batch.ids.to(c.device), batch.targets.to(c.device));
       tape().backward(loss, 1.0f);
       loss_sum += loss.item();  // read after the backward is queued (no GPU stall between them)
       samples += batch.info.samples;

@@ -40,15 +40,7 @@ Result<EvalRecord> evaluate(const DecoderLM& model, data::DataLoader& val, int64
   int64_t n = 0, tokens = 0;
   Tensor ids, targets;
   while (n < max_batches && val.next_sequential(ids, targets)) {
-    if (model.device() != Device::cpu()) {
-      Tensor d_ids = Tensor::empty(ids.shape(), DType::i32, model.device());
-      Tensor d_tg = Tensor::empty(targets.shape(), DType::i32, model.device());
-      d_ids.copy_from(ids);
-      d_tg.copy_from(targets);
-      ids = d_ids;
-      targets = d_tg;
-    }
-    sum += model.loss(ids, targets).item();
+    sum += model.loss(ids.to(model.device()), targets.to(model.device())).item();
     tokens += ids.numel();
     ++n;
   }
@@ -62,13 +54,6 @@ Result<EvalRecord> evaluate(const DecoderLM& model, data::DataLoader& val, int64
   r.perplexity = std::exp(r.val_loss);
   r.tokens = tokens;
   return r;
-}
-
-Tensor to_device(const Tensor& t, Device d) {
-  if (t.device() == d) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), d);
-  out.copy_from(t);
-  return out;
 }
 
 }  // namespace
@@ -158,7 +143,7 @@ Result<TrainReport> run_training(const TrainConfig& cfg, const TrainCallbacks& c
     double loss_sum = 0;
     for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
       train_loader.next_random(ids, targets);
-      Tensor loss = model->loss(to_device(ids, cfg.device), to_device(targets, cfg.device));
+      Tensor loss = model->loss(ids.to(cfg.device), targets.to(cfg.device));
       tape().backward(loss, seed);
       // Read after the backward is queued: on a GPU the host then never waits
       // between the forward and the backward (item() synchronises).
