@@ -35,6 +35,27 @@ SuiteSpec quick_suite() {
   // built-in SFT records (data/sft_builtin.h), samples cut at its 256-token
   // context. Rank 8 (alpha 16) at d_model 128 keeps the paper's alpha = 2r.
   s.finetune = FinetuneSection{"GQA", kAllFinetuneMethods, 8, 256, 60, 1e-3f, 8, 16, Precision::f32};
+  // The inference axis on the same model: every precision, weight-only int8
+  // and int4 by RTN, and int4 by GPTQ calibrated on 32 windows of 256 of
+  // the training split. The CPU computes in f32 whatever the storage dtype,
+  // so the int rows' activations are f32; group 64 divides d_model 128 and
+  // d_ff 384. Batches 1 and 4 of 64-token prompts and 32 new tokens,
+  // perplexity on 32K validation tokens and 100 corpus-cloze items keep the
+  // six rows to about a minute.
+  InferSection inf;
+  inf.model = "pretrained:GQA";
+  inf.rows = {{"GQA f32", "f32"},          {"GQA bf16", "bf16"},         {"GQA fp16", "fp16"},
+              {"GQA int8 rtn", "int8"},    {"GQA int4 rtn", "int4"},     {"GQA int4 gptq", "int4", "gptq"}};
+  inf.act_precision = "f32";
+  inf.group_size = 64;
+  inf.batch_sizes = "1,4";
+  inf.prompt_len = 64;
+  inf.gen_len = 32;
+  inf.eval_tokens = 32768;
+  inf.choice_items = 100;
+  inf.calib_samples = 32;
+  inf.calib_seq_len = 256;
+  s.infer = {inf};
   return s;
 }
 
@@ -96,6 +117,22 @@ SuiteSpec gpu_lite_suite() {
   // (about 10 s a run on one H100, start-up included; the pretraining is
   // most of the suite).
   s.finetune = FinetuneSection{"GQA", kAllFinetuneMethods, 16, 1024, 100, 1e-4f, 64, 128, Precision::bf16};
+  // Inference, speed: the 1.1B shape (TinyLlama-like card, random
+  // weights, so no quality number) in bf16, fp16 and weight-only int8 / int4
+  // (RTN, group 128) at batch 1, 8 and 32, 128-token prompts and 256 new
+  // tokens (the shapes of the PyTorch yardstick in docs/PERFORMANCE.md).
+  InferSection speed;
+  speed.model = "tinyllama-1.1b";
+  speed.rows = {{"1.1B bf16", "bf16"}, {"1.1B fp16", "fp16"}, {"1.1B int8 rtn", "int8"}, {"1.1B int4 rtn", "int4"}};
+  speed.choice_task = "";
+  // Quality: the GQA model just pretrained, in bf16 and quantized (RTN int8 /
+  // int4, GPTQ int4 on 128 windows of 512 training tokens), with perplexity on
+  // the validation split and 200 corpus-cloze items.
+  InferSection quality;
+  quality.model = "pretrained:GQA";
+  quality.rows = {{"GQA bf16", "bf16"}, {"GQA int8 rtn", "int8"}, {"GQA int4 rtn", "int4"},
+                  {"GQA int4 gptq", "int4", "gptq"}};
+  s.infer = {speed, quality};
   return s;
 }
 

@@ -66,6 +66,17 @@ const std::vector<HeadlineMetric>& headline_metrics() {
       {"samples_per_second", "/metrics/samples_per_second", "samples/s", true},
       {"st_samples_per_param_per_second", "/metrics/st_samples_per_param_per_second", "samples/param/s", true},
       {"pcu", "/metrics/memory_energy/mean_device_util", "fraction", true},
+      // The inference axis (infer/infer_experiment.h): IT at the largest
+      // batch, TTFT / TPOT medians and the mean request latency at the
+      // smallest, quality, and what the weights take.
+      {"it_tokens_per_second", "/metrics/it_tokens_per_second", "tokens/s", true},
+      {"ttft_s", "/metrics/ttft_s_p50", "s", false},
+      {"tpot_s", "/metrics/tpot_s_p50", "s", false},
+      {"latency_s", "/metrics/latency_s/mean", "s", false},
+      {"j_per_token", "/metrics/j_per_token", "J/token", false},
+      {"choice_acc", "/metrics/choice_acc", "fraction", true},
+      {"weight_bytes", "/metrics/weight_bytes", "bytes", false},
+      {"bits_per_weight", "/metrics/bits_per_weight", "bits", false},
   };
   return metrics;
 }

@@ -17,9 +17,9 @@
 #include "bench/child_process.h"
 #include "bench/progress.h"
 #include "bench/runner_finetune.h"
+#include "bench/runner_infer.h"
 #include "bench/table.h"
 #include "data/corpus.h"
-#include "data/sha256.h"
 #include "data/tokenizer.h"
 #include "data/unigram.h"
 #include "metrics/proc.h"
@@ -91,7 +91,9 @@ struct Item {
   TrainConfig cfg;                // pretrain rows
   bool is_finetune = false;
   finetune::FinetuneConfig ft;    // finetune rows
-  std::string checkpoint;         // pretrain rows a finetune row starts from: the file it must leave
+  bool is_infer = false;
+  infer::InferExperimentConfig inf;  // infer rows
+  std::string checkpoint;         // pretrain rows a finetune / infer row starts from: the file it must leave
   json config;  // resolved (runnable rows) or the suite-level config (not supported)
   std::string hash;
   DatasetCtx* dataset = nullptr;
@@ -156,7 +158,15 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     cb.on_step = [&](const StepRecord& r, const TrainConfig& c) {
       progress(static_cast<double>(r.step) / static_cast<double>(c.steps), fmt::format("loss {:.3f}", r.loss));
     };
-    if (it.is_finetune) {
+    if (it.is_infer) {
+      progress(-1, "quality, then speed");
+      auto r = infer::run_infer_experiment(it.inf);
+      if (r.ok()) {
+        report = std::move(r.value());
+      } else {
+        error = r.error().message();
+      }
+    } else if (it.is_finetune) {
       auto r = finetune::run_finetune(it.ft, cb);
       if (r.ok()) {
         report = finetune::report_to_json(it.ft, r.value());
@@ -174,7 +184,9 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     }
   } else {
     ChildOptions co;
-    co.argv = it.is_finetune ? finetune_command_line(it.ft, report_path) : train_command_line(cfg, report_path);
+    co.argv = it.is_infer      ? infer::infer_command_line(it.inf, report_path)
+              : it.is_finetune ? finetune_command_line(it.ft, report_path)
+                               : train_command_line(cfg, report_path);
     co.argv.insert(co.argv.begin(), o.self_exe);
     co.timeout_s = o.timeout_s;
     co.stdout_path = "/dev/null";
@@ -207,6 +219,15 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
     fs::remove(report_path, ec);
   }
   run["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (it.is_infer) {
+    if (out.interrupted || !error.empty()) {
+      run["status"] = "failed";
+      run["error"] = out.interrupted ? "interrupted" : error;
+      return out;
+    }
+    fill_infer_run(run, report);
+    return out;
+  }
   if (it.is_finetune) {
     if (out.interrupted || !error.empty()) {
       run["status"] = "failed";
@@ -280,16 +301,7 @@ Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOpti
     it.ft.tokenizer = src->dataset->dataset.tokenizer_path;
     model_identity = {{"pretrained", src->hash}};
   } else {
-    EL_TRY_ASSIGN(std::string sha, data::sha256_file(it.ft.hf_dir + "/config.json"));
-    json files = json::array();
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(it.ft.hf_dir, ec)) {
-      if (entry.path().extension() == ".safetensors") {
-        files.push_back({entry.path().filename().string(), entry.file_size(ec)});
-      }
-    }
-    std::sort(files.begin(), files.end());
-    model_identity = {{"config_sha256", sha}, {"safetensors", files}};
+    EL_TRY_ASSIGN(model_identity, hf_dir_identity(it.ft.hf_dir));
   }
   const std::string data_key = json(it.ft.data).dump();
   if (!data_identities.count(data_key)) {
@@ -297,6 +309,48 @@ Status resolve_finetune_item(Item& it, std::vector<Item>& items, const SuiteOpti
   }
   const json& data_identity = data_identities[data_key];
   EL_TRY_ASSIGN(it.config, finetune_resolved_config(e, it.ft, model_identity, data_identity, !o.in_process));
+  it.hash = config_hash(it.config);
+  return Status::Ok();
+}
+
+// An infer row: its InferExperimentConfig, the model's identity, its
+// resolved config and hash. A "pretrained:<label>" model is the checkpoint
+// that the (earlier) pretrain row <label> is told to leave, with that row's
+// tokenizer, validation shards (perplexity) and train shards (GPTQ).
+Status resolve_infer_item(Item& it, std::vector<Item>& items, const SuiteOptions& o) {
+  const ExpandedExperiment& e = *it.e;
+  it.is_infer = true;
+  const std::string kind = e.config.value("model_kind", "");
+  const std::string model = e.field("model").get<std::string>();
+  InferPretrainedSource src;
+  json model_identity;
+  if (kind == kModelPretrained) {
+    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
+    Item* from = nullptr;
+    for (auto& x : items) {
+      if (!x.is_finetune && !x.is_infer && x.e->label == source && x.e->supported) from = &x;
+    }
+    if (!from) {
+      return make_error(fmt::format("experiment '{}': its source '{}' is not in the planned suite", e.label, source),
+                        e.where, "plan_suite keeps the sources of the infer rows; do not drop them");
+    }
+    from->cfg.out_dir = pretrain_checkpoint_dir(o.results_dir, from->hash);
+    from->checkpoint = from->cfg.out_dir + "/checkpoint.safetensors";
+    const data::Dataset& ds = from->dataset->dataset;
+    src = {from->checkpoint, ds.tokenizer_path, ds.val_shards, ds.dir};
+    model_identity = {{"pretrained", from->hash}};
+  } else if (kind == kModelCard) {
+    auto card = find_model_card(model);
+    if (!card.ok()) {
+      return make_error(fmt::format("experiment '{}': {}", e.label, card.error().what), e.where, card.error().hint);
+    }
+    model_identity = {{"card", model_card_to_yaml(card.value())}, {"seed", infer::ModelSource{}.seed}};
+  } else {
+    EL_TRY_ASSIGN(json hf, hf_dir_identity(model));
+    model_identity = {{"hf", hf}};
+  }
+  it.inf = infer_experiment_config(e, o.device, src);
+  EL_TRY_ASSIGN(it.config, infer_resolved_config(e, it.inf, model_identity, !o.in_process));
   it.hash = config_hash(it.config);
   return Status::Ok();
 }
@@ -367,12 +421,12 @@ Result<SuiteFile> plan_suite(SuiteFile suite, const PlanOptions& o) {
   }
   if (!o.filter.empty()) {
     EL_TRY_ASSIGN(std::vector<ExpandedExperiment> kept, filter_experiments(suite.experiments, o.filter));
-    // A kept finetune row keeps the pretrain row whose checkpoint it starts from.
+    // A kept finetune / infer row keeps the pretrain row whose checkpoint it starts from.
     std::set<std::string> labels;
     for (const auto& e : kept) {
       labels.insert(e.label);
       const json& m = e.field("model");
-      if (e.axis == Axis::finetune && m.is_string() && m.get<std::string>().rfind(kPretrainedPrefix, 0) == 0) {
+      if (e.axis != Axis::pretrain && m.is_string() && m.get<std::string>().rfind(kPretrainedPrefix, 0) == 0) {
         labels.insert(m.get<std::string>().substr(std::string(kPretrainedPrefix).size()));
       }
     }
@@ -440,6 +494,11 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
       items.push_back(std::move(it));
       continue;
     }
+    if (e.axis == Axis::infer) {
+      EL_TRY(resolve_infer_item(it, items, o));
+      items.push_back(std::move(it));
+      continue;
+    }
     EL_TRY_ASSIGN(it.dataset, dataset_for(e));
     EL_TRY_ASSIGN(it.cfg, pretrain_train_config(e, o.device, it.dataset->dataset.dir));
     // At least one timed step, whatever the override left of the run.
@@ -456,7 +515,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
   for (auto& it : items) {
     if (!it.e->supported) continue;
     it.cached = index.find(it.hash);
-    // A finetune row needs this run's checkpoint: without it, run it again.
+    // A finetune / infer row needs this run's checkpoint: without it, run it again.
     std::error_code ec;
     if (it.cached && !it.checkpoint.empty() && !fs::is_regular_file(it.checkpoint, ec)) it.cached = nullptr;
     if (it.cached) continue;
@@ -519,15 +578,17 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
 
     // One calibration per GEMM dtype for the whole suite, so the MFUs of the
     // experiments share their denominator.
+    // Fine-tuning and inference rows report no MFU.
+    const bool pretrain = !it.is_finetune && !it.is_infer;
     const DType dt = calibration_dtype(suite, it.cfg);
-    if (!it.is_finetune && !peaks.count(dt)) {
+    if (pretrain && !peaks.count(dt)) {
       progress.line(fmt::format("calibrating the {} GEMM peak for MFU on {}", dtype_name(dt), o.device.str()));
       EL_TRY_ASSIGN(metrics::PeakCalibration peak, metrics::try_calibrate_peak_gemm(o.device, o.calibration_seconds, 0, dt));
       progress.line(fmt::format("MFU denominator: {:.1f} GFLOP/s ({})", peak.gflops, peak.dtype));
       peaks[dt] = peak;
       result.peaks.push_back(peak);
     }
-    if (!it.is_finetune) it.cfg.peak = peaks[dt];
+    if (pretrain) it.cfg.peak = peaks[dt];
 
     const int64_t declared = e.config.at("measure").at("repetitions").get<int64_t>();
     const double min_duration = e.config.at("measure").at("min_duration_s").get<double>();
@@ -553,7 +614,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
         break;
       }
       const bool ok = rep.run.value("status", "") == "ok";
-      measured += measured_seconds(rep.run);
+      measured += it.is_infer ? infer_measured_seconds(rep.run) : measured_seconds(rep.run);
       runs.push_back(std::move(rep.run));
       if (!ok) break;  // a failure would most likely repeat; the record keeps its reason
     }
@@ -581,6 +642,7 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
 
   result.table = render_suite_table(result.rows);
   if (const std::string ft = render_finetune_table(result.rows); !ft.empty()) result.table += "\nfine-tuning:\n" + ft;
+  if (const std::string inf = render_infer_table(result.rows); !inf.empty()) result.table += "\ninference:\n" + inf;
   if (!result.rows.empty()) {
     result.csv_path = fmt::format("{}/{}-{}.csv", o.results_dir, suite.name, result.run_id);
     std::vector<json> records;
@@ -594,8 +656,9 @@ std::string render_suite_table(const std::vector<SuiteRow>& rows) {
   TextTable table({"variant", "card", "params", "PPL", "AMU GB", "MFU %", "AL s", "TT tok/param/s", "tok/s",
                    "AEC W"});
   for (const auto& row : rows) {
-    // Fine-tuning rows have their own columns (render_finetune_table).
-    if (row.record.value("axis", "") == "finetune" && row.status != "not_supported") continue;
+    // Fine-tuning and inference rows have their own columns (render_finetune_table, render_infer_table).
+    const std::string axis = row.record.value("axis", "");
+    if ((axis == "finetune" || axis == "infer") && row.status != "not_supported") continue;
     std::string label = row.label;
     if (row.cached) label += " (cached)";
     if (row.status != "ok" && row.status != "partial") {

@@ -3,9 +3,10 @@
 // here, experiment by experiment.
 //
 // Per experiment, in suite order (docs/RESULTS.md, "The runner", has the rules):
-//  * Not supported by this build (finetune / infer today; with allow_missing
-//    an unknown card or a missing dataset): a record with status
-//    "not_supported" and the reason; nothing runs.
+//  * Not supported (with allow_missing: an unknown card, a missing dataset,
+//    model or task file): a record with status "not_supported" and the
+//    reason; nothing runs. Finetune and infer rows run through
+//    runner_finetune.h / runner_infer.h (no MFU calibration for them).
 //  * Its resolved config (resolved_config: every TrainConfig field, the model
 //    card's content, the dataset's content identity, the device kind and the
 //    measurement rules; not the run id, the label or any path) is hashed; if a

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/suite_yaml.h"
 #include "finetune/sft_trainer.h"
 #include "nn/model_card.h"
 
@@ -29,6 +30,63 @@ Status check_suite_card(const SuiteSpec& spec, const std::string& role, const st
                                   card_name, card.value().max_seq_len, seq_len),
                       where);
   }
+  return Status::Ok();
+}
+
+// An infer section: its model (a variant or a card), rows, sizes, and what
+// the card allows (prompt + generation within the context, group sizes).
+Status check_infer_section(const SuiteSpec& spec, const InferSection& x, const std::string& at) {
+  std::string card_name = x.model;
+  const bool pretrained = x.model.rfind(kPretrainedPrefix, 0) == 0;
+  if (pretrained) {
+    const std::string label = x.model.substr(std::string(kPretrainedPrefix).size());
+    const auto v = std::find_if(spec.variants.begin(), spec.variants.end(),
+                                [&](const SuiteVariant& s) { return s.label == label; });
+    if (v == spec.variants.end()) {
+      return make_error(fmt::format("'{}' names no variant of the suite", x.model), at,
+                        "use pretrained:<variant label> or a model card");
+    }
+    card_name = v->card;
+  }
+  auto card = find_model_card(card_name);
+  if (!card.ok()) return make_error(fmt::format("card '{}': {}", card_name, card.error().what), at, card.error().hint);
+  if (x.rows.empty()) return make_error("no inference row", at);
+  const std::vector<std::string> precisions = {"f32", "bf16", "fp16", "int8", "int4"};
+  std::vector<std::string> labels;
+  for (const auto& r : x.rows) {
+    if (r.label.empty()) return make_error("a row has an empty label", at);
+    if (std::find(labels.begin(), labels.end(), r.label) != labels.end()) {
+      return make_error(fmt::format("two rows are labelled '{}'", r.label), at);
+    }
+    labels.push_back(r.label);
+    if (std::find(precisions.begin(), precisions.end(), r.precision) == precisions.end()) {
+      return make_error(fmt::format("row '{}': unknown precision '{}'", r.label, r.precision), at,
+                        "use f32, bf16, fp16, int8 or int4");
+    }
+    if (r.quant_method != "rtn" && r.quant_method != "gptq") {
+      return make_error(fmt::format("row '{}': unknown quant_method '{}'", r.label, r.quant_method), at,
+                        "use rtn or gptq");
+    }
+    if (!pretrained && r.quant_method == "gptq" && (r.precision == "int8" || r.precision == "int4")) {
+      return make_error(fmt::format("row '{}': GPTQ calibrates on text, and a model card has random weights and no "
+                                    "tokenizer",
+                                    r.label),
+                        at, "use rtn, or a pretrained variant");
+    }
+    const std::string problem =
+        infer_card_problem(card.value(), r.precision, x.group_size, x.prompt_len, x.gen_len);
+    if (!problem.empty()) return make_error(fmt::format("row '{}': {}", r.label, problem), at);
+  }
+  if (x.act_precision != "f32" && x.act_precision != "bf16" && x.act_precision != "fp16") {
+    return make_error(fmt::format("unknown act_precision '{}'", x.act_precision), at, "use f32, bf16 or fp16");
+  }
+  if (x.group_size < 0 || x.prompt_len < 1 || x.gen_len < 1 || x.eval_tokens < 0 || x.choice_items < 0 ||
+      x.calib_samples < 1 || x.calib_seq_len < 1) {
+    return make_error("group_size, eval_tokens and choice_items must be >= 0; prompt_len, gen_len, calib_samples "
+                      "and calib_seq_len >= 1",
+                      at);
+  }
+  EL_TRY(parse_batch_sizes(x.batch_sizes, at + ": batch_sizes"));
   return Status::Ok();
 }
 
@@ -85,6 +143,9 @@ Status validate_suite_spec(const SuiteSpec& spec) {
       return make_error("batch_size, steps, lr, lora_r, lora_alpha must be positive and seq_len >= 2", at);
     }
     EL_TRY(check_suite_card(spec, "finetune", source->card, f.seq_len));
+  }
+  for (size_t i = 0; i < spec.infer.size(); ++i) {
+    EL_TRY(check_infer_section(spec, spec.infer[i], fmt::format("{}: infer[{}]", where, i)));
   }
   return Status::Ok();
 }
@@ -151,6 +212,26 @@ nlohmann::json suite_spec_to_json(const SuiteSpec& spec) {
                      {"seq_len", f.seq_len},       {"steps", f.steps},     {"lr", f.lr},
                      {"lora_r", f.lora_r},         {"lora_alpha", f.lora_alpha},
                      {"precision", precision_name(f.precision)}};
+  }
+  j["infer"] = nlohmann::json::array();
+  for (const InferSection& x : spec.infer) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : x.rows) {
+      rows.push_back({{"label", r.label}, {"precision", r.precision}, {"quant_method", r.quant_method}});
+    }
+    j["infer"].push_back({{"model", x.model},
+                          {"rows", rows},
+                          {"act_precision", x.act_precision},
+                          {"group_size", x.group_size},
+                          {"symmetric", x.symmetric},
+                          {"batch_sizes", x.batch_sizes},
+                          {"prompt_len", x.prompt_len},
+                          {"gen_len", x.gen_len},
+                          {"eval_tokens", x.eval_tokens},
+                          {"choice_task", x.choice_task},
+                          {"choice_items", x.choice_items},
+                          {"calib_samples", x.calib_samples},
+                          {"calib_seq_len", x.calib_seq_len}});
   }
   return j;
 }

@@ -4,7 +4,9 @@
 //
 // A SuiteSpec pretrains a few variants (model cards) with the same token
 // budget on the built-in corpus, optionally with an MFU probe (a few timed
-// steps of a bigger card). It is a plain struct of names and numbers; the
+// steps of a bigger card), then optionally fine-tunes one of them
+// (FinetuneSection) and runs inference sections (InferSection: a variant or
+// a card at several precisions). It is a plain struct of names and numbers; the
 // runner (bench/runner.h) converts it to a suite file (suite_spec_to_file in
 // bench/suite_yaml.h) and runs it like any other suite.
 #pragma once
@@ -55,6 +57,34 @@ struct FinetuneSection {
   Precision precision = Precision::f32;
 };
 
+// One row of an infer section: the model at one precision.
+struct InferVariant {
+  std::string label;                // the row's label ("GQA int4 gptq")
+  std::string precision;            // f32 | bf16 | fp16 | int8 | int4
+  std::string quant_method = "rtn";  // int8 / int4: rtn | gptq
+};
+
+// The inference section of a built-in suite: one model (a variant the suite
+// has just pretrained, "pretrained:<label>", or a model card with random
+// weights: speed only) at several precisions, all with the same measurement
+// (infer/infer_experiment.h). The fields are the suite file's infer fields
+// (suite_yaml.h).
+struct InferSection {
+  std::string model;                 // "pretrained:GQA" or a card name
+  std::vector<InferVariant> rows;
+  std::string act_precision = "bf16";  // activations of the int rows
+  int64_t group_size = 128;
+  bool symmetric = true;
+  std::string batch_sizes = "1,8,32";  // comma-separated
+  int64_t prompt_len = 128;
+  int64_t gen_len = 256;
+  int64_t eval_tokens = 65536;       // perplexity tokens (pretrained models)
+  std::string choice_task = "builtin:corpus-cloze";  // "" = none
+  int64_t choice_items = 200;        // 0 = all
+  int64_t calib_samples = 128;       // GPTQ calibration windows
+  int64_t calib_seq_len = 512;
+};
+
 struct SuiteSpec {
   std::string name;         // "quick"; also the result files' prefix and the records' "suite"
   std::string description;  // one line printed above the table
@@ -78,12 +108,16 @@ struct SuiteSpec {
   std::optional<DType> calibration_dtype;
   std::optional<MfuProbe> mfu_probe;
   std::optional<FinetuneSection> finetune;  // run after the variants
+  std::vector<InferSection> infer;           // run after the fine-tuning rows
 };
 
 // Checks the spec before anything runs: a name usable in a file name, at
 // least one variant, positive sizes, 0 < min_lr <= lr, and that every card
 // (variants and probe) is found, has the suite's vocab_size and allows
-// seq_len tokens. The error names the suite and the field or card at fault.
+// seq_len tokens; an infer section's model is a variant ("pretrained:<label>")
+// or a card, its rows have known precisions and methods and distinct labels,
+// its batch sizes parse and its prompt + generation fit the card's context.
+// The error names the suite and the field or card at fault.
 Status validate_suite_spec(const SuiteSpec& spec);
 
 // The spec with its steps overridden. The warmup is kept as the spec has it

@@ -42,11 +42,60 @@ Status add_finetune_to_spec(const ExpandedExperiment& e, SuiteSpec& s, const Ref
   }
   FinetuneSection& have = *s.finetune;
   sec.methods = have.methods;
-  if (suite_spec_to_json(SuiteSpec{.finetune = sec})["finetune"] !=
-      suite_spec_to_json(SuiteSpec{.finetune = have})["finetune"]) {
+  const auto section_json = [](const FinetuneSection& f) {
+    SuiteSpec one;
+    one.finetune = f;
+    return suite_spec_to_json(one)["finetune"];
+  };
+  if (section_json(sec) != section_json(have)) {
     return refuse(fmt::format("experiment '{}' has another fine-tuning schedule than the first", e.label), e.where);
   }
   have.methods.push_back(method);
+  return Status::Ok();
+}
+
+// An infer section as suite_spec_to_json writes it.
+json infer_section_json(const InferSection& x) {
+  SuiteSpec one;
+  one.infer = {x};
+  return suite_spec_to_json(one)["infer"][0];
+}
+
+// One infer experiment into the spec's infer sections: a row of the last
+// section when it has the same model and settings (only the precision and
+// the quantization method differ), else a new section.
+template <class Refuse>
+Status add_infer_to_spec(const ExpandedExperiment& e, SuiteSpec& s, const Refuse& refuse) {
+  const json& f = e.config.at("fields");
+  const std::string kind = e.config.value("model_kind", "");
+  if (kind != kModelPretrained && kind != kModelCard) {
+    return refuse(fmt::format("experiment '{}' runs a Hugging Face directory", e.label), e.where);
+  }
+  InferSection x;
+  x.model = f.at("model").get<std::string>();
+  x.act_precision = f.at("act_precision").get<std::string>();
+  x.group_size = f.at("group_size").get<int64_t>();
+  x.symmetric = f.at("scheme") == "symmetric";
+  x.batch_sizes = f.at("batch_sizes").get<std::string>();
+  x.prompt_len = f.at("prompt_len").get<int64_t>();
+  x.gen_len = f.at("gen_len").get<int64_t>();
+  x.eval_tokens = f.at("eval_tokens").get<int64_t>();
+  x.choice_task = f.at("choice_task").get<std::string>();
+  x.choice_items = f.at("choice_items").get<int64_t>();
+  x.calib_samples = f.at("calib_samples").get<int64_t>();
+  x.calib_seq_len = f.at("calib_seq_len").get<int64_t>();
+  const InferVariant row{e.label, f.at("precision").get<std::string>(), f.at("quant_method").get<std::string>()};
+  if (!s.infer.empty()) {
+    InferSection& last = s.infer.back();
+    x.rows = last.rows;
+    if (infer_section_json(x) == infer_section_json(last)) {
+      last.rows.push_back(row);
+      return Status::Ok();
+    }
+    x.rows.clear();
+  }
+  x.rows.push_back(row);
+  s.infer.push_back(std::move(x));
   return Status::Ok();
 }
 
@@ -70,6 +119,10 @@ Result<SuiteSpec> suite_file_to_spec(const SuiteFile& suite) {
   for (const auto& e : suite.experiments) {
     if (e.axis == Axis::finetune && e.supported) {
       EL_TRY(add_finetune_to_spec(e, s, refuse));
+      continue;
+    }
+    if (e.axis == Axis::infer && e.supported) {
+      EL_TRY(add_infer_to_spec(e, s, refuse));
       continue;
     }
     if (e.axis != Axis::pretrain || !e.supported) {
@@ -138,6 +191,18 @@ std::string suite_spec_to_yaml(const SuiteSpec& spec) {
                      "grad_accum: 1, seq_len: {}, steps: {}, lr: {}, lora_r: {}, lora_alpha: {}, precision: {}}}\n",
                      str(std::string(kPretrainedPrefix) + f.source), fmt::join(f.methods, ", "), f.batch_size,
                      f.seq_len, f.steps, f.lr, f.lora_r, f.lora_alpha, precision_name(f.precision));
+  }
+  // One entry per inference row, every field written (batch_sizes wins over
+  // the defaults' batch_size).
+  for (const InferSection& x : spec.infer) {
+    for (const InferVariant& r : x.rows) {
+      y += fmt::format("  - {{axis: infer, label: {}, model: {}, precision: {}, quant_method: {}, act_precision: {}, "
+                       "group_size: {}, scheme: {}, batch_sizes: {}, prompt_len: {}, gen_len: {}, eval_tokens: {}, "
+                       "choice_task: {}, choice_items: {}, calib_samples: {}, calib_seq_len: {}}}\n",
+                       str(r.label), str(x.model), r.precision, r.quant_method, x.act_precision, x.group_size,
+                       x.symmetric ? "symmetric" : "asymmetric", str(x.batch_sizes), x.prompt_len, x.gen_len,
+                       x.eval_tokens, str(x.choice_task), x.choice_items, x.calib_samples, x.calib_seq_len);
+    }
   }
   return y;
 }

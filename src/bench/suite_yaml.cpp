@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 
 #include "bench/builtin_suites.h"
+#include "data/choice_task.h"
 #include "io/file_util.h"
 #include "io/suggest.h"
 #include "io/yaml_util.h"
@@ -35,6 +36,7 @@ struct FieldSpec {
   json fallback;
   double min = 1;  // integers and numbers must be >= min (numbers: > 0 when min is 0 < x)
   std::vector<std::string> choices = {};
+  bool allow_empty = false;  // text: "" is a value (e.g. choice_task: none)
 };
 
 // The pretrain fallbacks are the SuiteSpec defaults (bench/suite.h), so a
@@ -78,14 +80,27 @@ const std::vector<FieldSpec>& finetune_fields() {
   return f;
 }
 
-// Infer: the paper's precisions (§2.4; int8 excluded as in the paper).
+// Infer (infer/infer_experiment.h): the paper's precisions (§2.4) and int8,
+// which the paper dropped; the fallbacks are InferExperimentConfig's, the
+// issue's batch sizes 1, 8, 32 and a 200-item choice task.
 const std::vector<FieldSpec>& infer_fields() {
   static const std::vector<FieldSpec> f = {
       {"model", FieldType::text, nullptr},
-      {"precision", FieldType::choice, "bf16", 0, {"bf16", "fp16", "int4"}},
+      {"precision", FieldType::choice, "bf16", 0, {"f32", "bf16", "fp16", "int8", "int4"}},
+      {"act_precision", FieldType::choice, "bf16", 0, {"f32", "bf16", "fp16"}},
+      {"quant_method", FieldType::choice, "rtn", 0, {"rtn", "gptq"}},
+      {"group_size", FieldType::integer, 128, 0},  // 0 = per output channel
+      {"scheme", FieldType::choice, "symmetric", 0, {"symmetric", "asymmetric"}},
+      // "" = [batch_size]: the older single integer (paper-quant) still works.
+      {"batch_sizes", FieldType::text, "", 1, {}, true},
       {"batch_size", FieldType::integer, 1},
-      {"prompt_len", FieldType::integer, 512},
-      {"gen_len", FieldType::integer, 128},
+      {"prompt_len", FieldType::integer, 128},
+      {"gen_len", FieldType::integer, 256},
+      {"eval_tokens", FieldType::integer, 65536, 0},
+      {"choice_task", FieldType::text, "builtin:corpus-cloze", 1, {}, true},
+      {"choice_items", FieldType::integer, 200, 0},
+      {"calib_samples", FieldType::integer, 128},
+      {"calib_seq_len", FieldType::integer, 512},
   };
   return f;
 }
@@ -150,7 +165,9 @@ Result<json> convert(const FieldSpec& f, const YAML::Node& n, const std::string&
     }
     case FieldType::text: {
       EL_TRY_ASSIGN(std::string v, io::yaml_as<std::string>(n, source, what));
-      if (v.empty()) return make_error(fmt::format("{}: must not be empty", what), io::yaml_where(source, n));
+      if (v.empty() && !f.allow_empty) {
+        return make_error(fmt::format("{}: must not be empty", what), io::yaml_where(source, n));
+      }
       return json(v);
     }
     case FieldType::choice: {
@@ -191,8 +208,11 @@ std::string value_text(const json& v) { return v.is_string() ? v.get<std::string
 
 // "b16", "T1024", "tiny-gqa", "lr=0.001": one swept field in an automatic label.
 std::string label_piece(const std::string& key, const json& v) {
-  if (key == "card" || key == "model" || key == "method" || key == "precision") return value_text(v);
-  if (key == "batch_size") return "b" + value_text(v);
+  if (key == "card" || key == "model" || key == "method" || key == "precision" || key == "quant_method" ||
+      key == "scheme") {
+    return value_text(v);
+  }
+  if (key == "batch_size" || key == "batch_sizes") return "b" + value_text(v);
   if (key == "seq_len") return "T" + value_text(v);
   if (key == "steps") return "s" + value_text(v);
   return key + "=" + value_text(v);
@@ -371,6 +391,107 @@ Status check_finetune(ParseState& st, ExpandedExperiment& e, json& fields, const
   return Status::Ok();
 }
 
+// Checks one resolved infer combination and resolves its batch sizes and
+// model: "pretrained:<label>" (an earlier pretrain experiment), a model card
+// (random weights), or a Hugging Face directory (relative to the suite file,
+// else under $EL_MODELS_DIR); a choice task file is resolved like a dataset.
+// A missing model or task file sets the status (allow_missing) or fails.
+Status check_infer(ParseState& st, ExpandedExperiment& e, json& fields, const std::map<std::string, std::string>& at,
+                   std::string& source_card, std::string& model_kind) {
+  auto missing = [&](const std::string& what, const std::string& key, const std::string& hint) -> Status {
+    if (!st.suite.allow_missing) return make_error(fmt::format("experiment '{}': {}", e.label, what), at.at(key), hint);
+    e.supported = false;
+    e.status = what;
+    return Status::Ok();
+  };
+  // batch_sizes, else the single batch_size; only batch_sizes stays.
+  std::string batches = fields["batch_sizes"].get<std::string>();
+  if (batches.empty()) batches = std::to_string(fields["batch_size"].get<int64_t>());
+  auto parsed = parse_batch_sizes(batches, at.at("batch_sizes"));
+  if (!parsed.ok()) {
+    return make_error(fmt::format("experiment '{}': {}", e.label, parsed.error().what), parsed.error().where,
+                      parsed.error().hint);
+  }
+  fields["batch_sizes"] = fmt::format("{}", fmt::join(parsed.value(), ","));
+  fields.erase("batch_size");
+
+  const std::string precision = fields["precision"].get<std::string>();
+  const bool is_int = precision == "int8" || precision == "int4";
+  const std::string model = fields["model"].get<std::string>();
+  if (model.rfind(kPretrainedPrefix, 0) == 0) {
+    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
+    const auto it = std::find_if(st.suite.experiments.begin(), st.suite.experiments.end(),
+                                 [&](const ExpandedExperiment& x) { return x.label == source; });
+    if (it == st.suite.experiments.end() || it->axis != Axis::pretrain) {
+      return make_error(fmt::format("experiment '{}': '{}' names no earlier pretrain experiment", e.label, model),
+                        at.at("model"), "use pretrained:<label of a pretrain experiment listed above it>");
+    }
+    model_kind = kModelPretrained;
+    if (!it->supported) {
+      e.supported = false;
+      e.status = fmt::format("its source '{}' cannot run: {}", source, it->status);
+      return Status::Ok();
+    }
+    source_card = it->field("card").get<std::string>();
+  } else if (find_model_card(model).ok()) {
+    model_kind = kModelCard;
+    source_card = model;
+    if (is_int && fields["quant_method"] == "gptq") {
+      return make_error(fmt::format("experiment '{}': GPTQ calibrates on text, and the model card '{}' has random "
+                                    "weights and no tokenizer",
+                                    e.label, model),
+                        at.at("quant_method"), "use quant_method: rtn, or a pretrained:<label> or Hugging Face model");
+    }
+  } else {
+    model_kind = kModelHf;
+    const auto found = find_under(st.base_dir, model, "EL_MODELS_DIR", {""}, "config.json");
+    if (!found) {
+      return missing(fmt::format("missing model '{}' (not a model card; no config.json in {} or $EL_MODELS_DIR/{})",
+                                 model, (fs::path(st.base_dir) / model).lexically_normal().string(), model),
+                     "model", "use pretrained:<label>, a card of configs/models, a Hugging Face directory, or set "
+                     "EL_MODELS_DIR");
+    }
+    fields["model"] = *found;
+  }
+  if (!source_card.empty()) {
+    auto card = find_model_card(source_card);
+    if (card.ok()) {
+      const std::string problem =
+          infer_card_problem(card.value(), precision, fields["group_size"].get<int64_t>(),
+                             fields["prompt_len"].get<int64_t>(), fields["gen_len"].get<int64_t>());
+      if (!problem.empty()) {
+        const bool group = problem.find("group_size") != std::string::npos;
+        return make_error(fmt::format("experiment '{}': {}", e.label, problem),
+                          at.at(group ? "group_size" : "gen_len"),
+                          group ? "use a group_size dividing every width, or 0 for per-channel scales"
+                                : "shorten prompt_len or gen_len");
+      }
+    }
+  }
+  const std::string task = fields["choice_task"].get<std::string>();
+  const std::string builtin = "builtin:";
+  if (task.rfind(builtin, 0) == 0) {
+    const auto names = data::builtin_choice_task_names();
+    const std::string name = task.substr(builtin.size());
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      return make_error(fmt::format("experiment '{}': unknown built-in choice task '{}'{}", e.label, name,
+                                    io::did_you_mean(name, names)),
+                        at.at("choice_task"), "built-in tasks: " + io::quoted_list(names));
+    }
+  } else if (!task.empty()) {
+    fs::path p(task);
+    if (p.is_relative()) p = fs::path(st.base_dir) / p;
+    p = p.lexically_normal();
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) {
+      return missing(fmt::format("missing choice task '{}' (no file {})", task, p.string()), "choice_task",
+                     "use builtin:corpus-cloze, a JSON Lines task file, or \"\" for none");
+    }
+    fields["choice_task"] = p.string();
+  }
+  return Status::Ok();
+}
+
 // Expands one entry of `experiments` into st.suite.experiments.
 Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const io::YamlMap* defaults) {
   const std::string ctx = fmt::format("experiment {}", index + 1);
@@ -452,14 +573,14 @@ Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const 
                         "labels name the rows of the results; give the entries distinct labels");
     }
     e.status = "ready";
-    std::string source_card;  // a finetune row's pretrained source card
+    std::string source_card;  // a finetune row's pretrained source card; an infer row's card
+    std::string model_kind;   // infer rows: kModelPretrained / kModelCard / kModelHf
     if (axis == Axis::pretrain) {
       EL_TRY(check_pretrain(st, e, fields, at));
     } else if (axis == Axis::finetune) {
       EL_TRY(check_finetune(st, e, fields, at, source_card));
     } else {
-      e.supported = false;
-      e.status = fmt::format("not supported by this build: {} axis", axis_text);
+      EL_TRY(check_infer(st, e, fields, at, source_card, model_kind));
     }
     e.config = {{"axis", axis_text},
                 {"fields", fields},
@@ -468,6 +589,7 @@ Status expand_entry(ParseState& st, const YAML::Node& node, size_t index, const 
                   {"warmup_steps", st.suite.warmup_steps},
                   {"min_duration_s", st.suite.min_duration_s}}}};
     if (!source_card.empty()) e.config["source_card"] = source_card;  // for estimate_seconds
+    if (!model_kind.empty()) e.config["model_kind"] = model_kind;     // for the runner
     e.hash = config_hash(e.config);
     st.suite.experiments.push_back(std::move(e));
     // Odometer: the last field varies fastest.
@@ -709,6 +831,7 @@ double assumed_flops_per_second(DeviceKind kind) {
 }
 
 std::optional<double> estimate_seconds(const ExpandedExperiment& e, DeviceKind kind) {
+  if (e.axis == Axis::infer) return estimate_infer_seconds(e, kind);
   // Rows waiting only for their dataset are estimated too: the time depends
   // on the card and the schedule.
   // A finetune row from a pretrained source: its card, the samples at their

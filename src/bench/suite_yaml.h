@@ -32,9 +32,17 @@
 //             directory), dataset (builtin | SFT JSON Lines file), method, batch_size,
 //             grad_accum, lr, epochs, steps (> 0 replaces epochs), seq_len (the
 //             samples' cutoff length), precision, lora_r, lora_alpha
-//   infer:    model, precision (bf16|fp16|int4), batch_size, prompt_len, gen_len
-// Pretrain and finetune run in this build; infer entries expand normally and
-// carry the status "not supported by this build: infer axis".
+//   infer:    model (pretrained:<label of a pretrain experiment above> | a model
+//             card: random weights, speed only | Hugging Face directory or a name
+//             under $EL_MODELS_DIR), precision (f32|bf16|fp16|int8|int4),
+//             act_precision (activations of int rows: f32|bf16|fp16), quant_method
+//             (rtn|gptq), group_size (0 = per channel), scheme
+//             (symmetric|asymmetric), batch_sizes ("1,8,32"; when not set, the
+//             integer batch_size), prompt_len, gen_len, eval_tokens (perplexity),
+//             choice_task ("builtin:corpus-cloze", a JSON Lines file relative to
+//             the suite, or "" for none), choice_items (0 = all), calib_samples,
+//             calib_seq_len (GPTQ). The resolved fields hold batch_sizes only.
+// All three axes run in this build (infer rows: bench/runner_infer.h).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +57,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "nn/model_card.h"
 #include "train/trainer.h"
 
 namespace el::bench {
@@ -56,9 +65,25 @@ namespace el::bench {
 enum class Axis { pretrain, finetune, infer };
 const char* axis_name(Axis a);  // "pretrain", "finetune", "infer"
 
-// A finetune experiment's model "pretrained:<label>": the checkpoint the
-// pretrain experiment <label> of the same suite writes (the runner keeps it).
+// A finetune or infer experiment's model "pretrained:<label>": the checkpoint
+// the pretrain experiment <label> of the same suite writes (the runner keeps it).
 inline constexpr const char* kPretrainedPrefix = "pretrained:";
+
+// An infer experiment's "model_kind" (in its config): where its model comes from.
+inline constexpr const char* kModelPretrained = "pretrained";  // pretrained:<label>
+inline constexpr const char* kModelCard = "card";              // random weights
+inline constexpr const char* kModelHf = "hf";                  // a Hugging Face directory
+
+// "1,8,32" -> {1, 8, 32}: positive integers separated by commas (spaces
+// around them allowed). `where` names the field in the error.
+Result<std::vector<int64_t>> parse_batch_sizes(const std::string& text, const std::string& where);
+
+// What a model card allows an infer row, as a message without a location
+// ("" when it fits): prompt_len + gen_len within max_seq_len; for int8 /
+// int4, group_size (0 = per channel) dividing the input width of every
+// projection (d_model, n_head x head_dim, d_ff), and even widths for int4.
+std::string infer_card_problem(const ModelCard& card, const std::string& precision, int64_t group_size,
+                               int64_t prompt_len, int64_t gen_len);
 
 // One experiment after expansion: everything the runner needs, as data.
 struct ExpandedExperiment {
@@ -150,9 +175,17 @@ nlohmann::json suite_file_to_json(const SuiteFile& suite);
 // The throughput the time estimate assumes on a device kind, in FLOP/s:
 // an effective (not peak) rate, see suite_yaml.cpp for where the numbers come from.
 double assumed_flops_per_second(DeviceKind kind);
+// The memory bandwidth the infer estimate assumes for decode steps, in
+// bytes/s (effective, not peak).
+double assumed_bytes_per_second(DeviceKind kind);
+// The infer part of estimate_seconds (suite_infer.cpp).
+std::optional<double> estimate_infer_seconds(const ExpandedExperiment& e, DeviceKind kind);
 // Estimated wall time of one experiment in seconds (all repetitions):
-// steps x B x T x grad_accum x training FLOPs per token / assumed rate. Empty
-// for other axes and for pretrain experiments whose card is not found.
+// pretrain and finetune: steps x B x T x grad_accum x training FLOPs per
+// token / assumed rate; infer: forward FLOPs of the prompts, generations,
+// perplexity, choice and GPTQ calibration tokens / assumed rate, plus every
+// decode step reading the weights at the assumed bandwidth. Empty when the
+// card is not known (a missing card, a Hugging Face directory).
 std::optional<double> estimate_seconds(const ExpandedExperiment& e, DeviceKind kind);
 
 }  // namespace el::bench

@@ -155,7 +155,7 @@ std::string key_fields(const bench::ExpandedExperiment& e) {
     case bench::Axis::finetune:
       return fmt::format("{} {} B{} x{} lr {}", t("method"), t("dataset"), t("batch_size"), t("grad_accum"), t("lr"));
     case bench::Axis::infer:
-      return fmt::format("{} B{} prompt {} gen {}", t("precision"), t("batch_size"), t("prompt_len"), t("gen_len"));
+      return fmt::format("{} B{} prompt {} gen {}", t("precision"), t("batch_sizes"), t("prompt_len"), t("gen_len"));
   }
   return "";
 }

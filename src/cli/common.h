@@ -26,6 +26,8 @@ void add_model_command(CLI::App& app, Action& action);
 void add_compare_command(CLI::App& app, Action& action);
 void add_report_command(CLI::App& app, Action& action);
 void add_finetune_command(CLI::App& app, Action& action);
+void add_generate_command(CLI::App& app, Action& action);
+void add_quantize_command(CLI::App& app, Action& action);
 
 // Prints "error: <where>: <what>" and the hint to stderr; returns exit code 1.
 int report_error(const Error& e);

@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
   el::cli::add_bench_command(app, action);
   el::cli::add_train_command(app, action);
   el::cli::add_finetune_command(app, action);
+  el::cli::add_generate_command(app, action);
+  el::cli::add_quantize_command(app, action);
   el::cli::add_data_command(app, action);
   el::cli::add_tokenizer_command(app, action);
   el::cli::add_model_command(app, action);

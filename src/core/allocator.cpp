@@ -1,5 +1,7 @@
 #include "core/allocator.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -67,6 +69,12 @@ class CpuCachingAllocator final : public Allocator {
     counters_.reset_peak();
   }
 
+  int64_t available_bytes() const override {
+    const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages < 0 || page < 0) return -1;
+    const MemoryStats s = stats();
+    return static_cast<int64_t>(pages) * page + (s.reserved_bytes - s.live_bytes);
+  }
   void release_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, blocks] : free_) {

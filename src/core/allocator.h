@@ -91,6 +91,25 @@ class Allocator {
   virtual void reset_peak() = 0;
   // Returns cached free blocks to the system.
   virtual void release_cache() = 0;
+  // Bytes a new allocation could get now: free device memory plus this
+  // allocator's cached free blocks (CPU: the kernel's MemAvailable estimate).
+  // -1 when the platform cannot tell. For messages that say what would fit.
+  virtual int64_t available_bytes() const { return -1; }
+
+  // ---- private pools (CUDA graphs, like PyTorch's graph pools) --------------
+  // A captured graph writes on replay to the blocks it was given at capture,
+  // so no one else may ever get them while the graph lives. begin_private_pool()
+  // returns a pool id and routes the calling thread's later allocate() calls to
+  // that pool (its free blocks, else fresh blocks that become its members)
+  // until end_private_pool(). deallocate() of a member always returns it to
+  // its own pool's free list (also after end_private_pool), never to the
+  // general cache. release_private_pool(id) (the graph is gone) moves the
+  // pool's free blocks to the general cache; members still held by tensors
+  // follow when freed. Live/reserved counters count members like any block.
+  // Defaults (CPU): no pools; begin returns -1 and the others do nothing.
+  virtual int begin_private_pool() { return -1; }
+  virtual void end_private_pool() {}
+  virtual void release_private_pool(int id) { (void)id; }
 };
 
 // The allocator for a device. CPU is always present; CUDA when the CUDA

@@ -129,6 +129,36 @@ class CpuBackend final : public Backend {
     cpu::inv_row_norms(s.in(x), s.out(out));
     s.commit();
   }
+  void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                         Tensor& q, Tensor& k, Tensor& v) override {
+    F32Stage s;
+    cpu::split_qkv_rope_at(s.in(packed), s.in(inv_freq), positions, s.out(q), s.out(k), s.out(v));
+    s.commit();
+  }
+  void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
+               Tensor& y) override {
+    F32Stage s;
+    cpu::rope_at(s.in(x), s.in(inv_freq), positions, s.out(y));
+    s.commit();
+  }
+  void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                      Tensor& v_cache) override {
+    cpu::kv_cache_write(k, v, positions, k_cache, v_cache);  // any dtypes, row by row
+  }
+  void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& positions, float scale, Tensor& out) override {
+    F32Stage s;
+    cpu::attention_cached(s.in(q), k_cache, v_cache, positions, scale, s.out(out));
+    s.commit();
+  }
+  void argmax_rows(const Tensor& x, Tensor& out) override { cpu::argmax_rows(x, out); }
+  void increment_i32(Tensor& x, int32_t delta) override { cpu::increment_i32(x, delta); }
+  void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias,
+                    Tensor& y) override {
+    F32Stage s;
+    cpu::quant_matmul(s.in(x), w, s.in(bias), s.out(y));
+    s.commit();
+  }
   void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset,
                       Tensor& q, Tensor& k, Tensor& v) override {
     F32Stage s;

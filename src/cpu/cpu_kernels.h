@@ -92,6 +92,20 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
                         Tensor& dk, Tensor& dv);
 
+// ---- cpu_infer.cpp (KV cache, per-row rotary offsets, argmax, quantized matmul)
+// The cache and quantized weights are read in their stored dtype; q, x, y,
+// out and packed are f32 (staged by the backend).
+void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y);
+void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                       Tensor& q, Tensor& k, Tensor& v);
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache);
+void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& positions, float scale, Tensor& out);
+void argmax_rows(const Tensor& x, Tensor& out);  // x any float dtype
+void increment_i32(Tensor& x, int32_t delta);
+void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y);
+
 // ---- cpu_loss.cpp
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& losses,
                            Tensor& lse);

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -195,6 +196,34 @@ class CudaBackend final : public Backend {
     cuda::adamw_update_many(slots, step);
   }
 
+  void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                         Tensor& q, Tensor& k, Tensor& v) override {
+    cuda::split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
+  }
+  void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
+               Tensor& y) override {
+    cuda::rope_at(x, inv_freq, positions, y);
+  }
+  void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                      Tensor& v_cache) override {
+    cuda::kv_cache_write(k, v, positions, k_cache, v_cache);
+  }
+  void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& positions, float scale, Tensor& out) override {
+    cuda::attention_cached(q, k_cache, v_cache, positions, scale, out);
+  }
+  void argmax_rows(const Tensor& x, Tensor& out) override { cuda::argmax_rows(x, out); }
+  void increment_i32(Tensor& x, int32_t delta) override { cuda::increment_i32(x, delta); }
+  void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias,
+                    Tensor& y) override {
+    cuda::quant_matmul(x, w, bias, y);
+  }
+  bool supports_graphs() const override { return true; }
+  Status graph_begin_capture() override;
+  Result<GraphHandle> graph_end_capture() override;
+  Status graph_replay(GraphHandle graph) override;
+  void graph_destroy(GraphHandle graph) override;
+
   void synchronize() override { check_device_errors(); }
   void profiler_range(bool begin) override {
     check_device_errors();
@@ -206,8 +235,144 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  struct GraphEntry {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    int pool = -1;  // the allocator's private pool of the graph's blocks
+  };
+
   int device_;
+  std::mutex graph_mu_;
+  std::map<GraphHandle, GraphEntry> graphs_;
+  GraphHandle next_graph_ = 1;
+  bool capturing_ = false;
+  int capture_pool_ = -1;
 };
+
+// ---- graphs -----------------------------------------------------------------------
+// One capture at a time, on the context's stream, in thread-local mode: a
+// call that is not allowed in a capture (a wait for the device, a copy from
+// pageable host memory, cudaMalloc outside the allocator's relaxed call) made
+// by the capturing thread fails at once and invalidates the capture, which
+// graph_end_capture then reports; other threads are unaffected.
+
+constexpr const char* kCaptureHint =
+    "nothing between graph_begin_capture and graph_end_capture may wait for the GPU or copy "
+    "to or from the host (synchronize, Tensor::to(cpu), reading a result, a GEMM shape's "
+    "first-call autotune): run one step eagerly first, then capture";
+
+Status CudaBackend::graph_begin_capture() {
+  std::lock_guard<std::mutex> lock(graph_mu_);
+  if (capturing_) {
+    return make_error("a graph capture is already under way (one at a time)",
+                      "cuda graph_begin_capture", "end it with graph_end_capture first");
+  }
+  Context& c = ctx();
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  EL_CUDA_TRY(cudaStreamIsCapturing(c.stream, &status));
+  if (status != cudaStreamCaptureStatusNone) {
+    return make_error("the backend's stream is already being captured", "cuda graph_begin_capture");
+  }
+  const int pool = cuda_allocator().begin_private_pool();
+  const cudaError_t rc = cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    cuda_allocator().release_private_pool(pool);
+    Error e = cuda_error(rc, "cudaStreamBeginCapture", __FILE__, __LINE__);
+    e.what = "could not start a graph capture: " + e.what;
+    return e;
+  }
+  capturing_ = true;
+  capture_pool_ = pool;
+  return Status::Ok();
+}
+
+Result<GraphHandle> CudaBackend::graph_end_capture() {
+  std::lock_guard<std::mutex> lock(graph_mu_);
+  if (!capturing_) {
+    return make_error("graph_end_capture without a capture under way", "cuda graph_end_capture",
+                      "call graph_begin_capture first");
+  }
+  Context& c = ctx();
+  cuda_allocator().end_private_pool();
+  const int pool = capture_pool_;
+  capturing_ = false;
+  capture_pool_ = -1;
+  cudaGraph_t graph = nullptr;
+  cudaError_t rc = cudaStreamEndCapture(c.stream, &graph);
+  if (rc != cudaSuccess || graph == nullptr) {
+    (void)cudaGetLastError();
+    if (graph) (void)cudaGraphDestroy(graph);
+    cuda_allocator().release_private_pool(pool);
+    Error e = rc != cudaSuccess ? cuda_error(rc, "cudaStreamEndCapture", __FILE__, __LINE__)
+                                : make_error("cudaStreamEndCapture returned no graph");
+    e.what = "the graph capture failed: " + e.what;
+    e.hint = kCaptureHint;
+    return e;
+  }
+  cudaGraphExec_t exec = nullptr;
+  const char* call = "cudaGraphInstantiate";
+  rc = cudaGraphInstantiate(&exec, graph, 0);
+  if (rc == cudaSuccess) {
+    // Moves the upload out of the first launch (which a caller times).
+    call = "cudaGraphUpload";
+    rc = cudaGraphUpload(exec, c.stream);
+    if (rc != cudaSuccess) (void)cudaGraphExecDestroy(exec);
+  }
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    (void)cudaGraphDestroy(graph);
+    cuda_allocator().release_private_pool(pool);
+    Error e = cuda_error(rc, call, __FILE__, __LINE__);
+    e.what = "the captured graph could not be instantiated: " + e.what;
+    return e;
+  }
+  const GraphHandle h = next_graph_++;
+  graphs_[h] = GraphEntry{graph, exec, pool};
+  return h;
+}
+
+Status CudaBackend::graph_replay(GraphHandle graph) {
+  cudaGraphExec_t exec = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(graph_mu_);
+    auto it = graphs_.find(graph);
+    if (it == graphs_.end()) {
+      return make_error(fmt::format("no graph {} (destroyed, or never captured)", graph),
+                        "cuda graph_replay");
+    }
+    if (capturing_) {
+      return make_error(fmt::format("graph {} replayed during a capture", graph),
+                        "cuda graph_replay", "end the capture first");
+    }
+    exec = it->second.exec;
+  }
+  const cudaError_t rc = cudaGraphLaunch(exec, ctx().stream);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    Error e = cuda_error(rc, "cudaGraphLaunch", __FILE__, __LINE__);
+    e.what = fmt::format("replay of graph {} failed: {}", graph, e.what);
+    return e;
+  }
+  return Status::Ok();
+}
+
+void CudaBackend::graph_destroy(GraphHandle graph) {
+  GraphEntry entry;
+  {
+    std::lock_guard<std::mutex> lock(graph_mu_);
+    auto it = graphs_.find(graph);
+    if (it == graphs_.end()) return;
+    entry = it->second;
+    graphs_.erase(it);
+  }
+  // A replay still running finishes first (the exec graph is freed after it);
+  // the pool's blocks go to the general cache, where only work queued after
+  // that replay can get them (one stream).
+  if (cudaGraphExecDestroy(entry.exec) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaGraphDestroy(entry.graph) != cudaSuccess) (void)cudaGetLastError();
+  cuda_allocator().release_private_pool(entry.pool);
+}
 
 // Creates the context of `device` (already validated); the first failing
 // CUDA call is returned as the Error.
@@ -303,6 +468,11 @@ std::string device_error_message(const DeviceErrorRecord& rec) {
           "cuda {}: target {} at row {} is not below the vocab size {}",
           rec.code == kErrCrossEntropyTarget ? "cross_entropy" : "cross_entropy_fused", rec.b,
           rec.a, rec.c);
+    case kErrKvCachePosition:
+      return fmt::format(
+          "cuda kv_cache_write: batch row {} writes cache position {}, outside [0, {}) (positions "
+          "+ T must not exceed the cache length)",
+          rec.a, rec.b, rec.c);
     default:
       return fmt::format("cuda: device error code {} ({}, {}, {})", rec.code, rec.a, rec.b, rec.c);
   }

@@ -33,6 +33,7 @@ enum DeviceErrorCode : int {
   kErrEmbeddingBackwardId = 2,  // same
   kErrCrossEntropyTarget = 3,   // a = row, b = target, c = vocab
   kErrCrossEntropyFusedTarget = 4,
+  kErrKvCachePosition = 5,      // a = batch row, b = cache position written, c = cache rows
 };
 
 struct DeviceErrorRecord {

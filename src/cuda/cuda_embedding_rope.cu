@@ -23,6 +23,8 @@
 // and accurate sincosf, as before), then rotates all heads of those positions
 // with vector loads of V consecutive pairs (x[i..i+V) and x[D/2+i..D/2+i+V)).
 // The block's base offset is 64-bit; offsets inside a block are 32-bit.
+// rope_at / split_qkv_rope_at (inference) are the same kernels with the
+// offset read per batch row from a device positions array (RopeArgs::positions).
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
@@ -217,6 +219,9 @@ struct RopeArgs {
   int64_t npos;        // B * T positions
   int64_t t_len;
   int64_t pos_offset;
+  // Per batch row offsets (i32 [B], device) replacing pos_offset when set:
+  // inference at rows that sit at different cache positions (rope_at).
+  const int32_t* positions;
   int heads, half;
   int hv;              // half / V: vector items per head
   int ipp;             // heads * hv: vector items per position
@@ -266,8 +271,10 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
   };
   auto angle = [&](int lp, int i) {
     // As the CPU computes it: f32 position times f32 frequency.
-    const int64_t t = (p0 + lp) % a.t_len;
-    return static_cast<float>(a.pos_offset + t) * ld(a.inv_freq, a.freq_dtype, i);
+    const int64_t p = p0 + lp;
+    const int64_t t = p % a.t_len;
+    const int64_t base = a.positions ? int64_t{a.positions[p / a.t_len]} : a.pos_offset;
+    return static_cast<float>(base + t) * ld(a.inv_freq, a.freq_dtype, i);
   };
   load(0);  // in flight while the table is computed
   if constexpr (kTable) {
@@ -341,12 +348,13 @@ void launch_rope_v(int vpairs, const void* x, void* y, const RopeArgs& a, cudaSt
   }
 }
 
-// The rotation of `npos` positions (position p is p % t_len, plus pos_offset)
-// of `heads` heads of dim d: position p's heads start at x + p * x_pos and
-// y + p * y_pos elements (x and y point at element 0 of their first head).
+// The rotation of `npos` positions (position p is p % t_len, plus pos_offset,
+// or plus positions[p / t_len] when positions is set) of `heads` heads of dim
+// d: position p's heads start at x + p * x_pos and y + p * y_pos elements (x
+// and y point at element 0 of their first head).
 void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_t y_pos,
                int64_t npos, int64_t t_len, int64_t heads, int64_t d, const Tensor& inv_freq,
-               int64_t pos_offset, bool inverse) {
+               int64_t pos_offset, bool inverse, const int32_t* positions = nullptr) {
   if (npos == 0 || heads == 0) return;
   const int64_t half = d / 2;
   // Offsets inside a block are 32-bit: a block's positions must fit.
@@ -360,6 +368,7 @@ void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_
   a.npos = npos;
   a.t_len = t_len;
   a.pos_offset = pos_offset;
+  a.positions = positions;
   a.heads = static_cast<int>(heads);
   a.half = static_cast<int>(half);
   a.sign = inverse ? -1.f : 1.f;
@@ -616,10 +625,10 @@ QkvDims qkv_dims(const Tensor& packed, const Tensor& q, const Tensor& k, const T
 // when there is no rotation (inv_freq undefined).
 void qk_part(const void* src, int64_t src_pos, void* dst, int64_t dst_pos, DType dt,
              const QkvDims& g, int64_t heads, const Tensor& inv_freq, int64_t pos_offset,
-             bool inverse) {
+             bool inverse, const int32_t* positions = nullptr) {
   if (inv_freq.defined()) {
     rope_rows(src, dt, src_pos, dst, dt, dst_pos, g.rows, g.t, heads, g.d, inv_freq, pos_offset,
-              inverse);
+              inverse, positions);
   } else {
     copy_rows(src, src_pos, dst, dst_pos, g.rows, heads * g.d, dt);
   }
@@ -651,6 +660,55 @@ void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
   qk_part(dk.raw(), g.hkv * g.d, p + g.h * g.d * es, g.width, dt, g, g.hkv, inv_freq, pos_offset,
           true);
   copy_rows(dv.raw(), g.hkv * g.d, p + (g.h + g.hkv) * g.d * es, g.width, g.rows, g.hkv * g.d, dt);
+}
+
+// ---- per-row offsets (inference with a KV cache): the kernels above with
+// positions[b] read on the device instead of a host pos_offset.
+namespace {
+
+void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
+  expect_cuda_dtype(positions, DType::i32, what);
+  EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,
+                 positions.numel(), batch);
+}
+
+}  // namespace
+
+void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y) {
+  expect_cuda_float(x, "rope_at (x)");
+  expect_cuda_float(y, "rope_at (y)");
+  EL_CUDA_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
+                 "cuda rope_at: x must be [B, T, H, D] with even D, got {}", shape_str(x.shape()));
+  EL_CUDA_ENSURE(y.numel() == x.numel(), "cuda rope_at: y {} for x {}", shape_str(y.shape()),
+                 shape_str(x.shape()));
+  expect_positions(positions, x.dim(0), "rope_at");
+  const int64_t t = x.dim(1), h = x.dim(2), d = x.dim(3);
+  if (x.numel() == 0) return;
+  if (!inv_freq.defined()) {  // no rotation: y = x
+    if (x.raw() != y.raw() || x.dtype() != y.dtype()) copy(x, y);
+    return;
+  }
+  expect_cuda_float(inv_freq, "rope_at (inv_freq)");
+  EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
+                 "cuda rope_at: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(), d,
+                 d / 2);
+  rope_rows(x.raw(), x.dtype(), h * d, y.raw(), y.dtype(), h * d, x.dim(0) * t, t, h, d, inv_freq,
+            0, false, positions.data<int32_t>());
+}
+
+void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                       Tensor& q, Tensor& k, Tensor& v) {
+  const QkvDims g = qkv_dims(packed, q, k, v, inv_freq, "split_qkv_rope_at");
+  expect_positions(positions, q.dim(0), "split_qkv_rope_at");
+  if (g.rows == 0) return;
+  const DType dt = packed.dtype();
+  const size_t es = dtype_size(dt);
+  const char* p = static_cast<const char*>(packed.raw());
+  const int32_t* pos = positions.data<int32_t>();
+  qk_part(p, g.width, q.raw(), g.h * g.d, dt, g, g.h, inv_freq, 0, false, pos);
+  qk_part(p + g.h * g.d * es, g.width, k.raw(), g.hkv * g.d, dt, g, g.hkv, inv_freq, 0, false,
+          pos);
+  copy_rows(p + (g.h + g.hkv) * g.d * es, g.width, v.raw(), g.hkv * g.d, g.rows, g.hkv * g.d, dt);
 }
 
 }  // namespace el::cuda

@@ -18,6 +18,9 @@
 // and a beta = 1 accumulation are untouched); EL_GEMM_AUTOTUNE=0 keeps the
 // heuristic's first choice (the same algorithm in every process, for
 // bit-identical runs). The workspace is the context's 32 MiB.
+// Small-M linears (decode: x[M <= 8, K] @ W[N, K]^T in bf16/f16) go to the
+// dense GEMV of cuda_gemv.cu instead (cuda_gemv.h: dense_gemv_takes), which
+// streams the weight at a larger fraction of the HBM bandwidth.
 #include <cublasLt.h>
 #include <fmt/format.h>
 
@@ -32,6 +35,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_gemv.h"
 #include "cuda/cuda_kernels.h"
 
 namespace el::cuda {
@@ -205,6 +209,15 @@ Tensor widened(const Tensor& t) {
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
           float beta) {
+  if (dense_gemv_takes(a, trans_a, b, trans_b, c)) {
+    dense_gemv(a, b, c, alpha, beta);
+    return;
+  }
+  gemm_cublaslt(a, trans_a, b, trans_b, c, alpha, beta);
+}
+
+void gemm_cublaslt(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                   float alpha, float beta) {
   expect_cuda_float(a, "gemm (a)");
   expect_cuda_float(b, "gemm (b)");
   expect_cuda_float(c, "gemm (c)");

@@ -50,6 +50,33 @@ void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv);
 void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
 void inv_row_norms(const Tensor& x, Tensor& out);
 
+// ---- cuda_infer.cu (KV cache, decode attention, argmax); the per-row rotary
+// offsets (split_qkv_rope_at, rope_at) share the RoPE kernel in cuda_embedding_rope.cu
+void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                       Tensor& q, Tensor& k, Tensor& v);
+void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y);
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache);
+void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& positions, float scale, Tensor& out);
+void argmax_rows(const Tensor& x, Tensor& out);
+void increment_i32(Tensor& x, int32_t delta);
+
+// ---- cuda_quant_gemv.cu + cuda_quant_gemm.cu (weight-only int4/int8 GEMV for decode, GEMM for
+// prefill; device pieces in cuda_quant.cuh)
+void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y);
+// The kernel families behind quant_matmul: simt takes any
+// operands; gemv / gemm (tensor cores) need bf16/f16 x, K and group size
+// multiples of 32 (int4) / 16 (int8) and 16-byte aligned x and qweight.
+// quant_matmul_path() is the one `automatic` picks (benchmarks report it);
+// quant_matmul_with() forces one (tests compare them; a tensor-core path on
+// operands it cannot take throws).
+enum class QuantPath { automatic, simt, gemv, gemm };
+const char* quant_path_name(QuantPath path);
+QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w);
+void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y,
+                       QuantPath path);
+
 // ---- cuda_norm.cu, shared: out[j] = sum over b < g of partial[b * c + j]
 // (f32 partials, fixed order), rounded into out's dtype.
 void launch_column_sum(const float* partial, int64_t g, int64_t c, Tensor& out);

@@ -1,7 +1,9 @@
 // gpu_peaks.cpp — the table behind gpu_peaks.h.
 //
 // Numbers are NVIDIA's datasheet values for dense math (the datasheets print
-// the 2:4-sparse rate with an asterisk; those are halved here), at boost clock.
+// the 2:4-sparse rate with an asterisk; those are halved here), at boost clock,
+// and the memory bandwidth (A100: the 80GB SXM part's 2,039 GB/s; the 40GB
+// part has 1,555, the 80GB PCIe 1,935).
 // Matching is by whole tokens of the device name (split at ' ' and '-'), so
 // "A10" does not match "A100-SXM4-80GB" and "L4" does not match "L40S".
 #include "cuda/gpu_peaks.h"
@@ -21,18 +23,18 @@ struct Entry {
 
 // More specific entries (with a qualifier) come before the plain model.
 constexpr Entry kTable[] = {
-    {"H100", "PCIe", {"H100 PCIe", 756.5, 378.0, 51.2}},
-    {"H100", "NVL", {"H100 NVL", 835.5, 417.5, 60.0}},
-    {"H100", "", {"H100 SXM", 989.4, 494.7, 66.9}},
-    {"H200", "NVL", {"H200 NVL", 835.5, 417.5, 60.0}},
-    {"H200", "", {"H200 SXM", 989.4, 494.7, 66.9}},
-    {"GH200", "", {"GH200", 989.4, 494.7, 66.9}},
-    {"A100", "", {"A100", 312.0, 156.0, 19.5}},
-    {"L40S", "", {"L40S", 362.05, 183.0, 91.6}},
-    {"L40", "", {"L40", 181.05, 90.5, 90.5}},
-    {"L4", "", {"L4", 121.0, 60.0, 30.3}},
-    {"A10", "", {"A10", 125.0, 62.5, 31.2}},
-    {"4090", "RTX", {"GeForce RTX 4090", 165.2, 82.6, 82.6}},
+    {"H100", "PCIe", {"H100 PCIe", 756.5, 378.0, 51.2, 2000.0}},
+    {"H100", "NVL", {"H100 NVL", 835.5, 417.5, 60.0, 3900.0}},
+    {"H100", "", {"H100 SXM", 989.4, 494.7, 66.9, 3350.0}},
+    {"H200", "NVL", {"H200 NVL", 835.5, 417.5, 60.0, 4800.0}},
+    {"H200", "", {"H200 SXM", 989.4, 494.7, 66.9, 4800.0}},
+    {"GH200", "", {"GH200", 989.4, 494.7, 66.9, 4000.0}},
+    {"A100", "", {"A100", 312.0, 156.0, 19.5, 2039.0}},
+    {"L40S", "", {"L40S", 362.05, 183.0, 91.6, 864.0}},
+    {"L40", "", {"L40", 181.05, 90.5, 90.5, 864.0}},
+    {"L4", "", {"L4", 121.0, 60.0, 30.3, 300.0}},
+    {"A10", "", {"A10", 125.0, 62.5, 31.2, 600.0}},
+    {"4090", "RTX", {"GeForce RTX 4090", 165.2, 82.6, 82.6, 1008.0}},
 };
 
 std::vector<std::string> tokens_of(std::string_view name) {
@@ -59,6 +61,12 @@ std::optional<GpuPeak> known_gpu_peak(std::string_view device_name) {
     if (has(e.token) && (e.qualifier[0] == '\0' || has(e.qualifier))) return e.peak;
   }
   return std::nullopt;
+}
+
+std::optional<double> datasheet_memory_gbps(std::string_view device_name) {
+  const std::optional<GpuPeak> p = known_gpu_peak(device_name);
+  if (!p) return std::nullopt;
+  return p->memory_gbps;
 }
 
 std::optional<double> datasheet_peak_gflops(std::string_view device_name, DType dtype) {

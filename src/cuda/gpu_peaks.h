@@ -19,6 +19,7 @@ struct GpuPeak {
   double bf16_tflops;  // dense tensor-core bf16 (f16 is the same on these parts)
   double tf32_tflops;  // dense tensor-core tf32
   double f32_tflops;   // non-tensor f32 (what an f32 GEMM without tf32 can reach)
+  double memory_gbps;  // datasheet DRAM (HBM/GDDR) bandwidth, GB/s: the decode roofline
 };
 
 // The entry for a device name, or nullopt for a GPU not in the table.
@@ -27,5 +28,7 @@ std::optional<GpuPeak> known_gpu_peak(std::string_view device_name);
 // The peak for GEMM inputs of `dtype` in GFLOP/s (bf16/f16 -> tensor-core
 // rate, f32 -> plain f32 rate, since the backend does not enable tf32).
 std::optional<double> datasheet_peak_gflops(std::string_view device_name, DType dtype);
+// The datasheet memory bandwidth in GB/s (1e9 bytes/s).
+std::optional<double> datasheet_memory_gbps(std::string_view device_name);
 
 }  // namespace el::cuda

@@ -235,6 +235,9 @@ class NvmlMonitor final : public metrics::DeviceMonitor {
   std::optional<double> datasheet_peak_gflops(int index, DType dtype) override {
     return cuda::datasheet_peak_gflops(device_name(index), dtype);
   }
+  std::optional<double> datasheet_memory_gbps(int index) override {
+    return cuda::datasheet_memory_gbps(device_name(index));
+  }
 };
 
 }  // namespace

@@ -70,6 +70,11 @@ class DeviceMonitor {
   // Dense datasheet peak in GFLOP/s for GEMM inputs of `dtype` (f32, bf16),
   // when the device is in the table of known GPUs.
   virtual std::optional<double> datasheet_peak_gflops(int device_index, DType dtype) = 0;
+  // Datasheet memory bandwidth in GB/s, when known (the decode roofline).
+  virtual std::optional<double> datasheet_memory_gbps(int device_index) {
+    (void)device_index;
+    return std::nullopt;
+  }
 };
 
 void register_device_monitor(DeviceKind kind, DeviceMonitor* monitor);

@@ -95,6 +95,47 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
   return lm_head_ ? lm_head_->forward(x) : ops::linear(x, embed_tokens_);  // [B, T, V]
 }
 
+Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
+                                 const std::vector<int32_t>& last_index) const {
+  EL_ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "DecoderLM::forward_cached wants i32 ids [B, T], got {} {}",
+            dtype_name(ids.dtype()), shape_str(ids.shape()));
+  const int64_t B = ids.dim(0), T = ids.dim(1);
+  EL_ENSURE(cache.batch == B && static_cast<int64_t>(cache.k.size()) == card_.n_layer,
+            "DecoderLM::forward_cached: cache of batch {} and {} layers for ids {} and {} layers",
+            cache.batch, cache.k.size(), shape_str(ids.shape()), card_.n_layer);
+  for (int32_t p : cache.host_positions) {
+    EL_ENSURE(p + T <= cache.max_len, "DecoderLM::forward_cached: {} tokens at position {} pass the cache's {}",
+              T, p, cache.max_len);
+  }
+  Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C]
+  Tensor normed;
+  if (layers_.empty()) {
+    normed = norm_->forward(x);
+  } else {
+    normed = layers_.front()->input_layernorm.forward(x);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Norm& next = i + 1 < layers_.size() ? layers_[i + 1]->input_layernorm : *norm_;
+      ops::ResidualNorm out =
+          layers_[i]->forward_cached(x, normed, next, rope_inv_freq_, cache, static_cast<int64_t>(i));
+      x = out.sum;
+      normed = out.normed;
+    }
+  }
+  if (!last_index.empty()) {
+    // Gather row b's position last_index[b]: a row lookup into [B * T, C].
+    EL_ENSURE(static_cast<int64_t>(last_index.size()) == B, "DecoderLM::forward_cached: {} last_index entries for batch {}",
+              last_index.size(), B);
+    std::vector<int32_t> host(last_index);
+    for (int64_t b = 0; b < B; ++b) {
+      EL_ENSURE(host[b] >= 0 && host[b] < T, "DecoderLM::forward_cached: last_index {} outside [0, {})", host[b], T);
+      host[b] += static_cast<int32_t>(b * T);
+    }
+    Tensor flat = Tensor::from_ints(host, {B, 1}).to(ids.device());
+    normed = ops::embedding(flat, normed.view({B * T, normed.dim(-1)}));  // [B, 1, C]
+  }
+  return lm_head_ ? lm_head_->forward(normed) : ops::linear(normed, embed_tokens_);
+}
+
 Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets) const {
   Tensor logits = forward(ids);
   const int64_t n = ids.numel();

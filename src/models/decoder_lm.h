@@ -57,6 +57,15 @@ class DecoderLM {
 
   // logits[B, T, V] for ids[B, T] (i32).
   Tensor forward(const Tensor& ids) const;
+  // Generation step: ids[B, T] are each row's next T tokens (a prefill, or
+  // T = 1 to decode); their keys/values go into `cache` at the rows'
+  // positions, which the caller then advances (cache.advance(T)). Returns
+  // logits[B, T, V], or with last_index (B entries) only row b's position
+  // last_index[b]: logits[B, 1, V] (a prefill of prompts of different
+  // lengths, right-padded, needs just each prompt's last token).
+  // Call under NoGrad. The cache must have batch B and room for T more.
+  Tensor forward_cached(const Tensor& ids, KvCache& cache,
+                        const std::vector<int32_t>& last_index = {}) const;
   // Mean next-token cross-entropy of ids[B, T] against targets[B, T].
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
 

@@ -48,11 +48,11 @@ Attention::Attention(const ModelCard& card, Device device, DType dtype)
 Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
   const int64_t B = x.dim(0), T = x.dim(1);
   ops::QKV h;
-  if (auto stacked = stacked_weights({q_proj.get(), k_proj.get(), v_proj.get()})) {
+  const Tensor packed = q_proj->forward_stacked(x, {k_proj.get(), v_proj.get()});
+  if (packed.defined()) {
     // One GEMM for q, k and v (their weights are row blocks of one buffer),
     // then the split and the rotation in one pass.
-    h = ops::split_qkv_rope(ops::linear_stacked(x, stacked->weights, stacked->biases), n_head,
-                            n_kv_head, rope_inv_freq);
+    h = ops::split_qkv_rope(packed, n_head, n_kv_head, rope_inv_freq);
   } else {
     // A transform replaced a projection (e.g. LoRA): each slot on its own.
     h.q = ops::reshape(q_proj->forward(x), {B, T, n_head, head_dim});
@@ -64,6 +64,30 @@ Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
     }
   }
   Tensor y = ops::attention(h.q, h.k, h.v, /*causal=*/true);  // [B, T, H, D]
+  return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
+}
+
+Tensor Attention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq, Tensor& k_cache,
+                                 Tensor& v_cache, const Tensor& positions, bool from_zero) const {
+  const int64_t B = x.dim(0), T = x.dim(1);
+  ops::QKV h;
+  const Tensor packed = q_proj->forward_stacked(x, {k_proj.get(), v_proj.get()});
+  if (packed.defined()) {
+    h = ops::split_qkv_rope_at(packed, n_head, n_kv_head, rope_inv_freq, positions);
+  } else {
+    h.q = ops::reshape(q_proj->forward(x), {B, T, n_head, head_dim});
+    h.k = ops::reshape(k_proj->forward(x), {B, T, n_kv_head, head_dim});
+    h.v = ops::reshape(v_proj->forward(x), {B, T, n_kv_head, head_dim});
+    if (rope_inv_freq.defined()) {
+      h.q = ops::rope_at(h.q, rope_inv_freq, positions);
+      h.k = ops::rope_at(h.k, rope_inv_freq, positions);
+    }
+  }
+  ops::kv_cache_write(h.k, h.v, positions, k_cache, v_cache);
+  // A prefill from position 0 sees exactly its own keys: the training
+  // kernel (tiled, tensor cores) instead of the decode kernel.
+  Tensor y = from_zero ? ops::attention(h.q, h.k, h.v, /*causal=*/true)
+                       : ops::attention_cached(h.q, k_cache, v_cache, positions);
   return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
 }
 
@@ -95,9 +119,9 @@ Mlp::Mlp(const ModelCard& card, Device device, DType dtype) : kind(card.mlp) {
 Tensor Mlp::forward(const Tensor& x) const {
   if (kind != ModelCard::Mlp::swiglu) return down_proj->forward(ops::gelu(up_proj->forward(x)));
   // gate and up as one GEMM when their weights are stacked (see Attention).
-  auto stacked = stacked_weights({gate_proj.get(), up_proj.get()});
-  Tensor h = stacked ? ops::swiglu_packed(ops::linear_stacked(x, stacked->weights, stacked->biases))
-                     : ops::swiglu(gate_proj->forward(x), up_proj->forward(x));
+  const Tensor gate_up = gate_proj->forward_stacked(x, {up_proj.get()});
+  Tensor h = gate_up.defined() ? ops::swiglu_packed(gate_up)
+                               : ops::swiglu(gate_proj->forward(x), up_proj->forward(x));
   return down_proj->forward(h);
 }
 
@@ -123,6 +147,16 @@ ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
                                         const Norm& next_norm, const Tensor& rope_inv_freq) const {
   const ops::ResidualNorm h =
       post_attention_layernorm.forward_residual(x, self_attn.forward(x_normed, rope_inv_freq));
+  return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
+}
+
+ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_normed,
+                                               const Norm& next_norm, const Tensor& rope_inv_freq,
+                                               KvCache& cache, int64_t layer) const {
+  const size_t l = static_cast<size_t>(layer);
+  const Tensor attn = self_attn.forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
+                                               cache.positions, cache.empty());
+  const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, attn);
   return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
 }
 

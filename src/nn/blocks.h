@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "nn/kv_cache.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -37,6 +38,12 @@ struct Attention {
   Attention(const ModelCard& card, Device device, DType dtype = DType::f32);
   // x[B, T, C] -> [B, T, C]; rope_inv_freq undefined when the card has no RoPE.
   Tensor forward(const Tensor& x, const Tensor& rope_inv_freq) const;
+  // Generation: x[B, T, C] holds each row's next T tokens, which go to cache
+  // rows positions[b] + t of layer (k_cache, v_cache); attends over all that
+  // row has cached. from_zero: every row starts at 0 (a prefill), so plain
+  // causal attention over the new keys gives the same result faster.
+  Tensor forward_cached(const Tensor& x, const Tensor& rope_inv_freq, Tensor& k_cache,
+                        Tensor& v_cache, const Tensor& positions, bool from_zero) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 
@@ -66,6 +73,10 @@ struct DecoderBlock {
   DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32);
   ops::ResidualNorm forward(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
                             const Tensor& rope_inv_freq) const;
+  // The same with the attention reading and extending layer `layer` of the cache.
+  ops::ResidualNorm forward_cached(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
+                                   const Tensor& rope_inv_freq, KvCache& cache,
+                                   int64_t layer) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 

@@ -70,6 +70,24 @@ std::optional<StackedWeights> stacked_weights(std::initializer_list<const Linear
   return s;
 }
 
+Tensor Linear::forward_stacked(const Tensor& x, const std::vector<const LinearLayer*>& rest) const {
+  StackedWeights s;
+  for (const LinearLayer* slot : rest) {
+    const auto* dense = dynamic_cast<const Linear*>(slot);
+    if (!dense || dense->bias.defined() != bias.defined()) return Tensor();
+  }
+  std::vector<const LinearLayer*> all{this};
+  all.insert(all.end(), rest.begin(), rest.end());
+  for (const LinearLayer* slot : all) {
+    const auto* dense = static_cast<const Linear*>(slot);
+    s.weights.push_back(dense->weight);
+    if (dense->bias.defined()) s.biases.push_back(dense->bias);
+  }
+  if (!ops::rows_are_stacked(s.weights)) return Tensor();
+  if (!s.biases.empty() && !ops::rows_are_stacked(s.biases)) return Tensor();
+  return ops::linear_stacked(x, s.weights, s.biases);
+}
+
 void Linear::collect_parameters(const std::string& prefix, ParameterList& out) const {
   out.push_back({prefix + ".weight", weight});
   if (bias.defined()) out.push_back({prefix + ".bias", bias});

@@ -43,6 +43,17 @@ class LinearLayer {
   virtual void collect_parameters(const std::string& prefix, ParameterList& out) const = 0;
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
+  // This slot and `rest` (same input) as one projection: y[..., sum of
+  // out_features] with the outputs side by side in order, when the layers can
+  // share one kernel (dense weights that are row blocks of one buffer, or
+  // quantized weights packed the same way). An undefined Tensor when they
+  // cannot; the caller then runs each forward on its own (q/k/v, gate/up).
+  virtual Tensor forward_stacked(const Tensor& x,
+                                 const std::vector<const LinearLayer*>& rest) const {
+    (void)x;
+    (void)rest;
+    return Tensor();
+  }
 };
 
 // The dense projection: weight[out, in] (+ bias[out]), stored in `dtype`
@@ -54,6 +65,8 @@ class Linear final : public LinearLayer {
   // make_stacked_linears); marks them as requiring grad.
   Linear(Tensor weight, Tensor bias);
   Tensor forward(const Tensor& x) const override;
+  Tensor forward_stacked(const Tensor& x,
+                         const std::vector<const LinearLayer*>& rest) const override;
   void collect_parameters(const std::string& prefix, ParameterList& out) const override;
   int64_t in_features() const override { return weight.dim(1); }
   int64_t out_features() const override { return weight.dim(0); }

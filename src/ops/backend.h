@@ -24,11 +24,13 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/quant_layout.h"
 
 namespace el {
 
@@ -64,6 +66,9 @@ inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
   z ^= z >> 31;
   return static_cast<float>(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
+
+// An instantiated graph of a backend (Backend::graph_end_capture); opaque.
+using GraphHandle = int64_t;
 
 class Backend {
  public:
@@ -222,11 +227,79 @@ class Backend {
     }
   }
 
+  // ---- inference with a KV cache (nn/kv_cache.h, infer/) -------------------------
+  // Caches are k_cache/v_cache[B, Smax, Hkv, D] (the layout of attention's
+  // k/v, so a cache row is one position). positions is i32 [B] on this
+  // device: for row b, the cache position of its first new token (= tokens
+  // already cached for that sequence). Reading positions on the device rather
+  // than taking a host offset keeps a decode step free of per-step host
+  // arguments (rows may sit at different positions; a step can be replayed
+  // as a CUDA graph). The caller guarantees positions[b] + T <= Smax.
+  //
+  // split_qkv_rope at per-row offsets: q/k rotated by angle
+  // (positions[b] + t) * inv_freq[i] (none when inv_freq is undefined).
+  virtual void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq,
+                                 const Tensor& positions, Tensor& q, Tensor& k, Tensor& v) = 0;
+  // rope (forward) of x[B, T, H, D] at per-row offsets; y may alias x.
+  virtual void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
+                       Tensor& y) = 0;
+  // k_cache[b, positions[b] + t] = k[b, t] and the same for v, t < T;
+  // k/v[B, T, Hkv, D] of any float dtype, converted to the cache's dtype.
+  virtual void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions,
+                              Tensor& k_cache, Tensor& v_cache) = 0;
+  // out[B, T, H, D]: query t of row b attends to cache rows
+  // s <= positions[b] + t (causal; the T new keys already written), head h
+  // reading kv head h / (H / Hkv); softmax(scale * q.k) v in f32.
+  virtual void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                const Tensor& positions, float scale, Tensor& out) = 0;
+  // out[N] (i32) = index of the largest value of row n of x[N, V] (the first
+  // one on ties; NaN never wins): greedy decoding without a logits copy.
+  virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
+  // x (i32) += delta elementwise: advances positions after a step on the device.
+  virtual void increment_i32(Tensor& x, int32_t delta) = 0;
+
+  // ---- weight-only quantized matmul (quant/, ops/quant_layout.h) ------------------
+  // y[M, N] = x[M, K] @ dequant(w)^T (+ bias[N] when defined); x, y and bias
+  // f32, bf16 or f16 (one dtype), f32 accumulation. A GPU picks a GEMV for
+  // small M (decode) and a tiled GEMM for large M (prefill), both
+  // dequantising in registers.
+  virtual void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias,
+                            Tensor& y) = 0;
+
+  // ---- graphs: record a sequence of kernels once, replay it with one launch ------
+  // (infer/decode_graph.h). Between graph_begin_capture() and
+  // graph_end_capture() the calling thread's kernels and device copies are
+  // recorded, not run, and its allocations come from a private pool that
+  // stays reserved for the graph (core/allocator.h). Nothing in the captured
+  // region may wait for the device or copy to or from the host. A replay
+  // re-runs the recorded work on the same addresses, queued after all work
+  // queued before it. Defaults: no graphs (CPU), every call an Error.
+  virtual bool supports_graphs() const { return false; }
+  virtual Status graph_begin_capture() { return no_graphs_error("graph_begin_capture"); }
+  // Ends the capture (also after a failure inside it, which it reports)
+  // and returns the ready-to-launch graph.
+  virtual Result<GraphHandle> graph_end_capture() { return no_graphs_error("graph_end_capture"); }
+  virtual Status graph_replay(GraphHandle graph) {
+    (void)graph;
+    return no_graphs_error("graph_replay");
+  }
+  // Frees the graph and releases its pool; unknown handles are ignored.
+  virtual void graph_destroy(GraphHandle graph) { (void)graph; }
+
   // Waits for queued work (GPU); no-op on CPU. Timers call this before reading clocks.
   virtual void synchronize() {}
   // Brackets the region an external profiler records (ncu/nsys with
   // --profile-from-start off); no-op where there is none.
   virtual void profiler_range(bool begin) { (void)begin; }
+
+ private:
+  Error no_graphs_error(const char* call) const {
+    // (string concatenation, not fmt: nvcc compiles this header too)
+    return make_error(std::string("backend ") + name() + " has no graphs (" + call +
+                          " is not supported)",
+                      std::string(name()) + " backend",
+                      "run the steps eagerly (check supports_graphs() first)");
+  }
 };
 
 // The backend for a device: CPU always; CUDA once registered by the CUDA build.

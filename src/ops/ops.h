@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/quant_layout.h"
 
 namespace el::ops {
 
@@ -92,5 +93,23 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 // are ignored (not counted in the mean). logits of any float dtype; returns
 // a one-element f32 tensor.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+// ---- inference only (ops_infer.cpp): no backward is recorded ----------------
+// positions: i32 [B] on the inputs' device, row b's cache position of its
+// first new token (ops/backend.h, "inference with a KV cache").
+Tensor rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions);
+QKV split_qkv_rope_at(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
+                      const Tensor& inv_freq, const Tensor& positions);
+// Writes k/v[B, T, Hkv, D] into caches [B, Smax, Hkv, D] at positions[b] + t.
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache);
+// q[B, T, H, D] over the cache: query t of row b sees rows <= positions[b] + t.
+Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& positions, float scale = 0.0f);
+// i32 [rows] index of each row's maximum over the last dimension.
+Tensor argmax_rows(const Tensor& x);
+void increment_i32(Tensor& x, int32_t delta);
+// y[..., N] = x[..., K] @ dequant(w)^T (+ bias[N]); y has x's dtype.
+Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias = Tensor());
 
 }  // namespace el::ops

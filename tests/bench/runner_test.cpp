@@ -246,7 +246,7 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
   ASSERT_TRUE(quick.ok()) << quick.error().message();
   auto p = plan_suite(quick.value(), PlanOptions{20, true, ""});
   ASSERT_TRUE(p.ok()) << p.error().message();
-  ASSERT_EQ(p->experiments.size(), 3u + 7u + 1u);  // pretrain, finetune (every method), probe
+  ASSERT_EQ(p->experiments.size(), 3u + 7u + 6u + 1u);  // pretrain, finetune (every method), infer, probe
   EXPECT_EQ(p->experiments[0].field("steps"), 20);
   EXPECT_EQ(p->experiments[0].field("warmup"), 15);  // still ends before the last step
   EXPECT_NE(p->experiments[0].hash, quick->experiments[0].hash);
@@ -264,10 +264,11 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
 
   p = plan_suite(quick.value(), PlanOptions{10, false, ""});
   ASSERT_TRUE(p.ok());
-  ASSERT_EQ(p->experiments.size(), 3u + 7u);
+  ASSERT_EQ(p->experiments.size(), 3u + 7u + 6u);
   EXPECT_EQ(p->experiments[2].field("warmup"), 1);  // a tenth of the steps
+  EXPECT_EQ(p->experiments[10].field("prompt_len"), 64) << "the override is the pretraining's";
 
-  p = plan_suite(quick.value(), PlanOptions{0, true, "gqa|probe"});
+  p = plan_suite(quick.value(), PlanOptions{0, true, "^gqa$|probe"});
   ASSERT_TRUE(p.ok());
   ASSERT_EQ(p->experiments.size(), 2u);
   EXPECT_EQ(p->experiments[0].label, "GQA");
@@ -351,7 +352,7 @@ SuiteOptions quiet_options(const std::string& dir) {
 }
 
 TEST(RunSuite, FailsBeforeRunningAnything) {
-  const SuiteFile s = parse_ok("name: t\nexperiments:\n  - {axis: infer, model: m}\n");
+  const SuiteFile s = parse_ok("name: t\nallow_missing: true\nexperiments:\n  - {axis: infer, model: m}\n");
   SuiteOptions o = quiet_options("/proc/el-runner-cannot-write");
   auto r = run_suite(s, o);
   ASSERT_FALSE(r.ok());
@@ -399,7 +400,7 @@ TEST(RunSuite, RepetitionsThenCachedThenForce) {
   test::TrainEnv& env = test::TrainEnv::get();
   TempDir d("e2e");
   const std::string text = fmt::format(
-      "name: tiny\nrepetitions: 2\nwarmup_steps: 1\n"
+      "name: tiny\nallow_missing: true\nrepetitions: 2\nwarmup_steps: 1\n"
       "defaults: {{dataset: {}, batch_size: 2, seq_len: 16, steps: 3, warmup: 1, eval_batches: 1}}\n"
       "experiments:\n  - {{axis: pretrain, label: a, card: {}}}\n  - {{axis: infer, model: m}}\n",
       env.data_dir, env.card_path);

@@ -72,6 +72,59 @@ TEST(BuiltinSuites, QuickIsUnchanged) {
   EXPECT_EQ(s.mfu_probe->steps, 3);
 }
 
+// quick's inference rows: the GQA model at every precision, int rows in f32
+// activations (the CPU computes f32), a group size that divides its widths.
+TEST(BuiltinSuites, QuickInfersThePretrainedGqaModelAtEveryPrecision) {
+  const SuiteSpec s = quick_suite();
+  ASSERT_EQ(s.infer.size(), 1u);
+  const InferSection& x = s.infer[0];
+  EXPECT_EQ(x.model, "pretrained:GQA");
+  std::vector<std::string> got;
+  for (const auto& r : x.rows) got.push_back(r.precision + "/" + r.quant_method);
+  EXPECT_EQ(got, (std::vector<std::string>{"f32/rtn", "bf16/rtn", "fp16/rtn", "int8/rtn", "int4/rtn", "int4/gptq"}));
+  EXPECT_EQ(x.act_precision, "f32");
+  EXPECT_EQ(x.batch_sizes, "1,4");
+  EXPECT_EQ(x.group_size, 64);
+  EXPECT_EQ(x.calib_samples, 32);
+  EXPECT_EQ(x.calib_seq_len, 256);
+  const ModelCard gqa = find_model_card("tiny-gqa").value();
+  for (const auto& r : x.rows) {
+    EXPECT_EQ(infer_card_problem(gqa, r.precision, x.group_size, x.prompt_len, x.gen_len), "") << r.label;
+  }
+}
+
+// gpu-lite's inference rows: the 1.1B TinyLlama shape for speed (random
+// weights, no task), the pretrained GQA model for quality.
+TEST(BuiltinSuites, GpuLiteInfersThe11BShapeAndThePretrainedModel) {
+  const SuiteSpec s = gpu_lite_suite();
+  ASSERT_EQ(s.infer.size(), 2u);
+  EXPECT_EQ(s.infer[0].model, "tinyllama-1.1b");
+  EXPECT_EQ(s.infer[0].choice_task, "");
+  EXPECT_EQ(s.infer[0].batch_sizes, "1,8,32");
+  EXPECT_EQ(s.infer[0].prompt_len, 128);
+  EXPECT_EQ(s.infer[0].gen_len, 256);
+  ASSERT_EQ(s.infer[0].rows.size(), 4u);
+  EXPECT_EQ(s.infer[1].model, "pretrained:GQA");
+  EXPECT_EQ(s.infer[1].rows.back().quant_method, "gptq");
+  const ModelCard c = find_model_card("tinyllama-1.1b").value();
+  EXPECT_TRUE(validate_model_card(c).ok());
+  EXPECT_EQ(c.n_layer, 22);
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.n_head, 32);
+  EXPECT_EQ(c.n_kv_head, 4);
+  EXPECT_EQ(c.d_ff, 5632);
+  EXPECT_EQ(c.vocab_size, 32000);
+  EXPECT_EQ(c.max_seq_len, 2048);
+  EXPECT_FALSE(c.tied_embeddings);
+  EXPECT_EQ(count_parameters(c).total, 1'100'048'384);  // TinyLlama-1.1B's count
+  for (const auto& sec : s.infer) {
+    const ModelCard card = find_model_card(sec.model == "tinyllama-1.1b" ? "tinyllama-1.1b" : "lite-gqa").value();
+    for (const auto& r : sec.rows) {
+      EXPECT_EQ(infer_card_problem(card, r.precision, sec.group_size, sec.prompt_len, sec.gen_len), "") << r.label;
+    }
+  }
+}
+
 TEST(BuiltinSuites, GpuLiteIsTheAttentionComparisonAtHalfABillion) {
   const SuiteSpec s = gpu_lite_suite();
   EXPECT_EQ(s.sized_for, DeviceKind::cuda);
@@ -166,6 +219,11 @@ TEST(SuiteSpec, ToJsonHoldsEveryField) {
   EXPECT_EQ(l["precision"], "bf16");
   EXPECT_EQ(l["sized_for"], "cuda");
   EXPECT_TRUE(l["mfu_probe"].is_null());
+  ASSERT_EQ(j["infer"].size(), 1u);
+  EXPECT_EQ(j["infer"][0]["model"], "pretrained:GQA");
+  EXPECT_EQ(j["infer"][0]["rows"][5]["quant_method"], "gptq");
+  EXPECT_EQ(j["infer"][0]["batch_sizes"], "1,4");
+  EXPECT_EQ(l["infer"].size(), 2u);
 }
 
 std::string validation_error(const SuiteSpec& s) {
@@ -203,6 +261,37 @@ TEST(SuiteSpec, ValidationErrors) {
   s = quick_suite();
   s.mfu_probe->card = "lite-mha";  // vocab 8192
   EXPECT_HAS(validation_error(s), "mfu_probe");
+  // The inference section.
+  s = quick_suite();
+  s.infer[0].model = "pretrained:XYZ";
+  EXPECT_HAS(validation_error(s), "suite 'quick': infer[0]: 'pretrained:XYZ' names no variant of the suite");
+  s = quick_suite();
+  s.infer[0].model = "no-such-card";
+  EXPECT_HAS(validation_error(s), "card 'no-such-card'");
+  s = quick_suite();
+  s.infer[0].rows[0].precision = "int3";
+  EXPECT_HAS(validation_error(s), "row 'GQA f32': unknown precision 'int3'");
+  s = quick_suite();
+  s.infer[0].rows[1].label = "GQA f32";
+  EXPECT_HAS(validation_error(s), "two rows are labelled 'GQA f32'");
+  s = quick_suite();
+  s.infer[0].group_size = 96;  // does not divide d_model 128
+  EXPECT_HAS(validation_error(s), "row 'GQA int8 rtn': group_size 96 does not divide d_model = 128");
+  s = quick_suite();
+  s.infer[0].gen_len = 250;  // 64 + 250 > 256
+  EXPECT_HAS(validation_error(s), "card 'tiny-gqa' allows max_seq_len 256 but prompt_len + gen_len is 64 + 250");
+  s = quick_suite();
+  s.infer[0].batch_sizes = "1,,4";
+  EXPECT_HAS(validation_error(s), "batch_sizes '1,,4': '' is not a positive integer");
+  s = quick_suite();
+  s.infer[0].act_precision = "int8";
+  EXPECT_HAS(validation_error(s), "unknown act_precision 'int8'");
+  s = gpu_lite_suite();
+  s.infer[0].rows[3].quant_method = "gptq";
+  EXPECT_HAS(validation_error(s), "row '1.1B int4 rtn': GPTQ calibrates on text");
+  s = quick_suite();
+  s.infer[0].calib_samples = 0;
+  EXPECT_HAS(validation_error(s), "calib_samples");
 }
 
 // An invalid spec fails before anything is written (not even the results

@@ -100,9 +100,9 @@ TEST(SuiteYaml, HashIsStableAndCoversEveryField) {
   for (const auto& t : changed) EXPECT_NE(parse_ok(suite_text(t)).experiments.at(0).hash, a.hash) << t;
 }
 
-TEST(SuiteYaml, OtherAxesExpandButAreNotSupported) {
-  // Finetune rows run; with allow_missing, a model or dataset that is not on
-  // this machine is the row's status.
+TEST(SuiteYaml, MissingModelsOfOtherAxesAreStatuses) {
+  // Finetune and infer rows run; with allow_missing, a model or dataset that
+  // is not on this machine is the row's status.
   const auto s = parse_ok(suite_text(
       "allow_missing: true\n"
       "experiments:\n"
@@ -114,10 +114,87 @@ TEST(SuiteYaml, OtherAxesExpandButAreNotSupported) {
     EXPECT_FALSE(estimate_seconds(e, DeviceKind::cuda).has_value());
   }
   EXPECT_HAS(s.experiments[0].status, "missing model 'm1' (no config.json in");
-  EXPECT_EQ(s.experiments[3].status, "not supported by this build: infer axis");
+  EXPECT_HAS(s.experiments[3].status, "missing model 'm2' (not a model card; no config.json in");
+  EXPECT_EQ(s.experiments[3].config["model_kind"], "hf");
   auto tc = pretrain_train_config(s.experiments[0], Device::cpu(), "d");
   ASSERT_FALSE(tc.ok());
   EXPECT_HAS(tc.error().what, "is a finetune experiment, not pretrain");
+}
+
+// Infer rows: the fallbacks, batch_sizes from the older batch_size, the three
+// kinds of model, a task file relative to the suite, and a hash that does not
+// depend on how the batch sizes were written.
+TEST(SuiteYaml, InferFieldsResolve) {
+  const fs::path dir = fs::temp_directory_path() / ("el_suite_infer_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "hfm");
+  std::ofstream(dir / "hfm" / "config.json") << "{}";
+  std::ofstream(dir / "task.jsonl") << "{\"context\": \"a\", \"choices\": [\"b\"], \"gold\": 0}\n";
+  std::ofstream(dir / "s.yaml") << suite_text(
+      "defaults: {batch_size: 16, prompt_len: 32, gen_len: 64}\n"
+      "experiments:\n"
+      "  - {axis: pretrain, label: P, card: tiny-gqa}\n"
+      "  - {axis: infer, label: \"q {precision}\", model: \"pretrained:P\", precision: [bf16, int4], group_size: 64,\n"
+      "     batch_sizes: \" 1, 8 ,32\", quant_method: gptq}\n"
+      "  - {axis: infer, label: card, model: tiny-gqa, gen_len: 8, choice_task: \"\"}\n"
+      "  - {axis: infer, label: hf, model: hfm, precision: int8, scheme: asymmetric, choice_task: task.jsonl}\n");
+  auto r = load_suite_file((dir / "s.yaml").string());
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& x = r->experiments;
+  ASSERT_EQ(x.size(), 5u);
+  EXPECT_EQ(labels(r.value()), (std::vector<std::string>{"P", "q bf16", "q int4", "card", "hf"}));
+  EXPECT_EQ(x[1].config["model_kind"], "pretrained");
+  EXPECT_EQ(x[1].config["source_card"], "tiny-gqa");
+  EXPECT_EQ(x[1].field("batch_sizes"), "1,8,32");
+  EXPECT_TRUE(x[1].field("batch_size").is_null()) << "only batch_sizes stays";
+  EXPECT_EQ(x[1].field("prompt_len"), 32);  // from defaults
+  EXPECT_EQ(x[1].field("gen_len"), 64);
+  EXPECT_EQ(x[3].field("gen_len"), 8);      // the entry beats defaults
+  EXPECT_EQ(x[1].field("act_precision"), "bf16");
+  EXPECT_EQ(x[1].field("eval_tokens"), 65536);
+  EXPECT_EQ(x[1].field("choice_task"), "builtin:corpus-cloze");
+  EXPECT_EQ(x[1].field("choice_items"), 200);
+  EXPECT_EQ(x[1].field("calib_samples"), 128);
+  EXPECT_EQ(x[1].field("calib_seq_len"), 512);
+  EXPECT_EQ(x[2].field("quant_method"), "gptq");
+  EXPECT_EQ(x[3].config["model_kind"], "card");
+  EXPECT_EQ(x[3].field("batch_sizes"), "16");  // the defaults' batch_size
+  EXPECT_EQ(x[3].field("choice_task"), "");
+  EXPECT_EQ(x[4].config["model_kind"], "hf");
+  EXPECT_EQ(x[4].field("model"), (dir / "hfm").string());
+  EXPECT_EQ(x[4].field("choice_task"), (dir / "task.jsonl").string());
+  EXPECT_EQ(x[4].field("scheme"), "asymmetric");
+  for (const auto& e : x) {
+    EXPECT_TRUE(e.supported) << e.label << ": " << e.status;
+    if (e.config.value("model_kind", "") == "hf") {
+      EXPECT_FALSE(estimate_seconds(e, DeviceKind::cpu).has_value());  // no card to count from
+    } else {
+      EXPECT_GT(estimate_seconds(e, DeviceKind::cpu).value_or(0), 0) << e.label;
+    }
+  }
+  // batch_size: 8 and batch_sizes: "8" are the same experiment.
+  EXPECT_EQ(parse_ok(suite_text("experiments:\n  - {axis: infer, model: tiny, gen_len: 8, batch_size: 8}\n")).experiments[0].hash,
+            parse_ok(suite_text("experiments:\n  - {axis: infer, model: tiny, gen_len: 8, batch_sizes: \"8\"}\n")).experiments[0].hash);
+  fs::remove_all(dir);
+}
+
+TEST(SuiteYaml, ParseBatchSizesAndCardLimits) {
+  EXPECT_EQ(parse_batch_sizes("1,8,32", "w").value(), (std::vector<int64_t>{1, 8, 32}));
+  EXPECT_EQ(parse_batch_sizes(" 4 ", "w").value(), (std::vector<int64_t>{4}));
+  for (const char* bad : {"", "1,", "0", "-1", "1.5", "a", "1234567890"}) {
+    auto r = parse_batch_sizes(bad, "s.yaml:3");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().where, "s.yaml:3");
+    EXPECT_HAS(r.error().what, "is not a positive integer");
+  }
+  const ModelCard tiny = find_model_card("tiny-gqa").value();  // d_model 128, d_ff 384, context 256
+  EXPECT_EQ(infer_card_problem(tiny, "bf16", 100, 128, 128), "");  // float rows ignore the group size
+  EXPECT_EQ(infer_card_problem(tiny, "int4", 64, 128, 128), "");
+  EXPECT_EQ(infer_card_problem(tiny, "int4", 0, 128, 128), "");  // per channel
+  EXPECT_HAS(infer_card_problem(tiny, "int8", 256, 8, 8), "group_size 256 does not divide d_model = 128");
+  const ModelCard tl = find_model_card("tinyllama-1.1b").value();  // d_model 2048, d_ff 5632
+  EXPECT_HAS(infer_card_problem(tl, "int4", 1024, 8, 8), "group_size 1024 does not divide d_ff = 5632");
+  EXPECT_HAS(infer_card_problem(tiny, "bf16", 128, 200, 57),
+             "card 'tiny-gqa' allows max_seq_len 256 but prompt_len + gen_len is 200 + 57 = 257");
 }
 
 TEST(SuiteYaml, AllowMissingTurnsUnknownCardsAndDatasetsIntoStatuses) {
@@ -237,7 +314,11 @@ TEST(BuiltinSuiteFiles, PaperSuitesListEveryRowWithItsStatus) {
   ASSERT_TRUE(quant.ok()) << quant.error().message();
   EXPECT_EQ(quant->experiments.size(), 27u);
   EXPECT_EQ(quant->experiments.at(2).label, "deepseek-r1-distill-qwen-1.5b int4");
-  for (const auto& e : quant->experiments) EXPECT_EQ(e.status, "not supported by this build: infer axis");
+  for (const auto& e : quant->experiments) {
+    EXPECT_FALSE(e.supported) << e.label;  // no $EL_MODELS_DIR on a test machine
+    EXPECT_HAS(e.status, "missing model '");
+    EXPECT_EQ(e.field("batch_sizes"), "1");  // the older batch_size: 1
+  }
   auto spec = suite_file_to_spec(peft.value());
   ASSERT_FALSE(spec.ok());
   EXPECT_HAS(spec.error().what, "suite 'paper-peft' cannot run in this build");
@@ -357,6 +438,28 @@ TEST(SuiteFileErrors, EveryMessageNamesTheLineAndTheProblem) {
       {"name: t\nmfu_probe: {label: p, card: smal}\n" + ok_exp, "s.yaml:2",
        "mfu_probe: unknown model card 'smal' (did you mean 'small'?)"},
       {"name: t\nexperiments:\n  - just a string\n", "s.yaml:3", "expected a mapping"},
+      // Infer rows.
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, batch_sizes: \"1,x\"}\n", "s.yaml:3",
+       "experiment 'tiny': batch_sizes '1,x': 'x' is not a positive integer"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, precision: int3}\n", "s.yaml:3",
+       "key 'precision': unknown value 'int3'"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, gen_len: 8, precision: int4,\n     group_size: 100}\n",
+       "s.yaml:4", "experiment 'tiny': group_size 100 does not divide d_model = 128 of card 'tiny'"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, prompt_len: 200,\n     gen_len: 100}\n", "s.yaml:4",
+       "card 'tiny' allows max_seq_len 256 but prompt_len + gen_len is 200 + 100 = 300"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, precision: int4,\n     quant_method: gptq}\n",
+       "s.yaml:4", "GPTQ calibrates on text, and the model card 'tiny' has random weights and no tokenizer"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, gen_len: 8, choice_task: \"builtin:clozee\"}\n", "s.yaml:3",
+       "unknown built-in choice task 'clozee'"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, gen_len: 8, choice_task: /nonexistent/t.jsonl}\n", "s.yaml:3",
+       "missing choice task '/nonexistent/t.jsonl'"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: /nonexistent/model}\n", "s.yaml:3",
+       "experiment '/nonexistent/model': missing model '/nonexistent/model' (not a model card"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: \"pretrained:nope\"}\n", "s.yaml:3",
+       "'pretrained:nope' names no earlier pretrain experiment"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: tiny, group_size: -1}\n", "s.yaml:3",
+       "key 'group_size': must be at least 0, got -1"},
+      {"name: t\nexperiments:\n  - {axis: infer, model: \"\"}\n", "s.yaml:3", "key 'model': must not be empty"},
       {"name: t\nexperiments: [\n", "s.yaml", "YAML syntax error"},
   };
   for (const auto& c : cases) {

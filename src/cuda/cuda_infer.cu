@@ -1,0 +1,788 @@
+// cuda_infer.cu — the kernels of a KV-cached decode step: cache writes at
+// per-row positions, attention over the cache (flash-decoding), greedy argmax
+// and the positions increment. (The per-row rotary offsets, rope_at and
+// split_qkv_rope_at, share the RoPE kernel in cuda_embedding_rope.cu.)
+//
+// Nothing here waits for the GPU or reads positions on the host: a step's
+// launches depend only on shapes, so a decode step can be captured once as a
+// CUDA graph and replayed while the rows advance (increment_i32).
+//
+// attention_cached. Decode has T = 1..4 queries per row over a long cache, so
+// one block per (row, head) leaves the GPU idle (B = 1 with 4 KV heads would
+// be 4 blocks) and each block would walk the whole context alone. Instead the
+// cache [0, Smax) is cut into chunks of whole 64-key tiles, and block
+// (chunk, kv head x row tile, b) takes the query rows r = t * G + g (query t,
+// head kvh * G + g) of one KV group against its chunk: every K/V row is read
+// once for the G query heads that share it. The host sizes the grid for Smax
+// (positions live on the device); a block whose chunk starts past the keys
+// its rows see (positions[b] + t + 1) exits at once. Each block writes its
+// chunk's output normalised by its own softmax sum and the chunk's base-2
+// log-sum-exp into f32 scratch; a combine kernel adds the chunks of each
+// query row weighted by 2^(lse_c - max) in chunk order (deterministic). With
+// a single chunk the block writes `out` itself.
+//  * Tensor-core path (q, caches and out of one dtype, bf16/f16, D 64/128):
+//    the scheme of attention_fwd.cu — mma.sync m16n8k16 with f32
+//    accumulators, K/V tiles double-buffered through swizzled shared memory
+//    by cp.async, online softmax in base 2 with the scale folded in. A warp
+//    owns 16 query rows; when the group has fewer rows than 4 warps x 16
+//    (decode: T x G = 8), the warps split each key tile instead (kKS warps of
+//    64 / kKS keys on the same rows) and their softmax states are merged
+//    through shared memory at the end.
+//  * SIMT path (any other dtype mix, any head dim <= 256): one warp per query
+//    row, a lane per key, same chunks and outputs; f32 arithmetic throughout.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
+#include "cuda/attention_device.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_common.cuh"
+#include "cuda/cuda_kernels.h"
+
+namespace el::cuda {
+namespace {
+
+// N consecutive elements of T moved as one aligned access.
+template <class T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
+  expect_cuda_dtype(positions, DType::i32, what);
+  EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,
+                 positions.numel(), batch);
+}
+
+bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// ---- kv_cache_write ----------------------------------------------------------------
+// Block (row b * T + t, y: 0 = k, 1 = v): the row's `units` packs of V
+// elements go to cache row positions[b] + t, converted to the cache's dtype.
+// A position outside [0, Smax) is reported (deferred device error) and its
+// row skipped: writing it would land in another sequence's rows.
+template <class TS, class TD, int V>
+__global__ void kv_write_kernel(const TS* __restrict__ k, const TS* __restrict__ v,
+                                TD* __restrict__ kc, TD* __restrict__ vc,
+                                const int32_t* __restrict__ pos, int t_len, int smax, int units,
+                                DeviceErrorRecord* err) {
+  const int64_t row = blockIdx.x;
+  const int b = static_cast<int>(row / t_len);
+  const int64_t p = int64_t{pos[b]} + (row - int64_t{b} * t_len);
+  if (p < 0 || p >= smax) {
+    if (threadIdx.x == 0 && blockIdx.y == 0)
+      report_device_error(err, kErrKvCachePosition, b, p, smax);
+    return;
+  }
+  const auto* src = reinterpret_cast<const Pack<TS, V>*>(blockIdx.y == 0 ? k : v) + row * units;
+  auto* dst =
+      reinterpret_cast<Pack<TD, V>*>(blockIdx.y == 0 ? kc : vc) + (int64_t{b} * smax + p) * units;
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    const Pack<TS, V> x = src[u];
+    Pack<TD, V> y;
+#pragma unroll
+    for (int e = 0; e < V; ++e) y.v[e] = from_f<TD>(to_f<TS>(x.v[e]));
+    dst[u] = y;
+  }
+}
+
+template <class TS, class TD, int V>
+void launch_kv_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& kc,
+                     Tensor& vc, int64_t rows, int t_len, int smax, int64_t row_elems) {
+  const int units = static_cast<int>(row_elems / V);
+  const int threads = std::min(256, (units + 31) / 32 * 32);
+  Context& cx = ctx();
+  kv_write_kernel<TS, TD, V><<<dim3(static_cast<unsigned>(rows), 2), threads, 0, cx.stream>>>(
+      k.data<TS>(), v.data<TS>(), kc.data<TD>(), vc.data<TD>(), positions.data<int32_t>(), t_len,
+      smax, units, cx.dev_error);
+}
+
+// ---- argmax_rows -------------------------------------------------------------------
+constexpr int kArgmaxMaxThreads = 1024;
+constexpr int kNoIndex = INT_MAX;  // no candidate yet (empty or all-NaN so far)
+
+// Candidate (av, ai) beats (bv, bi): larger value, then smaller index.
+__device__ __forceinline__ bool argmax_better(float av, int ai, float bv, int bi) {
+  return ai != kNoIndex && (bi == kNoIndex || av > bv || (av == bv && ai < bi));
+}
+
+__device__ __forceinline__ void argmax_warp(float& best, int& bi) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (argmax_better(ov, oi, best, bi)) {
+      best = ov;
+      bi = oi;
+    }
+  }
+}
+
+// One block per row; each thread scans packs of V strided by the block, in
+// increasing index order (so a strict > keeps the first of equal values).
+template <class T, int V>
+__global__ void __launch_bounds__(kArgmaxMaxThreads)
+    argmax_kernel(const T* __restrict__ x, int64_t cols, int32_t* __restrict__ out) {
+  __shared__ float s_val[32];
+  __shared__ int s_idx[32];
+  const T* xr = x + int64_t{blockIdx.x} * cols;
+  float best = -INFINITY;
+  int bi = kNoIndex;
+  for (int64_t c0 = int64_t{threadIdx.x} * V; c0 < cols; c0 += int64_t{blockDim.x} * V) {
+    const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(xr + c0);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float val = to_f<T>(p.v[e]);
+      if (!isnan(val) && (bi == kNoIndex || val > best)) {
+        best = val;
+        bi = static_cast<int>(c0 + e);
+      }
+    }
+  }
+  argmax_warp(best, bi);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) {
+    s_val[warp] = best;
+    s_idx[warp] = bi;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int nwarps = blockDim.x >> 5;
+    best = lane < nwarps ? s_val[lane] : -INFINITY;
+    bi = lane < nwarps ? s_idx[lane] : kNoIndex;
+    argmax_warp(best, bi);
+    if (lane == 0) out[blockIdx.x] = bi == kNoIndex ? 0 : bi;
+  }
+}
+
+template <class T, int V>
+void launch_argmax(const Tensor& x, int64_t rows, int64_t cols, Tensor& out) {
+  const int64_t packs = (cols + V - 1) / V;
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>((packs + 31) / 32 * 32, 32, kArgmaxMaxThreads));
+  argmax_kernel<T, V><<<static_cast<unsigned>(rows), threads, 0, ctx().stream>>>(
+      x.data<T>(), cols, out.data<int32_t>());
+}
+
+__global__ void increment_kernel(int32_t* __restrict__ x, int64_t n, int32_t delta) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride)
+    x[i] += delta;
+}
+
+// ---- attention_cached ----------------------------------------------------------------
+constexpr int kTileKeys = 64;  // keys per K/V tile; chunks are whole tiles on both paths
+constexpr int kTcWarps = 4;
+constexpr int kSimtWarps = 4;
+constexpr int kMaxHeadDim = 256;
+
+struct CachedArgs {
+  const void* q;  // [B, T, H, D]
+  const void* k;  // [B, Smax, Hkv, D]
+  const void* v;
+  void* out;           // [B, T, H, D]
+  float* opart;        // [B * T * H, nchunks, D] f32 chunk outputs (nchunks > 1)
+  float* lse;          // [B * T * H, nchunks] f32 base-2 log-sum-exp of sl2 * q.k per chunk
+  const int32_t* pos;  // [B]
+  int T, H, Hkv, G, D, smax;
+  int rows;                  // T * G query rows per KV group
+  int row_tiles;             // blocks along those rows
+  int nchunks;               // key chunks (grid x)
+  int tpc;                   // tiles of kTileKeys keys per chunk
+  float sl2;                 // scale * log2(e)
+  DType q_dtype, out_dtype;  // SIMT path and combine (the tensor-core path is one type)
+};
+
+// Keys [0, n) that query t of a row at cache position `pos` sees, clamped to the cache.
+__device__ __forceinline__ int visible_keys(const CachedArgs& a, int pos, int t) {
+  const long long n = static_cast<long long>(pos) + t + 1;
+  return static_cast<int>(n < 0 ? 0 : (n > a.smax ? a.smax : n));
+}
+
+template <typename T, int D, int kRT>
+struct TcCfg {
+  static constexpr int kBM = 16 * kRT;          // query rows per block (kRT warp row tiles)
+  static constexpr int kKS = kTcWarps / kRT;    // warps splitting each key tile
+  static constexpr int kBNW = kTileKeys / kKS;  // keys per warp per tile (16, 32 or 64)
+  static constexpr int kOPitch = D + 8;         // f32 staging pitch: conflict-free float2 stores
+  static constexpr size_t kQBytes = size_t(kBM) * D * sizeof(T);
+  static constexpr size_t kKVBytes = 4 * size_t(kTileKeys) * D * sizeof(T);  // K, V x 2 stages
+  static constexpr size_t kStageBytes = (size_t(kTcWarps) * 16 * kOPitch + kTcWarps * 16 * 2) * 4;
+  static constexpr size_t kSmem = kQBytes + (kKVBytes > kStageBytes ? kKVBytes : kStageBytes);
+  static_assert(kBNW % 16 == 0, "a warp's keys must fill whole k-steps of P V");
+};
+
+// Decode (D 64, one row tile) is memory-bound: 4 blocks per SM (<= 128
+// registers) keep more K/V tiles in flight than the 133 registers ptxas picks alone.
+template <typename T, int D, int kRT>
+__global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
+    cached_tc_kernel(const CachedArgs a) {
+  using Cfg = TcCfg<T, D, kRT>;
+  constexpr int kBM = Cfg::kBM, kBNW = Cfg::kBNW, kKS = Cfg::kKS, kOP = Cfg::kOPitch;
+  constexpr int kBN = kTileKeys, kThreads = kTcWarps * 32;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // [kBM][D]
+  T* sK = sQ + kBM * D;                    // [2][kBN][D]
+  T* sV = sK + 2 * kBN * D;                // [2][kBN][D]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int chunk = blockIdx.x;
+  const int kvh = blockIdx.y / a.row_tiles;
+  const int r0 = (blockIdx.y % a.row_tiles) * kBM;  // first query row of the block
+  const int b = blockIdx.z;
+  const int pos = a.pos[b];
+  // Keys any row of the block sees: [0, n_end) (the last real row sees the most).
+  const int n_end = visible_keys(a, pos, (min(r0 + kBM, a.rows) - 1) / a.G);
+  const int tiles_vis = (n_end + kBN - 1) / kBN;
+  const int tile0 = chunk * a.tpc;
+  if (chunk > 0 && tile0 >= tiles_vis) return;  // the whole block: nothing to read
+  const int n_tiles = max(0, min(tile0 + a.tpc, tiles_vis) - tile0);
+
+  const long long kv_stride = static_cast<long long>(a.Hkv) * D;
+  const T* q = static_cast<const T*>(a.q) + static_cast<long long>(b) * a.T * a.H * D;
+  const T* kg = static_cast<const T*>(a.k) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
+  const T* vg = static_cast<const T*>(a.v) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
+
+  // Q rows: block row r is query t = (r0 + r) / G, head kvh * G + (r0 + r) % G;
+  // rows past T x G are zero.
+  {
+    constexpr int kChunks = D / 8;
+    for (int idx = tid; idx < kBM * kChunks; idx += kThreads) {
+      const int r = idx / kChunks, c = idx % kChunks;
+      const int row = r0 + r;
+      const bool ok = row < a.rows;
+      const int t = row / a.G;
+      const T* src =
+          ok ? q + (static_cast<long long>(t) * a.H + kvh * a.G + (row - t * a.G)) * D + c * 8 : q;
+      attn::cp_async16(attn::smem_addr(sQ + attn::swz<D>(r, c * 8)), src, ok);
+    }
+  }
+  if (n_tiles > 0) {
+    const int n0 = tile0 * kBN;
+    attn::load_tile<kBN, D, kThreads>(sK, kg + n0 * kv_stride, kv_stride, n_end - n0, tid);
+    attn::load_tile<kBN, D, kThreads>(sV, vg + n0 * kv_stride, kv_stride, n_end - n0, tid);
+  }
+  attn::cp_async_commit();
+
+  // This warp: rows [row_base, +16) of the block, keys [ks * kBNW, +kBNW) of each tile.
+  const int rt = warp % kRT, ks = warp / kRT;
+  const int row_base = rt * 16;
+  const int first_row = r0 + row_base;
+  const bool active = first_row < a.rows;
+  // Last key each of this lane's rows (g, g + 8) sees; padding rows take the
+  // last real row's. lim_lo / lim_hi: the warp's smallest and largest.
+  int lim[2];
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    lim[hf] = visible_keys(a, pos, min(first_row + g + 8 * hf, a.rows - 1) / a.G) - 1;
+  }
+  const int lim_lo = visible_keys(a, pos, min(first_row, a.rows - 1) / a.G) - 1;
+  const int lim_hi = visible_keys(a, pos, min(first_row + 15, a.rows - 1) / a.G) - 1;
+
+  // K as the B operand of Q K^T (keys are n), V transposed as the B operand of P V.
+  const attn::LaneAddr<D> ka(sK, (lane % 8) + (lane >> 4) * 8 + ks * kBNW, (lane >> 3) & 1);
+  const attn::LaneAddr<D> va(sV, (lane % 8) + ((lane >> 3) & 1) * 8 + ks * kBNW, lane >> 4);
+  uint32_t qf[D / 16][4];
+  float o[D / 8][4];
+  float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.f, 0.f};
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int cur = it & 1;
+    const int n0 = (tile0 + it) * kBN;
+    attn::cp_async_wait<0>();
+    __syncthreads();  // tile `it` landed; everyone is done with buffer cur ^ 1
+    if (it == 0) {
+      const attn::LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) attn::ldsm_x4(qf[kk], qa.at(0, kk));
+    }
+    if (it + 1 < n_tiles) {
+      const int n1 = n0 + kBN;
+      attn::load_tile<kBN, D, kThreads>(sK + (cur ^ 1) * kBN * D, kg + n1 * kv_stride, kv_stride,
+                                        n_end - n1, tid);
+      attn::load_tile<kBN, D, kThreads>(sV + (cur ^ 1) * kBN * D, vg + n1 * kv_stride, kv_stride,
+                                        n_end - n1, tid);
+    }
+    attn::cp_async_commit();
+    const int nw = n0 + ks * kBNW;  // this warp's first key in the tile
+    if (!active || nw > lim_hi) continue;
+    const uint32_t stage = cur * kBN * D * sizeof(T);
+
+    // S = Q K^T over this warp's keys.
+    float s[kBNW / 8][4];
+#pragma unroll
+    for (int j = 0; j < kBNW / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kBNW / 16; ++np) {
+        uint32_t bk[4];
+        attn::ldsm_x4(bk, ka.at(np * 16, kk) + stage);
+        attn::mma16816<T>(s[2 * np], qf[kk], bk[0], bk[1]);
+        attn::mma16816<T>(s[2 * np + 1], qf[kk], bk[2], bk[3]);
+      }
+    }
+    // Keys after a row's position (and zero-filled rows past n_end) are masked.
+    if (nw + kBNW - 1 > lim_lo) {
+#pragma unroll
+      for (int j = 0; j < kBNW / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = nw + j * 8 + 2 * t4 + (e & 1);
+          if (col > lim[e >> 1]) s[j][e] = -INFINITY;
+        }
+    }
+
+    // Online softmax (base 2, scale folded into the exponent), as attention_fwd.cu.
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kBNW / 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(row_m[hf], mx * a.sl2);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet
+      const float alpha = exp2f(row_m[hf] - m_use);
+      row_m[hf] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kBNW / 8; ++j)
+#pragma unroll
+        for (int e = 2 * hf; e < 2 * hf + 2; ++e) {
+          const float p = exp2f(fmaf(s[j][e], a.sl2, -m_use));
+          s[j][e] = p;
+          sum += p;
+        }
+      row_l[hf] = row_l[hf] * alpha + sum;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[j][2 * hf] *= alpha;
+        o[j][2 * hf + 1] *= alpha;
+      }
+    }
+
+    // O += P V (P packed to 16 bits straight from the accumulators).
+#pragma unroll
+    for (int kk = 0; kk < kBNW / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = attn::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = attn::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = attn::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = attn::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t bv[4];
+        attn::ldsm_x4_trans(bv, va.at(kk * 16, dp) + stage);
+        attn::mma16816<T>(o[2 * dp], pa, bv[0], bv[1]);
+        attn::mma16816<T>(o[2 * dp + 1], pa, bv[2], bv[3]);
+      }
+    }
+  }
+  attn::cp_async_wait<0>();
+  __syncthreads();  // K/V buffers free: reused below as f32 staging
+
+  // Every warp stages its (m, l, O) for its 16 rows; then the block merges the
+  // kKS warps of each row tile: O = sum_w 2^(m_w - M) O_w, same for l.
+  float* sO = reinterpret_cast<float*>(sK);  // [warps][16][kOP]
+  float* sML = sO + kTcWarps * 16 * kOP;     // [warps][16][2]: m, l
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float l = row_l[hf];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int slot = warp * 16 + g + 8 * hf;
+    float* orow = sO + slot * kOP;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      *reinterpret_cast<float2*>(orow + 8 * j + 2 * t4) =
+          make_float2(o[j][2 * hf], o[j][2 * hf + 1]);
+    }
+    if (t4 == 0) {
+      sML[2 * slot] = row_m[hf];
+      sML[2 * slot + 1] = l;
+    }
+  }
+  __syncthreads();
+  constexpr int kQuads = D / 4;
+  for (int idx = tid; idx < kBM * kQuads; idx += kThreads) {
+    const int rr = idx / kQuads, d = (idx % kQuads) * 4;
+    const int row = r0 + rr;
+    if (row >= a.rows) continue;
+    const int base_slot = rr;  // = warp rr / 16 (the row tile's ks = 0 warp) x 16 + row rr % 16
+    float mmax = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kKS; ++w) mmax = fmaxf(mmax, sML[2 * (base_slot + w * kRT * 16)]);
+    float l = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < kKS; ++w) {
+      const int slot = base_slot + w * kRT * 16;
+      const float mw = sML[2 * slot];
+      const float f = mw == -INFINITY ? 0.f : exp2f(mw - mmax);
+      l += f * sML[2 * slot + 1];
+      const float4 ov = *reinterpret_cast<const float4*>(sO + slot * kOP + d);
+      acc.x += f * ov.x;
+      acc.y += f * ov.y;
+      acc.z += f * ov.z;
+      acc.w += f * ov.w;
+    }
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const int t = row / a.G;
+    const long long orow =
+        (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
+    if (a.nchunks == 1) {
+      uint2 packed;
+      packed.x = attn::pack2<T>(acc.x * inv, acc.y * inv);
+      packed.y = attn::pack2<T>(acc.z * inv, acc.w * inv);
+      *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + orow * D + d) = packed;
+    } else {
+      const long long slot = orow * a.nchunks + chunk;
+      *reinterpret_cast<float4*>(a.opart + slot * D + d) =
+          make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+      if (d == 0) a.lse[slot] = l > 0.f ? mmax + log2f(l) : -INFINITY;
+    }
+  }
+}
+
+// One warp per query row (block row tile of kSimtWarps rows of one KV group):
+// lane j scores key j0 + j of a 32-key group from the f32 query in shared
+// memory, online softmax over the groups, then each lane adds p_j v_j to the
+// head dims it owns (d = lane + 32 i). Cache elements are read as TC, q and
+// out through their run-time dtypes.
+template <typename TC, int kDPL>
+__global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const CachedArgs a) {
+  __shared__ float sq[kSimtWarps][kDPL * 32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int chunk = blockIdx.x;
+  const int kvh = blockIdx.y / a.row_tiles;
+  const int row = (blockIdx.y % a.row_tiles) * kSimtWarps + warp;
+  const int b = blockIdx.z;
+  if (row >= a.rows) return;  // the whole warp; no block barrier below
+  const int t = row / a.G;
+  const int n_vis = visible_keys(a, a.pos[b], t);
+  const int chunk_keys = a.tpc * kTileKeys;
+  const int k0 = chunk * chunk_keys;
+  if (chunk > 0 && k0 >= n_vis) return;  // the combine reads only chunks the row sees
+  const int k1 = min(k0 + chunk_keys, n_vis);
+  const int D = a.D;
+  const long long orow = (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) {
+    const int d = lane + 32 * i;
+    sq[warp][d] = d < D ? ld(a.q, a.q_dtype, orow * D + d) * a.sl2 : 0.f;
+  }
+  __syncwarp();
+  const long long kv_stride = static_cast<long long>(a.Hkv) * D;
+  const long long kv_base = (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
+  const TC* kb = static_cast<const TC*>(a.k) + kv_base;
+  const TC* vb = static_cast<const TC*>(a.v) + kv_base;
+
+  float m = -INFINITY, l = 0.f, acc[kDPL];
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
+  for (int j0 = k0; j0 < k1; j0 += 32) {
+    const int j = j0 + lane;
+    float s = -INFINITY;
+    if (j < k1) {
+      const TC* kr = kb + j * kv_stride;
+      float dot = 0.f;
+      for (int d = 0; d < D; ++d) dot = fmaf(sq[warp][d], to_f<TC>(kr[d]), dot);
+      s = dot;
+    }
+    const float m_new = fmaxf(m, warp_max(s));  // finite: key j0 is visible
+    const float alpha = exp2f(m - m_new);
+    const float p = j < k1 ? exp2f(s - m_new) : 0.f;
+    l = l * alpha + warp_sum(p);
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) acc[i] *= alpha;
+    const int cnt = min(32, k1 - j0);
+    for (int jj = 0; jj < cnt; ++jj) {
+      const float pj = __shfl_sync(0xffffffffu, p, jj);
+      const TC* vr = vb + (j0 + jj) * kv_stride;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) {
+        const int d = lane + 32 * i;
+        if (d < D) acc[i] = fmaf(pj, to_f<TC>(vr[d]), acc[i]);
+      }
+    }
+    m = m_new;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  if (a.nchunks == 1) {
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) st(a.out, a.out_dtype, orow * D + d, acc[i] * inv);
+    }
+  } else {
+    const long long slot = orow * a.nchunks + chunk;
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) a.opart[slot * D + d] = acc[i] * inv;
+    }
+    if (lane == 0) a.lse[slot] = l > 0.f ? m + log2f(l) : -INFINITY;
+  }
+}
+
+// One warp per query row (b, t, h): out = sum_c 2^(lse_c - M) O_c / sum_c
+// 2^(lse_c - M) over the chunks c the row sees, in chunk order.
+constexpr int kCombineWarps = 4;
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    cached_combine_kernel(const CachedArgs a, long long total_rows) {
+  constexpr int kDPL = kMaxHeadDim / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const long long orow = static_cast<long long>(blockIdx.x) * kCombineWarps + warp;
+  if (orow >= total_rows) return;
+  const long long bt = orow / a.H;
+  const int t = static_cast<int>(bt % a.T);
+  const int b = static_cast<int>(bt / a.T);
+  const int chunk_keys = a.tpc * kTileKeys;
+  const int n_c = min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
+  const float* lse = a.lse + orow * a.nchunks;
+  float mx = -INFINITY;
+  for (int c = lane; c < n_c; c += 32) mx = fmaxf(mx, lse[c]);
+  mx = warp_max(mx);
+  const int D = a.D;
+  float acc[kDPL], l = 0.f;
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
+  for (int c = 0; c < n_c; ++c) {
+    const float lc = lse[c];
+    if (lc == -INFINITY) continue;  // uniform over the warp
+    const float w = exp2f(lc - mx);
+    l += w;
+    const float* o = a.opart + (orow * a.nchunks + c) * D;
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) acc[i] = fmaf(w, o[d], acc[i]);
+    }
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) st(a.out, a.out_dtype, orow * D + d, acc[i] * inv);
+  }
+}
+
+template <typename T, int D, int kRT>
+void launch_cached_tc(const CachedArgs& a, dim3 grid, cudaStream_t s) {
+  using Cfg = TcCfg<T, D, kRT>;
+  auto kernel = cached_tc_kernel<T, D, kRT>;
+  // Once per instantiation (one GPU per process): not a stream operation, but
+  // kept out of the per-step path all the same.
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem));
+  EL_CUDA_CHECK(attr);
+  kernel<<<grid, kTcWarps * 32, Cfg::kSmem, s>>>(a);
+}
+
+template <typename T>
+void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t s) {
+  if (a.D == 64) {
+    if (rt == 1) return launch_cached_tc<T, 64, 1>(a, grid, s);
+    if (rt == 2) return launch_cached_tc<T, 64, 2>(a, grid, s);
+    return launch_cached_tc<T, 64, 4>(a, grid, s);
+  }
+  if (rt == 1) return launch_cached_tc<T, 128, 1>(a, grid, s);
+  if (rt == 2) return launch_cached_tc<T, 128, 2>(a, grid, s);
+  return launch_cached_tc<T, 128, 4>(a, grid, s);
+}
+
+}  // namespace
+
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache) {
+  for (const Tensor* t : TensorPtrs{&k, &v, &k_cache, &v_cache}) {
+    expect_cuda_float(*t, "kv_cache_write");
+  }
+  EL_CUDA_ENSURE(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(),
+                 "cuda kv_cache_write: k {} / v {} and caches {} / {} must pair their dtypes",
+                 dtype_name(k.dtype()), dtype_name(v.dtype()), dtype_name(k_cache.dtype()),
+                 dtype_name(v_cache.dtype()));
+  EL_CUDA_ENSURE(k.ndim() == 4 && k.shape() == v.shape() && k_cache.ndim() == 4 &&
+                     k_cache.shape() == v_cache.shape() && k.dim(0) == k_cache.dim(0) &&
+                     k.dim(2) == k_cache.dim(2) && k.dim(3) == k_cache.dim(3) &&
+                     k.dim(1) <= k_cache.dim(1),
+                 "cuda kv_cache_write: k {} / v {} do not fit caches {} (expected [B, T, Hkv, D] "
+                 "into [B, Smax, Hkv, D])",
+                 shape_str(k.shape()), shape_str(v.shape()), shape_str(k_cache.shape()));
+  expect_positions(positions, k.dim(0), "kv_cache_write");
+  const int64_t b = k.dim(0), t = k.dim(1), smax = k_cache.dim(1), row = k.dim(2) * k.dim(3);
+  if (b == 0 || t == 0 || row == 0) return;
+  EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && row <= INT32_MAX,
+                 "cuda kv_cache_write: k {} / cache {} too large", shape_str(k.shape()),
+                 shape_str(k_cache.shape()));
+  // The widest pack (<= 16 bytes of either dtype) that divides a row and that
+  // every base pointer is aligned to (rows then stay aligned).
+  const size_t ss = dtype_size(k.dtype()), ds = dtype_size(k_cache.dtype());
+  int vec = 1;
+  for (int cand : {8, 4}) {
+    if (static_cast<size_t>(cand) * std::max(ss, ds) > 16 || row % cand != 0) continue;
+    if (aligned_to(k.raw(), cand * ss) && aligned_to(v.raw(), cand * ss) &&
+        aligned_to(k_cache.raw(), cand * ds) && aligned_to(v_cache.raw(), cand * ds)) {
+      vec = cand;
+      break;
+    }
+  }
+  const int ti = static_cast<int>(t), si = static_cast<int>(smax);
+  EL_DISPATCH_FLOAT(k.dtype(), TS, {
+    EL_DISPATCH_FLOAT(k_cache.dtype(), TD, {
+      if (vec == 8) {
+        if constexpr (sizeof(TS) == 2 && sizeof(TD) == 2) {
+          launch_kv_write<TS, TD, 8>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+        }
+      } else if (vec == 4) {
+        launch_kv_write<TS, TD, 4>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+      } else {
+        launch_kv_write<TS, TD, 1>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+      }
+    });
+  });
+  EL_CUDA_CHECK_LAUNCH("kv_write_kernel");
+}
+
+void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& positions, float scale, Tensor& out) {
+  for (const Tensor* t : TensorPtrs{&q, &k_cache, &v_cache, &out}) {
+    expect_cuda_float(*t, "attention_cached");
+  }
+  EL_CUDA_ENSURE(q.ndim() == 4 && k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() &&
+                     k_cache.dtype() == v_cache.dtype() && out.shape() == q.shape() &&
+                     q.dim(0) == k_cache.dim(0) && q.dim(3) == k_cache.dim(3) &&
+                     k_cache.dim(2) > 0 && q.dim(2) % k_cache.dim(2) == 0,
+                 "cuda attention_cached: q {} / out {} and caches {} {} / {} {} do not match "
+                 "(expected q [B, T, H, D], caches [B, Smax, Hkv, D] of one dtype, H % Hkv == 0)",
+                 shape_str(q.shape()), shape_str(out.shape()), dtype_name(k_cache.dtype()),
+                 shape_str(k_cache.shape()), dtype_name(v_cache.dtype()),
+                 shape_str(v_cache.shape()));
+  expect_positions(positions, q.dim(0), "attention_cached");
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2);
+  EL_CUDA_ENSURE(d > 0 && d <= kMaxHeadDim, "cuda attention_cached: head dim {} outside [1, {}]", d,
+                 kMaxHeadDim);
+  EL_CUDA_ENSURE(std::isfinite(scale) && scale > 0.f,
+                 "cuda attention_cached: scale {} must be positive", scale);
+  if (b == 0 || t == 0 || h == 0) return;
+  const int64_t group = h / hkv, rows = t * group;
+  const DType cd = k_cache.dtype();
+  const bool tc = q.dtype() == cd && out.dtype() == cd && (cd == DType::bf16 || cd == DType::f16) &&
+                  (d == 64 || d == 128) && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
+                  aligned16(v_cache.raw()) && aligned16(out.raw());
+  const int rt = rows <= 16 ? 1 : (rows <= 32 ? 2 : 4);  // tensor-core warp row tiles per block
+  const int64_t block_rows = tc ? 16 * rt : kSimtWarps;
+  const int64_t row_tiles = (rows + block_rows - 1) / block_rows;
+  EL_CUDA_ENSURE(
+      b <= 65535 && hkv * row_tiles <= 65535 && smax <= INT32_MAX / 2 && b * t * h <= INT32_MAX,
+      "cuda attention_cached: q {} / cache {} too large for the launch grid", shape_str(q.shape()),
+      shape_str(k_cache.shape()));
+  // Chunks of whole tiles: about 8 blocks per SM when the whole cache is in
+  // use (two waves or more at 4 resident blocks, so the last wave's tail is
+  // short); fewer, larger chunks when rows and heads already fill the GPU.
+  Context& cx = ctx();
+  const int64_t tiles = std::max<int64_t>(1, (smax + kTileKeys - 1) / kTileKeys);
+  const int64_t base_blocks = b * hkv * row_tiles;
+  const int64_t target = int64_t{8} * cx.sm_count;
+  const int64_t want = std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1, tiles);
+  const int64_t tpc = (tiles + want - 1) / want;
+  const int64_t nchunks = (tiles + tpc - 1) / tpc;
+
+  CachedArgs a{};
+  a.q = q.raw();
+  a.k = k_cache.raw();
+  a.v = v_cache.raw();
+  a.out = out.raw();
+  a.pos = positions.data<int32_t>();
+  a.T = static_cast<int>(t);
+  a.H = static_cast<int>(h);
+  a.Hkv = static_cast<int>(hkv);
+  a.G = static_cast<int>(group);
+  a.D = static_cast<int>(d);
+  a.smax = static_cast<int>(smax);
+  a.rows = static_cast<int>(rows);
+  a.row_tiles = static_cast<int>(row_tiles);
+  a.nchunks = static_cast<int>(nchunks);
+  a.tpc = static_cast<int>(tpc);
+  a.sl2 = scale * attn::kLog2e;
+  a.q_dtype = q.dtype();
+  a.out_dtype = out.dtype();
+  Tensor scratch;  // chunk outputs and their log-sum-exps (cached allocator block)
+  const int64_t total_rows = b * t * h;
+  if (nchunks > 1) {
+    const int64_t slots = total_rows * nchunks;
+    scratch = Tensor::empty({slots * (d + 1)}, DType::f32, q.device());
+    a.opart = scratch.data<float>();
+    a.lse = a.opart + slots * d;
+  }
+  const dim3 grid(static_cast<unsigned>(nchunks), static_cast<unsigned>(hkv * row_tiles),
+                  static_cast<unsigned>(b));
+  if (tc) {
+    if (cd == DType::bf16) {
+      launch_cached_tc_typed<__nv_bfloat16>(a, rt, grid, cx.stream);
+    } else {
+      launch_cached_tc_typed<__half>(a, rt, grid, cx.stream);
+    }
+    EL_CUDA_CHECK_LAUNCH("cached_tc_kernel");
+  } else {
+    const int dpl = d <= 32 ? 1 : (d <= 64 ? 2 : (d <= 128 ? 4 : 8));
+    EL_DISPATCH_FLOAT(cd, TC, {
+      switch (dpl) {
+        case 1:
+          cached_simt_kernel<TC, 1><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          break;
+        case 2:
+          cached_simt_kernel<TC, 2><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          break;
+        case 4:
+          cached_simt_kernel<TC, 4><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          break;
+        default:
+          cached_simt_kernel<TC, 8><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          break;
+      }
+    });
+    EL_CUDA_CHECK_LAUNCH("cached_simt_kernel");
+  }
+  if (nchunks > 1) {
+    const auto blocks = static_cast<unsigned>((total_rows + kCombineWarps - 1) / kCombineWarps);
+    cached_combine_kernel<<<blocks, kCombineWarps * 32, 0, cx.stream>>>(a, total_rows);
+    EL_CUDA_CHECK_LAUNCH("cached_combine_kernel");
+  }
+}
+
+void argmax_rows(const Tensor& x, Tensor& out) {
+  expect_cuda_float(x, "argmax_rows (x)");
+  expect_cuda_dtype(out, DType::i32, "argmax_rows (out)");
+  const int64_t rows = out.numel();
+  if (rows == 0) return;
+  EL_CUDA_ENSURE(x.numel() % rows == 0 && x.numel() / rows <= INT32_MAX && rows <= INT32_MAX,
+                 "cuda argmax_rows: x {} does not split into {} rows (of at most 2^31 - 1)",
+                 shape_str(x.shape()), rows);
+  const int64_t cols = x.numel() / rows;
+  const size_t es = dtype_size(x.dtype());
+  const bool vec = aligned16(x.raw()) && (static_cast<size_t>(cols) * es) % 16 == 0;
+  EL_DISPATCH_FLOAT(x.dtype(), T, {
+    if (vec) {
+      launch_argmax<T, 16 / sizeof(T)>(x, rows, cols, out);
+    } else {
+      launch_argmax<T, 1>(x, rows, cols, out);
+    }
+  });
+  EL_CUDA_CHECK_LAUNCH("argmax_kernel");
+}
+
+void increment_i32(Tensor& x, int32_t delta) {
+  expect_cuda_dtype(x, DType::i32, "increment_i32");
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  increment_kernel<<<grid_for(n, 256), 256, 0, ctx().stream>>>(x.data<int32_t>(), n, delta);
+  EL_CUDA_CHECK_LAUNCH("increment_kernel");
+}
+
+}  // namespace el::cuda

@@ -1,0 +1,160 @@
+#include "infer/infer_bench.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "metrics/stats.h"
+#include "nn/kv_cache.h"
+#include "ops/backend.h"
+
+namespace el::infer {
+
+int64_t decode_weight_bytes(const DecoderLM& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) {
+    if (p.name == "model.embed_tokens.weight" && !model.card().tied_embeddings) continue;
+    n += static_cast<int64_t>(p.tensor.nbytes());
+  }
+  return n;
+}
+
+Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenchConfig& config) {
+  if (config.batch_sizes.empty() || config.prompt_len < 1 || config.gen_len < 1 ||
+      config.repetitions < 1 || config.warmup < 0) {
+    return make_error("batch_sizes must be non-empty, prompt_len, gen_len and repetitions >= 1",
+                      "infer bench config");
+  }
+  InferBenchReport report;
+  report.weight_bytes = decode_weight_bytes(model);
+  const Device dev = model.device();
+  if (!dev.is_cpu()) {
+    if (metrics::DeviceMonitor* mon = metrics::device_monitor(dev.kind)) {
+      report.device_name = mon->device_name(dev.index);
+      report.datasheet_memory_gbps = mon->datasheet_memory_gbps(dev.index);
+    }
+  }
+  const DType cache_dtype = config.cache_dtype.value_or(model.param_dtype());
+  const int64_t kv_per_token = KvCache::bytes_per_sequence(model.card(), 1, cache_dtype);
+  Rng rng(config.seed);
+  for (int64_t B : config.batch_sizes) {
+    if (B < 1) return make_error("batch sizes must be >= 1", "infer bench config: batch_sizes");
+    // Before B prompts are drawn: a batch that cannot fit fails at once.
+    EL_TRY(KvCache::check_fits(model.card(), B, config.prompt_len + config.gen_len, cache_dtype, dev));
+    std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
+    for (auto& p : prompts) {
+      p.resize(static_cast<size_t>(config.prompt_len));
+      for (auto& id : p) id = static_cast<int32_t>(rng.below(static_cast<uint64_t>(model.card().vocab_size)));
+    }
+    GenerationConfig g;
+    g.max_new_tokens = config.gen_len;
+    g.ignore_stop = true;
+    g.cache_dtype = cache_dtype;
+    g.use_graph = config.use_graph;
+    EL_TRY(validate_generation(model.card(), prompts, g));
+    for (int64_t w = 0; w < config.warmup; ++w) {
+      Result<GenerationResult> warm = generate(model, prompts, g);
+      if (!warm.ok()) return warm.error();
+    }
+    InferBatchResult r;
+    r.batch = B;
+    metrics::SamplerOptions so;
+    so.device = dev;
+    so.interval_ms = config.sample_interval_ms;
+    metrics::Sampler sampler(so);
+    EL_TRY(sampler.start());
+    for (int64_t rep = 0; rep < config.repetitions; ++rep) {
+      Result<GenerationResult> out = generate(model, prompts, g);
+      if (!out.ok()) {
+        sampler.stop();
+        return out.error();
+      }
+      r.total_s.push_back(out->total_s);
+      r.cache_bytes = out->cache_bytes;
+      r.graph_note = out->graph_note;
+      r.generated_tokens += out->generated_tokens();
+      r.step_s.insert(r.step_s.end(), out->step_s.begin(), out->step_s.end());
+      for (const auto& q : out->requests) {
+        r.ttft_s.push_back(q.ttft_s);
+        r.tpot_s.push_back(q.tpot_s());
+        r.latency_s.push_back(q.latency_s);
+      }
+    }
+    sampler.stop();
+    r.samples = sampler.recording();
+    r.memory_energy = metrics::summarize_samples(r.samples);
+    double total = 0;
+    for (double t : r.total_s) total += t;
+    r.it_tokens_per_second = static_cast<double>(r.generated_tokens) / total;
+    const metrics::Summary steps = metrics::summarize(r.step_s);
+    if (steps.n > 0) {
+      r.decode_tokens_per_second = static_cast<double>(B) / steps.mean;
+      // Mean context over the decode steps: prompt + (gen_len) / 2 cached per row.
+      const double mean_ctx = static_cast<double>(config.prompt_len) + static_cast<double>(config.gen_len) / 2.0;
+      r.decode_bytes_per_step = static_cast<double>(report.weight_bytes) +
+                                static_cast<double>(B) * (mean_ctx + 1.0) * static_cast<double>(kv_per_token);
+      r.decode_gbps = r.decode_bytes_per_step / steps.median / 1e9;
+      if (report.datasheet_memory_gbps) r.hbm_fraction = r.decode_gbps / *report.datasheet_memory_gbps;
+    }
+    if (r.memory_energy.energy_j && r.generated_tokens > 0) {
+      r.j_per_token = *r.memory_energy.energy_j / static_cast<double>(r.generated_tokens);
+    }
+    report.batches.push_back(std::move(r));
+  }
+  return report;
+}
+
+nlohmann::json to_json(const InferBenchConfig& c) {
+  return {{"batch_sizes", c.batch_sizes}, {"prompt_len", c.prompt_len}, {"gen_len", c.gen_len},
+          {"repetitions", c.repetitions}, {"warmup", c.warmup},         {"seed", c.seed},
+          {"use_graph", c.use_graph},
+          {"sampling", "greedy"},         {"stop_tokens", "ignored (exactly gen_len new tokens)"}};
+}
+
+nlohmann::json to_json(const InferBenchReport& report) {
+  nlohmann::json batches = nlohmann::json::array();
+  for (const InferBatchResult& r : report.batches) {
+    nlohmann::json j = {
+        {"batch", r.batch},
+        {"it_tokens_per_second", r.it_tokens_per_second},
+        {"decode_tokens_per_second", r.decode_tokens_per_second},
+        {"generated_tokens", r.generated_tokens},
+        {"ttft_s", metrics::to_json(metrics::summarize(r.ttft_s))},
+        {"tpot_s", metrics::to_json(metrics::summarize(r.tpot_s))},
+        {"latency_s", metrics::to_json(metrics::summarize(r.latency_s))},
+        {"step_s", metrics::to_json(metrics::summarize(r.step_s))},
+        {"kv_cache_bytes", r.cache_bytes},
+        {"graph_note", r.graph_note},
+        {"decode_bytes_per_step", r.decode_bytes_per_step},
+        {"decode_gbps", r.decode_gbps},
+        {"memory_energy", metrics::to_json(r.memory_energy)},
+        {"raw", {{"total_s", r.total_s}, {"ttft_s", r.ttft_s}, {"tpot_s", r.tpot_s},
+                 {"latency_s", r.latency_s}, {"step_s", r.step_s}, {"samples", metrics::to_json(r.samples)}}},
+    };
+    if (r.hbm_fraction) {
+      j["hbm_fraction"] = *r.hbm_fraction;
+    } else {
+      j["hbm_fraction"] = nullptr;
+      j["hbm_fraction_unavailable_reason"] =
+          report.datasheet_memory_gbps ? "no decode steps" : "no datasheet bandwidth for this device";
+    }
+    if (r.j_per_token) {
+      j["j_per_token"] = *r.j_per_token;
+    } else {
+      j["j_per_token"] = nullptr;
+      const auto it = r.memory_energy.unavailable_reasons.find("energy_j");
+      j["j_per_token_unavailable_reason"] =
+          it != r.memory_energy.unavailable_reasons.end() ? it->second : "no energy counter";
+    }
+    batches.push_back(std::move(j));
+  }
+  nlohmann::json out = {{"weight_bytes_per_step", report.weight_bytes}, {"batches", batches}};
+  if (!report.device_name.empty()) out["device_name"] = report.device_name;
+  if (report.datasheet_memory_gbps) {
+    out["datasheet_memory_gbps"] = *report.datasheet_memory_gbps;
+  } else {
+    out["datasheet_memory_gbps"] = nullptr;
+  }
+  return out;
+}
+
+}  // namespace el::infer

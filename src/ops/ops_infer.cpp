@@ -1,0 +1,154 @@
+// ops_infer.cpp — inference-only ops: the KV cache, per-row rotary offsets,
+// greedy argmax and the weight-only quantized linear. None records a
+// backward (generation and post-training quantization never differentiate);
+// an input that requires grad is a caller bug.
+#include <cmath>
+
+#include "ops/ops.h"
+#include "ops/ops_common.h"
+
+namespace el::ops {
+
+using detail::check_dtype;
+using detail::check_float;
+using detail::check_same_device;
+using detail::check_same_dtype;
+using detail::desc;
+
+namespace {
+
+void check_positions(const char* op, const Tensor& positions, int64_t batch, const Tensor& like) {
+  check_dtype(op, "positions", positions, DType::i32);
+  check_same_device(op, "positions", positions, "input", like);
+  EL_ENSURE(positions.ndim() == 1 && positions.dim(0) == batch,
+            "ops::{}: positions {} does not match batch {} (expected [{}])", op, desc(positions),
+            batch, batch);
+}
+
+void check_inv_freq(const char* op, const Tensor& inv_freq, const Tensor& x, int64_t d) {
+  if (!inv_freq.defined()) return;
+  check_dtype(op, "inv_freq", inv_freq, DType::f32);
+  check_same_device(op, "inv_freq", inv_freq, "input", x);
+  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
+            "ops::{}: inv_freq {} does not match head dim {}", op, desc(inv_freq), d);
+}
+
+void check_no_grad(const char* op, const Tensor& t) {
+  EL_ENSURE(!t.requires_grad(), "ops::{}: inference op called on a tensor that requires grad", op);
+}
+
+}  // namespace
+
+Tensor rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions) {
+  check_float("rope_at", "x", x);
+  check_no_grad("rope_at", x);
+  EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0, "ops::rope_at: x is {}, expected [B, T, H, D]",
+            desc(x));
+  check_inv_freq("rope_at", inv_freq, x, x.dim(3));
+  check_positions("rope_at", positions, x.dim(0), x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  backend_for(x.device()).rope_at(x, inv_freq, positions, y);
+  return y;
+}
+
+QKV split_qkv_rope_at(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
+                      const Tensor& inv_freq, const Tensor& positions) {
+  check_float("split_qkv_rope_at", "packed", packed);
+  check_no_grad("split_qkv_rope_at", packed);
+  const int64_t heads = n_head + 2 * n_kv_head;
+  EL_ENSURE(n_head > 0 && n_kv_head > 0 && packed.ndim() == 3 && packed.dim(2) % heads == 0 &&
+                (packed.dim(2) / heads) % 2 == 0,
+            "ops::split_qkv_rope_at: packed is {}, expected [B, T, (H + 2 Hkv) * D]", desc(packed));
+  const int64_t b = packed.dim(0), t = packed.dim(1), d = packed.dim(2) / heads;
+  check_inv_freq("split_qkv_rope_at", inv_freq, packed, d);
+  check_positions("split_qkv_rope_at", positions, b, packed);
+  const Device dev = packed.device();
+  QKV out{Tensor::empty({b, t, n_head, d}, packed.dtype(), dev),
+          Tensor::empty({b, t, n_kv_head, d}, packed.dtype(), dev),
+          Tensor::empty({b, t, n_kv_head, d}, packed.dtype(), dev)};
+  backend_for(dev).split_qkv_rope_at(packed.view({b, t, heads, d}), inv_freq, positions, out.q,
+                                     out.k, out.v);
+  return out;
+}
+
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache) {
+  check_float("kv_cache_write", "k", k);
+  check_same_dtype("kv_cache_write", "k", k, "v", v);
+  check_float("kv_cache_write", "k_cache", k_cache);
+  check_same_dtype("kv_cache_write", "k_cache", k_cache, "v_cache", v_cache);
+  check_same_device("kv_cache_write", "k", k, "k_cache", k_cache);
+  EL_ENSURE(k.ndim() == 4 && k.shape() == v.shape() && k_cache.ndim() == 4 &&
+                k_cache.shape() == v_cache.shape() && k.dim(0) == k_cache.dim(0) &&
+                k.dim(2) == k_cache.dim(2) && k.dim(3) == k_cache.dim(3) &&
+                k.dim(1) <= k_cache.dim(1),
+            "ops::kv_cache_write: k {} / v {} do not fit cache {} / {} (expected [B, T, Hkv, D] "
+            "into [B, Smax, Hkv, D])",
+            desc(k), desc(v), desc(k_cache), desc(v_cache));
+  check_positions("kv_cache_write", positions, k.dim(0), k);
+  backend_for(k.device()).kv_cache_write(k, v, positions, k_cache, v_cache);
+}
+
+Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& positions, float scale) {
+  check_float("attention_cached", "q", q);
+  check_no_grad("attention_cached", q);
+  check_same_dtype("attention_cached", "k_cache", k_cache, "v_cache", v_cache);
+  check_same_device("attention_cached", "q", q, "k_cache", k_cache);
+  EL_ENSURE(q.ndim() == 4 && k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() &&
+                q.dim(0) == k_cache.dim(0) && q.dim(3) == k_cache.dim(3) &&
+                q.dim(2) % k_cache.dim(2) == 0,
+            "ops::attention_cached: q {} and cache {} do not match (expected q [B, T, H, D], "
+            "cache [B, Smax, Hkv, D], H % Hkv == 0)",
+            desc(q), desc(k_cache));
+  check_positions("attention_cached", positions, q.dim(0), q);
+  if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(q.dim(3)));
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  backend_for(q.device()).attention_cached(q, k_cache, v_cache, positions, scale, out);
+  return out;
+}
+
+Tensor argmax_rows(const Tensor& x) {
+  check_float("argmax_rows", "x", x);
+  EL_ENSURE(x.ndim() >= 1 && x.dim(-1) > 0, "ops::argmax_rows: x is {}", desc(x));
+  const int64_t rows = x.numel() / x.dim(-1);
+  Tensor out = Tensor::empty({rows}, DType::i32, x.device());
+  backend_for(x.device()).argmax_rows(x, out);
+  return out;
+}
+
+void increment_i32(Tensor& x, int32_t delta) {
+  check_dtype("increment_i32", "x", x, DType::i32);
+  backend_for(x.device()).increment_i32(x, delta);
+}
+
+Tensor quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
+  check_float("quant_linear", "x", x);
+  check_no_grad("quant_linear", x);
+  EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.in_features,
+            "ops::quant_linear: x {} does not match the weight's {} inputs", desc(x),
+            w.in_features);
+  EL_ENSURE((w.bits == 4 || w.bits == 8) && w.group_size > 0 &&
+                w.in_features % w.group_size == 0 && (w.bits == 8 || w.group_size % 2 == 0) &&
+                w.qweight.dtype() == DType::u8 &&
+                w.qweight.numel() == w.out_features * w.in_features * w.bits / 8 &&
+                w.scales.dtype() == DType::f16 &&
+                w.scales.numel() == w.out_features * w.groups_per_row() &&
+                (w.symmetric || (w.zeros.defined() && w.zeros.numel() == w.scales.numel())),
+            "ops::quant_linear: malformed quantized weight (bits {}, group {}, [{}, {}])", w.bits,
+            w.group_size, w.out_features, w.in_features);
+  check_same_device("quant_linear", "x", x, "qweight", w.qweight);
+  Shape shape = x.shape();
+  shape.back() = w.out_features;
+  Tensor y = Tensor::empty(shape, x.dtype(), x.device());
+  Tensor b = bias;
+  if (b.defined() && b.dtype() != x.dtype()) {
+    b = Tensor::empty(bias.shape(), x.dtype(), x.device());
+    backend_for(x.device()).copy(bias, b);
+  }
+  backend_for(x.device()).quant_matmul(x.view({x.numel() / w.in_features, w.in_features}), w, b,
+                                       y);
+  return y;
+}
+
+}  // namespace el::ops
