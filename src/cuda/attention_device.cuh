@@ -92,26 +92,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 // ---- cp.async ----------------------------------------------------------------------
-// 16 bytes global -> shared; with pred false the destination is zero-filled
-// and nothing is read (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool pred) {
-  const int n = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n)
-               : "memory");
-}
 __device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool pred) {
   const int n = pred ? 4 : 0;
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n)
                : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 // ---- swizzled tiles ------------------------------------------------------------------
 // A tile of 16-bit elements with kCols columns per row (a multiple of 8)
 // stores the 16-byte chunk c of row r at chunk c ^ (r & mask): the 8 rows that

@@ -170,6 +170,22 @@ __device__ __forceinline__ void report_device_error(DeviceErrorRecord* rec, int 
   }
 }
 
+// ---- cp.async (sm_80+), shared by the attention and quantized-matmul kernels ----------
+// 16 bytes global -> shared; with pred false the destination is zero-filled
+// and nothing is read (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool pred) {
+  const int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 }  // namespace el::cuda
 
 // EL_DISPATCH_FLOAT(dtype, T, body): runs body with T bound to the storage type

@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       const int t = row / a.G;
       const T* src =
           ok ? q + (static_cast<long long>(t) * a.H + kvh * a.G + (row - t * a.G)) * D + c * 8 : q;
-      attn::cp_async16(attn::smem_addr(sQ + attn::swz<D>(r, c * 8)), src, ok);
+      cp_async16(attn::smem_addr(sQ + attn::swz<D>(r, c * 8)), src, ok);
     }
   }
   if (n_tiles > 0) {
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     attn::load_tile<kBN, D, kThreads>(sK, kg + n0 * kv_stride, kv_stride, n_end - n0, tid);
     attn::load_tile<kBN, D, kThreads>(sV, vg + n0 * kv_stride, kv_stride, n_end - n0, tid);
   }
-  attn::cp_async_commit();
+  cp_async_commit();
 
   // This warp: rows [row_base, +16) of the block, keys [ks * kBNW, +kBNW) of each tile.
   const int rt = warp % kRT, ks = warp / kRT;
@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   for (int it = 0; it < n_tiles; ++it) {
     const int cur = it & 1;
     const int n0 = (tile0 + it) * kBN;
-    attn::cp_async_wait<0>();
+    cp_async_wait<0>();
     __syncthreads();  // tile `it` landed; everyone is done with buffer cur ^ 1
     if (it == 0) {
       const attn::LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       attn::load_tile<kBN, D, kThreads>(sV + (cur ^ 1) * kBN * D, vg + n1 * kv_stride, kv_stride,
                                         n_end - n1, tid);
     }
-    attn::cp_async_commit();
+    cp_async_commit();
     const int nw = n0 + ks * kBNW;  // this warp's first key in the tile
     if (!active || nw > lim_hi) continue;
     const uint32_t stage = cur * kBN * D * sizeof(T);
@@ -382,7 +382,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       }
     }
   }
-  attn::cp_async_wait<0>();
+  cp_async_wait<0>();
   __syncthreads();  // K/V buffers free: reused below as f32 staging
 
   // Every warp stages its (m, l, O) for its 16 rows; then the block merges the

@@ -104,19 +104,10 @@ __device__ __forceinline__ void lds16(const void* p, uint32_t (&r)[4]) {
   r[3] = v.w;
 }
 
-// cp.async of 16 bytes; when !pred nothing is read and the destination is zeroed.
+// cp.async of 16 bytes to a generic shared pointer (cuda_common.cuh's takes
+// the shared-window address); when !pred nothing is read and the destination is zeroed.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const int n = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+  el::cuda::cp_async16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, pred);
 }
 
 // d += a b for a 16x16 A (4 regs), 16x8 B (2 regs), f32 accumulators.

@@ -11,6 +11,7 @@
 
 #include "io/atomic_file.h"
 #include "io/file_util.h"
+#include "io/suggest.h"
 
 namespace el::data {
 namespace {
@@ -18,23 +19,10 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string describe_keys(const json& obj) {
-  std::string keys;
-  int n = 0;
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    if (n++ == 8) {
-      keys += ", ...";
-      break;
-    }
-    keys += (keys.empty() ? "'" : ", '") + it.key() + "'";
-  }
-  return keys.empty() ? "none" : keys;
-}
-
 Result<std::string> get_string(const json& obj, const char* key, const std::string& where) {
   const auto it = obj.find(key);
   if (it == obj.end())
-    return make_error(fmt::format("missing key '{}' (keys present: {})", key, describe_keys(obj)),
+    return make_error(fmt::format("missing key '{}' (keys present: {})", key, io::json_keys_list(obj)),
                       where);
   if (!it->is_string())
     return make_error(fmt::format("key '{}' is a {}, expected a string", key, it->type_name()),
@@ -47,7 +35,7 @@ Result<std::vector<std::string>> get_choices(const json& obj, const char* key,
                                              const ChoiceReadOptions& o) {
   const auto it = obj.find(key);
   if (it == obj.end())
-    return make_error(fmt::format("missing key '{}' (keys present: {})", key, describe_keys(obj)),
+    return make_error(fmt::format("missing key '{}' (keys present: {})", key, io::json_keys_list(obj)),
                       where);
   if (!it->is_array())
     return make_error(
@@ -80,7 +68,7 @@ Result<int> get_gold(const json& obj, const char* key, const std::string& where,
                      bool letters) {
   const auto it = obj.find(key);
   if (it == obj.end())
-    return make_error(fmt::format("missing key '{}' (keys present: {})", key, describe_keys(obj)),
+    return make_error(fmt::format("missing key '{}' (keys present: {})", key, io::json_keys_list(obj)),
                       where);
   int64_t gold = -1;
   const std::string expected = letters ? "an integer, a digit string or a letter \"A\"..\"Z\""
@@ -208,7 +196,7 @@ Result<ChoiceItem> parse_choice_item(std::string_view line, const std::string& w
     EL_TRY_ASSIGN(item.gold, get_gold(v, "gold", where, item.choices.size(), false));
   } else {
     return make_error(
-        fmt::format("no context key (keys present: {})", describe_keys(v)), where,
+        fmt::format("no context key (keys present: {})", io::json_keys_list(v)), where,
         "expected {\"ctx\", \"endings\", \"label\"} (HellaSwag), {\"question\", \"choices\", "
         "\"answer\"} (MMLU) or {\"context\" or \"query\", \"choices\", \"gold\"}");
   }

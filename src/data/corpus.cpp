@@ -11,6 +11,7 @@
 #include <set>
 
 #include "io/file_util.h"
+#include "io/suggest.h"
 
 namespace el::data {
 namespace fs = std::filesystem;
@@ -41,19 +42,6 @@ bool is_hidden(const fs::path& p) {
   return !name.empty() && name[0] == '.';
 }
 
-std::string describe_keys(const json& obj) {
-  std::string keys;
-  int n = 0;
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    if (n++ == 8) {
-      keys += ", ...";
-      break;
-    }
-    keys += (keys.empty() ? "'" : ", '") + it.key() + "'";
-  }
-  return keys.empty() ? "none" : keys;
-}
-
 // The document text of one JSON value (a string, or an object holding
 // `key`); `where` is "file:line" or "file: element i".
 Result<std::string> json_document(const json& v, const std::string& key, const std::string& where,
@@ -65,7 +53,7 @@ Result<std::string> json_document(const json& v, const std::string& key, const s
                       where);
   auto it = v.find(key);
   if (it == v.end())
-    return make_error(fmt::format("no key '{}' (keys present: {})", key, describe_keys(v)), where,
+    return make_error(fmt::format("no key '{}' (keys present: {})", key, io::json_keys_list(v)), where,
                       "choose the key holding the text with --text-key");
   if (!it->is_string())
     return make_error(fmt::format("key '{}' is a {}, expected a string", key, it->type_name()),

@@ -1,5 +1,7 @@
 #include "io/suggest.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 
 namespace el::io {
@@ -50,6 +52,19 @@ std::string quoted_list(const std::vector<std::string>& items) {
     out += "'" + items[i] + "'";
   }
   return out;
+}
+
+std::string json_keys_list(const nlohmann::json& obj) {
+  std::string keys;
+  int n = 0;
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    if (n++ == 8) {
+      keys += ", ...";
+      break;
+    }
+    keys += (keys.empty() ? "'" : ", '") + it.key() + "'";
+  }
+  return keys.empty() ? "none" : keys;
 }
 
 }  // namespace el::io

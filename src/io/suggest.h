@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace el::io {
 
 // Levenshtein distance (insertions, deletions, substitutions) that also counts
@@ -26,5 +28,9 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string>& 
 
 // "'a', 'b', 'c'" — for "allowed values are ..." messages.
 std::string quoted_list(const std::vector<std::string>& items);
+
+// The keys of a JSON object as "'a', 'b', ..." (the first 8, then "...";
+// "none" for no keys): for "missing key 'x' (keys present: ...)" messages.
+std::string json_keys_list(const nlohmann::json& obj);
 
 }  // namespace el::io

@@ -32,6 +32,9 @@ Tensor linear_stacked(const Tensor& x, const std::vector<Tensor>& weights,
 // with one column count (1-D: any length), and each starts where the previous
 // ends in the same storage.
 bool rows_are_stacked(const std::vector<Tensor>& parts);
+// One tensor over parts that rows_are_stacked: the first part's storage as
+// [sum of rows, cols] (or [sum] for 1-D parts). No copy, no autograd.
+Tensor stacked_view(const std::vector<Tensor>& parts);
 
 // out[B, T, C] = table[ids[B, T]] ; ids i32; out has the table's dtype.
 Tensor embedding(const Tensor& ids, const Tensor& table);

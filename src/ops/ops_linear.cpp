@@ -109,7 +109,8 @@ void check_linear_args(const Tensor& x, const Tensor& w, const Tensor& bias) {
   }
 }
 
-// One tensor over the stacked parts' storage: [sum of rows, cols] (or [sum]).
+}  // namespace
+
 Tensor stacked_view(const std::vector<Tensor>& parts) {
   auto impl = std::make_shared<TensorImpl>();
   const TensorImpl& first = *parts.front().impl();
@@ -127,8 +128,6 @@ Tensor stacked_view(const std::vector<Tensor>& parts) {
   }
   return Tensor(impl);
 }
-
-}  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, float alpha) {
   check_linear_args(x, w, bias);

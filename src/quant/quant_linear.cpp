@@ -3,29 +3,6 @@
 #include "ops/ops.h"
 
 namespace el::quant {
-namespace {
-
-// One tensor over consecutive row blocks of one buffer (rows_are_stacked
-// holds): the first block's storage and offset, the rows of all.
-Tensor stacked_view(const std::vector<Tensor>& parts) {
-  const TensorImpl& first = *parts.front().impl();
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = first.storage;
-  impl->offset_bytes = first.offset_bytes;
-  impl->dtype = first.dtype;
-  int64_t rows = 0;
-  for (const Tensor& p : parts) rows += p.dim(0);
-  if (first.shape.size() == 2) {
-    impl->shape = {rows, first.shape[1]};
-    impl->strides = {first.shape[1], 1};
-  } else {
-    impl->shape = {rows};
-    impl->strides = {1};
-  }
-  return Tensor(impl);
-}
-
-}  // namespace
 
 QuantLinear::QuantLinear(QuantizedWeight weight, Tensor bias)
     : weight_(std::move(weight)), bias_(std::move(bias)) {
@@ -64,10 +41,10 @@ Tensor QuantLinear::forward_stacked(const Tensor& x,
   }
   QuantizedWeight all = weight_;
   all.out_features = rows;
-  all.qweight = stacked_view(qw);
-  all.scales = stacked_view(sc);
-  if (!zs.empty()) all.zeros = stacked_view(zs);
-  return ops::quant_linear(x, all, bs.empty() ? Tensor() : stacked_view(bs));
+  all.qweight = ops::stacked_view(qw);
+  all.scales = ops::stacked_view(sc);
+  if (!zs.empty()) all.zeros = ops::stacked_view(zs);
+  return ops::quant_linear(x, all, bs.empty() ? Tensor() : ops::stacked_view(bs));
 }
 
 void QuantLinear::collect_parameters(const std::string& prefix, ParameterList& out) const {
