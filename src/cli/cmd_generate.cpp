@@ -189,6 +189,10 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->add_option("--seed", a->gen.sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", a->stop, "Extra stop token strings (the tokenizer's EOS always stops)");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Always generate --max-new-tokens tokens");
+  cmd->add_option("--profile-step", a->gen.profile_step,
+                  "bracket this decode step (1-based) for a profiler started with capture off "
+                  "(ncu --profile-from-start off); not with --bench")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-graph", [a](int64_t) { a->gen.use_graph = false; a->exp.bench.use_graph = false; },
                 "Launch every decode step's kernels one by one (no CUDA graph replay)");
   cmd->add_option("--device", a->device, "cpu | cuda[:N]")->capture_default_str();

@@ -135,6 +135,14 @@ class CpuBackend final : public Backend {
     cpu::split_qkv_rope_at(s.in(packed), s.in(inv_freq), positions, s.out(q), s.out(k), s.out(v));
     s.commit();
   }
+  // The reference is the composition the fused CUDA kernel replaces.
+  void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                            Tensor& q, Tensor& k_cache, Tensor& v_cache) override {
+    const Shape ks{q.dim(0), q.dim(1), k_cache.dim(2), q.dim(3)};
+    Tensor k = Tensor::empty(ks, packed.dtype()), v = Tensor::empty(ks, packed.dtype());
+    split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
+    kv_cache_write(k, v, positions, k_cache, v_cache);
+  }
   void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
                Tensor& y) override {
     F32Stage s;

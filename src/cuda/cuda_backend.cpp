@@ -9,9 +9,11 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string_view>
 
 #include "cuda/attention.cuh"
 #include "cuda/cuda_allocator.h"
@@ -200,6 +202,10 @@ class CudaBackend final : public Backend {
                          Tensor& q, Tensor& k, Tensor& v) override {
     cuda::split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
   }
+  void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                            Tensor& q, Tensor& k_cache, Tensor& v_cache) override {
+    cuda::qkv_rope_cache_write(packed, inv_freq, positions, q, k_cache, v_cache);
+  }
   void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
                Tensor& y) override {
     cuda::rope_at(x, inv_freq, positions, y);
@@ -381,12 +387,18 @@ Status create_context(int device) {
   auto* c = new Context();
   c->device = device;
   EL_CUDA_TRY(cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device));
+  int cc_major = 0;
+  EL_CUDA_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
+  const char* pdl_env = std::getenv("EL_PDL");
+  c->pdl = cc_major >= 9 && !(pdl_env != nullptr && std::string_view(pdl_env) == "0");
   EL_CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   if (const cublasStatus_t st = cublasLtCreate(&c->lt); st != CUBLAS_STATUS_SUCCESS) {
     return cublas_error(st, "cublasLtCreate", __FILE__, __LINE__);
   }
   EL_CUDA_TRY(cudaMalloc(&c->reduce_scratch, sizeof(double) * (kReduceSlots + 1)));
   EL_CUDA_TRY(cudaMalloc(&c->flag, sizeof(int)));
+  EL_CUDA_TRY(cudaMalloc(&c->counters, sizeof(int) * kCounterSlots));
+  EL_CUDA_TRY(cudaMemset(c->counters, 0, sizeof(int) * kCounterSlots));
   EL_CUDA_TRY(cudaMalloc(&c->dev_error, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMemset(c->dev_error, 0, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMallocHost(&c->host_error, sizeof(DeviceErrorRecord)));
@@ -509,6 +521,12 @@ void expect_cuda_dtype(const Tensor& t, DType want, const char* what) {
   expect_cuda(t, what);
   EL_ENSURE(t.dtype() == want, "cuda {}: dtype {} {}, expected {}", what, dtype_name(t.dtype()),
             shape_str(t.shape()), dtype_name(want));
+}
+
+void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
+  expect_cuda_dtype(positions, DType::i32, what);
+  EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,
+                 positions.numel(), batch);
 }
 
 // ---- registration -----------------------------------------------------------------

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "core/dtype.h"
 #include "cuda/cuda_check.h"
@@ -170,6 +171,12 @@ __device__ __forceinline__ void report_device_error(DeviceErrorRecord* rec, int 
   }
 }
 
+// N consecutive elements of T moved as one aligned access.
+template <class T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
 // ---- cp.async (sm_80+), shared by the attention and quantized-matmul kernels ----------
 // 16 bytes global -> shared; with pred false the destination is zero-filled
 // and nothing is read (src must still be a valid address).
@@ -184,6 +191,68 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// ---- programmatic dependent launch (sm_90+) ----------------------------------------
+// A kernel launched by launch_kernel() with ctx().pdl set may be scheduled
+// while the kernel before it in the stream is still running. The contract
+// every such kernel keeps: pdl_wait() (all prerequisite grids complete, their
+// writes visible) before it reads anything an earlier kernel wrote and before
+// it writes global memory, in every thread that does either; pdl_trigger()
+// right after the wait lets the next kernel launch. Triggering only after the
+// wait keeps the look-ahead at one kernel, and since every kernel waits, the
+// completion of kernel n implies that of all before it. Without the launch
+// attribute (EL_PDL=0, older GPUs) both are no-ops.
+// What may go before the wait: reads of memory no kernel in flight writes,
+// and L2 prefetches of any memory (prefetch_l2: L2 is the point of coherence,
+// so a prefetched line never hides a later write; the loads after the wait
+// just find the bytes close).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Asynchronous prefetch of [p, p + bytes) into L2; p 16-byte aligned, bytes a
+// multiple of 16 (the TMA bulk prefetch).
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+// The 16-byte aligned part of [p, p + bytes) into L2 (nothing when it is empty).
+__device__ __forceinline__ void prefetch_l2_span(const void* p, int64_t bytes) {
+  const auto lo = (reinterpret_cast<uintptr_t>(p) + 15) & ~uintptr_t{15};
+  const auto hi = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~uintptr_t{15};
+  for (uintptr_t a = lo; a < hi; a += uintptr_t{1} << 30) {  // the size operand is 32-bit
+    const uintptr_t n = hi - a < (uintptr_t{1} << 30) ? hi - a : (uintptr_t{1} << 30);
+    prefetch_l2(reinterpret_cast<const void*>(a), static_cast<uint32_t>(n));
+  }
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with the programmatic
+// stream serialization attribute when ctx().pdl is set; the kernel must keep
+// the pdl_wait() contract above.
+template <class... KernelArgs, class... Args>
+void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = ctx().pdl ? 1 : 0;
+  // Errors surface through EL_CUDA_CHECK_LAUNCH (cudaGetLastError) as with <<<>>>.
+  (void)cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace el::cuda

@@ -45,12 +45,20 @@ struct DeviceErrorRecord {
 struct Context {
   int device = -1;
   int sm_count = 1;
+  // Programmatic dependent launch (sm_90+, on unless EL_PDL=0): kernels
+  // launched through launch_kernel() may start while the one before them
+  // finishes (cuda_common.cuh, "programmatic dependent launch").
+  bool pdl = false;
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;  // cuBLASLt workspace (from the caching allocator)
   size_t workspace_bytes = 0;
   double* reduce_scratch = nullptr;         // [kReduceSlots + 1] doubles: block partials + result
   int* flag = nullptr;                      // one int for all_finite
+  // kCounterSlots ints, zero between kernels: a kernel whose last block
+  // finishes the work of the others (attention_cached's chunk merge) counts
+  // arrivals here and sets its counters back to zero before it exits.
+  int* counters = nullptr;
   DeviceErrorRecord* dev_error = nullptr;   // device memory
   DeviceErrorRecord* host_error = nullptr;  // pinned host mirror
   double* host_scalar = nullptr;            // pinned, for reduction results
@@ -58,6 +66,7 @@ struct Context {
 };
 
 inline constexpr int kReduceSlots = 2048;  // max blocks of a reduction kernel
+inline constexpr int kCounterSlots = 1 << 16;
 
 // The registered context; throws el::Exception when register_backend() has
 // not succeeded. Also makes the context's device current on the calling thread.
@@ -75,6 +84,8 @@ std::string device_error_message(const DeviceErrorRecord& rec);
 void expect_cuda(const Tensor& t, const char* what);
 void expect_cuda_float(const Tensor& t, const char* what);
 void expect_cuda_dtype(const Tensor& t, DType want, const char* what);
+// i32 positions [batch] on the device (the KV-cache ops, ops/backend.h).
+void expect_positions(const Tensor& positions, int64_t batch, const char* what);
 // for (const Tensor* t : TensorPtrs{&a, &b}) expect_cuda_float(*t, "op");
 using TensorPtrs = std::initializer_list<const Tensor*>;
 

@@ -379,6 +379,8 @@ __global__ void swiglu_packed_kernel(const T* __restrict__ gu, const T* __restri
                                      T* __restrict__ out, int64_t rows, int64_t f) {
   struct alignas(sizeof(T) * V) P { T v[V]; };
   const int64_t vf = f / V;  // vectors per row of F
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   for (int64_t r = int64_t{blockIdx.x} * blockDim.y + threadIdx.y; r < rows;
        r += int64_t{gridDim.x} * blockDim.y) {
     for (int64_t cv = threadIdx.x; cv < vf; cv += blockDim.x) {
@@ -437,11 +439,11 @@ void launch_swiglu_packed(const char* what, const Tensor& gate_up, const Tensor*
     const dim3 block = row_block(vec ? f / V : f, kThreads);
     const int grid = grid_for((rows + block.y - 1) / block.y * kThreads, kThreads);
     if (vec) {
-      swiglu_packed_kernel<T, V, kBackward><<<grid, block, 0, s>>>(gate_up.data<T>(), dy,
-                                                                   out.data<T>(), rows, f);
+      launch_kernel(swiglu_packed_kernel<T, V, kBackward>, grid, block, 0, s, gate_up.data<T>(),
+                    dy, out.data<T>(), rows, f);
     } else {
-      swiglu_packed_kernel<T, 1, kBackward><<<grid, block, 0, s>>>(gate_up.data<T>(), dy,
-                                                                   out.data<T>(), rows, f);
+      launch_kernel(swiglu_packed_kernel<T, 1, kBackward>, grid, block, 0, s, gate_up.data<T>(),
+                    dy, out.data<T>(), rows, f);
     }
   });
   EL_CUDA_CHECK_LAUNCH("swiglu_packed_kernel");

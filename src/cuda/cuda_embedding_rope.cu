@@ -38,17 +38,14 @@ namespace {
 
 constexpr int kRowThreads = 128;
 
-// N consecutive elements of T moved as one aligned access.
-template <class T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
 
 // out[row, :] = table[ids[row], :]; one block per row (grid.x) and column chunk.
 template <class TT, class TO>
 __global__ void embedding_forward_kernel(const int32_t* __restrict__ ids,
                                          const TT* __restrict__ table, TO* __restrict__ out,
                                          int64_t c, int32_t v, DeviceErrorRecord* err) {
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   const int32_t id = ids[row];
   const bool ok = id >= 0 && id < v;
@@ -239,6 +236,8 @@ struct RopeArgs {
 template <class TX, class TY, int V, bool kTable, bool kPacked>
 __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* y, RopeArgs a) {
   extern __shared__ float2 cs_table[];  // [per_block, half]: (cos, sign * sin)
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   const int64_t p0 = int64_t{blockIdx.x} * a.per_block;
   const int npos = static_cast<int>(min(int64_t{a.per_block}, a.npos - p0));
   const int items = npos * a.ipp;
@@ -328,9 +327,9 @@ void launch_rope(const void* x, void* y, const RopeArgs& a, cudaStream_t s) {
   TY* py = static_cast<TY*>(y);
   if (a.table) {
     const size_t smem = size_t{sizeof(float2)} * a.per_block * a.half;
-    rope_kernel<TX, TY, V, true, kPacked><<<blocks, kRopeThreads, smem, s>>>(px, py, a);
+    launch_kernel(rope_kernel<TX, TY, V, true, kPacked>, blocks, kRopeThreads, smem, s, px, py, a);
   } else if constexpr (V == 1) {
-    rope_kernel<TX, TY, 1, false, kPacked><<<blocks, kRopeThreads, 0, s>>>(px, py, a);
+    launch_kernel(rope_kernel<TX, TY, 1, false, kPacked>, blocks, kRopeThreads, 0, s, px, py, a);
   } else {
     EL_CUDA_ENSURE(false, "cuda rope: vector path without a cos/sin table");
   }
@@ -493,9 +492,9 @@ void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
   Context& cx = ctx();
   EL_DISPATCH_FLOAT(table.dtype(), TT, {
     EL_DISPATCH_FLOAT(out.dtype(), TO, {
-      embedding_forward_kernel<TT, TO><<<static_cast<unsigned>(n), kRowThreads, 0, cx.stream>>>(
-          ids.data<int32_t>(), table.data<TT>(), out.data<TO>(), c, static_cast<int32_t>(v),
-          cx.dev_error);
+      launch_kernel(embedding_forward_kernel<TT, TO>, static_cast<unsigned>(n), kRowThreads, 0,
+                    cx.stream, ids.data<int32_t>(), table.data<TT>(), out.data<TO>(), c,
+                    static_cast<int32_t>(v), cx.dev_error);
     });
   });
   EL_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
@@ -664,15 +663,6 @@ void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
 
 // ---- per-row offsets (inference with a KV cache): the kernels above with
 // positions[b] read on the device instead of a host pos_offset.
-namespace {
-
-void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
-  expect_cuda_dtype(positions, DType::i32, what);
-  EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,
-                 positions.numel(), batch);
-}
-
-}  // namespace
 
 void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y) {
   expect_cuda_float(x, "rope_at (x)");

@@ -1,6 +1,6 @@
-// cuda_infer.cu — the kernels of a KV-cached decode step: cache writes at
-// per-row positions, attention over the cache (flash-decoding), greedy argmax
-// and the positions increment. (The per-row rotary offsets, rope_at and
+// cuda_infer.cu — the kernels of a KV-cached decode step: attention over the
+// cache (flash-decoding), greedy argmax and the positions increment. (Cache
+// writes are in cuda_kv_cache.cu; the per-row rotary offsets, rope_at and
 // split_qkv_rope_at, share the RoPE kernel in cuda_embedding_rope.cu.)
 //
 // Nothing here waits for the GPU or reads positions on the host: a step's
@@ -17,9 +17,11 @@
 // (positions live on the device); a block whose chunk starts past the keys
 // its rows see (positions[b] + t + 1) exits at once. Each block writes its
 // chunk's output normalised by its own softmax sum and the chunk's base-2
-// log-sum-exp into f32 scratch; a combine kernel adds the chunks of each
-// query row weighted by 2^(lse_c - max) in chunk order (deterministic). With
-// a single chunk the block writes `out` itself.
+// log-sum-exp into f32 scratch; the chunks of each query row are then added
+// weighted by 2^(lse_c - max) in chunk order (deterministic), on the
+// tensor-core path by the last block of the row tile to finish (arrival
+// counters in ctx().counters: no second launch), else by a combine kernel.
+// With a single chunk the block writes `out` itself.
 //  * Tensor-core path (q, caches and out of one dtype, bf16/f16, D 64/128):
 //    the scheme of attention_fwd.cu — mma.sync m16n8k16 with f32
 //    accumulators, K/V tiles double-buffered through swizzled shared memory
@@ -42,60 +44,8 @@
 namespace el::cuda {
 namespace {
 
-// N consecutive elements of T moved as one aligned access.
-template <class T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
 
-void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
-  expect_cuda_dtype(positions, DType::i32, what);
-  EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,
-                 positions.numel(), batch);
-}
 
-bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-// ---- kv_cache_write ----------------------------------------------------------------
-// Block (row b * T + t, y: 0 = k, 1 = v): the row's `units` packs of V
-// elements go to cache row positions[b] + t, converted to the cache's dtype.
-// A position outside [0, Smax) is reported (deferred device error) and its
-// row skipped: writing it would land in another sequence's rows.
-template <class TS, class TD, int V>
-__global__ void kv_write_kernel(const TS* __restrict__ k, const TS* __restrict__ v,
-                                TD* __restrict__ kc, TD* __restrict__ vc,
-                                const int32_t* __restrict__ pos, int t_len, int smax, int units,
-                                DeviceErrorRecord* err) {
-  const int64_t row = blockIdx.x;
-  const int b = static_cast<int>(row / t_len);
-  const int64_t p = int64_t{pos[b]} + (row - int64_t{b} * t_len);
-  if (p < 0 || p >= smax) {
-    if (threadIdx.x == 0 && blockIdx.y == 0)
-      report_device_error(err, kErrKvCachePosition, b, p, smax);
-    return;
-  }
-  const auto* src = reinterpret_cast<const Pack<TS, V>*>(blockIdx.y == 0 ? k : v) + row * units;
-  auto* dst =
-      reinterpret_cast<Pack<TD, V>*>(blockIdx.y == 0 ? kc : vc) + (int64_t{b} * smax + p) * units;
-  for (int u = threadIdx.x; u < units; u += blockDim.x) {
-    const Pack<TS, V> x = src[u];
-    Pack<TD, V> y;
-#pragma unroll
-    for (int e = 0; e < V; ++e) y.v[e] = from_f<TD>(to_f<TS>(x.v[e]));
-    dst[u] = y;
-  }
-}
-
-template <class TS, class TD, int V>
-void launch_kv_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& kc,
-                     Tensor& vc, int64_t rows, int t_len, int smax, int64_t row_elems) {
-  const int units = static_cast<int>(row_elems / V);
-  const int threads = std::min(256, (units + 31) / 32 * 32);
-  Context& cx = ctx();
-  kv_write_kernel<TS, TD, V><<<dim3(static_cast<unsigned>(rows), 2), threads, 0, cx.stream>>>(
-      k.data<TS>(), v.data<TS>(), kc.data<TD>(), vc.data<TD>(), positions.data<int32_t>(), t_len,
-      smax, units, cx.dev_error);
-}
 
 // ---- argmax_rows -------------------------------------------------------------------
 constexpr int kArgmaxMaxThreads = 1024;
@@ -125,6 +75,8 @@ __global__ void __launch_bounds__(kArgmaxMaxThreads)
     argmax_kernel(const T* __restrict__ x, int64_t cols, int32_t* __restrict__ out) {
   __shared__ float s_val[32];
   __shared__ int s_idx[32];
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   const T* xr = x + int64_t{blockIdx.x} * cols;
   float best = -INFINITY;
   int bi = kNoIndex;
@@ -160,11 +112,13 @@ void launch_argmax(const Tensor& x, int64_t rows, int64_t cols, Tensor& out) {
   const int64_t packs = (cols + V - 1) / V;
   const int threads =
       static_cast<int>(std::clamp<int64_t>((packs + 31) / 32 * 32, 32, kArgmaxMaxThreads));
-  argmax_kernel<T, V><<<static_cast<unsigned>(rows), threads, 0, ctx().stream>>>(
-      x.data<T>(), cols, out.data<int32_t>());
+  launch_kernel(argmax_kernel<T, V>, static_cast<unsigned>(rows), threads, 0, ctx().stream,
+                x.data<T>(), cols, out.data<int32_t>());
 }
 
 __global__ void increment_kernel(int32_t* __restrict__ x, int64_t n, int32_t delta) {
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride)
     x[i] += delta;
@@ -183,6 +137,10 @@ struct CachedArgs {
   void* out;           // [B, T, H, D]
   float* opart;        // [B * T * H, nchunks, D] f32 chunk outputs (nchunks > 1)
   float* lse;          // [B * T * H, nchunks] f32 base-2 log-sum-exp of sl2 * q.k per chunk
+  // [B * Hkv * row_tiles] arrival counters (ctx().counters) when the
+  // tensor-core kernel merges the chunks itself (its last block per row tile
+  // does); nullptr: cached_combine_kernel runs after it.
+  int* arrivals;
   const int32_t* pos;  // [B]
   int T, H, Hkv, G, D, smax;
   int rows;                  // T * G query rows per KV group
@@ -197,6 +155,68 @@ struct CachedArgs {
 __device__ __forceinline__ int visible_keys(const CachedArgs& a, int pos, int t) {
   const long long n = static_cast<long long>(pos) + t + 1;
   return static_cast<int>(n < 0 ? 0 : (n > a.smax ? a.smax : n));
+}
+
+// Query row orow = (b, t, h), one warp: out = sum_c 2^(lse_c - M) O_c / sum_c
+// 2^(lse_c - M) over the chunks c the row sees, in chunk order. The chunk
+// results are read through L2 (__ldcg): in the tensor-core kernel's own merge
+// other blocks wrote them during this kernel.
+__device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane) {
+  constexpr int kDPL = kMaxHeadDim / 32;
+  const long long bt = orow / a.H;
+  const int t = static_cast<int>(bt % a.T);
+  const int b = static_cast<int>(bt / a.T);
+  const int chunk_keys = a.tpc * kTileKeys;
+  const int n_c = min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
+  const float* lse = a.lse + orow * a.nchunks;
+  float mx = -INFINITY;
+  for (int c = lane; c < n_c; c += 32) mx = fmaxf(mx, __ldcg(lse + c));
+  mx = warp_max(mx);
+  const int D = a.D;
+  float acc[kDPL], l = 0.f;
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
+  for (int c = 0; c < n_c; ++c) {
+    const float lc = __ldcg(lse + c);
+    if (lc == -INFINITY) continue;  // uniform over the warp
+    const float w = exp2f(lc - mx);
+    l += w;
+    const float* o = a.opart + (orow * a.nchunks + c) * D;
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) acc[i] = fmaf(w, __ldcg(o + d), acc[i]);
+    }
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) st(a.out, a.out_dtype, orow * D + d, acc[i] * inv);
+  }
+}
+
+// The end of a chunk block of the tensor-core kernel when it merges its own
+// chunks (a.arrivals): the block's chunk results are written; the last of the
+// row tile's nchunks blocks to arrive merges them (one warp per row) and sets
+// the counter back to zero. Called by every thread of the block.
+template <int kWarps>
+__device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0, int rows_in_block) {
+  __shared__ int s_last;
+  __threadfence();  // this block's opart / lse before its arrival
+  __syncthreads();
+  int* counter = a.arrivals + (static_cast<long long>(b) * gridDim.y + blockIdx.y);
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == a.nchunks - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();  // the other blocks' results, read below through L2
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < rows_in_block; r += kWarps) {
+    const int row = r0 + r, t = row / a.G;
+    const long long orow = (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
+    cached_combine_row(a, orow, lane);
+  }
+  if (threadIdx.x == 0) *counter = 0;
 }
 
 template <typename T, int D, int kRT>
@@ -224,6 +244,8 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   T* sQ = reinterpret_cast<T*>(smem_raw);  // [kBM][D]
   T* sK = sQ + kBM * D;                    // [2][kBN][D]
   T* sV = sK + 2 * kBN * D;                // [2][kBN][D]
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t4 = lane % 4;
@@ -236,7 +258,11 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   const int n_end = visible_keys(a, pos, (min(r0 + kBM, a.rows) - 1) / a.G);
   const int tiles_vis = (n_end + kBN - 1) / kBN;
   const int tile0 = chunk * a.tpc;
-  if (chunk > 0 && tile0 >= tiles_vis) return;  // the whole block: nothing to read
+  const int rows_in_block = min(kBM, a.rows - r0);
+  if (chunk > 0 && tile0 >= tiles_vis) {  // the whole block: nothing to read
+    if (a.arrivals) cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block);
+    return;
+  }
   const int n_tiles = max(0, min(tile0 + a.tpc, tiles_vis) - tile0);
 
   const long long kv_stride = static_cast<long long>(a.Hkv) * D;
@@ -446,6 +472,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       if (d == 0) a.lse[slot] = l > 0.f ? mmax + log2f(l) : -INFINITY;
     }
   }
+  if (a.arrivals) cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block);
 }
 
 // One warp per query row (block row tile of kSimtWarps rows of one KV group):
@@ -456,6 +483,8 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
 template <typename TC, int kDPL>
 __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const CachedArgs a) {
   __shared__ float sq[kSimtWarps][kDPL * 32];
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunk = blockIdx.x;
   const int kvh = blockIdx.y / a.row_tiles;
@@ -529,46 +558,15 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
   }
 }
 
-// One warp per query row (b, t, h): out = sum_c 2^(lse_c - M) O_c / sum_c
-// 2^(lse_c - M) over the chunks c the row sees, in chunk order.
+// One warp per query row (b, t, h): cached_combine_row.
 constexpr int kCombineWarps = 4;
 __global__ void __launch_bounds__(kCombineWarps * 32)
     cached_combine_kernel(const CachedArgs a, long long total_rows) {
-  constexpr int kDPL = kMaxHeadDim / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const long long orow = static_cast<long long>(blockIdx.x) * kCombineWarps + warp;
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
+  const long long orow = static_cast<long long>(blockIdx.x) * kCombineWarps + threadIdx.x / 32;
   if (orow >= total_rows) return;
-  const long long bt = orow / a.H;
-  const int t = static_cast<int>(bt % a.T);
-  const int b = static_cast<int>(bt / a.T);
-  const int chunk_keys = a.tpc * kTileKeys;
-  const int n_c = min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
-  const float* lse = a.lse + orow * a.nchunks;
-  float mx = -INFINITY;
-  for (int c = lane; c < n_c; c += 32) mx = fmaxf(mx, lse[c]);
-  mx = warp_max(mx);
-  const int D = a.D;
-  float acc[kDPL], l = 0.f;
-#pragma unroll
-  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
-  for (int c = 0; c < n_c; ++c) {
-    const float lc = lse[c];
-    if (lc == -INFINITY) continue;  // uniform over the warp
-    const float w = exp2f(lc - mx);
-    l += w;
-    const float* o = a.opart + (orow * a.nchunks + c) * D;
-#pragma unroll
-    for (int i = 0; i < kDPL; ++i) {
-      const int d = lane + 32 * i;
-      if (d < D) acc[i] = fmaf(w, o[d], acc[i]);
-    }
-  }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
-  for (int i = 0; i < kDPL; ++i) {
-    const int d = lane + 32 * i;
-    if (d < D) st(a.out, a.out_dtype, orow * D + d, acc[i] * inv);
-  }
+  cached_combine_row(a, orow, threadIdx.x % 32);
 }
 
 template <typename T, int D, int kRT>
@@ -580,7 +578,7 @@ void launch_cached_tc(const CachedArgs& a, dim3 grid, cudaStream_t s) {
   static const cudaError_t attr = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem));
   EL_CUDA_CHECK(attr);
-  kernel<<<grid, kTcWarps * 32, Cfg::kSmem, s>>>(a);
+  launch_kernel(kernel, grid, kTcWarps * 32, Cfg::kSmem, s, a);
 }
 
 template <typename T>
@@ -596,57 +594,6 @@ void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t
 }
 
 }  // namespace
-
-void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
-                    Tensor& v_cache) {
-  for (const Tensor* t : TensorPtrs{&k, &v, &k_cache, &v_cache}) {
-    expect_cuda_float(*t, "kv_cache_write");
-  }
-  EL_CUDA_ENSURE(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(),
-                 "cuda kv_cache_write: k {} / v {} and caches {} / {} must pair their dtypes",
-                 dtype_name(k.dtype()), dtype_name(v.dtype()), dtype_name(k_cache.dtype()),
-                 dtype_name(v_cache.dtype()));
-  EL_CUDA_ENSURE(k.ndim() == 4 && k.shape() == v.shape() && k_cache.ndim() == 4 &&
-                     k_cache.shape() == v_cache.shape() && k.dim(0) == k_cache.dim(0) &&
-                     k.dim(2) == k_cache.dim(2) && k.dim(3) == k_cache.dim(3) &&
-                     k.dim(1) <= k_cache.dim(1),
-                 "cuda kv_cache_write: k {} / v {} do not fit caches {} (expected [B, T, Hkv, D] "
-                 "into [B, Smax, Hkv, D])",
-                 shape_str(k.shape()), shape_str(v.shape()), shape_str(k_cache.shape()));
-  expect_positions(positions, k.dim(0), "kv_cache_write");
-  const int64_t b = k.dim(0), t = k.dim(1), smax = k_cache.dim(1), row = k.dim(2) * k.dim(3);
-  if (b == 0 || t == 0 || row == 0) return;
-  EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && row <= INT32_MAX,
-                 "cuda kv_cache_write: k {} / cache {} too large", shape_str(k.shape()),
-                 shape_str(k_cache.shape()));
-  // The widest pack (<= 16 bytes of either dtype) that divides a row and that
-  // every base pointer is aligned to (rows then stay aligned).
-  const size_t ss = dtype_size(k.dtype()), ds = dtype_size(k_cache.dtype());
-  int vec = 1;
-  for (int cand : {8, 4}) {
-    if (static_cast<size_t>(cand) * std::max(ss, ds) > 16 || row % cand != 0) continue;
-    if (aligned_to(k.raw(), cand * ss) && aligned_to(v.raw(), cand * ss) &&
-        aligned_to(k_cache.raw(), cand * ds) && aligned_to(v_cache.raw(), cand * ds)) {
-      vec = cand;
-      break;
-    }
-  }
-  const int ti = static_cast<int>(t), si = static_cast<int>(smax);
-  EL_DISPATCH_FLOAT(k.dtype(), TS, {
-    EL_DISPATCH_FLOAT(k_cache.dtype(), TD, {
-      if (vec == 8) {
-        if constexpr (sizeof(TS) == 2 && sizeof(TD) == 2) {
-          launch_kv_write<TS, TD, 8>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
-        }
-      } else if (vec == 4) {
-        launch_kv_write<TS, TD, 4>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
-      } else {
-        launch_kv_write<TS, TD, 1>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
-      }
-    });
-  });
-  EL_CUDA_CHECK_LAUNCH("kv_write_kernel");
-}
 
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out) {
@@ -722,6 +669,10 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   }
   const dim3 grid(static_cast<unsigned>(nchunks), static_cast<unsigned>(hkv * row_tiles),
                   static_cast<unsigned>(b));
+  // The tensor-core kernel merges its chunks in its last block per row tile
+  // when the arrival counters suffice (one launch less per layer at decode).
+  const bool self_merge = tc && nchunks > 1 && b * hkv * row_tiles <= kCounterSlots;
+  a.arrivals = self_merge ? cx.counters : nullptr;
   if (tc) {
     if (cd == DType::bf16) {
       launch_cached_tc_typed<__nv_bfloat16>(a, rt, grid, cx.stream);
@@ -734,24 +685,25 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     EL_DISPATCH_FLOAT(cd, TC, {
       switch (dpl) {
         case 1:
-          cached_simt_kernel<TC, 1><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          launch_kernel(cached_simt_kernel<TC, 1>, grid, kSimtWarps * 32, 0, cx.stream, a);
           break;
         case 2:
-          cached_simt_kernel<TC, 2><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          launch_kernel(cached_simt_kernel<TC, 2>, grid, kSimtWarps * 32, 0, cx.stream, a);
           break;
         case 4:
-          cached_simt_kernel<TC, 4><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          launch_kernel(cached_simt_kernel<TC, 4>, grid, kSimtWarps * 32, 0, cx.stream, a);
           break;
         default:
-          cached_simt_kernel<TC, 8><<<grid, kSimtWarps * 32, 0, cx.stream>>>(a);
+          launch_kernel(cached_simt_kernel<TC, 8>, grid, kSimtWarps * 32, 0, cx.stream, a);
           break;
       }
     });
     EL_CUDA_CHECK_LAUNCH("cached_simt_kernel");
   }
-  if (nchunks > 1) {
+  if (nchunks > 1 && !self_merge) {
     const auto blocks = static_cast<unsigned>((total_rows + kCombineWarps - 1) / kCombineWarps);
-    cached_combine_kernel<<<blocks, kCombineWarps * 32, 0, cx.stream>>>(a, total_rows);
+    launch_kernel(cached_combine_kernel, blocks, kCombineWarps * 32, 0, cx.stream, a,
+                  static_cast<long long>(total_rows));
     EL_CUDA_CHECK_LAUNCH("cached_combine_kernel");
   }
 }
@@ -781,7 +733,8 @@ void increment_i32(Tensor& x, int32_t delta) {
   expect_cuda_dtype(x, DType::i32, "increment_i32");
   const int64_t n = x.numel();
   if (n == 0) return;
-  increment_kernel<<<grid_for(n, 256), 256, 0, ctx().stream>>>(x.data<int32_t>(), n, delta);
+  launch_kernel(increment_kernel, grid_for(n, 256), 256, 0, ctx().stream, x.data<int32_t>(), n,
+                delta);
   EL_CUDA_CHECK_LAUNCH("increment_kernel");
 }
 

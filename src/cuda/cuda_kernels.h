@@ -57,6 +57,9 @@ void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tenso
 void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y);
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
+// cuda_kv_cache.cu (with kv_cache_write): split + RoPE + cache write in one kernel.
+void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                          Tensor& q, Tensor& k_cache, Tensor& v_cache);
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out);
 void argmax_rows(const Tensor& x, Tensor& out);

@@ -185,20 +185,33 @@ __global__ void rmsnorm_forward_warp_kernel(const T* __restrict__ x, const T* __
   constexpr int V = Vec<T>::kN;
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t{blockIdx.x} * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
   if (row >= n) return;
   const int nvec = c / V;
   const Vec<T>* xr = reinterpret_cast<const Vec<T>*>(x + row * c);
-  Vec<T> xv[NV];
-  float ss = 0.f;
+  const Vec<T>* br = ADD ? reinterpret_cast<const Vec<T>*>(branch + row * c) : nullptr;
+  const Vec<T>* wr = reinterpret_cast<const Vec<T>*>(w);
+  // Every load (x, branch, w) is issued before any is used: one memory round
+  // trip per row, which is the whole cost at decode (a single row).
+  Vec<T> xv[NV], bv[ADD ? NV : 1], wv[NV];
 #pragma unroll
   for (int k = 0; k < NV; ++k) {
     const int j = lane + 32 * k;
     if (j < nvec) {
       xv[k] = xr[j];
-      if constexpr (ADD) {
-        const Vec<T> bv = reinterpret_cast<const Vec<T>*>(branch + row * c)[j];
+      if constexpr (ADD) bv[k] = br[j];
+      wv[k] = wr[j];
+    }
+  }
+  float ss = 0.f;
 #pragma unroll
-        for (int e = 0; e < V; ++e) xv[k].v[e] = from_f<T>(to_f<T>(xv[k].v[e]) + to_f<T>(bv.v[e]));
+  for (int k = 0; k < NV; ++k) {
+    const int j = lane + 32 * k;
+    if (j < nvec) {
+      if constexpr (ADD) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) xv[k].v[e] = from_f<T>(to_f<T>(xv[k].v[e]) + to_f<T>(bv[k].v[e]));
         reinterpret_cast<Vec<T>*>(sum + row * c)[j] = xv[k];
       }
 #pragma unroll
@@ -210,16 +223,14 @@ __global__ void rmsnorm_forward_warp_kernel(const T* __restrict__ x, const T* __
   }
   const float r = rsqrtf(warp_sum(ss) / static_cast<float>(c) + eps);
   if (lane == 0) rstd[row] = r;
-  const Vec<T>* wr = reinterpret_cast<const Vec<T>*>(w);
   Vec<T>* yr = reinterpret_cast<Vec<T>*>(y + row * c);
 #pragma unroll
   for (int k = 0; k < NV; ++k) {
     const int j = lane + 32 * k;
     if (j < nvec) {
-      const Vec<T> wv = wr[j];
       Vec<T> o;
 #pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(to_f<T>(xv[k].v[e]) * r * to_f<T>(wv.v[e]));
+      for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(to_f<T>(xv[k].v[e]) * r * to_f<T>(wv[k].v[e]));
       yr[j] = o;
     }
   }
@@ -448,7 +459,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Ten
     const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
     EL_DISPATCH_FLOAT(x.dtype(), T, {
       EL_DISPATCH_LANE_VECTORS(nv, NV, {
-        rmsnorm_forward_warp_kernel<T, NV, false><<<grid, kWarps * 32, 0, cx.stream>>>(
+        launch_kernel(rmsnorm_forward_warp_kernel<T, NV, false>, grid, kWarps * 32, 0, cx.stream,
             x.data<T>(), nullptr, w.data<T>(), eps, nullptr, y.data<T>(), rstd.data<float>(), n,
             static_cast<int>(c));
       });
@@ -490,7 +501,7 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& branch, const Tensor& w,
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
   EL_DISPATCH_FLOAT(x.dtype(), T, {
     EL_DISPATCH_LANE_VECTORS(nv, NV, {
-      rmsnorm_forward_warp_kernel<T, NV, true><<<grid, kWarps * 32, 0, cx.stream>>>(
+      launch_kernel(rmsnorm_forward_warp_kernel<T, NV, true>, grid, kWarps * 32, 0, cx.stream,
           x.data<T>(), branch.data<T>(), w.data<T>(), eps, sum.data<T>(), y.data<T>(),
           rstd.data<float>(), n, static_cast<int>(c));
     });

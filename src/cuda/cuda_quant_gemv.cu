@@ -21,6 +21,8 @@
 //    otherwise (any shape, e.g. K 90 with groups of 45).
 // Every path computes W = (q - z) s per element and accumulates x W in f32;
 // bias is added in f32 before the one rounding to the output dtype.
+// The GEMVs use programmatic dependent launch (cuda_common.cuh): the weight
+// rows start towards L2 before the kernel waits for the one that writes x.
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
@@ -55,6 +57,13 @@ __global__ void __launch_bounds__(kThreads, U >= 8 ? 1 : 2) quant_gemv_tc_kernel
   const int tok0 = blockIdx.y * 8 * CT;
   const int nchunks = a.k / KC, nkb = (nchunks + 3) >> 2;
   const T* x = static_cast<const T*>(a.x);
+  if (threadIdx.x == 0 && blockIdx.y == 0) {  // the block's 16 rows and their scales
+    const int64_t r0 = int64_t{blockIdx.x} * 16, rows = min(16, a.n - static_cast<int>(r0));
+    prefetch_l2_span(a.qw + r0 * a.row_bytes, rows * a.row_bytes);
+    prefetch_l2_span(a.scales + r0 * a.groups, rows * a.groups * 2);
+  }
+  pdl_wait();  // x and y belong to the kernels around this one (cuda_common.cuh)
+  pdl_trigger();
 
   float acc[CT][4];
 #pragma unroll
@@ -170,6 +179,11 @@ template <class T, int BITS, int MT, bool VEC>
 __global__ void __launch_bounds__(kThreads) quant_gemv_simt_kernel(const QArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * kWarps + warp;
+  if (lane == 0 && row < a.n && blockIdx.y == 0) {
+    prefetch_l2_span(a.qw + static_cast<int64_t>(row) * a.row_bytes, a.row_bytes);
+  }
+  pdl_wait();
+  pdl_trigger();
   if (row >= a.n) return;  // no block barrier below
   const int tok0 = blockIdx.y * MT;
   const int mt = min(MT, a.m - tok0);
@@ -256,7 +270,7 @@ void launch_gemv_tc(const QArgs& a, cudaStream_t s) {
   for_token_chunks(a, sizeof(T), 8 * CT, [&](const QArgs& c) {
     const dim3 grid(static_cast<unsigned>(ceil_div(c.n, 16)),
                     static_cast<unsigned>(ceil_div(c.m, 8 * CT)));
-    quant_gemv_tc_kernel<T, BITS, CT, U><<<grid, kThreads, 0, s>>>(c);
+    launch_kernel(quant_gemv_tc_kernel<T, BITS, CT, U>, grid, kThreads, 0, s, c);
     EL_CUDA_CHECK_LAUNCH("quant_gemv_tc_kernel");
   });
 }
@@ -289,9 +303,9 @@ void launch_simt(const QArgs& a, bool vec, cudaStream_t s) {
     const dim3 grid(static_cast<unsigned>(ceil_div(c.n, kWarps)),
                     static_cast<unsigned>(ceil_div(c.m, MT)));
     if (vec) {
-      quant_gemv_simt_kernel<T, BITS, MT, true><<<grid, kThreads, 0, s>>>(c);
+      launch_kernel(quant_gemv_simt_kernel<T, BITS, MT, true>, grid, kThreads, 0, s, c);
     } else {
-      quant_gemv_simt_kernel<T, BITS, MT, false><<<grid, kThreads, 0, s>>>(c);
+      launch_kernel(quant_gemv_simt_kernel<T, BITS, MT, false>, grid, kThreads, 0, s, c);
     }
     EL_CUDA_CHECK_LAUNCH("quant_gemv_simt_kernel");
   });

@@ -139,6 +139,8 @@ Result<GenerationResult> generate(const DecoderLM& model,
   std::unique_ptr<DecodeGraph> graph;  // declared after the cache: destroyed before it
   int64_t steps = 0;
   while (remaining > 0) {
+    const bool profiled = config.profile_step == steps + 1;
+    if (profiled) backend_for(dev).profiler_range(true);
     const double ts = now_s();
     if (try_graph && steps >= 1) {
       try_graph = false;
@@ -161,6 +163,7 @@ Result<GenerationResult> generate(const DecoderLM& model,
       cache.advance(1);
       next = sampler.sample(logits);
     }
+    if (profiled) backend_for(dev).profiler_range(false);
     ++steps;
     t = now_s() - t0;
     out.step_s.push_back(now_s() - ts);

@@ -44,6 +44,10 @@ struct GenerationConfig {
   // is captured. Tokens are the same as eager; a failed capture falls back
   // to eager steps (GenerationResult::graph_note says why).
   bool use_graph = true;
+  // 1-based decode step bracketed by Backend::profiler_range, for an
+  // external profiler started with capture off (ncu --profile-from-start
+  // off); 0 = none. Step 1 is the eager one, later steps are replays.
+  int64_t profile_step = 0;
 };
 
 struct RequestResult {

@@ -72,6 +72,14 @@ Tensor Attention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq, T
   const int64_t B = x.dim(0), T = x.dim(1);
   ops::QKV h;
   const Tensor packed = q_proj->forward_stacked(x, {k_proj.get(), v_proj.get()});
+  if (packed.defined() && !from_zero) {
+    // Decode (and a prefill after cached tokens): k and v go straight to the
+    // cache, in one kernel with the split and RoPE.
+    const Tensor q = ops::qkv_rope_cache_write(packed, n_head, n_kv_head, rope_inv_freq, positions,
+                                               k_cache, v_cache);
+    const Tensor y = ops::attention_cached(q, k_cache, v_cache, positions);
+    return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
+  }
   if (packed.defined()) {
     h = ops::split_qkv_rope_at(packed, n_head, n_kv_head, rope_inv_freq, positions);
   } else {

@@ -240,6 +240,13 @@ class Backend {
   // (positions[b] + t) * inv_freq[i] (none when inv_freq is undefined).
   virtual void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq,
                                  const Tensor& positions, Tensor& q, Tensor& k, Tensor& v) = 0;
+  // split_qkv_rope_at with k and v going straight to cache rows
+  // positions[b] + t (converted to the cache's dtype after rounding to the
+  // packed dtype, as split + kv_cache_write would): the cached attention path
+  // in one kernel instead of three. q[B, T, H, D] gets the rotated queries.
+  virtual void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq,
+                                    const Tensor& positions, Tensor& q, Tensor& k_cache,
+                                    Tensor& v_cache) = 0;
   // rope (forward) of x[B, T, H, D] at per-row offsets; y may alias x.
   virtual void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
                        Tensor& y) = 0;

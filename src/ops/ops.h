@@ -103,6 +103,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 Tensor rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions);
 QKV split_qkv_rope_at(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
                       const Tensor& inv_freq, const Tensor& positions);
+// split_qkv_rope_at + kv_cache_write in one backend call (one kernel on the
+// GPU): the rotated k and the v of packed go to the caches at positions[b] + t;
+// returns the rotated q [B, T, H, D].
+Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
+                            const Tensor& inv_freq, const Tensor& positions, Tensor& k_cache,
+                            Tensor& v_cache);
 // Writes k/v[B, T, Hkv, D] into caches [B, Smax, Hkv, D] at positions[b] + t.
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);

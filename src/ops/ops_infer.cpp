@@ -71,6 +71,34 @@ QKV split_qkv_rope_at(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
   return out;
 }
 
+Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
+                            const Tensor& inv_freq, const Tensor& positions, Tensor& k_cache,
+                            Tensor& v_cache) {
+  check_float("qkv_rope_cache_write", "packed", packed);
+  check_no_grad("qkv_rope_cache_write", packed);
+  check_float("qkv_rope_cache_write", "k_cache", k_cache);
+  check_same_dtype("qkv_rope_cache_write", "k_cache", k_cache, "v_cache", v_cache);
+  check_same_device("qkv_rope_cache_write", "packed", packed, "k_cache", k_cache);
+  const int64_t heads = n_head + 2 * n_kv_head;
+  EL_ENSURE(n_head > 0 && n_kv_head > 0 && packed.ndim() == 3 && packed.dim(2) % heads == 0 &&
+                (packed.dim(2) / heads) % 2 == 0,
+            "ops::qkv_rope_cache_write: packed is {}, expected [B, T, (H + 2 Hkv) * D]",
+            desc(packed));
+  const int64_t b = packed.dim(0), t = packed.dim(1), d = packed.dim(2) / heads;
+  EL_ENSURE(k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() && k_cache.dim(0) == b &&
+                k_cache.dim(2) == n_kv_head && k_cache.dim(3) == d && t <= k_cache.dim(1),
+            "ops::qkv_rope_cache_write: caches {} / {} do not fit packed {} (expected [{}, >= {}, "
+            "{}, {}])",
+            desc(k_cache), desc(v_cache), desc(packed), b, t, n_kv_head, d);
+  check_inv_freq("qkv_rope_cache_write", inv_freq, packed, d);
+  check_positions("qkv_rope_cache_write", positions, b, packed);
+  const Device dev = packed.device();
+  Tensor q = Tensor::empty({b, t, n_head, d}, packed.dtype(), dev);
+  backend_for(dev).qkv_rope_cache_write(packed.view({b, t, heads, d}), inv_freq, positions, q,
+                                        k_cache, v_cache);
+  return q;
+}
+
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache) {
   check_float("kv_cache_write", "k", k);

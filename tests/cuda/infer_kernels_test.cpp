@@ -156,6 +156,68 @@ TEST(CudaInferKernels, KvCacheWriteMatchesCpuForEveryDtypePair) {
   }
 }
 
+// The fused split + RoPE + cache write against the CPU's split then write:
+// every dtype pair (16-byte items for 16-bit pairs with D / 2 % 8 == 0, else
+// scalar), rotated and not, batch rows at 0 and Smax - T.
+TEST(CudaInferKernels, QkvRopeCacheWriteMatchesCpu) {
+  EL_REQUIRE_GPU();
+  struct Case {
+    int64_t b, t, h, hkv, d, smax;
+    std::vector<int32_t> pos;
+  };
+  const std::vector<Case> cases = {{1, 1, 32, 4, 64, 300, {77}},
+                                   {2, 3, 8, 2, 64, 40, {0, 37}},
+                                   {3, 2, 4, 4, 80, 9, {5, 0, 7}},
+                                   {2, 1, 2, 1, 6, 5, {4, 0}},
+                                   {1, 4, 2, 1, 128, 4, {0}}};
+  uint64_t seed = 900;
+  for (DType dt : kFloat) {
+    for (DType cd : kFloat) {
+      for (const Case& c : cases) {
+        for (bool rotate : {true, false}) {
+          Rng rng(seed++);
+          const Shape ps{c.b, c.t, c.h + 2 * c.hkv, c.d}, qs{c.b, c.t, c.h, c.d},
+              cs{c.b, c.smax, c.hkv, c.d};
+          const Tensor packed = random_host(ps, rng, dt);
+          const Tensor f = rotate ? host_freq(c.d) : Tensor();
+          const Tensor kc0 = random_host(cs, rng, cd), vc0 = random_host(cs, rng, cd);
+          Tensor q_ref = Tensor::empty(qs, dt);
+          Tensor kc_ref = host_as(kc0, cd), vc_ref = host_as(vc0, cd);
+          cpu_backend().qkv_rope_cache_write(host_as(packed, dt), f, host_positions(c.pos), q_ref,
+                                             kc_ref, vc_ref);
+          Tensor q = poisoned(qs, dt), kc = to_gpu(kc0, cd), vc = to_gpu(vc0, cd);
+          gpu_backend().qkv_rope_cache_write(to_gpu(packed, dt), rotate ? to_gpu(f) : Tensor(),
+                                             to_gpu(host_positions(c.pos)), q, kc, vc);
+          const std::string what = std::string(dtype_name(dt)) + " -> " + dtype_name(cd) + " " +
+                                   shape_name(ps) + (rotate ? " rotated" : " copied");
+          EXPECT_TRUE(close_to(q, q_ref, tol(dt), "q")) << what;
+          EXPECT_TRUE(close_to(kc, kc_ref, tol(coarser(dt, cd)), "k cache")) << what;
+          EXPECT_EQ(vc.to_floats(), vc_ref.to_floats()) << what;  // v is copied exactly
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaInferKernels, QkvRopeCacheWritePastTheCacheIsReported) {
+  EL_REQUIRE_GPU();
+  Rng rng(8);
+  const Tensor packed = random_host({1, 2, 6, 64}, rng, DType::bf16);  // H 2, Hkv 2
+  Tensor q = Tensor::zeros({1, 2, 2, 64}, DType::bf16, gpu());
+  Tensor kc = Tensor::zeros({1, 5, 2, 64}, DType::bf16, gpu());
+  Tensor vc = Tensor::zeros({1, 5, 2, 64}, DType::bf16, gpu());
+  try {
+    gpu_backend().qkv_rope_cache_write(to_gpu(packed, DType::bf16), to_gpu(host_freq(64)),
+                                       to_gpu(host_positions({4})), q, kc, vc);
+    gpu_backend().synchronize();
+    FAIL() << "expected a device error";
+  } catch (const Exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("writes cache position 5, outside [0, 5)"), std::string::npos) << msg;
+  }
+  gpu_backend().synchronize();  // the record was cleared
+}
+
 TEST(CudaInferKernels, KvCacheWritePastTheCacheIsReported) {
   EL_REQUIRE_GPU();
   const int64_t smax = 37;

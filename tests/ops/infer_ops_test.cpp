@@ -166,6 +166,33 @@ TEST(InferOps, SplitQkvRopeAtEqualsSplitQkvRope) {
   }
 }
 
+TEST(InferOps, QkvRopeCacheWriteEqualsSplitThenCacheWrite) {
+  Rng rng(14);
+  const int64_t b = 2, t = 3, h = 4, hkv = 2, d = 8, smax = 11;
+  const std::vector<int32_t> p = {0, static_cast<int32_t>(smax - t)};
+  const Tensor packed = random_tensor({b, t, (h + 2 * hkv) * d}, rng);
+  const Tensor f = ops::rope_inv_freq(d, 10000.f, Device::cpu());
+  for (DType cache_dtype : {DType::f32, DType::bf16}) {
+    for (const Tensor& freq : {f, Tensor()}) {
+      Tensor kc = Tensor::full({b, smax, hkv, d}, 3.f, cache_dtype);
+      Tensor vc = Tensor::full({b, smax, hkv, d}, -3.f, cache_dtype);
+      Tensor kc_ref = Tensor::full({b, smax, hkv, d}, 3.f, cache_dtype);
+      Tensor vc_ref = Tensor::full({b, smax, hkv, d}, -3.f, cache_dtype);
+      const Tensor q = ops::qkv_rope_cache_write(packed, h, hkv, freq, positions_of(p), kc, vc);
+      const ops::QKV ref = ops::split_qkv_rope_at(packed, h, hkv, freq, positions_of(p));
+      ops::kv_cache_write(ref.k, ref.v, positions_of(p), kc_ref, vc_ref);
+      EXPECT_EQ(q.shape(), ref.q.shape());
+      EXPECT_EQ(q.to_floats(), ref.q.to_floats());
+      EXPECT_EQ(kc.to_floats(), kc_ref.to_floats()) << dtype_name(cache_dtype);
+      EXPECT_EQ(vc.to_floats(), vc_ref.to_floats()) << dtype_name(cache_dtype);
+    }
+  }
+  Tensor small = Tensor::zeros({b, 2, hkv, d});  // Smax 2 < T 3
+  EXPECT_ERROR_HAS(ops::qkv_rope_cache_write(packed, h, hkv, f, positions_of(p), small, small),
+                   "ops::qkv_rope_cache_write: caches f32[2, 2, 2, 8] / f32[2, 2, 2, 8] do not fit "
+                   "packed f32[2, 3, 64] (expected [2, >= 3, 2, 8])");
+}
+
 TEST(InferOps, KvCacheWritePlacesRowsAndLeavesOthers) {
   const int64_t b = 2, t = 3, hkv = 2, d = 4, smax = 9;
   const std::vector<int32_t> p = {0, static_cast<int32_t>(smax - t)};

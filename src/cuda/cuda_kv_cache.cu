@@ -1,0 +1,288 @@
+// cuda_kv_cache.cu — writes into the KV cache at per-row positions
+// (ops/backend.h, "inference with a KV cache"):
+//  * kv_cache_write: k/v rows to cache rows positions[b] + t, any float dtype
+//    pair;
+//  * qkv_rope_cache_write: the cached attention path's split of the packed
+//    q/k/v projection, RoPE on q and k, and the cache writes of k and v in
+//    one kernel (three launches per layer otherwise: at batch 1 each is a
+//    few microseconds of a ~1 ms decode step).
+// A position outside [0, Smax) is reported (deferred device error) and that
+// row's cache write skipped: it would land in another sequence's rows.
+#include <algorithm>
+#include <climits>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_common.cuh"
+#include "cuda/cuda_kernels.h"
+
+namespace el::cuda {
+namespace {
+
+bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// dst[u] = src[u] converted, u < units, strided over the block's threads.
+template <class TS, class TD, int V>
+__device__ __forceinline__ void copy_convert_row(const Pack<TS, V>* src, Pack<TD, V>* dst,
+                                                 int units) {
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    const Pack<TS, V> x = src[u];
+    Pack<TD, V> y;
+#pragma unroll
+    for (int e = 0; e < V; ++e) y.v[e] = from_f<TD>(to_f<TS>(x.v[e]));
+    dst[u] = y;
+  }
+}
+
+// ---- kv_cache_write ----------------------------------------------------------------
+// Block (row b * T + t, y: 0 = k, 1 = v): the row's `units` packs of V
+// elements go to cache row positions[b] + t, converted to the cache's dtype.
+// A position outside [0, Smax) is reported (deferred device error) and its
+// row skipped: writing it would land in another sequence's rows.
+template <class TS, class TD, int V>
+__global__ void kv_write_kernel(const TS* __restrict__ k, const TS* __restrict__ v,
+                                TD* __restrict__ kc, TD* __restrict__ vc,
+                                const int32_t* __restrict__ pos, int t_len, int smax, int units,
+                                DeviceErrorRecord* err) {
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
+  const int64_t row = blockIdx.x;
+  const int b = static_cast<int>(row / t_len);
+  const int64_t p = int64_t{pos[b]} + (row - int64_t{b} * t_len);
+  if (p < 0 || p >= smax) {
+    if (threadIdx.x == 0 && blockIdx.y == 0)
+      report_device_error(err, kErrKvCachePosition, b, p, smax);
+    return;
+  }
+  const auto* src = reinterpret_cast<const Pack<TS, V>*>(blockIdx.y == 0 ? k : v) + row * units;
+  auto* dst =
+      reinterpret_cast<Pack<TD, V>*>(blockIdx.y == 0 ? kc : vc) + (int64_t{b} * smax + p) * units;
+  copy_convert_row(src, dst, units);
+}
+
+template <class TS, class TD, int V>
+void launch_kv_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& kc,
+                     Tensor& vc, int64_t rows, int t_len, int smax, int64_t row_elems) {
+  const int units = static_cast<int>(row_elems / V);
+  const int threads = std::min(256, (units + 31) / 32 * 32);
+  Context& cx = ctx();
+  launch_kernel(kv_write_kernel<TS, TD, V>, dim3(static_cast<unsigned>(rows), 2), threads, 0,
+                cx.stream, k.data<TS>(), v.data<TS>(), kc.data<TD>(), vc.data<TD>(),
+                positions.data<int32_t>(), t_len, smax, units, cx.dev_error);
+}
+
+// ---- qkv_rope_cache_write ------------------------------------------------------------
+constexpr int kQkvMaxThreads = 256;
+
+struct QkvCacheArgs {
+  const void* packed;     // [B * T, (H + 2 Hkv) * D] T
+  const void* inv_freq;   // [D / 2] or nullptr (no rotation)
+  DType freq_dtype;
+  const int32_t* pos;     // [B]
+  void* q;                // [B * T, H * D] T
+  void* kc;               // [B, Smax, Hkv, D] TC
+  void* vc;
+  int t_len, h, hkv, d, smax;
+  DeviceErrorRecord* err;
+};
+
+// Block: one position row (b, t). Its D / 2 angles (positions[b] + t) x
+// inv_freq[i] go to shared memory once; items of V elements of each q/k
+// head's first half are rotated with the matching second half (rotate-half
+// RoPE, as rope_kernel); q goes to q, k and v to cache row positions[b] + t,
+// rounded to T first and then converted to TC (what split + kv_cache_write
+// store).
+template <class T, class TC, int V>
+__global__ void __launch_bounds__(kQkvMaxThreads) qkv_rope_cache_kernel(const QkvCacheArgs a) {
+  extern __shared__ float2 cs[];  // [D / 2]: (cos, sin)
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
+  const int64_t row = blockIdx.x;
+  const int b = static_cast<int>(row / a.t_len);
+  const int64_t p = int64_t{a.pos[b]} + (row - int64_t{b} * a.t_len);
+  const bool in_cache = p >= 0 && p < a.smax;
+  if (!in_cache && threadIdx.x == 0) report_device_error(a.err, kErrKvCachePosition, b, p, a.smax);
+  const int half = a.d / 2;
+  if (a.inv_freq) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      float sn, c;  // as rope_kernel: f32 position times f32 frequency
+      sincosf(static_cast<float>(p) * ld(a.inv_freq, a.freq_dtype, i), &sn, &c);
+      cs[i] = make_float2(c, sn);
+    }
+  }
+  __syncthreads();
+  const int64_t width = int64_t{a.h + 2 * a.hkv} * a.d;
+  const T* src = static_cast<const T*>(a.packed) + row * width;
+  T* qo = static_cast<T*>(a.q) + row * a.h * a.d;
+  const int64_t cache_row = (int64_t{b} * a.smax + p) * a.hkv * a.d;
+  const int hv = half / V;
+  const int qk_items = (a.h + a.hkv) * hv;
+  for (int j = threadIdx.x; j < qk_items; j += blockDim.x) {
+    const int head = j / hv, i0 = (j - head * hv) * V;
+    if (head >= a.h && !in_cache) break;  // k heads follow the q heads
+    const T* x = src + head * a.d + i0;
+    const Pack<T, V> x1 = *reinterpret_cast<const Pack<T, V>*>(x);
+    const Pack<T, V> x2 = *reinterpret_cast<const Pack<T, V>*>(x + half);
+    Pack<T, V> y1, y2;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float u = to_f<T>(x1.v[e]), w = to_f<T>(x2.v[e]);
+      if (a.inv_freq) {
+        const float2 t = cs[i0 + e];
+        y1.v[e] = from_f<T>(u * t.x - w * t.y);
+        y2.v[e] = from_f<T>(w * t.x + u * t.y);
+      } else {
+        y1.v[e] = x1.v[e];
+        y2.v[e] = x2.v[e];
+      }
+    }
+    if (head < a.h) {
+      *reinterpret_cast<Pack<T, V>*>(qo + head * a.d + i0) = y1;
+      *reinterpret_cast<Pack<T, V>*>(qo + head * a.d + i0 + half) = y2;
+    } else {
+      TC* k = static_cast<TC*>(a.kc) + cache_row + (head - a.h) * a.d + i0;
+      Pack<TC, V> c1, c2;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        c1.v[e] = from_f<TC>(to_f<T>(y1.v[e]));
+        c2.v[e] = from_f<TC>(to_f<T>(y2.v[e]));
+      }
+      *reinterpret_cast<Pack<TC, V>*>(k) = c1;
+      *reinterpret_cast<Pack<TC, V>*>(k + half) = c2;
+    }
+  }
+  if (!in_cache) return;
+  const auto* vs = reinterpret_cast<const Pack<T, V>*>(src + int64_t{a.h + a.hkv} * a.d);
+  auto* vd = reinterpret_cast<Pack<TC, V>*>(static_cast<TC*>(a.vc) + cache_row);
+  copy_convert_row(vs, vd, a.hkv * a.d / V);
+}
+
+template <class T, class TC, int V>
+void launch_qkv_rope_cache(const QkvCacheArgs& a, int64_t rows) {
+  const int items = std::max((a.h + a.hkv) * (a.d / 2 / V), a.hkv * a.d / V);
+  const int threads = std::min(kQkvMaxThreads, (items + 31) / 32 * 32);
+  launch_kernel(qkv_rope_cache_kernel<T, TC, V>, static_cast<unsigned>(rows), threads,
+                sizeof(float2) * static_cast<size_t>(a.d / 2), ctx().stream, a);
+}
+
+}  // namespace
+
+void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
+                    Tensor& v_cache) {
+  for (const Tensor* t : TensorPtrs{&k, &v, &k_cache, &v_cache}) {
+    expect_cuda_float(*t, "kv_cache_write");
+  }
+  EL_CUDA_ENSURE(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(),
+                 "cuda kv_cache_write: k {} / v {} and caches {} / {} must pair their dtypes",
+                 dtype_name(k.dtype()), dtype_name(v.dtype()), dtype_name(k_cache.dtype()),
+                 dtype_name(v_cache.dtype()));
+  EL_CUDA_ENSURE(k.ndim() == 4 && k.shape() == v.shape() && k_cache.ndim() == 4 &&
+                     k_cache.shape() == v_cache.shape() && k.dim(0) == k_cache.dim(0) &&
+                     k.dim(2) == k_cache.dim(2) && k.dim(3) == k_cache.dim(3) &&
+                     k.dim(1) <= k_cache.dim(1),
+                 "cuda kv_cache_write: k {} / v {} do not fit caches {} (expected [B, T, Hkv, D] "
+                 "into [B, Smax, Hkv, D])",
+                 shape_str(k.shape()), shape_str(v.shape()), shape_str(k_cache.shape()));
+  expect_positions(positions, k.dim(0), "kv_cache_write");
+  const int64_t b = k.dim(0), t = k.dim(1), smax = k_cache.dim(1), row = k.dim(2) * k.dim(3);
+  if (b == 0 || t == 0 || row == 0) return;
+  EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && row <= INT32_MAX,
+                 "cuda kv_cache_write: k {} / cache {} too large", shape_str(k.shape()),
+                 shape_str(k_cache.shape()));
+  // The widest pack (<= 16 bytes of either dtype) that divides a row and that
+  // every base pointer is aligned to (rows then stay aligned).
+  const size_t ss = dtype_size(k.dtype()), ds = dtype_size(k_cache.dtype());
+  int vec = 1;
+  for (int cand : {8, 4}) {
+    if (static_cast<size_t>(cand) * std::max(ss, ds) > 16 || row % cand != 0) continue;
+    if (aligned_to(k.raw(), cand * ss) && aligned_to(v.raw(), cand * ss) &&
+        aligned_to(k_cache.raw(), cand * ds) && aligned_to(v_cache.raw(), cand * ds)) {
+      vec = cand;
+      break;
+    }
+  }
+  const int ti = static_cast<int>(t), si = static_cast<int>(smax);
+  EL_DISPATCH_FLOAT(k.dtype(), TS, {
+    EL_DISPATCH_FLOAT(k_cache.dtype(), TD, {
+      if (vec == 8) {
+        if constexpr (sizeof(TS) == 2 && sizeof(TD) == 2) {
+          launch_kv_write<TS, TD, 8>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+        }
+      } else if (vec == 4) {
+        launch_kv_write<TS, TD, 4>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+      } else {
+        launch_kv_write<TS, TD, 1>(k, v, positions, k_cache, v_cache, b * t, ti, si, row);
+      }
+    });
+  });
+  EL_CUDA_CHECK_LAUNCH("kv_write_kernel");
+}
+
+void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
+                          Tensor& q, Tensor& k_cache, Tensor& v_cache) {
+  for (const Tensor* t : TensorPtrs{&packed, &q, &k_cache, &v_cache}) {
+    expect_cuda_float(*t, "qkv_rope_cache_write");
+  }
+  EL_CUDA_ENSURE(q.dtype() == packed.dtype() && k_cache.dtype() == v_cache.dtype(),
+                 "cuda qkv_rope_cache_write: packed {} / q {} and caches {} / {} must pair their "
+                 "dtypes",
+                 dtype_name(packed.dtype()), dtype_name(q.dtype()), dtype_name(k_cache.dtype()),
+                 dtype_name(v_cache.dtype()));
+  const bool shapes_ok = packed.ndim() == 4 && q.ndim() == 4 && k_cache.ndim() == 4 &&
+                         k_cache.shape() == v_cache.shape();
+  EL_CUDA_ENSURE(shapes_ok, "cuda qkv_rope_cache_write: packed {}, q {}, caches {}",
+                 shape_str(packed.shape()), shape_str(q.shape()), shape_str(k_cache.shape()));
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2);
+  EL_CUDA_ENSURE(d % 2 == 0 && packed.shape() == Shape({b, t, h + 2 * hkv, d}) &&
+                     k_cache.dim(0) == b && k_cache.dim(3) == d && t <= smax,
+                 "cuda qkv_rope_cache_write: packed {} does not hold q {} and a k/v row of caches "
+                 "{} (expected [B, T, H + 2 Hkv, D], q [B, T, H, D], caches [B, Smax, Hkv, D])",
+                 shape_str(packed.shape()), shape_str(q.shape()), shape_str(k_cache.shape()));
+  expect_positions(positions, b, "qkv_rope_cache_write");
+  if (inv_freq.defined()) {
+    expect_cuda_float(inv_freq, "qkv_rope_cache_write (inv_freq)");
+    EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
+                   "cuda qkv_rope_cache_write: inv_freq has {} values, head dim {} needs {}",
+                   inv_freq.numel(), d, d / 2);
+  }
+  if (b == 0 || t == 0 || d == 0) return;
+  EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && (h + 2 * hkv) * d <= INT32_MAX,
+                 "cuda qkv_rope_cache_write: packed {} / cache {} too large",
+                 shape_str(packed.shape()), shape_str(k_cache.shape()));
+  Context& cx = ctx();
+  QkvCacheArgs a{};
+  a.packed = packed.raw();
+  a.inv_freq = inv_freq.defined() ? inv_freq.raw() : nullptr;
+  a.freq_dtype = inv_freq.defined() ? inv_freq.dtype() : DType::f32;
+  a.pos = positions.data<int32_t>();
+  a.q = q.raw();
+  a.kc = k_cache.raw();
+  a.vc = v_cache.raw();
+  a.t_len = static_cast<int>(t);
+  a.h = static_cast<int>(h);
+  a.hkv = static_cast<int>(hkv);
+  a.d = static_cast<int>(d);
+  a.smax = static_cast<int>(smax);
+  a.err = cx.dev_error;
+  // 16-byte items when both dtypes are 16-bit, half a head is whole items and
+  // every base is aligned (all rows then are).
+  const bool vec = dtype_size(packed.dtype()) == 2 && dtype_size(k_cache.dtype()) == 2 &&
+                   (d / 2) % 8 == 0 && aligned16(packed.raw()) && aligned16(q.raw()) &&
+                   aligned16(k_cache.raw()) && aligned16(v_cache.raw());
+  EL_DISPATCH_FLOAT(packed.dtype(), T, {
+    EL_DISPATCH_FLOAT(k_cache.dtype(), TC, {
+      if constexpr (sizeof(T) == 2 && sizeof(TC) == 2) {
+        if (vec) {
+          launch_qkv_rope_cache<T, TC, 8>(a, b * t);
+        } else {
+          launch_qkv_rope_cache<T, TC, 1>(a, b * t);
+        }
+      } else {
+        launch_qkv_rope_cache<T, TC, 1>(a, b * t);
+      }
+    });
+  });
+  EL_CUDA_CHECK_LAUNCH("qkv_rope_cache_kernel");
+}
+
+}  // namespace el::cuda
