@@ -39,13 +39,15 @@
 #include "cuda/cuda_gemv.h"
 #include "cuda/cuda_kernels.h"
 #include "ops/backend.h"
+#include "cuda_bench_util.h"
 
 namespace {
 
+using el::bench_util::gpu;
+using el::bench_util::random_gpu;
+
 using el::DType;
 using el::Tensor;
-
-el::Device gpu() { return el::Device::cuda(0); }
 
 struct Shape2 {
   const char* name;
@@ -58,25 +60,6 @@ const Shape2 kShapes[] = {{"qkv", 2048, 2560, 22},
                           {"gate_up", 2048, 11264, 22},
                           {"down", 5632, 2048, 22},
                           {"lm_head", 2048, 32000, 1}};
-
-// Normal values: a block of 2^20 drawn on the host, tiled over the tensor.
-Tensor random_gpu(const el::Shape& shape, DType dtype, uint64_t seed) {
-  constexpr int64_t kBlock = int64_t{1} << 20;
-  const int64_t total = el::shape_numel(shape);
-  const int64_t nb = std::min(total, kBlock);
-  el::Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(nb));
-  for (float& x : v) x = rng.normal();
-  Tensor block = Tensor::empty({nb}, dtype, gpu());
-  block.copy_from(Tensor::from_floats(v, {nb}));
-  Tensor t = Tensor::empty({total}, dtype, gpu());
-  for (int64_t off = 0; off < total; off += nb) {
-    const int64_t len = std::min(nb, total - off);
-    Tensor dst = t.slice0(off, off + len);
-    dst.copy_from(block.slice0(0, len));
-  }
-  return t.view(shape);
-}
 
 // Random packed weight (every byte value occurs), f16 scales around 0.01.
 el::QuantizedWeight random_quant(int64_t n, int64_t k, int bits, uint64_t seed) {

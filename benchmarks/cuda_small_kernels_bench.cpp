@@ -23,62 +23,17 @@
 #include "core/tensor.h"
 #include "cuda/cuda_backend.h"
 #include "ops/backend.h"
+#include "cuda_bench_util.h"
 
 namespace {
 
+using el::bench_util::gpu;
+using el::bench_util::random_gpu;
+using el::bench_util::ready;
+using el::bench_util::time_batches;
+
 using el::DType;
 using el::Tensor;
-
-el::Device gpu() { return el::Device::cuda(0); }
-
-bool ready(benchmark::State& state) {
-  const el::Status s = el::cuda::register_backend(0);
-  if (!s.ok()) state.SkipWithError(s.error().message().c_str());
-  return s.ok();
-}
-
-// Random values: one block of 2^20 normals (times `scale`) drawn on the host,
-// uploaded once and tiled over the tensor on the device.
-Tensor random_gpu(const el::Shape& shape, DType dtype, uint64_t seed, float scale = 1.f) {
-  constexpr int64_t kBlock = int64_t{1} << 20;
-  const int64_t total = el::shape_numel(shape);
-  const int64_t nb = std::min(total, kBlock);
-  el::Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(nb));
-  for (float& x : v) x = rng.normal() * scale;
-  Tensor block = Tensor::empty({nb}, dtype, gpu());
-  block.copy_from(Tensor::from_floats(v, {nb}));
-  Tensor t = Tensor::empty({total}, dtype, gpu());
-  for (int64_t off = 0; off < total; off += nb) {
-    const int64_t len = std::min(nb, total - off);
-    Tensor dst = t.slice0(off, off + len);
-    dst.copy_from(block.slice0(0, len));
-  }
-  return t.view(shape);
-}
-
-// Runs `call` batch times per iteration; sets us/call and GB/s from `bytes` per call.
-template <class F>
-void time_batches(benchmark::State& state, int batch, double bytes, F&& call) {
-  el::Backend& be = el::backend_for(gpu());
-  for (int i = 0; i < 3; ++i) call();  // warm-up: allocator cache, lazy module loading
-  be.synchronize();
-  el::cuda::EventTimer timer;
-  double total_ms = 0;
-  int64_t calls = 0;
-  for (auto _ : state) {
-    timer.start();
-    for (int i = 0; i < batch; ++i) call();
-    timer.stop();
-    const double ms = timer.elapsed_ms();
-    state.SetIterationTime(ms * 1e-3);
-    total_ms += ms;
-    calls += batch;
-  }
-  const double us = total_ms * 1e3 / double(std::max<int64_t>(calls, 1));
-  state.counters["us/call"] = us;
-  state.counters["GB/s"] = bytes / (us * 1e-6) * 1e-9;
-}
 
 // Args: B, T, H, D (bf16 x and y, f32 frequencies).
 void BM_Rope(benchmark::State& state) {

@@ -328,6 +328,26 @@ std::optional<std::string> find_under(const std::string& base_dir, const std::st
   return std::nullopt;
 }
 
+// model "pretrained:<label>": the earlier pretrain experiment it names (an
+// error when there is none); nullptr when that source cannot run, with e
+// marked unsupported and the reason in its status.
+Result<const ExpandedExperiment*> pretrained_source(ParseState& st, ExpandedExperiment& e, const std::string& model,
+                                                    const std::map<std::string, std::string>& at) {
+  const std::string source = model.substr(std::string(kPretrainedPrefix).size());
+  const auto it = std::find_if(st.suite.experiments.begin(), st.suite.experiments.end(),
+                               [&](const ExpandedExperiment& x) { return x.label == source; });
+  if (it == st.suite.experiments.end() || it->axis != Axis::pretrain) {
+    return make_error(fmt::format("experiment '{}': '{}' names no earlier pretrain experiment", e.label, model),
+                      at.at("model"), "use pretrained:<label of a pretrain experiment listed above it>");
+  }
+  if (!it->supported) {
+    e.supported = false;
+    e.status = fmt::format("its source '{}' cannot run: {}", source, it->status);
+    return static_cast<const ExpandedExperiment*>(nullptr);
+  }
+  return &*it;
+}
+
 // Checks one resolved finetune combination. model: "pretrained:<label>" (the
 // checkpoint an earlier pretrain experiment of this suite writes) or a
 // Hugging Face directory; dataset: "builtin" (data/sft_builtin.h) or an SFT
@@ -342,19 +362,9 @@ Status check_finetune(ParseState& st, ExpandedExperiment& e, json& fields, const
     return Status::Ok();
   };
   if (model.rfind(kPretrainedPrefix, 0) == 0) {
-    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
-    const auto it = std::find_if(st.suite.experiments.begin(), st.suite.experiments.end(),
-                                 [&](const ExpandedExperiment& x) { return x.label == source; });
-    if (it == st.suite.experiments.end() || it->axis != Axis::pretrain) {
-      return make_error(fmt::format("experiment '{}': '{}' names no earlier pretrain experiment", e.label, model),
-                        at.at("model"), "use pretrained:<label of a pretrain experiment listed above it>");
-    }
-    if (!it->supported) {
-      e.supported = false;
-      e.status = fmt::format("its source '{}' cannot run: {}", source, it->status);
-      return Status::Ok();
-    }
-    source_card = it->field("card").get<std::string>();
+    EL_TRY_ASSIGN(const ExpandedExperiment* src, pretrained_source(st, e, model, at));
+    if (src == nullptr) return Status::Ok();
+    source_card = src->field("card").get<std::string>();
   } else {
     // A path (relative to the suite file), else a name under $EL_MODELS_DIR.
     const auto found = find_under(st.base_dir, model, "EL_MODELS_DIR", {""}, "config.json");
@@ -407,20 +417,10 @@ Status check_infer(ParseState& st, ExpandedExperiment& e, json& fields, const st
   const bool is_int = precision == "int8" || precision == "int4";
   const std::string model = fields["model"].get<std::string>();
   if (model.rfind(kPretrainedPrefix, 0) == 0) {
-    const std::string source = model.substr(std::string(kPretrainedPrefix).size());
-    const auto it = std::find_if(st.suite.experiments.begin(), st.suite.experiments.end(),
-                                 [&](const ExpandedExperiment& x) { return x.label == source; });
-    if (it == st.suite.experiments.end() || it->axis != Axis::pretrain) {
-      return make_error(fmt::format("experiment '{}': '{}' names no earlier pretrain experiment", e.label, model),
-                        at.at("model"), "use pretrained:<label of a pretrain experiment listed above it>");
-    }
+    EL_TRY_ASSIGN(const ExpandedExperiment* src, pretrained_source(st, e, model, at));
     model_kind = kModelPretrained;
-    if (!it->supported) {
-      e.supported = false;
-      e.status = fmt::format("its source '{}' cannot run: {}", source, it->status);
-      return Status::Ok();
-    }
-    source_card = it->field("card").get<std::string>();
+    if (src == nullptr) return Status::Ok();
+    source_card = src->field("card").get<std::string>();
   } else if (find_model_card(model).ok()) {
     model_kind = kModelCard;
     source_card = model;

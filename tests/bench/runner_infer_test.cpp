@@ -17,25 +17,13 @@
 #include "bench/runner.h"
 #include "bench/runner_infer.h"
 #include "common/train_env.h"
+#include "runner_test_util.h"
 
 namespace el::bench {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
-
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& tag) {
-    path = (fs::temp_directory_path() / ("el_runner_infer_test_" + tag + "_" + std::to_string(::getpid()))).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 SuiteFile parse_ok(const std::string& text) {
   auto r = parse_suite_yaml(text, "s.yaml");
@@ -181,7 +169,7 @@ TEST(InferRows, McrAgainstTheBf16RowOfTheSameModel) {
 // no quality.
 TEST(InferRows, RunInProcessFromThePretrainedSource) {
   test::TrainEnv& env = test::TrainEnv::get();
-  TempDir d("src");
+  TempDir d("el_runner_infer_test", "src");
   const std::string task = std::string(EL_TEST_DATA_DIR) + "/eval/generic.jsonl";
   const std::string text = fmt::format(
       "name: inf\nwarmup_steps: 1\n"

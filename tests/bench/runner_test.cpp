@@ -18,26 +18,13 @@
 #include "bench/runner.h"
 #include "bench/runner_finetune.h"
 #include "common/train_env.h"
+#include "runner_test_util.h"
 
 namespace el::bench {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
-
-// A fresh directory under /tmp, removed at the end of the test.
-struct TempDir {
-  std::string path;
-  explicit TempDir(const std::string& tag) {
-    path = (fs::temp_directory_path() / ("el_runner_test_" + tag + "_" + std::to_string(::getpid()))).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -120,7 +107,7 @@ json ok_record(const std::string& hash, const std::string& status, const std::st
 }
 
 TEST(ResultIndex, FindsTheNewestOkRecordOfAHash) {
-  TempDir d("index");
+  TempDir d("el_runner_test", "index");
   {
     std::ofstream a(d.path + "/a.jsonl");
     a << ok_record("h1", "ok", "first").dump() << "\n" << ok_record("h2", "failed", "x").dump() << "\n";
@@ -148,7 +135,7 @@ TEST(ResultIndex, FindsTheNewestOkRecordOfAHash) {
 
 TEST(DatasetIdentity, DependsOnContentNotPath) {
   test::TrainEnv& env = test::TrainEnv::get();
-  TempDir d("identity");
+  TempDir d("el_runner_test", "identity");
   const std::string cache = d.path + "/cache/identity.json";
   auto ds = data::load_dataset_manifest(env.data_dir);
   ASSERT_TRUE(ds.ok()) << ds.error().message();
@@ -357,7 +344,7 @@ TEST(RunSuite, FailsBeforeRunningAnything) {
   auto r = run_suite(s, o);
   ASSERT_FALSE(r.ok());
   EXPECT_HAS(r.error().message(), "/proc/el-runner-cannot-write");
-  TempDir d("noexe");
+  TempDir d("el_runner_test", "noexe");
   o = quiet_options(d.path + "/res");
   o.in_process = false;
   r = run_suite(s, o);
@@ -369,7 +356,7 @@ TEST(RunSuite, FailsBeforeRunningAnything) {
 // Entries this build cannot run are rows and records with their reason, not
 // dropped; nothing is trained, no dataset is made.
 TEST(RunSuite, NotSupportedEntriesAreRecorded) {
-  TempDir d("notsup");
+  TempDir d("el_runner_test", "notsup");
   const SuiteFile s = parse_ok(
       "name: ns\nallow_missing: true\nexperiments:\n  - {axis: infer, model: m, precision: [bf16, int4]}\n"
       "  - {axis: finetune, model: m, dataset: alpaca, method: lora}\n");
@@ -398,7 +385,7 @@ TEST(RunSuite, NotSupportedEntriesAreRecorded) {
 // out of reach stops at the repetition cap.
 TEST(RunSuite, RepetitionsThenCachedThenForce) {
   test::TrainEnv& env = test::TrainEnv::get();
-  TempDir d("e2e");
+  TempDir d("el_runner_test", "e2e");
   const std::string text = fmt::format(
       "name: tiny\nallow_missing: true\nrepetitions: 2\nwarmup_steps: 1\n"
       "defaults: {{dataset: {}, batch_size: 2, seq_len: 16, steps: 3, warmup: 1, eval_batches: 1}}\n"
@@ -462,7 +449,7 @@ TEST(RunSuite, RepetitionsThenCachedThenForce) {
 // kept row's source.
 TEST(RunSuite, FinetuneRowsStartFromTheirPretrainedSource) {
   test::TrainEnv& env = test::TrainEnv::get();
-  TempDir d("ft");
+  TempDir d("el_runner_test", "ft");
   // The environment's card with a context long enough for the alpaca prompt.
   const std::string card = d.path + "/ft-card.yaml";
   {

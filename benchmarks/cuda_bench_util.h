@@ -1,0 +1,72 @@
+// cuda_bench_util.h — helpers shared by the cuda_*_bench.cpp programs: the
+// device, backend registration as a benchmark skip, random device tensors
+// drawn cheaply, and event-timed batches of calls with us/call and GB/s.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "cuda/cuda_backend.h"
+#include "ops/backend.h"
+
+namespace el::bench_util {
+
+inline Device gpu() { return Device::cuda(0); }
+
+// Registers the CUDA backend; a failure skips the benchmark with its message.
+inline bool ready(benchmark::State& state) {
+  const Status s = cuda::register_backend(0);
+  if (!s.ok()) state.SkipWithError(s.error().message().c_str());
+  return s.ok();
+}
+
+// Random values: one block of 2^20 normals (times `scale`) drawn on the host,
+// uploaded once and tiled over the tensor on the device.
+inline Tensor random_gpu(const Shape& shape, DType dtype, uint64_t seed, float scale = 1.f) {
+  constexpr int64_t kBlock = int64_t{1} << 20;
+  const int64_t total = shape_numel(shape);
+  const int64_t nb = std::min(total, kBlock);
+  Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(nb));
+  for (float& x : v) x = rng.normal() * scale;
+  Tensor block = Tensor::empty({nb}, dtype, gpu());
+  block.copy_from(Tensor::from_floats(v, {nb}));
+  Tensor t = Tensor::empty({total}, dtype, gpu());
+  for (int64_t off = 0; off < total; off += nb) {
+    const int64_t len = std::min(nb, total - off);
+    Tensor dst = t.slice0(off, off + len);
+    dst.copy_from(block.slice0(0, len));
+  }
+  return t.view(shape);
+}
+
+// Runs `call` batch times per iteration; sets us/call and GB/s from `bytes` per call.
+template <class F>
+void time_batches(benchmark::State& state, int batch, double bytes, F&& call) {
+  Backend& be = backend_for(gpu());
+  for (int i = 0; i < 3; ++i) call();  // warm-up: allocator cache, lazy module loading
+  be.synchronize();
+  cuda::EventTimer timer;
+  double total_ms = 0;
+  int64_t calls = 0;
+  for (auto _ : state) {
+    timer.start();
+    for (int i = 0; i < batch; ++i) call();
+    timer.stop();
+    const double ms = timer.elapsed_ms();
+    state.SetIterationTime(ms * 1e-3);
+    total_ms += ms;
+    calls += batch;
+  }
+  be.synchronize();
+  const double us = total_ms * 1e3 / double(std::max<int64_t>(calls, 1));
+  state.counters["us/call"] = us;
+  state.counters["GB/s"] = bytes / (us * 1e-6) * 1e-9;
+}
+
+}  // namespace el::bench_util
