@@ -18,6 +18,9 @@
 // each task accumulates into its own transposed [D][S'] slot (vectorised over
 // keys like the rest) and the slots are summed per kv head in head order
 // afterwards: no races, and results do not depend on thread timing.
+// ALiBi (alibi_slopes defined): score r, j gets slope_h * (j - i), i the
+// query's position t + (S - T), added to the scaled scores before the
+// softmax (forward) and before the exp of the recomputed p (backward).
 #include <omp.h>
 
 #include <algorithm>
@@ -67,6 +70,16 @@ inline int64_t visible_keys(const Dims& m, bool causal, int64_t t) {
 }
 
 inline int64_t round_up(int64_t x, int64_t k) { return (x + k - 1) / k * k; }
+
+// row[j] += slope * (j - i) for j < lim (ALiBi; i = the query's position).
+inline void add_alibi(float* row, int64_t lim, float slope, int64_t i) {
+  const float base = -slope * static_cast<float>(i);
+#pragma omp simd
+  for (int64_t j = 0; j < lim; ++j) row[j] += std::fma(slope, static_cast<float>(j), base);
+}
+
+// The slope of head h, or 0 (no bias) when there is no slope table.
+inline float slope_of(const float* slopes, int64_t h) { return slopes ? slopes[h] : 0.f; }
 
 // out[d * ld + j] = x[b, j, kvh, d] for j < S, zero for S <= j < ld.
 void gather_transposed(const float* x, const Dims& m, int64_t b, int64_t kvh, float* out) {
@@ -231,7 +244,7 @@ bool worth_parallel(const Dims& m) {
 // The (b, h) task loop of attention_forward with R query rows per block.
 template <int64_t R>
 void forward_tasks(const Dims& m, const float* pq, const float* pk, const float* pv, float scale,
-                   bool causal, float* po, float* pl) {
+                   bool causal, const float* slopes, float* po, float* pl) {
   const int64_t tasks = m.b * m.h;
 #pragma omp parallel if (worth_parallel(m))
   {
@@ -256,6 +269,7 @@ void forward_tasks(const Dims& m, const float* pq, const float* pk, const float*
             if (r < nr) lse_row[t0 + r] = -INFINITY;
             continue;
           }
+          if (slopes) add_alibi(row, lim, slopes[h], t0 + r + (m.s - m.t));
           float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
           for (int64_t j = 0; j < lim; ++j) mx = std::max(mx, row[j]);
@@ -285,7 +299,7 @@ void forward_tasks(const Dims& m, const float* pq, const float* pk, const float*
 template <int64_t R>
 void backward_tasks(const Dims& m, const float* pdo, const float* pq, const float* pk,
                     const float* pv, const float* po, const float* pl, float scale, bool causal,
-                    float* pdq, float* pdkt, float* pdvt) {
+                    const float* slopes, float* pdq, float* pdkt, float* pdvt) {
   const int64_t tasks = m.b * m.h;
   const int64_t slot = m.d * m.ld;
 #pragma omp parallel if (worth_parallel(m))
@@ -325,6 +339,7 @@ void backward_tasks(const Dims& m, const float* pdo, const float* pq, const floa
           float* ds = w.dp.data() + r * m.ld;
           const int64_t lim = r < nr ? visible_keys(m, causal, t0 + r) : 0;
           const float l = ls[r], dr = di[r];
+          if (slopes) add_alibi(p, lim, slope_of(slopes, h), t0 + r + (m.s - m.t));
 #pragma omp simd
           for (int64_t j = 0; j < lim; ++j) {
             const float pj = fast_exp(p[j] - l);
@@ -352,8 +367,16 @@ void backward_tasks(const Dims& m, const float* pdo, const float* pq, const floa
 
 }  // namespace
 
+// The ALiBi slope table's data, or nullptr; checks it is f32 [H].
+static const float* slopes_of(const Tensor& slopes, int64_t h, const char* what) {
+  if (!slopes.defined()) return nullptr;
+  expect_f32(slopes, what);
+  EL_ENSURE(slopes.numel() == h, "cpu {}: {} ALiBi slopes for {} heads", what, slopes.numel(), h);
+  return slopes.data<float>();
+}
+
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal,
-                       Tensor& out, Tensor& lse) {
+                       Tensor& out, Tensor& lse, const Tensor& alibi_slopes) {
   expect_f32(q, "attention_forward (q)");
   expect_f32(k, "attention_forward (k)");
   expect_f32(v, "attention_forward (v)");
@@ -369,16 +392,17 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   const float* pv = v.data<float>();
   float* po = out.data<float>();
   float* pl = lse.data<float>();
+  const float* ps = slopes_of(alibi_slopes, m.h, "attention_forward (alibi_slopes)");
   if (m.t >= kMaxRows) {
-    forward_tasks<kMaxRows>(m, pq, pk, pv, scale, causal, po, pl);
+    forward_tasks<kMaxRows>(m, pq, pk, pv, scale, causal, ps, po, pl);
   } else {
-    forward_tasks<1>(m, pq, pk, pv, scale, causal, po, pl);
+    forward_tasks<1>(m, pq, pk, pv, scale, causal, ps, po, pl);
   }
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
-                        Tensor& dk, Tensor& dv) {
+                        Tensor& dk, Tensor& dv, const Tensor& alibi_slopes) {
   expect_f32(dout, "attention_backward (dout)");
   expect_f32(q, "attention_backward (q)");
   expect_f32(k, "attention_backward (k)");
@@ -414,10 +438,11 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   float* pdkt = dkt.data<float>();
   float* pdvt = dvt.data<float>();
 
+  const float* ps = slopes_of(alibi_slopes, m.h, "attention_backward (alibi_slopes)");
   if (m.t >= kMaxRows) {
-    backward_tasks<kMaxRows>(m, pdo, pq, pk, pv, po, pl, scale, causal, pdq, pdkt, pdvt);
+    backward_tasks<kMaxRows>(m, pdo, pq, pk, pv, po, pl, scale, causal, ps, pdq, pdkt, pdvt);
   } else {
-    backward_tasks<1>(m, pdo, pq, pk, pv, po, pl, scale, causal, pdq, pdkt, pdvt);
+    backward_tasks<1>(m, pdo, pq, pk, pv, po, pl, scale, causal, ps, pdq, pdkt, pdvt);
   }
   // dk[b, s, kvh, :] = sum over the group's query heads (in head order, so
   // the result does not depend on the thread count) of their dK^T slots.

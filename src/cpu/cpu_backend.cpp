@@ -154,9 +154,10 @@ class CpuBackend final : public Backend {
     cpu::kv_cache_write(k, v, positions, k_cache, v_cache);  // any dtypes, row by row
   }
   void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& positions, float scale, Tensor& out) override {
+                        const Tensor& positions, float scale, Tensor& out,
+                        const Tensor& alibi_slopes = Tensor()) override {
     F32Stage s;
-    cpu::attention_cached(s.in(q), k_cache, v_cache, positions, scale, s.out(out));
+    cpu::attention_cached(s.in(q), k_cache, v_cache, positions, scale, s.out(out), alibi_slopes);
     s.commit();
   }
   void argmax_rows(const Tensor& x, Tensor& out) override { cpu::argmax_rows(x, out); }
@@ -182,17 +183,20 @@ class CpuBackend final : public Backend {
   }
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                         bool causal, Tensor& out, Tensor& lse) override {
+                         bool causal, Tensor& out, Tensor& lse,
+                         const Tensor& alibi_slopes = Tensor()) override {
     F32Stage s;
-    cpu::attention_forward(s.in(q), s.in(k), s.in(v), scale, causal, s.out(out), s.out(lse));
+    cpu::attention_forward(s.in(q), s.in(k), s.in(v), scale, causal, s.out(out), s.out(lse),
+                           alibi_slopes);
     s.commit();
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& out, const Tensor& lse, float scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv) override {
+                          Tensor& dq, Tensor& dk, Tensor& dv,
+                          const Tensor& alibi_slopes = Tensor()) override {
     F32Stage s;
     cpu::attention_backward(s.in(dout), s.in(q), s.in(k), s.in(v), s.in(out), s.in(lse), scale,
-                            causal, s.out(dq), s.out(dk), s.out(dv));
+                            causal, s.out(dq), s.out(dk), s.out(dv), alibi_slopes);
     s.commit();
   }
 

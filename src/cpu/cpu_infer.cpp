@@ -110,12 +110,20 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
 }
 
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& positions, float scale, Tensor& out) {
+                      const Tensor& positions, float scale, Tensor& out,
+                      const Tensor& alibi_slopes) {
   expect_f32(q, "attention_cached (q)");
   expect_f32(out, "attention_cached (out)");
   const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
   const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2), group = h / hkv;
   const std::vector<int32_t> pos = read_positions(positions, b, "attention_cached");
+  const float* slopes = nullptr;  // ALiBi: score of cache row j += slope_h * (j - query position)
+  if (alibi_slopes.defined()) {
+    expect_f32(alibi_slopes, "attention_cached (alibi_slopes)");
+    EL_ENSURE(alibi_slopes.numel() == h, "cpu attention_cached: {} ALiBi slopes for {} heads",
+              alibi_slopes.numel(), h);
+    slopes = alibi_slopes.data<float>();
+  }
 #pragma omp parallel if (b * t * h * (pos.empty() ? 0 : pos[0] + t) * d >= kParallelMinWork)
   {
     std::vector<float> scores(static_cast<size_t>(smax));
@@ -126,12 +134,13 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
         for (int64_t hh = 0; hh < h; ++hh) {
           const float* qr = q.data<float>() + ((i * t + s) * h + hh) * d;
           const int64_t keys = pos[i] + s + 1, kvh = hh / group;
+          const float slope = slopes ? slopes[hh] : 0.f;
           float mx = -std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < keys; ++j) {
             const int64_t base = ((i * smax + j) * hkv + kvh) * d;
             float dot = 0;
             for (int64_t e = 0; e < d; ++e) dot += qr[e] * load(k_cache, base + e);
-            scores[j] = dot * scale;
+            scores[j] = dot * scale + slope * static_cast<float>(j - (keys - 1));
             mx = std::max(mx, scores[j]);
           }
           float sum = 0;

@@ -86,11 +86,12 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, cons
                         const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db);
 
 // ---- cpu_attention.cpp
+// alibi_slopes: undefined or f32 [H] (ALiBi bias, see ops/backend.h).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal,
-                       Tensor& out, Tensor& lse);
+                       Tensor& out, Tensor& lse, const Tensor& alibi_slopes = Tensor());
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
-                        Tensor& dk, Tensor& dv);
+                        Tensor& dk, Tensor& dv, const Tensor& alibi_slopes = Tensor());
 
 // ---- cpu_infer.cpp (KV cache, per-row rotary offsets, argmax, quantized matmul)
 // The cache and quantized weights are read in their stored dtype; q, x, y,
@@ -101,7 +102,8 @@ void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tenso
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& positions, float scale, Tensor& out);
+                      const Tensor& positions, float scale, Tensor& out,
+                      const Tensor& alibi_slopes = Tensor());
 void argmax_rows(const Tensor& x, Tensor& out);  // x any float dtype
 void increment_i32(Tensor& x, int32_t delta);
 void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y);

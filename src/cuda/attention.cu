@@ -55,7 +55,8 @@ cudaError_t attention_forward(const void* q, const void* k, const void* v, void*
   if (!shape_ok(s) || !elem_of(dtype, &e)) return cudaErrorInvalidValue;
   if (s.B == 0 || s.T == 0) return cudaSuccess;
   if (!q || !out || !lse || (s.S > 0 && (!k || !v))) return cudaErrorInvalidValue;
-  const attn::FwdArgs a{q, k, v, out, lse, s.B, s.T, s.S, s.H, s.Hkv, s.D, s.scale, s.causal};
+  const attn::FwdArgs a{q,   k,   v,   out,   lse,     s.B,      s.T,
+                        s.S, s.H, s.Hkv, s.D, s.scale, s.causal, s.alibi_slopes};
   // S == 0: every row sees no key (out = 0, lse = -inf); the SIMT kernel reads no key.
   if (s.S > 0 && tc_shape(s, e) && aligned16(q) && aligned16(k) && aligned16(v) &&
       aligned16(out)) {
@@ -108,7 +109,8 @@ cudaError_t attention_backward(const void* dout, const void* q, const void* k, c
   }
   float* dsum = reinterpret_cast<float*>(ws);
   const attn::BwdArgs a{dout, q,      k,   v,   out, lse, dq,      dk,    dv,     dq_acc,
-                        dsum, s.B,    s.T, s.S, s.H, s.Hkv, s.D,   s.scale, s.causal};
+                        dsum, s.B,    s.T, s.S, s.H, s.Hkv, s.D,   s.scale, s.causal,
+                        s.alibi_slopes};
   if (tc) return attn::backward_tc(a, e, g_backward_variant, stream);  // computes dsum itself
   if (cudaError_t err = attn::backward_dsum(a, e, stream); err != cudaSuccess) return err;
   return attn::backward_simt(a, e, stream);

@@ -9,6 +9,9 @@
 // causal: query t sees keys s <= t + (S - T) (queries are the last T positions,
 // as in decode against a KV cache); a query that sees no key gets out = 0 and
 // lse = -inf, and contributes nothing to the gradients.
+// ALiBi: with shape.alibi_slopes (f32 [H] on the device) the scaled score of
+// query t and key s gets alibi_slopes[h] * (s - (t + S - T)) (ops/backend.h);
+// nullptr (the default) reads nothing and leaves the kernels' math unchanged.
 //
 // Paths: bf16/f16 with D = 64 or 128 run the tensor-core kernels (mma.sync
 // m16n8k16, f32 accumulation, K/V tiles streamed through shared memory, online
@@ -35,6 +38,7 @@ struct AttentionShape {
   int B, T, S, H, Hkv, D;
   float scale;  // usually 1 / sqrt(D)
   bool causal;
+  const float* alibi_slopes = nullptr;  // [H] f32 device pointer, or nullptr (no ALiBi bias)
 };
 
 // out[B,T,H,D] = softmax(scale q k^T (+ causal mask)) v ; lse[B,H,T] f32.

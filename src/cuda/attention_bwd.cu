@@ -12,7 +12,9 @@
 //   dQ  += dS K     (dS^T staged in shared memory; added with f32 atomics into
 //                    a [B,T,H,D] workspace, scaled and converted at the end)
 // Q, dO, lse and Dsum tiles are double-buffered with cp.async so the next
-// tile loads while this one computes.
+// tile loads while this one computes. ALiBi (a.alibi) adds slope*log2e *
+// (key - query position) to the exponent of P^T; dS needs nothing more (the
+// bias does not depend on q or k).
 #include <type_traits>
 
 #include "cuda/attention_device.cuh"
@@ -134,6 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
     const uint32_t stage = cur * kBM * D * sizeof(T);
     const float* cLse = sLse + cur * kBM;
     const float* cDsum = sDsum + cur * kBM;
+    const float slope2 = a.alibi ? a.alibi[h] * kLog2e : 0.f;  // ALiBi slope of head h, base 2
 
     if constexpr (Cfg::kCacheKV) {
       if (it == 0) {
@@ -188,7 +191,13 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
       for (int e = 0; e < 4; ++e) {
         const float lse = (e & 1) ? l2.y : l2.x;
         const float dsum = (e & 1) ? ds2.y : ds2.x;
-        float p = exp2f(fmaf(st[j][e], sl2, -lse * kLog2e));
+        float x = fmaf(st[j][e], sl2, -lse * kLog2e);
+        if (a.alibi) {
+          const int key = n0 + key_w + g + (e >> 1) * 8;
+          const int t = m0 + col + (e & 1);
+          x = fmaf(slope2, float(key - t - off), x);
+        }
+        float p = exp2f(x);
         if (need_mask) {
           const int key = n0 + key_w + g + (e >> 1) * 8;
           const int t = m0 + col + (e & 1);

@@ -172,6 +172,7 @@ struct FwdArgs {
   int B, T, S, H, Hkv, D;
   float scale;
   bool causal;
+  const float* alibi;  // [H] ALiBi slopes or nullptr (attention.cuh)
 };
 
 struct BwdArgs {
@@ -189,6 +190,7 @@ struct BwdArgs {
   int B, T, S, H, Hkv, D;
   float scale;
   bool causal;
+  const float* alibi;  // [H] ALiBi slopes or nullptr
 };
 
 // Tensor-core kernels: bf16/f16, D in {64, 128}, 16-byte aligned pointers.

@@ -10,6 +10,10 @@
 // and at the end out = O / l, lse = (m + log2 l) ln 2. Only tiles that cross
 // the causal diagonal or the end of S pay for masking. Under a causal mask the
 // query tiles with the most keys are scheduled first (blockIdx.x reversed).
+// ALiBi (a.alibi): every tile takes the masking pass, which then also turns S
+// into base-2 logits S * scale*log2e + slope*log2e * (key - query position),
+// and the softmax multiplies by 1 instead of scale*log2e (smul): without
+// ALiBi the kernel does exactly what it did before.
 #include <type_traits>
 
 #include "cuda/attention_device.cuh"
@@ -64,6 +68,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
   const LaneAddr<D> ka(sK, (lane % 8) + (lane >> 4) * 8, (lane >> 3) & 1);
   const LaneAddr<D> va(sV, (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
   const float sl2 = a.scale * kLog2e;
+  const float slope2 = a.alibi ? a.alibi[h] * kLog2e : 0.f;  // ALiBi slope, base 2
+  const float smul = a.alibi ? 1.f : sl2;  // factor from S to base-2 logits in the softmax
   uint32_t qf[kMW][D / 16][4];
   float o[kMW][D / 8][4];
   float row_m[kMW][2], row_l[kMW][2];
@@ -121,7 +127,20 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
 
     // Mask keys past S and, under the causal mask, keys after row + off.
     const bool need_mask = n0 + kBN > a.S || (a.causal && n0 + kBN - 1 > m0 + row_base + off);
-    if (need_mask) {
+    if (a.alibi) {
+#pragma unroll
+      for (int mi = 0; mi < kMW; ++mi)
+#pragma unroll
+        for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int row = m0 + row_base + mi * 16 + g + (e >> 1) * 8;
+            const int col = n0 + j * 8 + 2 * t4 + (e & 1);
+            const bool masked = col >= a.S || (a.causal && col > row + off);
+            s[mi][j][e] =
+                masked ? -INFINITY : fmaf(s[mi][j][e], sl2, slope2 * float(col - row - off));
+          }
+    } else if (need_mask) {
 #pragma unroll
       for (int mi = 0; mi < kMW; ++mi)
 #pragma unroll
@@ -144,7 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
         for (int j = 0; j < kBN / 8; ++j) mx = fmaxf(mx, fmaxf(s[mi][j][2 * hf], s[mi][j][2 * hf + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(row_m[mi][hf], mx * sl2);
+        const float m_new = fmaxf(row_m[mi][hf], mx * smul);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet
         const float alpha = exp2f(row_m[mi][hf] - m_use);
         row_m[mi][hf] = m_new;
@@ -153,7 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
         for (int j = 0; j < kBN / 8; ++j)
 #pragma unroll
           for (int e = 2 * hf; e < 2 * hf + 2; ++e) {
-            const float p = exp2f(fmaf(s[mi][j][e], sl2, -m_use));
+            const float p = exp2f(fmaf(s[mi][j][e], smul, -m_use));
             s[mi][j][e] = p;
             sum += p;
           }

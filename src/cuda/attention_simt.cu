@@ -13,6 +13,8 @@
 //                dk/dv are summed over the group without atomics.
 // Query rows (and their scaled copy) live in shared memory as f32; K/V rows
 // are read from global memory (L1/L2 catch the reuse between warps).
+// ALiBi (a.alibi): each scaled score s of query position i = t + S - T and
+// key j gets slope_h * (j - i) before its exp.
 #include "cuda/attention_device.cuh"
 
 namespace el::cuda::attn {
@@ -50,13 +52,17 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_fwd_kernel(const Fwd
   const long long kv_base = (static_cast<long long>(b) * a.S * a.Hkv + kvh) * D;
   const T* kb = static_cast<const T*>(a.k) + kv_base;
   const T* vb = static_cast<const T*>(a.v) + kv_base;
+  const float slope = a.alibi ? a.alibi[h] : 0.f;
+  const int qpos = t + a.S - a.T;
 
   float m = -INFINITY, l = 0.f, acc[kDPL];
 #pragma unroll
   for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
   for (int j0 = 0; j0 < n_vis; j0 += 32) {
     const int j = j0 + lane;
-    const float s = j < n_vis ? dot_row(sq[warp], kb + j * kv_stride, D) : -INFINITY;
+    const float s = j < n_vis
+                        ? fmaf(slope, float(j - qpos), dot_row(sq[warp], kb + j * kv_stride, D))
+                        : -INFINITY;
     const float m_new = fmaxf(m, warp_max(s));  // finite: key j0 is visible
     const float alpha = expf(m - m_new);
     const float p = j < n_vis ? expf(s - m_new) : 0.f;
@@ -115,6 +121,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_bwd_dq_kernel(const 
   const long long kv_base = (static_cast<long long>(b) * a.S * a.Hkv + kvh) * D;
   const T* kb = static_cast<const T*>(a.k) + kv_base;
   const T* vb = static_cast<const T*>(a.v) + kv_base;
+  const float slope = a.alibi ? a.alibi[h] : 0.f;
+  const int qpos = t + a.S - a.T;
   float acc[kDPL];
 #pragma unroll
   for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
@@ -122,7 +130,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_bwd_dq_kernel(const 
     const int j = j0 + lane;
     float ds = 0.f;
     if (j < n_vis) {
-      const float p = expf(dot_row(sq[warp], kb + j * kv_stride, D) - lse);
+      const float sc = fmaf(slope, float(j - qpos), dot_row(sq[warp], kb + j * kv_stride, D));
+      const float p = expf(sc - lse);
       ds = p * (dot_row(sdo[warp], vb + j * kv_stride, D) - dsum);
     }
     const int cnt = min(32, n_vis - j0);
@@ -176,6 +185,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_bwd_dkv_kernel(const
     const T* qb = static_cast<const T*>(a.q) + qbase;
     const T* dob = static_cast<const T*>(a.dout) + qbase;
     const long long lbase = (static_cast<long long>(b) * a.H + h) * a.T;
+    const float slope = a.alibi ? a.alibi[h] : 0.f;
     for (int t0 = t_min; t0 < a.T; t0 += 32) {
       const int t = t0 + lane;
       float p = 0.f, ds = 0.f;
@@ -188,6 +198,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_bwd_dkv_kernel(const
           sc = fmaf(sk[warp][d], to_f32(qr[d]), sc);
           dp = fmaf(sv[warp][d], to_f32(dr[d]), dp);
         }
+        sc = fmaf(slope, float(s - (t + a.S - a.T)), sc);
         p = expf(sc - a.lse[lbase + t]);
         ds = p * (dp - a.dsum[lbase + t]);
       }

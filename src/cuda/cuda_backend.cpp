@@ -45,6 +45,15 @@ AttentionShape attention_shape(const Tensor& q, const Tensor& k, float scale, bo
                         causal};
 }
 
+// The ALiBi slope table of an attention call: nullptr, or f32 [H] on the GPU.
+const float* alibi_pointer(const Tensor& slopes, const Tensor& q, const char* what) {
+  if (!slopes.defined()) return nullptr;
+  expect_cuda_dtype(slopes, DType::f32, what);
+  EL_ENSURE(slopes.numel() == q.dim(2), "{}: {} ALiBi slopes for {} heads", what, slopes.numel(),
+            q.dim(2));
+  return slopes.data<float>();
+}
+
 void check_attention(cudaError_t rc, const char* what) {
   if (rc != cudaSuccess) {
     (void)cudaGetLastError();
@@ -128,24 +137,28 @@ class CudaBackend final : public Backend {
   }
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                         bool causal, Tensor& out, Tensor& lse) override {
+                         bool causal, Tensor& out, Tensor& lse,
+                         const Tensor& alibi_slopes = Tensor()) override {
     for (const Tensor* t : TensorPtrs{&q, &k, &v, &out}) {
       expect_cuda_dtype(*t, q.dtype(), "attention_forward");
     }
     expect_cuda_dtype(lse, DType::f32, "attention_forward (lse)");
-    const AttentionShape s = attention_shape(q, k, scale, causal);
+    AttentionShape s = attention_shape(q, k, scale, causal);
+    s.alibi_slopes = alibi_pointer(alibi_slopes, q, "attention_forward (alibi_slopes)");
     check_attention(cuda::attention_forward(q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
                                             s, q.dtype(), ctx().stream),
                     "cuda attention_forward");
   }
   void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                           const Tensor& out, const Tensor& lse, float scale, bool causal,
-                          Tensor& dq, Tensor& dk, Tensor& dv) override {
+                          Tensor& dq, Tensor& dk, Tensor& dv,
+                          const Tensor& alibi_slopes = Tensor()) override {
     for (const Tensor* t : TensorPtrs{&dout, &q, &k, &v, &out, &dq, &dk, &dv}) {
       expect_cuda_dtype(*t, q.dtype(), "attention_backward");
     }
     expect_cuda_dtype(lse, DType::f32, "attention_backward (lse)");
-    const AttentionShape s = attention_shape(q, k, scale, causal);
+    AttentionShape s = attention_shape(q, k, scale, causal);
+    s.alibi_slopes = alibi_pointer(alibi_slopes, q, "attention_backward (alibi_slopes)");
     const size_t ws_bytes = cuda::attention_backward_workspace_bytes(s, q.dtype());
     Tensor ws = Tensor::empty({static_cast<int64_t>(ws_bytes)}, DType::u8, device());
     check_attention(cuda::attention_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(),
@@ -215,11 +228,22 @@ class CudaBackend final : public Backend {
     cuda::kv_cache_write(k, v, positions, k_cache, v_cache);
   }
   void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& positions, float scale, Tensor& out) override {
-    cuda::attention_cached(q, k_cache, v_cache, positions, scale, out);
+                        const Tensor& positions, float scale, Tensor& out,
+                        const Tensor& alibi_slopes = Tensor()) override {
+    cuda::attention_cached(q, k_cache, v_cache, positions, scale, out, alibi_slopes);
   }
   void argmax_rows(const Tensor& x, Tensor& out) override { cuda::argmax_rows(x, out); }
   void increment_i32(Tensor& x, int32_t delta) override { cuda::increment_i32(x, delta); }
+  bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                          const Tensor& k_cache, const Tensor& v_cache) const override {
+    return cuda::decode_layer_enabled() &&
+           cuda::decode_layer_takes(x, w, inv_freq, k_cache, v_cache);
+  }
+  void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                    const Tensor& positions, Tensor& k_cache, Tensor& v_cache,
+                    Tensor& out) override {
+    cuda::decode_layer(x, w, inv_freq, positions, k_cache, v_cache, out);
+  }
   void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias,
                     Tensor& y) override {
     cuda::quant_matmul(x, w, bias, y);

@@ -32,6 +32,10 @@
 //    through shared memory at the end.
 //  * SIMT path (any other dtype mix, any head dim <= 256): one warp per query
 //    row, a lane per key, same chunks and outputs; f32 arithmetic throughout.
+// ALiBi (a.alibi, f32 [H]): the score of cache row j for query t of row b
+// (head h) gets slope_h * (j - (positions[b] + t)), folded into the base-2
+// logits; chunk lse values include it, so the merge is unchanged. Without it
+// the kernels compute what they did before (no slope is read).
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -142,6 +146,7 @@ struct CachedArgs {
   // does); nullptr: cached_combine_kernel runs after it.
   int* arrivals;
   const int32_t* pos;  // [B]
+  const float* alibi;  // [H] ALiBi slopes, or nullptr
   int T, H, Hkv, G, D, smax;
   int rows;                  // T * G query rows per KV group
   int row_tiles;             // blocks along those rows
@@ -305,6 +310,17 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   }
   const int lim_lo = visible_keys(a, pos, min(first_row, a.rows - 1) / a.G) - 1;
   const int lim_hi = visible_keys(a, pos, min(first_row + 15, a.rows - 1) / a.G) - 1;
+  // ALiBi: the base-2 slope of each of this lane's rows (its head); the
+  // query's position is lim[hf] (positions[b] + t). smul: S -> base-2 logits.
+  float slope2[2] = {0.f, 0.f};
+  if (a.alibi) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int row = min(first_row + g + 8 * hf, a.rows - 1);
+      slope2[hf] = a.alibi[kvh * a.G + row % a.G] * attn::kLog2e;
+    }
+  }
+  const float smul = a.alibi ? 1.f : a.sl2;
 
   // K as the B operand of Q K^T (keys are n), V transposed as the B operand of P V.
   const attn::LaneAddr<D> ka(sK, (lane % 8) + (lane >> 4) * 8 + ks * kBNW, (lane >> 3) & 1);
@@ -352,7 +368,17 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       }
     }
     // Keys after a row's position (and zero-filled rows past n_end) are masked.
-    if (nw + kBNW - 1 > lim_lo) {
+    if (a.alibi) {
+#pragma unroll
+      for (int j = 0; j < kBNW / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = nw + j * 8 + 2 * t4 + (e & 1);
+          const int hf = e >> 1;
+          s[j][e] = col > lim[hf] ? -INFINITY
+                                  : fmaf(s[j][e], a.sl2, slope2[hf] * float(col - lim[hf]));
+        }
+    } else if (nw + kBNW - 1 > lim_lo) {
 #pragma unroll
       for (int j = 0; j < kBNW / 8; ++j)
 #pragma unroll
@@ -370,7 +396,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       for (int j = 0; j < kBNW / 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * hf], s[j][2 * hf + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(row_m[hf], mx * a.sl2);
+      const float m_new = fmaxf(row_m[hf], mx * smul);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet
       const float alpha = exp2f(row_m[hf] - m_use);
       row_m[hf] = m_new;
@@ -379,7 +405,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       for (int j = 0; j < kBNW / 8; ++j)
 #pragma unroll
         for (int e = 2 * hf; e < 2 * hf + 2; ++e) {
-          const float p = exp2f(fmaf(s[j][e], a.sl2, -m_use));
+          const float p = exp2f(fmaf(s[j][e], smul, -m_use));
           s[j][e] = p;
           sum += p;
         }
@@ -509,6 +535,8 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
   const long long kv_base = (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
   const TC* kb = static_cast<const TC*>(a.k) + kv_base;
   const TC* vb = static_cast<const TC*>(a.v) + kv_base;
+  // ALiBi: base-2 slope of this row's head; the query sits at n_vis - 1.
+  const float slope2 = a.alibi ? a.alibi[kvh * a.G + (row - t * a.G)] * attn::kLog2e : 0.f;
 
   float m = -INFINITY, l = 0.f, acc[kDPL];
 #pragma unroll
@@ -520,7 +548,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
       const TC* kr = kb + j * kv_stride;
       float dot = 0.f;
       for (int d = 0; d < D; ++d) dot = fmaf(sq[warp][d], to_f<TC>(kr[d]), dot);
-      s = dot;
+      s = fmaf(slope2, float(j - (n_vis - 1)), dot);
     }
     const float m_new = fmaxf(m, warp_max(s));  // finite: key j0 is visible
     const float alpha = exp2f(m - m_new);
@@ -596,7 +624,8 @@ void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t
 }  // namespace
 
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& positions, float scale, Tensor& out) {
+                      const Tensor& positions, float scale, Tensor& out,
+                      const Tensor& alibi_slopes) {
   for (const Tensor* t : TensorPtrs{&q, &k_cache, &v_cache, &out}) {
     expect_cuda_float(*t, "attention_cached");
   }
@@ -610,6 +639,12 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                  shape_str(k_cache.shape()), dtype_name(v_cache.dtype()),
                  shape_str(v_cache.shape()));
   expect_positions(positions, q.dim(0), "attention_cached");
+  if (alibi_slopes.defined()) {
+    expect_cuda_dtype(alibi_slopes, DType::f32, "attention_cached (alibi_slopes)");
+    EL_CUDA_ENSURE(alibi_slopes.numel() == q.dim(2),
+                   "cuda attention_cached: {} ALiBi slopes for {} heads", alibi_slopes.numel(),
+                   q.dim(2));
+  }
   const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
   const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2);
   EL_CUDA_ENSURE(d > 0 && d <= kMaxHeadDim, "cuda attention_cached: head dim {} outside [1, {}]", d,
@@ -646,6 +681,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   a.v = v_cache.raw();
   a.out = out.raw();
   a.pos = positions.data<int32_t>();
+  a.alibi = alibi_slopes.defined() ? alibi_slopes.data<float>() : nullptr;
   a.T = static_cast<int>(t);
   a.H = static_cast<int>(h);
   a.Hkv = static_cast<int>(hkv);

@@ -60,10 +60,20 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
 // cuda_kv_cache.cu (with kv_cache_write): split + RoPE + cache write in one kernel.
 void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
                           Tensor& q, Tensor& k_cache, Tensor& v_cache);
+// alibi_slopes: undefined or f32 [H] (ALiBi, ops/backend.h).
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& positions, float scale, Tensor& out);
+                      const Tensor& positions, float scale, Tensor& out,
+                      const Tensor& alibi_slopes = Tensor());
 void argmax_rows(const Tensor& x, Tensor& out);
 void increment_i32(Tensor& x, int32_t delta);
+// cuda_decode_layer.cu: one decoder layer of a batch-1 decode step as one
+// persistent kernel (Backend::decode_layer). EL_DECODE_LAYER=0 turns the
+// fast path off (decode_layer_enabled() false) for A/B runs.
+bool decode_layer_enabled();
+bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                        const Tensor& k_cache, const Tensor& v_cache);
+void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                  const Tensor& positions, Tensor& k_cache, Tensor& v_cache, Tensor& out);
 
 // ---- cuda_quant_gemv.cu + cuda_quant_gemm.cu (weight-only int4/int8 GEMV for decode, GEMM for
 // prefill; device pieces in cuda_quant.cuh)

@@ -380,10 +380,21 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
     return card_error("norm", "norm layernorm cannot be exported (rmsnorm only)");
   if (card.mlp != ModelCard::Mlp::swiglu)
     return card_error("mlp", "mlp gelu cannot be exported (swiglu only)");
-  if (card.pos_encoding != ModelCard::PosEncoding::rope)
-    return card_error("pos_encoding", "pos_encoding none cannot be exported");
+  if (card.pos_encoding != ModelCard::PosEncoding::rope) {
+    using PE = ModelCard::PosEncoding;  // (names spelt out: pos_encoding_name is in el_engine)
+    const PE pe = card.pos_encoding;
+    const char* name = pe == PE::none         ? "none"
+                       : pe == PE::sinusoidal ? "sinusoidal"
+                       : pe == PE::learned    ? "learned"
+                                              : "alibi";
+    return card_error("pos_encoding",
+                      fmt::format("pos_encoding {} cannot be exported (rope only)", name));
+  }
   if (card.o_bias && !card.qkv_bias)
     return card_error("o_bias", "o_bias without qkv_bias matches no supported family");
+  if (card.attention != ModelCard::Attention::standard)
+    return card_error("attention", "attention mla cannot be exported (deepseek_v3 configs are "
+                                   "not written; standard attention only)");
 
   std::string mt = opt.model_type;
   if (mt.empty()) {

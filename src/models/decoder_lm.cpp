@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "nn/pos_encoding.h"
 #include "nn/rope_scaling.h"
 #include "ops/ops.h"
 
@@ -24,12 +25,22 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
   if (!emb.ok()) return emb.error();
   m->embed_tokens_ = emb.value();
   m->embed_tokens_.set_requires_grad(true);
+  if (card.pos_encoding == ModelCard::PosEncoding::learned) {
+    auto pos = Tensor::try_empty({card.max_seq_len, C}, param_dtype, device);
+    if (!pos.ok()) return pos.error();
+    m->embed_positions_ = pos.value();  // initialised below with the other weights
+    m->embed_positions_.set_requires_grad(true);
+  } else if (card.pos_encoding == ModelCard::PosEncoding::sinusoidal) {
+    m->embed_positions_ = sinusoidal_table(card.max_seq_len, C, param_dtype, device);
+  }
   for (int i = 0; i < card.n_layer; ++i) {
     m->layers_.push_back(std::make_unique<DecoderBlock>(card, device, param_dtype));
   }
   m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device, param_dtype);
   if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device, param_dtype);
-  if (card.pos_encoding == ModelCard::PosEncoding::rope) {
+  // (MLA keeps its own tables over qk_rope_head_dim dims: nn/mla.h)
+  if (card.pos_encoding == ModelCard::PosEncoding::rope &&
+      card.attention != ModelCard::Attention::mla) {
     m->rope_inv_freq_ = rope_inv_freq_for(card, device);  // with the card's rope_scaling
   }
   m->refresh_parameters();
@@ -55,6 +66,9 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
 void DecoderLM::refresh_parameters() {
   params_.clear();
   params_.push_back({"model.embed_tokens.weight", embed_tokens_});
+  if (card_.pos_encoding == ModelCard::PosEncoding::learned) {
+    params_.push_back({"model.embed_positions.weight", embed_positions_});
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->collect_parameters("model.layers." + std::to_string(i), params_);
   }
@@ -79,6 +93,10 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
             "sequence length {} exceeds the card's sliding_window {} (no windowed attention)",
             ids.dim(1), card_.sliding_window);
   Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C], the residual stream
+  if (embed_positions_.defined()) {  // sinusoidal / learned: positions 0..T-1 of every row
+    const std::vector<int32_t> start(static_cast<size_t>(ids.dim(0)), 0);
+    x = add_position_embedding(x, embed_positions_, position_ids(start, ids.dim(1), device_));
+  }
   if (layers_.empty()) {
     x = norm_->forward(x);
   } else {
@@ -95,6 +113,18 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
   return lm_head_ ? lm_head_->forward(x) : ops::linear(x, embed_tokens_);  // [B, T, V]
 }
 
+bool DecoderLM::decode_layers_fused(const Tensor& x, const KvCache& cache) const {
+  // ALiBi adds a per-head bias inside attention, which the fused kernel lacks.
+  if (layers_.empty() || card_.pos_encoding == ModelCard::PosEncoding::alibi) return false;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::optional<DecodeLayerWeights> w = layers_[i]->decode_weights();
+    if (!w || !ops::decode_layer_is_fused(x, *w, rope_inv_freq_, cache.k[i], cache.v[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
 Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
                                  const std::vector<int32_t>& last_index) const {
   EL_ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "DecoderLM::forward_cached wants i32 ids [B, T], got {} {}",
@@ -108,8 +138,30 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
               T, p, cache.max_len);
   }
   Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C]
+  if (embed_positions_.defined()) {
+    // Row b's tokens sit at cache positions positions[b] + t. A decode step
+    // (T = 1) reads them from the device tensor itself, so a captured step
+    // stays valid as the rows advance (infer/decode_graph.h).
+    for (int32_t p : cache.host_positions) {
+      EL_ENSURE(p + T <= card_.max_seq_len,
+                "DecoderLM::forward_cached: {} tokens at position {} pass max_seq_len {} (the {} "
+                "position table)",
+                T, p, card_.max_seq_len, pos_encoding_name(card_.pos_encoding));
+    }
+    const Tensor pos_ids = T == 1 ? cache.positions.view({B, 1})
+                                  : position_ids(cache.host_positions, T, ids.device());
+    x = add_position_embedding(x, embed_positions_, pos_ids);
+  }
   Tensor normed;
-  if (layers_.empty()) {
+  if (T == 1 && !cache.empty() && decode_layers_fused(x, cache)) {
+    // A decode step on a backend with a one-kernel decoder layer
+    // (ops::decode_layer): the same arithmetic, ~9x fewer launches.
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      x = ops::decode_layer(x, *layers_[i]->decode_weights(), rope_inv_freq_, cache.positions,
+                            cache.k[i], cache.v[i]);
+    }
+    normed = norm_->forward(x);
+  } else if (layers_.empty()) {
     normed = norm_->forward(x);
   } else {
     normed = layers_.front()->input_layernorm.forward(x);
@@ -152,6 +204,7 @@ int64_t DecoderLM::num_parameters() const {
 int64_t DecoderLM::num_embedding_parameters() const {
   int64_t n = embed_tokens_.numel();
   if (lm_head_) n += lm_head_->in_features() * lm_head_->out_features();
+  if (card_.pos_encoding == ModelCard::PosEncoding::learned) n += embed_positions_.numel();
   return n;
 }
 
@@ -159,6 +212,24 @@ FlopsPerToken DecoderLM::flops_per_token(int64_t T) const { return el::flops_per
 
 static double head_dim_of(const ModelCard& c) {
   return c.head_dim > 0 ? c.head_dim : static_cast<double>(c.d_model) / c.n_head;
+}
+
+// attention: mla (nn/mla.h): the projection weights' elements (= MACs per
+// token) and the parameter count with the latent norms and biases.
+struct MlaShape {
+  int64_t weights = 0, params = 0;
+};
+static MlaShape mla_shape(const ModelCard& c) {
+  const int64_t C = c.d_model, H = c.n_head, Q = c.q_lora_rank, L = c.kv_lora_rank;
+  const int64_t qk = int64_t{c.qk_nope_head_dim} + c.qk_rope_head_dim;
+  const int64_t nv = int64_t{c.qk_nope_head_dim} + c.v_head_dim;
+  MlaShape s;
+  s.weights = (Q > 0 ? C * Q + Q * H * qk : C * H * qk) + C * (L + c.qk_rope_head_dim) +
+              L * H * nv + H * c.v_head_dim * C;
+  s.params = s.weights + (Q > 0 ? Q : 0) + L;  // q_a_layernorm, kv_a_layernorm
+  if (c.qkv_bias) s.params += (Q > 0 ? Q : 0) + L + c.qk_rope_head_dim;  // q_a, kv_a biases
+  if (c.o_bias) s.params += C;
+  return s;
 }
 
 ParameterCounts count_parameters(const ModelCard& c) {
@@ -169,9 +240,11 @@ ParameterCounts count_parameters(const ModelCard& c) {
   int64_t attn = C * H * D + 2 * C * Hkv * D + H * D * C;
   if (c.qkv_bias) attn += H * D + 2 * Hkv * D;
   if (c.o_bias) attn += C;
+  if (c.attention == ModelCard::Attention::mla) attn = mla_shape(c).params;
   const int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
   ParameterCounts p;
   p.embedding = V * C * (c.tied_embeddings ? 1 : 2);
+  if (c.pos_encoding == ModelCard::PosEncoding::learned) p.embedding += int64_t{c.max_seq_len} * C;
   p.total = p.embedding + c.n_layer * (2 * norm + attn + mlp) + norm;
   return p;
 }
@@ -181,11 +254,18 @@ FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
   const double C = card.d_model, V = card.vocab_size, L = card.n_layer;
   const double D = head_dim_of(card);
   const double H = card.n_head, Hkv = card.n_kv_head, F = card.d_ff;
-  const double qkvo = 2.0 * (C * H * D + 2.0 * C * Hkv * D + H * D * C);
+  const bool mla = card.attention == ModelCard::Attention::mla;
+  const double qkvo = mla ? 2.0 * static_cast<double>(mla_shape(card).weights)
+                          : 2.0 * (C * H * D + 2.0 * C * Hkv * D + H * D * C);
   const double mlp = 2.0 * C * F * (card.mlp == ModelCard::Mlp::swiglu ? 3.0 : 2.0);
   f.matmul_forward = L * (qkvo + mlp) + 2.0 * C * V;
   const double mean_keys = (static_cast<double>(T) + 1.0) / 2.0;
-  f.attention_forward = L * 2.0 * 2.0 * H * D * mean_keys;
+  // QK^T and PV: 2 H (Dqk + Dv) per key; MLA's q/k heads have nope + rope
+  // dims and its v heads v_head_dim (the padding to one D is not counted).
+  const double dqk_dv = mla ? static_cast<double>(card.qk_nope_head_dim) + card.qk_rope_head_dim +
+                                  card.v_head_dim
+                            : 2.0 * D;
+  f.attention_forward = L * 2.0 * H * dqk_dv * mean_keys;
   f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total) +
                     12.0 * L * C * static_cast<double>(T);
   return f;

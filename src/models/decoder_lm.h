@@ -2,6 +2,12 @@
 //
 //   ids[B, T] -> embed_tokens -> L x DecoderBlock -> norm -> lm_head -> logits[B, T, V]
 //
+// Positional encoding (card pos_encoding): rope and alibi act inside each
+// block's attention; sinusoidal and learned add a table row at each token's
+// absolute position to its embedding (nn/pos_encoding.h), the learned table
+// being the parameter "model.embed_positions.weight" [max_seq_len, C]
+// (GPT-2's wpe; counted with the embeddings).
+//
 // Built from a ModelCard (configs/models/*.yaml). Parameter names follow
 // transformers' LlamaForCausalLM ("model.embed_tokens.weight",
 // "model.layers.{i}.self_attn.q_proj.weight", "model.norm.weight",
@@ -31,7 +37,7 @@ struct FlopsPerToken {
 
 struct ParameterCounts {
   int64_t total = 0;
-  int64_t embedding = 0;  // token embedding (+ lm_head when untied)
+  int64_t embedding = 0;  // token embedding (+ lm_head when untied, + learned positions)
 };
 
 // Analytic counts from the card's shapes alone (no allocation), so the 3B
@@ -76,7 +82,7 @@ class DecoderLM {
   // lm_head is not listed twice.
   const ParameterList& parameters() const { return params_; }
   int64_t num_parameters() const;
-  int64_t num_embedding_parameters() const;  // token embedding (+ untied lm_head)
+  int64_t num_embedding_parameters() const;  // token embedding (+ untied lm_head, + positions)
   FlopsPerToken flops_per_token(int64_t seq_len) const;
 
   // Visits every projection slot (for LoRA / quantization transforms);
@@ -86,11 +92,16 @@ class DecoderLM {
 
  private:
   DecoderLM(const ModelCard& card, Device device, DType param_dtype);
+  // Whether every layer of a decode step (T = 1) over `cache` runs as one
+  // backend call (ops::decode_layer): dense stacked weights, RMSNorm, SwiGLU,
+  // RoPE or no positional bias in attention, and a backend kernel for them.
+  bool decode_layers_fused(const Tensor& x, const KvCache& cache) const;
 
   ModelCard card_;
   Device device_;
   DType param_dtype_;
   Tensor embed_tokens_;   // [V, C]
+  Tensor embed_positions_;  // [max_seq_len, C]: learned (a parameter) or sinusoidal (a constant)
   std::vector<std::unique_ptr<DecoderBlock>> layers_;
   std::unique_ptr<Norm> norm_;
   std::unique_ptr<LinearLayer> lm_head_;  // null when tied to embed_tokens_

@@ -19,10 +19,27 @@ std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& c) {
   for (int i = 0; i < c.n_layer; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
     norm(p + ".input_layernorm");
-    linear(p + ".self_attn.q_proj", C, H * D, c.qkv_bias);
-    linear(p + ".self_attn.k_proj", C, Hkv * D, c.qkv_bias);
-    linear(p + ".self_attn.v_proj", C, Hkv * D, c.qkv_bias);
-    linear(p + ".self_attn.o_proj", H * D, C, c.o_bias);
+    if (c.attention == ModelCard::Attention::mla) {  // DeepseekV3Attention's tensors
+      const std::string a = p + ".self_attn";
+      const int64_t Q = c.q_lora_rank, L = c.kv_lora_rank, R = c.qk_rope_head_dim;
+      const int64_t qk = c.qk_nope_head_dim + R;
+      if (Q > 0) {
+        linear(a + ".q_a_proj", C, Q, c.qkv_bias);
+        out.push_back({a + ".q_a_layernorm.weight", {Q}});
+        linear(a + ".q_b_proj", Q, H * qk, false);
+      } else {
+        linear(a + ".q_proj", C, H * qk, false);
+      }
+      linear(a + ".kv_a_proj_with_mqa", C, L + R, c.qkv_bias);
+      out.push_back({a + ".kv_a_layernorm.weight", {L}});
+      linear(a + ".kv_b_proj", L, H * (c.qk_nope_head_dim + c.v_head_dim), false);
+      linear(a + ".o_proj", H * c.v_head_dim, C, c.o_bias);
+    } else {
+      linear(p + ".self_attn.q_proj", C, H * D, c.qkv_bias);
+      linear(p + ".self_attn.k_proj", C, Hkv * D, c.qkv_bias);
+      linear(p + ".self_attn.v_proj", C, Hkv * D, c.qkv_bias);
+      linear(p + ".self_attn.o_proj", H * D, C, c.o_bias);
+    }
     norm(p + ".post_attention_layernorm");
     if (c.mlp == ModelCard::Mlp::swiglu) linear(p + ".mlp.gate_proj", C, F, false);
     linear(p + ".mlp.up_proj", C, F, false);

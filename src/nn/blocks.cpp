@@ -43,6 +43,9 @@ Attention::Attention(const ModelCard& card, Device device, DType dtype)
   k_proj = std::move(qkv[1]);
   v_proj = std::move(qkv[2]);
   o_proj = std::make_unique<Linear>(n_head * head_dim, c, card.o_bias, device, dtype);
+  if (card.pos_encoding == ModelCard::PosEncoding::alibi) {
+    alibi_slopes = ops::alibi_slopes(n_head, device);
+  }
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
@@ -63,7 +66,7 @@ Tensor Attention::forward(const Tensor& x, const Tensor& rope_inv_freq) const {
       h.k = ops::rope(h.k, rope_inv_freq);
     }
   }
-  Tensor y = ops::attention(h.q, h.k, h.v, /*causal=*/true);  // [B, T, H, D]
+  Tensor y = ops::attention(h.q, h.k, h.v, /*causal=*/true, 0.0f, alibi_slopes);  // [B, T, H, D]
   return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
 }
 
@@ -77,7 +80,7 @@ Tensor Attention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq, T
     // cache, in one kernel with the split and RoPE.
     const Tensor q = ops::qkv_rope_cache_write(packed, n_head, n_kv_head, rope_inv_freq, positions,
                                                k_cache, v_cache);
-    const Tensor y = ops::attention_cached(q, k_cache, v_cache, positions);
+    const Tensor y = ops::attention_cached(q, k_cache, v_cache, positions, 0.0f, alibi_slopes);
     return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
   }
   if (packed.defined()) {
@@ -94,8 +97,9 @@ Tensor Attention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq, T
   ops::kv_cache_write(h.k, h.v, positions, k_cache, v_cache);
   // A prefill from position 0 sees exactly its own keys: the training
   // kernel (tiled, tensor cores) instead of the decode kernel.
-  Tensor y = from_zero ? ops::attention(h.q, h.k, h.v, /*causal=*/true)
-                       : ops::attention_cached(h.q, k_cache, v_cache, positions);
+  Tensor y = from_zero ? ops::attention(h.q, h.k, h.v, /*causal=*/true, 0.0f, alibi_slopes)
+                       : ops::attention_cached(h.q, k_cache, v_cache, positions, 0.0f,
+                                               alibi_slopes);
   return o_proj->forward(ops::reshape(y, {B, T, n_head * head_dim}));
 }
 
@@ -147,14 +151,20 @@ void Mlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit)
 
 DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
     : input_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
-      self_attn(card, device, dtype),
       post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
-      mlp(card, device, dtype) {}
+      mlp(card, device, dtype) {
+  if (card.attention == ModelCard::Attention::mla) {
+    mla_attn = std::make_unique<MlaAttention>(card, device, dtype);
+  } else {
+    self_attn = std::make_unique<Attention>(card, device, dtype);
+  }
+}
 
 ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
                                         const Norm& next_norm, const Tensor& rope_inv_freq) const {
   const ops::ResidualNorm h =
-      post_attention_layernorm.forward_residual(x, self_attn.forward(x_normed, rope_inv_freq));
+      post_attention_layernorm.forward_residual(x, mla_attn ? mla_attn->forward(x_normed, rope_inv_freq)
+                                                            : self_attn->forward(x_normed, rope_inv_freq));
   return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
 }
 
@@ -162,21 +172,54 @@ ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_
                                                const Norm& next_norm, const Tensor& rope_inv_freq,
                                                KvCache& cache, int64_t layer) const {
   const size_t l = static_cast<size_t>(layer);
-  const Tensor attn = self_attn.forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
-                                               cache.positions, cache.empty());
+  const Tensor attn =
+      mla_attn ? mla_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
+                                          cache.positions, cache.empty())
+               : self_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
+                                           cache.positions, cache.empty());
   const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, attn);
   return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
 }
 
+std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
+  if (!self_attn || input_layernorm.kind != ModelCard::Norm::rmsnorm ||
+      post_attention_layernorm.kind != ModelCard::Norm::rmsnorm ||
+      input_layernorm.eps != post_attention_layernorm.eps || mlp.kind != ModelCard::Mlp::swiglu) {
+    return std::nullopt;
+  }
+  const auto* o = dynamic_cast<const Linear*>(self_attn->o_proj.get());
+  const auto* down = dynamic_cast<const Linear*>(mlp.down_proj.get());
+  if (!o || !down || o->bias.defined() || down->bias.defined()) return std::nullopt;
+  const std::optional<StackedWeights> qkv = stacked_weights(
+      {self_attn->q_proj.get(), self_attn->k_proj.get(), self_attn->v_proj.get()});
+  const std::optional<StackedWeights> gate_up =
+      stacked_weights({mlp.gate_proj.get(), mlp.up_proj.get()});
+  if (!qkv || !gate_up || !qkv->biases.empty() || !gate_up->biases.empty()) return std::nullopt;
+  DecodeLayerWeights w;
+  w.input_norm = input_layernorm.weight;
+  w.qkv = ops::stacked_view(qkv->weights);
+  w.o = o->weight;
+  w.post_norm = post_attention_layernorm.weight;
+  w.gate_up = ops::stacked_view(gate_up->weights);
+  w.down = down->weight;
+  w.eps = input_layernorm.eps;
+  w.n_head = self_attn->n_head;
+  w.n_kv_head = self_attn->n_kv_head;
+  w.head_dim = self_attn->head_dim;
+  return w;
+}
+
 void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {
   input_layernorm.collect_parameters(prefix + ".input_layernorm", out);
-  self_attn.collect_parameters(prefix + ".self_attn", out);
+  if (mla_attn) mla_attn->collect_parameters(prefix + ".self_attn", out);
+  if (self_attn) self_attn->collect_parameters(prefix + ".self_attn", out);
   post_attention_layernorm.collect_parameters(prefix + ".post_attention_layernorm", out);
   mlp.collect_parameters(prefix + ".mlp", out);
 }
 
 void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
-  self_attn.for_each_linear(prefix + ".self_attn", visit);
+  if (mla_attn) mla_attn->for_each_linear(prefix + ".self_attn", visit);
+  if (self_attn) self_attn->for_each_linear(prefix + ".self_attn", visit);
   mlp.for_each_linear(prefix + ".mlp", visit);
 }
 

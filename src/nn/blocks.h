@@ -9,9 +9,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nn/kv_cache.h"
+#include "nn/mla.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -49,6 +51,9 @@ struct Attention {
 
   int64_t n_head, n_kv_head, head_dim;
   std::unique_ptr<LinearLayer> q_proj, k_proj, v_proj, o_proj;
+  // pos_encoding: alibi — the per-head slopes, f32 [H] (ops::alibi_slopes), a
+  // constant rather than a parameter; undefined for every other encoding.
+  Tensor alibi_slopes;
 };
 
 // Feed-forward: SwiGLU (gate/up/down) or GELU (up/down), chosen by the card.
@@ -77,11 +82,18 @@ struct DecoderBlock {
   ops::ResidualNorm forward_cached(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
                                    const Tensor& rope_inv_freq, KvCache& cache,
                                    int64_t layer) const;
+  // The layer as ops::decode_layer takes it, when it has that shape: RMSNorm,
+  // SwiGLU, q/k/v and gate/up still dense Linear slots stacked in one buffer
+  // each, dense o/down, no biases (a LoRA or quantized slot: nullopt).
+  std::optional<DecodeLayerWeights> decode_weights() const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 
   Norm input_layernorm;
-  Attention self_attn;
+  // Exactly one of the two, by the card's attention (both are named
+  // "self_attn" in parameter names, as transformers names them).
+  std::unique_ptr<Attention> self_attn;   // standard: MHA / GQA / MQA
+  std::unique_ptr<MlaAttention> mla_attn;  // mla
   Norm post_attention_layernorm;
   Mlp mlp;
 };

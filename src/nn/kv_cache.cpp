@@ -5,12 +5,21 @@
 #include <fmt/format.h>
 
 #include "core/allocator.h"
+#include "nn/mla.h"
 #include "ops/backend.h"
 
 namespace el {
 namespace {
 
-int64_t head_dim_of(const ModelCard& c) { return c.head_dim > 0 ? c.head_dim : c.d_model / c.n_head; }
+bool is_mla(const ModelCard& c) { return c.attention == ModelCard::Attention::mla; }
+// Per layer and token: KV heads x dims, and how many such tensors (k and v,
+// or MLA's one latent row [c_kv | k_rope] that serves as both).
+int64_t kv_heads_of(const ModelCard& c) { return is_mla(c) ? 1 : c.n_kv_head; }
+int64_t head_dim_of(const ModelCard& c) {
+  if (is_mla(c)) return mla_cache_dim(c);
+  return c.head_dim > 0 ? c.head_dim : c.d_model / c.n_head;
+}
+int64_t sides_of(const ModelCard& c) { return is_mla(c) ? 1 : 2; }
 
 std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / (1024.0 * 1024.0 * 1024.0)); }
 
@@ -22,11 +31,11 @@ std::string fits_message(const ModelCard& card, int64_t batch, int64_t max_len, 
   const int64_t max_tokens = available > 0 ? available / (per_token * batch) : 0;
   return fmt::format(
       "the KV cache for batch {} x {} tokens needs {} ({} per sequence, {} per token of {} layers "
-      "x {} KV heads x {} dims x 2 in {}); {} is free on {}: at most batch {} at {} tokens, or {} "
+      "x {} KV heads x {} dims x {} in {}); {} is free on {}: at most batch {} at {} tokens, or {} "
       "tokens at batch {} would fit",
       batch, max_len, gib(static_cast<double>(per_seq) * static_cast<double>(batch)),
-      gib(static_cast<double>(per_seq)), per_token, card.n_layer, card.n_kv_head, head_dim_of(card),
-      dtype_name(dtype), gib(static_cast<double>(available)), device.str(), max_batch, max_len,
+      gib(static_cast<double>(per_seq)), per_token, card.n_layer, kv_heads_of(card), head_dim_of(card),
+      sides_of(card), dtype_name(dtype), gib(static_cast<double>(available)), device.str(), max_batch, max_len,
       max_tokens, batch);
 }
 
@@ -37,7 +46,7 @@ bool KvCache::empty() const {
 }
 
 int64_t KvCache::bytes_per_sequence(const ModelCard& card, int64_t max_len, DType dtype) {
-  return 2 * card.n_layer * max_len * card.n_kv_head * head_dim_of(card) *
+  return sides_of(card) * card.n_layer * max_len * kv_heads_of(card) * head_dim_of(card) *
          static_cast<int64_t>(dtype_size(dtype));
 }
 
@@ -65,7 +74,7 @@ Result<KvCache> KvCache::create(const ModelCard& card, int64_t batch, int64_t ma
   KvCache c;
   c.batch = batch;
   c.max_len = max_len;
-  const Shape shape{batch, max_len, card.n_kv_head, head_dim_of(card)};
+  const Shape shape{batch, max_len, kv_heads_of(card), head_dim_of(card)};
   for (int64_t l = 0; l < card.n_layer; ++l) {
     for (std::vector<Tensor>* side : {&c.k, &c.v}) {
       Result<Tensor> t = Tensor::try_empty(shape, dtype, device);
@@ -78,6 +87,10 @@ Result<KvCache> KvCache::create(const ModelCard& card, int64_t batch, int64_t ma
       }
       backend_for(device).fill(*t, 0.0f);  // a row is only read once written; zeros keep NaN out
       side->push_back(std::move(*t));
+      if (is_mla(card)) {  // one latent row per token serves as k and v (nn/mla.h)
+        c.v.push_back(c.k.back());
+        break;
+      }
     }
   }
   c.positions = Tensor::zeros({batch}, DType::i32, device);
@@ -105,7 +118,9 @@ void KvCache::advance(int32_t n) {
 int64_t KvCache::bytes() const {
   int64_t n = 0;
   for (const auto& t : k) n += static_cast<int64_t>(t.nbytes());
-  for (const auto& t : v) n += static_cast<int64_t>(t.nbytes());
+  for (size_t l = 0; l < v.size(); ++l) {
+    if (l >= k.size() || !v[l].same(k[l])) n += static_cast<int64_t>(v[l].nbytes());  // MLA: v is k
+  }
   return n;
 }
 

@@ -23,6 +23,9 @@
 
 namespace el {
 
+// attention: mla (nn/mla.h) caches one row per token, [c_kv normed |
+// rotated k_rope] of mla_cache_dim(card) columns: k[l] is [B, Smax, 1,
+// mla_cache_dim] and v[l] is the same tensor (counted once in bytes()).
 struct KvCache {
   std::vector<Tensor> k, v;  // per layer [B, Smax, Hkv, D]
   Tensor positions;          // i32 [B] on the device: tokens cached per row

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <optional>
 #include <set>
 
@@ -27,11 +28,13 @@ const std::vector<std::string> kKeys = {
     "d_ff",      "vocab_size", "max_seq_len",  "norm",       "norm_eps",  "pos_encoding",
     "rope_theta", "mlp",       "tied_embeddings", "init_std", "qkv_bias",
     "o_bias",    "sliding_window", "rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
-    "rope_high_freq_factor", "rope_original_max_seq_len"};
+    "rope_high_freq_factor", "rope_original_max_seq_len", "attention", "q_lora_rank",
+    "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"};
 const std::vector<std::string> kNorms = {"rmsnorm", "layernorm"};
-const std::vector<std::string> kPosEncodings = {"rope", "none"};
+const std::vector<std::string> kPosEncodings = {"rope", "none", "sinusoidal", "learned", "alibi"};
 const std::vector<std::string> kMlps = {"swiglu", "gelu"};
 const std::vector<std::string> kRopeScalings = {"none", "linear", "llama3"};
+const std::vector<std::string> kAttentions = {"standard", "mla"};
 
 // A validation failure: the field at fault and what is wrong with it, so the
 // caller can place it (a YAML line when parsing, the card name otherwise).
@@ -92,6 +95,67 @@ std::optional<FieldError> check_rope_scaling(const ModelCard& c) {
   return std::nullopt;
 }
 
+// attention: mla needs its latent and head dims (and per-head K/V); a card
+// with standard attention must not carry them (they would silently do nothing).
+std::optional<FieldError> check_attention(const ModelCard& c) {
+  if (static_cast<unsigned>(c.attention) >= kAttentions.size()) {
+    return FieldError{"attention",
+                      fmt::format("unknown attention value {}; allowed: {}",
+                                  static_cast<int>(c.attention), io::quoted_list(kAttentions)),
+                      {}};
+  }
+  const std::pair<const char*, int> dims[] = {{"q_lora_rank", c.q_lora_rank},
+                                              {"kv_lora_rank", c.kv_lora_rank},
+                                              {"qk_nope_head_dim", c.qk_nope_head_dim},
+                                              {"qk_rope_head_dim", c.qk_rope_head_dim},
+                                              {"v_head_dim", c.v_head_dim}};
+  if (c.attention != ModelCard::Attention::mla) {
+    for (const auto& [field, v] : dims) {
+      if (v != 0) {
+        return FieldError{field,
+                          fmt::format("{} is set ({}) but attention is standard; it is an MLA "
+                                      "dimension",
+                                      field, v),
+                          "add 'attention: mla' or remove the key"};
+      }
+    }
+    return std::nullopt;
+  }
+  if (c.q_lora_rank < 0) {
+    return FieldError{"q_lora_rank",
+                      fmt::format("q_lora_rank must be >= 0 (0 = no query compression), got {}",
+                                  c.q_lora_rank),
+                      {}};
+  }
+  for (size_t i = 1; i < std::size(dims); ++i) {
+    if (dims[i].second <= 0) {
+      return FieldError{dims[i].first,
+                        fmt::format("{} must be positive with attention: mla, got {}",
+                                    dims[i].first, dims[i].second),
+                        {}};
+    }
+  }
+  if (c.qk_rope_head_dim % 2 != 0) {
+    return FieldError{"qk_rope_head_dim",
+                      fmt::format("qk_rope_head_dim ({}) must be even", c.qk_rope_head_dim),
+                      "RoPE rotates dimensions in pairs"};
+  }
+  if (c.head_dim != 0) {
+    return FieldError{"head_dim",
+                      fmt::format("head_dim ({}) is not used with attention: mla", c.head_dim),
+                      "remove it: MLA's q/k heads have qk_nope_head_dim + qk_rope_head_dim dims "
+                      "and its v heads v_head_dim"};
+  }
+  if (c.n_kv_head != c.n_head) {
+    return FieldError{"n_kv_head",
+                      fmt::format("n_kv_head ({}) must equal n_head ({}) with attention: mla",
+                                  c.n_kv_head, c.n_head),
+                      "MLA builds per-head keys and values from one shared latent; its cache is "
+                      "already smaller than MQA's (drop n_kv_head)"};
+  }
+  return std::nullopt;
+}
+
 std::optional<FieldError> check_card(const ModelCard& c) {
   if (c.name.empty()) return FieldError{"name", "name must not be empty", {}};
   const std::pair<const char*, int> sizes[] = {
@@ -115,7 +179,7 @@ std::optional<FieldError> check_card(const ModelCard& c) {
                       {}};
   };
   if (static_cast<unsigned>(c.norm) > 1) return bad_enum("norm", static_cast<int>(c.norm), kNorms);
-  if (static_cast<unsigned>(c.pos_encoding) > 1)
+  if (static_cast<unsigned>(c.pos_encoding) >= kPosEncodings.size())
     return bad_enum("pos_encoding", static_cast<int>(c.pos_encoding), kPosEncodings);
   if (static_cast<unsigned>(c.mlp) > 1) return bad_enum("mlp", static_cast<int>(c.mlp), kMlps);
   if (c.n_head % c.n_kv_head != 0) {
@@ -124,13 +188,15 @@ std::optional<FieldError> check_card(const ModelCard& c) {
         fmt::format("n_head ({}) must be divisible by n_kv_head ({})", c.n_head, c.n_kv_head),
         "each key/value head is shared by n_head / n_kv_head query heads"};
   }
-  if (c.head_dim == 0 && c.d_model % c.n_head != 0) {
+  if (auto fe = check_attention(c)) return fe;
+  const bool mla = c.attention == ModelCard::Attention::mla;  // no head_dim (checked above)
+  if (!mla && c.head_dim == 0 && c.d_model % c.n_head != 0) {
     return FieldError{"n_head",
                       fmt::format("d_model ({}) must be divisible by n_head ({}) when head_dim is 0",
                                   c.d_model, c.n_head),
                       "set head_dim explicitly or change n_head"};
   }
-  if (c.pos_encoding == ModelCard::PosEncoding::rope && c.effective_head_dim() % 2 != 0) {
+  if (!mla && c.pos_encoding == ModelCard::PosEncoding::rope && c.effective_head_dim() % 2 != 0) {
     return FieldError{c.head_dim > 0 ? "head_dim" : "n_head",
                       fmt::format("head_dim ({}) must be even with rope", c.effective_head_dim()),
                       "RoPE rotates dimensions in pairs"};
@@ -199,9 +265,18 @@ const char* norm_name(ModelCard::Norm n) {
   return n == ModelCard::Norm::layernorm ? "layernorm" : "rmsnorm";
 }
 const char* pos_encoding_name(ModelCard::PosEncoding p) {
-  return p == ModelCard::PosEncoding::none ? "none" : "rope";
+  switch (p) {
+    case ModelCard::PosEncoding::none: return "none";
+    case ModelCard::PosEncoding::sinusoidal: return "sinusoidal";
+    case ModelCard::PosEncoding::learned: return "learned";
+    case ModelCard::PosEncoding::alibi: return "alibi";
+    default: return "rope";
+  }
 }
 const char* mlp_name(ModelCard::Mlp m) { return m == ModelCard::Mlp::gelu ? "gelu" : "swiglu"; }
+const char* attention_name(ModelCard::Attention a) {
+  return a == ModelCard::Attention::mla ? "mla" : "standard";
+}
 const char* rope_scaling_name(ModelCard::RopeScaling r) {
   switch (r) {
     case ModelCard::RopeScaling::linear: return "linear";
@@ -213,6 +288,17 @@ const char* rope_scaling_name(ModelCard::RopeScaling r) {
 Status check_sequence_length(const ModelCard& card, int64_t seq_len) {
   const std::string owner =
       !card.source_path.empty() ? card.source_path : fmt::format("model card '{}'", card.name);
+  if (seq_len > card.max_seq_len && card.pos_encoding == ModelCard::PosEncoding::learned) {
+    // The learned table has max_seq_len rows: no position past them exists.
+    return make_error(
+        fmt::format("seq_len {} exceeds max_seq_len {} of model card '{}': with pos_encoding: "
+                    "learned the position table has only {} rows, so the model cannot run past "
+                    "its trained length",
+                    seq_len, card.max_seq_len, card.name, card.max_seq_len),
+        owner + ": key 'max_seq_len'",
+        "lower --seq-len; sinusoidal, rope and alibi compute positions past the table (raise "
+        "max_seq_len in a card with one of them)");
+  }
   if (seq_len > card.max_seq_len) {
     return make_error(fmt::format("seq_len {} exceeds max_seq_len {} of model card '{}'", seq_len,
                                   card.max_seq_len, card.name),
@@ -275,6 +361,14 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
   EL_TRY(m.read_optional("rope_low_freq_factor", c.rope_low_freq_factor));
   EL_TRY(m.read_optional("rope_high_freq_factor", c.rope_high_freq_factor));
   EL_TRY(m.read_optional("rope_original_max_seq_len", c.rope_original_max_seq_len));
+  EL_TRY_ASSIGN(std::string attn,
+                m.get_choice_or("attention", kAttentions, attention_name(c.attention)));
+  c.attention = enum_from<ModelCard::Attention>(attn, kAttentions);
+  EL_TRY(m.read_optional("q_lora_rank", c.q_lora_rank));
+  EL_TRY(m.read_optional("kv_lora_rank", c.kv_lora_rank));
+  EL_TRY(m.read_optional("qk_nope_head_dim", c.qk_nope_head_dim));
+  EL_TRY(m.read_optional("qk_rope_head_dim", c.qk_rope_head_dim));
+  EL_TRY(m.read_optional("v_head_dim", c.v_head_dim));
 
   if (auto fe = check_card(c)) {
     // Point at the field's line; a defaulted field (absent) points at the card.
@@ -322,6 +416,15 @@ std::string model_card_to_yaml(const ModelCard& c) {
     s += fmt::format("rope_high_freq_factor: {}\n", c.rope_high_freq_factor);
   if (c.rope_original_max_seq_len != d.rope_original_max_seq_len)
     s += fmt::format("rope_original_max_seq_len: {}\n", c.rope_original_max_seq_len);
+  if (c.attention != d.attention) s += fmt::format("attention: {}\n", attention_name(c.attention));
+  const std::pair<const char*, int> mla_dims[] = {{"q_lora_rank", c.q_lora_rank},
+                                                  {"kv_lora_rank", c.kv_lora_rank},
+                                                  {"qk_nope_head_dim", c.qk_nope_head_dim},
+                                                  {"qk_rope_head_dim", c.qk_rope_head_dim},
+                                                  {"v_head_dim", c.v_head_dim}};
+  for (const auto& [key, v] : mla_dims) {
+    if (v != 0) s += fmt::format("{}: {}\n", key, v);
+  }
   return s;
 }
 

@@ -19,7 +19,30 @@
 //   max_seq_len      int      longest context the model is built for
 //   norm             rmsnorm | layernorm          (default rmsnorm)
 //   norm_eps         float                        (default 1e-5)
-//   pos_encoding     rope | none                  (default rope)
+//   pos_encoding     rope | none | sinusoidal | learned | alibi   (default rope)
+//                    rope: rotary q/k (rope_theta, rope_scaling).
+//                    sinusoidal: Vaswani et al.'s fixed table (sin on even,
+//                      cos on odd dims, base 10000) added to the token
+//                      embedding at each token's absolute position.
+//                    learned: a trained table model.embed_positions.weight
+//                      [max_seq_len, C] added the same way (GPT-2).
+//                    alibi: Press et al.'s linear bias -slope_h * (i - j) on
+//                      the score of query i and key j <= i; no parameters.
+//                    none: no position signal (causal masking alone, NoPE).
+//                    ALiBi is our "relative" scheme. The paper names one but
+//                    does not say which (UNVERIFIED). We take ALiBi over a
+//                    T5 bucketed bias because it has no parameters, it
+//                    extrapolates past the trained length (the point of the
+//                    comparison), and in a fused attention kernel it costs
+//                    one FMA per score from a per-head slope, while a T5 bias
+//                    needs a learned [buckets, H] table and a bucket lookup
+//                    (log, gather) per score.
+//                    Past the trained length (max_seq_len): learned has no
+//                    rows there, so it is an error (check_sequence_length);
+//                    sinusoidal, rope and alibi compute any position (the
+//                    model just never saw them: quality may drop, least for
+//                    alibi, most for sinusoidal), and none has no positions;
+//                    these still obey max_seq_len like every card.
 //   rope_theta       float    RoPE base            (default 10000)
 //   mlp              swiglu | gelu                (default swiglu)
 //   tied_embeddings  bool     lm_head shares the token embedding (default false)
@@ -39,6 +62,26 @@
 //   rope_low_freq_factor  float  llama3 only: low_freq_factor (> 0)
 //   rope_high_freq_factor float  llama3 only: high_freq_factor (> low)
 //   rope_original_max_seq_len int llama3 only: original_max_position_embeddings
+//   attention        standard | mla               (default standard)
+//                    standard: MHA/GQA/MQA with n_kv_head K/V heads of head_dim.
+//                    mla: DeepSeek-V2/V3 multi-head latent attention
+//                    (nn/mla.h): K and V of every head are built from one
+//                    shared latent c_kv of kv_lora_rank dims plus one shared
+//                    RoPE key of qk_rope_head_dim dims, which are all the KV
+//                    cache holds. The fields below keep transformers'
+//                    DeepseekV3Config meaning; each needs attention: mla.
+//                    MLA has per-head K/V (built from the latent), so
+//                    n_kv_head must equal n_head, and head_dim is unused (0).
+//   q_lora_rank      int  query compression rank (0 = none: q_proj [H*(n+r), C];
+//                         > 0: q_a_proj -> RMSNorm -> q_b_proj)   (default 0)
+//   kv_lora_rank     int  latent width of c_kv (> 0 with mla)
+//   qk_nope_head_dim int  per-head q/k dims without RoPE (> 0 with mla)
+//   qk_rope_head_dim int  per-head q dims and shared k dims with RoPE
+//                         (> 0 and even with mla; rotated only with
+//                         pos_encoding: rope, in DeepSeek's interleaved pairs)
+//   v_head_dim       int  per-head value dims (> 0 with mla)
+// With mla, qkv_bias puts biases on q_a_proj and kv_a_proj_with_mqa (and o_bias
+// on o_proj), as DeepSeek's attention_bias does; q_proj has none.
 // The keys from o_bias on are written by model_card_to_yaml only when they
 // differ from their defaults, so cards without them keep their exact text (and
 // config hashes). A rope_* parameter the chosen rope_scaling does not use is an
@@ -64,7 +107,8 @@ struct ModelCard {
   int max_seq_len = 0;
   enum class Norm { rmsnorm, layernorm } norm = Norm::rmsnorm;
   float norm_eps = 1e-5f;
-  enum class PosEncoding { rope, none } pos_encoding = PosEncoding::rope;
+  // (values in YAML order; rope and none keep 0 and 1)
+  enum class PosEncoding { rope, none, sinusoidal, learned, alibi } pos_encoding = PosEncoding::rope;
   float rope_theta = 10000.0f;
   enum class Mlp { swiglu, gelu } mlp = Mlp::swiglu;
   bool tied_embeddings = false;
@@ -77,6 +121,12 @@ struct ModelCard {
   float rope_low_freq_factor = 0.0f;   // llama3
   float rope_high_freq_factor = 0.0f;  // llama3
   int rope_original_max_seq_len = 0;   // llama3
+  enum class Attention { standard, mla } attention = Attention::standard;
+  int q_lora_rank = 0;       // mla: 0 = no query compression
+  int kv_lora_rank = 0;      // mla
+  int qk_nope_head_dim = 0;  // mla
+  int qk_rope_head_dim = 0;  // mla
+  int v_head_dim = 0;        // mla
   std::string source_path;  // file (or source name) the card was read from; not in the YAML
 
   // head_dim, or d_model / n_head when head_dim is 0.
@@ -91,6 +141,7 @@ const char* norm_name(ModelCard::Norm n);
 const char* pos_encoding_name(ModelCard::PosEncoding p);
 const char* mlp_name(ModelCard::Mlp m);
 const char* rope_scaling_name(ModelCard::RopeScaling r);
+const char* attention_name(ModelCard::Attention a);
 
 // Parses a card from YAML text; `source_name` (a path or a label such as
 // "checkpoint.safetensors") goes into error locations and card.source_path.
@@ -109,7 +160,9 @@ Status validate_model_card(const ModelCard& card);
 // A training or inference length the card cannot run: seq_len above
 // max_seq_len, or above sliding_window when the card has one (full attention
 // over more than W positions would differ from the checkpoint's windowed
-// attention). The error names the card, the limit and the key.
+// attention). The error names the card, the limit and the key; with
+// pos_encoding: learned it also says that the learned table has only
+// max_seq_len rows, so the model cannot run past them at all.
 Status check_sequence_length(const ModelCard& card, int64_t seq_len);
 
 // Every YAML field in a fixed order, floats in shortest round-trip form, so

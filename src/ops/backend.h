@@ -70,6 +70,20 @@ inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
 // An instantiated graph of a backend (Backend::graph_end_capture); opaque.
 using GraphHandle = int64_t;
 
+// The weights of one pre-norm Llama-layout decoder layer (RMSNorm, q/k/v
+// stacked in one buffer, RoPE, GQA, o_proj, RMSNorm, SwiGLU with gate/up
+// stacked, down), as Backend::decode_layer takes them. Dense, no biases.
+struct DecodeLayerWeights {
+  Tensor input_norm;  // [C]
+  Tensor qkv;         // [(H + 2 Hkv) D, C]: q rows, then k, then v
+  Tensor o;           // [C, H D]
+  Tensor post_norm;   // [C]
+  Tensor gate_up;     // [2F, C]: gate rows [0, F), up rows [F, 2F)
+  Tensor down;        // [C, F]
+  float eps = 1e-5f;
+  int64_t n_head = 0, n_kv_head = 0, head_dim = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -169,12 +183,20 @@ class Backend {
   // out[B,T,H,D]; lse[B,H,T] = logsumexp over keys of the scaled scores (f32).
   // causal: query t sees keys s <= t + (S - T) (the queries are the last T
   // positions, as in decode with a KV cache).
+  // alibi_slopes (ALiBi, Press et al.): undefined, or f32 [H] on this device;
+  // then score(t, s) = scale * q.k + slopes[h] * (s - i), i = t + (S - T) the
+  // query's position (the linear bias -slope * distance; a constant per row
+  // would not change the softmax, but keeping s - i <= 0 keeps scores small).
+  // lse includes the bias. The bias does not depend on q/k, so the backward
+  // only recomputes the biased probabilities. Kernels read no slope (one
+  // predicated FMA at most) when it is undefined.
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
-                                 bool causal, Tensor& out, Tensor& lse) = 0;
+                                 bool causal, Tensor& out, Tensor& lse,
+                                 const Tensor& alibi_slopes = Tensor()) = 0;
   virtual void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse,
-                                  float scale, bool causal, Tensor& dq, Tensor& dk,
-                                  Tensor& dv) = 0;
+                                  float scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv,
+                                  const Tensor& alibi_slopes = Tensor()) = 0;
 
   // ---- activations --------------------------------------------------------------
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(g)*u
@@ -256,14 +278,36 @@ class Backend {
                               Tensor& k_cache, Tensor& v_cache) = 0;
   // out[B, T, H, D]: query t of row b attends to cache rows
   // s <= positions[b] + t (causal; the T new keys already written), head h
-  // reading kv head h / (H / Hkv); softmax(scale * q.k) v in f32.
+  // reading kv head h / (H / Hkv); softmax(scale * q.k) v in f32. With
+  // alibi_slopes (f32 [H], see attention_forward) the score of cache row s
+  // gets slopes[h] * (s - (positions[b] + t)).
   virtual void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                                const Tensor& positions, float scale, Tensor& out) = 0;
+                                const Tensor& positions, float scale, Tensor& out,
+                                const Tensor& alibi_slopes = Tensor()) = 0;
   // out[N] (i32) = index of the largest value of row n of x[N, V] (the first
   // one on ties; NaN never wins): greedy decoding without a logits copy.
   virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;
   // x (i32) += delta elementwise: advances positions after a step on the device.
   virtual void increment_i32(Tensor& x, int32_t delta) = 0;
+  // One decoder layer of a batch-1 decode step in one call (optional, a GPU
+  // fast path; ops::decode_layer falls back to the separate ops): out[1, 1, C]
+  // = x + attn + mlp of the residual stream x[1, 1, C], as
+  // DecoderBlock::forward_cached computes it, the new token's k/v going to
+  // cache row positions[0]; out does not alias x. decode_layer_takes says
+  // whether this backend has a kernel for these shapes and dtypes.
+  virtual bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w,
+                                  const Tensor& inv_freq, const Tensor& k_cache,
+                                  const Tensor& v_cache) const {
+    (void)x, (void)w, (void)inv_freq, (void)k_cache, (void)v_cache;
+    return false;
+  }
+  virtual void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                            const Tensor& positions, Tensor& k_cache, Tensor& v_cache,
+                            Tensor& out) {
+    (void)x, (void)w, (void)inv_freq, (void)positions, (void)k_cache, (void)v_cache, (void)out;
+    throw Exception(make_error(std::string("backend ") + name() + " has no decode_layer kernel",
+                               "Backend::decode_layer", "check decode_layer_takes() first"));
+  }
 
   // ---- weight-only quantized matmul (quant/, ops/quant_layout.h) ------------------
   // y[M, N] = x[M, K] @ dequant(w)^T (+ bias[N] when defined); x, y and bias

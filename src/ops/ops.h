@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/backend.h"
 #include "ops/quant_layout.h"
 
 namespace el::ops {
@@ -69,9 +70,18 @@ Tensor rope_inv_freq(int64_t head_dim, float theta, Device device);
 
 // Scaled dot-product attention, q[B, T, H, D], k/v[B, S, Hkv, D] -> [B, T, H, D].
 // MHA (Hkv == H), GQA (1 < Hkv < H) and MQA (Hkv == 1) are this one op.
-// scale <= 0 means 1/sqrt(D).
+// scale <= 0 means 1/sqrt(D). alibi_slopes: undefined, or f32 [H] on q's
+// device (alibi_slopes below): ALiBi adds slopes[h] * (s - i) to the scaled
+// score of query position i = t + S - T and key s, inside the kernels (no
+// T x S bias tensor); differentiable in q, k, v as without it.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = true,
-                 float scale = 0.0f);
+                 float scale = 0.0f, const Tensor& alibi_slopes = Tensor());
+// ALiBi's per-head slopes (Press et al. 2022): H a power of two gives the
+// geometric sequence 2^(-8 h / H), h = 1..H; otherwise the slopes of the
+// largest power of two below H followed by every other slope of twice that
+// (the authors' and BLOOM's rule). Host values, and as f32 [H] on a device.
+std::vector<float> alibi_slope_values(int64_t n_head);
+Tensor alibi_slopes(int64_t n_head, Device device);
 
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
 // The same from the packed output of one gate/up projection (linear_stacked):
@@ -113,8 +123,22 @@ Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_h
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
 // q[B, T, H, D] over the cache: query t of row b sees rows <= positions[b] + t.
+// alibi_slopes as in attention (query position positions[b] + t).
 Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& positions, float scale = 0.0f);
+                        const Tensor& positions, float scale = 0.0f,
+                        const Tensor& alibi_slopes = Tensor());
+// One decoder layer of a decode step (T = 1) over its caches: the new
+// residual stream x + attn(norm1(x)) + mlp(norm2(.)) of x[B, 1, C], as
+// DecoderBlock::forward_cached computes it (the new k/v go to cache rows
+// positions[b]). One backend call when the backend has a kernel for the
+// shapes (Backend::decode_layer_takes; the GPU's batch-1 persistent kernel),
+// else the separate ops; fused = false forces the separate ops (the
+// reference the tests compare the kernel with).
+Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                    const Tensor& positions, Tensor& k_cache, Tensor& v_cache, bool fused = true);
+// Whether decode_layer would take the one-call path for these operands.
+bool decode_layer_is_fused(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                           const Tensor& k_cache, const Tensor& v_cache);
 // i32 [rows] index of each row's maximum over the last dimension.
 Tensor argmax_rows(const Tensor& x);
 void increment_i32(Tensor& x, int32_t delta);

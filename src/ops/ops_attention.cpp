@@ -106,7 +106,53 @@ Tensor rope_inv_freq(int64_t head_dim, float theta, Device device) {
   return out;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale) {
+std::vector<float> alibi_slope_values(int64_t n_head) {
+  EL_ENSURE(n_head > 0, "ops::alibi_slope_values: n_head {} must be > 0", n_head);
+  // Press et al.'s rule (and BLOOM's build_alibi_tensor): for a power of two
+  // n, slope i (0-based) = 2^(-8 (i + 1) / n). Otherwise the slopes of the
+  // largest power of two p < n, followed by every other slope of 2p (its
+  // 1st, 3rd, ...) until there are n: the extra heads interleave between
+  // the geometric steps instead of extending the sequence past 2^-8.
+  auto pow2_slopes = [](int64_t n) {
+    std::vector<double> out(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      out[static_cast<size_t>(i)] =
+          std::exp2(-8.0 * static_cast<double>(i + 1) / static_cast<double>(n));
+    }
+    return out;
+  };
+  int64_t p = 1;
+  while (p * 2 <= n_head) p *= 2;
+  std::vector<double> s = pow2_slopes(p);
+  if (p < n_head) {
+    const std::vector<double> twice = pow2_slopes(2 * p);
+    for (int64_t i = 0; static_cast<int64_t>(s.size()) < n_head; ++i) {
+      s.push_back(twice[static_cast<size_t>(2 * i)]);
+    }
+  }
+  return {s.begin(), s.end()};
+}
+
+Tensor alibi_slopes(int64_t n_head, Device device) {
+  Tensor host = Tensor::from_floats(alibi_slope_values(n_head), {n_head});
+  if (device.is_cpu()) return host;
+  Tensor out = Tensor::empty({n_head}, DType::f32, device);
+  out.copy_from(host);
+  return out;
+}
+
+// The ALiBi slope table of an attention call: undefined, or f32 [H] on q's device.
+static void check_alibi_slopes(const char* op, const Tensor& slopes, const Tensor& q) {
+  if (!slopes.defined()) return;
+  check_dtype(op, "alibi_slopes", slopes, DType::f32);
+  check_same_device(op, "q", q, "alibi_slopes", slopes);
+  EL_ENSURE(slopes.ndim() == 1 && slopes.dim(0) == q.dim(2),
+            "ops::{}: alibi_slopes {} does not match q {} (expected [{}], one per query head)", op,
+            desc(slopes), desc(q), q.dim(2));
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, float scale,
+                 const Tensor& alibi_slopes) {
   check_float("attention", "q", q);
   check_float("attention", "k", k);
   check_float("attention", "v", v);
@@ -126,21 +172,23 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   EL_ENSURE(hkv > 0 && h % hkv == 0,
             "ops::attention: q heads {} must be a multiple of kv heads {} (q {}, k {})", h, hkv,
             desc(q), desc(k));
+  check_alibi_slopes("attention", alibi_slopes, q);
   if (scale <= 0.f) scale = d > 0 ? 1.f / std::sqrt(static_cast<float>(d)) : 1.f;
   const Device dev = q.device();
   Tensor out = Tensor::empty(q.shape(), q.dtype(), dev);
   Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);  // statistics stay f32
-  backend_for(dev).attention_forward(q, k, v, scale, causal, out, lse);
+  backend_for(dev).attention_forward(q, k, v, scale, causal, out, lse, alibi_slopes);
   if (any_requires_grad({&q, &k, &v})) {
     mark_output(out);
-    tape().record("attention", [q, k, v, out, lse, scale, causal]() {
+    tape().record("attention", [q, k, v, out, lse, scale, causal, alibi_slopes]() {
       Tensor dy = take_grad(out);
       if (!dy.defined()) return;
       Tensor dq = empty_like(q, dy.device());
       Tensor dk = empty_like(k, dy.device());
       Tensor dv = empty_like(v, dy.device());
       backend_for(dy.device())
-          .attention_backward(dy.view(q.shape()), q, k, v, out, lse, scale, causal, dq, dk, dv);
+          .attention_backward(dy.view(q.shape()), q, k, v, out, lse, scale, causal, dq, dk, dv,
+                              alibi_slopes);
       accumulate_grad(q, dq);
       accumulate_grad(k, dk);
       accumulate_grad(v, dv);

@@ -118,7 +118,7 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
 }
 
 Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& positions, float scale) {
+                        const Tensor& positions, float scale, const Tensor& alibi_slopes) {
   check_float("attention_cached", "q", q);
   check_no_grad("attention_cached", q);
   check_same_dtype("attention_cached", "k_cache", k_cache, "v_cache", v_cache);
@@ -130,10 +130,48 @@ Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_
             "cache [B, Smax, Hkv, D], H % Hkv == 0)",
             desc(q), desc(k_cache));
   check_positions("attention_cached", positions, q.dim(0), q);
+  if (alibi_slopes.defined()) {
+    check_dtype("attention_cached", "alibi_slopes", alibi_slopes, DType::f32);
+    check_same_device("attention_cached", "q", q, "alibi_slopes", alibi_slopes);
+    EL_ENSURE(alibi_slopes.ndim() == 1 && alibi_slopes.dim(0) == q.dim(2),
+              "ops::attention_cached: alibi_slopes {} does not match q {} (expected [{}])",
+              desc(alibi_slopes), desc(q), q.dim(2));
+  }
   if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(q.dim(3)));
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  backend_for(q.device()).attention_cached(q, k_cache, v_cache, positions, scale, out);
+  backend_for(q.device()).attention_cached(q, k_cache, v_cache, positions, scale, out,
+                                           alibi_slopes);
   return out;
+}
+
+bool decode_layer_is_fused(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                           const Tensor& k_cache, const Tensor& v_cache) {
+  return x.defined() && backend_for(x.device()).decode_layer_takes(x, w, inv_freq, k_cache, v_cache);
+}
+
+Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
+                    const Tensor& positions, Tensor& k_cache, Tensor& v_cache, bool fused) {
+  check_float("decode_layer", "x", x);
+  check_no_grad("decode_layer", x);
+  EL_ENSURE(x.ndim() == 3 && x.dim(1) == 1,
+            "ops::decode_layer: x is {}, expected [B, 1, C] (one decode token per row)", desc(x));
+  check_positions("decode_layer", positions, x.dim(0), x);
+  if (fused && decode_layer_is_fused(x, w, inv_freq, k_cache, v_cache)) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    backend_for(x.device()).decode_layer(x, w, inv_freq, positions, k_cache, v_cache, out);
+    return out;
+  }
+  // The separate ops, in DecoderBlock::forward_cached's order and roundings.
+  const int64_t b = x.dim(0);
+  const Tensor normed = rmsnorm(x, w.input_norm, w.eps);
+  const Tensor packed = linear(normed, w.qkv);
+  const Tensor q =
+      qkv_rope_cache_write(packed, w.n_head, w.n_kv_head, inv_freq, positions, k_cache, v_cache);
+  const Tensor y = attention_cached(q, k_cache, v_cache, positions);
+  const Tensor o = linear(reshape(y, {b, 1, w.n_head * w.head_dim}), w.o);
+  const ResidualNorm h = add_rmsnorm(x, o, w.post_norm, w.eps);
+  const Tensor d = linear(swiglu_packed(linear(h.normed, w.gate_up)), w.down);
+  return add(h.sum, d);
 }
 
 Tensor argmax_rows(const Tensor& x) {

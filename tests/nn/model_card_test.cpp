@@ -167,8 +167,9 @@ TEST(ModelCard, BadEnumListsAllowedValues) {
             "c.yaml:10: key 'norm': unknown value 'rmsnrom' (did you mean 'rmsnorm'?); allowed: "
             "'rmsnorm', 'layernorm'");
   EXPECT_HAS(parse_error(card_text("mlp", "mlp: relu")), "allowed: 'swiglu', 'gelu'");
-  EXPECT_HAS(parse_error(card_text("pos_encoding", "pos_encoding: alibi")),
-             "c.yaml:12: key 'pos_encoding': unknown value 'alibi'; allowed: 'rope', 'none'");
+  EXPECT_HAS(parse_error(card_text("pos_encoding", "pos_encoding: t5")),
+             "c.yaml:12: key 'pos_encoding': unknown value 't5'; allowed: 'rope', 'none', "
+             "'sinusoidal', 'learned', 'alibi'");
   ModelCard c = parse_model_card(card_text(), "c.yaml").value();
   c.mlp = static_cast<ModelCard::Mlp>(7);
   EXPECT_HAS(validate_model_card(c).error().message(), "allowed: 'swiglu', 'gelu'");
