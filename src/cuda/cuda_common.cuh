@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "core/dtype.h"
@@ -169,6 +170,21 @@ __device__ __forceinline__ void report_device_error(DeviceErrorRecord* rec, int 
     __threadfence();
     atomicExch(&rec->code, code);
   }
+}
+
+// The two 16-bit values of a word as f32, low half first (bf16 or f16
+// weights unpacked in the GEMV inner loops).
+template <class T>
+__device__ __forceinline__ float2 unpack2(uint32_t v);
+template <>
+__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t v) {
+  return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xFFFF0000u));
+}
+template <>
+__device__ __forceinline__ float2 unpack2<__half>(uint32_t v) {
+  __half2 h;
+  memcpy(&h, &v, sizeof(h));
+  return __half22float2(h);
 }
 
 // N consecutive elements of T moved as one aligned access.

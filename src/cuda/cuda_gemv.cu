@@ -44,19 +44,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   return r;
 }
 
-// The two 16-bit values of a word as f32 (low half first).
-template <class T>
-__device__ __forceinline__ float2 unpack2(uint32_t v);
-template <>
-__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t v) {
-  return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xFFFF0000u));
-}
-template <>
-__device__ __forceinline__ float2 unpack2<__half>(uint32_t v) {
-  __half2 h;
-  memcpy(&h, &v, sizeof(h));
-  return __half22float2(h);
-}
 
 template <class T>
 __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
