@@ -7,17 +7,35 @@ namespace el::bench {
 namespace {
 // Every fine-tuning method, in the order of the paper's tables.
 const std::vector<std::string> kAllFinetuneMethods = {"lora", "lora_plus", "rslora", "dora", "pissa", "freeze", "full"};
+// The architecture axis's compared variants (paper §2.2, Tables 3 and 4) at one
+// size: the attention variants (GQA is the baseline and also the RoPE row of
+// the positional-encoding comparison), then GQA with the four other encodings.
+// The cards are <prefix>-gqa, -mqa, -mla, -nsa and -pe-{absolute, learnable,
+// relative, none}; MHA's card is named apart (tiny's MHA card is `tiny`).
+std::vector<SuiteVariant> architecture_variants(const std::string& mha_card, const std::string& prefix) {
+  return {{"MHA", mha_card},
+          {"GQA", prefix + "-gqa"},
+          {"MQA", prefix + "-mqa"},
+          {"MLA", prefix + "-mla"},
+          {"NSA", prefix + "-nsa"},
+          {"PE absolute", prefix + "-pe-absolute"},
+          {"PE learnable", prefix + "-pe-learnable"},
+          {"PE relative", prefix + "-pe-relative"},
+          {"PE none", prefix + "-pe-none"}};
+}
 }  // namespace
 
 SuiteSpec quick_suite() {
   // Sized for a laptop or a 2-core CI machine: ~1M-parameter cards whose
-  // three runs plus the probe take about 2.5 minutes, the fine-tuning rows
+  // nine runs plus the probe take about 7 minutes, the fine-tuning rows
   // about 45 s more (README, PERFORMANCE.md).
   SuiteSpec s;
   s.name = "quick";
-  s.description = "tiny MHA / GQA / MQA pretrained with the same token budget on the built-in corpus";
+  s.description =
+      "tiny MHA / GQA / MQA / MLA / NSA and four positional encodings pretrained with the same "
+      "token budget on the built-in corpus";
   s.sized_for = DeviceKind::cpu;
-  s.variants = {{"MHA", "tiny"}, {"GQA", "tiny-gqa"}, {"MQA", "tiny-mqa"}};
+  s.variants = architecture_variants("tiny", "tiny");
   s.vocab_size = 4096;
   s.batch_size = 16;
   s.seq_len = 128;
@@ -61,7 +79,8 @@ SuiteSpec quick_suite() {
 
 // gpu-lite's steps per run and runs per variant: the numbers to change to
 // resize the suite (docs/PERFORMANCE.md has the measured wall time: ~105 s a
-// run on one H200, so 3 x 3 runs take ~16 minutes, the 15-20).
+// run of the MHA/GQA/MQA cards on one H200, so the nine variants' 27 runs
+// take about 50 minutes, more where MLA and NSA are slower).
 // Warmup stays a tenth of the steps.
 constexpr int64_t kGpuLiteSteps = 1000;
 constexpr int64_t kGpuLiteRepetitions = 3;
@@ -77,10 +96,10 @@ SuiteSpec gpu_lite_suite() {
   SuiteSpec s;
   s.name = "gpu-lite";
   s.description =
-      "Qwen2.5-0.5B-shaped MHA / GQA / MQA (8K vocab) pretrained in bf16 with the same token budget "
-      "on the built-in corpus";
+      "Qwen2.5-0.5B-shaped MHA / GQA / MQA / MLA / NSA and four positional encodings (8K vocab) "
+      "pretrained in bf16 with the same token budget on the built-in corpus";
   s.sized_for = DeviceKind::cuda;
-  s.variants = {{"MHA", "lite-mha"}, {"GQA", "lite-gqa"}, {"MQA", "lite-mqa"}};
+  s.variants = architecture_variants("lite-mha", "lite");
   s.vocab_size = 8192;
   // 16 x 1024 = 16K tokens per step: the paper's micro-batch at 0.5B is 4
   // sequences per GPU, but at T = 1024 a batch of 16 is what keeps one H100's

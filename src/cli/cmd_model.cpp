@@ -18,7 +18,11 @@ Result<ModelCard> hf_card(const std::string& dir, bool allow_unknown) {
   EL_TRY(validate_model_card(card));
   io::HfLoadOptions opt;
   opt.allow_unknown_tensors = allow_unknown;
-  EL_TRY(ck.validate(decoder_lm_tensor_specs(card), opt));
+  // (gpt_neox checkpoints name their unembedding embed_out or, saved by transformers 5, lm_head)
+  EL_TRY(ck.validate(hf_checkpoint_tensor_specs(card, ck.config().model_type,
+                                                ck.contains("embed_out.weight") ? "embed_out.weight"
+                                                                                : "lm_head.weight"),
+                     opt));
   std::printf("# Hugging Face checkpoint %s\n", dir.c_str());
   std::printf("# model_type %s, dtype %s, %zu tensors, %.1f MB in %zu file(s) (%s)\n",
               ck.config().model_type.c_str(),

@@ -113,6 +113,12 @@ class CpuBackend final : public Backend {
     cpu::mul_lastdim(s.in(x), s.in(v), s.in(b), s.out(out));
     s.commit();
   }
+  void sum_columns(const Tensor& x, const Tensor& offsets, const Tensor& idx,
+                   Tensor& out) override {
+    F32Stage s;
+    cpu::sum_columns(s.in(x), offsets, idx, s.out(out));
+    s.commit();
+  }
   void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv) override {
     F32Stage s;
     cpu::mul_lastdim_grad_v(s.in(dy), s.in(x), s.out(dv));
@@ -200,6 +206,69 @@ class CpuBackend final : public Backend {
     s.commit();
   }
 
+  void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                        float scale, int64_t block, int64_t stride,
+                                        int64_t q_offset, Tensor& out, Tensor& lse) override {
+    F32Stage s;
+    cpu::nsa_compressed_attention_forward(s.in(q), s.in(kc), s.in(vc), scale, block, stride,
+                                          q_offset, s.out(out), s.out(lse));
+    s.commit();
+  }
+  void nsa_compressed_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& kc,
+                                         const Tensor& vc, const Tensor& out, const Tensor& lse,
+                                         float scale, int64_t block, int64_t stride,
+                                         int64_t q_offset, Tensor& dq, Tensor& dkc,
+                                         Tensor& dvc) override {
+    F32Stage s;
+    cpu::nsa_compressed_attention_backward(s.in(dout), s.in(q), s.in(kc), s.in(vc), s.in(out),
+                                           s.in(lse), scale, block, stride, q_offset, s.out(dq),
+                                           s.out(dkc), s.out(dvc));
+    s.commit();
+  }
+  void nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                         int64_t compress_block, int64_t compress_stride, int64_t select_block,
+                         int64_t q_offset, Tensor& blocks) override {
+    F32Stage s;
+    cpu::nsa_select_blocks(s.in(q), s.in(kc), s.in(lse), scale, compress_block, compress_stride,
+                           select_block, q_offset, blocks);
+  }
+  void nsa_sparse_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& blocks, int64_t select_block, int64_t window,
+                                    float scale, int64_t q_offset, Tensor& out,
+                                    Tensor& lse) override {
+    F32Stage s;
+    cpu::nsa_sparse_attention_forward(s.in(q), s.in(k), s.in(v), blocks, select_block, window,
+                                      scale, q_offset, s.out(out), s.out(lse));
+    s.commit();
+  }
+  void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, const Tensor& blocks, const Tensor& out,
+                                     const Tensor& lse, int64_t select_block, int64_t window,
+                                     float scale, int64_t q_offset, Tensor& dq, Tensor& dk,
+                                     Tensor& dv) override {
+    F32Stage s;
+    cpu::nsa_sparse_attention_backward(s.in(dout), s.in(q), s.in(k), s.in(v), blocks, s.in(out),
+                                       s.in(lse), select_block, window, scale, q_offset,
+                                       s.out(dq), s.out(dk), s.out(dv));
+    s.commit();
+  }
+  void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
+                                const Tensor& o_win, Tensor& out) override {
+    F32Stage s;
+    cpu::nsa_gate_combine_forward(s.in(gates), s.in(o_cmp), s.in(o_slc), s.in(o_win),
+                                  s.out(out));
+    s.commit();
+  }
+  void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
+                                 const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
+                                 Tensor& do_cmp, Tensor& do_slc, Tensor& do_win) override {
+    F32Stage s;
+    cpu::nsa_gate_combine_backward(s.in(dout), s.in(gates), s.in(o_cmp), s.in(o_slc),
+                                   s.in(o_win), s.out(dgates), s.out(do_cmp), s.out(do_slc),
+                                   s.out(do_win));
+    s.commit();
+  }
+
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     F32Stage s;
     cpu::swiglu_forward(s.in(gate), s.in(up), s.out(out));
@@ -230,6 +299,16 @@ class CpuBackend final : public Backend {
   void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
     F32Stage s;
     cpu::gelu_backward(s.in(dout), s.in(x), s.out(dx));
+    s.commit();
+  }
+  void gelu_exact_forward(const Tensor& x, Tensor& out) override {
+    F32Stage s;
+    cpu::gelu_exact_forward(s.in(x), s.out(out));
+    s.commit();
+  }
+  void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
+    F32Stage s;
+    cpu::gelu_exact_backward(s.in(dout), s.in(x), s.out(dx));
     s.commit();
   }
 

@@ -188,8 +188,9 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
 
 void rope_rows(const float* x, int64_t x_pos_stride, float* y, int64_t y_pos_stride, int64_t rows,
                int64_t t, int64_t heads, int64_t d, const float* inv_freq, int64_t pos_offset,
-               float sign) {
-  const int64_t half = d / 2;
+               float sign, int64_t n_freq) {
+  // Rotated pairs (i, i + half); dims [2 half, d) pass (partial rotary).
+  const int64_t half = n_freq;
 #pragma omp parallel if (rows * heads * d >= kParallelMinWork)
   {
     std::vector<float> cs(static_cast<size_t>(d));  // cos[half] then sin[half]
@@ -211,6 +212,9 @@ void rope_rows(const float* x, int64_t x_pos_stride, float* y, int64_t y_pos_str
           yr[i] = x1 * c - x2 * s;
           yr[half + i] = x2 * c + x1 * s;
         }
+        if (yr != xr) {
+          for (int64_t i = 2 * half; i < d; ++i) yr[i] = xr[i];
+        }
       }
     }
   }
@@ -225,10 +229,11 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
   EL_ENSURE(y.numel() == x.numel(), "cpu rope: y {} for x {}", shape_str(y.shape()),
             shape_str(x.shape()));
   const int64_t b = x.dim(0), t = x.dim(1), h = x.dim(2), d = x.dim(3);
-  EL_ENSURE(inv_freq.numel() == d / 2, "cpu rope: inv_freq has {} values, head dim {} needs {}",
-            inv_freq.numel(), d, d / 2);
+  EL_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
+            "cpu rope: inv_freq has {} values, head dim {} needs 1 to {}", inv_freq.numel(), d,
+            d / 2);
   rope_rows(x.data<float>(), h * d, y.data<float>(), h * d, b * t, t, h, d,
-            inv_freq.data<float>(), pos_offset, inverse ? -1.f : 1.f);
+            inv_freq.data<float>(), pos_offset, inverse ? -1.f : 1.f, inv_freq.numel());
 }
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
@@ -307,6 +312,42 @@ void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
     const float th = fast_tanh(kGeluC * (v + kGeluA * v * v * v));
     const float dinner = kGeluC * (1.f + 3.f * kGeluA * v * v);
     pdx[i] = dy[i] * (0.5f * (1.f + th) + 0.5f * v * (1.f - th * th) * dinner);
+  }
+}
+
+void gelu_exact_forward(const Tensor& x, Tensor& out) {
+  expect_f32(x, "gelu_exact_forward (x)");
+  expect_f32(out, "gelu_exact_forward (out)");
+  expect_same_numel(x, out, "gelu_exact_forward");
+  const float* px = x.data<float>();
+  float* po = out.data<float>();
+  const int64_t n = x.numel();
+  constexpr float kRsqrt2 = 0.70710678118654752f;
+#pragma omp parallel for schedule(static) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = px[i];
+    po[i] = 0.5f * v * (1.f + std::erf(v * kRsqrt2));
+  }
+}
+
+void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+  expect_f32(dout, "gelu_exact_backward (dout)");
+  expect_f32(x, "gelu_exact_backward (x)");
+  expect_f32(dx, "gelu_exact_backward (dx)");
+  expect_same_numel(dout, x, "gelu_exact_backward");
+  expect_same_numel(x, dx, "gelu_exact_backward");
+  const float* dy = dout.data<float>();
+  const float* px = x.data<float>();
+  float* pdx = dx.data<float>();
+  const int64_t n = x.numel();
+  constexpr float kRsqrt2 = 0.70710678118654752f;
+  constexpr float kRsqrt2Pi = 0.39894228040143268f;  // 1 / sqrt(2 pi)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinWork)
+  for (int64_t i = 0; i < n; ++i) {
+    // d/dx [x Phi(x)] = Phi(x) + x phi(x)
+    const float v = px[i];
+    const float cdf = 0.5f * (1.f + std::erf(v * kRsqrt2));
+    pdx[i] = dy[i] * (cdf + v * kRsqrt2Pi * std::exp(-0.5f * v * v));
   }
 }
 

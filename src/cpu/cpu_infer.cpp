@@ -58,7 +58,8 @@ void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, T
       if (xb != yb) std::copy(xb, xb + t * h * d, yb);
       continue;
     }
-    rope_rows(xb, h * d, yb, h * d, t, t, h, d, inv_freq.data<float>(), pos[i], 1.f);
+    rope_rows(xb, h * d, yb, h * d, t, t, h, d, inv_freq.data<float>(), pos[i], 1.f,
+              inv_freq.numel());
   }
 }
 
@@ -83,9 +84,10 @@ void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tenso
       std::copy(row + (h + hkv) * d, row + heads * d, vb + s * hkv * d);
     }
     if (inv_freq.defined()) {
-      rope_rows(pb, heads * d, qb, h * d, t, t, h, d, inv_freq.data<float>(), pos[i], 1.f);
+      rope_rows(pb, heads * d, qb, h * d, t, t, h, d, inv_freq.data<float>(), pos[i], 1.f,
+                inv_freq.numel());
       rope_rows(pb + h * d, heads * d, kb, hkv * d, t, t, hkv, d, inv_freq.data<float>(), pos[i],
-                1.f);
+                1.f, inv_freq.numel());
     }
   }
 }

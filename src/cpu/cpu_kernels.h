@@ -44,6 +44,8 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
 // ---- cpu_adapter.cpp (LoRA/DoRA arithmetic, dropout)
 void mul(const Tensor& a, const Tensor& b, Tensor& out);
 void mul_lastdim(const Tensor& x, const Tensor& v, const Tensor& b, Tensor& out);
+// Backend::sum_columns (cpu_columns.cpp).
+void sum_columns(const Tensor& x, const Tensor& offsets, const Tensor& idx, Tensor& out);
 void mul_lastdim_grad_v(const Tensor& dy, const Tensor& x, Tensor& dv);
 void dropout(const Tensor& x, float p, uint64_t seed, Tensor& out);
 void inv_row_norms(const Tensor& x, Tensor& out);
@@ -60,10 +62,12 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
 // The rotation behind rope on raw f32 rows: `rows` positions (position r is
 // r % t, plus pos_offset), `heads` heads of dim d each; position r's heads
 // start at x + r * x_pos_stride (y likewise), so packed layouts work too.
-// sign -1 rotates back (the backward).
+// sign -1 rotates back (the backward). inv_freq holds n_freq <= d / 2
+// values: pairs (i, i + n_freq) rotate, dims [2 n_freq, d) are copied (when
+// y is not x), the partial rotary of GPT-NeoX.
 void rope_rows(const float* x, int64_t x_pos_stride, float* y, int64_t y_pos_stride, int64_t rows,
                int64_t t, int64_t heads, int64_t d, const float* inv_freq, int64_t pos_offset,
-               float sign);
+               float sign, int64_t n_freq);
 void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_offset, Tensor& q,
                     Tensor& k, Tensor& v);
 void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
@@ -75,6 +79,8 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
                      Tensor& dup);
 void gelu_forward(const Tensor& x, Tensor& out);
 void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+void gelu_exact_forward(const Tensor& x, Tensor& out);
+void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 
 // ---- cpu_norm.cpp
 void rmsnorm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
@@ -92,6 +98,31 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
                         Tensor& dk, Tensor& dv, const Tensor& alibi_slopes = Tensor());
+
+// ---- cpu_nsa.cpp (NSA branches; contracts in ops/backend.h, "NSA")
+void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                      float scale, int64_t block, int64_t stride,
+                                      int64_t q_offset, Tensor& out, Tensor& lse);
+void nsa_compressed_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& kc,
+                                       const Tensor& vc, const Tensor& out, const Tensor& lse,
+                                       float scale, int64_t block, int64_t stride,
+                                       int64_t q_offset, Tensor& dq, Tensor& dkc, Tensor& dvc);
+void nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                       int64_t compress_block, int64_t compress_stride, int64_t select_block,
+                       int64_t q_offset, Tensor& blocks);
+void nsa_sparse_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& blocks, int64_t select_block, int64_t window,
+                                  float scale, int64_t q_offset, Tensor& out, Tensor& lse);
+void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& blocks, const Tensor& out,
+                                   const Tensor& lse, int64_t select_block, int64_t window,
+                                   float scale, int64_t q_offset, Tensor& dq, Tensor& dk,
+                                   Tensor& dv);
+void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
+                              const Tensor& o_win, Tensor& out);
+void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
+                               const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
+                               Tensor& do_cmp, Tensor& do_slc, Tensor& do_win);
 
 // ---- cpu_infer.cpp (KV cache, per-row rotary offsets, argmax, quantized matmul)
 // The cache and quantized weights are read in their stored dtype; q, x, y,

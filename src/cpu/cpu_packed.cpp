@@ -44,7 +44,7 @@ void rotate_or_copy(const float* src, int64_t src_stride, float* dst, int64_t ds
                     float sign) {
   if (inv_freq.defined()) {
     rope_rows(src, src_stride, dst, dst_stride, g.rows, g.t, heads, g.d, inv_freq.data<float>(),
-              pos_offset, sign);
+              pos_offset, sign, inv_freq.numel());
   } else {
     copy_rows(src, src_stride, dst, dst_stride, g.rows, heads * g.d);
   }
@@ -53,8 +53,9 @@ void rotate_or_copy(const float* src, int64_t src_stride, float* dst, int64_t ds
 void expect_freq(const Tensor& inv_freq, const QkvDims& g, const char* what) {
   if (!inv_freq.defined()) return;
   expect_f32(inv_freq, what);
-  EL_ENSURE(inv_freq.numel() == g.d / 2, "cpu {}: inv_freq has {} values, head dim {} needs {}",
-            what, inv_freq.numel(), g.d, g.d / 2);
+  EL_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= g.d / 2,
+            "cpu {}: inv_freq has {} values, head dim {} needs 1 to {}", what, inv_freq.numel(),
+            g.d, g.d / 2);
 }
 
 }  // namespace

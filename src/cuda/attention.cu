@@ -38,9 +38,10 @@ bool elem_of(DType t, attn::Elem* e) {
   }
 }
 
-// The tensor-core kernels: 16-bit types, D in {64, 128}.
+// The tensor-core kernels: 16-bit types, D in {64, 128, 192, 256} (192: MLA's
+// 128 + 64 q/k heads).
 bool tc_shape(const AttentionShape& s, attn::Elem e) {
-  return e != attn::Elem::f32 && (s.D == 64 || s.D == 128);
+  return e != attn::Elem::f32 && (s.D == 64 || s.D == 128 || s.D == 192 || s.D == 256);
 }
 
 size_t dq_acc_bytes(const AttentionShape& s) {

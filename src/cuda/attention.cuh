@@ -13,7 +13,7 @@
 // query t and key s gets alibi_slopes[h] * (s - (t + S - T)) (ops/backend.h);
 // nullptr (the default) reads nothing and leaves the kernels' math unchanged.
 //
-// Paths: bf16/f16 with D = 64 or 128 run the tensor-core kernels (mma.sync
+// Paths: bf16/f16 with D = 64, 128, 192 or 256 run the tensor-core kernels (mma.sync
 // m16n8k16, f32 accumulation, K/V tiles streamed through shared memory, online
 // softmax; no T x S matrix is ever stored). f32, and bf16/f16 with any other
 // D <= 256, run a simpler SIMT kernel with the same contract. GQA/MQA never

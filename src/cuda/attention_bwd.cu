@@ -15,6 +15,12 @@
 // tile loads while this one computes. ALiBi (a.alibi) adds slope*log2e *
 // (key - query position) to the exponent of P^T; dS needs nothing more (the
 // bias does not depend on q or k).
+// D 192 (MLA's 128 + 64 q/k heads) and 256: dK and dV of a warp's 16 keys
+// would hold 2 x D / 2 f32 registers per lane (192 at D 192), past what a
+// thread has. There the kernel runs twice (kDV / kDK): a dV pass (S^T, P^T,
+// dV += P^T dO) and a dK pass (everything else, dQ included), each holding
+// one D-wide accumulator; the second recomputes S^T and P^T (6 GEMMs per
+// tile instead of 5). D 64 / 128 run one pass that does both, as before.
 #include <type_traits>
 
 #include "cuda/attention_device.cuh"
@@ -30,7 +36,12 @@ struct BwdCfg {
   static_assert(kWarps % kRowGroups == 0, "dQ phase: each warp takes one 16-row group");
   static constexpr int kDSplit = kWarps / kRowGroups;  // warps sharing one row group's D
   static constexpr int kDCols = D / kDSplit;           // dQ columns per warp
-  static constexpr int kDC = kDCols < 64 ? kDCols : 64;  // columns per accumulator chunk
+  // Columns per accumulator chunk: at most 64, dividing kDCols (96 -> 48).
+  static constexpr int kDC = kDCols <= 64 ? kDCols
+                             : kDCols % 64 == 0 ? 64
+                             : kDCols % 48 == 0 ? 48
+                                                : 32;
+  static_assert(kDCols % kDC == 0 && kDC % 16 == 0, "dQ columns split into whole chunks");
   static constexpr bool kCacheKV = kCache;  // K/V A-fragments kept in registers
   static constexpr size_t kSmem = (2 * size_t(kBN) * D + 4 * size_t(kBM) * D +
                                    size_t(kBN) * kBM) * sizeof(T) +
@@ -46,7 +57,9 @@ __device__ __forceinline__ void atomic_add2(float* p, float x, float y) {
 #endif
 }
 
-template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks>
+// kDV / kDK: which of dV and dK (with dQ) this launch computes and writes
+// (both, or one per pass at D > 128; see the file comment).
+template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks, bool kDV, bool kDK>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdArgs a) {
   using Cfg = BwdCfg<T, D, kWarps, kBM, kCache>;
   constexpr int kBN = Cfg::kBN, kThreads = Cfg::kThreads;
@@ -104,11 +117,15 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
 
   const float sl2 = a.scale * kLog2e;
   const int key_w = warp * 16;  // this warp's first key within the tile
-  float dk[D / 8][4], dv[D / 8][4];
+  float dk[kDK ? D / 8 : 1][4], dv[kDV ? D / 8 : 1][4];
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j)
+  for (int j = 0; j < (kDK ? D / 8 : 1); ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
+    for (int e = 0; e < 4; ++e) dk[j][e] = 0.f;
+#pragma unroll
+  for (int j = 0; j < (kDV ? D / 8 : 1); ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dv[j][e] = 0.f;
   uint32_t kf[Cfg::kCacheKV ? D / 16 : 1][4], vf[Cfg::kCacheKV ? D / 16 : 1][4];
   // Lane addressing (LaneAddr): K/V rows of this warp as A operands; Q/dO as
   // B operands (n = queries) and transposed B operands (k = queries); dS^T
@@ -165,17 +182,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
         }
       } else {
         ldsm_x4(ak, k_a.at(0, kk));
-        ldsm_x4(av, v_a.at(0, kk));
+        if constexpr (kDK) ldsm_x4(av, v_a.at(0, kk));
       }
 #pragma unroll
       for (int np = 0; np < kBM / 16; ++np) {
         uint32_t bq[4], bo[4];
         ldsm_x4(bq, q_b.at(np * 16, kk) + stage);
-        ldsm_x4(bo, do_b.at(np * 16, kk) + stage);
+        if constexpr (kDK) ldsm_x4(bo, do_b.at(np * 16, kk) + stage);  // dP^T feeds dS only
         mma16816<T>(st[2 * np], ak, bq[0], bq[1]);
         mma16816<T>(st[2 * np + 1], ak, bq[2], bq[3]);
-        mma16816<T>(dpt[2 * np], av, bo[0], bo[1]);
-        mma16816<T>(dpt[2 * np + 1], av, bo[2], bo[3]);
+        if constexpr (kDK) {
+          mma16816<T>(dpt[2 * np], av, bo[0], bo[1]);
+          mma16816<T>(dpt[2 * np + 1], av, bo[2], bo[3]);
+        }
       }
     }
 
@@ -204,7 +223,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
           if (key >= a.S || t >= a.T || (a.causal && key > t + off)) p = 0.f;
         }
         st[j][e] = p;
-        dpt[j][e] = p * (dpt[j][e] - dsum);
+        if constexpr (kDK) dpt[j][e] = p * (dpt[j][e] - dsum);
       }
     }
 
@@ -216,27 +235,34 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
       pa[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
       pa[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
       pa[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
-      sa[0] = pack2<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
-      sa[1] = pack2<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
-      sa[2] = pack2<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
-      sa[3] = pack2<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
-      // dS^T to shared memory for the dQ phase.
-      const int kr = key_w + g;
-      *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr, kk * 16 + 2 * t4)) = sa[0];
-      *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr + 8, kk * 16 + 2 * t4)) = sa[1];
-      *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr, kk * 16 + 8 + 2 * t4)) = sa[2];
-      *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr + 8, kk * 16 + 8 + 2 * t4)) = sa[3];
+      if constexpr (kDK) {
+        sa[0] = pack2<T>(dpt[2 * kk][0], dpt[2 * kk][1]);
+        sa[1] = pack2<T>(dpt[2 * kk][2], dpt[2 * kk][3]);
+        sa[2] = pack2<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+        sa[3] = pack2<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+        // dS^T to shared memory for the dQ phase.
+        const int kr = key_w + g;
+        *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr, kk * 16 + 2 * t4)) = sa[0];
+        *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr + 8, kk * 16 + 2 * t4)) = sa[1];
+        *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr, kk * 16 + 8 + 2 * t4)) = sa[2];
+        *reinterpret_cast<uint32_t*>(sdS + swz<kBM>(kr + 8, kk * 16 + 8 + 2 * t4)) = sa[3];
+      }
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t bo[4], bq[4];
-        ldsm_x4_trans(bo, do_t.at(kk * 16, dp) + stage);
-        ldsm_x4_trans(bq, q_t.at(kk * 16, dp) + stage);
-        mma16816<T>(dv[2 * dp], pa, bo[0], bo[1]);
-        mma16816<T>(dv[2 * dp + 1], pa, bo[2], bo[3]);
-        mma16816<T>(dk[2 * dp], sa, bq[0], bq[1]);
-        mma16816<T>(dk[2 * dp + 1], sa, bq[2], bq[3]);
+        if constexpr (kDV) ldsm_x4_trans(bo, do_t.at(kk * 16, dp) + stage);
+        if constexpr (kDK) ldsm_x4_trans(bq, q_t.at(kk * 16, dp) + stage);
+        if constexpr (kDV) {
+          mma16816<T>(dv[2 * dp], pa, bo[0], bo[1]);
+          mma16816<T>(dv[2 * dp + 1], pa, bo[2], bo[3]);
+        }
+        if constexpr (kDK) {
+          mma16816<T>(dk[2 * dp], sa, bq[0], bq[1]);
+          mma16816<T>(dk[2 * dp + 1], sa, bq[2], bq[3]);
+        }
       }
     }
+    if constexpr (!kDK) continue;  // the dV pass has no dQ phase
     __syncthreads();  // dS^T of every warp is in sdS
 
     // dQ[kBM, D] += dS[kBM, kBN] K[kBN, D]: warp -> (16-row group, column slice).
@@ -288,24 +314,35 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const long long o = key * kv_stride + j * 8 + 2 * t4;
-      *reinterpret_cast<uint32_t*>(dkp + o) =
-          pack2<T>(dk[j][2 * hf] * a.scale, dk[j][2 * hf + 1] * a.scale);
-      *reinterpret_cast<uint32_t*>(dvp + o) = pack2<T>(dv[j][2 * hf], dv[j][2 * hf + 1]);
+      if constexpr (kDK) {
+        *reinterpret_cast<uint32_t*>(dkp + o) =
+            pack2<T>(dk[j][2 * hf] * a.scale, dk[j][2 * hf + 1] * a.scale);
+      }
+      if constexpr (kDV) {
+        *reinterpret_cast<uint32_t*>(dvp + o) = pack2<T>(dv[j][2 * hf], dv[j][2 * hf + 1]);
+      }
     }
   }
 }
 
-// dsum[b,h,t] = sum_d dout * out for every query row (b, t, h): D / 8 lanes
-// per row, 16-byte loads, 32-bit index math (the launcher checks the row
+// dsum[b,h,t] = sum_d dout * out for every query row (b, t, h): D / 8 parts
+// of 16 bytes per row on a group of kLanes lanes (the power of two >= D / 8;
+// D 192 leaves 8 of 32 idle), 32-bit index math (the launcher checks the row
 // count fits), reduced with shuffles inside each lane group.
+template <int D>
+constexpr int dsum_lanes() {
+  static_assert(D % 8 == 0 && D / 8 <= 32, "dsum: D / 8 parts on at most one warp");
+  return D / 8 <= 8 ? 8 : (D / 8 <= 16 ? 16 : 32);
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(256) dsum_vec_kernel(const BwdArgs a, unsigned rows) {
-  constexpr int kLanes = D / 8;  // 8 or 16, a power of two dividing 32
+  constexpr int kLanes = dsum_lanes<D>();
   const unsigned gid = blockIdx.x * 256u + threadIdx.x;
   const unsigned row = gid / kLanes;
   const unsigned part = gid % kLanes;
   float s = 0.f;
-  if (row < rows) {
+  if (row < rows && part < D / 8) {
     const size_t off = static_cast<size_t>(row) * D + part * 8;
     const uint4 o = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.out) + off);
     const uint4 g = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.dout) + off);
@@ -328,7 +365,7 @@ __global__ void __launch_bounds__(256) dsum_vec_kernel(const BwdArgs a, unsigned
   }
 }
 
-// dq = scale * dq_acc, converted to T; n is a multiple of 8 (D is 64 or 128).
+// dq = scale * dq_acc, converted to T; n is a multiple of 8 (D is too).
 template <typename T>
 __global__ void dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq, long long n,
                                   float scale) {
@@ -344,10 +381,11 @@ __global__ void dq_convert_kernel(const float* __restrict__ acc, T* __restrict__
   *reinterpret_cast<uint4*>(dq + i) = packed;
 }
 
-template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks = 1>
+template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks = 1, bool kDV = true,
+          bool kDK = true>
 cudaError_t launch_bwd(const BwdArgs& a, cudaStream_t stream) {
   using Cfg = BwdCfg<T, D, kWarps, kBM, kCache>;
-  auto kernel = bwd_kernel<T, D, kWarps, kBM, kCache, kMinBlocks>;
+  auto kernel = bwd_kernel<T, D, kWarps, kBM, kCache, kMinBlocks, kDV, kDK>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmem));
   if (err != cudaSuccess) return err;
@@ -364,9 +402,18 @@ cudaError_t launch_bwd(const BwdArgs& a, cudaStream_t stream) {
 //   D = 128: 1 = (4, 32, no), 2 = (4, 64, no), 3 = (8, 64, no) default, 4 = (8, 32, no)
 // Measured on an H200 (docs/PERFORMANCE.md): 5 beat 1 by 9% on the 124M
 // training shape, 3 beat 1 by 3-11% at D = 128.
+//   D = 192, 256: two passes (dV, then dK + dQ) of (4, 64, no) at 192 and
+//            (4, 32, no) at 256; no variants
 // f16 always takes the default.
 template <typename T>
 cudaError_t backward_typed(const BwdArgs& a, int variant, cudaStream_t stream) {
+  if (a.D == 192 || a.D == 256) {
+    cudaError_t err = a.D == 192 ? launch_bwd<T, 192, 4, 64, false, 1, true, false>(a, stream)
+                                 : launch_bwd<T, 256, 4, 32, false, 1, true, false>(a, stream);
+    if (err != cudaSuccess) return err;
+    return a.D == 192 ? launch_bwd<T, 192, 4, 64, false, 1, false, true>(a, stream)
+                      : launch_bwd<T, 256, 4, 32, false, 1, false, true>(a, stream);
+  }
   if constexpr (!std::is_same_v<T, __half>) {
     if (a.D == 64) {
       switch (variant) {
@@ -398,12 +445,15 @@ cudaError_t backward_run(const BwdArgs& a, int variant, cudaStream_t stream) {
   const long long n = static_cast<long long>(a.B) * a.T * a.H * a.D;
   cudaError_t err = cudaSuccess;  // (dq_acc is cleared by dsum_vec_kernel)
   const long long rows = static_cast<long long>(a.B) * a.T * a.H;
-  if (rows * (a.D / 8) >= (1ll << 31)) return cudaErrorInvalidValue;  // 32-bit row indices
-  const unsigned dsum_blocks = static_cast<unsigned>((rows * (a.D / 8) + 255) / 256);
-  if (a.D == 64) {
-    dsum_vec_kernel<T, 64><<<dsum_blocks, 256, 0, stream>>>(a, static_cast<unsigned>(rows));
-  } else {
-    dsum_vec_kernel<T, 128><<<dsum_blocks, 256, 0, stream>>>(a, static_cast<unsigned>(rows));
+  const int lanes = a.D == 64 ? dsum_lanes<64>() : a.D == 128 ? dsum_lanes<128>() : 32;
+  if (rows * lanes >= (1ll << 31)) return cudaErrorInvalidValue;  // 32-bit row indices
+  const unsigned dsum_blocks = static_cast<unsigned>((rows * lanes + 255) / 256);
+  const unsigned urows = static_cast<unsigned>(rows);
+  switch (a.D) {
+    case 64: dsum_vec_kernel<T, 64><<<dsum_blocks, 256, 0, stream>>>(a, urows); break;
+    case 128: dsum_vec_kernel<T, 128><<<dsum_blocks, 256, 0, stream>>>(a, urows); break;
+    case 192: dsum_vec_kernel<T, 192><<<dsum_blocks, 256, 0, stream>>>(a, urows); break;
+    default: dsum_vec_kernel<T, 256><<<dsum_blocks, 256, 0, stream>>>(a, urows); break;
   }
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;

@@ -193,7 +193,7 @@ struct BwdArgs {
   const float* alibi;  // [H] ALiBi slopes or nullptr
 };
 
-// Tensor-core kernels: bf16/f16, D in {64, 128}, 16-byte aligned pointers.
+// Tensor-core kernels: bf16/f16, D in {64, 128, 192, 256}, 16-byte aligned pointers.
 cudaError_t forward_tc(const FwdArgs& a, Elem e, int variant, cudaStream_t stream);
 cudaError_t backward_tc(const BwdArgs& a, Elem e, int variant, cudaStream_t stream);
 // SIMT kernels: any dtype, D <= kSimtMaxD.

@@ -70,7 +70,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
   const float sl2 = a.scale * kLog2e;
   const float slope2 = a.alibi ? a.alibi[h] * kLog2e : 0.f;  // ALiBi slope, base 2
   const float smul = a.alibi ? 1.f : sl2;  // factor from S to base-2 logits in the softmax
-  uint32_t qf[kMW][D / 16][4];
+  // Q fragments stay in registers for D 64 / 128; at D 192 / 256 they would
+  // push the O accumulators into spills (ptxas: 48 bytes at 192), so each
+  // k-step re-reads them from sQ (untouched until the epilogue).
+  constexpr bool kQRegs = kMW * D <= 128;
+  uint32_t qf[kMW][kQRegs ? D / 16 : 1][4];
   float o[kMW][D / 8][4];
   float row_m[kMW][2], row_l[kMW][2];
 #pragma unroll
@@ -86,12 +90,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
     const int n0 = it * kBN;
     cp_async_wait<0>();
     __syncthreads();  // tile `it` landed; everyone is done with buffer cur ^ 1
-    if (it == 0) {
-      const LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
+    if constexpr (kQRegs) {
+      if (it == 0) {
+        const LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
 #pragma unroll
-      for (int mi = 0; mi < kMW; ++mi)
+        for (int mi = 0; mi < kMW; ++mi)
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qf[mi][kk], qa.at(mi * 16, kk));
+          for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qf[mi][kk], qa.at(mi * 16, kk));
+      }
     }
     if (it + 1 < n_tiles) {
       const int n1 = n0 + kBN;
@@ -111,16 +117,36 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
     for (int mi = 0; mi < kMW; ++mi)
 #pragma unroll
       for (int j = 0; j < kBN / 8; ++j) s[mi][j][0] = s[mi][j][1] = s[mi][j][2] = s[mi][j][3] = 0.f;
+    if constexpr (kQRegs) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+      for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-      for (int np = 0; np < kBN / 16; ++np) {
-        uint32_t bk[4];
-        ldsm_x4(bk, ka.at(np * 16, kk) + stage);
+        for (int np = 0; np < kBN / 16; ++np) {
+          uint32_t bk[4];
+          ldsm_x4(bk, ka.at(np * 16, kk) + stage);
 #pragma unroll
-        for (int mi = 0; mi < kMW; ++mi) {
-          mma16816<T>(s[mi][2 * np], qf[mi][kk], bk[0], bk[1]);
-          mma16816<T>(s[mi][2 * np + 1], qf[mi][kk], bk[2], bk[3]);
+          for (int mi = 0; mi < kMW; ++mi) {
+            mma16816<T>(s[mi][2 * np], qf[mi][kk], bk[0], bk[1]);
+            mma16816<T>(s[mi][2 * np + 1], qf[mi][kk], bk[2], bk[3]);
+          }
+        }
+      }
+    } else {
+      const LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qt[kMW][4];
+#pragma unroll
+        for (int mi = 0; mi < kMW; ++mi) ldsm_x4(qt[mi], qa.at(mi * 16, kk));
+#pragma unroll
+        for (int np = 0; np < kBN / 16; ++np) {
+          uint32_t bk[4];
+          ldsm_x4(bk, ka.at(np * 16, kk) + stage);
+#pragma unroll
+          for (int mi = 0; mi < kMW; ++mi) {
+            mma16816<T>(s[mi][2 * np], qt[mi], bk[0], bk[1]);
+            mma16816<T>(s[mi][2 * np + 1], qt[mi], bk[2], bk[3]);
+          }
         }
       }
     }
@@ -265,9 +291,14 @@ cudaError_t launch_fwd(const FwdArgs& a, cudaStream_t stream) {
 //            default: 1 for causal with T <= 1024, else 2
 //   D = 128: 1 = (4, 1, 64) default, 2 = (8, 1, 64), 3 = (4, 1, 32), 4 = (8, 1, 32),
 //            5 = 1 capped at 168 registers
+//   D = 192: (4, 1, 64) and D = 256: (4, 1, 32) only
 // f16 always takes the default.
 template <typename T>
 cudaError_t forward_typed(const FwdArgs& a, int variant, cudaStream_t stream) {
+  // D 192 (MLA's 128 + 64 q/k heads) and 256: 16-row warps; at 256 the key
+  // tile halves to keep the score accumulators small (no variants).
+  if (a.D == 192) return launch_fwd<T, 192, 4, 1, 64>(a, stream);
+  if (a.D == 256) return launch_fwd<T, 256, 4, 1, 32>(a, stream);
   if constexpr (!std::is_same_v<T, __half>) {
     if (a.D == 64) {
       switch (variant) {

@@ -85,6 +85,10 @@ class CudaBackend final : public Backend {
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) override {
     cuda::embedding_forward(ids, table, out);
   }
+  void sum_columns(const Tensor& x, const Tensor& offsets, const Tensor& idx,
+                   Tensor& out) override {
+    cuda::sum_columns(x, offsets, idx, out);
+  }
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) override {
     cuda::embedding_backward(ids, dout, dtable);
   }
@@ -182,6 +186,12 @@ class CudaBackend final : public Backend {
     cuda::swiglu_packed_backward(dout, gate_up, dgate_up);
   }
   void gelu_forward(const Tensor& x, Tensor& out) override { cuda::gelu_forward(x, out); }
+  void gelu_exact_forward(const Tensor& x, Tensor& out) override {
+    cuda::gelu_exact_forward(x, out);
+  }
+  void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
+    cuda::gelu_exact_backward(dout, x, dx);
+  }
   void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
     cuda::gelu_backward(dout, x, dx);
   }

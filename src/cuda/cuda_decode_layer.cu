@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_bulk.cuh"
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_kernels.h"
@@ -80,11 +81,24 @@ struct LayerArgs {
   float* part;                 // scratch [H, units_per_head, D + 2]: m, l, o
   unsigned* sync;              // [2 + Hkv] counters (barrier, exit, arrivals)
   DeviceErrorRecord* err;
+  unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
   int C, H, Hkv, D, F, smax, units_per_head, chunk_max, max_rows;
   float eps, sl2;              // sl2 = softmax scale x log2(e)
 };
 
 // ---- small device helpers ---------------------------------------------------------------
+// Phase timestamps for cuda_decode_layer_bench (decode_layer_trace): thread 0
+// of each block writes %globaltimer (ns) to trace[block, slot]; the producer
+// lane writes kTraceProducer when it has issued its last copy.
+constexpr int kTraceSlots = 16, kTraceProducer = 15;
+__device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
+  if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    trace[blockIdx.x * kTraceSlots + slot] = t;
+  }
+}
+
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -106,42 +120,6 @@ __device__ __forceinline__ float consumer_sum(float x, float* red) {
   for (int w = 0; w < kWarps; ++w) t += red[w];
   consumer_sync();
   return t;
-}
-
-// ---- mbarrier + bulk copy (sm_90) ----------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes,
-                                          uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-          "r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
 }
 
 template <class T>
@@ -533,11 +511,16 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   __syncthreads();  // the only block-wide barrier: the producer leaves below
   if (threadIdx.x >= kThreads) {
     // Weights depend on no kernel: the stream starts before the wait.
-    if (threadIdx.x == kThreads) produce(st, ring, full, empty);
+    if (threadIdx.x == kThreads) {
+      produce(st, ring, full, empty);
+      stamp(a.trace, kTraceProducer);
+    }
     return;
   }
+  stamp(a.trace, 0);
   pdl_wait();
   pdl_trigger();
+  stamp(a.trace, 1);
   const T* x_in = static_cast<const T*>(a.x_in);
   T* x = static_cast<T*>(a.x);
   const int p = a.pos[0];
@@ -551,17 +534,22 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   load_vector(vec, x_in, static_cast<const T*>(a.w_in_norm), C, a.eps, red);
   zero_rows(rowsum, rq.y - rq.x);
   consumer_sync();
+  stamp(a.trace, 2);
   consume_gemv<T>(st.seg[0], C, vec, rowsum, ring, full, empty, tile);
   consumer_sync();
   for (int i = threadIdx.x; i < rq.y - rq.x; i += kThreads)
     static_cast<T*>(a.qkv)[rq.x + i] = from_f<T>(rowsum[i]);
+  stamp(a.trace, 3);
   grid_barrier(&a.sync[0], grid);
+  stamp(a.trace, 4);
 
   // B: attention (skipped, with the error reported, for a position outside the cache)
   if (p_ok) attention_phase<T, DL>(a, p, attn_smem);
   // The block's rows of x_in for phase C's residual add, off its critical path.
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) xres[i] = to_f<T>(__ldcg(x_in + ro.x + i));
+  stamp(a.trace, 5);
   grid_barrier(&a.sync[0], 2 * grid);
+  stamp(a.trace, 6);
 
   // C: x = x_in + W_o attn
   load_vector(vec, static_cast<const T*>(a.attn), static_cast<const T*>(nullptr), HD, 0.f, red);
@@ -574,12 +562,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
     x[ro.x + i] = sum;
     xres[i] = to_f<T>(sum);  // phase E adds to it
   }
+  stamp(a.trace, 7);
   grid_barrier(&a.sync[0], 3 * grid);
+  stamp(a.trace, 8);
 
   // D: h = silu(gate) * up of W_gate_up RMSNorm(x), features [f0, f1)
   load_vector(vec, static_cast<const T*>(x), static_cast<const T*>(a.w_post_norm), C, a.eps, red);
   zero_rows(rowsum, 2 * nf);
   consumer_sync();
+  stamp(a.trace, 9);
   consume_gemv<T>(st.seg[2], C, vec, rowsum, ring, full, empty, tile);
   consume_gemv<T>(st.seg[3], C, vec, rowsum + nf, ring, full, empty, tile);
   consumer_sync();
@@ -587,7 +578,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
     const float gt = to_f<T>(from_f<T>(rowsum[i])), up = to_f<T>(from_f<T>(rowsum[nf + i]));
     static_cast<T*>(a.h)[rf.x + i] = from_f<T>(gt * (1.f / (1.f + expf(-gt))) * up);
   }
+  stamp(a.trace, 10);
   grid_barrier(&a.sync[0], 4 * grid);
+  stamp(a.trace, 11);
 
   // E: x += W_down h
   load_vector(vec, static_cast<const T*>(a.h), static_cast<const T*>(nullptr), F, 0.f, red);
@@ -597,6 +590,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   consumer_sync();
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads)
     x[ro.x + i] = from_f<T>(xres[i] + to_f<T>(from_f<T>(rowsum[i])));
+  stamp(a.trace, 12);
   // The last block out resets the barrier for the next kernel.
   if (threadIdx.x == 0) {
     __threadfence();
@@ -693,7 +687,14 @@ bool vec_ok(const Tensor& t, DType dt, int64_t n) {
          t.is_contiguous();
 }
 
+unsigned long long* g_trace = nullptr;  // decode_layer_trace
+
 }  // namespace
+
+int decode_layer_trace(unsigned long long* buffer) {
+  g_trace = buffer;
+  return kTraceSlots;
+}
 
 bool decode_layer_enabled() {
   static const bool v = [] {
@@ -777,6 +778,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.part = part.data<float>();
   a.sync = reinterpret_cast<unsigned*>(cx.counters);
   a.err = cx.dev_error;
+  a.trace = g_trace;
   a.C = static_cast<int>(C);
   a.H = static_cast<int>(H);
   a.Hkv = static_cast<int>(Hkv);

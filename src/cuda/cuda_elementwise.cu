@@ -164,6 +164,21 @@ struct GeluBwdOp {  // in: dout, x
   }
 };
 
+// The erf GELU (transformers' "gelu"): x Phi(x); derivative Phi(x) + x phi(x).
+struct GeluExactFwdOp {
+  __device__ void operator()(const float* x, float* y) const {
+    const float v = x[0];
+    y[0] = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+  }
+};
+struct GeluExactBwdOp {  // in: dout, x
+  __device__ void operator()(const float* x, float* y) const {
+    const float v = x[1];
+    const float cdf = 0.5f * (1.f + erff(v * 0.70710678118654752f));
+    y[0] = x[0] * (cdf + v * 0.39894228040143268f * __expf(-0.5f * v * v));
+  }
+};
+
 // ---- reductions ----------------------------------------------------------------
 constexpr int kReduceThreads = 256;
 
@@ -465,6 +480,14 @@ void gelu_forward(const Tensor& x, Tensor& out) {
 
 void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   launch_ew<2, 1>("gelu_backward", {&dout, &x}, {&dx}, GeluBwdOp{});
+}
+
+void gelu_exact_forward(const Tensor& x, Tensor& out) {
+  launch_ew<1, 1>("gelu_exact_forward", {&x}, {&out}, GeluExactFwdOp{});
+}
+
+void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+  launch_ew<2, 1>("gelu_exact_backward", {&dout, &x}, {&dx}, GeluExactBwdOp{});
 }
 
 double sum_squares(const Tensor& x) {

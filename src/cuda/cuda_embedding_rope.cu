@@ -219,7 +219,9 @@ struct RopeArgs {
   // Per batch row offsets (i32 [B], device) replacing pos_offset when set:
   // inference at rows that sit at different cache positions (rope_at).
   const int32_t* positions;
-  int heads, half;
+  int heads, half;     // half: rotated pairs per head (inv_freq's length)
+  int d;               // head dim: elements from one head to the next
+  int pass;            // d - 2 half: trailing dims copied unrotated (partial rotary)
   int hv;              // half / V: vector items per head
   int ipp;             // heads * hv: vector items per position
   int per_block;       // positions per block
@@ -241,7 +243,7 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
   const int64_t p0 = int64_t{blockIdx.x} * a.per_block;
   const int npos = static_cast<int>(min(int64_t{a.per_block}, a.npos - p0));
   const int items = npos * a.ipp;
-  const int d = 2 * a.half;
+  const int d = a.d;
   x += p0 * a.x_pos;
   y += p0 * a.y_pos;
   // Element offset of row (position * heads + head, inside the block) in a
@@ -315,6 +317,16 @@ __global__ void __launch_bounds__(kRopeThreads, 4) rope_kernel(const TX* x, TY* 
       *reinterpret_cast<Pack<TY, V>*>(y + off + a.half) = y2;
     }
   }
+  // Partial rotary (GPT-NeoX): dims [2 half, d) of each head pass unrotated
+  // (converted to TY). In place this rewrites each element with itself.
+  if (a.pass > 0) {
+    const int pitems = npos * a.heads * a.pass;
+    for (int j = threadIdx.x; j < pitems; j += kRopeThreads) {
+      const int row = j / a.pass;
+      const int i = 2 * a.half + (j - row * a.pass);
+      y[row_off(row, a.y_pos) + i] = from_f<TY>(to_f<TX>(x[row_off(row, a.x_pos) + i]));
+    }
+  }
 }
 
 // The per-pair sincosf path (a head dim whose table would not fit in shared
@@ -350,12 +362,15 @@ void launch_rope_v(int vpairs, const void* x, void* y, const RopeArgs& a, cudaSt
 // The rotation of `npos` positions (position p is p % t_len, plus pos_offset,
 // or plus positions[p / t_len] when positions is set) of `heads` heads of dim
 // d: position p's heads start at x + p * x_pos and y + p * y_pos elements (x
-// and y point at element 0 of their first head).
+// and y point at element 0 of their first head). inv_freq holds the rotated
+// pairs' frequencies, d / 2 or fewer (partial rotary: the rest is copied).
 void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_t y_pos,
                int64_t npos, int64_t t_len, int64_t heads, int64_t d, const Tensor& inv_freq,
                int64_t pos_offset, bool inverse, const int32_t* positions = nullptr) {
   if (npos == 0 || heads == 0) return;
-  const int64_t half = d / 2;
+  const int64_t half = inv_freq.numel();
+  EL_CUDA_ENSURE(half >= 1 && 2 * half <= d, "cuda rope: {} frequencies for head dim {}", half,
+                 d);
   // Offsets inside a block are 32-bit: a block's positions must fit.
   EL_CUDA_ENSURE(std::max(x_pos, y_pos) <= INT32_MAX / 4 && heads * d <= INT32_MAX / 4,
                  "cuda rope: {} heads of dim {} ({} / {} elements a position) too large", heads, d,
@@ -370,6 +385,8 @@ void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_
   a.positions = positions;
   a.heads = static_cast<int>(heads);
   a.half = static_cast<int>(half);
+  a.d = static_cast<int>(d);
+  a.pass = static_cast<int>(d - 2 * half);
   a.sign = inverse ? -1.f : 1.f;
   a.x_pos = static_cast<int>(x_pos);
   a.y_pos = static_cast<int>(y_pos);
@@ -383,7 +400,7 @@ void rope_rows(const void* x, DType tx, int64_t x_pos, void* y, DType ty, int64_
   if (tx == ty && a.table) {
     for (int64_t cand = 16 / es; cand > 1; cand /= 2) {
       const uint64_t bytes = static_cast<uint64_t>(cand * es);
-      if (half % cand == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0 &&
+      if (half % cand == 0 && d % cand == 0 && reinterpret_cast<uintptr_t>(x) % bytes == 0 &&
           reinterpret_cast<uintptr_t>(y) % bytes == 0 && (x_pos * es) % bytes == 0 &&
           (y_pos * es) % bytes == 0) {
         vpairs = static_cast<int>(cand);
@@ -586,9 +603,9 @@ void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inve
   EL_CUDA_ENSURE(y.numel() == x.numel(), "cuda rope: y {} for x {}", shape_str(y.shape()),
                  shape_str(x.shape()));
   const int64_t t = x.dim(1), h = x.dim(2), d = x.dim(3);
-  EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
-                 "cuda rope: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(), d,
-                 d / 2);
+  EL_CUDA_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
+                 "cuda rope: inv_freq has {} values, head dim {} needs 1 to {}", inv_freq.numel(),
+                 d, d / 2);
   if (x.numel() == 0) return;
   rope_rows(x.raw(), x.dtype(), h * d, y.raw(), y.dtype(), h * d, x.dim(0) * t, t, h, d, inv_freq,
             pos_offset, inverse);
@@ -614,8 +631,8 @@ QkvDims qkv_dims(const Tensor& packed, const Tensor& q, const Tensor& k, const T
                  shape_str(v.shape()));
   if (inv_freq.defined()) {
     expect_cuda_float(inv_freq, what);
-    EL_CUDA_ENSURE(inv_freq.numel() == d / 2, "cuda {}: inv_freq has {} values, head dim {}",
-                   what, inv_freq.numel(), d);
+    EL_CUDA_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
+                   "cuda {}: inv_freq has {} values, head dim {}", what, inv_freq.numel(), d);
   }
   return {b * t, t, h, hkv, d, (h + 2 * hkv) * d};
 }
@@ -679,9 +696,9 @@ void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, T
     return;
   }
   expect_cuda_float(inv_freq, "rope_at (inv_freq)");
-  EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
-                 "cuda rope_at: inv_freq has {} values, head dim {} needs {}", inv_freq.numel(), d,
-                 d / 2);
+  EL_CUDA_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
+                 "cuda rope_at: inv_freq has {} values, head dim {} needs 1 to {}",
+                 inv_freq.numel(), d, d / 2);
   rope_rows(x.raw(), x.dtype(), h * d, y.raw(), y.dtype(), h * d, x.dim(0) * t, t, h, d, inv_freq,
             0, false, positions.data<int32_t>());
 }

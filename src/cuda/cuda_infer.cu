@@ -1,7 +1,8 @@
-// cuda_infer.cu — the kernels of a KV-cached decode step: attention over the
-// cache (flash-decoding), greedy argmax and the positions increment. (Cache
-// writes are in cuda_kv_cache.cu; the per-row rotary offsets, rope_at and
-// split_qkv_rope_at, share the RoPE kernel in cuda_embedding_rope.cu.)
+// cuda_infer.cu — attention over the KV cache in a decode step
+// (flash-decoding). (Greedy argmax and the positions increment are in
+// cuda_decode_step.cu, cache writes in cuda_kv_cache.cu; the per-row rotary
+// offsets, rope_at and split_qkv_rope_at, share the RoPE kernel in
+// cuda_embedding_rope.cu.)
 //
 // Nothing here waits for the GPU or reads positions on the host: a step's
 // launches depend only on shapes, so a decode step can be captured once as a
@@ -22,7 +23,8 @@
 // tensor-core path by the last block of the row tile to finish (arrival
 // counters in ctx().counters: no second launch), else by a combine kernel.
 // With a single chunk the block writes `out` itself.
-//  * Tensor-core path (q, caches and out of one dtype, bf16/f16, D 64/128):
+//  * Tensor-core path (q, caches and out of one dtype, bf16/f16, D 64/128,
+//    and 192/256 for MLA's latent rows; the swizzle needs D / 8 a multiple of 8):
 //    the scheme of attention_fwd.cu — mma.sync m16n8k16 with f32
 //    accumulators, K/V tiles double-buffered through swizzled shared memory
 //    by cp.async, online softmax in base 2 with the scale folded in. A warp
@@ -30,8 +32,11 @@
 //    (decode: T x G = 8), the warps split each key tile instead (kKS warps of
 //    64 / kKS keys on the same rows) and their softmax states are merged
 //    through shared memory at the end.
-//  * SIMT path (any other dtype mix, any head dim <= 256): one warp per query
+//  * SIMT path (any other dtype mix, any head dim <= 576): one warp per query
 //    row, a lane per key, same chunks and outputs; f32 arithmetic throughout.
+//    Each lane keeps ceil(D / 32) output dims (the kernel is instantiated for
+//    1, 2, 4, 6, 8, 10, 12 and 18, so D 64/128 run exactly what they did before
+//    and MLA's latent rows, D = kv_lora_rank + qk_rope_head_dim up to 576, fit).
 // ALiBi (a.alibi, f32 [H]): the score of cache row j for query t of row b
 // (head h) gets slope_h * (j - (positions[b] + t)), folded into the base-2
 // logits; chunk lse values include it, so the merge is unchanged. Without it
@@ -48,91 +53,13 @@
 namespace el::cuda {
 namespace {
 
-
-
-
-// ---- argmax_rows -------------------------------------------------------------------
-constexpr int kArgmaxMaxThreads = 1024;
-constexpr int kNoIndex = INT_MAX;  // no candidate yet (empty or all-NaN so far)
-
-// Candidate (av, ai) beats (bv, bi): larger value, then smaller index.
-__device__ __forceinline__ bool argmax_better(float av, int ai, float bv, int bi) {
-  return ai != kNoIndex && (bi == kNoIndex || av > bv || (av == bv && ai < bi));
-}
-
-__device__ __forceinline__ void argmax_warp(float& best, int& bi) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (argmax_better(ov, oi, best, bi)) {
-      best = ov;
-      bi = oi;
-    }
-  }
-}
-
-// One block per row; each thread scans packs of V strided by the block, in
-// increasing index order (so a strict > keeps the first of equal values).
-template <class T, int V>
-__global__ void __launch_bounds__(kArgmaxMaxThreads)
-    argmax_kernel(const T* __restrict__ x, int64_t cols, int32_t* __restrict__ out) {
-  __shared__ float s_val[32];
-  __shared__ int s_idx[32];
-  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
-  pdl_trigger();
-  const T* xr = x + int64_t{blockIdx.x} * cols;
-  float best = -INFINITY;
-  int bi = kNoIndex;
-  for (int64_t c0 = int64_t{threadIdx.x} * V; c0 < cols; c0 += int64_t{blockDim.x} * V) {
-    const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(xr + c0);
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      const float val = to_f<T>(p.v[e]);
-      if (!isnan(val) && (bi == kNoIndex || val > best)) {
-        best = val;
-        bi = static_cast<int>(c0 + e);
-      }
-    }
-  }
-  argmax_warp(best, bi);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) {
-    s_val[warp] = best;
-    s_idx[warp] = bi;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    const int nwarps = blockDim.x >> 5;
-    best = lane < nwarps ? s_val[lane] : -INFINITY;
-    bi = lane < nwarps ? s_idx[lane] : kNoIndex;
-    argmax_warp(best, bi);
-    if (lane == 0) out[blockIdx.x] = bi == kNoIndex ? 0 : bi;
-  }
-}
-
-template <class T, int V>
-void launch_argmax(const Tensor& x, int64_t rows, int64_t cols, Tensor& out) {
-  const int64_t packs = (cols + V - 1) / V;
-  const int threads =
-      static_cast<int>(std::clamp<int64_t>((packs + 31) / 32 * 32, 32, kArgmaxMaxThreads));
-  launch_kernel(argmax_kernel<T, V>, static_cast<unsigned>(rows), threads, 0, ctx().stream,
-                x.data<T>(), cols, out.data<int32_t>());
-}
-
-__global__ void increment_kernel(int32_t* __restrict__ x, int64_t n, int32_t delta) {
-  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
-  pdl_trigger();
-  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride)
-    x[i] += delta;
-}
-
 // ---- attention_cached ----------------------------------------------------------------
 constexpr int kTileKeys = 64;  // keys per K/V tile; chunks are whole tiles on both paths
 constexpr int kTcWarps = 4;
 constexpr int kSimtWarps = 4;
-constexpr int kMaxHeadDim = 256;
+// The SIMT path's limit: MLA's absorbed decode attends over cache rows of
+// kv_lora_rank + qk_rope_head_dim values (DeepSeek-V2/V3: 512 + 64).
+constexpr int kMaxHeadDim = 576;
 
 struct CachedArgs {
   const void* q;  // [B, T, H, D]
@@ -325,7 +252,11 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   // K as the B operand of Q K^T (keys are n), V transposed as the B operand of P V.
   const attn::LaneAddr<D> ka(sK, (lane % 8) + (lane >> 4) * 8 + ks * kBNW, (lane >> 3) & 1);
   const attn::LaneAddr<D> va(sV, (lane % 8) + ((lane >> 3) & 1) * 8 + ks * kBNW, lane >> 4);
-  uint32_t qf[D / 16][4];
+  // Q fragments stay in registers up to D 192; at 256 they would push the
+  // O accumulators (128 registers) into spills, so they are re-read from sQ
+  // (which stays untouched until the epilogue) at each k-step instead.
+  constexpr bool kQRegs = D <= 192;
+  uint32_t qf[kQRegs ? D / 16 : 1][4];
   float o[D / 8][4];
   float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.f, 0.f};
 #pragma unroll
@@ -336,10 +267,12 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     const int n0 = (tile0 + it) * kBN;
     cp_async_wait<0>();
     __syncthreads();  // tile `it` landed; everyone is done with buffer cur ^ 1
-    if (it == 0) {
-      const attn::LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
+    if constexpr (kQRegs) {
+      if (it == 0) {
+        const attn::LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) attn::ldsm_x4(qf[kk], qa.at(0, kk));
+        for (int kk = 0; kk < D / 16; ++kk) attn::ldsm_x4(qf[kk], qa.at(0, kk));
+      }
     }
     if (it + 1 < n_tiles) {
       const int n1 = n0 + kBN;
@@ -357,14 +290,30 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     float s[kBNW / 8][4];
 #pragma unroll
     for (int j = 0; j < kBNW / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    if constexpr (kQRegs) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+      for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-      for (int np = 0; np < kBNW / 16; ++np) {
-        uint32_t bk[4];
-        attn::ldsm_x4(bk, ka.at(np * 16, kk) + stage);
-        attn::mma16816<T>(s[2 * np], qf[kk], bk[0], bk[1]);
-        attn::mma16816<T>(s[2 * np + 1], qf[kk], bk[2], bk[3]);
+        for (int np = 0; np < kBNW / 16; ++np) {
+          uint32_t bk[4];
+          attn::ldsm_x4(bk, ka.at(np * 16, kk) + stage);
+          attn::mma16816<T>(s[2 * np], qf[kk], bk[0], bk[1]);
+          attn::mma16816<T>(s[2 * np + 1], qf[kk], bk[2], bk[3]);
+        }
+      }
+    } else {
+      const attn::LaneAddr<D> qa(sQ, row_base + (lane % 8) + ((lane >> 3) & 1) * 8, lane >> 4);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qt[4];
+        attn::ldsm_x4(qt, qa.at(0, kk));
+#pragma unroll
+        for (int np = 0; np < kBNW / 16; ++np) {
+          uint32_t bk[4];
+          attn::ldsm_x4(bk, ka.at(np * 16, kk) + stage);
+          attn::mma16816<T>(s[2 * np], qt, bk[0], bk[1]);
+          attn::mma16816<T>(s[2 * np + 1], qt, bk[2], bk[3]);
+        }
       }
     }
     // Keys after a row's position (and zero-filled rows past n_end) are masked.
@@ -616,9 +565,37 @@ void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t
     if (rt == 2) return launch_cached_tc<T, 64, 2>(a, grid, s);
     return launch_cached_tc<T, 64, 4>(a, grid, s);
   }
-  if (rt == 1) return launch_cached_tc<T, 128, 1>(a, grid, s);
-  if (rt == 2) return launch_cached_tc<T, 128, 2>(a, grid, s);
-  return launch_cached_tc<T, 128, 4>(a, grid, s);
+  if (a.D == 128) {
+    if (rt == 1) return launch_cached_tc<T, 128, 1>(a, grid, s);
+    if (rt == 2) return launch_cached_tc<T, 128, 2>(a, grid, s);
+    return launch_cached_tc<T, 128, 4>(a, grid, s);
+  }
+  // MLA's latent rows (kv_lora_rank + rope 128 + 64, 192 + 64) with every
+  // query head in one KV group: G = H rows per query position.
+  if (a.D == 192) {
+    if (rt == 1) return launch_cached_tc<T, 192, 1>(a, grid, s);
+    if (rt == 2) return launch_cached_tc<T, 192, 2>(a, grid, s);
+    return launch_cached_tc<T, 192, 4>(a, grid, s);
+  }
+  if (rt == 1) return launch_cached_tc<T, 256, 1>(a, grid, s);
+  if (rt == 2) return launch_cached_tc<T, 256, 2>(a, grid, s);
+  return launch_cached_tc<T, 256, 4>(a, grid, s);
+}
+
+// The SIMT kernel with kDPL = dpl output dims per lane (one of the counts
+// attention_cached picks).
+template <typename TC>
+void launch_cached_simt(const CachedArgs& a, int dpl, dim3 grid, cudaStream_t s) {
+  switch (dpl) {
+    case 1: return launch_kernel(cached_simt_kernel<TC, 1>, grid, kSimtWarps * 32, 0, s, a);
+    case 2: return launch_kernel(cached_simt_kernel<TC, 2>, grid, kSimtWarps * 32, 0, s, a);
+    case 4: return launch_kernel(cached_simt_kernel<TC, 4>, grid, kSimtWarps * 32, 0, s, a);
+    case 6: return launch_kernel(cached_simt_kernel<TC, 6>, grid, kSimtWarps * 32, 0, s, a);
+    case 8: return launch_kernel(cached_simt_kernel<TC, 8>, grid, kSimtWarps * 32, 0, s, a);
+    case 10: return launch_kernel(cached_simt_kernel<TC, 10>, grid, kSimtWarps * 32, 0, s, a);
+    case 12: return launch_kernel(cached_simt_kernel<TC, 12>, grid, kSimtWarps * 32, 0, s, a);
+    default: return launch_kernel(cached_simt_kernel<TC, 18>, grid, kSimtWarps * 32, 0, s, a);
+  }
 }
 
 }  // namespace
@@ -655,7 +632,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   const int64_t group = h / hkv, rows = t * group;
   const DType cd = k_cache.dtype();
   const bool tc = q.dtype() == cd && out.dtype() == cd && (cd == DType::bf16 || cd == DType::f16) &&
-                  (d == 64 || d == 128) && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
+                  (d == 64 || d == 128 || d == 192 || d == 256) && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
                   aligned16(v_cache.raw()) && aligned16(out.raw());
   const int rt = rows <= 16 ? 1 : (rows <= 32 ? 2 : 4);  // tensor-core warp row tiles per block
   const int64_t block_rows = tc ? 16 * rt : kSimtWarps;
@@ -717,23 +694,16 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
     }
     EL_CUDA_CHECK_LAUNCH("cached_tc_kernel");
   } else {
-    const int dpl = d <= 32 ? 1 : (d <= 64 ? 2 : (d <= 128 ? 4 : 8));
-    EL_DISPATCH_FLOAT(cd, TC, {
-      switch (dpl) {
-        case 1:
-          launch_kernel(cached_simt_kernel<TC, 1>, grid, kSimtWarps * 32, 0, cx.stream, a);
-          break;
-        case 2:
-          launch_kernel(cached_simt_kernel<TC, 2>, grid, kSimtWarps * 32, 0, cx.stream, a);
-          break;
-        case 4:
-          launch_kernel(cached_simt_kernel<TC, 4>, grid, kSimtWarps * 32, 0, cx.stream, a);
-          break;
-        default:
-          launch_kernel(cached_simt_kernel<TC, 8>, grid, kSimtWarps * 32, 0, cx.stream, a);
-          break;
+    // Output dims per lane: ceil(d / 32) rounded up to an instantiated count.
+    const int64_t need = (d + 31) / 32;
+    int dpl = 18;
+    for (int c : {1, 2, 4, 6, 8, 10, 12, 18}) {
+      if (need <= c) {
+        dpl = c;
+        break;
       }
-    });
+    }
+    EL_DISPATCH_FLOAT(cd, TC, { launch_cached_simt<TC>(a, dpl, grid, cx.stream); });
     EL_CUDA_CHECK_LAUNCH("cached_simt_kernel");
   }
   if (nchunks > 1 && !self_merge) {
@@ -742,36 +712,6 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                   static_cast<long long>(total_rows));
     EL_CUDA_CHECK_LAUNCH("cached_combine_kernel");
   }
-}
-
-void argmax_rows(const Tensor& x, Tensor& out) {
-  expect_cuda_float(x, "argmax_rows (x)");
-  expect_cuda_dtype(out, DType::i32, "argmax_rows (out)");
-  const int64_t rows = out.numel();
-  if (rows == 0) return;
-  EL_CUDA_ENSURE(x.numel() % rows == 0 && x.numel() / rows <= INT32_MAX && rows <= INT32_MAX,
-                 "cuda argmax_rows: x {} does not split into {} rows (of at most 2^31 - 1)",
-                 shape_str(x.shape()), rows);
-  const int64_t cols = x.numel() / rows;
-  const size_t es = dtype_size(x.dtype());
-  const bool vec = aligned16(x.raw()) && (static_cast<size_t>(cols) * es) % 16 == 0;
-  EL_DISPATCH_FLOAT(x.dtype(), T, {
-    if (vec) {
-      launch_argmax<T, 16 / sizeof(T)>(x, rows, cols, out);
-    } else {
-      launch_argmax<T, 1>(x, rows, cols, out);
-    }
-  });
-  EL_CUDA_CHECK_LAUNCH("argmax_kernel");
-}
-
-void increment_i32(Tensor& x, int32_t delta) {
-  expect_cuda_dtype(x, DType::i32, "increment_i32");
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  launch_kernel(increment_kernel, grid_for(n, 256), 256, 0, ctx().stream, x.data<int32_t>(), n,
-                delta);
-  EL_CUDA_CHECK_LAUNCH("increment_kernel");
 }
 
 }  // namespace el::cuda

@@ -40,6 +40,8 @@ void swiglu_packed_forward(const Tensor& gate_up, Tensor& out);
 void swiglu_packed_backward(const Tensor& dout, const Tensor& gate_up, Tensor& dgate_up);
 void gelu_forward(const Tensor& x, Tensor& out);
 void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+void gelu_exact_forward(const Tensor& x, Tensor& out);
+void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 // Sum of squares over several tensors with one wait (global gradient norm).
 double sum_squares_many(const std::vector<Tensor>& xs);
 
@@ -74,6 +76,11 @@ bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tens
                         const Tensor& k_cache, const Tensor& v_cache);
 void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                   const Tensor& positions, Tensor& k_cache, Tensor& v_cache, Tensor& out);
+// Benchmark hook: later decode_layer launches write per-block phase
+// timestamps (%globaltimer ns) to `buffer`, a device array of grid x slots
+// (returned: slots per block; the slot meanings are in cuda_decode_layer.cu);
+// nullptr turns it off. Not for production paths (one launch overwrites the last).
+int decode_layer_trace(unsigned long long* buffer);
 
 // ---- cuda_quant_gemv.cu + cuda_quant_gemm.cu (weight-only int4/int8 GEMV for decode, GEMM for
 // prefill; device pieces in cuda_quant.cuh)
@@ -90,6 +97,32 @@ QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w);
 void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y,
                        QuantPath path);
 
+// ---- cuda_nsa.cu + cuda_nsa_tc.cu: NSA branches (Backend "NSA" virtuals; tensor cores for
+// bf16/f16 at D 64 / 128, SIMT otherwise)
+void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                      float scale, int64_t block, int64_t stride, int64_t q_offset,
+                                      Tensor& out, Tensor& lse);
+void nsa_compressed_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& kc,
+                                       const Tensor& vc, const Tensor& out, const Tensor& lse,
+                                       float scale, int64_t block, int64_t stride,
+                                       int64_t q_offset, Tensor& dq, Tensor& dkc, Tensor& dvc);
+void nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                       int64_t compress_block, int64_t compress_stride, int64_t select_block,
+                       int64_t q_offset, Tensor& blocks);
+void nsa_sparse_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& blocks, int64_t select_block, int64_t window,
+                                  float scale, int64_t q_offset, Tensor& out, Tensor& lse);
+void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const Tensor& blocks, const Tensor& out,
+                                   const Tensor& lse, int64_t select_block, int64_t window,
+                                   float scale, int64_t q_offset, Tensor& dq, Tensor& dk,
+                                   Tensor& dv);
+void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
+                              const Tensor& o_win, Tensor& out);
+void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
+                               const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
+                               Tensor& do_cmp, Tensor& do_slc, Tensor& do_win);
+
 // ---- cuda_norm.cu, shared: out[j] = sum over b < g of partial[b * c + j]
 // (f32 partials, fixed order), rounded into out's dtype.
 void launch_column_sum(const float* partial, int64_t g, int64_t c, Tensor& out);
@@ -101,6 +134,8 @@ void split_qkv_rope(const Tensor& packed, const Tensor& inv_freq, int64_t pos_of
 void merge_qkv_rope_grad(const Tensor& dq, const Tensor& dk, const Tensor& dv,
                          const Tensor& inv_freq, int64_t pos_offset, Tensor& dpacked);
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out);
+// Backend::sum_columns (cuda_columns.cu).
+void sum_columns(const Tensor& x, const Tensor& offsets, const Tensor& idx, Tensor& out);
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse, Tensor& y);
 

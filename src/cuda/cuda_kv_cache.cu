@@ -241,11 +241,21 @@ void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Te
   expect_positions(positions, b, "qkv_rope_cache_write");
   if (inv_freq.defined()) {
     expect_cuda_float(inv_freq, "qkv_rope_cache_write (inv_freq)");
-    EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
-                   "cuda qkv_rope_cache_write: inv_freq has {} values, head dim {} needs {}",
+    EL_CUDA_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
+                   "cuda qkv_rope_cache_write: inv_freq has {} values, head dim {} needs 1 to {}",
                    inv_freq.numel(), d, d / 2);
   }
   if (b == 0 || t == 0 || d == 0) return;
+  if (inv_freq.defined() && inv_freq.numel() < d / 2) {
+    // Partial rotary (GPT-NeoX): the kernel below rotates whole heads, so the
+    // split with its rotation, then the cache write (the same roundings: k
+    // and v in the packed dtype, then the cache's).
+    Tensor k = Tensor::empty({b, t, hkv, d}, packed.dtype(), packed.device());
+    Tensor v = Tensor::empty({b, t, hkv, d}, packed.dtype(), packed.device());
+    split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
+    kv_cache_write(k, v, positions, k_cache, v_cache);
+    return;
+  }
   EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && (h + 2 * hkv) * d <= INT32_MAX,
                  "cuda qkv_rope_cache_write: packed {} / cache {} too large",
                  shape_str(packed.shape()), shape_str(k_cache.shape()));

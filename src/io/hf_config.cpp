@@ -18,7 +18,11 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kModelTypes = {"llama", "mistral", "qwen2"};
+const std::vector<std::string> kModelTypes = {"llama",    "mistral",     "qwen2",
+                                               "gpt_neox", "deepseek_v3", "deepseek_v2"};
+// GPT-NeoX's hidden_act values: the erf GELU, and the tanh approximation
+// under its three transformers names.
+const std::vector<std::string> kNeoxActs = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"};
 const std::vector<std::string> kRopeTypes = {"default", "linear", "llama3"};
 // Known rope types we cannot run: reported as "not supported", not "unknown".
 const std::vector<std::string> kUnsupportedRopeTypes = {"dynamic", "yarn",  "longrope",    "su",
@@ -244,6 +248,162 @@ Status check_shapes(const Reader& r, const ModelCard& c, bool head_dim_given) {
   return Status::Ok();
 }
 
+// model_type gpt_neox (GPTNeoXConfig, Pythia): LayerNorm with bias, GELU MLP
+// with biases, attention_bias on query_key_value and dense, partial rotary,
+// parallel residual. v4 names the rotary keys rotary_pct / rotary_emb_base
+// (and rope_scaling), v5 rope_parameters.partial_rotary_factor / rope_theta.
+Status read_gpt_neox(const Reader& r, ModelCard& c) {
+  c.norm = ModelCard::Norm::layernorm;
+  c.pos_encoding = ModelCard::PosEncoding::rope;
+  EL_TRY_ASSIGN(std::string act, r.string_or("hidden_act", "gelu"));
+  if (std::find(kNeoxActs.begin(), kNeoxActs.end(), act) == kNeoxActs.end()) {
+    return r.error("hidden_act",
+                   fmt::format("hidden_act '{}' is not supported for gpt_neox{}", act,
+                               did_you_mean(act, kNeoxActs)),
+                   "supported: " + quoted_list(kNeoxActs));
+  }
+  c.mlp = act == "gelu" ? ModelCard::Mlp::gelu_exact : ModelCard::Mlp::gelu;
+  c.mlp_bias = true;  // GPTNeoXMLP: nn.Linear defaults
+  for (const char* key : {"attention_dropout", "hidden_dropout"}) {
+    EL_TRY_ASSIGN(double p, r.number_or(key, 0.0));
+    if (p != 0.0) {
+      return r.error(key, fmt::format("{} {} is not supported (the engine has no dropout)", key, p),
+                     "set it to 0.0");
+    }
+  }
+  EL_TRY_ASSIGN(c.d_model, r.size("hidden_size"));
+  EL_TRY_ASSIGN(c.n_layer, r.size("num_hidden_layers"));
+  EL_TRY_ASSIGN(c.n_head, r.size("num_attention_heads"));
+  c.n_kv_head = c.n_head;
+  c.head_dim = 0;
+  if (c.d_model % c.n_head != 0) {
+    return r.error("num_attention_heads",
+                   fmt::format("hidden_size ({}) must be divisible by num_attention_heads ({})",
+                               c.d_model, c.n_head));
+  }
+  EL_TRY_ASSIGN(c.d_ff, r.size("intermediate_size"));
+  EL_TRY_ASSIGN(c.vocab_size, r.size("vocab_size"));
+  EL_TRY_ASSIGN(c.max_seq_len, r.size_or("max_position_embeddings", 2048));
+  EL_TRY_ASSIGN(double eps, r.number_or("layer_norm_eps", 1e-5));
+  EL_TRY_ASSIGN(c.norm_eps, r.positive_float("layer_norm_eps", eps));
+  EL_TRY_ASSIGN(double init_std, r.number_or("initializer_range", 0.02));
+  EL_TRY_ASSIGN(c.init_std, r.positive_float("initializer_range", init_std));
+  EL_TRY_ASSIGN(c.tied_embeddings, r.boolean_or("tie_word_embeddings", false));
+  EL_TRY_ASSIGN(c.parallel_residual, r.boolean_or("use_parallel_residual", true));
+  EL_TRY_ASSIGN(bool bias, r.boolean_or("attention_bias", true));
+  c.qkv_bias = c.o_bias = bias;
+
+  // Rotary: rope_parameters (v5) or rope_scaling (v4), with the v4 top-level
+  // keys as fallbacks, as GPTNeoXConfig.convert_rope_params_to_dict reads them.
+  const std::string key = r.given("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  double theta = 10000.0, partial = 0.25;
+  std::string theta_key = "rotary_emb_base", partial_key = "rotary_pct";
+  EL_TRY_ASSIGN(theta, r.number_or("rotary_emb_base", theta));
+  EL_TRY_ASSIGN(partial, r.number_or("rotary_pct", partial));
+  if (r.given(key)) {
+    const json& rs = r.at(key);
+    if (!rs.is_object()) return r.error(key, "expected an object or null, got " + shown(rs));
+    const Reader p(rs, r.source(), key + ".");
+    const std::string type_key = p.given("rope_type") ? "rope_type" : "type";
+    EL_TRY_ASSIGN(std::string type, p.string_or(type_key, "default"));
+    if (type != "default") {
+      return p.error(type_key, fmt::format("rope type '{}' is not supported for gpt_neox", type),
+                     "only 'default' (unscaled RoPE)");
+    }
+    if (p.given("rope_theta")) {
+      EL_TRY_ASSIGN(theta, p.number("rope_theta"));
+      theta_key = key + ".rope_theta";
+    }
+    if (p.given("partial_rotary_factor")) {
+      EL_TRY_ASSIGN(partial, p.number("partial_rotary_factor"));
+      partial_key = key + ".partial_rotary_factor";
+    }
+  }
+  EL_TRY_ASSIGN(c.rope_theta, r.positive_float(theta_key, theta));
+  const int head_dim = c.d_model / c.n_head;
+  // int(head_size * partial_rotary_factor), as transformers computes rotary_ndims.
+  const double dims = std::floor(static_cast<double>(head_dim) * partial);
+  if (!(partial > 0.0 && partial <= 1.0) || dims < 2.0 || static_cast<int>(dims) % 2 != 0) {
+    return r.error(partial_key,
+                   fmt::format("{} gives {} rotary dims of the head's {}; they must be even and "
+                               "at least 2 (0 < factor <= 1)",
+                               partial, dims, head_dim),
+                   "RoPE rotates dimensions in pairs");
+  }
+  c.rotary_dims = static_cast<int>(dims) == head_dim ? 0 : static_cast<int>(dims);
+  if (head_dim % 2 != 0) {
+    return r.error("num_attention_heads",
+                   fmt::format("head dim {} must be even (RoPE rotates pairs)", head_dim));
+  }
+  return Status::Ok();
+}
+
+// model_type deepseek_v3 / deepseek_v2 (DeepseekV3Config / DeepseekV2Config):
+// multi-head latent attention (attention: mla, nn/mla.h) with dense SwiGLU
+// MLPs only. Both families run layer i's MLP as an MoE when i >=
+// first_k_dense_replace, so a config is accepted only when that covers every
+// layer. RoPE: interleaved pairs (V2 always; V3 with rope_interleave, its
+// default), default / linear / llama3 frequencies (read_rope; yarn is refused
+// there). num_key_value_heads is ignored, as transformers' MLA ignores it.
+Status read_deepseek(const Reader& r, const std::string& mt, ModelCard& c) {
+  c.norm = ModelCard::Norm::rmsnorm;
+  c.pos_encoding = ModelCard::PosEncoding::rope;
+  c.mlp = ModelCard::Mlp::swiglu;
+  c.attention = ModelCard::Attention::mla;
+  EL_TRY_ASSIGN(c.d_model, r.size("hidden_size"));
+  EL_TRY_ASSIGN(c.n_layer, r.size("num_hidden_layers"));
+  EL_TRY_ASSIGN(c.n_head, r.size("num_attention_heads"));
+  c.n_kv_head = c.n_head;
+  c.head_dim = 0;
+  // DeepseekV3Config's default is 3, DeepseekV2Config's 0.
+  EL_TRY_ASSIGN(std::optional<int64_t> dense, r.opt_int("first_k_dense_replace"));
+  const int64_t first_moe = dense ? *dense : (mt == "deepseek_v3" ? 3 : 0);
+  if (first_moe < c.n_layer) {
+    return r.error(
+        "first_k_dense_replace",
+        fmt::format("first_k_dense_replace ({}{}) is below num_hidden_layers ({}): layers {} to {} "
+                    "use the mixture-of-experts MLP (n_routed_experts, n_shared_experts, "
+                    "num_experts_per_tok, moe_intermediate_size), which this engine does not "
+                    "implement",
+                    first_moe, dense ? "" : ", the default", c.n_layer, std::max<int64_t>(0, first_moe),
+                    c.n_layer - 1),
+        "only dense DeepSeek checkpoints load: first_k_dense_replace >= num_hidden_layers");
+  }
+  if (mt == "deepseek_v3") {
+    EL_TRY_ASSIGN(bool interleave, r.boolean_or("rope_interleave", true));
+    if (!interleave) {
+      return r.error("rope_interleave",
+                     "rope_interleave false is not supported (MLA rotates DeepSeek's interleaved "
+                     "pairs x[2i], x[2i+1])",
+                     "set it to true (the DeepSeek-V3 default)");
+    }
+  }
+  EL_TRY_ASSIGN(c.d_ff, r.size("intermediate_size"));
+  EL_TRY_ASSIGN(c.vocab_size, r.size("vocab_size"));
+  EL_TRY_ASSIGN(c.max_seq_len,
+                r.size_or("max_position_embeddings", mt == "deepseek_v3" ? 4096 : 2048));
+  EL_TRY_ASSIGN(double eps, r.number_or("rms_norm_eps", 1e-6));
+  EL_TRY_ASSIGN(c.norm_eps, r.positive_float("rms_norm_eps", eps));
+  EL_TRY_ASSIGN(double init_std, r.number_or("initializer_range", 0.02));
+  EL_TRY_ASSIGN(c.init_std, r.positive_float("initializer_range", init_std));
+  EL_TRY_ASSIGN(c.tied_embeddings, r.boolean_or("tie_word_embeddings", false));
+  // attention_bias: q_a_proj, kv_a_proj_with_mqa and o_proj (mla.cpp's qkv_bias / o_bias).
+  EL_TRY_ASSIGN(bool bias, r.boolean_or("attention_bias", false));
+  c.qkv_bias = c.o_bias = bias;
+  EL_TRY_ASSIGN(std::optional<int> q_lora, r.opt_size("q_lora_rank"));  // null: no compression
+  c.q_lora_rank = q_lora ? *q_lora : 0;
+  EL_TRY_ASSIGN(c.kv_lora_rank, r.size("kv_lora_rank"));
+  EL_TRY_ASSIGN(c.qk_nope_head_dim, r.size("qk_nope_head_dim"));
+  EL_TRY_ASSIGN(c.qk_rope_head_dim, r.size("qk_rope_head_dim"));
+  EL_TRY_ASSIGN(c.v_head_dim, r.size("v_head_dim"));
+  if (c.qk_rope_head_dim % 2 != 0) {
+    return r.error("qk_rope_head_dim",
+                   fmt::format("qk_rope_head_dim ({}) must be even (RoPE rotates pairs)",
+                               c.qk_rope_head_dim));
+  }
+  return read_rope(r, c);
+}
+
 // "1e-06" rather than 9.999999974752427e-07 for a card's f32 1e-6f: the
 // shortest decimal that reads back as the same f32, as a JSON double.
 double json_float(float f) { return std::stod(fmt::format("{}", f)); }
@@ -294,6 +454,20 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
     return r.error("quantization_config", "quantized checkpoints are not supported",
                    "use the unquantized (float32/bfloat16/float16) checkpoint");
   }
+  // v5 writes "dtype", v4 "torch_dtype".
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (!r.given(key) || !out.torch_dtype.empty()) continue;
+    EL_TRY_ASSIGN(out.torch_dtype, r.string_or(key, ""));
+  }
+  for (const char* key : kPassthroughKeys) {
+    if (r.given(key)) out.passthrough[key] = root.at(key).dump();
+  }
+  if (mt == "gpt_neox") {
+    out.card.source_path = source_name;
+    out.card.name = card_name.empty() ? mt : card_name;
+    EL_TRY(read_gpt_neox(r, out.card));
+    return out;
+  }
   EL_TRY_ASSIGN(std::string act, r.string_or("hidden_act", "silu"));
   if (act != "silu") {
     return r.error("hidden_act",
@@ -312,6 +486,12 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
                                "attention dropout)",
                                dropout),
                    "set it to 0.0");
+  }
+  if (mt == "deepseek_v3" || mt == "deepseek_v2") {
+    out.card.source_path = source_name;
+    out.card.name = card_name.empty() ? mt : card_name;
+    EL_TRY(read_deepseek(r, mt, out.card));
+    return out;
   }
 
   ModelCard& c = out.card;
@@ -349,15 +529,6 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
   EL_TRY(check_shapes(r, c, head_dim.has_value()));
   EL_TRY(read_rope(r, c));
   EL_TRY(read_sliding_window(r, mt, c.n_layer, c));
-
-  // v5 writes "dtype", v4 "torch_dtype".
-  for (const char* key : {"dtype", "torch_dtype"}) {
-    if (!r.given(key) || !out.torch_dtype.empty()) continue;
-    EL_TRY_ASSIGN(out.torch_dtype, r.string_or(key, ""));
-  }
-  for (const char* key : kPassthroughKeys) {
-    if (r.given(key)) out.passthrough[key] = root.at(key).dump();
-  }
   return out;
 }
 
@@ -378,8 +549,15 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
   };
   if (card.norm != ModelCard::Norm::rmsnorm)
     return card_error("norm", "norm layernorm cannot be exported (rmsnorm only)");
-  if (card.mlp != ModelCard::Mlp::swiglu)
-    return card_error("mlp", "mlp gelu cannot be exported (swiglu only)");
+  if (card.mlp != ModelCard::Mlp::swiglu) {
+    return card_error("mlp", fmt::format("mlp {} cannot be exported (swiglu only)",
+                                         card.mlp == ModelCard::Mlp::gelu ? "gelu" : "gelu_exact"));
+  }
+  if (card.parallel_residual)
+    return card_error("parallel_residual", "parallel_residual cannot be exported");
+  if (card.rotary_dims != 0)
+    return card_error("rotary_dims", "a partial rotary (rotary_dims) cannot be exported");
+  if (card.mlp_bias) return card_error("mlp_bias", "mlp_bias cannot be exported");
   if (card.pos_encoding != ModelCard::PosEncoding::rope) {
     using PE = ModelCard::PosEncoding;  // (names spelt out: pos_encoding_name is in el_engine)
     const PE pe = card.pos_encoding;
@@ -393,16 +571,22 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
   if (card.o_bias && !card.qkv_bias)
     return card_error("o_bias", "o_bias without qkv_bias matches no supported family");
   if (card.attention != ModelCard::Attention::standard)
-    return card_error("attention", "attention mla cannot be exported (deepseek_v3 configs are "
-                                   "not written; standard attention only)");
+    return card_error("attention",
+                      fmt::format("attention {} cannot be exported (deepseek_v3 configs are "
+                                  "not written, NSA has no transformers family; standard "
+                                  "attention only)",
+                                  // (el_io does not link model_card.cpp's attention_name)
+                                  card.attention == ModelCard::Attention::mla ? "mla" : "nsa"));
 
   std::string mt = opt.model_type;
   if (mt.empty()) {
     mt = card.qkv_bias && !card.o_bias ? "qwen2" : card.sliding_window > 0 ? "mistral" : "llama";
   }
-  if (std::find(kModelTypes.begin(), kModelTypes.end(), mt) == kModelTypes.end()) {
-    return make_error(fmt::format("unsupported model_type '{}'{}", mt, did_you_mean(mt, kModelTypes)),
-                      owner, "supported model types: " + quoted_list(kModelTypes));
+  const std::vector<std::string> writable = {"llama", "mistral", "qwen2"};
+  if (std::find(writable.begin(), writable.end(), mt) == writable.end()) {
+    return make_error(fmt::format("unsupported model_type '{}' for export{}", mt,
+                                  did_you_mean(mt, writable)),
+                      owner, "model types written: " + quoted_list(writable));
   }
   if (mt == "qwen2" && !(card.qkv_bias && !card.o_bias))
     return card_error("qkv_bias", "qwen2 needs qkv_bias true and o_bias false");

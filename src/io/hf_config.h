@@ -1,4 +1,5 @@
-// hf_config.h — Hugging Face config.json <-> ModelCard (Llama, Qwen2, Mistral).
+// hf_config.h — Hugging Face config.json <-> ModelCard (Llama, Qwen2, Mistral; read only:
+// GPT-NeoX, DeepSeek-V2/V3 with dense MLPs).
 //
 // Users point EfficientLLM at checkpoints they already have on disk; their
 // architecture is described by transformers' config.json. This maps the three
@@ -38,6 +39,27 @@
 //   "models/x/config.json: key 'num_key_value_heads'": "num_attention_heads (12)
 //    must be divisible by num_key_value_heads (5)".
 //
+// gpt_neox (GPTNeoXConfig, Pythia) is read too: hidden_size, num_hidden_layers,
+// num_attention_heads, intermediate_size, vocab_size, max_position_embeddings
+// (2048), layer_norm_eps (1e-5) -> norm layernorm, hidden_act gelu -> mlp
+// gelu_exact (gelu_new / gelu_pytorch_tanh / gelu_fast -> gelu), mlp_bias
+// true, attention_bias (true) -> qkv_bias and o_bias, use_parallel_residual
+// (true) -> parallel_residual, rotary_pct (0.25) or
+// rope_parameters.partial_rotary_factor -> rotary_dims = int(head_dim * pct),
+// rotary_emb_base or rope_parameters.rope_theta -> rope_theta,
+// tie_word_embeddings (false). Only the default rope type; attention_dropout
+// and hidden_dropout must be 0. It is not written (hf_config_json).
+//
+// deepseek_v3 / deepseek_v2 (DeepseekV3Config / DeepseekV2Config) map to
+// attention: mla (nn/mla.h): q_lora_rank (null: 0), kv_lora_rank,
+// qk_nope_head_dim, qk_rope_head_dim, v_head_dim, attention_bias -> qkv_bias
+// and o_bias, max_position_embeddings (4096 / 2048), num_key_value_heads
+// ignored (n_kv_head = n_head, as transformers' MLA ignores it). Dense MLPs
+// only: first_k_dense_replace (defaults 3 / 0) must reach
+// num_hidden_layers, else the error names it and the MoE keys; V3's
+// rope_interleave must be true (V2 always interleaves); rope types as above
+// (yarn is refused). They are not written (hf_config_json).
+//
 // Only the ModelCard struct is used here (no el_engine code), so the io layer
 // stays below the model layer; DecoderLM::create validates the card again.
 #pragma once
@@ -53,7 +75,7 @@
 
 namespace el::io {
 
-// "llama", "mistral", "qwen2".
+// "llama", "mistral", "qwen2", "gpt_neox".
 const std::vector<std::string>& hf_supported_model_types();
 
 struct HfConfig {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "nn/mla.h"
+#include "nn/nsa.h"
 #include "nn/pos_encoding.h"
 #include "nn/rope_scaling.h"
 #include "ops/ops.h"
@@ -15,6 +17,7 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
                                                      uint64_t seed, DType param_dtype,
                                                      bool init_weights) {
   EL_TRY(validate_model_card(card));
+  EL_TRY(check_mla_for_device(card, device));  // MLA head dims the device's kernels take
   if (!dtype_is_float(param_dtype)) {
     return make_error(fmt::format("parameter dtype {} is not a float dtype", dtype_name(param_dtype)),
                       "model card '" + card.name + "'", "use f32, bf16 or f16");
@@ -116,6 +119,8 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
 bool DecoderLM::decode_layers_fused(const Tensor& x, const KvCache& cache) const {
   // ALiBi adds a per-head bias inside attention, which the fused kernel lacks.
   if (layers_.empty() || card_.pos_encoding == ModelCard::PosEncoding::alibi) return false;
+  // A partial rotary (GPT-NeoX) is not in the fused kernel's RoPE either.
+  if (card_.effective_rotary_dims() != card_.effective_head_dim()) return false;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::optional<DecodeLayerWeights> w = layers_[i]->decode_weights();
     if (!w || !ops::decode_layer_is_fused(x, *w, rope_inv_freq_, cache.k[i], cache.v[i])) {
@@ -241,7 +246,13 @@ ParameterCounts count_parameters(const ModelCard& c) {
   if (c.qkv_bias) attn += H * D + 2 * Hkv * D;
   if (c.o_bias) attn += C;
   if (c.attention == ModelCard::Attention::mla) attn = mla_shape(c).params;
-  const int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
+  if (c.attention == ModelCard::Attention::nsa) {
+    // gate_proj [3H, C] and the two compressions (weight [D, l D], pos [l, D]).
+    const int64_t l = c.nsa_compress_block;
+    attn += 3 * H * C + 2 * (D * l * D + l * D);
+  }
+  int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
+  if (c.mlp_bias) mlp += F * (c.mlp == ModelCard::Mlp::swiglu ? 2 : 1) + C;
   ParameterCounts p;
   p.embedding = V * C * (c.tied_embeddings ? 1 : 2);
   if (c.pos_encoding == ModelCard::PosEncoding::learned) p.embedding += int64_t{c.max_seq_len} * C;
@@ -266,6 +277,16 @@ FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
                                   card.v_head_dim
                             : 2.0 * D;
   f.attention_forward = L * 2.0 * H * dqk_dv * mean_keys;
+  if (card.attention == ModelCard::Attention::nsa) {
+    // The three branches' keys (nn/nsa.h nsa_mean_keys), the gate
+    // projection, and the compression GEMMs of k and v ([D, l D] per
+    // compressed token and kv head) spread over the T tokens.
+    const NsaKeyCounts keys = nsa_mean_keys(card, T);
+    f.attention_forward = L * 2.0 * H * dqk_dv * (keys.compressed + keys.selected + keys.window);
+    const double l = card.nsa_compress_block, Tn = static_cast<double>(std::max<int64_t>(T, 1));
+    const double nc = static_cast<double>(nsa_compressed_tokens(card, T));
+    f.matmul_forward += L * (2.0 * 3.0 * H * C + 2.0 * 2.0 * Hkv * l * D * D * nc / Tn);
+  }
   f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total) +
                     12.0 * L * C * static_cast<double>(T);
   return f;

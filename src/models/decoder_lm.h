@@ -105,7 +105,8 @@ class DecoderLM {
   std::vector<std::unique_ptr<DecoderBlock>> layers_;
   std::unique_ptr<Norm> norm_;
   std::unique_ptr<LinearLayer> lm_head_;  // null when tied to embed_tokens_
-  Tensor rope_inv_freq_;  // [D/2] f32 (any param dtype, card's rope_scaling applied) or undefined
+  Tensor rope_inv_freq_;  // [R/2] f32, R = rotary dims (any param dtype, card's rope_scaling
+                          // applied) or undefined
   ParameterList params_;
 };
 

@@ -118,18 +118,22 @@ void Attention::for_each_linear(const std::string& prefix, const LinearVisitor& 
 }
 
 Mlp::Mlp(const ModelCard& card, Device device, DType dtype) : kind(card.mlp) {
+  const bool bias = card.mlp_bias;
   if (kind == ModelCard::Mlp::swiglu) {
-    auto gate_up = make_stacked_linears(card.d_model, {card.d_ff, card.d_ff}, false, device, dtype);
+    auto gate_up = make_stacked_linears(card.d_model, {card.d_ff, card.d_ff}, bias, device, dtype);
     gate_proj = std::move(gate_up[0]);
     up_proj = std::move(gate_up[1]);
   } else {
-    up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, false, device, dtype);
+    up_proj = std::make_unique<Linear>(card.d_model, card.d_ff, bias, device, dtype);
   }
-  down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, false, device, dtype);
+  down_proj = std::make_unique<Linear>(card.d_ff, card.d_model, bias, device, dtype);
 }
 
 Tensor Mlp::forward(const Tensor& x) const {
-  if (kind != ModelCard::Mlp::swiglu) return down_proj->forward(ops::gelu(up_proj->forward(x)));
+  if (kind == ModelCard::Mlp::gelu) return down_proj->forward(ops::gelu(up_proj->forward(x)));
+  if (kind == ModelCard::Mlp::gelu_exact) {
+    return down_proj->forward(ops::gelu_exact(up_proj->forward(x)));
+  }
   // gate and up as one GEMM when their weights are stacked (see Attention).
   const Tensor gate_up = gate_proj->forward_stacked(x, {up_proj.get()});
   Tensor h = gate_up.defined() ? ops::swiglu_packed(gate_up)
@@ -150,11 +154,14 @@ void Mlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit)
 }
 
 DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
-    : input_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
+    : parallel_residual(card.parallel_residual),
+      input_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
       post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
       mlp(card, device, dtype) {
   if (card.attention == ModelCard::Attention::mla) {
     mla_attn = std::make_unique<MlaAttention>(card, device, dtype);
+  } else if (card.attention == ModelCard::Attention::nsa) {
+    nsa_attn = std::make_unique<NsaAttention>(card, device, dtype);
   } else {
     self_attn = std::make_unique<Attention>(card, device, dtype);
   }
@@ -162,9 +169,21 @@ DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
 
 ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
                                         const Norm& next_norm, const Tensor& rope_inv_freq) const {
-  const ops::ResidualNorm h =
-      post_attention_layernorm.forward_residual(x, mla_attn ? mla_attn->forward(x_normed, rope_inv_freq)
-                                                            : self_attn->forward(x_normed, rope_inv_freq));
+  const Tensor attn = mla_attn   ? mla_attn->forward(x_normed, rope_inv_freq)
+                      : nsa_attn ? nsa_attn->forward(x_normed, rope_inv_freq)
+                                 : self_attn->forward(x_normed, rope_inv_freq);
+  return finish(x, attn, next_norm);
+}
+
+ops::ResidualNorm DecoderBlock::finish(const Tensor& x, const Tensor& attn,
+                                       const Norm& next_norm) const {
+  if (parallel_residual) {
+    // GPT-NeoX: x + (mlp(ln2(x)) + attn), the branches summed first as
+    // transformers' mlp_output + attn_output + hidden_states does.
+    const Tensor m = mlp.forward(post_attention_layernorm.forward(x));
+    return next_norm.forward_residual(x, ops::add(m, attn));
+  }
+  const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, attn);
   return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
 }
 
@@ -175,14 +194,15 @@ ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_
   const Tensor attn =
       mla_attn ? mla_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
                                           cache.positions, cache.empty())
+      : nsa_attn ? nsa_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
+                                            cache.positions, cache.host_positions)
                : self_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
                                            cache.positions, cache.empty());
-  const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, attn);
-  return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
+  return finish(x, attn, next_norm);
 }
 
 std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
-  if (!self_attn || input_layernorm.kind != ModelCard::Norm::rmsnorm ||
+  if (!self_attn || parallel_residual || input_layernorm.kind != ModelCard::Norm::rmsnorm ||
       post_attention_layernorm.kind != ModelCard::Norm::rmsnorm ||
       input_layernorm.eps != post_attention_layernorm.eps || mlp.kind != ModelCard::Mlp::swiglu) {
     return std::nullopt;
@@ -212,6 +232,7 @@ std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
 void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {
   input_layernorm.collect_parameters(prefix + ".input_layernorm", out);
   if (mla_attn) mla_attn->collect_parameters(prefix + ".self_attn", out);
+  if (nsa_attn) nsa_attn->collect_parameters(prefix + ".self_attn", out);
   if (self_attn) self_attn->collect_parameters(prefix + ".self_attn", out);
   post_attention_layernorm.collect_parameters(prefix + ".post_attention_layernorm", out);
   mlp.collect_parameters(prefix + ".mlp", out);
@@ -219,6 +240,7 @@ void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& 
 
 void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
   if (mla_attn) mla_attn->for_each_linear(prefix + ".self_attn", visit);
+  if (nsa_attn) nsa_attn->for_each_linear(prefix + ".self_attn", visit);
   if (self_attn) self_attn->for_each_linear(prefix + ".self_attn", visit);
   mlp.for_each_linear(prefix + ".mlp", visit);
 }

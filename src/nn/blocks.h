@@ -14,6 +14,7 @@
 
 #include "nn/kv_cache.h"
 #include "nn/mla.h"
+#include "nn/nsa.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -56,7 +57,8 @@ struct Attention {
   Tensor alibi_slopes;
 };
 
-// Feed-forward: SwiGLU (gate/up/down) or GELU (up/down), chosen by the card.
+// Feed-forward: SwiGLU (gate/up/down) or GELU (up/down; tanh or erf form),
+// chosen by the card; biases on every projection with mlp_bias.
 struct Mlp {
   Mlp(const ModelCard& card, Device device, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) const;
@@ -68,7 +70,8 @@ struct Mlp {
   std::unique_ptr<LinearLayer> up_proj, down_proj;
 };
 
-// Pre-norm residual block: h = x + attn(norm1(x)), then h + mlp(norm2(h)).
+// Pre-norm residual block: h = x + attn(norm1(x)), then h + mlp(norm2(h));
+// with the card's parallel_residual (GPT-NeoX) x + attn(norm1(x)) + mlp(norm2(x)).
 // Each residual add is fused with the norm that reads its result, so the
 // block takes the stream x with x_normed = input_layernorm(x) already made
 // (by the previous block, or the model for the first one) and returns the
@@ -89,13 +92,19 @@ struct DecoderBlock {
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 
+  bool parallel_residual;  // the card's parallel_residual
   Norm input_layernorm;
-  // Exactly one of the two, by the card's attention (both are named
+  // Exactly one of the three, by the card's attention (both are named
   // "self_attn" in parameter names, as transformers names them).
   std::unique_ptr<Attention> self_attn;   // standard: MHA / GQA / MQA
   std::unique_ptr<MlaAttention> mla_attn;  // mla
+  std::unique_ptr<NsaAttention> nsa_attn;  // nsa
   Norm post_attention_layernorm;
   Mlp mlp;
+
+ private:
+  // The residual adds and the MLP after the attention output `attn`.
+  ops::ResidualNorm finish(const Tensor& x, const Tensor& attn, const Norm& next_norm) const;
 };
 
 }  // namespace el

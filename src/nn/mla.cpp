@@ -1,7 +1,6 @@
 #include "nn/mla.h"
 
 #include <cmath>
-#include <iterator>
 #include <numeric>
 
 #include "autograd/tape.h"
@@ -39,15 +38,6 @@ Tensor layout_inv_freq(const HeadLayout& l, const std::vector<float>& rope_freq,
   for (int64_t i = 0; i < l.rope / 2; ++i)
     f[static_cast<size_t>(i)] = rope_freq[static_cast<size_t>(i)];
   return Tensor::from_floats(f, {l.width / 2}).to(device);
-}
-
-// 0/1 [width] in `dtype` (the activations' dtype, so mul_lastdim converts nothing).
-Tensor column_mask(const std::vector<int64_t>& cols, int64_t width, DType dtype, Device device) {
-  std::vector<float> m(static_cast<size_t>(width), 0.0f);
-  for (int64_t c : cols) m[static_cast<size_t>(c)] = 1.0f;
-  Tensor out = Tensor::empty({width}, dtype, device);
-  out.copy_from(Tensor::from_floats(m, {width}));
-  return out;
 }
 
 // W^T [in, out] of whatever a slot computes (dense, LoRA, quantized), as host
@@ -88,63 +78,52 @@ int64_t mla_attention_dim(const ModelCard& c) {
       std::max<int64_t>(int64_t{c.qk_nope_head_dim} + c.qk_rope_head_dim, c.v_head_dim));
 }
 
+Status check_mla_for_device(const ModelCard& c, Device device) {
+  if (c.attention != ModelCard::Attention::mla || !device.is_cuda()) return Status::Ok();
+  const std::string owner =
+      !c.source_path.empty() ? c.source_path : fmt::format("model card '{}'", c.name);
+  const int64_t qk = int64_t{c.qk_nope_head_dim} + c.qk_rope_head_dim;
+  if (mla_attention_dim(c) > kMlaCudaMaxAttentionDim) {
+    const bool qk_side = qk >= c.v_head_dim;
+    return make_error(
+        qk_side ? fmt::format("qk_nope_head_dim ({}) + qk_rope_head_dim ({}) = {} exceeds {}, "
+                              "the largest head dim of the CUDA attention kernels",
+                              c.qk_nope_head_dim, c.qk_rope_head_dim, qk, kMlaCudaMaxAttentionDim)
+                : fmt::format("v_head_dim ({}) exceeds {}, the largest head dim of the CUDA "
+                              "attention kernels",
+                              c.v_head_dim, kMlaCudaMaxAttentionDim),
+        fmt::format("{}: key '{}'", owner, qk_side ? "qk_nope_head_dim" : "v_head_dim"),
+        fmt::format("keep max(qk_nope_head_dim + qk_rope_head_dim, v_head_dim) <= {} on {}, or "
+                    "run on the CPU",
+                    kMlaCudaMaxAttentionDim, device.str()));
+  }
+  if (mla_cache_dim(c) > kMlaCudaMaxCacheDim) {
+    return make_error(
+        fmt::format("kv_lora_rank ({}) + qk_rope_head_dim ({}) = {} cache columns exceed {}, the "
+                    "largest head dim of the CUDA cached attention",
+                    c.kv_lora_rank, c.qk_rope_head_dim, mla_cache_dim(c), kMlaCudaMaxCacheDim),
+        fmt::format("{}: key 'kv_lora_rank'", owner),
+        fmt::format("keep kv_lora_rank + qk_rope_head_dim <= {} on {} (DeepSeek-V3: 512 + 64), or "
+                    "run on the CPU",
+                    kMlaCudaMaxCacheDim, device.str()));
+  }
+  return Status::Ok();
+}
+
 // ---- ColumnGather -------------------------------------------------------------
 
 ColumnGather::ColumnGather(int64_t in_width, const std::vector<int64_t>& src)
-    : in_(in_width), out_(static_cast<int64_t>(src.size())) {
-  EL_ENSURE(in_ > 0 && out_ > 0, "ColumnGather: widths {} -> {}", in_, out_);
-  // The widest block g (dividing both widths) where every output block is
-  // either all "any" or g consecutive source columns starting at a multiple of g.
-  for (int64_t g = std::gcd(in_, out_); g >= 1; --g) {
-    if (in_ % g != 0 || out_ % g != 0) continue;
-    std::vector<int32_t> blocks;
-    bool ok = true;
-    for (int64_t b = 0; b < out_ / g && ok; ++b) {
-      const int64_t first = src[static_cast<size_t>(b * g)];
-      bool any = true;
-      for (int64_t j = 0; j < g; ++j) any = any && src[static_cast<size_t>(b * g + j)] < 0;
-      if (any) {
-        blocks.push_back(0);
-        continue;
-      }
-      ok = first >= 0 && first % g == 0;
-      for (int64_t j = 1; j < g && ok; ++j) ok = src[static_cast<size_t>(b * g + j)] == first + j;
-      if (ok) blocks.push_back(static_cast<int32_t>(first / g));
-    }
-    if (ok) {
-      g_ = g;
-      block_src_ = std::move(blocks);
-      return;
-    }
-  }
+    : in_(in_width), src_(src) {
+  EL_ENSURE(in_ > 0 && !src_.empty(), "ColumnGather: widths {} -> {}", in_, src_.size());
 }
 
 Tensor ColumnGather::apply(const Tensor& x) const {
   EL_ENSURE(x.defined() && x.ndim() >= 1 && x.dim(-1) == in_,
             "ColumnGather: input {} does not end in {} columns",
             x.defined() ? shape_str(x.shape()) : "undefined", in_);
-  const int64_t rows = x.numel() / in_;
-  const int64_t in_blocks = in_ / g_, out_blocks = out_ / g_;
-  Tensor& ids = ids_[rows];
-  if (!ids.defined() || ids.device() != x.device()) {
-    if (rows > kKeepRows) {  // one large entry at a time
-      for (auto it = ids_.begin(); it != ids_.end();) {
-        it = it->first > kKeepRows && it->first != rows ? ids_.erase(it) : std::next(it);
-      }
-    }
-    std::vector<int32_t> host(static_cast<size_t>(rows * out_blocks));
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t b = 0; b < out_blocks; ++b) {
-        host[static_cast<size_t>(r * out_blocks + b)] =
-            static_cast<int32_t>(r * in_blocks + block_src_[static_cast<size_t>(b)]);
-      }
-    }
-    ids = Tensor::from_ints(host, {rows * out_blocks}).to(x.device());
-  }
-  Shape out_shape = x.shape();
-  out_shape.back() = out_;
-  const Tensor table = ops::reshape(x, {rows * in_blocks, g_});
-  return ops::reshape(ops::embedding(ids, table), out_shape);
+  if (!map_.fwd_offsets.defined() || map_.fwd_offsets.device() != x.device())
+    map_ = ops::make_column_map(in_, src_, x.device());
+  return ops::gather_columns(x, map_);
 }
 
 // ---- MlaAttention --------------------------------------------------------------
@@ -186,9 +165,6 @@ MlaAttention::MlaAttention(const ModelCard& card, Device device, DType dtype)
   const int64_t D = attn_dim;
   std::vector<int64_t> q_src(static_cast<size_t>(H * D), -1), kn_src(q_src), kr_src(q_src),
       v_src(q_src), out_src(static_cast<size_t>(H * v_dim));
-  std::vector<int64_t> nope_cols, rope_cols;
-  for (int64_t j = 0; j < nope_dim; ++j) nope_cols.push_back(a.plain_col(j));
-  for (int64_t m = 0; m < rope_dim; ++m) rope_cols.push_back(a.rope_col(m));
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t j = 0; j < nope_dim; ++j) {
       q_src[static_cast<size_t>(h * D + a.plain_col(j))] = h * qk + j;
@@ -211,25 +187,18 @@ MlaAttention::MlaAttention(const ModelCard& card, Device device, DType dtype)
   gather_k_rope_ = ColumnGather(L + rope_dim, kr_src);
   gather_v_ = ColumnGather(H * (nope_dim + v_dim), v_src);
   gather_out_ = ColumnGather(H * D, out_src);
-  mask_k_nope_ = column_mask(nope_cols, D, dtype, device);
-  mask_k_rope_ = column_mask(rope_cols, D, dtype, device);
 
   // Absorbed form: one cache row of cache_dim columns (latent, then RoPE key).
   const HeadLayout c{cache_dim, rope_dim};
   std::vector<int64_t> lat_src(static_cast<size_t>(cache_dim), -1), rope_src(lat_src);
-  std::vector<int64_t> lat_cols, row_rope_cols;
   for (int64_t j = 0; j < L; ++j) {
     lat_src[static_cast<size_t>(c.plain_col(j))] = j;
-    lat_cols.push_back(c.plain_col(j));
   }
   for (int64_t m = 0; m < rope_dim; ++m) {
     rope_src[static_cast<size_t>(c.rope_col(m))] = L + m;
-    row_rope_cols.push_back(c.rope_col(m));
   }
   gather_row_latent_ = ColumnGather(L, lat_src);
   gather_row_rope_ = ColumnGather(L + rope_dim, rope_src);
-  mask_row_latent_ = column_mask(lat_cols, cache_dim, dtype, device);
-  mask_row_rope_ = column_mask(row_rope_cols, cache_dim, dtype, device);
 
   if (rotate) {
     // The card's RoPE (theta, rope_scaling) over rope_dim dims.
@@ -240,13 +209,6 @@ MlaAttention::MlaAttention(const ModelCard& card, Device device, DType dtype)
     inv_freq_attn_ = layout_inv_freq(a, f, device);
     inv_freq_cache_ = layout_inv_freq(c, f, device);
   }
-}
-
-Tensor MlaAttention::mask(const Tensor& m, DType dtype) const {
-  if (m.dtype() == dtype) return m;
-  Tensor out = Tensor::empty(m.shape(), dtype, m.device());
-  out.copy_from(m);
-  return out;
 }
 
 Tensor MlaAttention::query_input(const Tensor& x) const {
@@ -260,7 +222,6 @@ Tensor MlaAttention::query(const Tensor& x) const {
 
 Tensor MlaAttention::attend(const Tensor& x, const Tensor& kva, const Tensor& c) const {
   const int64_t B = x.dim(0), T = x.dim(1), H = n_head, D = attn_dim;
-  const DType dt = kva.dtype();
   Tensor q = ops::reshape(gather_q_.apply(query(x)), {B, T, H, D});
   const Tensor kv = kv_b_proj->forward(c);  // [B, T, H (n + v)]
   Tensor k_rope = ops::reshape(gather_k_rope_.apply(kva), {B, T, H, D});
@@ -269,8 +230,8 @@ Tensor MlaAttention::attend(const Tensor& x, const Tensor& kva, const Tensor& c)
     k_rope = ops::rope(k_rope, inv_freq_attn_);
   }
   const Tensor k_nope = ops::reshape(gather_k_nope_.apply(kv), {B, T, H, D});
-  const Tensor k = ops::add(ops::mul_lastdim(k_nope, mask(mask_k_nope_, dt)),
-                            ops::mul_lastdim(k_rope, mask(mask_k_rope_, dt)));
+  // The gathers leave zeros in each other's columns (RoPE keeps zeros zero).
+  const Tensor k = ops::add(k_nope, k_rope);
   const Tensor v = ops::reshape(gather_v_.apply(kv), {B, T, H, D});
   const Tensor y = ops::attention(q, k, v, /*causal=*/true, scale, alibi_slopes);  // [B, T, H, D]
   return o_proj->forward(gather_out_.apply(ops::reshape(y, {B, T, H * D})));
@@ -284,10 +245,8 @@ Tensor MlaAttention::forward(const Tensor& x, const Tensor& rope_inv_freq) const
 }
 
 Tensor MlaAttention::cache_rows(const Tensor& kva, const Tensor& c) const {
-  const DType dt = kva.dtype();
   const Tensor row =
-      ops::add(ops::mul_lastdim(gather_row_latent_.apply(c), mask(mask_row_latent_, dt)),
-               ops::mul_lastdim(gather_row_rope_.apply(kva), mask(mask_row_rope_, dt)));
+      ops::add(gather_row_latent_.apply(c), gather_row_rope_.apply(kva));
   return ops::reshape(row, {kva.dim(0), kva.dim(1), 1, cache_dim});
 }
 

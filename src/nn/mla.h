@@ -16,18 +16,19 @@
 // only with pos_encoding: rope; no yarn mscale (rope_scaling none or the
 // card's linear/llama3 frequencies).
 //
-// Built only from ops/ops.h (autograd and every backend for free). The ops
-// have no slice/concat, so the q/k/v layouts are made with row gathers
-// (ops::embedding over the activation viewed as rows of g columns, g the
-// largest block the layout allows) and 0/1 column masks (ops::mul_lastdim).
-// Inside the attention the q/k head dims are permuted (the scores are sums
-// over dims, so a permutation applied to q and k alike changes nothing): the
-// RoPE pairs sit at (i, D/2 + i) where ops::rope rotates them, with zero
-// frequencies for the non-RoPE pairs (an exact identity). ops::attention
-// takes one head dim D for q, k and v, so D = max(n + r, v) (rounded up to
-// even) and the shorter side is padded: v's pad columns are junk that the
-// output gather drops, k's pad columns are zero (masked), so scores are
-// exact; the scale is passed explicitly as 1/sqrt(n + r).
+// Built only from ops/ops.h (autograd and every backend for free). The q/k/v
+// layouts (slices of the projections, the shared RoPE key copied to every
+// head, the concatenation of nope and RoPE parts) are ops::gather_columns
+// maps, one pass each, with zeros in unmapped columns, so k is the sum of its
+// nope and RoPE gathers. Inside the attention the q/k head dims are permuted
+// (the scores are sums over dims, so a permutation applied to q and k alike
+// changes nothing): the RoPE pairs sit at (i, D/2 + i) where ops::rope
+// rotates them, with zero frequencies for the non-RoPE pairs (an exact
+// identity). ops::attention takes one head dim D for q, k and v, so D =
+// max(n + r, v) (rounded up to even) and the shorter side is padded with
+// zero columns (v's are dropped by the output gather), so scores are exact;
+// the scale is passed explicitly as 1/sqrt(n + r). The paper's cards give
+// D = 128 + 64 = 192, a tensor-core shape on the GPU.
 //
 // Inference (forward_cached) uses the absorbed form of the DeepSeek-V2
 // paper: a cache row per token is [c normed | rope(k_r)] (cache_dim =
@@ -48,7 +49,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,28 +65,33 @@ int64_t mla_cache_dim(const ModelCard& card);
 // Head dim of the training-form attention: max(nope + rope, v), rounded up to even.
 int64_t mla_attention_dim(const ModelCard& card);
 
-// A fixed column layout out[..., m] = x[..., src[m]] (src[m] < 0: any
-// value) as ONE differentiable row gather (ops::embedding over x viewed as
-// [rows, g]); g is the widest block width the layout allows. The index
-// tensor is built on first use for a given row count and device and kept:
-// a decode step of fixed shape then copies nothing from the host, and a
-// captured step (infer/decode_graph.h) keeps reading live indices. Index
-// tensors of up to kKeepRows rows stay for the object's life (decode
-// shapes); a larger one (a prefill or training batch) replaces the previous
-// larger one.
+// The largest head dims the CUDA attention kernels take (src/cuda/attention.cuh:
+// training attention D <= 256; src/cuda/cuda_infer.cu: cached attention
+// D <= 576, DeepSeek-V2/V3's 512 + 64). The CPU kernels have no limit.
+inline constexpr int64_t kMlaCudaMaxAttentionDim = 256;
+inline constexpr int64_t kMlaCudaMaxCacheDim = 576;
+// Ok unless an MLA card's attention dims exceed what `device`'s kernels take:
+// the error names the card field to shrink (qk_nope_head_dim / v_head_dim
+// for mla_attention_dim, kv_lora_rank for mla_cache_dim). Standard cards: Ok.
+// DecoderLM::create calls it, so a card that cannot run fails at model build.
+Status check_mla_for_device(const ModelCard& card, Device device);
+
+// A fixed column layout out[..., m] = x[..., src[m]] (src[m] < 0: zero) as
+// ONE differentiable ops::gather_columns. Its index tensors are built on
+// first use on a device and kept (rebuilt only if the device changes): a
+// decode step then copies nothing from the host, and a captured step
+// (infer/decode_graph.h) keeps reading live indices.
 class ColumnGather {
  public:
   ColumnGather() = default;
   ColumnGather(int64_t in_width, const std::vector<int64_t>& src);
   // x[..., in_width] -> [..., out_width].
   Tensor apply(const Tensor& x) const;
-  int64_t block() const { return g_; }
-  static constexpr int64_t kKeepRows = 4096;
 
  private:
-  int64_t in_ = 0, out_ = 0, g_ = 1;
-  std::vector<int32_t> block_src_;         // per output block: source block within a row
-  mutable std::map<int64_t, Tensor> ids_;  // rows -> i32 [rows * out / g]
+  int64_t in_ = 0;
+  std::vector<int64_t> src_;
+  mutable ops::ColumnMap map_;  // on the device of the last apply
 };
 
 struct MlaAttention {
@@ -132,12 +137,9 @@ struct MlaAttention {
   // Sum of squares of each parameter: a change since the last absorb (a
   // training step) triggers a new one, at the cost of one read of the weights.
   std::vector<double> weights_fingerprint() const;
-  Tensor mask(const Tensor& m, DType dtype) const;
 
   ColumnGather gather_q_, gather_c_, gather_k_nope_, gather_k_rope_, gather_v_, gather_out_;
   ColumnGather gather_row_latent_, gather_row_rope_;
-  Tensor mask_k_nope_, mask_k_rope_;        // [attn_dim], parameter dtype
-  Tensor mask_row_latent_, mask_row_rope_;  // [cache_dim], parameter dtype
   Tensor inv_freq_attn_, inv_freq_cache_;   // f32 [attn_dim / 2], [cache_dim / 2]
   mutable Tensor w_qabs_;                   // [H cache_dim, q input width]
   mutable Tensor w_oabs_;                   // [C, H cache_dim]

@@ -29,12 +29,14 @@ const std::vector<std::string> kKeys = {
     "rope_theta", "mlp",       "tied_embeddings", "init_std", "qkv_bias",
     "o_bias",    "sliding_window", "rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
     "rope_high_freq_factor", "rope_original_max_seq_len", "attention", "q_lora_rank",
-    "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"};
+    "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "parallel_residual",
+    "rotary_dims", "mlp_bias", "nsa_window", "nsa_compress_block", "nsa_compress_stride",
+    "nsa_select_block", "nsa_select_count"};
 const std::vector<std::string> kNorms = {"rmsnorm", "layernorm"};
 const std::vector<std::string> kPosEncodings = {"rope", "none", "sinusoidal", "learned", "alibi"};
-const std::vector<std::string> kMlps = {"swiglu", "gelu"};
+const std::vector<std::string> kMlps = {"swiglu", "gelu", "gelu_exact"};
 const std::vector<std::string> kRopeScalings = {"none", "linear", "llama3"};
-const std::vector<std::string> kAttentions = {"standard", "mla"};
+const std::vector<std::string> kAttentions = {"standard", "mla", "nsa"};
 
 // A validation failure: the field at fault and what is wrong with it, so the
 // caller can place it (a YAML line when parsing, the card name otherwise).
@@ -113,9 +115,9 @@ std::optional<FieldError> check_attention(const ModelCard& c) {
     for (const auto& [field, v] : dims) {
       if (v != 0) {
         return FieldError{field,
-                          fmt::format("{} is set ({}) but attention is standard; it is an MLA "
+                          fmt::format("{} is set ({}) but attention is {}; it is an MLA "
                                       "dimension",
-                                      field, v),
+                                      field, v, attention_name(c.attention)),
                           "add 'attention: mla' or remove the key"};
       }
     }
@@ -156,6 +158,104 @@ std::optional<FieldError> check_attention(const ModelCard& c) {
   return std::nullopt;
 }
 
+// The nsa_* keys (model_card.h): positive, the block sizes multiples of the
+// compression stride, blocks and window within max_seq_len; on another
+// attention they must keep their defaults (a YAML key without attention: nsa
+// is reported at parse time by parse_model_card, whatever its value).
+std::optional<FieldError> check_nsa(const ModelCard& c) {
+  const ModelCard d;
+  const std::pair<const char*, int> f[] = {{"nsa_window", c.nsa_window},
+                                           {"nsa_compress_block", c.nsa_compress_block},
+                                           {"nsa_compress_stride", c.nsa_compress_stride},
+                                           {"nsa_select_block", c.nsa_select_block},
+                                           {"nsa_select_count", c.nsa_select_count}};
+  const int defaults[] = {d.nsa_window, d.nsa_compress_block, d.nsa_compress_stride,
+                          d.nsa_select_block, d.nsa_select_count};
+  if (c.attention != ModelCard::Attention::nsa) {
+    for (size_t i = 0; i < std::size(f); ++i) {
+      if (f[i].second != defaults[i]) {
+        return FieldError{f[i].first,
+                          fmt::format("{} is set ({}) but attention is {}; it is an NSA parameter",
+                                      f[i].first, f[i].second, attention_name(c.attention)),
+                          "add 'attention: nsa' or remove the key"};
+      }
+    }
+    return std::nullopt;
+  }
+  for (const auto& [field, v] : f) {
+    if (v <= 0) {
+      return FieldError{field, fmt::format("{} must be positive with attention: nsa, got {}", field, v),
+                        {}};
+    }
+  }
+  if (c.nsa_compress_block % c.nsa_compress_stride != 0) {
+    return FieldError{"nsa_compress_block",
+                      fmt::format("nsa_compress_block ({}) must be a multiple of "
+                                  "nsa_compress_stride ({})",
+                                  c.nsa_compress_block, c.nsa_compress_stride),
+                      "compressed tokens start every stride positions and cover whole strides"};
+  }
+  if (c.nsa_select_block % c.nsa_compress_stride != 0) {
+    return FieldError{"nsa_select_block",
+                      fmt::format("nsa_select_block ({}) must be a multiple of "
+                                  "nsa_compress_stride ({})",
+                                  c.nsa_select_block, c.nsa_compress_stride),
+                      "a selection block must start where a compressed token starts"};
+  }
+  if (c.nsa_select_block < c.nsa_compress_block) {
+    return FieldError{"nsa_select_block",
+                      fmt::format("nsa_select_block ({}) must be >= nsa_compress_block ({})",
+                                  c.nsa_select_block, c.nsa_compress_block),
+                      "a block's importance sums the compressed tokens lying inside it"};
+  }
+  const std::pair<const char*, int> lengths[] = {{"nsa_compress_block", c.nsa_compress_block},
+                                                 {"nsa_select_block", c.nsa_select_block},
+                                                 {"nsa_window", c.nsa_window}};
+  for (const auto& [field, v] : lengths) {
+    if (v > c.max_seq_len) {
+      return FieldError{field,
+                        fmt::format("{} {} exceeds max_seq_len {}", field, v, c.max_seq_len),
+                        "no sequence of the card would fill one; lower it or raise max_seq_len"};
+    }
+  }
+  if (c.pos_encoding == ModelCard::PosEncoding::alibi) {
+    return FieldError{"pos_encoding", "pos_encoding alibi is not supported with attention: nsa",
+                      "the NSA kernels add no position bias; use rope or none"};
+  }
+  if (c.sliding_window != 0) {
+    return FieldError{"sliding_window",
+                      fmt::format("sliding_window ({}) is not used with attention: nsa",
+                                  c.sliding_window),
+                      "NSA's own window is nsa_window"};
+  }
+  return std::nullopt;
+}
+
+// rotary_dims: a part of each standard-attention head, rotated in pairs.
+std::optional<FieldError> check_rotary_dims(const ModelCard& c) {
+  if (c.rotary_dims == 0) return std::nullopt;
+  if (c.pos_encoding != ModelCard::PosEncoding::rope) {
+    return FieldError{"rotary_dims",
+                      fmt::format("rotary_dims ({}) needs pos_encoding: rope", c.rotary_dims),
+                      "remove the key: without RoPE no dims are rotated"};
+  }
+  if (c.attention != ModelCard::Attention::standard) {
+    return FieldError{"rotary_dims",
+                      fmt::format("rotary_dims ({}) is not used with attention: mla",
+                                  c.rotary_dims),
+                      "MLA rotates its qk_rope_head_dim dims"};
+  }
+  const int d = c.effective_head_dim();
+  if (c.rotary_dims < 0 || c.rotary_dims > d || c.rotary_dims % 2 != 0) {
+    return FieldError{"rotary_dims",
+                      fmt::format("rotary_dims must be even and in [2, head_dim {}] (0 = the "
+                                  "whole head), got {}",
+                                  d, c.rotary_dims),
+                      "RoPE rotates dimensions in pairs"};
+  }
+  return std::nullopt;
+}
+
 std::optional<FieldError> check_card(const ModelCard& c) {
   if (c.name.empty()) return FieldError{"name", "name must not be empty", {}};
   const std::pair<const char*, int> sizes[] = {
@@ -181,7 +281,8 @@ std::optional<FieldError> check_card(const ModelCard& c) {
   if (static_cast<unsigned>(c.norm) > 1) return bad_enum("norm", static_cast<int>(c.norm), kNorms);
   if (static_cast<unsigned>(c.pos_encoding) >= kPosEncodings.size())
     return bad_enum("pos_encoding", static_cast<int>(c.pos_encoding), kPosEncodings);
-  if (static_cast<unsigned>(c.mlp) > 1) return bad_enum("mlp", static_cast<int>(c.mlp), kMlps);
+  if (static_cast<unsigned>(c.mlp) >= kMlps.size())
+    return bad_enum("mlp", static_cast<int>(c.mlp), kMlps);
   if (c.n_head % c.n_kv_head != 0) {
     return FieldError{
         "n_kv_head",
@@ -213,6 +314,8 @@ std::optional<FieldError> check_card(const ModelCard& c) {
                       fmt::format("sliding_window must be >= 0 (0 = none), got {}", c.sliding_window),
                       {}};
   }
+  if (auto fe = check_rotary_dims(c)) return fe;
+  if (auto fe = check_nsa(c)) return fe;
   return check_rope_scaling(c);
 }
 
@@ -273,9 +376,19 @@ const char* pos_encoding_name(ModelCard::PosEncoding p) {
     default: return "rope";
   }
 }
-const char* mlp_name(ModelCard::Mlp m) { return m == ModelCard::Mlp::gelu ? "gelu" : "swiglu"; }
+const char* mlp_name(ModelCard::Mlp m) {
+  switch (m) {
+    case ModelCard::Mlp::gelu: return "gelu";
+    case ModelCard::Mlp::gelu_exact: return "gelu_exact";
+    default: return "swiglu";
+  }
+}
 const char* attention_name(ModelCard::Attention a) {
-  return a == ModelCard::Attention::mla ? "mla" : "standard";
+  switch (a) {
+    case ModelCard::Attention::mla: return "mla";
+    case ModelCard::Attention::nsa: return "nsa";
+    default: return "standard";
+  }
 }
 const char* rope_scaling_name(ModelCard::RopeScaling r) {
   switch (r) {
@@ -369,6 +482,22 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
   EL_TRY(m.read_optional("qk_nope_head_dim", c.qk_nope_head_dim));
   EL_TRY(m.read_optional("qk_rope_head_dim", c.qk_rope_head_dim));
   EL_TRY(m.read_optional("v_head_dim", c.v_head_dim));
+  EL_TRY(m.read_optional("parallel_residual", c.parallel_residual));
+  EL_TRY(m.read_optional("rotary_dims", c.rotary_dims));
+  EL_TRY(m.read_optional("mlp_bias", c.mlp_bias));
+  for (const char* key : {"nsa_window", "nsa_compress_block", "nsa_compress_stride",
+                          "nsa_select_block", "nsa_select_count"}) {
+    if (c.attention != ModelCard::Attention::nsa && m.has(key)) {
+      return make_error(fmt::format("{} is set but attention is {}; it is an NSA parameter", key,
+                                    attention_name(c.attention)),
+                        m.where(key), "add 'attention: nsa' or remove the key");
+    }
+  }
+  EL_TRY(m.read_optional("nsa_window", c.nsa_window));
+  EL_TRY(m.read_optional("nsa_compress_block", c.nsa_compress_block));
+  EL_TRY(m.read_optional("nsa_compress_stride", c.nsa_compress_stride));
+  EL_TRY(m.read_optional("nsa_select_block", c.nsa_select_block));
+  EL_TRY(m.read_optional("nsa_select_count", c.nsa_select_count));
 
   if (auto fe = check_card(c)) {
     // Point at the field's line; a defaulted field (absent) points at the card.
@@ -424,6 +553,17 @@ std::string model_card_to_yaml(const ModelCard& c) {
                                                   {"v_head_dim", c.v_head_dim}};
   for (const auto& [key, v] : mla_dims) {
     if (v != 0) s += fmt::format("{}: {}\n", key, v);
+  }
+  if (c.parallel_residual != d.parallel_residual)
+    s += fmt::format("parallel_residual: {}\n", c.parallel_residual);
+  if (c.rotary_dims != d.rotary_dims) s += fmt::format("rotary_dims: {}\n", c.rotary_dims);
+  if (c.mlp_bias != d.mlp_bias) s += fmt::format("mlp_bias: {}\n", c.mlp_bias);
+  if (c.attention == ModelCard::Attention::nsa) {
+    s += fmt::format("nsa_window: {}\n", c.nsa_window);
+    s += fmt::format("nsa_compress_block: {}\n", c.nsa_compress_block);
+    s += fmt::format("nsa_compress_stride: {}\n", c.nsa_compress_stride);
+    s += fmt::format("nsa_select_block: {}\n", c.nsa_select_block);
+    s += fmt::format("nsa_select_count: {}\n", c.nsa_select_count);
   }
   return s;
 }

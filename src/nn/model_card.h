@@ -44,7 +44,10 @@
 //                    alibi, most for sinusoidal), and none has no positions;
 //                    these still obey max_seq_len like every card.
 //   rope_theta       float    RoPE base            (default 10000)
-//   mlp              swiglu | gelu                (default swiglu)
+//   mlp              swiglu | gelu | gelu_exact   (default swiglu)
+//                    gelu: up/down with GELU's tanh approximation (GPT-2's
+//                    gelu_new); gelu_exact: the same with the erf GELU
+//                    (transformers' hidden_act "gelu", GPT-NeoX / Pythia).
 //   tied_embeddings  bool     lm_head shares the token embedding (default false)
 //   init_std         float    std of the normal weight init (default 0.02)
 //   qkv_bias         bool     biases on q/k/v projections (default false)
@@ -62,8 +65,27 @@
 //   rope_low_freq_factor  float  llama3 only: low_freq_factor (> 0)
 //   rope_high_freq_factor float  llama3 only: high_freq_factor (> low)
 //   rope_original_max_seq_len int llama3 only: original_max_position_embeddings
-//   attention        standard | mla               (default standard)
+//   attention        standard | mla | nsa         (default standard)
 //                    standard: MHA/GQA/MQA with n_kv_head K/V heads of head_dim.
+//                    nsa: native sparse attention (Yuan et al. 2025; nn/nsa.h):
+//                    GQA q/k/v projections (n_head, n_kv_head, head_dim,
+//                    qkv_bias, RoPE as for standard), one K/V shared by three
+//                    branches mixed per query head by sigmoid gates
+//                    (self_attn.gate_proj [3 H, C]): attention over compressed
+//                    blocks, over the top-n selected blocks, and over a
+//                    sliding window. Keys below (each needs attention: nsa;
+//                    defaults are the EfficientLLM authors' code's):
+//   nsa_window          int  sliding-window keys (t - w, t]      (default 128)
+//   nsa_compress_block  int  l: positions per compressed token    (default 64)
+//   nsa_compress_stride int  d: step between compressed tokens    (default 64);
+//                            token i covers [i d, i d + l), complete blocks only
+//   nsa_select_block    int  l': positions per selectable block   (default 64)
+//   nsa_select_count    int  n: blocks each query attends to, its own block
+//                            included                             (default 4)
+//                    Checks (each error names its key): all > 0; l % d == 0;
+//                    l' % d == 0; l' >= l; l, l' and w <= max_seq_len; alibi
+//                    and sliding_window are not combined with nsa. Written by
+//                    model_card_to_yaml only with attention: nsa.
 //                    mla: DeepSeek-V2/V3 multi-head latent attention
 //                    (nn/mla.h): K and V of every head are built from one
 //                    shared latent c_kv of kv_lora_rank dims plus one shared
@@ -80,9 +102,21 @@
 //                         (> 0 and even with mla; rotated only with
 //                         pos_encoding: rope, in DeepSeek's interleaved pairs)
 //   v_head_dim       int  per-head value dims (> 0 with mla)
+//   parallel_residual bool  GPT-NeoX's parallel block (default false):
+//                         x + attn(ln1(x)) + mlp(ln2(x)) instead of
+//                         h = x + attn(ln1(x)); h + mlp(ln2(h))
+//                         (transformers' use_parallel_residual)
+//   rotary_dims      int  RoPE on the first rotary_dims dims of each q/k head
+//                         only, in the rotate-half layout over those dims
+//                         (pairs (i, i + R/2), R = rotary_dims, frequencies
+//                         theta^(-2i/R)); the rest pass unrotated (GPT-NeoX's
+//                         rotary_ndims = head_dim * rotary_pct). 0 = the whole
+//                         head (default); else even, <= head_dim, rope only.
+//   mlp_bias         bool biases on the MLP projections (default false;
+//                         GPT-NeoX's dense_h_to_4h / dense_4h_to_h have them)
 // With mla, qkv_bias puts biases on q_a_proj and kv_a_proj_with_mqa (and o_bias
 // on o_proj), as DeepSeek's attention_bias does; q_proj has none.
-// The keys from o_bias on are written by model_card_to_yaml only when they
+// The keys from o_bias on (and mlp's gelu_exact value) are written by model_card_to_yaml only when they
 // differ from their defaults, so cards without them keep their exact text (and
 // config hashes). A rope_* parameter the chosen rope_scaling does not use is an
 // error, never silently ignored.
@@ -110,7 +144,7 @@ struct ModelCard {
   // (values in YAML order; rope and none keep 0 and 1)
   enum class PosEncoding { rope, none, sinusoidal, learned, alibi } pos_encoding = PosEncoding::rope;
   float rope_theta = 10000.0f;
-  enum class Mlp { swiglu, gelu } mlp = Mlp::swiglu;
+  enum class Mlp { swiglu, gelu, gelu_exact } mlp = Mlp::swiglu;
   bool tied_embeddings = false;
   float init_std = 0.02f;
   bool qkv_bias = false;
@@ -121,18 +155,28 @@ struct ModelCard {
   float rope_low_freq_factor = 0.0f;   // llama3
   float rope_high_freq_factor = 0.0f;  // llama3
   int rope_original_max_seq_len = 0;   // llama3
-  enum class Attention { standard, mla } attention = Attention::standard;
+  enum class Attention { standard, mla, nsa } attention = Attention::standard;
   int q_lora_rank = 0;       // mla: 0 = no query compression
   int kv_lora_rank = 0;      // mla
   int qk_nope_head_dim = 0;  // mla
   int qk_rope_head_dim = 0;  // mla
   int v_head_dim = 0;        // mla
+  int nsa_window = 128;          // nsa (see the key list above)
+  int nsa_compress_block = 64;   // nsa
+  int nsa_compress_stride = 64;  // nsa
+  int nsa_select_block = 64;     // nsa
+  int nsa_select_count = 4;      // nsa
+  bool parallel_residual = false;  // GPT-NeoX: attention and MLP both read the block input
+  int rotary_dims = 0;             // 0 = the whole head
+  bool mlp_bias = false;
   std::string source_path;  // file (or source name) the card was read from; not in the YAML
 
   // head_dim, or d_model / n_head when head_dim is 0.
   int effective_head_dim() const {
     return head_dim > 0 ? head_dim : (n_head > 0 ? d_model / n_head : 0);
   }
+  // Dims of each q/k head that RoPE rotates: rotary_dims, or the head dim when 0.
+  int effective_rotary_dims() const { return rotary_dims > 0 ? rotary_dims : effective_head_dim(); }
   bool operator==(const ModelCard&) const = default;
 };
 

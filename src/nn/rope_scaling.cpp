@@ -20,9 +20,11 @@ float r32(float x) {
 }  // namespace
 
 std::vector<float> rope_inv_freq_values(const ModelCard& card) {
-  const int64_t head_dim = card.effective_head_dim();
-  // The unscaled frequencies, as every model computes them.
-  std::vector<float> f = ops::rope_inv_freq(head_dim, card.rope_theta, Device::cpu()).to_floats();
+  // The unscaled frequencies, as every model computes them, over the rotated
+  // dims (the whole head, or GPT-NeoX's rotary_ndims: theta^(-2i/R)).
+  const int64_t rotary_dims = card.effective_rotary_dims();
+  std::vector<float> f =
+      ops::rope_inv_freq(rotary_dims, card.rope_theta, Device::cpu()).to_floats();
   using RS = ModelCard::RopeScaling;
   if (card.rope_scaling == RS::none) return f;
   // transformers: a Python float scalar meets an f32 tensor -> the scalar is

@@ -20,8 +20,8 @@
 
 namespace el {
 
-// inv_freq[D/2] (D = card.effective_head_dim()) for a card with pos_encoding
-// rope: 1 / theta^(2i/D), then
+// inv_freq[D/2] (D = card.effective_rotary_dims(): the head dim, or the
+// card's rotary_dims) for a card with pos_encoding rope: 1 / theta^(2i/D), then
 //   linear: divided by rope_scaling_factor;
 //   llama3: wavelengths 2*pi/f above original/low_freq_factor divided by the
 //           factor, below original/high_freq_factor kept, and in between a

@@ -133,6 +133,21 @@ class Backend {
   // an all-zero row, as the division by a zero norm gives).
   virtual void inv_row_norms(const Tensor& x, Tensor& out) = 0;
 
+  // ---- column layouts (ops::gather_columns) ------------------------------------
+  // out[N, M] from x[N, C] by a fixed sparse column map in CSR form: out[n, m]
+  // = sum of x[n, idx[k]] for k in [offsets[m], offsets[m + 1]) (0 for an
+  // empty range; f32 sums in index order). offsets i32 [M + 1], idx i32 [nnz]
+  // with 0 <= idx < C. A gather (each range 0 or 1 long: slices, concats,
+  // permutations) and its backward (the transposed map, which sums the
+  // columns one input fed to several outputs) are this one kernel. x and out
+  // share one float dtype. Default: not supported (an Error naming the backend).
+  virtual void sum_columns(const Tensor& x, const Tensor& offsets, const Tensor& idx,
+                           Tensor& out) {
+    (void)x, (void)offsets, (void)idx, (void)out;
+    throw Exception(make_error(std::string("backend ") + name() + " has no sum_columns kernel",
+                               "Backend::sum_columns", "implement it (cpu/, cuda/)"));
+  }
+
   // ---- embedding: out[N,C] = table[ids[n], :]; ids i32 [N] -------------------
   virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
   // dtable[V,C] = scatter-add of dout[N,C] by ids (dtable overwritten).
@@ -165,6 +180,11 @@ class Backend {
   // "rotate half" convention of Llama/transformers: pairs (i, i + D/2) rotate
   // by angle (pos_offset + t) * inv_freq[i], inv_freq[D/2]. inverse = rotate by
   // the negative angle, which is exactly the backward pass.
+  // Partial rotary (GPT-NeoX): inv_freq may hold R/2 < D/2 values (R even);
+  // then pairs (i, i + R/2), i < R/2, rotate and dims [R, D) of each head are
+  // copied unchanged. This holds for every rope op of the backend (rope,
+  // split_qkv_rope, merge_qkv_rope_grad, split_qkv_rope_at,
+  // qkv_rope_cache_write, rope_at).
   virtual void rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset, bool inverse,
                     Tensor& y) = 0;
   // q, k, v from one packed projection (ops::split_qkv_rope): per position,
@@ -198,6 +218,85 @@ class Backend {
                                   float scale, bool causal, Tensor& dq, Tensor& dk, Tensor& dv,
                                   const Tensor& alibi_slopes = Tensor()) = 0;
 
+  // ---- NSA: native sparse attention (nn/nsa.h, ops::nsa_*) ------------------------
+  // q[B,T,H,D]; raw k/v[B,S,Hkv,D]; compressed kc/vc[B,Nc,Hkv,D]; query t sits
+  // at position p(t) = q_offset + t (training: 0 with S == T); q_offset + T <= S.
+  // lse[B,H,T] f32; a query with no visible key gets out = 0 and lse = -inf.
+  // The op layer never calls these with Nc, T or S == 0. Defaults: an
+  // Exception naming the backend (a backend without NSA kernels still builds).
+  //
+  // Compressed branch: compressed token i covers raw positions
+  // [i * stride, i * stride + block); query t sees it iff
+  // i * stride + block - 1 <= p(t).
+  virtual void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc,
+                                                const Tensor& vc, float scale, int64_t block,
+                                                int64_t stride, int64_t q_offset, Tensor& out,
+                                                Tensor& lse) {
+    (void)q, (void)kc, (void)vc, (void)scale, (void)block, (void)stride, (void)q_offset, (void)out,
+        (void)lse;
+    nsa_not_implemented("nsa_compressed_attention_forward");
+  }
+  virtual void nsa_compressed_attention_backward(const Tensor& dout, const Tensor& q,
+                                                 const Tensor& kc, const Tensor& vc,
+                                                 const Tensor& out, const Tensor& lse, float scale,
+                                                 int64_t block, int64_t stride, int64_t q_offset,
+                                                 Tensor& dq, Tensor& dkc, Tensor& dvc) {
+    (void)dout, (void)q, (void)kc, (void)vc, (void)out, (void)lse, (void)scale, (void)block,
+        (void)stride, (void)q_offset, (void)dq, (void)dkc, (void)dvc;
+    nsa_not_implemented("nsa_compressed_attention_backward");
+  }
+  // Block selection (no gradient). blocks: i32 [B, Hkv, T, n]. With
+  // p_cmp[h,t,i] = exp(scale q.kc_i - lse[h,t]) over visible i, block j of
+  // select_block positions scores the sum over the heads of kv group g and
+  // over the compressed tokens lying inside it (i * stride >= j * sb and
+  // i * stride + block <= (j + 1) * sb). The block of p(t) always wins, later
+  // blocks never; top n by score, ties to the lower index; each row is
+  // written ascending, padded with -1 when fewer than n blocks exist.
+  virtual void nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                                 int64_t compress_block, int64_t compress_stride,
+                                 int64_t select_block, int64_t q_offset, Tensor& blocks) {
+    (void)q, (void)kc, (void)lse, (void)scale, (void)compress_block, (void)compress_stride,
+        (void)select_block, (void)q_offset, (void)blocks;
+    nsa_not_implemented("nsa_select_blocks");
+  }
+  // Sparse branch (selection and window alike): query t of head h (kv group
+  // g) attends to keys s <= p(t) with s / select_block in blocks[b, g, t, :]
+  // (blocks undefined: none) or s > p(t) - window (window 0: none).
+  virtual void nsa_sparse_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const Tensor& blocks, int64_t select_block,
+                                            int64_t window, float scale, int64_t q_offset,
+                                            Tensor& out, Tensor& lse) {
+    (void)q, (void)k, (void)v, (void)blocks, (void)select_block, (void)window, (void)scale,
+        (void)q_offset, (void)out, (void)lse;
+    nsa_not_implemented("nsa_sparse_attention_forward");
+  }
+  virtual void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                             const Tensor& v, const Tensor& blocks,
+                                             const Tensor& out, const Tensor& lse,
+                                             int64_t select_block, int64_t window, float scale,
+                                             int64_t q_offset, Tensor& dq, Tensor& dk,
+                                             Tensor& dv) {
+    (void)dout, (void)q, (void)k, (void)v, (void)blocks, (void)out, (void)lse, (void)select_block,
+        (void)window, (void)scale, (void)q_offset, (void)dq, (void)dk, (void)dv;
+    nsa_not_implemented("nsa_sparse_attention_backward");
+  }
+  // Gated sum of the branches: gates[B,T,3H] are logits, per head h the
+  // three (cmp, slc, win) at 3h, 3h + 1, 3h + 2; out[B,T,H,D] =
+  // sigmoid(g_cmp) o_cmp + sigmoid(g_slc) o_slc + sigmoid(g_win) o_win.
+  virtual void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp,
+                                        const Tensor& o_slc, const Tensor& o_win, Tensor& out) {
+    (void)gates, (void)o_cmp, (void)o_slc, (void)o_win, (void)out;
+    nsa_not_implemented("nsa_gate_combine_forward");
+  }
+  virtual void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates,
+                                         const Tensor& o_cmp, const Tensor& o_slc,
+                                         const Tensor& o_win, Tensor& dgates, Tensor& do_cmp,
+                                         Tensor& do_slc, Tensor& do_win) {
+    (void)dout, (void)gates, (void)o_cmp, (void)o_slc, (void)o_win, (void)dgates, (void)do_cmp,
+        (void)do_slc, (void)do_win;
+    nsa_not_implemented("nsa_gate_combine_backward");
+  }
+
   // ---- activations --------------------------------------------------------------
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(g)*u
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
@@ -209,6 +308,10 @@ class Backend {
                                       Tensor& dgate_up) = 0;
   virtual void gelu_forward(const Tensor& x, Tensor& out) = 0;  // tanh approximation
   virtual void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
+  // The erf form 0.5 x (1 + erf(x / sqrt 2)) (transformers' "gelu", GPT-NeoX):
+  // differs from the tanh form by up to ~1e-3, too much for a golden check.
+  virtual void gelu_exact_forward(const Tensor& x, Tensor& out) = 0;
+  virtual void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
 
   // ---- fused log-softmax + cross-entropy --------------------------------------
   // logits[N,V] (any float dtype), targets[N] i32; a target < 0 is ignored (loss 0).
@@ -344,6 +447,12 @@ class Backend {
   virtual void profiler_range(bool begin) { (void)begin; }
 
  private:
+  [[noreturn]] void nsa_not_implemented(const char* call) const {
+    throw Exception(make_error(std::string("NSA attention: ") + call + " is not implemented on " +
+                                   name(),
+                               std::string(name()) + " backend",
+                               "run NSA cards on a backend with NSA kernels (cpu)"));
+  }
   Error no_graphs_error(const char* call) const {
     // (string concatenation, not fmt: nvcc compiles this header too)
     return make_error(std::string("backend ") + name() + " has no graphs (" + call +

@@ -54,7 +54,10 @@ struct ResidualNorm {
 };
 ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& branch, const Tensor& w, float eps);
 
-// Rotary embedding of x[B, T, H, D]; inv_freq[D/2] f32 (see rope_inv_freq).
+// Rotary embedding of x[B, T, H, D]; inv_freq[R/2] f32 (see rope_inv_freq)
+// with R <= D even: the first R dims of each head rotate in pairs (i, i + R/2)
+// (R = D: the whole head, Llama; R < D: GPT-NeoX's partial rotary), dims
+// [R, D) pass unchanged. The same holds for every rope op below.
 Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset = 0);
 // q, k and v from the packed output of one q/k/v projection (linear_stacked):
 // packed[B, T, H + 2 * Hkv, D] -> q[B, T, H, D] and k[B, T, Hkv, D] rotated
@@ -83,11 +86,57 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal 
 std::vector<float> alibi_slope_values(int64_t n_head);
 Tensor alibi_slopes(int64_t n_head, Device device);
 
+// ---- NSA, native sparse attention (ops_nsa.cpp; the layer is nn/nsa.h) ------
+// Query t sits at position q_offset + t (training: 0). scale <= 0 means
+// 1/sqrt(D). Differentiable in every float input unless noted.
+//
+// x[B, T, Hkv, D] -> [B, Nc, Hkv, block * D], out[b, i, h, j D + d] =
+// x[b, i stride + j, h, d] for j < block: the raw rows of each complete
+// compression block, Nc = T >= block ? (T - block) / stride + 1 : 0
+// (undefined when Nc == 0). A row gather (ops::embedding), so exact.
+Tensor nsa_block_unfold(const Tensor& x, int64_t block, int64_t stride);
+// Compressed branch: q[B, T, H, D] over kc/vc[B, Nc, Hkv, D], compressed
+// token i (raw positions [i stride, i stride + block)) visible to query t
+// iff i stride + block - 1 <= q_offset + t. A query that sees none gets
+// out = 0 and lse = -inf (so does every query when kc is undefined or
+// empty). lse is f32 [B, H, T], not differentiable (selection reads it).
+struct NsaCompressed {
+  Tensor out;
+  Tensor lse;
+};
+NsaCompressed nsa_compressed_attention(const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                       float scale, int64_t block, int64_t stride,
+                                       int64_t q_offset = 0);
+// Block selection, no gradient: i32 [B, Hkv, T, select_count], per kv group
+// the select blocks (of select_block positions) with the largest summed
+// compressed-branch probability (recomputed from lse) of the group's heads
+// over the compressed tokens inside the block; the query's own block always,
+// later blocks never, ties to the lower index; ascending, -1 padded
+// (contract: Backend::nsa_select_blocks). kc undefined (no compressed token
+// yet): each query gets its own block only, with one row per q head (the
+// kv-head count is unknown then; nn/nsa.h does not call it in that case).
+Tensor nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                         int64_t compress_block, int64_t compress_stride, int64_t select_block,
+                         int64_t select_count, int64_t q_offset = 0);
+// Sparse branch: q[B, T, H, D] over k/v[B, S, Hkv, D] (q_offset + T <= S),
+// query t attending to keys s <= q_offset + t that lie in one of its kv
+// group's blocks (blocks i32 [B, Hkv, T, n], entries < 0 unused; undefined:
+// none) or in the window s > q_offset + t - window (0: none). blocks +
+// window 0 is NSA's selection branch, no blocks + window w its sliding window.
+Tensor nsa_sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                            const Tensor& blocks, int64_t select_block, int64_t window,
+                            float scale, int64_t q_offset = 0);
+// gates[B, T, 3H] logits (per head h: cmp, slc, win at 3h, 3h + 1, 3h + 2)
+// -> [B, T, H, D] = sum over branches of sigmoid(gate) * o_branch.
+Tensor nsa_gate_combine(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
+                        const Tensor& o_win);
+
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
 // The same from the packed output of one gate/up projection (linear_stacked):
 // gate_up[..., 2F] holds gate in [0, F) and up in [F, 2F); returns [..., F].
 Tensor swiglu_packed(const Tensor& gate_up);
 Tensor gelu(const Tensor& x);                         // tanh approximation
+Tensor gelu_exact(const Tensor& x);                   // 0.5 x (1 + erf(x / sqrt 2))
 Tensor add(const Tensor& a, const Tensor& b);         // same shape (residual)
 Tensor mul(const Tensor& a, const Tensor& b);         // same shape, elementwise
 // x[..., C] * v[C] (+ b[C]), v and b broadcast over the leading dimensions
@@ -101,6 +150,23 @@ Tensor dropout(const Tensor& x, float p, uint64_t seed);
 
 // Same data, new shape (differentiable). One dimension may be -1.
 Tensor reshape(const Tensor& x, const Shape& shape);
+
+// A fixed column layout of the last dimension (slices, concatenations,
+// permutations, one column copied to several places): out[..., m] =
+// x[..., cols[m]], or 0 where cols[m] < 0. Built once on the host
+// (make_column_map), its index tensors live on the device, so applying it
+// copies nothing from the host (a decode step can be captured). One kernel
+// pass (Backend::sum_columns); the backward sums, for each column of x, the
+// gradients of every output column it feeds (no atomics).
+struct ColumnMap {
+  int64_t in_cols = 0, out_cols = 0;
+  Tensor fwd_offsets, fwd_idx;  // i32 [out_cols + 1], [nnz]: CSR of the gather
+  Tensor bwd_offsets, bwd_idx;  // i32 [in_cols + 1], [nnz]: CSR of its transpose
+};
+// cols: out_cols entries, each < in_cols (negative: a zero column).
+ColumnMap make_column_map(int64_t in_cols, const std::vector<int64_t>& cols, Device device);
+// x[..., in_cols] -> [..., out_cols]; x on the map's device.
+Tensor gather_columns(const Tensor& x, const ColumnMap& map);
 
 // Mean cross-entropy of logits[N, V] against targets[N] (i32); targets < 0
 // are ignored (not counted in the mean). logits of any float dtype; returns

@@ -1,4 +1,4 @@
-// ops_activation.cpp — swiglu and gelu.
+// ops_activation.cpp — swiglu, gelu and gelu_exact.
 #include "ops/ops.h"
 #include "ops/ops_common.h"
 
@@ -66,6 +66,23 @@ Tensor gelu(const Tensor& x) {
       if (!dy.defined()) return;
       Tensor dx = empty_like(x, dy.device());
       backend_for(dy.device()).gelu_backward(dy, x, dx);
+      accumulate_grad(x, dx);
+    });
+  }
+  return out;
+}
+
+Tensor gelu_exact(const Tensor& x) {
+  check_float("gelu_exact", "x", x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  backend_for(x.device()).gelu_exact_forward(x, out);
+  if (any_requires_grad({&x})) {
+    mark_output(out);
+    tape().record("gelu_exact", [x, out]() {
+      Tensor dy = take_grad(out);
+      if (!dy.defined()) return;
+      Tensor dx = empty_like(x, dy.device());
+      backend_for(dy.device()).gelu_exact_backward(dy, x, dx);
       accumulate_grad(x, dx);
     });
   }

@@ -23,9 +23,10 @@ Tensor rope(const Tensor& x, const Tensor& inv_freq, int64_t pos_offset) {
   check_same_device("rope", "x", x, "inv_freq", inv_freq);
   EL_ENSURE(x.ndim() == 4 && x.dim(3) % 2 == 0,
             "ops::rope: x is {}, expected [B, T, H, D] with an even head dim D", desc(x));
-  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == x.dim(3) / 2,
-            "ops::rope: inv_freq {} does not match x {} (expected [{}])", desc(inv_freq), desc(x),
-            x.dim(3) / 2);
+  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= x.dim(3) / 2,
+            "ops::rope: inv_freq {} does not match x {} (expected [{}], or fewer for a partial "
+            "rotary)",
+            desc(inv_freq), desc(x), x.dim(3) / 2);
   EL_ENSURE(pos_offset >= 0, "ops::rope: negative pos_offset {}", pos_offset);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   backend_for(x.device()).rope(x, inv_freq, pos_offset, false, y);
@@ -57,8 +58,9 @@ QKV split_qkv_rope(const Tensor& packed, int64_t n_head, int64_t n_kv_head, cons
   if (inv_freq.defined()) {
     check_dtype("split_qkv_rope", "inv_freq", inv_freq, DType::f32);  // f32: see rope()
     check_same_device("split_qkv_rope", "packed", packed, "inv_freq", inv_freq);
-    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
-              "ops::split_qkv_rope: inv_freq {} does not match head dim {} (expected [{}])",
+    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= d / 2,
+              "ops::split_qkv_rope: inv_freq {} does not match head dim {} (expected [{}], or "
+              "fewer for a partial rotary)",
               desc(inv_freq), d, d / 2);
   }
   const Device dev = packed.device();

@@ -29,8 +29,9 @@ void check_inv_freq(const char* op, const Tensor& inv_freq, const Tensor& x, int
   if (!inv_freq.defined()) return;
   check_dtype(op, "inv_freq", inv_freq, DType::f32);
   check_same_device(op, "inv_freq", inv_freq, "input", x);
-  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
-            "ops::{}: inv_freq {} does not match head dim {}", op, desc(inv_freq), d);
+  EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= d / 2,
+            "ops::{}: inv_freq {} does not match head dim {} (1 to {} values)", op,
+            desc(inv_freq), d, d / 2);
 }
 
 void check_no_grad(const char* op, const Tensor& t) {

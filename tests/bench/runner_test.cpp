@@ -233,11 +233,11 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
   ASSERT_TRUE(quick.ok()) << quick.error().message();
   auto p = plan_suite(quick.value(), PlanOptions{20, true, ""});
   ASSERT_TRUE(p.ok()) << p.error().message();
-  ASSERT_EQ(p->experiments.size(), 3u + 7u + 6u + 1u);  // pretrain, finetune (every method), infer, probe
+  ASSERT_EQ(p->experiments.size(), 9u + 7u + 6u + 1u);  // pretrain, finetune (every method), infer, probe
   EXPECT_EQ(p->experiments[0].field("steps"), 20);
   EXPECT_EQ(p->experiments[0].field("warmup"), 15);  // still ends before the last step
   EXPECT_NE(p->experiments[0].hash, quick->experiments[0].hash);
-  EXPECT_EQ(p->experiments[3].field("steps"), 60) << "the override is the pretraining's";
+  EXPECT_EQ(p->experiments[9].field("steps"), 60) << "the override is the pretraining's";
   const ExpandedExperiment& probe = p->experiments.back();
   EXPECT_TRUE(probe.mfu_probe);
   EXPECT_FALSE(p->experiments[0].mfu_probe);
@@ -251,9 +251,9 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
 
   p = plan_suite(quick.value(), PlanOptions{10, false, ""});
   ASSERT_TRUE(p.ok());
-  ASSERT_EQ(p->experiments.size(), 3u + 7u + 6u);
+  ASSERT_EQ(p->experiments.size(), 9u + 7u + 6u);
   EXPECT_EQ(p->experiments[2].field("warmup"), 1);  // a tenth of the steps
-  EXPECT_EQ(p->experiments[10].field("prompt_len"), 64) << "the override is the pretraining's";
+  EXPECT_EQ(p->experiments[16].field("prompt_len"), 64) << "the override is the pretraining's";
 
   p = plan_suite(quick.value(), PlanOptions{0, true, "^gqa$|probe"});
   ASSERT_TRUE(p.ok());

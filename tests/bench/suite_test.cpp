@@ -46,15 +46,23 @@ TEST(BuiltinSuites, DefaultFollowsTheDevice) {
   EXPECT_EQ(default_suite_name(Device::cuda(1)), "gpu-lite");
 }
 
-// The quick suite must stay exactly what it was before suites became data.
-TEST(BuiltinSuites, QuickIsUnchanged) {
+// The quick suite's settings (the YAML twin is checked against it elsewhere).
+TEST(BuiltinSuites, QuickSettings) {
   const SuiteSpec s = quick_suite();
   EXPECT_EQ(s.sized_for, DeviceKind::cpu);
-  ASSERT_EQ(s.variants.size(), 3u);
+  const char* const cards[] = {"tiny",          "tiny-gqa",         "tiny-mqa",
+                               "tiny-mla",      "tiny-nsa",         "tiny-pe-absolute",
+                               "tiny-pe-learnable", "tiny-pe-relative", "tiny-pe-none"};
+  ASSERT_EQ(s.variants.size(), 9u);
   EXPECT_EQ(s.variants[0].label, "MHA");
-  EXPECT_EQ(s.variants[0].card, "tiny");
-  EXPECT_EQ(s.variants[1].card, "tiny-gqa");
-  EXPECT_EQ(s.variants[2].card, "tiny-mqa");
+  EXPECT_EQ(s.variants[7].label, "PE relative");
+  for (size_t i = 0; i < 9; ++i) {
+    EXPECT_EQ(s.variants[i].card, cards[i]);
+    auto card = find_model_card(cards[i]);
+    ASSERT_TRUE(card.ok()) << card.error().message();
+    EXPECT_TRUE(validate_model_card(card.value()).ok()) << cards[i];
+    EXPECT_EQ(card->vocab_size, s.vocab_size) << cards[i];
+  }
   EXPECT_EQ(s.vocab_size, 4096);
   EXPECT_EQ(s.batch_size, 16);
   EXPECT_EQ(s.seq_len, 128);
@@ -141,7 +149,32 @@ TEST(BuiltinSuites, GpuLiteIsTheAttentionComparisonAtHalfABillion) {
 
   struct Want { const char* label; const char* card; int kv; };
   const Want want[] = {{"MHA", "lite-mha", 14}, {"GQA", "lite-gqa", 2}, {"MQA", "lite-mqa", 1}};
-  ASSERT_EQ(s.variants.size(), 3u);
+  ASSERT_EQ(s.variants.size(), 9u);
+  // MLA, NSA and the positional encodings: lite-gqa's shape apart from what
+  // they change, and the same token budget.
+  const ModelCard gqa = find_model_card("lite-gqa").value();
+  for (size_t i = 3; i < 9; ++i) {
+    SCOPED_TRACE(s.variants[i].card);
+    auto card = find_model_card(s.variants[i].card);
+    ASSERT_TRUE(card.ok()) << card.error().message();
+    EXPECT_TRUE(validate_model_card(card.value()).ok());
+    EXPECT_EQ(card->n_layer, gqa.n_layer);
+    EXPECT_EQ(card->d_model, gqa.d_model);
+    EXPECT_EQ(card->d_ff, gqa.d_ff);
+    EXPECT_EQ(card->vocab_size, s.vocab_size);
+    EXPECT_EQ(card->max_seq_len, 1024);
+    const TrainConfig c = variant_train_config(s, s.variants[i], Device::cuda(0), "/data");
+    EXPECT_EQ(c.steps * c.batch_size * c.seq_len * c.grad_accum, s.steps * 16 * 1024);
+  }
+  for (const char* pe : {"lite-pe-absolute", "lite-pe-learnable", "lite-pe-relative", "lite-pe-none"}) {
+    ModelCard card = find_model_card(pe).value();
+    EXPECT_NE(card.pos_encoding, ModelCard::PosEncoding::rope) << pe;
+    card.pos_encoding = gqa.pos_encoding;
+    card.rope_theta = gqa.rope_theta;
+    card.name = gqa.name;
+    card.source_path = gqa.source_path;
+    EXPECT_EQ(card, gqa) << pe;
+  }
   // The lite cards are the paper's 0.5B Qwen2.5 shape; only the vocabulary,
   // the context and the KV heads differ.
   ModelCard qwen = find_model_card("qwen2.5-0.5b").value();
@@ -209,7 +242,7 @@ TEST(SuiteSpec, ToJsonHoldsEveryField) {
   const nlohmann::json j = suite_spec_to_json(quick_suite());
   EXPECT_EQ(j["name"], "quick");
   EXPECT_EQ(j["sized_for"], "cpu");
-  EXPECT_EQ(j["variants"].size(), 3u);
+  EXPECT_EQ(j["variants"].size(), 9u);
   EXPECT_EQ(j["variants"][1]["card"], "tiny-gqa");
   EXPECT_EQ(j["seq_len"], 128);
   EXPECT_EQ(j["precision"], "f32");

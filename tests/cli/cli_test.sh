@@ -375,7 +375,7 @@ PY
     [ "$(grep -c "missing model '" "$TMP/out")" -eq 27 ] ||
       fail "paper-quant rows: $(cat "$TMP/out")"
     "$BIN" bench --suite paper-arch --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-arch dry-run failed"
-    grep -q "not supported by this build: no card 'qwen2.5-0.5b-mla'" "$TMP/out" || fail "no MLA row: $(cat "$TMP/out")"
+    grep -q "not supported by this build: no card 'mamba-0.5b'" "$TMP/out" || fail "no attention-free row: $(cat "$TMP/out")"
     echo "ok: bench --dry-run"
     ;;
   bench_filter)

@@ -438,14 +438,14 @@ TEST(CudaInferKernels, BadArgumentsAreReported) {
     gpu_backend().attention_cached(q, kc, kc, to_gpu(host_positions({0, 0})), -1.f, out);
   });
   EXPECT_NE(msg.find("cuda attention_cached: scale -1 must be positive"), std::string::npos) << msg;
-  const Tensor wide = Tensor::zeros({2, 1, 4, 512}, DType::bf16, gpu());
-  const Tensor wide_kc = Tensor::zeros({2, 8, 2, 512}, DType::bf16, gpu());
-  Tensor wide_out = Tensor::empty({2, 1, 4, 512}, DType::bf16, gpu());
+  const Tensor wide = Tensor::zeros({2, 1, 4, 640}, DType::bf16, gpu());
+  const Tensor wide_kc = Tensor::zeros({2, 8, 2, 640}, DType::bf16, gpu());
+  Tensor wide_out = Tensor::empty({2, 1, 4, 640}, DType::bf16, gpu());
   msg = message([&] {
     gpu_backend().attention_cached(wide, wide_kc, wide_kc, to_gpu(host_positions({0, 0})), 0.1f,
                                    wide_out);
   });
-  EXPECT_NE(msg.find("cuda attention_cached: head dim 512 outside [1, 256]"), std::string::npos)
+  EXPECT_NE(msg.find("cuda attention_cached: head dim 640 outside [1, 576]"), std::string::npos)
       << msg;
   Tensor small_kc = Tensor::zeros({2, 8, 3, 64}, DType::bf16, gpu());
   msg = message([&] {

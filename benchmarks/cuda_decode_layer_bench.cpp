@@ -1,0 +1,172 @@
+// cuda_decode_layer_bench.cpp — the batch-1 decode step's decoder layers as
+// the one-kernel-per-layer path runs them (Backend::decode_layer,
+// cuda/cuda_decode_layer.cu), at the 1.1B shape of the inference axis
+// (TinyLlama: d 2048, 32 heads, 4 KV heads of 64, d_ff 5632), bf16.
+// 22 layers with distinct weights (1.94 GB, far beyond L2) run back to back,
+// as a decode step does; the timed unit is one layer.
+// Counters: us/layer and GB/s of weight + KV bytes per layer against the HBM
+// roofline. Args: position of the new token (it attends position + 1 keys).
+//
+// --trace (before the Google Benchmark flags) prints where a layer's time
+// goes instead: per-block phase timestamps (cuda::decode_layer_trace) of one
+// mid-step layer, as mean / max over blocks relative to the earliest start.
+//   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "cuda/cuda_context.h"
+#include "cuda/cuda_kernels.h"
+#include "cuda_bench_util.h"
+
+namespace {
+
+using el::DType;
+using el::Tensor;
+using el::bench_util::gpu;
+using el::bench_util::random_gpu;
+
+constexpr int64_t kC = 2048, kH = 32, kHkv = 4, kD = 64, kF = 5632, kLayers = 22, kSmax = 2048;
+
+struct Step {
+  std::vector<el::DecodeLayerWeights> layers;
+  std::vector<Tensor> kc, vc;
+  Tensor inv_freq, pos, x0, x1;
+  double weight_bytes_per_layer = 0;
+};
+
+Step make_step(int64_t position) {
+  Step s;
+  const float ws = 1.f / std::sqrt(float(kC));
+  for (int64_t l = 0; l < kLayers; ++l) {
+    el::DecodeLayerWeights w;
+    const uint64_t seed = 100 + 10 * static_cast<uint64_t>(l);
+    w.input_norm = random_gpu({kC}, DType::bf16, seed, 0.1f);
+    w.post_norm = random_gpu({kC}, DType::bf16, seed + 1, 0.1f);
+    w.qkv = random_gpu({(kH + 2 * kHkv) * kD, kC}, DType::bf16, seed + 2, ws);
+    w.o = random_gpu({kC, kH * kD}, DType::bf16, seed + 3, ws);
+    w.gate_up = random_gpu({2 * kF, kC}, DType::bf16, seed + 4, ws);
+    w.down = random_gpu({kC, kF}, DType::bf16, seed + 5, ws);
+    w.n_head = kH;
+    w.n_kv_head = kHkv;
+    w.head_dim = kD;
+    s.weight_bytes_per_layer = double(w.qkv.nbytes() + w.o.nbytes() + w.gate_up.nbytes() +
+                                      w.down.nbytes() + 2 * w.input_norm.nbytes());
+    s.layers.push_back(w);
+    s.kc.push_back(random_gpu({1, kSmax, kHkv, kD}, DType::bf16, seed + 6));
+    s.vc.push_back(random_gpu({1, kSmax, kHkv, kD}, DType::bf16, seed + 7));
+  }
+  std::vector<float> f(kD / 2);
+  for (int64_t i = 0; i < kD / 2; ++i) f[i] = std::pow(10000.f, -2.f * float(i) / float(kD));
+  s.inv_freq = Tensor::empty({kD / 2}, DType::f32, gpu());
+  s.inv_freq.copy_from(Tensor::from_floats(f, {kD / 2}));
+  s.pos = Tensor::empty({1}, DType::i32, gpu());
+  s.pos.copy_from(Tensor::from_ints({static_cast<int32_t>(position)}, {1}));
+  s.x0 = random_gpu({1, 1, kC}, DType::bf16, 7);
+  s.x1 = Tensor::empty({1, 1, kC}, DType::bf16, gpu());
+  return s;
+}
+
+void run_step(Step& s) {
+  for (int64_t l = 0; l < kLayers; ++l) {
+    Tensor& in = (l % 2 == 0) ? s.x0 : s.x1;
+    Tensor& out = (l % 2 == 0) ? s.x1 : s.x0;
+    el::cuda::decode_layer(in, s.layers[l], s.inv_freq, s.pos, s.kc[l], s.vc[l], out);
+  }
+}
+
+void BM_DecodeLayers(benchmark::State& state) {
+  if (!el::bench_util::ready(state)) return;
+  Step s = make_step(state.range(0));
+  if (!el::cuda::decode_layer_takes(s.x0, s.layers[0], s.inv_freq, s.kc[0], s.vc[0])) {
+    state.SkipWithError("decode_layer_takes refused the 1.1B layer");
+    return;
+  }
+  const double kv = 2.0 * double(state.range(0) + 1) * kHkv * kD * 2.0;
+  el::bench_util::time_batches(state, 1, kLayers * (s.weight_bytes_per_layer + kv),
+                               [&] { run_step(s); });
+  state.counters["us/layer"] = state.counters["us/call"] / double(kLayers);
+}
+BENCHMARK(BM_DecodeLayers)->Arg(255)->Arg(1023)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// Phase names of the trace slots written by cuda_decode_layer.cu.
+const char* const kSlotNames[] = {
+    "kernel start",       "after PDL wait",      "A: norm done",       "A: qkv rows done",
+    "barrier 1 passed",   "B: attention done",   "barrier 2 passed",   "C: o rows + add done",
+    "barrier 3 passed",   "D: norm done",        "D: gate/up + SwiGLU done", "barrier 4 passed",
+    "E: down rows + add done"};
+
+int trace_main() {
+  if (!el::cuda::register_backend(0).ok()) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 1;
+  }
+  Step s = make_step(255);
+  el::Backend& be = el::backend_for(gpu());
+  const int grid = el::cuda::ctx().sm_count;
+  const int slots = el::cuda::decode_layer_trace(nullptr);
+  std::vector<Tensor> bufs;
+  for (int r = 0; r < 3; ++r) run_step(s);  // warm-up
+  be.synchronize();
+  // One buffer per layer: trace the whole step, then read the middle layer.
+  std::vector<unsigned long long> host(static_cast<size_t>(grid * slots) * kLayers, 0);
+  Tensor buf = Tensor::empty({int64_t(host.size()) * 8}, DType::u8, gpu());
+  auto* base = static_cast<unsigned long long*>(buf.raw());
+  for (int64_t l = 0; l < kLayers; ++l) {
+    el::cuda::decode_layer_trace(base + l * grid * slots);
+    Tensor& in = (l % 2 == 0) ? s.x0 : s.x1;
+    Tensor& out = (l % 2 == 0) ? s.x1 : s.x0;
+    el::cuda::decode_layer(in, s.layers[l], s.inv_freq, s.pos, s.kc[l], s.vc[l], out);
+  }
+  el::cuda::decode_layer_trace(nullptr);
+  be.synchronize();
+  Tensor h = Tensor::empty({int64_t(host.size()) * 8}, DType::u8, el::Device::cpu());
+  h.copy_from(buf);
+  std::memcpy(host.data(), h.raw(), host.size() * 8);
+  for (int64_t l : {int64_t{10}, int64_t{11}}) {
+    const unsigned long long* t = host.data() + l * grid * slots;
+    unsigned long long t0 = ~0ull, prev_end = 0;
+    for (int b = 0; b < grid; ++b) t0 = std::min(t0, t[b * slots]);
+    if (l > 0) {
+      const unsigned long long* p = host.data() + (l - 1) * grid * slots;
+      for (int b = 0; b < grid; ++b) prev_end = std::max(prev_end, p[b * slots + 12]);
+    }
+    std::printf("layer %lld (us from the earliest block start; previous layer's last block "
+                "ended at %+.2f)\n",
+                static_cast<long long>(l), (double(prev_end) - double(t0)) * 1e-3);
+    for (int k = 0; k <= 12; ++k) {
+      double sum = 0, mx = 0, mn = 1e30;
+      for (int b = 0; b < grid; ++b) {
+        const double v = (double(t[b * slots + k]) - double(t0)) * 1e-3;
+        sum += v;
+        mx = std::max(mx, v);
+        mn = std::min(mn, v);
+      }
+      std::printf("  %-26s mean %7.2f  min %7.2f  max %7.2f\n", kSlotNames[k], sum / grid, mn, mx);
+    }
+    double sum = 0, mx = 0;
+    for (int b = 0; b < grid; ++b) {
+      const double v = (double(t[b * slots + 15]) - double(t0)) * 1e-3;
+      sum += v;
+      mx = std::max(mx, v);
+    }
+    std::printf("  %-26s mean %7.2f  max %7.2f\n", "producer: last copy issued", sum / grid, mx);
+  }
+  std::printf("weights per layer %.1f MB: %.1f us at 3.35 TB/s\n", s.weight_bytes_per_layer * 1e-6,
+              s.weight_bytes_per_layer / 3.35e12 * 1e6);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--trace") == 0) return trace_main();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,332 @@
+// mla_cuda_test.cpp — multi-head latent attention (nn/mla.h) on CUDA.
+//
+//  * The attention kernels at MLA's head dims against the CPU backend:
+//    training attention at D 192 (128 + 64 q/k heads) and 256 (tensor-core
+//    forward and two-pass backward), cached attention over one shared latent
+//    row (Hkv 1, the same tensor as k and v) at D = kv_lora_rank +
+//    qk_rope_head_dim = 176 / 192 / 256 / 320 / 576, odd sizes included.
+//  * ops::gather_columns (Backend::sum_columns, the layouts' op) forward and
+//    backward against the CPU.
+//  * The MLA decoder on the GPU against the same weights on the CPU: logits
+//    and every parameter gradient (f32 and bf16), at the fixtures' tiny dims
+//    and at the paper's (qk 128 + 64, v 128, latent 112).
+//  * The absorbed decode on the GPU (prefill, then decode steps over the
+//    latent cache) against the GPU's own full forward.
+// Skipped where no GPU is present.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "cuda_test_util.h"
+#include "models/decoder_lm.h"
+#include "nn/kv_cache.h"
+#include "nn/mla.h"
+#include "ops/ops.h"
+
+namespace el::test {
+namespace {
+
+// ||got - ref|| / ||ref|| over all elements (NaN if a value is not finite).
+// The floor, as in tests/cuda/attention_test.cpp, keeps gradients that are
+// zero in exact arithmetic (one visible key: dq = dk = 0) from dividing
+// rounding noise by rounding noise; the inputs are O(1), so 1e-3 per
+// element is far below any real error.
+double rel_error(const Tensor& got, const Tensor& ref) {
+  const std::vector<float> a = got.to_floats(), e = ref.to_floats();
+  if (a.size() != e.size()) return NAN;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return NAN;
+    num += (double(a[i]) - e[i]) * (double(a[i]) - e[i]);
+    den += double(e[i]) * e[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-6 * static_cast<double>(a.size())));
+}
+
+// Norm-relative budgets, as tests/cuda/attention_test.cpp sets them.
+double forward_budget(DType dt) { return tolerance_for(dt).rel * (dt == DType::f32 ? 1.0 : 0.5); }
+double backward_budget(DType dt) { return tolerance_for(dt).rel * (dt == DType::f32 ? 2.0 : 1.0); }
+
+// ---- training attention at D 192 / 256 -----------------------------------------------
+struct TrainCase {
+  int64_t b, t, s, h, hkv, d;
+  bool causal;
+};
+
+void check_training_attention(const TrainCase& c, DType dt, uint64_t seed) {
+  const std::string what = fmt::format("B{} T{} S{} H{} Hkv{} D{} {} {}", c.b, c.t, c.s, c.h,
+                                       c.hkv, c.d, c.causal ? "causal" : "full", dtype_name(dt));
+  Rng rng(seed);
+  const Shape qs{c.b, c.t, c.h, c.d}, ks{c.b, c.s, c.hkv, c.d}, ls{c.b, c.h, c.t};
+  const Tensor q = random_host(qs, rng, dt), k = random_host(ks, rng, dt),
+               v = random_host(ks, rng, dt), dout = random_host(qs, rng, dt);
+  const float scale = 1.f / std::sqrt(static_cast<float>(c.d));
+  Tensor r_out = Tensor::empty(qs), r_lse = Tensor::empty(ls);
+  Tensor r_dq = Tensor::empty(qs), r_dk = Tensor::empty(ks), r_dv = Tensor::empty(ks);
+  cpu_backend().attention_forward(q, k, v, scale, c.causal, r_out, r_lse);
+  cpu_backend().attention_backward(dout, q, k, v, r_out, r_lse, scale, c.causal, r_dq, r_dk, r_dv);
+
+  const Tensor gq = to_gpu(q, dt), gk = to_gpu(k, dt), gv = to_gpu(v, dt), gdo = to_gpu(dout, dt);
+  Tensor out = poisoned(qs, dt), lse = poisoned(ls, DType::f32);
+  Tensor dq = poisoned(qs, dt), dk = poisoned(ks, dt), dv = poisoned(ks, dt);
+  gpu_backend().attention_forward(gq, gk, gv, scale, c.causal, out, lse);
+  gpu_backend().attention_backward(gdo, gq, gk, gv, out, lse, scale, c.causal, dq, dk, dv);
+  gpu_backend().synchronize();
+  EXPECT_LT(rel_error(out, r_out), forward_budget(dt)) << what << " out";
+  EXPECT_TRUE(close_to(lse, r_lse, Tolerance{dt == DType::f32 ? 1e-4 : 2e-3, 0.0}, "lse"))
+      << what;
+  EXPECT_LT(rel_error(dq, r_dq), backward_budget(dt)) << what << " dq";
+  EXPECT_LT(rel_error(dk, r_dk), backward_budget(dt)) << what << " dk";
+  EXPECT_LT(rel_error(dv, r_dv), backward_budget(dt)) << what << " dv";
+}
+
+TEST(MlaCuda, TrainingAttentionAtMlaHeadDimsMatchesCpu) {
+  EL_REQUIRE_GPU();
+  const std::vector<TrainCase> cases = {
+      {1, 1, 1, 4, 4, 192, true},       // one token
+      {2, 7, 7, 4, 4, 192, true},       // T below one tile
+      {1, 100, 100, 6, 1, 192, true},   // MQA
+      {2, 257, 257, 6, 2, 192, true},   // GQA, partial last tiles
+      {1, 130, 130, 4, 4, 192, false},  // non-causal
+      {1, 100, 300, 4, 2, 192, true},   // S > T: causal offset
+      {1, 16, 5, 4, 4, 192, true},      // S < T: first rows see no key
+      {2, 129, 129, 4, 2, 256, true},
+      {1, 70, 200, 4, 4, 256, false},
+  };
+  uint64_t seed = 7100;
+  for (const TrainCase& c : cases) {
+    for (DType dt : {DType::bf16, DType::f16, DType::f32}) check_training_attention(c, dt, seed++);
+  }
+}
+
+// ---- cached attention over MLA's latent rows --------------------------------------------
+struct CachedCase {
+  int64_t b, t, h, d, smax;
+  std::vector<int32_t> pos;
+};
+
+void check_cached(const CachedCase& c, DType dt, uint64_t seed) {
+  const std::string what = fmt::format("B{} T{} H{} D{} Smax{} {}", c.b, c.t, c.h, c.d, c.smax,
+                                       dtype_name(dt));
+  Rng rng(seed);
+  const Shape qs{c.b, c.t, c.h, c.d};
+  const Tensor q = random_host(qs, rng, dt);
+  Tensor cache = random_host({c.b, c.smax, 1, c.d}, rng, dt);
+  // NaN in every row no query may see, so a read past a row's keys fails.
+  float* p = cache.data<float>();
+  for (int64_t i = 0; i < c.b; ++i)
+    for (int64_t s = c.pos[static_cast<size_t>(i)] + c.t; s < c.smax; ++s)
+      for (int64_t j = 0; j < c.d; ++j) p[(i * c.smax + s) * c.d + j] = NAN;
+  const Tensor pos = Tensor::from_ints(c.pos, {c.b});
+  const float scale = 1.f / std::sqrt(192.f);  // MLA's 1/sqrt(nope + rope), not 1/sqrt(D)
+  Tensor ref = Tensor::empty(qs);
+  cpu_backend().attention_cached(q, cache, cache, pos, scale, ref);
+  const Tensor gcache = to_gpu(cache, dt);  // one tensor as k and v, as MlaAttention passes it
+  Tensor out = poisoned(qs, dt);
+  gpu_backend().attention_cached(to_gpu(q, dt), gcache, gcache, to_gpu(pos), scale, out);
+  EXPECT_TRUE(close_to(out, ref, tol(dt), "attention_cached", 2.0)) << what;
+}
+
+TEST(MlaCuda, CachedAttentionOverLatentRowsMatchesCpu) {
+  EL_REQUIRE_GPU();
+  const std::vector<CachedCase> cases = {
+      {2, 1, 14, 176, 517, {0, 516}},   // 0.5B MLA decode (112 + 64): SIMT
+      {1, 3, 14, 176, 70, {60}},        // T 3 x G 14 = 42 rows
+      {2, 1, 12, 256, 700, {699, 3}},   // 1.5B (192 + 64): tensor cores, many chunks
+      {1, 4, 12, 256, 100, {90}},       // 48 rows: 3 row tiles
+      {1, 1, 16, 192, 4099, {4098}},    // D 192 on tensor cores, long cache
+      {2, 1, 16, 320, 333, {332, 40}},  // 3B (256 + 64): SIMT
+      {1, 2, 16, 576, 300, {200}},      // DeepSeek-V3 (512 + 64): SIMT's largest
+      {3, 1, 5, 328, 19, {17, 0, 9}},   // odd head count, D a multiple of 8 only
+  };
+  uint64_t seed = 7200;
+  for (const CachedCase& c : cases) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) check_cached(c, dt, seed++);
+  }
+}
+
+TEST(MlaCuda, CachedAttentionAboveTheLimitIsReported) {
+  EL_REQUIRE_GPU();
+  const Tensor q = Tensor::zeros({1, 1, 2, 584}, DType::bf16, gpu());
+  const Tensor cache = Tensor::zeros({1, 4, 1, 584}, DType::bf16, gpu());
+  const Tensor pos = Tensor::zeros({1}, DType::i32, gpu());
+  Tensor out = Tensor::zeros({1, 1, 2, 584}, DType::bf16, gpu());
+  try {
+    gpu_backend().attention_cached(q, cache, cache, pos, 0.1f, out);
+    FAIL() << "expected an error for head dim 584";
+  } catch (const Exception& e) {
+    EXPECT_NE(std::string(e.what()).find("head dim 584 outside [1, 576]"), std::string::npos)
+        << e.what();
+  }
+}
+
+// ---- gather_columns (the MLA layouts' op) ------------------------------------------------
+TEST(MlaCuda, GatherColumnsForwardAndBackwardMatchCpu) {
+  EL_REQUIRE_GPU();
+  // 37 input columns -> 3 heads of 29: a slice, a column broadcast to every
+  // head (a summed backward), zero columns, odd widths; 7 x 13 rows.
+  std::vector<int64_t> cols;
+  for (int h = 0; h < 3; ++h) {
+    for (int j = 0; j < 20; ++j) cols.push_back(h * 5 + j);
+    for (int j = 0; j < 6; ++j) cols.push_back(31 + j);
+    cols.insert(cols.end(), {-1, 30, -1});
+  }
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    Rng rng(7300 + static_cast<int>(dt));
+    const Tensor x = random_host({7, 13, 37}, rng, dt);
+    const Tensor dy = random_host({7, 13, static_cast<int64_t>(cols.size())}, rng, dt);
+    // Forward: each backend alone.
+    const ops::ColumnMap cmap = ops::make_column_map(37, cols, Device::cpu());
+    const ops::ColumnMap gmap = ops::make_column_map(37, cols, gpu());
+    const Tensor ref = ops::gather_columns(x, cmap);
+    const Tensor got = ops::gather_columns(to_gpu(x, dt), gmap);
+    EXPECT_TRUE(close_to(got, ref, tol(dt), "gather_columns")) << dtype_name(dt);
+    // Backward: the transposed map, on each backend's kernel directly.
+    Tensor dx_ref = Tensor::empty(x.shape());
+    cpu_backend().sum_columns(dy, cmap.bwd_offsets, cmap.bwd_idx, dx_ref);
+    Tensor dx = poisoned(x.shape(), dt);
+    gpu_backend().sum_columns(to_gpu(dy, dt), gmap.bwd_offsets, gmap.bwd_idx, dx);
+    EXPECT_TRUE(close_to(dx, dx_ref, tol(dt), "gather_columns backward", 2.0)) << dtype_name(dt);
+  }
+}
+
+// ---- the MLA decoder on the GPU --------------------------------------------------------
+struct Dims {
+  int q_lora, kv_lora, nope, rope, v;
+};
+
+ModelCard mla_card(const Dims& d, int n_head = 2) {
+  ModelCard c;
+  c.name = fmt::format("mla_q{}_kv{}_n{}_r{}_v{}", d.q_lora, d.kv_lora, d.nope, d.rope, d.v);
+  c.n_layer = 1;
+  c.d_model = 64;
+  c.n_head = c.n_kv_head = n_head;
+  c.d_ff = 64;
+  c.vocab_size = 97;
+  c.max_seq_len = 64;
+  c.tied_embeddings = false;
+  c.attention = ModelCard::Attention::mla;
+  c.q_lora_rank = d.q_lora;
+  c.kv_lora_rank = d.kv_lora;
+  c.qk_nope_head_dim = d.nope;
+  c.qk_rope_head_dim = d.rope;
+  c.v_head_dim = d.v;
+  EL_ENSURE(validate_model_card(c).ok(), "bad test card {}", c.name);
+  return c;
+}
+
+Tensor ids_tensor(int64_t B, int64_t T, int vocab, uint64_t seed) {
+  Rng rng(seed);
+  return random_ids({B, T}, rng, 0, vocab);
+}
+
+// A model on `device` in `dtype` holding `src`'s parameter values.
+std::unique_ptr<DecoderLM> copy_model(const DecoderLM& src, Device device, DType dtype) {
+  auto m = DecoderLM::create(src.card(), device, 0, dtype, /*init_weights=*/false).value();
+  const auto& from = src.parameters();
+  const auto& to = m->parameters();
+  EL_ENSURE(from.size() == to.size(), "parameter lists differ");
+  for (size_t i = 0; i < from.size(); ++i) {
+    Tensor t = to[i].tensor;  // a handle on the model's parameter
+    t.copy_from(from[i].tensor);
+  }
+  return m;
+}
+
+// Loss and parameter gradients of `m` on (ids, targets).
+std::vector<Tensor> grads_of(DecoderLM& m, const Tensor& ids, const Tensor& targets,
+                             Tensor* logits) {
+  {
+    NoGrad no_grad;
+    *logits = m.forward(ids.to(m.device())).to(Device::cpu());
+  }
+  Tensor loss = m.loss(ids.to(m.device()), targets.to(m.device()));
+  tape().backward(loss);
+  std::vector<Tensor> g;
+  for (const auto& p : m.parameters()) {
+    Tensor t = p.tensor;
+    g.push_back(t.has_grad() ? t.grad().to(Device::cpu()) : Tensor());
+    t.set_grad(Tensor());
+  }
+  return g;
+}
+
+// The paper's head dims (qk 128 + 64 -> training D 192 on tensor cores, v
+// 128, latent 112 -> cache rows of 176) and the fixtures' tiny ones (SIMT).
+const Dims kPaper{0, 112, 128, 64, 128};
+const Dims kFixture{32, 16, 16, 8, 16};
+
+TEST(MlaCuda, ForwardAndBackwardMatchCpu) {
+  EL_REQUIRE_GPU();
+  for (const Dims& d : {kFixture, kPaper, Dims{24, 40, 64, 64, 96}}) {
+    const ModelCard card = mla_card(d);
+    auto cpu_model = DecoderLM::create(card, Device::cpu(), 17).value();
+    const Tensor ids = ids_tensor(2, 37, card.vocab_size, 1);
+    const Tensor targets = ids_tensor(2, 37, card.vocab_size, 2);
+    Tensor ref_logits;
+    const std::vector<Tensor> ref = grads_of(*cpu_model, ids, targets, &ref_logits);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      auto gpu_model = copy_model(*cpu_model, gpu(), dt);
+      Tensor logits;
+      const std::vector<Tensor> got = grads_of(*gpu_model, ids, targets, &logits);
+      const std::string what = card.name + " " + dtype_name(dt);
+      // bf16: weights and activations rounded at every op against the f32 CPU model.
+      const double fwd = dt == DType::f32 ? 1e-4 : 3e-2, bwd = dt == DType::f32 ? 1e-3 : 8e-2;
+      EXPECT_LT(rel_error(logits, ref_logits), fwd) << what << " logits";
+      const auto& params = gpu_model->parameters();
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_TRUE(got[i].defined() && ref[i].defined()) << what << " " << params[i].name;
+        EXPECT_LT(rel_error(got[i], ref[i]), bwd) << what << " grad of " << params[i].name;
+      }
+    }
+  }
+}
+
+// Prefill of 5 tokens, then decode steps through the absorbed form over the
+// latent cache, each step's logits against the full forward on the GPU.
+TEST(MlaCuda, AbsorbedDecodeMatchesFullForward) {
+  EL_REQUIRE_GPU();
+  NoGrad no_grad;
+  // Cache rows of 176 (SIMT), 256 (tensor cores), 320 and 576 (SIMT).
+  for (int kv : {112, 192, 256, 512}) {
+    const ModelCard card = mla_card(Dims{0, kv, 128, 64, 128}, 3);
+    ASSERT_EQ(mla_cache_dim(card), kv + 64);
+    auto cpu_model = DecoderLM::create(card, Device::cpu(), 23).value();
+    for (DType dt : {DType::f32, DType::bf16}) {
+      auto m = copy_model(*cpu_model, gpu(), dt);
+      const int64_t B = 2, T = 12;
+      const Tensor ids = ids_tensor(B, T, card.vocab_size, 3);
+      const std::vector<float> full = m->forward(ids.to(gpu())).to_floats();
+      KvCache cache = KvCache::create(card, B, T, dt, gpu()).value();
+      const std::vector<float> host_ids = ids.to_floats();
+      const int64_t V = card.vocab_size;
+      for (int64_t t0 = 0; t0 < T;) {
+        const int64_t t1 = t0 == 0 ? 5 : t0 + 1;
+        std::vector<int32_t> step;
+        std::vector<float> want;
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t t = t0; t < t1; ++t) {
+            step.push_back(static_cast<int32_t>(host_ids[b * T + t]));
+            want.insert(want.end(), full.begin() + (b * T + t) * V,
+                        full.begin() + (b * T + t + 1) * V);
+          }
+        }
+        const Tensor logits =
+            m->forward_cached(Tensor::from_ints(step, {B, t1 - t0}).to(gpu()), cache);
+        cache.advance(static_cast<int32_t>(t1 - t0));
+        const double err =
+            rel_error(logits.to(Device::cpu()), Tensor::from_floats(want, {B, t1 - t0, V}));
+        EXPECT_LT(err, dt == DType::f32 ? 1e-4 : 3e-2)
+            << "kv_lora " << kv << " " << dtype_name(dt) << " tokens from " << t0;
+        t0 = t1;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace el::test
