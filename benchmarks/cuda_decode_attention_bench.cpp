@@ -4,7 +4,9 @@
 // q and caches, one new token per row, every row at position ctx - 1 (it
 // sees ctx keys). Args: B, ctx, Smax (the cache's allocated length; rows
 // past ctx are never read, so Smax > ctx measures the blocks that exit at
-// once), D. Also greedy argmax over [B, vocab] logits.
+// once), D, H and Hkv (32 and 4 at the 1.1B shape; the 0.5B cards at
+// 8K: 14 heads over 2 KV heads (GQA), 1 (MQA), and MLA's latent rows:
+// 14 heads over one 176-dim row). Also greedy argmax over [B, vocab] logits.
 // Counters: microseconds per call and GB/s of K/V bytes read
 // (2 * B * ctx * Hkv * D * 2 bytes; q and out are negligible) — against the
 // HBM bandwidth this is the decode attention roofline.
@@ -31,11 +33,12 @@ using el::bench_util::time_batches;
 using el::DType;
 using el::Tensor;
 
-// Args: B, ctx, Smax, D (H 32, Hkv 4, bf16, T 1).
+// Args: B, ctx, Smax, D, H, Hkv (bf16, T 1).
 void BM_DecodeAttention(benchmark::State& state) {
   if (!ready(state)) return;
   const int64_t b = state.range(0), ctx = state.range(1), smax = state.range(2);
-  const int64_t d = state.range(3), h = 32, hkv = 4;
+  const int64_t d = state.range(3);
+  const int64_t h = state.range(4), hkv = state.range(5);
   const Tensor q = random_gpu({b, 1, h, d}, DType::bf16, 1);
   const Tensor kc = random_gpu({b, smax, hkv, d}, DType::bf16, 2);
   const Tensor vc = random_gpu({b, smax, hkv, d}, DType::bf16, 3);
@@ -49,14 +52,18 @@ void BM_DecodeAttention(benchmark::State& state) {
   time_batches(state, 50, bytes, [&] { be.attention_cached(q, kc, vc, pos, scale, out); });
 }
 BENCHMARK(BM_DecodeAttention)
-    ->Args({1, 512, 512, 64})
-    ->Args({1, 2048, 2048, 64})
-    ->Args({8, 512, 512, 64})
-    ->Args({8, 2048, 2048, 64})
-    ->Args({32, 512, 512, 64})
-    ->Args({32, 2048, 2048, 64})
-    ->Args({8, 512, 4096, 64})
-    ->Args({32, 2048, 2048, 128})
+    ->Args({1, 512, 512, 64, 32, 4})
+    ->Args({1, 2048, 2048, 64, 32, 4})
+    ->Args({8, 512, 512, 64, 32, 4})
+    ->Args({8, 2048, 2048, 64, 32, 4})
+    ->Args({32, 512, 512, 64, 32, 4})
+    ->Args({32, 2048, 2048, 64, 32, 4})
+    ->Args({8, 512, 4096, 64, 32, 4})
+    ->Args({32, 2048, 2048, 128, 32, 4})
+    ->Args({1, 8192, 8192, 64, 14, 2})
+    ->Args({1, 8192, 8192, 64, 14, 1})
+    ->Args({1, 8192, 8192, 176, 14, 1})
+    ->Args({1, 2048, 2048, 64, 14, 2})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -171,6 +171,51 @@ class CudaBackend final : public Backend {
                     "cuda attention_backward");
   }
 
+  void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
+                                        float scale, int64_t block, int64_t stride,
+                                        int64_t q_offset, Tensor& out, Tensor& lse) override {
+    cuda::nsa_compressed_attention_forward(q, kc, vc, scale, block, stride, q_offset, out, lse);
+  }
+  void nsa_compressed_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& kc,
+                                         const Tensor& vc, const Tensor& out, const Tensor& lse,
+                                         float scale, int64_t block, int64_t stride,
+                                         int64_t q_offset, Tensor& dq, Tensor& dkc,
+                                         Tensor& dvc) override {
+    cuda::nsa_compressed_attention_backward(dout, q, kc, vc, out, lse, scale, block, stride,
+                                            q_offset, dq, dkc, dvc);
+  }
+  void nsa_select_blocks(const Tensor& q, const Tensor& kc, const Tensor& lse, float scale,
+                         int64_t compress_block, int64_t compress_stride, int64_t select_block,
+                         int64_t q_offset, Tensor& blocks) override {
+    cuda::nsa_select_blocks(q, kc, lse, scale, compress_block, compress_stride, select_block,
+                            q_offset, blocks);
+  }
+  void nsa_sparse_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& blocks, int64_t select_block, int64_t window,
+                                    float scale, int64_t q_offset, Tensor& out,
+                                    Tensor& lse) override {
+    cuda::nsa_sparse_attention_forward(q, k, v, blocks, select_block, window, scale, q_offset, out,
+                                       lse);
+  }
+  void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                     const Tensor& v, const Tensor& blocks, const Tensor& out,
+                                     const Tensor& lse, int64_t select_block, int64_t window,
+                                     float scale, int64_t q_offset, Tensor& dq, Tensor& dk,
+                                     Tensor& dv) override {
+    cuda::nsa_sparse_attention_backward(dout, q, k, v, blocks, out, lse, select_block, window,
+                                        scale, q_offset, dq, dk, dv);
+  }
+  void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
+                                const Tensor& o_win, Tensor& out) override {
+    cuda::nsa_gate_combine_forward(gates, o_cmp, o_slc, o_win, out);
+  }
+  void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
+                                 const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
+                                 Tensor& do_cmp, Tensor& do_slc, Tensor& do_win) override {
+    cuda::nsa_gate_combine_backward(dout, gates, o_cmp, o_slc, o_win, dgates, do_cmp, do_slc,
+                                    do_win);
+  }
+
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     cuda::swiglu_forward(gate, up, out);
   }

@@ -55,6 +55,7 @@ namespace {
 
 // ---- attention_cached ----------------------------------------------------------------
 constexpr int kTileKeys = 64;  // keys per K/V tile; chunks are whole tiles on both paths
+constexpr int64_t kMaxChunks = 32;  // chunks per row: one 32-lane group in the merge
 constexpr int kTcWarps = 4;
 constexpr int kSimtWarps = 4;
 // The SIMT path's limit: MLA's absorbed decode attends over cache rows of
@@ -120,7 +121,7 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
     l += warp_sum(w_lane);
     const int n = min(32, n_c - c0);
     const float* o = a.opart + (orow * a.nchunks + c0) * D;
-#pragma unroll 4
+#pragma unroll 8
     for (int j = 0; j < n; ++j) {
       const float w = __shfl_sync(0xffffffffu, w_lane, j);
       if (w == 0.f) continue;  // (uniform) a chunk with no visible key was never written
@@ -659,7 +660,11 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   const int64_t tiles = std::max<int64_t>(1, (smax + kTileKeys - 1) / kTileKeys);
   const int64_t base_blocks = b * hkv * row_tiles;
   const int64_t target = int64_t{8} * cx.sm_count;
-  const int64_t want = std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1, tiles);
+  // At most kMaxChunks chunks: the merge adds each row's chunks in one warp
+  // (cached_combine_row), whose latency grows with their count; at batch 1 and
+  // 8K context, 128 one-tile chunks made the merge 4x the attention itself.
+  const int64_t want =
+      std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1, std::min(tiles, kMaxChunks));
   const int64_t tpc = (tiles + want - 1) / want;
   const int64_t nchunks = (tiles + tpc - 1) / tpc;
 

@@ -12,6 +12,12 @@
 //   v_cmp_i = W_cv flatten(v[i d .. i d + l) + pe_v)   shared over kv heads
 //            (the paper's phi is "an MLP with intra-block position encoding";
 //            one linear layer here, UNVERIFIED against the authors' weights).
+//            With a linear phi, pe_k adds the same vector W_ck flatten(pe_k)
+//            to every compressed key, which shifts a query's compressed
+//            scores by a constant: softmax ignores it, so pe_k gets no
+//            gradient and does nothing (pe_v shifts o_cmp by a constant and
+//            does train). Kept so an MLP phi can replace the linear one
+//            without a checkpoint change; a known limitation, not a feature.
 //            Only complete blocks: Nc = T >= l ? (T - l) / d + 1 : 0. The
 //            compressed keys are built from the RoPE-rotated k (UNVERIFIED:
 //            the paper does not say; sharing one rotated k is the simplest).
