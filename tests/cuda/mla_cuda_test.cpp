@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "cuda_model_util.h"
 #include "cuda_test_util.h"
 #include "models/decoder_lm.h"
 #include "nn/kv_cache.h"
@@ -222,37 +223,6 @@ ModelCard mla_card(const Dims& d, int n_head = 2) {
 Tensor ids_tensor(int64_t B, int64_t T, int vocab, uint64_t seed) {
   Rng rng(seed);
   return random_ids({B, T}, rng, 0, vocab);
-}
-
-// A model on `device` in `dtype` holding `src`'s parameter values.
-std::unique_ptr<DecoderLM> copy_model(const DecoderLM& src, Device device, DType dtype) {
-  auto m = DecoderLM::create(src.card(), device, 0, dtype, /*init_weights=*/false).value();
-  const auto& from = src.parameters();
-  const auto& to = m->parameters();
-  EL_ENSURE(from.size() == to.size(), "parameter lists differ");
-  for (size_t i = 0; i < from.size(); ++i) {
-    Tensor t = to[i].tensor;  // a handle on the model's parameter
-    t.copy_from(from[i].tensor);
-  }
-  return m;
-}
-
-// Loss and parameter gradients of `m` on (ids, targets).
-std::vector<Tensor> grads_of(DecoderLM& m, const Tensor& ids, const Tensor& targets,
-                             Tensor* logits) {
-  {
-    NoGrad no_grad;
-    *logits = m.forward(ids.to(m.device())).to(Device::cpu());
-  }
-  Tensor loss = m.loss(ids.to(m.device()), targets.to(m.device()));
-  tape().backward(loss);
-  std::vector<Tensor> g;
-  for (const auto& p : m.parameters()) {
-    Tensor t = p.tensor;
-    g.push_back(t.has_grad() ? t.grad().to(Device::cpu()) : Tensor());
-    t.set_grad(Tensor());
-  }
-  return g;
 }
 
 // The paper's head dims (qk 128 + 64 -> training D 192 on tensor cores, v

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "cuda_model_util.h"
 #include "cuda_test_util.h"
 #include "models/decoder_lm.h"
 #include "nn/model_card.h"
@@ -321,35 +322,6 @@ Tensor ids_tensor(int64_t B, int64_t T, int vocab, uint64_t seed) {
   std::vector<int32_t> v(static_cast<size_t>(B * T));
   for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
   return Tensor::from_ints(v, {B, T});
-}
-
-std::unique_ptr<DecoderLM> copy_model(const DecoderLM& src, Device device, DType dtype) {
-  auto m = DecoderLM::create(src.card(), device, 0, dtype, /*init_weights=*/false).value();
-  const auto& from = src.parameters();
-  const auto& to = m->parameters();
-  EL_ENSURE(from.size() == to.size(), "parameter lists differ");
-  for (size_t i = 0; i < from.size(); ++i) {
-    Tensor t = to[i].tensor;
-    t.copy_from(from[i].tensor);
-  }
-  return m;
-}
-
-std::vector<Tensor> grads_of(DecoderLM& m, const Tensor& ids, const Tensor& targets,
-                             Tensor* logits) {
-  {
-    NoGrad no_grad;
-    *logits = m.forward(ids.to(m.device())).to(Device::cpu());
-  }
-  Tensor loss = m.loss(ids.to(m.device()), targets.to(m.device()));
-  tape().backward(loss);
-  std::vector<Tensor> g;
-  for (const auto& p : m.parameters()) {
-    Tensor t = p.tensor;
-    g.push_back(t.has_grad() ? t.grad().to(Device::cpu()) : Tensor());
-    t.set_grad(Tensor());
-  }
-  return g;
 }
 
 // f32 (SIMT kernels, 3 selected blocks of up to 7) and bf16 (tensor cores,
