@@ -138,10 +138,12 @@ struct LaneAddr {
 
 // Copies rows [0, kRows) of a tile into swizzled shared memory with cp.async;
 // global row r is at src + r * stride (elements) and exists when r < valid
-// (others are zero-filled). kThreads threads take part.
+// (others are zero-filled). Only the first valid_chunks 8-element chunks of a
+// row are read, the rest zero-filled (rows narrower than the tile: MLA's
+// 176-dim latent rows in a 192-wide tile). kThreads threads take part.
 template <int kRows, int kCols, int kThreads, typename T>
 __device__ __forceinline__ void load_tile(T* dst, const T* src, long long stride, int valid,
-                                          int tid) {
+                                          int tid, int valid_chunks = kCols / 8) {
   constexpr int kChunks = kCols / 8;
   constexpr int kTotal = kRows * kChunks;
 #pragma unroll
@@ -149,7 +151,7 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, long long stride
     const int idx = tid + i * kThreads;
     if (kTotal % kThreads == 0 || idx < kTotal) {
       const int r = idx / kChunks, c = idx % kChunks;
-      const bool ok = r < valid;
+      const bool ok = r < valid && c < valid_chunks;
       const T* g = ok ? src + r * stride + c * 8 : src;
       cp_async16(smem_addr(dst + swz<kCols>(r, c * 8)), g, ok);
     }

@@ -23,8 +23,12 @@
 // tensor-core path by the last block of the row tile to finish (arrival
 // counters in ctx().counters: no second launch), else by a combine kernel.
 // With a single chunk the block writes `out` itself.
-//  * Tensor-core path (q, caches and out of one dtype, bf16/f16, D 64/128,
-//    and 192/256 for MLA's latent rows; the swizzle needs D / 8 a multiple of 8):
+//  * Tensor-core path (q, caches and out of one dtype, bf16/f16, any head dim
+//    D <= 256 that is a multiple of 8): the kernel computes over a tile width
+//    Dt of 64, 128, 192 or 256 (the swizzle needs Dt / 8 a multiple of 8) and
+//    zero-fills the columns D..Dt, which add nothing to q.k or to the output
+//    (MLA's 176-dim latent rows, kv_lora_rank 112 + rope 64, run at Dt 192:
+//    the cache keeps its 176 values a token, only shared memory is padded):
 //    the scheme of attention_fwd.cu — mma.sync m16n8k16 with f32
 //    accumulators, K/V tiles double-buffered through swizzled shared memory
 //    by cp.async, online softmax in base 2 with the scale folded in. A warp
@@ -75,7 +79,7 @@ struct CachedArgs {
   int* arrivals;
   const int32_t* pos;  // [B]
   const float* alibi;  // [H] ALiBi slopes, or nullptr
-  int T, H, Hkv, G, D, smax;
+  int T, H, Hkv, G, D, smax;  // D: the rows' head dim (the tensor-core tile may be wider)
   int rows;                  // T * G query rows per KV group
   int row_tiles;             // blocks along those rows
   int nchunks;               // key chunks (grid x)
@@ -90,49 +94,83 @@ __device__ __forceinline__ int visible_keys(const CachedArgs& a, int pos, int t)
   return static_cast<int>(n < 0 ? 0 : (n > a.smax ? a.smax : n));
 }
 
-// Query row orow = (b, t, h), one warp: out = sum_c 2^(lse_c - M) O_c / sum_c
-// 2^(lse_c - M) over the chunks c the row sees, in chunk order. The chunk
-// results are read through L2 (__ldcg): in the tensor-core kernel's own merge
-// other blocks wrote them during this kernel.
-__device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane) {
-  constexpr int kDPL = kMaxHeadDim / 32;
+// The number of chunks query row orow = (b, t, h) sees (each holds a key it sees).
+__device__ __forceinline__ int row_chunks(const CachedArgs& a, long long orow) {
   const long long bt = orow / a.H;
   const int t = static_cast<int>(bt % a.T);
   const int b = static_cast<int>(bt / a.T);
   const int chunk_keys = a.tpc * kTileKeys;
-  const int n_c = min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
-  const float* lse = a.lse + orow * a.nchunks;
-  float mx = -INFINITY;
-  for (int c = lane; c < n_c; c += 32) mx = fmaxf(mx, __ldcg(lse + c));
-  mx = warp_max(mx);
+  return min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
+}
+
+// Query row orow = (b, t, h), one warp: out = sum_c 2^(lse_c - M) O_c / sum_c
+// 2^(lse_c - M) over the chunks c the row sees, in chunk order. The chunk
+// results are read through L2 (__ldcg): in the tensor-core kernel's own merge
+// other blocks wrote them during this kernel. Lane c holds chunk c's weight
+// (kMaxChunks <= 32), broadcast by shuffles, so the chunk outputs' loads do
+// not wait on anything and many are in flight: with a dependent lse load per
+// chunk, or one float per lane and load, the merge of MLA's 14 heads x 32
+// chunks x 176 dims took longer than the attention itself (L2 round trips in
+// series). Every chunk c < n_c holds a key the row sees, so it was written
+// and its lse is finite.
+__device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane) {
+  static_assert(kMaxChunks <= 32, "one chunk weight per lane");
+  const int n_c = row_chunks(a, orow);
+  const float lc = lane < n_c ? __ldcg(a.lse + orow * a.nchunks + lane) : -INFINITY;
+  const float mx = warp_max(lc);
+  const float w_lane = lane < n_c ? exp2f(lc - mx) : 0.f;
+  const float l = warp_sum(w_lane);
+  const float inv = l > 0.f ? 1.f / l : 0.f;
   const int D = a.D;
-  float acc[kDPL], l = 0.f;
+  const float* o = a.opart + orow * a.nchunks * D;
+  if (D % 4 == 0) {
+    // Lane owns the 16-byte column groups lane, lane + 32, ... (at most 144 at D 576).
+    constexpr int kQPL = (kMaxHeadDim / 4 + 31) / 32;
+    const int quads = D / 4;
+    float4 acc[kQPL];
 #pragma unroll
-  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
-  // 32 chunks at a time: lane j holds chunk c0 + j's weight, broadcast by
-  // shuffles, so the chunk outputs' loads are independent (unrolled: several
-  // in flight). A loop that loaded each lse before its output made every
-  // chunk a dependent L2 round trip: at 8K context (128 chunks) the merge
-  // took longer than the attention.
-  for (int c0 = 0; c0 < n_c; c0 += 32) {
-    const int c = c0 + lane;
-    const float lc = c < n_c ? __ldcg(lse + c) : -INFINITY;
-    const float w_lane = lc == -INFINITY ? 0.f : exp2f(lc - mx);
-    l += warp_sum(w_lane);
-    const int n = min(32, n_c - c0);
-    const float* o = a.opart + (orow * a.nchunks + c0) * D;
-#pragma unroll 8
-    for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < kQPL; ++i) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int j = 0; j < n_c; ++j) {
       const float w = __shfl_sync(0xffffffffu, w_lane, j);
-      if (w == 0.f) continue;  // (uniform) a chunk with no visible key was never written
+      const float4* oj = reinterpret_cast<const float4*>(o + static_cast<long long>(j) * D);
 #pragma unroll
-      for (int i = 0; i < kDPL; ++i) {
-        const int d = lane + 32 * i;
-        if (d < D) acc[i] = fmaf(w, __ldcg(o + j * D + d), acc[i]);
+      for (int i = 0; i < kQPL; ++i) {
+        const int qd = lane + 32 * i;
+        if (qd < quads) {
+          const float4 v = __ldcg(oj + qd);
+          acc[i].x = fmaf(w, v.x, acc[i].x);
+          acc[i].y = fmaf(w, v.y, acc[i].y);
+          acc[i].z = fmaf(w, v.z, acc[i].z);
+          acc[i].w = fmaf(w, v.w, acc[i].w);
+        }
       }
     }
+#pragma unroll
+    for (int i = 0; i < kQPL; ++i) {
+      const int qd = lane + 32 * i;
+      if (qd >= quads) continue;
+      const long long d = orow * D + 4 * qd;
+      st(a.out, a.out_dtype, d, acc[i].x * inv);
+      st(a.out, a.out_dtype, d + 1, acc[i].y * inv);
+      st(a.out, a.out_dtype, d + 2, acc[i].z * inv);
+      st(a.out, a.out_dtype, d + 3, acc[i].w * inv);
+    }
+    return;
   }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
+  constexpr int kDPL = kMaxHeadDim / 32;
+  float acc[kDPL];
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
+#pragma unroll 4
+  for (int j = 0; j < n_c; ++j) {
+    const float w = __shfl_sync(0xffffffffu, w_lane, j);
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) acc[i] = fmaf(w, __ldcg(o + static_cast<long long>(j) * D + d), acc[i]);
+    }
+  }
 #pragma unroll
   for (int i = 0; i < kDPL; ++i) {
     const int d = lane + 32 * i;
@@ -142,10 +180,18 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
 
 // The end of a chunk block of the tensor-core kernel when it merges its own
 // chunks (a.arrivals): the block's chunk results are written; the last of the
-// row tile's nchunks blocks to arrive merges them (one warp per row) and sets
-// the counter back to zero. Called by every thread of the block.
+// row tile's nchunks blocks to arrive merges them and sets the counter back to
+// zero. Called by every thread of the block; sw is free shared memory for
+// rows_in_block x 33 floats. The merge is spread over the whole block: a warp
+// per row turns the chunks' lse into normalised weights (sw), then every
+// thread takes (row, 16-byte column group) items and adds that group over the
+// row's chunks, loads independent of each other. (One warp per row walking
+// its chunks was the decode attention's bottleneck at 8K context with 14 rows
+// per KV head: the other warps waited while each walked 3-4 rows in turn.)
 template <int kWarps>
-__device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0, int rows_in_block) {
+__device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0, int rows_in_block,
+                                    float* sw) {
+  static_assert(kMaxChunks <= 32, "one chunk weight per lane");
   __shared__ int s_last;
   __threadfence();  // this block's opart / lse before its arrival
   __syncthreads();
@@ -155,10 +201,42 @@ __device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0,
   if (!s_last) return;
   __threadfence();  // the other blocks' results, read below through L2
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int r = warp; r < rows_in_block; r += kWarps) {
+  auto orow_of = [&](int r) {
     const int row = r0 + r, t = row / a.G;
-    const long long orow = (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
-    cached_combine_row(a, orow, lane);
+    return (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
+  };
+  for (int r = warp; r < rows_in_block; r += kWarps) {
+    const long long orow = orow_of(r);
+    const int n_c = row_chunks(a, orow);
+    const float lc = lane < n_c ? __ldcg(a.lse + orow * a.nchunks + lane) : -INFINITY;
+    const float mx = warp_max(lc);
+    const float w = lane < n_c ? exp2f(lc - mx) : 0.f;
+    const float l = warp_sum(w);
+    sw[r * 33 + lane] = l > 0.f ? w / l : 0.f;
+    if (lane == 0) sw[r * 33 + 32] = __int_as_float(n_c);
+  }
+  __syncthreads();
+  const int quads = a.D / 4;  // (the tensor-core path has D % 8 == 0)
+  for (int item = threadIdx.x; item < rows_in_block * quads; item += kWarps * 32) {
+    const int r = item / quads, qd = item - r * quads;
+    const long long orow = orow_of(r);
+    const int n_c = __float_as_int(sw[r * 33 + 32]);
+    const float4* o = reinterpret_cast<const float4*>(a.opart + orow * a.nchunks * a.D) + qd;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int c = 0; c < n_c; ++c) {
+      const float w = sw[r * 33 + c];
+      const float4 v = __ldcg(o + static_cast<long long>(c) * quads);
+      acc.x = fmaf(w, v.x, acc.x);
+      acc.y = fmaf(w, v.y, acc.y);
+      acc.z = fmaf(w, v.z, acc.z);
+      acc.w = fmaf(w, v.w, acc.w);
+    }
+    const long long d = orow * a.D + 4 * qd;
+    st(a.out, a.out_dtype, d, acc.x);
+    st(a.out, a.out_dtype, d + 1, acc.y);
+    st(a.out, a.out_dtype, d + 2, acc.z);
+    st(a.out, a.out_dtype, d + 3, acc.w);
   }
   if (threadIdx.x == 0) *counter = 0;
 }
@@ -178,6 +256,7 @@ struct TcCfg {
 
 // Decode (D 64, one row tile) is memory-bound: 4 blocks per SM (<= 128
 // registers) keep more K/V tiles in flight than the 133 registers ptxas picks alone.
+// D here is the tile width; a.D (<= D, a multiple of 8) the rows' real width.
 template <typename T, int D, int kRT>
 __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     cached_tc_kernel(const CachedArgs a) {
@@ -187,7 +266,9 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // [kBM][D]
   T* sK = sQ + kBM * D;                    // [2][kBN][D]
-  T* sV = sK + 2 * kBN * D;                // [2][kBN][D]
+  // MLA passes one tensor as K and V (its latent rows are both): V tiles are then the K tiles.
+  const bool kv_shared = a.k == a.v;
+  T* sV = kv_shared ? sK : sK + 2 * kBN * D;  // [2][kBN][D]
   pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
   pdl_trigger();
 
@@ -204,15 +285,19 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   const int tile0 = chunk * a.tpc;
   const int rows_in_block = min(kBM, a.rows - r0);
   if (chunk > 0 && tile0 >= tiles_vis) {  // the whole block: nothing to read
-    if (a.arrivals) cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block);
+    if (a.arrivals) {
+      cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block,
+                                    reinterpret_cast<float*>(smem_raw));
+    }
     return;
   }
   const int n_tiles = max(0, min(tile0 + a.tpc, tiles_vis) - tile0);
 
-  const long long kv_stride = static_cast<long long>(a.Hkv) * D;
-  const T* q = static_cast<const T*>(a.q) + static_cast<long long>(b) * a.T * a.H * D;
-  const T* kg = static_cast<const T*>(a.k) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
-  const T* vg = static_cast<const T*>(a.v) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
+  const int Dr = a.D, dchunks = Dr / 8;  // the rows' width; columns [Dr, D) are zero
+  const long long kv_stride = static_cast<long long>(a.Hkv) * Dr;
+  const T* q = static_cast<const T*>(a.q) + static_cast<long long>(b) * a.T * a.H * Dr;
+  const T* kg = static_cast<const T*>(a.k) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * Dr;
+  const T* vg = static_cast<const T*>(a.v) + (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * Dr;
 
   // Q rows: block row r is query t = (r0 + r) / G, head kvh * G + (r0 + r) % G;
   // rows past T x G are zero.
@@ -221,17 +306,21 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     for (int idx = tid; idx < kBM * kChunks; idx += kThreads) {
       const int r = idx / kChunks, c = idx % kChunks;
       const int row = r0 + r;
-      const bool ok = row < a.rows;
+      const bool ok = row < a.rows && c < dchunks;
       const int t = row / a.G;
       const T* src =
-          ok ? q + (static_cast<long long>(t) * a.H + kvh * a.G + (row - t * a.G)) * D + c * 8 : q;
+          ok ? q + (static_cast<long long>(t) * a.H + kvh * a.G + (row - t * a.G)) * Dr + c * 8 : q;
       cp_async16(attn::smem_addr(sQ + attn::swz<D>(r, c * 8)), src, ok);
     }
   }
   if (n_tiles > 0) {
     const int n0 = tile0 * kBN;
-    attn::load_tile<kBN, D, kThreads>(sK, kg + n0 * kv_stride, kv_stride, n_end - n0, tid);
-    attn::load_tile<kBN, D, kThreads>(sV, vg + n0 * kv_stride, kv_stride, n_end - n0, tid);
+    attn::load_tile<kBN, D, kThreads>(sK, kg + n0 * kv_stride, kv_stride, n_end - n0, tid,
+                                      dchunks);
+    if (!kv_shared) {
+      attn::load_tile<kBN, D, kThreads>(sV, vg + n0 * kv_stride, kv_stride, n_end - n0, tid,
+                                        dchunks);
+    }
   }
   cp_async_commit();
 
@@ -289,9 +378,11 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     if (it + 1 < n_tiles) {
       const int n1 = n0 + kBN;
       attn::load_tile<kBN, D, kThreads>(sK + (cur ^ 1) * kBN * D, kg + n1 * kv_stride, kv_stride,
-                                        n_end - n1, tid);
-      attn::load_tile<kBN, D, kThreads>(sV + (cur ^ 1) * kBN * D, vg + n1 * kv_stride, kv_stride,
-                                        n_end - n1, tid);
+                                        n_end - n1, tid, dchunks);
+      if (!kv_shared) {
+        attn::load_tile<kBN, D, kThreads>(sV + (cur ^ 1) * kBN * D, vg + n1 * kv_stride,
+                                          kv_stride, n_end - n1, tid, dchunks);
+      }
     }
     cp_async_commit();
     const int nw = n0 + ks * kBNW;  // this warp's first key in the tile
@@ -424,7 +515,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   for (int idx = tid; idx < kBM * kQuads; idx += kThreads) {
     const int rr = idx / kQuads, d = (idx % kQuads) * 4;
     const int row = r0 + rr;
-    if (row >= a.rows) continue;
+    if (row >= a.rows || d >= Dr) continue;  // (Dr % 8 == 0: a quad is all in or all out)
     const int base_slot = rr;  // = warp rr / 16 (the row tile's ks = 0 warp) x 16 + row rr % 16
     float mmax = -INFINITY;
 #pragma unroll
@@ -451,15 +542,18 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       uint2 packed;
       packed.x = attn::pack2<T>(acc.x * inv, acc.y * inv);
       packed.y = attn::pack2<T>(acc.z * inv, acc.w * inv);
-      *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + orow * D + d) = packed;
+      *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + orow * Dr + d) = packed;
     } else {
       const long long slot = orow * a.nchunks + chunk;
-      *reinterpret_cast<float4*>(a.opart + slot * D + d) =
+      *reinterpret_cast<float4*>(a.opart + slot * Dr + d) =
           make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
       if (d == 0) a.lse[slot] = l > 0.f ? mmax + log2f(l) : -INFINITY;
     }
   }
-  if (a.arrivals) cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block);
+  if (a.arrivals) {
+    __syncthreads();  // the staging in shared memory is read above; sw reuses it
+    cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block, reinterpret_cast<float*>(smem_raw));
+  }
 }
 
 // One warp per query row (block row tile of kSimtWarps rows of one KV group):
@@ -570,21 +664,22 @@ void launch_cached_tc(const CachedArgs& a, dim3 grid, cudaStream_t s) {
   launch_kernel(kernel, grid, kTcWarps * 32, Cfg::kSmem, s, a);
 }
 
+// The tile width for rows of a.D values: the smallest of 64, 128, 192, 256 that holds them.
 template <typename T>
 void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t s) {
-  if (a.D == 64) {
+  if (a.D <= 64) {
     if (rt == 1) return launch_cached_tc<T, 64, 1>(a, grid, s);
     if (rt == 2) return launch_cached_tc<T, 64, 2>(a, grid, s);
     return launch_cached_tc<T, 64, 4>(a, grid, s);
   }
-  if (a.D == 128) {
+  if (a.D <= 128) {
     if (rt == 1) return launch_cached_tc<T, 128, 1>(a, grid, s);
     if (rt == 2) return launch_cached_tc<T, 128, 2>(a, grid, s);
     return launch_cached_tc<T, 128, 4>(a, grid, s);
   }
-  // MLA's latent rows (kv_lora_rank + rope 128 + 64, 192 + 64) with every
-  // query head in one KV group: G = H rows per query position.
-  if (a.D == 192) {
+  // MLA's latent rows (kv_lora_rank + rope: 112 + 64 at 0.5B, 128 + 64) with
+  // every query head in one KV group: G = H rows per query position.
+  if (a.D <= 192) {
     if (rt == 1) return launch_cached_tc<T, 192, 1>(a, grid, s);
     if (rt == 2) return launch_cached_tc<T, 192, 2>(a, grid, s);
     return launch_cached_tc<T, 192, 4>(a, grid, s);
@@ -644,7 +739,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   const int64_t group = h / hkv, rows = t * group;
   const DType cd = k_cache.dtype();
   const bool tc = q.dtype() == cd && out.dtype() == cd && (cd == DType::bf16 || cd == DType::f16) &&
-                  (d == 64 || d == 128 || d == 192 || d == 256) && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
+                  d <= 256 && d % 8 == 0 && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
                   aligned16(v_cache.raw()) && aligned16(out.raw());
   const int rt = rows <= 16 ? 1 : (rows <= 32 ? 2 : 4);  // tensor-core warp row tiles per block
   const int64_t block_rows = tc ? 16 * rt : kSimtWarps;

@@ -226,6 +226,9 @@ TEST(NsaCuda, SelectionMatchesCpu) {
     check_selection(1, 6, 14, 2, 64, 4, 2, 8, 3, 30, dt, seed++);    // q_offset, GQA 7
     check_selection(1, 700, 14, 2, 64, 64, 64, 64, 4, 0, dt, seed++);  // the authors' defaults
     check_selection(1, 333, 6, 2, 40, 16, 8, 32, 16, 0, dt, seed++);   // n > available blocks
+    check_selection(1, 300, 12, 2, 128, 64, 64, 64, 4, 0, dt, seed++);  // GQA 6, D 128
+    check_selection(2, 150, 16, 2, 64, 16, 16, 16, 4, 0, dt, seed++);   // GQA 8
+    check_selection(1, 150, 18, 2, 64, 16, 16, 16, 4, 0, dt, seed++);   // GQA 9
   }
 }
 
