@@ -34,7 +34,8 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
     m->embed_positions_ = pos.value();  // initialised below with the other weights
     m->embed_positions_.set_requires_grad(true);
   } else if (card.pos_encoding == ModelCard::PosEncoding::sinusoidal) {
-    m->embed_positions_ = sinusoidal_table(card.max_seq_len, C, param_dtype, device);
+    m->embed_positions_ = sinusoidal_table(card.max_seq_len, C, param_dtype, device,
+                                           sinusoidal_amplitude(card.init_std));
   }
   for (int i = 0; i < card.n_layer; ++i) {
     m->layers_.push_back(std::make_unique<DecoderBlock>(card, device, param_dtype));

@@ -21,13 +21,19 @@ std::vector<float> sinusoidal_table_values(int64_t n_pos, int64_t dim) {
   return out;
 }
 
-Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, Device device) {
-  const Tensor host = Tensor::from_floats(sinusoidal_table_values(n_pos, dim), {n_pos, dim});
+Tensor sinusoidal_table(int64_t n_pos, int64_t dim, DType dtype, Device device, float amplitude) {
+  std::vector<float> values = sinusoidal_table_values(n_pos, dim);
+  if (amplitude != 1.0f) {
+    for (float& v : values) v *= amplitude;
+  }
+  const Tensor host = Tensor::from_floats(values, {n_pos, dim});
   if (dtype == DType::f32 && device.is_cpu()) return host;
   Tensor out = Tensor::empty({n_pos, dim}, dtype, device);
   out.copy_from(host);  // rounds to dtype
   return out;
 }
+
+float sinusoidal_amplitude(float init_std) { return init_std * std::sqrt(2.0f); }
 
 Tensor position_ids(const std::vector<int32_t>& start, int64_t T, Device device) {
   const int64_t B = static_cast<int64_t>(start.size());

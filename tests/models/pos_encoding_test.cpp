@@ -101,6 +101,25 @@ TEST(PosEncoding, SinusoidalTableMatchesTheClosedForm) {
   EXPECT_EQ(m->num_parameters(), count_parameters(card_for("rope")).total);
 }
 
+// The model's table is scaled to the token embeddings' initial RMS (see
+// sinusoidal_amplitude: unscaled, bf16 rounds the embeddings away).
+TEST(PosEncoding, SinusoidalTableIsScaledToTheEmbeddingInit) {
+  const int64_t P = 6, C = 8;
+  const float amp = sinusoidal_amplitude(0.02f);
+  EXPECT_FLOAT_EQ(amp, 0.02f * std::sqrt(2.0f));
+  const std::vector<float> unit = sinusoidal_table_values(P, C);
+  const std::vector<float> scaled =
+      sinusoidal_table(P, C, DType::f32, Device::cpu(), amp).to_floats();
+  ASSERT_EQ(scaled.size(), unit.size());
+  double mean_square = 0;
+  for (size_t i = 0; i < unit.size(); ++i) {
+    EXPECT_FLOAT_EQ(scaled[i], amp * unit[i]) << i;
+    mean_square += double(scaled[i]) * scaled[i];
+  }
+  // Each row's RMS is init_std: sin^2 + cos^2 = 1 per pair.
+  EXPECT_NEAR(std::sqrt(mean_square / double(unit.size())), 0.02, 1e-6);
+}
+
 TEST(PosEncoding, LearnedTableIsACountedParameter) {
   const ModelCard card = card_for("learned");
   auto m = DecoderLM::create(card, Device::cpu(), 3).value();
