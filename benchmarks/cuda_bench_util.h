@@ -7,12 +7,16 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
+#include "autograd/tape.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "cuda/cuda_backend.h"
+#include "models/decoder_lm.h"
 #include "ops/backend.h"
+#include "train/optimizer.h"
 
 namespace el::bench_util {
 
@@ -67,6 +71,41 @@ void time_batches(benchmark::State& state, int batch, double bytes, F&& call) {
   const double us = total_ms * 1e3 / double(std::max<int64_t>(calls, 1));
   state.counters["us/call"] = us;
   state.counters["GB/s"] = bytes / (us * 1e-6) * 1e-9;
+}
+
+// Median ms of fn on the GPU stream (3 warm-up calls, then >= min_calls
+// timed calls and >= 200 ms in all, at most 200 calls).
+inline double median_ms(const std::function<void()>& fn, int min_calls = 10) {
+  Backend& be = backend_for(gpu());
+  for (int i = 0; i < 3; ++i) fn();
+  be.synchronize();
+  cuda::EventTimer timer;
+  std::vector<double> ms;
+  double total = 0;
+  for (int i = 0; i < 200 && (i < min_calls || total < 200.0); ++i) {
+    timer.start();
+    fn();
+    timer.stop();
+    ms.push_back(timer.elapsed_ms());
+    total += ms.back();
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Median ms of one training step of `model` on ids[B, T] (also the targets):
+// loss, backward, AdamW (lr 1e-4, weight decay 0.1; bf16/f16 parameters get
+// f32 masters), gradients cleared.
+inline double train_step_ms(DecoderLM& model, const Tensor& ids, int min_calls = 5) {
+  AdamW opt(model.parameters(), AdamWConfig{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f});
+  return median_ms(
+      [&] {
+        Tensor loss = model.loss(ids, ids);
+        tape().backward(loss);
+        opt.step(1e-4f);
+        opt.zero_grad();
+      },
+      min_calls);
 }
 
 }  // namespace el::bench_util

@@ -18,11 +18,7 @@ Result<ModelCard> hf_card(const std::string& dir, bool allow_unknown) {
   EL_TRY(validate_model_card(card));
   io::HfLoadOptions opt;
   opt.allow_unknown_tensors = allow_unknown;
-  // (gpt_neox checkpoints name their unembedding embed_out or, saved by transformers 5, lm_head)
-  EL_TRY(ck.validate(hf_checkpoint_tensor_specs(card, ck.config().model_type,
-                                                ck.contains("embed_out.weight") ? "embed_out.weight"
-                                                                                : "lm_head.weight"),
-                     opt));
+  EL_TRY(ck.validate(hf_checkpoint_tensor_specs(ck), opt));
   std::printf("# Hugging Face checkpoint %s\n", dir.c_str());
   std::printf("# model_type %s, dtype %s, %zu tensors, %.1f MB in %zu file(s) (%s)\n",
               ck.config().model_type.c_str(),
@@ -66,9 +62,17 @@ void add_model_command(CLI::App& app, Action& action) {
       std::printf("parameters:            %lld (%.3f M)\n", static_cast<long long>(counts.total),
                   static_cast<double>(counts.total) / 1e6);
       std::printf("embedding parameters:  %lld\n", static_cast<long long>(counts.embedding));
+      if (counts.active != counts.total) {  // a mixture of experts
+        std::printf("active parameters:     %lld (%.3f M per token)\n",
+                    static_cast<long long>(counts.active), static_cast<double>(counts.active) / 1e6);
+      }
       const FlopsPerToken f = flops_per_token(c, T);
       std::printf("FLOPs/token @ T=%lld:   forward %.4g, train %.4g (6N+12LdT: %.4g)\n",
                   static_cast<long long>(T), f.forward(), f.train(), f.formula_train);
+      if (f.matmul_forward_total != f.matmul_forward) {
+        std::printf("FLOPs/token, all experts: forward %.4g\n",
+                    f.forward() - f.matmul_forward + f.matmul_forward_total);
+      }
       return 0;
     };
   });

@@ -269,6 +269,184 @@ class CpuBackend final : public Backend {
     s.commit();
   }
 
+  void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
+                            const Tensor& last, Tensor& state, Tensor& out) override {
+    F32Stage s;
+    cpu::mamba_conv1d_forward(s.in(x), s.in(w), s.in(bias), last, state, s.out(out));
+    s.commit();
+  }
+  void mamba_conv1d_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                             const Tensor& bias, Tensor& dx, Tensor& dw, Tensor& dbias) override {
+    F32Stage s;
+    cpu::mamba_conv1d_backward(s.in(dout), s.in(x), s.in(w), s.in(bias), s.out(dx), dw, dbias);
+    s.commit();
+  }
+  void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                          const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                          const Tensor& delta_bias, const Tensor& last, Tensor& state, Tensor& y,
+                          Tensor& checkpoints) override {
+    F32Stage s;
+    cpu::mamba_scan_forward(s.in(u), s.in(delta), s.in(A_log), s.in(B), s.in(C), s.in(D), s.in(z),
+                            s.in(delta_bias), last, state, s.out(y), checkpoints);
+    s.commit();
+  }
+  void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
+                           const Tensor& A_log, const Tensor& B, const Tensor& C, const Tensor& D,
+                           const Tensor& z, const Tensor& delta_bias, const Tensor& checkpoints,
+                           Tensor& du, Tensor& ddelta, Tensor& dA_log, Tensor& dB, Tensor& dC,
+                           Tensor& dD, Tensor& dz, Tensor& ddelta_bias) override {
+    // Two stages: up to 9 narrow inputs and 3 narrow outputs (the parameter
+    // and B/C gradients are f32 by contract).
+    F32Stage in, out;
+    cpu::mamba_scan_backward(in.in(dy), in.in(u), in.in(delta), in.in(A_log), in.in(B), in.in(C),
+                             in.in(D), in.in(z), in.in(delta_bias), checkpoints, out.out(du),
+                             out.out(ddelta), dA_log, dB, dC, dD, out.out(dz), ddelta_bias);
+    out.commit();
+  }
+  void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                    int64_t cols) override {
+    cpu::copy_columns(src, src_col, dst, dst_col, cols);  // any dtype: bytes are copied
+  }
+
+  void rwkv_time_mix_forward(const Tensor& x, const Tensor& prev, const std::vector<Tensor>& mix,
+                             std::vector<Tensor>& outs) override {
+    F32Stage s;
+    std::vector<Tensor> m, o;
+    for (const Tensor& t : mix) m.push_back(s.in(t));
+    for (Tensor& t : outs) o.push_back(s.out(t));
+    cpu::rwkv_time_mix_forward(s.in(x), s.in(prev), m, o);
+    s.commit();
+  }
+  void rwkv_time_mix_backward(const std::vector<Tensor>& douts, const Tensor& x,
+                              const Tensor& prev, const std::vector<Tensor>& mix, Tensor& dx,
+                              std::vector<Tensor>& dmix) override {
+    F32Stage s;
+    std::vector<Tensor> g, m, dm;
+    for (const Tensor& t : douts) g.push_back(s.in(t));
+    for (const Tensor& t : mix) m.push_back(s.in(t));
+    for (Tensor& t : dmix) dm.push_back(s.out(t));
+    cpu::rwkv_time_mix_backward(g, s.in(x), s.in(prev), m, s.out(dx), dm);
+    s.commit();
+  }
+  void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                        const Tensor& v, const Tensor& last, Tensor& state, Tensor& y) override {
+    F32Stage s;
+    cpu::rwkv_wkv_forward(s.in(time_decay), s.in(time_first), s.in(k), s.in(v), last, state,
+                          s.out(y));
+    s.commit();
+  }
+  void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                         const Tensor& v, const Tensor& y, const Tensor& dy, const Tensor& state0,
+                         Tensor& dtime_decay, Tensor& dtime_first, Tensor& dk,
+                         Tensor& dv) override {
+    F32Stage s;
+    cpu::rwkv_wkv_backward(s.in(time_decay), s.in(time_first), s.in(k), s.in(v), s.in(y),
+                           s.in(dy), state0, s.out(dtime_decay), s.out(dtime_first), s.out(dk),
+                           s.out(dv));
+    s.commit();
+  }
+  void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out) override {
+    F32Stage s;
+    cpu::sigmoid_mul_forward(s.in(r), s.in(y), s.out(out));
+    s.commit();
+  }
+  void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, Tensor& dr,
+                            Tensor& dy) override {
+    F32Stage s;
+    cpu::sigmoid_mul_backward(s.in(dout), s.in(r), s.in(y), s.out(dr), s.out(dy));
+    s.commit();
+  }
+  void relu_square_forward(const Tensor& x, Tensor& out) override {
+    F32Stage s;
+    cpu::relu_square_forward(s.in(x), s.out(out));
+    s.commit();
+  }
+  void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
+    F32Stage s;
+    cpu::relu_square_backward(s.in(dout), s.in(x), s.out(dx));
+    s.commit();
+  }
+
+  // ---- mixture of experts (cpu_moe.cpp)
+  void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
+                          Tensor& weights) override {
+    F32Stage s;
+    cpu::moe_router_forward(s.in(logits), score, normalize, ids, weights);
+  }
+  void moe_router_backward(const Tensor& dweights, const Tensor& logits, const Tensor& ids,
+                           const Tensor& weights, MoeScore score, bool normalize,
+                           Tensor& dlogits) override {
+    F32Stage s;
+    cpu::moe_router_backward(dweights, s.in(logits), ids, weights, score, normalize,
+                             s.out(dlogits));
+    s.commit();
+  }
+  void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot, Tensor& slot_row,
+                 Tensor& offsets) override {
+    cpu::moe_group(ids, capacity, sorted_slot, slot_row, offsets);
+  }
+  void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k,
+                          Tensor& out) override {
+    F32Stage s;
+    cpu::moe_gather_forward(s.in(x), sorted_slot, k, s.out(out));
+    s.commit();
+  }
+  void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx) override {
+    F32Stage s;
+    cpu::moe_gather_backward(s.in(dout), slot_row, s.out(dx));
+    s.commit();
+  }
+  void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
+                    Tensor& y) override {
+    F32Stage s;
+    cpu::grouped_gemm(s.in(x), s.in(w), trans_w, offsets, s.out(y));
+    s.commit();
+  }
+  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
+                       Tensor& dw) override {
+    F32Stage s;
+    cpu::grouped_gemm_dw(s.in(dy), s.in(x), offsets, s.out(dw));
+    s.commit();
+  }
+  void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
+                           const Tensor& shared, const Tensor& shared_gate,
+                           Tensor& out) override {
+    F32Stage s;
+    cpu::moe_combine_forward(s.in(ys), s.in(weights), slot_row, s.in(shared), s.in(shared_gate),
+                             s.out(out));
+    s.commit();
+  }
+  void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
+                            const Tensor& sorted_slot, const Tensor& slot_row,
+                            const Tensor& shared, const Tensor& shared_gate, Tensor& dys,
+                            Tensor& dweights, Tensor& dshared, Tensor& dgate) override {
+    F32Stage s;
+    cpu::moe_combine_backward(s.in(dout), s.in(ys), s.in(weights), sorted_slot, slot_row,
+                              s.in(shared), s.in(shared_gate), s.out(dys), s.out(dweights),
+                              s.out(dshared), s.out(dgate));
+    s.commit();
+  }
+  void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
+                                Tensor& loss) override {
+    F32Stage s;
+    cpu::moe_balance_loss_forward(s.in(logits), ids, score, loss);
+  }
+  void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const Tensor& ids,
+                                 MoeScore score, Tensor& dlogits) override {
+    F32Stage s;
+    cpu::moe_balance_loss_backward(dloss, s.in(logits), ids, score, s.out(dlogits));
+    s.commit();
+  }
+  void moe_z_loss_forward(const Tensor& logits, Tensor& loss) override {
+    F32Stage s;
+    cpu::moe_z_loss_forward(s.in(logits), loss);
+  }
+  void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits) override {
+    F32Stage s;
+    cpu::moe_z_loss_backward(dloss, s.in(logits), s.out(dlogits));
+    s.commit();
+  }
+
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     F32Stage s;
     cpu::swiglu_forward(s.in(gate), s.in(up), s.out(out));

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/backend.h"
@@ -99,6 +100,21 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& out, const Tensor& lse, float scale, bool causal, Tensor& dq,
                         Tensor& dk, Tensor& dv, const Tensor& alibi_slopes = Tensor());
 
+// ---- cpu_mamba.cpp (Mamba-1; contracts in ops/backend.h, "Mamba-1")
+void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& last,
+                          Tensor& state, Tensor& out);
+void mamba_conv1d_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                           const Tensor& bias, Tensor& dx, Tensor& dw, Tensor& dbias);
+void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
+                        const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                        const Tensor& last, Tensor& state, Tensor& y, Tensor& checkpoints);
+void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                         const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                         const Tensor& delta_bias, const Tensor& checkpoints, Tensor& du,
+                         Tensor& ddelta, Tensor& dA_log, Tensor& dB, Tensor& dC, Tensor& dD,
+                         Tensor& dz, Tensor& ddelta_bias);
+void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t cols);
+
 // ---- cpu_nsa.cpp (NSA branches; contracts in ops/backend.h, "NSA")
 void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
                                       float scale, int64_t block, int64_t stride,
@@ -123,6 +139,49 @@ void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Te
 void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
                                const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
                                Tensor& do_cmp, Tensor& do_slc, Tensor& do_win);
+
+// ---- cpu_rwkv.cpp (RWKV-4; contracts in ops/backend.h, "RWKV-4"). The WKV
+// state and `last` pass unstaged (f32 / i32 already).
+void rwkv_time_mix_forward(const Tensor& x, const Tensor& prev, const std::vector<Tensor>& mix,
+                           std::vector<Tensor>& outs);
+void rwkv_time_mix_backward(const std::vector<Tensor>& douts, const Tensor& x, const Tensor& prev,
+                            const std::vector<Tensor>& mix, Tensor& dx, std::vector<Tensor>& dmix);
+void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                      const Tensor& v, const Tensor& last, Tensor& state, Tensor& y);
+void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                       const Tensor& v, const Tensor& y, const Tensor& dy, const Tensor& state0,
+                       Tensor& dtime_decay, Tensor& dtime_first, Tensor& dk, Tensor& dv);
+void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out);
+void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, Tensor& dr,
+                          Tensor& dy);
+void relu_square_forward(const Tensor& x, Tensor& out);
+void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+
+// ---- cpu_moe.cpp (mixture of experts; contracts in ops/backend.h, "mixture of experts")
+// Index tensors (ids, sorted_slot, slot_row, offsets) are i32; the rest f32.
+void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
+                        Tensor& weights);
+void moe_router_backward(const Tensor& dweights, const Tensor& logits, const Tensor& ids,
+                         const Tensor& weights, MoeScore score, bool normalize, Tensor& dlogits);
+void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot, Tensor& slot_row,
+               Tensor& offsets);
+void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k, Tensor& out);
+void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx);
+void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
+                  Tensor& y);
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
+                         const Tensor& shared, const Tensor& shared_gate, Tensor& out);
+void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
+                          const Tensor& sorted_slot, const Tensor& slot_row, const Tensor& shared,
+                          const Tensor& shared_gate, Tensor& dys, Tensor& dweights,
+                          Tensor& dshared, Tensor& dgate);
+void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
+                              Tensor& loss);
+void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const Tensor& ids,
+                               MoeScore score, Tensor& dlogits);
+void moe_z_loss_forward(const Tensor& logits, Tensor& loss);
+void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits);
 
 // ---- cpu_infer.cpp (KV cache, per-row rotary offsets, argmax, quantized matmul)
 // The cache and quantized weights are read in their stored dtype; q, x, y,

@@ -216,6 +216,91 @@ class CudaBackend final : public Backend {
                                     do_win);
   }
 
+  // ---- mixture of experts (cuda_moe.cu, cuda_moe_gemm.cu)
+  void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
+                          Tensor& weights) override {
+    cuda::moe_router_forward(logits, score, normalize, ids, weights);
+  }
+  void moe_router_backward(const Tensor& dweights, const Tensor& logits, const Tensor& ids,
+                           const Tensor& weights, MoeScore score, bool normalize,
+                           Tensor& dlogits) override {
+    cuda::moe_router_backward(dweights, logits, ids, weights, score, normalize, dlogits);
+  }
+  void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot, Tensor& slot_row,
+                 Tensor& offsets) override {
+    cuda::moe_group(ids, capacity, sorted_slot, slot_row, offsets);
+  }
+  void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k,
+                          Tensor& out) override {
+    cuda::moe_gather_forward(x, sorted_slot, k, out);
+  }
+  void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx) override {
+    cuda::moe_gather_backward(dout, slot_row, dx);
+  }
+  void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
+                    Tensor& y) override {
+    cuda::grouped_gemm(x, w, trans_w, offsets, y);
+  }
+  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
+                       Tensor& dw) override {
+    cuda::grouped_gemm_dw(dy, x, offsets, dw);
+  }
+  void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
+                           const Tensor& shared, const Tensor& shared_gate,
+                           Tensor& out) override {
+    cuda::moe_combine_forward(ys, weights, slot_row, shared, shared_gate, out);
+  }
+  void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
+                            const Tensor& sorted_slot, const Tensor& slot_row,
+                            const Tensor& shared, const Tensor& shared_gate, Tensor& dys,
+                            Tensor& dweights, Tensor& dshared, Tensor& dgate) override {
+    cuda::moe_combine_backward(dout, ys, weights, sorted_slot, slot_row, shared, shared_gate, dys,
+                               dweights, dshared, dgate);
+  }
+  void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
+                                Tensor& loss) override {
+    cuda::moe_balance_loss_forward(logits, ids, score, loss);
+  }
+  void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const Tensor& ids,
+                                 MoeScore score, Tensor& dlogits) override {
+    cuda::moe_balance_loss_backward(dloss, logits, ids, score, dlogits);
+  }
+  void moe_z_loss_forward(const Tensor& logits, Tensor& loss) override {
+    cuda::moe_z_loss_forward(logits, loss);
+  }
+  void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits) override {
+    cuda::moe_z_loss_backward(dloss, logits, dlogits);
+  }
+
+  void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
+                            const Tensor& last, Tensor& state, Tensor& out) override {
+    cuda::mamba_conv1d_forward(x, w, bias, last, state, out);
+  }
+  void mamba_conv1d_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                             const Tensor& bias, Tensor& dx, Tensor& dw, Tensor& dbias) override {
+    cuda::mamba_conv1d_backward(dout, x, w, bias, dx, dw, dbias);
+  }
+  int64_t mamba_scan_chunk() const override { return cuda::mamba_scan_chunk(); }
+  void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                          const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                          const Tensor& delta_bias, const Tensor& last, Tensor& state, Tensor& y,
+                          Tensor& checkpoints) override {
+    cuda::mamba_scan_forward(u, delta, A_log, B, C, D, z, delta_bias, last, state, y,
+                             checkpoints);
+  }
+  void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
+                           const Tensor& A_log, const Tensor& B, const Tensor& C, const Tensor& D,
+                           const Tensor& z, const Tensor& delta_bias, const Tensor& checkpoints,
+                           Tensor& du, Tensor& ddelta, Tensor& dA_log, Tensor& dB, Tensor& dC,
+                           Tensor& dD, Tensor& dz, Tensor& ddelta_bias) override {
+    cuda::mamba_scan_backward(dy, u, delta, A_log, B, C, D, z, delta_bias, checkpoints, du,
+                              ddelta, dA_log, dB, dC, dD, dz, ddelta_bias);
+  }
+  void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                    int64_t cols) override {
+    cuda::copy_columns(src, src_col, dst, dst_col, cols);
+  }
+
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     cuda::swiglu_forward(gate, up, out);
   }
@@ -231,6 +316,39 @@ class CudaBackend final : public Backend {
     cuda::swiglu_packed_backward(dout, gate_up, dgate_up);
   }
   void gelu_forward(const Tensor& x, Tensor& out) override { cuda::gelu_forward(x, out); }
+  void rwkv_time_mix_forward(const Tensor& x, const Tensor& prev, const std::vector<Tensor>& mix,
+                             std::vector<Tensor>& outs) override {
+    cuda::rwkv_time_mix_forward(x, prev, mix, outs);
+  }
+  void rwkv_time_mix_backward(const std::vector<Tensor>& douts, const Tensor& x,
+                              const Tensor& prev, const std::vector<Tensor>& mix, Tensor& dx,
+                              std::vector<Tensor>& dmix) override {
+    cuda::rwkv_time_mix_backward(douts, x, prev, mix, dx, dmix);
+  }
+  void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                        const Tensor& v, const Tensor& last, Tensor& state, Tensor& y) override {
+    cuda::rwkv_wkv_forward(time_decay, time_first, k, v, last, state, y);
+  }
+  void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                         const Tensor& v, const Tensor& y, const Tensor& dy, const Tensor& state0,
+                         Tensor& dtime_decay, Tensor& dtime_first, Tensor& dk,
+                         Tensor& dv) override {
+    cuda::rwkv_wkv_backward(time_decay, time_first, k, v, y, dy, state0, dtime_decay,
+                            dtime_first, dk, dv);
+  }
+  void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out) override {
+    cuda::sigmoid_mul_forward(r, y, out);
+  }
+  void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, Tensor& dr,
+                            Tensor& dy) override {
+    cuda::sigmoid_mul_backward(dout, r, y, dr, dy);
+  }
+  void relu_square_forward(const Tensor& x, Tensor& out) override {
+    cuda::relu_square_forward(x, out);
+  }
+  void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
+    cuda::relu_square_backward(dout, x, dx);
+  }
   void gelu_exact_forward(const Tensor& x, Tensor& out) override {
     cuda::gelu_exact_forward(x, out);
   }
@@ -564,6 +682,9 @@ std::string device_error_message(const DeviceErrorRecord& rec) {
           "cuda kv_cache_write: batch row {} writes cache position {}, outside [0, {}) (positions "
           "+ T must not exceed the cache length)",
           rec.a, rec.b, rec.c);
+    case kErrMoeExpertId:
+      return fmt::format("cuda moe_group: token {} is routed to expert {}, outside [0, {})",
+                         rec.a, rec.b, rec.c);
     default:
       return fmt::format("cuda: device error code {} ({}, {}, {})", rec.code, rec.a, rec.b, rec.c);
   }

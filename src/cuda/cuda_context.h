@@ -34,6 +34,7 @@ enum DeviceErrorCode : int {
   kErrCrossEntropyTarget = 3,   // a = row, b = target, c = vocab
   kErrCrossEntropyFusedTarget = 4,
   kErrKvCachePosition = 5,      // a = batch row, b = cache position written, c = cache rows
+  kErrMoeExpertId = 6,          // a = token, b = expert id, c = experts (moe_group)
 };
 
 struct DeviceErrorRecord {

@@ -179,6 +179,29 @@ struct GeluExactBwdOp {  // in: dout, x
   }
 };
 
+// RWKV's receptance gate and channel-mix activation (ops/backend.h "RWKV-4").
+struct SigmoidMulFwdOp {  // in: r, y
+  __device__ void operator()(const float* x, float* y) const { y[0] = sigmoid(x[0]) * x[1]; }
+};
+struct SigmoidMulBwdOp {  // in: dout, r, y; out: dr, dy
+  __device__ void operator()(const float* x, float* y) const {
+    const float s = sigmoid(x[1]);
+    y[0] = x[0] * x[2] * s * (1.f - s);
+    y[1] = x[0] * s;
+  }
+};
+struct ReluSquareFwdOp {
+  __device__ void operator()(const float* x, float* y) const {
+    const float p = fmaxf(x[0], 0.f);
+    y[0] = p * p;
+  }
+};
+struct ReluSquareBwdOp {  // in: dout, x
+  __device__ void operator()(const float* x, float* y) const {
+    y[0] = 2.f * fmaxf(x[1], 0.f) * x[0];
+  }
+};
+
 // ---- reductions ----------------------------------------------------------------
 constexpr int kReduceThreads = 256;
 
@@ -488,6 +511,23 @@ void gelu_exact_forward(const Tensor& x, Tensor& out) {
 
 void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
   launch_ew<2, 1>("gelu_exact_backward", {&dout, &x}, {&dx}, GeluExactBwdOp{});
+}
+
+void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out) {
+  launch_ew<2, 1>("sigmoid_mul_forward", {&r, &y}, {&out}, SigmoidMulFwdOp{});
+}
+
+void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, Tensor& dr,
+                          Tensor& dy) {
+  launch_ew<3, 2>("sigmoid_mul_backward", {&dout, &r, &y}, {&dr, &dy}, SigmoidMulBwdOp{});
+}
+
+void relu_square_forward(const Tensor& x, Tensor& out) {
+  launch_ew<1, 1>("relu_square_forward", {&x}, {&out}, ReluSquareFwdOp{});
+}
+
+void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+  launch_ew<2, 1>("relu_square_backward", {&dout, &x}, {&dx}, ReluSquareBwdOp{});
 }
 
 double sum_squares(const Tensor& x) {

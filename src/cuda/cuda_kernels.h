@@ -42,6 +42,12 @@ void gelu_forward(const Tensor& x, Tensor& out);
 void gelu_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 void gelu_exact_forward(const Tensor& x, Tensor& out);
 void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
+// RWKV-4's sigmoid(r) * y and max(x, 0)^2 (ops/backend.h "RWKV-4").
+void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out);
+void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, Tensor& dr,
+                          Tensor& dy);
+void relu_square_forward(const Tensor& x, Tensor& out);
+void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 // Sum of squares over several tensors with one wait (global gradient norm).
 double sum_squares_many(const std::vector<Tensor>& xs);
 
@@ -97,6 +103,52 @@ QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w);
 void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y,
                        QuantPath path);
 
+// ---- cuda_moe.cu (router, grouping, gather, combine, router losses; E <= 256) and
+// cuda_moe_gemm.cu (the grouped GEMMs: one launch per projection, tensor cores for
+// bf16/f16 with dims that are multiples of 8, SIMT otherwise): the Backend
+// "mixture of experts" virtuals
+void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
+                        Tensor& weights);
+void moe_router_backward(const Tensor& dweights, const Tensor& logits, const Tensor& ids,
+                         const Tensor& weights, MoeScore score, bool normalize, Tensor& dlogits);
+void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot, Tensor& slot_row,
+               Tensor& offsets);
+void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k, Tensor& out);
+void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx);
+void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
+                  Tensor& y);
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
+                         const Tensor& shared, const Tensor& shared_gate, Tensor& out);
+void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
+                          const Tensor& sorted_slot, const Tensor& slot_row, const Tensor& shared,
+                          const Tensor& shared_gate, Tensor& dys, Tensor& dweights,
+                          Tensor& dshared, Tensor& dgate);
+void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
+                              Tensor& loss);
+void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const Tensor& ids,
+                               MoeScore score, Tensor& dlogits);
+void moe_z_loss_forward(const Tensor& logits, Tensor& loss);
+void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits);
+
+// ---- cuda_mamba.cu: Mamba-1 (Backend "Mamba-1" virtuals): the fused selective
+// scan (states in registers; checkpoints every mamba_scan_chunk() steps for the
+// backward), the conv with SiLU, the conv state update, the column copy
+int64_t mamba_scan_chunk();
+void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& last,
+                          Tensor& state, Tensor& out);
+void mamba_conv1d_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                           const Tensor& bias, Tensor& dx, Tensor& dw, Tensor& dbias);
+void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
+                        const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                        const Tensor& last, Tensor& state, Tensor& y, Tensor& checkpoints);
+void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
+                         const Tensor& A_log, const Tensor& B, const Tensor& C, const Tensor& D,
+                         const Tensor& z, const Tensor& delta_bias, const Tensor& checkpoints,
+                         Tensor& du, Tensor& ddelta, Tensor& dA_log, Tensor& dB, Tensor& dC,
+                         Tensor& dD, Tensor& dz, Tensor& ddelta_bias);
+void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t cols);
+
 // ---- cuda_nsa.cu + cuda_nsa_tc.cu: NSA branches (Backend "NSA" virtuals; tensor cores for
 // bf16/f16 at D 64 / 128, SIMT otherwise)
 void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
@@ -122,6 +174,18 @@ void nsa_gate_combine_forward(const Tensor& gates, const Tensor& o_cmp, const Te
 void nsa_gate_combine_backward(const Tensor& dout, const Tensor& gates, const Tensor& o_cmp,
                                const Tensor& o_slc, const Tensor& o_win, Tensor& dgates,
                                Tensor& do_cmp, Tensor& do_slc, Tensor& do_win);
+
+// ---- cuda_rwkv.cu: RWKV-4 token shift + time mix and the WKV recurrence
+// (Backend "RWKV-4" virtuals; one thread per (batch row, channel) sweeping T)
+void rwkv_time_mix_forward(const Tensor& x, const Tensor& prev, const std::vector<Tensor>& mix,
+                           std::vector<Tensor>& outs);
+void rwkv_time_mix_backward(const std::vector<Tensor>& douts, const Tensor& x, const Tensor& prev,
+                            const std::vector<Tensor>& mix, Tensor& dx, std::vector<Tensor>& dmix);
+void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                      const Tensor& v, const Tensor& last, Tensor& state, Tensor& y);
+void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                       const Tensor& v, const Tensor& y, const Tensor& dy, const Tensor& state0,
+                       Tensor& dtime_decay, Tensor& dtime_first, Tensor& dk, Tensor& dv);
 
 // ---- cuda_norm.cu, shared: out[j] = sum over b < g of partial[b * c + j]
 // (f32 partials, fixed order), rounded into out's dtype.

@@ -90,8 +90,11 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
       r.decode_tokens_per_second = static_cast<double>(B) / steps.mean;
       // Mean context over the decode steps: prompt + (gen_len) / 2 cached per row.
       const double mean_ctx = static_cast<double>(config.prompt_len) + static_cast<double>(config.gen_len) / 2.0;
+      // block: mamba keeps a fixed-size state per row (kv_per_token is the
+      // whole state): read and written once per step whatever the context.
+      const double cached = model.card().block == ModelCard::Block::mamba ? 2.0 : mean_ctx + 1.0;
       r.decode_bytes_per_step = static_cast<double>(report.weight_bytes) +
-                                static_cast<double>(B) * (mean_ctx + 1.0) * static_cast<double>(kv_per_token);
+                                static_cast<double>(B) * cached * static_cast<double>(kv_per_token);
       r.decode_gbps = r.decode_bytes_per_step / steps.median / 1e9;
       if (report.datasheet_memory_gbps) r.hbm_fraction = r.decode_gbps / *report.datasheet_memory_gbps;
     }

@@ -19,7 +19,9 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 const std::vector<std::string> kModelTypes = {"llama",    "mistral",     "qwen2",
-                                               "gpt_neox", "deepseek_v3", "deepseek_v2"};
+                                               "gpt_neox", "deepseek_v3", "deepseek_v2",
+                                               "rwkv",     "mamba",       "mixtral",
+                                               "qwen2_moe"};
 // GPT-NeoX's hidden_act values: the erf GELU, and the tanh approximation
 // under its three transformers names.
 const std::vector<std::string> kNeoxActs = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"};
@@ -135,9 +137,10 @@ class Reader {
 
 // RoPE base and scaling: v5's "rope_parameters", else v4's "rope_scaling"
 // with a top-level "rope_theta".
-Status read_rope(const Reader& top, ModelCard& c) {
+// default_theta: the config class's (MixtralConfig: 1e6).
+Status read_rope(const Reader& top, ModelCard& c, double default_theta = 10000.0) {
   const std::string key = top.given("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  double theta = 10000.0;  // transformers' default for these families
+  double theta = default_theta;  // transformers' default for these families
   EL_TRY_ASSIGN(theta, top.number_or("rope_theta", theta));
   std::string theta_key = "rope_theta";
   c.rope_scaling = ModelCard::RopeScaling::none;
@@ -202,6 +205,10 @@ Status read_sliding_window(const Reader& r, const std::string& model_type, int n
   if (model_type == "llama") return Status::Ok();
   const bool null_window = r.present("sliding_window") && !r.given("sliding_window");
   if (null_window) return Status::Ok();
+  if (model_type == "mixtral") {  // MixtralConfig: sliding_window defaults to None
+    EL_TRY_ASSIGN(c.sliding_window, r.size_or("sliding_window", 0));
+    return Status::Ok();
+  }
   if (model_type == "mistral") {
     EL_TRY_ASSIGN(c.sliding_window, r.size_or("sliding_window", 4096));
     return Status::Ok();
@@ -338,6 +345,102 @@ Status read_gpt_neox(const Reader& r, ModelCard& c) {
   return Status::Ok();
 }
 
+// model_type rwkv (RwkvConfig, RWKV-4): block: rwkv with LayerNorms, no
+// positional encoding. attention_hidden_size and intermediate_size default
+// (absent or null) to hidden_size and 4 hidden_size, as the config does;
+// rescale_every (default 6) maps to rwkv_rescale_every (<= 0: none), which
+// the engine runs exactly (nn/rwkv.h). RwkvConfig has no other key that
+// changes the computation.
+Status read_rwkv(const Reader& r, ModelCard& c) {
+  c.block = ModelCard::Block::rwkv;
+  c.norm = ModelCard::Norm::layernorm;
+  c.pos_encoding = ModelCard::PosEncoding::none;
+  c.n_head = c.n_kv_head = c.head_dim = 0;
+  EL_TRY_ASSIGN(c.d_model, r.size("hidden_size"));
+  EL_TRY_ASSIGN(c.n_layer, r.size("num_hidden_layers"));
+  EL_TRY_ASSIGN(c.vocab_size, r.size("vocab_size"));
+  EL_TRY_ASSIGN(c.max_seq_len, r.size_or("context_length", 1024));
+  EL_TRY_ASSIGN(const int attention, r.size_or("attention_hidden_size", c.d_model));
+  c.rwkv_attention_hidden_size = attention == c.d_model ? 0 : attention;  // 0: d_model
+  EL_TRY_ASSIGN(c.d_ff, r.size_or("intermediate_size", 4 * c.d_model));
+  EL_TRY_ASSIGN(double eps, r.number_or("layer_norm_epsilon", 1e-5));
+  EL_TRY_ASSIGN(c.norm_eps, r.positive_float("layer_norm_epsilon", eps));
+  EL_TRY_ASSIGN(c.tied_embeddings, r.boolean_or("tie_word_embeddings", false));
+  EL_TRY_ASSIGN(std::optional<int64_t> rescale, r.opt_int("rescale_every"));
+  const int64_t every = rescale.value_or(6);
+  if (every > std::numeric_limits<int>::max()) {
+    return r.error("rescale_every", fmt::format("rescale_every {} is out of range", every));
+  }
+  c.rwkv_rescale_every = every > 0 ? static_cast<int>(every) : 0;
+  return Status::Ok();
+}
+
+// model_type mamba (MambaConfig, Mamba-1): block: mamba (nn/mamba.h), the
+// mapping in hf_config.h. intermediate_size is derived by transformers
+// (expand * hidden_size) and must agree when written; time_step_rank "auto"
+// or equal to ceil(hidden_size / 16) maps to mamba_dt_rank 0.
+Status read_mamba(const Reader& r, ModelCard& c) {
+  c.block = ModelCard::Block::mamba;
+  c.norm = ModelCard::Norm::rmsnorm;
+  c.pos_encoding = ModelCard::PosEncoding::none;
+  c.n_head = c.n_kv_head = c.head_dim = c.d_ff = 0;
+  EL_TRY_ASSIGN(std::string act, r.string_or("hidden_act", "silu"));
+  if (act != "silu") {
+    return r.error("hidden_act", fmt::format("hidden_act '{}' is not supported for mamba", act),
+                   "only 'silu' (the conv's and the gate's activation)");
+  }
+  EL_TRY_ASSIGN(c.d_model, r.size("hidden_size"));
+  EL_TRY_ASSIGN(c.n_layer, r.size("num_hidden_layers"));
+  EL_TRY_ASSIGN(c.vocab_size, r.size("vocab_size"));
+  EL_TRY_ASSIGN(c.max_seq_len, r.size_or("max_position_embeddings", 1 << 20));
+  EL_TRY_ASSIGN(c.mamba_d_state, r.size_or("state_size", 16));
+  EL_TRY_ASSIGN(c.mamba_d_conv, r.size_or("conv_kernel", 4));
+  EL_TRY_ASSIGN(c.mamba_expand, r.size_or("expand", 2));
+  const struct {
+    const char* key;
+    int value, max;
+  } limits[] = {{"state_size", c.mamba_d_state, kMambaMaxDState},
+                {"conv_kernel", c.mamba_d_conv, kMambaMaxDConv},
+                {"expand", c.mamba_expand, kMambaMaxExpand}};
+  for (const auto& l : limits) {
+    if (l.value > l.max) {
+      return r.error(l.key, fmt::format("{} {} is above the engine's limit {}", l.key, l.value,
+                                        l.max));
+    }
+  }
+  EL_TRY_ASSIGN(std::optional<int> inner, r.opt_size("intermediate_size"));
+  if (inner && *inner != c.mamba_d_inner()) {
+    return r.error("intermediate_size",
+                   fmt::format("intermediate_size {} differs from expand ({}) x hidden_size ({}) "
+                               "= {}, which transformers uses",
+                               *inner, c.mamba_expand, c.d_model, c.mamba_d_inner()));
+  }
+  const int auto_rank = (c.d_model + 15) / 16;
+  c.mamba_dt_rank = 0;
+  if (r.given("time_step_rank") && !r.at("time_step_rank").is_string()) {
+    EL_TRY_ASSIGN(const int rank, r.size("time_step_rank"));
+    if (rank > c.mamba_d_inner()) {
+      return r.error("time_step_rank", fmt::format("time_step_rank {} exceeds the inner width {}",
+                                                   rank, c.mamba_d_inner()));
+    }
+    c.mamba_dt_rank = rank == auto_rank ? 0 : rank;
+  } else {
+    EL_TRY_ASSIGN(std::string rank, r.string_or("time_step_rank", "auto"));
+    if (rank != "auto") {
+      return r.error("time_step_rank",
+                     fmt::format("time_step_rank '{}' is neither \"auto\" nor an integer", rank));
+    }
+  }
+  EL_TRY_ASSIGN(c.mamba_proj_bias, r.boolean_or("use_bias", false));
+  EL_TRY_ASSIGN(c.mamba_conv_bias, r.boolean_or("use_conv_bias", true));
+  EL_TRY_ASSIGN(double eps, r.number_or("layer_norm_epsilon", 1e-5));
+  EL_TRY_ASSIGN(c.norm_eps, r.positive_float("layer_norm_epsilon", eps));
+  EL_TRY_ASSIGN(double init_std, r.number_or("initializer_range", 0.1));
+  EL_TRY_ASSIGN(c.init_std, r.positive_float("initializer_range", init_std));
+  EL_TRY_ASSIGN(c.tied_embeddings, r.boolean_or("tie_word_embeddings", true));
+  return Status::Ok();
+}
+
 // model_type deepseek_v3 / deepseek_v2 (DeepseekV3Config / DeepseekV2Config):
 // multi-head latent attention (attention: mla, nn/mla.h) with dense SwiGLU
 // MLPs only. Both families run layer i's MLP as an MoE when i >=
@@ -404,6 +507,73 @@ Status read_deepseek(const Reader& r, const std::string& mt, ModelCard& c) {
   return read_rope(r, c);
 }
 
+// model_type mixtral / qwen2_moe: the sparse MoE MLP of every layer
+// (nn/moe.h; the mapping in hf_config.h). Both routers are softmax top-k.
+Status read_moe(const Reader& r, const std::string& mt, ModelCard& c) {
+  const bool mixtral = mt == "mixtral";
+  const std::string experts_key = mixtral ? "num_local_experts" : "num_experts";
+  EL_TRY_ASSIGN(c.moe_experts, r.size_or(experts_key, mixtral ? 8 : 60));
+  EL_TRY_ASSIGN(c.moe_top_k, r.size_or("num_experts_per_tok", mixtral ? 2 : 4));
+  if (c.moe_top_k > c.moe_experts) {
+    return r.error("num_experts_per_tok",
+                   fmt::format("num_experts_per_tok ({}) exceeds {} ({})", c.moe_top_k,
+                               experts_key, c.moe_experts),
+                   "a token cannot choose more experts than there are");
+  }
+  c.moe_router = ModelCard::MoeRouter::softmax;
+  // transformers adds the load-balancing loss only with output_router_logits;
+  // it has no z-loss and never drops tokens.
+  EL_TRY_ASSIGN(bool router_logits, r.boolean_or("output_router_logits", false));
+  EL_TRY_ASSIGN(double coef, r.number_or("router_aux_loss_coef", 0.001));
+  if (!(coef >= 0.0) || !std::isfinite(coef)) {
+    return r.error("router_aux_loss_coef", fmt::format("must be a number >= 0, got {}", coef));
+  }
+  c.moe_aux_loss_coef = router_logits ? static_cast<float>(coef) : 0.0f;
+  c.moe_z_loss_coef = 0.0f;
+  c.moe_capacity_factor = 0.0f;
+  if (mixtral) {
+    c.moe_norm_topk_prob = true;  // MixtralTopKRouter always renormalises
+    c.moe_d_ff = 0;               // the experts' width is intermediate_size (d_ff)
+    EL_TRY_ASSIGN(double jitter, r.number_or("router_jitter_noise", 0.0));
+    if (jitter != 0.0) {
+      return r.error("router_jitter_noise",
+                     fmt::format("router_jitter_noise {} is not supported (the engine's router "
+                                 "has no input noise)",
+                                 jitter),
+                     "set it to 0.0");
+    }
+    return Status::Ok();
+  }
+  // qwen2_moe: every layer sparse, experts of moe_intermediate_size, one
+  // shared expert of shared_expert_intermediate_size with its sigmoid gate.
+  EL_TRY_ASSIGN(std::optional<int64_t> step, r.opt_int("decoder_sparse_step"));
+  if (step.value_or(1) != 1) {
+    return r.error("decoder_sparse_step",
+                   fmt::format("decoder_sparse_step {} is not supported: only every layer sparse "
+                               "(1); layers with a dense MLP between MoE layers are not "
+                               "implemented",
+                               *step));
+  }
+  if (r.given("mlp_only_layers")) {
+    const json& dense = r.at("mlp_only_layers");
+    if (!dense.is_array()) return r.error("mlp_only_layers", "expected a list, got " + shown(dense));
+    if (!dense.empty()) {
+      return r.error("mlp_only_layers",
+                     fmt::format("mlp_only_layers {} is not supported: every layer must be a "
+                                 "mixture of experts",
+                                 dense.dump()),
+                     "only configs with mlp_only_layers [] load");
+    }
+  }
+  EL_TRY_ASSIGN(c.moe_norm_topk_prob, r.boolean_or("norm_topk_prob", false));
+  EL_TRY_ASSIGN(const int width, r.size_or("moe_intermediate_size", 1408));
+  c.moe_d_ff = width == c.d_ff ? 0 : width;
+  EL_TRY_ASSIGN(const int shared, r.size_or("shared_expert_intermediate_size", 5632));
+  c.moe_shared_experts = 1;
+  c.moe_shared_d_ff = shared == width ? 0 : shared;
+  return Status::Ok();
+}
+
 // "1e-06" rather than 9.999999974752427e-07 for a card's f32 1e-6f: the
 // shortest decimal that reads back as the same f32, as a JSON double.
 double json_float(float f) { return std::stod(fmt::format("{}", f)); }
@@ -468,6 +638,18 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
     EL_TRY(read_gpt_neox(r, out.card));
     return out;
   }
+  if (mt == "rwkv") {
+    out.card.source_path = source_name;
+    out.card.name = card_name.empty() ? mt : card_name;
+    EL_TRY(read_rwkv(r, out.card));
+    return out;
+  }
+  if (mt == "mamba") {
+    out.card.source_path = source_name;
+    out.card.name = card_name.empty() ? mt : card_name;
+    EL_TRY(read_mamba(r, out.card));
+    return out;
+  }
   EL_TRY_ASSIGN(std::string act, r.string_or("hidden_act", "silu"));
   if (act != "silu") {
     return r.error("hidden_act",
@@ -512,9 +694,10 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
   EL_TRY_ASSIGN(c.d_ff, r.size("intermediate_size"));
   EL_TRY_ASSIGN(c.vocab_size, r.size("vocab_size"));
   // transformers' per-family defaults when the key is absent.
-  const int default_positions = mt == "llama" ? 2048 : mt == "mistral" ? 131072 : 32768;
+  const int default_positions =
+      mt == "llama" ? 2048 : mt == "mistral" || mt == "mixtral" ? 131072 : 32768;
   EL_TRY_ASSIGN(c.max_seq_len, r.size_or("max_position_embeddings", default_positions));
-  EL_TRY_ASSIGN(double eps, r.number_or("rms_norm_eps", 1e-6));
+  EL_TRY_ASSIGN(double eps, r.number_or("rms_norm_eps", mt == "mixtral" ? 1e-5 : 1e-6));
   EL_TRY_ASSIGN(c.norm_eps, r.positive_float("rms_norm_eps", eps));
   EL_TRY_ASSIGN(double init_std, r.number_or("initializer_range", 0.02));
   EL_TRY_ASSIGN(c.init_std, r.positive_float("initializer_range", init_std));
@@ -526,9 +709,13 @@ Result<HfConfig> parse_hf_config(const std::string& json_text, const std::string
     c.qkv_bias = mt == "qwen2";  // Qwen2Attention: q/k/v biases, none on o
     c.o_bias = false;
   }
+  if (mt == "qwen2_moe") {  // v5 writes qkv_bias (default true); v4's attention always had them
+    EL_TRY_ASSIGN(c.qkv_bias, r.boolean_or("qkv_bias", true));
+  }
   EL_TRY(check_shapes(r, c, head_dim.has_value()));
-  EL_TRY(read_rope(r, c));
+  EL_TRY(read_rope(r, c, mt == "mixtral" ? 1e6 : 10000.0));
   EL_TRY(read_sliding_window(r, mt, c.n_layer, c));
+  if (mt == "mixtral" || mt == "qwen2_moe") EL_TRY(read_moe(r, mt, c));
   return out;
 }
 
@@ -547,6 +734,9 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
     return make_error(std::move(what), fmt::format("{}: key '{}'", owner, key),
                       "Hugging Face llama/qwen2/mistral checkpoints cannot express it");
   };
+  if (card.block == ModelCard::Block::rwkv)
+    return card_error("block", "block rwkv cannot be exported (no RwkvConfig writer)");
+  if (card.block == ModelCard::Block::mamba) return mamba_config_json(card, opt);
   if (card.norm != ModelCard::Norm::rmsnorm)
     return card_error("norm", "norm layernorm cannot be exported (rmsnorm only)");
   if (card.mlp != ModelCard::Mlp::swiglu) {
@@ -570,6 +760,11 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
   }
   if (card.o_bias && !card.qkv_bias)
     return card_error("o_bias", "o_bias without qkv_bias matches no supported family");
+  if (card.moe_experts > 0) {
+    return card_error("moe_experts",
+                      "a mixture-of-experts card cannot be exported (mixtral and qwen2_moe "
+                      "configs are read, not written)");
+  }
   if (card.attention != ModelCard::Attention::standard)
     return card_error("attention",
                       fmt::format("attention {} cannot be exported (deepseek_v3 configs are "

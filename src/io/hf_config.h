@@ -50,6 +50,38 @@
 // tie_word_embeddings (false). Only the default rope type; attention_dropout
 // and hidden_dropout must be 0. It is not written (hf_config_json).
 //
+// rwkv (RwkvConfig, RWKV-4) maps to block: rwkv (nn/rwkv.h): hidden_size,
+// num_hidden_layers, vocab_size, context_length (1024) -> max_seq_len,
+// attention_hidden_size (null: hidden_size) -> rwkv_attention_hidden_size,
+// intermediate_size (null: 4 hidden_size) -> d_ff, layer_norm_epsilon
+// (1e-5) -> norm_eps, rescale_every (6; <= 0: none) -> rwkv_rescale_every,
+// tie_word_embeddings (false); norm layernorm, pos_encoding none. It is not
+// written (hf_config_json errors on block: rwkv).
+//
+// mamba (MambaConfig, Mamba-1) maps to block: mamba (nn/mamba.h), read and
+// written (mamba_config_json):
+//   hidden_size, num_hidden_layers, vocab_size      d_model, n_layer, vocab_size
+//   state_size (16)                                 mamba_d_state  (<= 256)
+//   conv_kernel (4)                                 mamba_d_conv   (<= 64)
+//   expand (2, an integer)                          mamba_expand   (<= 16)
+//   intermediate_size (derived)                     must equal expand x hidden_size
+//   time_step_rank ("auto" = ceil(hidden / 16))     mamba_dt_rank (0 = auto)
+//   use_bias (false), use_conv_bias (true)          mamba_proj_bias, mamba_conv_bias
+//   layer_norm_epsilon (1e-5)                       norm_eps (norm rmsnorm)
+//   initializer_range (0.1)                         init_std
+//   tie_word_embeddings (true)                      tied_embeddings
+//   max_position_embeddings (absent: 2^20)          max_seq_len (Mamba has no
+//                                                   length limit; cards need one)
+// hidden_act must be silu. Accepted and ignored, because they do not change
+// the function computed: use_mambapy / use_associative_scan (other
+// implementations of the same scan), rescale_prenorm_residual and
+// time_step_{min,max,floor,scale,init_scheme} (the random init only),
+// use_cache. residual_in_fp32 (default true) keeps transformers' residual
+// stream in f32 under a bf16 model; the engine keeps it in the activation
+// dtype, which is identical in f32 and differs by the stream's bf16
+// rounding in bf16 runs (a precision policy, train/precision.h). It is
+// written as true.
+//
 // deepseek_v3 / deepseek_v2 (DeepseekV3Config / DeepseekV2Config) map to
 // attention: mla (nn/mla.h): q_lora_rank (null: 0), kv_lora_rank,
 // qk_nope_head_dim, qk_rope_head_dim, v_head_dim, attention_bias -> qkv_bias
@@ -59,6 +91,26 @@
 // num_hidden_layers, else the error names it and the MoE keys; V3's
 // rope_interleave must be true (V2 always interleaves); rope types as above
 // (yarn is refused). They are not written (hf_config_json).
+//
+// mixtral (MixtralConfig) and qwen2_moe (Qwen2MoeConfig) read as mistral /
+// qwen2 for the attention (mixtral: rope_theta 1e6, rms_norm_eps 1e-5,
+// max_position_embeddings 131072, sliding_window default none; qwen2_moe:
+// qkv_bias (true), the qwen2 sliding-window keys) plus the mixture of
+// experts (moe_* card keys, nn/moe.h), softmax top-k routers:
+//   num_local_experts (8) / num_experts (60)   moe_experts
+//   num_experts_per_tok (2 / 4)                moe_top_k (<= experts, else an error naming it)
+//   mixtral: intermediate_size                 the experts' width (d_ff; moe_d_ff 0),
+//            always renormalised               moe_norm_topk_prob true
+//   qwen2_moe: moe_intermediate_size (1408)    moe_d_ff; intermediate_size -> d_ff (unused)
+//              norm_topk_prob (false)          moe_norm_topk_prob
+//              shared_expert_intermediate_size (5632)  moe_shared_experts 1, moe_shared_d_ff
+//   output_router_logits (false) and router_aux_loss_coef (0.001)
+//                                              moe_aux_loss_coef = the coefficient when
+//                                              output_router_logits, else 0 (transformers adds
+//                                              the loss only then); moe_z_loss_coef 0
+// Errors naming the key: router_jitter_noise != 0 (mixtral), decoder_sparse_step
+// != 1 or a non-empty mlp_only_layers (qwen2_moe: dense layers between the
+// MoE ones). They are not written (hf_config_json: an error naming moe_experts).
 //
 // Only the ModelCard struct is used here (no el_engine code), so the io layer
 // stays below the model layer; DecoderLM::create validates the card again.
@@ -75,7 +127,8 @@
 
 namespace el::io {
 
-// "llama", "mistral", "qwen2", "gpt_neox".
+// "llama", "mistral", "qwen2", "gpt_neox", "deepseek_v3", "deepseek_v2", "rwkv", "mamba",
+// "mixtral", "qwen2_moe".
 const std::vector<std::string>& hf_supported_model_types();
 
 struct HfConfig {
@@ -112,5 +165,8 @@ struct HfConfigExport {
 // swiglu, pos_encoding none, o_bias without qkv_bias, biases with a sliding
 // window, ...
 Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& options = {});
+// MambaConfig JSON for a block: mamba card (hf_config_mamba.cpp); called by
+// hf_config_json. options.model_type must be empty or "mamba".
+Result<std::string> mamba_config_json(const ModelCard& card, const HfConfigExport& options = {});
 
 }  // namespace el::io

@@ -2,9 +2,11 @@
 
 #include <cmath>
 
+#include "autograd/tape.h"
 #include "nn/mla.h"
 #include "nn/nsa.h"
 #include "nn/pos_encoding.h"
+#include "nn/rwkv.h"
 #include "nn/rope_scaling.h"
 #include "ops/ops.h"
 
@@ -38,9 +40,13 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
                                            sinusoidal_amplitude(card.init_std));
   }
   for (int i = 0; i < card.n_layer; ++i) {
-    m->layers_.push_back(std::make_unique<DecoderBlock>(card, device, param_dtype));
+    m->layers_.push_back(std::make_unique<DecoderBlock>(card, device, param_dtype, i));
   }
-  m->norm_ = std::make_unique<Norm>(C, card.norm, card.norm_eps, device, param_dtype);
+  // block: rwkv: ln_out has transformers' fixed eps, times the rescale factor (nn/rwkv.h).
+  const float final_eps = card.block == ModelCard::Block::rwkv
+                              ? kRwkvFinalNormEps * rwkv_final_eps_scale(card)
+                              : card.norm_eps;
+  m->norm_ = std::make_unique<Norm>(C, card.norm, final_eps, device, param_dtype);
   if (!card.tied_embeddings) m->lm_head_ = std::make_unique<Linear>(C, V, false, device, param_dtype);
   // (MLA keeps its own tables over qk_rope_head_dim dims: nn/mla.h)
   if (card.pos_encoding == ModelCard::PosEncoding::rope &&
@@ -60,9 +66,13 @@ Result<std::unique_ptr<DecoderLM>> DecoderLM::create(const ModelCard& card, Devi
   for (auto& p : m->params_) {
     const std::string& n = p.name;
     const bool is_bias = n.size() > 5 && n.compare(n.size() - 5, 5, ".bias") == 0;
-    if (is_bias || n.find("norm") != std::string::npos) continue;
-    const bool residual = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
+    if (is_bias || n.find("norm") != std::string::npos || rwkv_keeps_init(n)) continue;
+    const bool residual = n.find("o_proj") != std::string::npos ||
+                          n.find("down_proj") != std::string::npos || rwkv_residual_projection(n);
     init_normal(p.tensor, rng, residual ? residual_std : card.init_std);
+  }
+  for (auto& layer : m->layers_) {  // block: mamba: A_log, D, dt and conv as Mamba does (nn/mamba.h)
+    if (layer->mixer) layer->mixer->init_weights(rng, card.init_std, card.n_layer);
   }
   return m;
 }
@@ -88,7 +98,9 @@ void DecoderLM::for_each_linear(const LinearVisitor& visit) {
   if (lm_head_) visit("lm_head", lm_head_);
 }
 
-Tensor DecoderLM::forward(const Tensor& ids) const {
+Tensor DecoderLM::forward(const Tensor& ids) const { return forward_logits(ids, nullptr); }
+
+Tensor DecoderLM::forward_logits(const Tensor& ids, AuxLosses* aux) const {
   EL_ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "DecoderLM::forward wants i32 ids [B, T], got {} {}",
             dtype_name(ids.dtype()), shape_str(ids.shape()));
   EL_ENSURE(ids.dim(1) <= card_.max_seq_len, "sequence length {} exceeds the card's max_seq_len {}",
@@ -97,6 +109,7 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
             "sequence length {} exceeds the card's sliding_window {} (no windowed attention)",
             ids.dim(1), card_.sliding_window);
   Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C], the residual stream
+  if (!layers_.empty() && layers_.front()->pre_ln) x = layers_.front()->pre_ln->forward(x);  // rwkv
   if (embed_positions_.defined()) {  // sinusoidal / learned: positions 0..T-1 of every row
     const std::vector<int32_t> start(static_cast<size_t>(ids.dim(0)), 0);
     x = add_position_embedding(x, embed_positions_, position_ids(start, ids.dim(1), device_));
@@ -108,7 +121,7 @@ Tensor DecoderLM::forward(const Tensor& ids) const {
     Tensor normed = layers_.front()->input_layernorm.forward(x);
     for (size_t i = 0; i < layers_.size(); ++i) {
       const Norm& next = i + 1 < layers_.size() ? layers_[i + 1]->input_layernorm : *norm_;
-      ops::ResidualNorm out = layers_[i]->forward(x, normed, next, rope_inv_freq_);
+      ops::ResidualNorm out = layers_[i]->forward(x, normed, next, rope_inv_freq_, aux);
       x = out.sum;
       normed = out.normed;
     }
@@ -144,6 +157,7 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
               T, p, cache.max_len);
   }
   Tensor x = ops::embedding(ids, embed_tokens_);  // [B, T, C]
+  if (!layers_.empty() && layers_.front()->pre_ln) x = layers_.front()->pre_ln->forward(x);  // rwkv
   if (embed_positions_.defined()) {
     // Row b's tokens sit at cache positions positions[b] + t. A decode step
     // (T = 1) reads them from the device tensor itself, so a captured step
@@ -157,6 +171,11 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
     const Tensor pos_ids = T == 1 ? cache.positions.view({B, 1})
                                   : position_ids(cache.host_positions, T, ids.device());
     x = add_position_embedding(x, embed_positions_, pos_ids);
+  }
+  // block: mamba: the recurrent states stop at each row's last real token.
+  Tensor state_last;
+  if (card_.block != ModelCard::Block::transformer && !last_index.empty()) {
+    state_last = Tensor::from_ints(last_index, {B}).to(ids.device());
   }
   Tensor normed;
   if (T == 1 && !cache.empty() && decode_layers_fused(x, cache)) {
@@ -173,8 +192,8 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
     normed = layers_.front()->input_layernorm.forward(x);
     for (size_t i = 0; i < layers_.size(); ++i) {
       const Norm& next = i + 1 < layers_.size() ? layers_[i + 1]->input_layernorm : *norm_;
-      ops::ResidualNorm out =
-          layers_[i]->forward_cached(x, normed, next, rope_inv_freq_, cache, static_cast<int64_t>(i));
+      ops::ResidualNorm out = layers_[i]->forward_cached(x, normed, next, rope_inv_freq_, cache,
+                                                         static_cast<int64_t>(i), state_last);
       x = out.sum;
       normed = out.normed;
     }
@@ -194,11 +213,15 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
   return lm_head_ ? lm_head_->forward(normed) : ops::linear(normed, embed_tokens_);
 }
 
-Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets) const {
-  Tensor logits = forward(ids);
+Tensor DecoderLM::loss(const Tensor& ids, const Tensor& targets, AuxLosses* aux_out) const {
+  // The router losses are collected only while gradients are recorded.
+  AuxLosses aux;
+  Tensor logits = forward_logits(ids, grad_enabled() ? &aux : nullptr);
   const int64_t n = ids.numel();
-  return ops::cross_entropy(ops::reshape(logits, {n, card_.vocab_size}),
-                            targets.view({n}));
+  Tensor total = ops::cross_entropy(ops::reshape(logits, {n, card_.vocab_size}), targets.view({n}));
+  for (const AuxLoss& a : aux) total = ops::add_scaled(total, a.value, a.weight);
+  if (aux_out) *aux_out = std::move(aux);
+  return total;
 }
 
 int64_t DecoderLM::num_parameters() const {
@@ -239,6 +262,25 @@ static MlaShape mla_shape(const ModelCard& c) {
 }
 
 ParameterCounts count_parameters(const ModelCard& c) {
+  if (c.block == ModelCard::Block::rwkv) {  // nn/rwkv.h: embeddings, pre_ln, L layers, ln_out
+    ParameterCounts p;
+    const int64_t C = c.d_model, A = rwkv_attention_size(c), F = c.d_ff;
+    p.embedding = int64_t{c.vocab_size} * C * (c.tied_embeddings ? 1 : 2);
+    const int64_t layer = 2 * 2 * C                      // ln1, ln2
+                          + 2 * A + 3 * C + 4 * A * C    // time mix
+                          + 2 * C + 2 * F * C + C * C;   // channel mix
+    p.total = p.embedding + 2 * C + c.n_layer * layer + 2 * C;
+    p.active = p.total;
+    return p;
+  }
+  if (c.block == ModelCard::Block::mamba) {  // nn/mamba.h: embeddings, L Mamba layers, norm_f
+    ParameterCounts p;
+    p.embedding = int64_t{c.vocab_size} * c.d_model * (c.tied_embeddings ? 1 : 2);
+    const int64_t norm = c.norm == ModelCard::Norm::layernorm ? 2 * c.d_model : c.d_model;
+    p.total = p.embedding + c.n_layer * mamba_layer_parameters(c) + norm;
+    p.active = p.total;
+    return p;
+  }
   const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff;
   const int64_t D = static_cast<int64_t>(head_dim_of(c));
   const int64_t H = c.n_head, Hkv = c.n_kv_head;
@@ -254,22 +296,64 @@ ParameterCounts count_parameters(const ModelCard& c) {
   }
   int64_t mlp = C * F * (c.mlp == ModelCard::Mlp::swiglu ? 3 : 2);
   if (c.mlp_bias) mlp += F * (c.mlp == ModelCard::Mlp::swiglu ? 2 : 1) + C;
+  int64_t mlp_active = mlp;
+  if (c.moe_experts > 0) {  // nn/moe.h: router, E SwiGLU experts, the gated shared expert
+    const int64_t E = c.moe_experts, expert = 3 * C * c.moe_expert_d_ff();
+    const int64_t shared = c.moe_shared_experts > 0 ? 3 * C * c.moe_shared_width() + C : 0;
+    mlp = E * C + E * expert + shared;
+    mlp_active = E * C + c.moe_top_k * expert + shared;
+  }
   ParameterCounts p;
   p.embedding = V * C * (c.tied_embeddings ? 1 : 2);
   if (c.pos_encoding == ModelCard::PosEncoding::learned) p.embedding += int64_t{c.max_seq_len} * C;
   p.total = p.embedding + c.n_layer * (2 * norm + attn + mlp) + norm;
+  p.active = p.total - c.n_layer * (mlp - mlp_active);
   return p;
 }
 
 FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
   FlopsPerToken f;
+  if (card.block == ModelCard::Block::rwkv) {
+    // Projections (key/value/receptance/output, key/receptance/value) and
+    // the head; the sequence mixing (attention_forward) is the WKV
+    // recurrence, 6 multiply-adds per channel and token (its exps and the
+    // elementwise time mixes not counted, as norms are not), independent of T.
+    const double L = card.n_layer, C = card.d_model, A = rwkv_attention_size(card);
+    const double F = card.d_ff;
+    f.matmul_forward = L * 2.0 * (4.0 * A * C + 2.0 * F * C + C * C) + 2.0 * C * card.vocab_size;
+    f.matmul_forward_total = f.matmul_forward;
+    f.attention_forward = L * 2.0 * 6.0 * A;
+    f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total);  // no attention term
+    return f;
+  }
+  if (card.block == ModelCard::Block::mamba) {
+    // Projections as for a transformer; the sequence mixing (counted in
+    // attention_forward) is the conv (K multiply-adds per channel) and the
+    // scan (per channel and state: exp(dt A) h + dt B u and C . h, 3
+    // multiply-adds; the exp not counted), independent of T.
+    const double L = card.n_layer, I = card.mamba_d_inner();
+    f.matmul_forward = L * 2.0 * static_cast<double>(mamba_layer_matmul_macs(card)) +
+                       2.0 * static_cast<double>(card.d_model) * card.vocab_size;
+    f.matmul_forward_total = f.matmul_forward;
+    f.attention_forward = L * 2.0 * I * (card.mamba_d_conv + 3.0 * card.mamba_d_state);
+    f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total);  // no attention term
+    return f;
+  }
   const double C = card.d_model, V = card.vocab_size, L = card.n_layer;
   const double D = head_dim_of(card);
   const double H = card.n_head, Hkv = card.n_kv_head, F = card.d_ff;
   const bool mla = card.attention == ModelCard::Attention::mla;
   const double qkvo = mla ? 2.0 * static_cast<double>(mla_shape(card).weights)
                           : 2.0 * (C * H * D + 2.0 * C * Hkv * D + H * D * C);
-  const double mlp = 2.0 * C * F * (card.mlp == ModelCard::Mlp::swiglu ? 3.0 : 2.0);
+  double mlp = 2.0 * C * F * (card.mlp == ModelCard::Mlp::swiglu ? 3.0 : 2.0);
+  double mlp_total = mlp;
+  if (card.moe_experts > 0) {  // the router, k (or all E) experts, the gated shared expert
+    const double E = card.moe_experts, expert = 2.0 * 3.0 * C * card.moe_expert_d_ff();
+    const double shared =
+        card.moe_shared_experts > 0 ? 2.0 * (3.0 * C * card.moe_shared_width() + C) : 0.0;
+    mlp = 2.0 * C * E + card.moe_top_k * expert + shared;
+    mlp_total = 2.0 * C * E + E * expert + shared;
+  }
   f.matmul_forward = L * (qkvo + mlp) + 2.0 * C * V;
   const double mean_keys = (static_cast<double>(T) + 1.0) / 2.0;
   // QK^T and PV: 2 H (Dqk + Dv) per key; MLA's q/k heads have nope + rope
@@ -288,7 +372,8 @@ FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
     const double nc = static_cast<double>(nsa_compressed_tokens(card, T));
     f.matmul_forward += L * (2.0 * 3.0 * H * C + 2.0 * 2.0 * Hkv * l * D * D * nc / Tn);
   }
-  f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total) +
+  f.matmul_forward_total = f.matmul_forward + L * (mlp_total - mlp);
+  f.formula_train = 6.0 * static_cast<double>(count_parameters(card).active) +
                     12.0 * L * C * static_cast<double>(T);
   return f;
 }

@@ -25,21 +25,33 @@ namespace el {
 
 // Analytic FLOPs of one token at a given context length, counted from the
 // model's actual shapes (multiply-add = 2 FLOPs).
+// MoE cards (nn/moe.h) count what a token runs: the router, its k experts
+// and the shared expert; matmul_forward_total counts every expert, as if each
+// token ran all E (equal to matmul_forward for a dense card).
 struct FlopsPerToken {
-  double matmul_forward = 0;     // all projections + lm_head
+  double matmul_forward = 0;     // all projections + lm_head (MoE: the active ones)
+  double matmul_forward_total = 0;  // MoE: with all E experts per token
   double attention_forward = 0;  // QK^T and PV, causal: mean key count (T+1)/2
   double forward() const { return matmul_forward + attention_forward; }
   double train() const { return 3.0 * forward(); }  // forward + backward (2x)
   // The usual estimate 6N + 12 L d T (PaLM / llm.c style, non-causal
-  // attention, N = all parameters); reported beside the counted value.
+  // attention, N = the active parameters: all of a dense model's);
+  // reported beside the counted value.
   double formula_train = 0;
 };
 
 struct ParameterCounts {
   int64_t total = 0;
   int64_t embedding = 0;  // token embedding (+ lm_head when untied, + learned positions)
+  // The parameters one token uses: total less the E - k routed experts each
+  // MoE layer skips for it (= total for a dense card).
+  int64_t active = 0;
 };
 
+// block: mamba (nn/mamba.h): the layers' projections are matmul_forward,
+// the conv and the scan are attention_forward (the sequence mixing; no T
+// dependence), and formula_train is 6N (there is no attention term).
+// block: rwkv (nn/rwkv.h) likewise: the WKV recurrence is attention_forward.
 // Analytic counts from the card's shapes alone (no allocation), so the 3B
 // cards can be inspected on a laptop; a test checks them against the tensors
 // a built model actually allocates.
@@ -70,10 +82,20 @@ class DecoderLM {
   // last_index[b]: logits[B, 1, V] (a prefill of prompts of different
   // lengths, right-padded, needs just each prompt's last token).
   // Call under NoGrad. The cache must have batch B and room for T more.
+  // block: mamba: the cache holds each layer's recurrent states, which
+  // forward_cached continues and updates; with last_index they stop after
+  // row b's token last_index[b] (the rest of a right-padded row is padding).
+  // block: rwkv the same (the WKV state and the token-shift rows).
   Tensor forward_cached(const Tensor& ids, KvCache& cache,
                         const std::vector<int32_t>& last_index = {}) const;
-  // Mean next-token cross-entropy of ids[B, T] against targets[B, T].
-  Tensor loss(const Tensor& ids, const Tensor& targets) const;
+  // The training objective: mean next-token cross-entropy of ids[B, T]
+  // against targets[B, T], plus, while gradients are recorded, the router
+  // losses the MoE layers append to a list (nn/moe.h AuxLosses): each
+  // loss's weight (the card's coefficient / n_layer) times its value, i.e.
+  // moe_aux_loss_coef * the mean load-balancing loss over the layers +
+  // moe_z_loss_coef * the mean z-loss. Under NoGrad (validation, perplexity)
+  // it is the cross-entropy alone. aux: when given, receives the list.
+  Tensor loss(const Tensor& ids, const Tensor& targets, AuxLosses* aux = nullptr) const;
 
   const ModelCard& card() const { return card_; }
   Device device() const { return device_; }
@@ -92,6 +114,8 @@ class DecoderLM {
 
  private:
   DecoderLM(const ModelCard& card, Device device, DType param_dtype);
+  // forward, with the MoE layers' router losses appended to aux when given.
+  Tensor forward_logits(const Tensor& ids, AuxLosses* aux) const;
   // Whether every layer of a decode step (T = 1) over `cache` runs as one
   // backend call (ops::decode_layer): dense stacked weights, RMSNorm, SwiGLU,
   // RoPE or no positional bias in attention, and a backend kernel for them.

@@ -1,5 +1,6 @@
 #include "models/hf_model.h"
 
+#include <functional>
 #include <map>
 #include <set>
 
@@ -53,31 +54,42 @@ std::string gpt_neox_lm_head_name(const io::HfCheckpoint& ck) {
                                                                           : "embed_out.weight";
 }
 
+// A renamed family's checkpoint against `specs`: names, shapes and dtypes
+// first (missing or misshapen tensors named), then, unless unknown tensors
+// are allowed, any tensor the model has no slot for and `ignored` does not
+// accept (named, with the model type).
+Status validate_renamed(const io::HfCheckpoint& ck, const std::vector<io::HfTensorSpec>& specs,
+                        const io::HfLoadOptions& options,
+                        const std::function<bool(const std::string&)>& ignored) {
+  io::HfLoadOptions shapes_only = options;
+  shapes_only.allow_unknown_tensors = true;
+  EL_TRY(ck.validate(specs, shapes_only));
+  if (options.allow_unknown_tensors) return Status::Ok();
+  std::set<std::string> wanted;
+  for (const auto& s : specs) wanted.insert(s.name);
+  for (const auto& name : ck.tensor_names()) {
+    if (wanted.count(name) || ignored(name)) continue;
+    auto file = ck.file_of(name);
+    return make_error(fmt::format("unexpected tensor '{}': the {} model has no such parameter",
+                                  name, ck.config().model_type),
+                      fmt::format("{}: tensor '{}'", file.ok() ? file.value() : ck.weights_path(),
+                                  name),
+                      "allow unknown tensors to ignore it (efficientllm: --allow-unknown-tensors)");
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<DecoderLM>> load_gpt_neox(const io::HfCheckpoint& ck, Device device,
                                                  DType dtype, const io::HfLoadOptions& options) {
   const ModelCard& card = ck.config().card;
   EL_TRY(validate_model_card(card));
   const std::string head = gpt_neox_lm_head_name(ck);
   const std::vector<io::HfTensorSpec> specs = hf_checkpoint_tensor_specs(card, "gpt_neox", head);
-  // Names, shapes and dtypes first (missing or misshapen tensors named),
-  // then the tensors the model has no slot for.
-  io::HfLoadOptions shapes_only = options;
-  shapes_only.allow_unknown_tensors = true;
-  EL_TRY(ck.validate(specs, shapes_only));
-  if (!options.allow_unknown_tensors) {
-    std::set<std::string> wanted;
-    for (const auto& s : specs) wanted.insert(s.name);
-    for (const auto& name : ck.tensor_names()) {
-      const bool tied_head = card.tied_embeddings && (name == "embed_out.weight" ||
-                                                      name == "lm_head.weight");
-      if (wanted.count(name) || gpt_neox_ignored(name) || tied_head) continue;
-      auto file = ck.file_of(name);
-      return make_error(
-          fmt::format("unexpected tensor '{}': the gpt_neox model has no such parameter", name),
-          fmt::format("{}: tensor '{}'", file.ok() ? file.value() : ck.weights_path(), name),
-          "allow unknown tensors to ignore it (efficientllm: --allow-unknown-tensors)");
-    }
-  }
+  EL_TRY(validate_renamed(ck, specs, options, [&](const std::string& name) {
+    const bool tied_head =
+        card.tied_embeddings && (name == "embed_out.weight" || name == "lm_head.weight");
+    return gpt_neox_ignored(name) || tied_head;
+  }));
   EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model,
                 DecoderLM::create(card, device, /*seed=*/0, dtype, /*init_weights=*/false));
   const int64_t C = card.d_model, H = card.n_head, D = card.effective_head_dim();
@@ -113,7 +125,280 @@ Result<std::unique_ptr<DecoderLM>> load_gpt_neox(const io::HfCheckpoint& ck, Dev
   return model;
 }
 
+// DecoderLM's names <-> RwkvForCausalLM's. The RWKV layers already use
+// transformers' names under "model.layers.{i}", so only these prefixes
+// differ (two are whole names).
+constexpr std::pair<const char*, const char*> kRwkvRenames[] = {
+    {"model.embed_tokens.weight", "rwkv.embeddings.weight"},
+    {"lm_head.weight", "head.weight"},
+    {"model.layers.", "rwkv.blocks."},
+    {"model.norm.", "rwkv.ln_out."}};
+
+// "" when the name has no counterpart.
+std::string rwkv_rename(const std::string& name, bool to_hf) {
+  for (const auto& [ours, theirs] : kRwkvRenames) {
+    const std::string from = to_hf ? ours : theirs, to = to_hf ? theirs : ours;
+    if (name.rfind(from, 0) == 0) return to + name.substr(from.size());
+  }
+  return {};
+}
+
+Result<std::unique_ptr<DecoderLM>> load_rwkv(const io::HfCheckpoint& ck, Device device,
+                                             DType dtype, const io::HfLoadOptions& options) {
+  const ModelCard& card = ck.config().card;
+  EL_TRY(validate_model_card(card));
+  EL_TRY(validate_renamed(ck, hf_checkpoint_tensor_specs(card, "rwkv"), options,
+                          [&](const std::string& name) {
+                            return card.tied_embeddings && name == "head.weight";
+                          }));
+  EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model,
+                DecoderLM::create(card, device, /*seed=*/0, dtype, /*init_weights=*/false));
+  for (const auto& p : model->parameters()) {
+    const std::string name = rwkv_rename(p.name, /*to_hf=*/true);
+    EL_ENSURE(!name.empty(), "load_rwkv: parameter '{}' has no checkpoint name", p.name);
+    Tensor dst = p.tensor;
+    EL_TRY(ck.load_into(name, dst));
+  }
+  return model;
+}
+
+// RwkvForCausalLM's tensors for `c` (block: rwkv), in parameter order.
+std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
+  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff, A = rwkv_attention_size(c);
+  std::vector<io::HfTensorSpec> out;
+  auto norm = [&](const std::string& prefix) {
+    out.push_back({prefix + ".weight", {C}});
+    out.push_back({prefix + ".bias", {C}});
+  };
+  out.push_back({"rwkv.embeddings.weight", {V, C}});
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string p = "rwkv.blocks." + std::to_string(i);
+    if (i == 0) norm(p + ".pre_ln");
+    norm(p + ".ln1");
+    norm(p + ".ln2");
+    const std::string a = p + ".attention.", f = p + ".feed_forward.";
+    out.push_back({a + "time_decay", {A}});
+    out.push_back({a + "time_first", {A}});
+    for (const char* m : {"time_mix_key", "time_mix_value", "time_mix_receptance"}) {
+      out.push_back({a + m, {1, 1, C}});
+    }
+    out.push_back({a + "key.weight", {A, C}});
+    out.push_back({a + "value.weight", {A, C}});
+    out.push_back({a + "receptance.weight", {A, C}});
+    out.push_back({a + "output.weight", {C, A}});
+    out.push_back({f + "time_mix_key", {1, 1, C}});
+    out.push_back({f + "time_mix_receptance", {1, 1, C}});
+    out.push_back({f + "key.weight", {F, C}});
+    out.push_back({f + "receptance.weight", {C, C}});
+    out.push_back({f + "value.weight", {C, F}});
+  }
+  norm("rwkv.ln_out");
+  if (!c.tied_embeddings) out.push_back({"head.weight", {V, C}});
+  return out;
+}
+
+// DecoderLM's names <-> MambaForCausalLM's (block: mamba): the mixer keeps
+// transformers' names under model.layers.{i}.mixer; the layer's norm is our
+// input_layernorm. `embeddings` is the checkpoint's embedding name
+// (mamba_embedding_name). "" when the name has no counterpart.
+std::string mamba_rename(const std::string& name, bool to_hf, const std::string& embeddings) {
+  const std::pair<std::string, std::string> whole[] = {
+      {"model.embed_tokens.weight", embeddings},
+      {"lm_head.weight", "lm_head.weight"},
+      {"model.norm.weight", "backbone.norm_f.weight"}};
+  for (const auto& [ours, theirs] : whole) {
+    if (name == (to_hf ? ours : theirs)) return to_hf ? theirs : ours;
+  }
+  const std::string from = to_hf ? "model.layers." : "backbone.layers.";
+  const std::string to = to_hf ? "backbone.layers." : "model.layers.";
+  if (name.rfind(from, 0) != 0) return {};
+  const size_t dot = name.find('.', from.size());
+  if (dot == std::string::npos) return {};
+  const std::string layer = name.substr(from.size(), dot - from.size() + 1);  // "{i}."
+  const std::string rest = name.substr(dot + 1);
+  const std::string norm_ours = "input_layernorm.weight", norm_theirs = "norm.weight";
+  if (rest == (to_hf ? norm_ours : norm_theirs)) {
+    return to + layer + (to_hf ? norm_theirs : norm_ours);
+  }
+  return rest.rfind("mixer.", 0) == 0 ? to + layer + rest : std::string();
+}
+
+std::vector<io::HfTensorSpec> mamba_tensor_specs(const ModelCard& c, const std::string& emb);
+
+// The embedding's name in a Mamba checkpoint: backbone.embeddings.weight, or
+// the older backbone.embedding.weight (transformers' load_hook renames it).
+std::string mamba_embedding_name(const io::HfCheckpoint* ck) {
+  const std::string old = "backbone.embedding.weight";
+  return ck && !ck->contains("backbone.embeddings.weight") && ck->contains(old)
+             ? old
+             : "backbone.embeddings.weight";
+}
+
+Result<std::unique_ptr<DecoderLM>> load_mamba(const io::HfCheckpoint& ck, Device device,
+                                              DType dtype, const io::HfLoadOptions& options) {
+  const ModelCard& card = ck.config().card;
+  EL_TRY(validate_model_card(card));
+  const std::string emb = mamba_embedding_name(&ck);
+  EL_TRY(validate_renamed(ck, mamba_tensor_specs(card, emb), options,
+                          [&](const std::string& name) {
+                            return card.tied_embeddings && name == "lm_head.weight";
+                          }));
+  EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model,
+                DecoderLM::create(card, device, /*seed=*/0, dtype, /*init_weights=*/false));
+  for (const auto& p : model->parameters()) {
+    const std::string name = mamba_rename(p.name, /*to_hf=*/true, emb);
+    EL_ENSURE(!name.empty(), "load_mamba: parameter '{}' has no checkpoint name", p.name);
+    Tensor dst = p.tensor;
+    EL_TRY(ck.load_into(name, dst));
+  }
+  return model;
+}
+
+// MambaForCausalLM's tensors for `c` (block: mamba), in parameter order.
+std::vector<io::HfTensorSpec> mamba_tensor_specs(const ModelCard& c, const std::string& emb) {
+  const int64_t C = c.d_model, V = c.vocab_size, I = c.mamba_d_inner(), N = c.mamba_d_state,
+                K = c.mamba_d_conv, R = c.mamba_effective_dt_rank();
+  std::vector<io::HfTensorSpec> out;
+  out.push_back({emb, {V, C}});
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i);
+    const std::string m = p + ".mixer.";
+    out.push_back({p + ".norm.weight", {C}});
+    out.push_back({m + "in_proj.weight", {2 * I, C}});
+    if (c.mamba_proj_bias) out.push_back({m + "in_proj.bias", {2 * I}});
+    out.push_back({m + "conv1d.weight", {I, 1, K}});
+    if (c.mamba_conv_bias) out.push_back({m + "conv1d.bias", {I}});
+    out.push_back({m + "x_proj.weight", {R + 2 * N, I}});
+    out.push_back({m + "dt_proj.weight", {I, R}});
+    out.push_back({m + "dt_proj.bias", {I}});
+    out.push_back({m + "A_log", {I, N}});
+    out.push_back({m + "D", {I}});
+    out.push_back({m + "out_proj.weight", {C, I}});
+    if (c.mamba_proj_bias) out.push_back({m + "out_proj.bias", {C}});
+  }
+  out.push_back({"backbone.norm_f.weight", {C}});
+  if (!c.tied_embeddings) out.push_back({"lm_head.weight", {V, C}});
+  return out;
+}
+
+// ---- mixtral / qwen2_moe (nn/moe.h) --------------------------------------------------
+// Our MoE parameters are transformers' in-memory tensors (mlp.gate.weight,
+// mlp.experts.gate_up_proj [E, 2F, C], mlp.experts.down_proj [E, C, F]);
+// save_pretrained writes them per expert, under the block's name:
+// mixtral block_sparse_moe.{gate, experts.{j}.w1 (gate) / w3 (up) / w2
+// (down)}, qwen2_moe mlp.{gate, experts.{j}.gate_proj / up_proj / down_proj}.
+// A checkpoint holding the fused tensors (as our save_hf_model writes them,
+// which transformers 5 loads too) goes through the plain path instead.
+struct MoeNames {
+  std::string block;
+  const char *gate, *up, *down;
+};
+
+MoeNames moe_names(const std::string& model_type) {
+  if (model_type == "mixtral") return {"block_sparse_moe", "w1", "w3", "w2"};
+  return {"mlp", "gate_proj", "up_proj", "down_proj"};
+}
+
+// "gate.weight", "experts.gate_up_proj", "experts.down_proj" for a name of
+// our MoE router or experts, else "".
+std::string moe_part(const std::string& name, size_t* mlp_at) {
+  const size_t at = name.find(".mlp.");
+  if (at == std::string::npos) return {};
+  const std::string rest = name.substr(at + 5);
+  if (rest != "gate.weight" && rest != "experts.gate_up_proj" && rest != "experts.down_proj") {
+    return {};
+  }
+  *mlp_at = at;
+  return rest;
+}
+
+// The per-expert layout's tensors: decoder_lm_tensor_specs with each MoE
+// layer's router renamed and its fused experts split per expert.
+std::vector<io::HfTensorSpec> moe_expert_specs(const ModelCard& c, const std::string& model_type) {
+  const MoeNames n = moe_names(model_type);
+  const int64_t C = c.d_model, F = c.moe_expert_d_ff();
+  std::vector<io::HfTensorSpec> out;
+  for (const auto& s : decoder_lm_tensor_specs(c)) {
+    size_t at = 0;
+    const std::string part = moe_part(s.name, &at);
+    if (part.empty()) {
+      out.push_back(s);
+      continue;
+    }
+    const std::string p = s.name.substr(0, at) + "." + n.block + ".";
+    if (part == "gate.weight") {
+      out.push_back({p + part, s.shape});
+      continue;
+    }
+    for (int64_t j = 0; j < c.moe_experts; ++j) {
+      const std::string e = p + "experts." + std::to_string(j) + ".";
+      if (part == "experts.gate_up_proj") {
+        out.push_back({e + n.gate + ".weight", {F, C}});
+        out.push_back({e + n.up + ".weight", {F, C}});
+      } else {
+        out.push_back({e + n.down + ".weight", {C, F}});
+      }
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<DecoderLM>> load_moe_experts(const io::HfCheckpoint& ck, Device device,
+                                                    DType dtype,
+                                                    const io::HfLoadOptions& options) {
+  const ModelCard& card = ck.config().card;
+  EL_TRY(validate_model_card(card));
+  const std::string& mt = ck.config().model_type;
+  EL_TRY(ck.validate(moe_expert_specs(card, mt), options));
+  EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model,
+                DecoderLM::create(card, device, /*seed=*/0, dtype, /*init_weights=*/false));
+  const MoeNames n = moe_names(mt);
+  const int64_t F = card.moe_expert_d_ff();
+  for (const auto& p : model->parameters()) {
+    size_t at = 0;
+    const std::string part = moe_part(p.name, &at);
+    Tensor dst = p.tensor;
+    if (part.empty()) {
+      EL_TRY(ck.load_into(p.name, dst));
+      continue;
+    }
+    const std::string prefix = p.name.substr(0, at) + "." + n.block + ".";
+    if (part == "gate.weight") {
+      EL_TRY(ck.load_into(prefix + part, dst));
+      continue;
+    }
+    // Each expert's tensors into its rows of the stacked buffer.
+    for (int64_t j = 0; j < card.moe_experts; ++j) {
+      Tensor rows = dst.slice0(j, j + 1).view({dst.dim(1), dst.dim(2)});
+      const std::string e = prefix + "experts." + std::to_string(j) + ".";
+      if (part == "experts.down_proj") {
+        EL_TRY(ck.load_into(e + n.down + ".weight", rows));
+        continue;
+      }
+      Tensor gate = rows.slice0(0, F), up = rows.slice0(F, 2 * F);
+      EL_TRY(ck.load_into(e + n.gate + ".weight", gate));
+      EL_TRY(ck.load_into(e + n.up + ".weight", up));
+    }
+  }
+  return model;
+}
+
+// Whether the checkpoint holds the experts fused (transformers' in-memory
+// names) rather than per expert.
+bool moe_fused(const io::HfCheckpoint& ck) {
+  return ck.contains("model.layers.0.mlp.experts.gate_up_proj");
+}
+
 }  // namespace
+
+std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(const io::HfCheckpoint& ck) {
+  const ModelCard& card = ck.config().card;
+  const std::string& mt = ck.config().model_type;
+  if ((mt == "mixtral" || mt == "qwen2_moe") && moe_fused(ck)) return decoder_lm_tensor_specs(card);
+  // (gpt_neox checkpoints name their unembedding embed_out or, saved by transformers 5, lm_head)
+  return hf_checkpoint_tensor_specs(
+      card, mt, ck.contains("embed_out.weight") ? "embed_out.weight" : "lm_head.weight");
+}
 
 std::vector<float> gpt_neox_qkv_to_stacked(const std::vector<float>& fused, int64_t n_head,
                                            int64_t head_dim, int64_t row_len) {
@@ -136,6 +421,9 @@ std::vector<float> gpt_neox_qkv_to_stacked(const std::vector<float>& fused, int6
 std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(const ModelCard& c,
                                                          const std::string& model_type,
                                                          const std::string& lm_head_name) {
+  if (model_type == "rwkv") return rwkv_tensor_specs(c);
+  if (model_type == "mixtral" || model_type == "qwen2_moe") return moe_expert_specs(c, model_type);
+  if (model_type == "mamba") return mamba_tensor_specs(c, mamba_embedding_name(nullptr));
   if (model_type != "gpt_neox") return decoder_lm_tensor_specs(c);
   const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff, D = c.effective_head_dim();
   const int64_t H = c.n_head;
@@ -164,6 +452,17 @@ std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(const ModelCard& c,
 }
 
 std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& c) {
+  if (c.block == ModelCard::Block::rwkv) {  // transformers' names under our prefixes
+    std::vector<io::HfTensorSpec> out = rwkv_tensor_specs(c);
+    for (auto& s : out) s.name = rwkv_rename(s.name, /*to_hf=*/false);
+    return out;
+  }
+  if (c.block == ModelCard::Block::mamba) {  // transformers' names under our prefixes
+    const std::string emb = mamba_embedding_name(nullptr);
+    std::vector<io::HfTensorSpec> out = mamba_tensor_specs(c, emb);
+    for (auto& s : out) s.name = mamba_rename(s.name, /*to_hf=*/false, emb);
+    return out;
+  }
   const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff, D = c.effective_head_dim();
   const int64_t H = c.n_head, Hkv = c.n_kv_head;
   const bool layernorm = c.norm == ModelCard::Norm::layernorm;
@@ -210,6 +509,20 @@ std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& c) {
       }
     }
     norm(p + ".post_attention_layernorm");
+    if (c.moe_experts > 0) {  // nn/moe.h (transformers' in-memory MoE tensors)
+      const int64_t E = c.moe_experts, Fe = c.moe_expert_d_ff();
+      out.push_back({p + ".mlp.gate.weight", {E, C}});
+      out.push_back({p + ".mlp.experts.gate_up_proj", {E, 2 * Fe, C}});
+      out.push_back({p + ".mlp.experts.down_proj", {E, C, Fe}});
+      if (c.moe_shared_experts > 0) {
+        const int64_t Fs = c.moe_shared_width();
+        linear(p + ".mlp.shared_expert.gate_proj", C, Fs, false);
+        linear(p + ".mlp.shared_expert.up_proj", C, Fs, false);
+        linear(p + ".mlp.shared_expert.down_proj", Fs, C, false);
+        linear(p + ".mlp.shared_expert_gate", C, 1, false);
+      }
+      continue;
+    }
     if (c.mlp == ModelCard::Mlp::swiglu) linear(p + ".mlp.gate_proj", C, F, c.mlp_bias);
     linear(p + ".mlp.up_proj", C, F, c.mlp_bias);
     linear(p + ".mlp.down_proj", F, C, c.mlp_bias);
@@ -222,6 +535,12 @@ std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& c) {
 Result<std::unique_ptr<DecoderLM>> load_hf_model(const io::HfCheckpoint& ck, Device device,
                                                  DType dtype, const io::HfLoadOptions& options) {
   if (ck.config().model_type == "gpt_neox") return load_gpt_neox(ck, device, dtype, options);
+  if (ck.config().model_type == "rwkv") return load_rwkv(ck, device, dtype, options);
+  if (ck.config().model_type == "mamba") return load_mamba(ck, device, dtype, options);
+  if ((ck.config().model_type == "mixtral" || ck.config().model_type == "qwen2_moe") &&
+      !moe_fused(ck)) {
+    return load_moe_experts(ck, device, dtype, options);  // save_pretrained's per-expert layout
+  }
   const ModelCard& card = ck.config().card;
   EL_TRY(validate_model_card(card));
   // Every tensor checked against the card before a byte is allocated.
@@ -245,6 +564,14 @@ Result<HfModel> load_hf_model(const std::string& dir, Device device, DType dtype
 
 Status save_hf_model(const DecoderLM& model, const std::string& dir,
                      const io::HfSaveOptions& options) {
+  if (model.card().block == ModelCard::Block::mamba) {  // MambaForCausalLM's names
+    ParameterList renamed;
+    for (const auto& p : model.parameters()) {
+      renamed.push_back(
+          {mamba_rename(p.name, /*to_hf=*/true, mamba_embedding_name(nullptr)), p.tensor});
+    }
+    return io::save_hf_checkpoint(dir, model.card(), renamed, options);
+  }
   return io::save_hf_checkpoint(dir, model.card(), model.parameters(), options);
 }
 

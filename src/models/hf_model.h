@@ -33,10 +33,28 @@ std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& card);
 // [3C, C] (+ bias), attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h},
 // gpt_neox.final_layer_norm and, untied, `lm_head_name` (the Hub's Pythia
 // checkpoints say embed_out.weight; transformers 5 saves lm_head.weight);
+// for rwkv RwkvForCausalLM's — rwkv.embeddings, rwkv.blocks.{i}.{pre_ln (layer
+// 0), ln1, ln2, attention.{time_decay [A], time_first [A], time_mix_key /
+// value / receptance [1, 1, C], key / value / receptance [A, C], output [C, A]},
+// feed_forward.{time_mix_key / receptance [1, 1, C], key [F, C], receptance
+// [C, C], value [C, F]}}, rwkv.ln_out and, untied, head.weight (the same names
+// as DecoderLM's under other prefixes, nn/rwkv.h); for mamba
+// MambaForCausalLM's — backbone.embeddings, backbone.layers.{i}.{norm,
+// mixer.{in_proj (+ bias), conv1d.weight [I, 1, K] (+ bias), x_proj, dt_proj
+// (+ bias), A_log [I, N], D [I], out_proj (+ bias)}}, backbone.norm_f and,
+// untied, lm_head.weight (our layers name the norm input_layernorm; a
+// checkpoint may name the embedding backbone.embedding.weight, as older
+// transformers did);
+// for mixtral / qwen2_moe the per-expert tensors save_pretrained writes
+// (see load_hf_model);
 // for every other model type decoder_lm_tensor_specs(card).
 std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(
     const ModelCard& card, const std::string& model_type,
     const std::string& lm_head_name = "embed_out.weight");
+// The tensors an opened checkpoint must hold for its config, in the layout
+// it uses (gpt_neox's unembedding name; mixtral / qwen2_moe experts per
+// expert or fused).
+std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(const io::HfCheckpoint& checkpoint);
 
 // GPT-NeoX's fused query_key_value rows to our stacked q/k/v rows: the
 // checkpoint's 3 H D rows (of row_len values each; 1 for the bias) are per
@@ -57,6 +75,17 @@ struct HfModel {
 // gpt_neox checkpoints are renamed into DecoderLM's parameters and their
 // query_key_value split (gpt_neox_qkv_to_stacked); the causal-mask buffers
 // older ones saved (attention.bias, attention.masked_bias) are ignored.
+// rwkv checkpoints are renamed the same way (a tied checkpoint's head.weight
+// is ignored), and so are mamba ones (a tied checkpoint's lm_head.weight is
+// ignored).
+// mixtral and qwen2_moe checkpoints (nn/moe.h) load in either layout: the
+// per-expert tensors save_pretrained writes (mixtral block_sparse_moe.{gate,
+// experts.{j}.w1 / w3 / w2}, qwen2_moe mlp.{gate, experts.{j}.gate_proj /
+// up_proj / down_proj}), each copied into its expert's rows of our stacked
+// mlp.experts.gate_up_proj / down_proj, or those fused tensors themselves
+// (transformers' in-memory names, which save_hf_model writes and
+// transformers 5 loads). A missing expert or one beyond the config's count
+// is an error naming the tensor.
 Result<HfModel> load_hf_model(const std::string& dir, Device device, DType dtype = DType::f32,
                               const io::HfLoadOptions& options = {});
 // The same from an already opened checkpoint.
@@ -65,7 +94,8 @@ Result<std::unique_ptr<DecoderLM>> load_hf_model(const io::HfCheckpoint& checkpo
                                                  const io::HfLoadOptions& options = {});
 
 // Writes the model as a Hugging Face directory (io::save_hf_checkpoint with
-// the model's card and parameters, in their dtype).
+// the model's card and parameters, in their dtype; block: mamba under
+// MambaForCausalLM's names with a MambaConfig).
 Status save_hf_model(const DecoderLM& model, const std::string& dir,
                      const io::HfSaveOptions& options = {});
 

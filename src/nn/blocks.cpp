@@ -153,11 +153,30 @@ void Mlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit)
   visit(prefix + ".down_proj", down_proj);
 }
 
-DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
+DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype, int layer)
     : parallel_residual(card.parallel_residual),
       input_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
-      post_attention_layernorm(card.d_model, card.norm, card.norm_eps, device, dtype),
-      mlp(card, device, dtype) {
+      post_attention_layernorm(card.block == ModelCard::Block::mamba
+                                   ? Norm()
+                                   : Norm(card.d_model, card.norm, card.norm_eps, device, dtype)),
+      mlp(card.block != ModelCard::Block::transformer || card.moe_experts > 0
+              ? Mlp()
+              : Mlp(card, device, dtype)) {
+  if (card.block == ModelCard::Block::rwkv) {
+    // transformers' rescale_every as LayerNorm eps (nn/rwkv.h).
+    input_layernorm.eps *= rwkv_layer_eps_scale(card, layer);
+    post_attention_layernorm.eps *= rwkv_layer_eps_scale(card, layer);
+    time_mix = std::make_unique<RwkvTimeMix>(card, layer, device, dtype);
+    channel_mix = std::make_unique<RwkvChannelMix>(card, layer, device, dtype);
+    if (layer == 0) {
+      pre_ln = std::make_unique<Norm>(card.d_model, card.norm, card.norm_eps, device, dtype);
+    }
+    return;
+  }
+  if (card.block == ModelCard::Block::mamba) {
+    mixer = std::make_unique<MambaMixer>(card, device, dtype);
+    return;
+  }
   if (card.attention == ModelCard::Attention::mla) {
     mla_attn = std::make_unique<MlaAttention>(card, device, dtype);
   } else if (card.attention == ModelCard::Attention::nsa) {
@@ -165,32 +184,58 @@ DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype)
   } else {
     self_attn = std::make_unique<Attention>(card, device, dtype);
   }
+  if (card.moe_experts > 0) moe = std::make_unique<MoeMlp>(card, device, dtype);
 }
 
 ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
-                                        const Norm& next_norm, const Tensor& rope_inv_freq) const {
+                                        const Norm& next_norm, const Tensor& rope_inv_freq,
+                                        AuxLosses* aux) const {
+  if (mixer) return next_norm.forward_residual(x, mixer->forward(x_normed));
+  if (time_mix) return rwkv_forward(x, x_normed, next_norm, nullptr, nullptr);
   const Tensor attn = mla_attn   ? mla_attn->forward(x_normed, rope_inv_freq)
                       : nsa_attn ? nsa_attn->forward(x_normed, rope_inv_freq)
                                  : self_attn->forward(x_normed, rope_inv_freq);
-  return finish(x, attn, next_norm);
+  return finish(x, attn, next_norm, aux, /*dropless=*/false);
 }
 
-ops::ResidualNorm DecoderBlock::finish(const Tensor& x, const Tensor& attn,
-                                       const Norm& next_norm) const {
+ops::ResidualNorm DecoderBlock::rwkv_forward(const Tensor& x, const Tensor& x_normed,
+                                             const Norm& next_norm, const RwkvCachedStep* att,
+                                             const RwkvCachedStep* ffn) const {
+  const ops::ResidualNorm h =
+      post_attention_layernorm.forward_residual(x, time_mix->forward(x_normed, att));
+  return next_norm.forward_residual(h.sum, channel_mix->forward(h.normed, ffn));
+}
+
+Tensor DecoderBlock::feed_forward(const Tensor& x, AuxLosses* aux, bool dropless) const {
+  return moe ? moe->forward(x, aux, dropless) : mlp.forward(x);
+}
+
+ops::ResidualNorm DecoderBlock::finish(const Tensor& x, const Tensor& attn, const Norm& next_norm,
+                                       AuxLosses* aux, bool dropless) const {
   if (parallel_residual) {
     // GPT-NeoX: x + (mlp(ln2(x)) + attn), the branches summed first as
     // transformers' mlp_output + attn_output + hidden_states does.
-    const Tensor m = mlp.forward(post_attention_layernorm.forward(x));
+    const Tensor m = feed_forward(post_attention_layernorm.forward(x), aux, dropless);
     return next_norm.forward_residual(x, ops::add(m, attn));
   }
   const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, attn);
-  return next_norm.forward_residual(h.sum, mlp.forward(h.normed));
+  return next_norm.forward_residual(h.sum, feed_forward(h.normed, aux, dropless));
 }
 
 ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_normed,
                                                const Norm& next_norm, const Tensor& rope_inv_freq,
-                                               KvCache& cache, int64_t layer) const {
+                                               KvCache& cache, int64_t layer,
+                                               const Tensor& state_last) const {
   const size_t l = static_cast<size_t>(layer);
+  if (mixer) {
+    return next_norm.forward_residual(
+        x, mixer->forward_cached(x_normed, cache.conv_state[l], cache.ssm_state[l], state_last));
+  }
+  if (time_mix) {
+    const RwkvCachedStep att{&cache.rwkv_att_shift[l], &cache.rwkv_wkv[l], state_last};
+    const RwkvCachedStep ffn{&cache.rwkv_ffn_shift[l], nullptr, state_last};
+    return rwkv_forward(x, x_normed, next_norm, &att, &ffn);
+  }
   const Tensor attn =
       mla_attn ? mla_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
                                           cache.positions, cache.empty())
@@ -198,11 +243,11 @@ ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_
                                             cache.positions, cache.host_positions)
                : self_attn->forward_cached(x_normed, rope_inv_freq, cache.k[l], cache.v[l],
                                            cache.positions, cache.empty());
-  return finish(x, attn, next_norm);
+  return finish(x, attn, next_norm, nullptr, /*dropless=*/true);  // generation: no capacity
 }
 
 std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
-  if (!self_attn || parallel_residual || input_layernorm.kind != ModelCard::Norm::rmsnorm ||
+  if (!self_attn || moe || parallel_residual || input_layernorm.kind != ModelCard::Norm::rmsnorm ||
       post_attention_layernorm.kind != ModelCard::Norm::rmsnorm ||
       input_layernorm.eps != post_attention_layernorm.eps || mlp.kind != ModelCard::Mlp::swiglu) {
     return std::nullopt;
@@ -230,19 +275,40 @@ std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
 }
 
 void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {
+  if (time_mix) {  // transformers' RwkvBlock names
+    if (pre_ln) pre_ln->collect_parameters(prefix + ".pre_ln", out);
+    input_layernorm.collect_parameters(prefix + ".ln1", out);
+    post_attention_layernorm.collect_parameters(prefix + ".ln2", out);
+    time_mix->collect_parameters(prefix + ".attention", out);
+    return channel_mix->collect_parameters(prefix + ".feed_forward", out);
+  }
   input_layernorm.collect_parameters(prefix + ".input_layernorm", out);
+  if (mixer) return mixer->collect_parameters(prefix + ".mixer", out);
   if (mla_attn) mla_attn->collect_parameters(prefix + ".self_attn", out);
   if (nsa_attn) nsa_attn->collect_parameters(prefix + ".self_attn", out);
   if (self_attn) self_attn->collect_parameters(prefix + ".self_attn", out);
   post_attention_layernorm.collect_parameters(prefix + ".post_attention_layernorm", out);
-  mlp.collect_parameters(prefix + ".mlp", out);
+  if (moe) {
+    moe->collect_parameters(prefix + ".mlp", out);
+  } else {
+    mlp.collect_parameters(prefix + ".mlp", out);
+  }
 }
 
 void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
+  if (time_mix) {
+    time_mix->for_each_linear(prefix + ".attention", visit);
+    return channel_mix->for_each_linear(prefix + ".feed_forward", visit);
+  }
+  if (mixer) return mixer->for_each_linear(prefix + ".mixer", visit);
   if (mla_attn) mla_attn->for_each_linear(prefix + ".self_attn", visit);
   if (nsa_attn) nsa_attn->for_each_linear(prefix + ".self_attn", visit);
   if (self_attn) self_attn->for_each_linear(prefix + ".self_attn", visit);
-  mlp.for_each_linear(prefix + ".mlp", visit);
+  if (moe) {
+    moe->for_each_linear(prefix + ".mlp", visit);
+  } else {
+    mlp.for_each_linear(prefix + ".mlp", visit);
+  }
 }
 
 }  // namespace el

@@ -13,8 +13,11 @@
 #include <string>
 
 #include "nn/kv_cache.h"
+#include "nn/mamba.h"
 #include "nn/mla.h"
+#include "nn/moe.h"
 #include "nn/nsa.h"
+#include "nn/rwkv.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -24,14 +27,15 @@ namespace el {
 // RMSNorm or LayerNorm over the last dimension, chosen by the card.
 struct Norm {
   Norm(int64_t dim, ModelCard::Norm kind, float eps, Device device, DType dtype = DType::f32);
+  Norm() = default;  // absent: no weight (a Mamba layer has no second norm)
   Tensor forward(const Tensor& x) const;
   // {x + branch, norm(x + branch)}: the residual add fused with the norm that
   // follows it (ops::add_rmsnorm; LayerNorm does the two steps).
   ops::ResidualNorm forward_residual(const Tensor& x, const Tensor& branch) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
 
-  ModelCard::Norm kind;
-  float eps;
+  ModelCard::Norm kind = ModelCard::Norm::rmsnorm;
+  float eps = 0.0f;
   Tensor weight;  // [C], init 1
   Tensor bias;    // [C], LayerNorm only, init 0
 };
@@ -61,11 +65,12 @@ struct Attention {
 // chosen by the card; biases on every projection with mlp_bias.
 struct Mlp {
   Mlp(const ModelCard& card, Device device, DType dtype = DType::f32);
+  Mlp() = default;  // absent: no slots (a Mamba layer has no MLP)
   Tensor forward(const Tensor& x) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
 
-  ModelCard::Mlp kind;
+  ModelCard::Mlp kind = ModelCard::Mlp::swiglu;
   std::unique_ptr<LinearLayer> gate_proj;  // SwiGLU only
   std::unique_ptr<LinearLayer> up_proj, down_proj;
 };
@@ -77,14 +82,26 @@ struct Mlp {
 // (by the previous block, or the model for the first one) and returns the
 // new stream with next_norm applied (the next block's input_layernorm, or the
 // model's final norm).
+// block: mamba (nn/mamba.h): the layer is x + mixer(input_layernorm(x)) under
+// the same contract; it has no attention, and post_attention_layernorm and
+// mlp are absent (default-constructed, no parameters).
+// block: rwkv (nn/rwkv.h): input_layernorm and post_attention_layernorm are
+// RWKV's ln1 and ln2, time_mix takes the attention's place and channel_mix
+// the MLP's (mlp absent), under the same contract; layer 0 also holds
+// pre_ln, which the model applies to the embedding before anything else.
+// Parameter names are transformers' (pre_ln, ln1, ln2, attention.*,
+// feed_forward.*). `layer` (0-based) sets RWKV's per-layer init and eps.
 struct DecoderBlock {
-  DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32);
+  DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32, int layer = 0);
+  // aux: where an MoE layer appends its router losses (nn/moe.h); null: none.
   ops::ResidualNorm forward(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
-                            const Tensor& rope_inv_freq) const;
+                            const Tensor& rope_inv_freq, AuxLosses* aux = nullptr) const;
   // The same with the attention reading and extending layer `layer` of the cache.
+  // state_last (block: mamba): undefined, or i32 [B], row b's last real
+  // token in a right-padded prefill; the layer's states stop after it.
   ops::ResidualNorm forward_cached(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
-                                   const Tensor& rope_inv_freq, KvCache& cache,
-                                   int64_t layer) const;
+                                   const Tensor& rope_inv_freq, KvCache& cache, int64_t layer,
+                                   const Tensor& state_last = Tensor()) const;
   // The layer as ops::decode_layer takes it, when it has that shape: RMSNorm,
   // SwiGLU, q/k/v and gate/up still dense Linear slots stacked in one buffer
   // each, dense o/down, no biases (a LoRA or quantized slot: nullopt).
@@ -101,10 +118,25 @@ struct DecoderBlock {
   std::unique_ptr<NsaAttention> nsa_attn;  // nsa
   Norm post_attention_layernorm;
   Mlp mlp;
+  // moe_experts > 0: the mixture of experts replaces the dense MLP (mlp is
+  // then absent; named "mlp" in parameter names, as transformers names it).
+  std::unique_ptr<MoeMlp> moe;
+  std::unique_ptr<MambaMixer> mixer;  // block: mamba (then none of the above but input_layernorm)
+  std::unique_ptr<RwkvTimeMix> time_mix;        // block: rwkv ("attention")
+  std::unique_ptr<RwkvChannelMix> channel_mix;  // block: rwkv ("feed_forward")
+  std::unique_ptr<Norm> pre_ln;                 // block: rwkv, layer 0 only
 
  private:
-  // The residual adds and the MLP after the attention output `attn`.
-  ops::ResidualNorm finish(const Tensor& x, const Tensor& attn, const Norm& next_norm) const;
+  // The residual adds and the MLP after the attention output `attn`
+  // (aux, dropless: MoeMlp::forward's).
+  ops::ResidualNorm finish(const Tensor& x, const Tensor& attn, const Norm& next_norm,
+                           AuxLosses* aux, bool dropless) const;
+  // block: rwkv: h = x + time_mix(x_normed), then h + channel_mix(ln2(h));
+  // the steps are null in training, the cache's state in generation.
+  ops::ResidualNorm rwkv_forward(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
+                                 const RwkvCachedStep* att, const RwkvCachedStep* ffn) const;
+  // The dense MLP or the mixture of experts.
+  Tensor feed_forward(const Tensor& x, AuxLosses* aux, bool dropless) const;
 };
 
 }  // namespace el

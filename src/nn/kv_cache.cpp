@@ -6,12 +6,33 @@
 
 #include "core/allocator.h"
 #include "nn/mla.h"
+#include "nn/rwkv.h"
 #include "ops/backend.h"
 
 namespace el {
 namespace {
 
 bool is_mla(const ModelCard& c) { return c.attention == ModelCard::Attention::mla; }
+bool is_mamba(const ModelCard& c) { return c.block == ModelCard::Block::mamba; }
+// block: mamba: one row's f32 states of one layer, conv [K - 1, I] + ssm [I, N].
+int64_t mamba_state_floats(const ModelCard& c) {
+  return int64_t{c.mamba_d_conv - 1} * c.mamba_d_inner() +
+         int64_t{c.mamba_d_inner()} * c.mamba_d_state;
+}
+bool is_rwkv(const ModelCard& c) { return c.block == ModelCard::Block::rwkv; }
+// block: rwkv: one row's states of all layers, two shift rows [C] in the
+// cache dtype and the f32 WKV state [3, A] per layer (nn/rwkv.h).
+int64_t rwkv_state_bytes(const ModelCard& c, DType dtype) {
+  return c.n_layer * (2 * int64_t{c.d_model} * static_cast<int64_t>(dtype_size(dtype)) +
+                      3 * int64_t{rwkv_attention_size(c)} * 4);
+}
+// The empty WKV state: num = den = 0, max = -1e38 (transformers' start).
+void rwkv_clear(Tensor& wkv) {
+  const int64_t b = wkv.dim(0), a = wkv.dim(2);
+  std::vector<float> host(static_cast<size_t>(b * 3 * a), 0.0f);
+  for (int64_t r = 0; r < b; ++r) std::fill_n(host.begin() + (r * 3 + 2) * a, a, -1e38f);
+  wkv.copy_from(Tensor::from_floats(host, wkv.shape()));
+}
 // Per layer and token: KV heads x dims, and how many such tensors (k and v,
 // or MLA's one latent row [c_kv | k_rope] that serves as both).
 int64_t kv_heads_of(const ModelCard& c) { return is_mla(c) ? 1 : c.n_kv_head; }
@@ -25,6 +46,27 @@ std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / (1024.0
 
 std::string fits_message(const ModelCard& card, int64_t batch, int64_t max_len, DType dtype, Device device,
                          int64_t available) {
+  if (is_rwkv(card)) {
+    const int64_t per_seq = KvCache::bytes_per_sequence(card, max_len, dtype);
+    return fmt::format(
+        "the RWKV state cache for batch {} needs {} ({} per sequence at any length: {} layers x "
+        "two [{}] {} shift rows + f32 WKV state [3, {}]); {} is free on {}: at most batch {} "
+        "would fit",
+        batch, gib(static_cast<double>(per_seq) * static_cast<double>(batch)),
+        gib(static_cast<double>(per_seq)), card.n_layer, card.d_model, dtype_name(dtype),
+        rwkv_attention_size(card), gib(static_cast<double>(available)), device.str(),
+        available > 0 ? available / per_seq : 0);
+  }
+  if (is_mamba(card)) {
+    const int64_t per_seq = KvCache::bytes_per_sequence(card, max_len, dtype);
+    return fmt::format(
+        "the Mamba state cache for batch {} needs {} ({} per sequence at any length: {} layers x "
+        "f32 conv [{}, {}] + ssm [{}, {}]); {} is free on {}: at most batch {} would fit",
+        batch, gib(static_cast<double>(per_seq) * static_cast<double>(batch)),
+        gib(static_cast<double>(per_seq)), card.n_layer, card.mamba_d_conv - 1,
+        card.mamba_d_inner(), card.mamba_d_inner(), card.mamba_d_state,
+        gib(static_cast<double>(available)), device.str(), available > 0 ? available / per_seq : 0);
+  }
   const int64_t per_seq = KvCache::bytes_per_sequence(card, max_len, dtype);
   const int64_t per_token = KvCache::bytes_per_sequence(card, 1, dtype);
   const int64_t max_batch = available > 0 ? available / per_seq : 0;
@@ -46,6 +88,8 @@ bool KvCache::empty() const {
 }
 
 int64_t KvCache::bytes_per_sequence(const ModelCard& card, int64_t max_len, DType dtype) {
+  if (is_mamba(card)) return card.n_layer * mamba_state_floats(card) * 4;  // f32, any length
+  if (is_rwkv(card)) return rwkv_state_bytes(card, dtype);                    // any length
   return sides_of(card) * card.n_layer * max_len * kv_heads_of(card) * head_dim_of(card) *
          static_cast<int64_t>(dtype_size(dtype));
 }
@@ -74,6 +118,33 @@ Result<KvCache> KvCache::create(const ModelCard& card, int64_t batch, int64_t ma
   KvCache c;
   c.batch = batch;
   c.max_len = max_len;
+  if (is_rwkv(card)) {
+    // Fixed-size states (nn/rwkv.h); check_fits above already counted them.
+    for (int64_t l = 0; l < card.n_layer; ++l) {
+      c.k.emplace_back();
+      c.v.emplace_back();
+      c.rwkv_att_shift.push_back(Tensor::zeros({batch, card.d_model}, dtype, device));
+      c.rwkv_ffn_shift.push_back(Tensor::zeros({batch, card.d_model}, dtype, device));
+      c.rwkv_wkv.push_back(Tensor::empty({batch, 3, rwkv_attention_size(card)}, DType::f32, device));
+      rwkv_clear(c.rwkv_wkv.back());
+    }
+    c.positions = Tensor::zeros({batch}, DType::i32, device);
+    c.host_positions.assign(static_cast<size_t>(batch), 0);
+    return c;
+  }
+  if (is_mamba(card)) {
+    // Fixed-size states (nn/mamba.h); check_fits above already counted them.
+    const int64_t I = card.mamba_d_inner();
+    for (int64_t l = 0; l < card.n_layer; ++l) {
+      c.k.emplace_back();
+      c.v.emplace_back();
+      c.conv_state.push_back(Tensor::zeros({batch, card.mamba_d_conv - 1, I}, DType::f32, device));
+      c.ssm_state.push_back(Tensor::zeros({batch, I, card.mamba_d_state}, DType::f32, device));
+    }
+    c.positions = Tensor::zeros({batch}, DType::i32, device);
+    c.host_positions.assign(static_cast<size_t>(batch), 0);
+    return c;
+  }
   const Shape shape{batch, max_len, kv_heads_of(card), head_dim_of(card)};
   for (int64_t l = 0; l < card.n_layer; ++l) {
     for (std::vector<Tensor>* side : {&c.k, &c.v}) {
@@ -99,6 +170,15 @@ Result<KvCache> KvCache::create(const ModelCard& card, int64_t batch, int64_t ma
 }
 
 void KvCache::reset(int32_t position) {
+  EL_ENSURE(position == 0 || (conv_state.empty() && rwkv_wkv.empty()),
+            "KvCache::reset({}): a recurrent (Mamba, RWKV) state cannot be rewound; reset to 0",
+            position);
+  for (std::vector<Tensor>* rows : {&rwkv_att_shift, &rwkv_ffn_shift}) {
+    for (Tensor& t : *rows) backend_for(t.device()).fill(t, 0.0f);
+  }
+  for (Tensor& t : rwkv_wkv) rwkv_clear(t);
+  for (Tensor& t : conv_state) backend_for(t.device()).fill(t, 0.0f);
+  for (Tensor& t : ssm_state) backend_for(t.device()).fill(t, 0.0f);
   std::fill(host_positions.begin(), host_positions.end(), position);
   positions.copy_from(Tensor::from_ints(host_positions, {batch}));
 }
@@ -117,8 +197,12 @@ void KvCache::advance(int32_t n) {
 
 int64_t KvCache::bytes() const {
   int64_t n = 0;
-  for (const auto& t : k) n += static_cast<int64_t>(t.nbytes());
+  for (const auto* states : {&conv_state, &ssm_state, &rwkv_att_shift, &rwkv_ffn_shift, &rwkv_wkv}) {
+    for (const auto& t : *states) n += static_cast<int64_t>(t.nbytes());
+  }
+  for (const auto& t : k) n += t.defined() ? static_cast<int64_t>(t.nbytes()) : 0;
   for (size_t l = 0; l < v.size(); ++l) {
+    if (!v[l].defined()) continue;  // block: mamba
     if (l >= k.size() || !v[l].same(k[l])) n += static_cast<int64_t>(v[l].nbytes());  // MLA: v is k
   }
   return n;

@@ -26,8 +26,20 @@ namespace el {
 // attention: mla (nn/mla.h) caches one row per token, [c_kv normed |
 // rotated k_rope] of mla_cache_dim(card) columns: k[l] is [B, Smax, 1,
 // mla_cache_dim] and v[l] is the same tensor (counted once in bytes()).
+// block: mamba (nn/mamba.h) has no keys and values: k/v hold undefined
+// tensors and each layer keeps two fixed-size f32 states per row instead,
+// conv_state [B, d_conv - 1, I] (the conv's last inputs) and ssm_state
+// [B, I, N]. bytes_per_sequence then does not grow with max_len (the
+// states are the same at any length); max_len and positions still bound
+// and count the tokens, and reset(0) zeroes the states.
+// block: rwkv (nn/rwkv.h) likewise: k/v undefined, and per layer the
+// token-shift rows rwkv_att_shift / rwkv_ffn_shift [B, C] (the ln1 / ln2
+// output of each row's last token, in the cache dtype) and the WKV state
+// rwkv_wkv f32 [B, 3, A] (num, den, max; the empty state is 0, 0, -1e38).
 struct KvCache {
   std::vector<Tensor> k, v;  // per layer [B, Smax, Hkv, D]
+  std::vector<Tensor> conv_state, ssm_state;  // per layer, block: mamba only
+  std::vector<Tensor> rwkv_att_shift, rwkv_ffn_shift, rwkv_wkv;  // per layer, block: rwkv only
   Tensor positions;          // i32 [B] on the device: tokens cached per row
   std::vector<int32_t> host_positions;  // the same, as the host last set it
   int64_t batch = 0;

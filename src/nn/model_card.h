@@ -114,6 +114,104 @@
 //                         head (default); else even, <= head_dim, rope only.
 //   mlp_bias         bool biases on the MLP projections (default false;
 //                         GPT-NeoX's dense_h_to_4h / dense_4h_to_h have them)
+//   moe_experts      int  E routed experts: the MLP of every layer becomes a
+//                         mixture of experts (nn/moe.h; Mixtral / Qwen2-MoE
+//                         layout: a router gate [E, C] and E SwiGLU experts).
+//                         0 = the dense MLP (default). The moe_* keys below
+//                         are errors while it is 0 and are written by
+//                         model_card_to_yaml only when it is > 0. MoE needs
+//                         mlp: swiglu, no mlp_bias and block: transformer.
+//   moe_top_k        int  k experts per token, 1 <= k <= E      (default 2)
+//   moe_d_ff         int  each expert's hidden width; 0 = d_ff  (default 0)
+//   moe_router       softmax | sigmoid                         (default softmax)
+//                         softmax: p = softmax(logits), the top-k of p and
+//                         their p as weights (Mixtral, Qwen2-MoE).
+//                         sigmoid: s = sigmoid(logits), top-k of s and their
+//                         s as weights (DeepSeek-V3's scoring, without its
+//                         bias term and group limits).
+//   moe_norm_topk_prob bool divide the k weights by their sum (default true:
+//                         Mixtral; Qwen2-MoE's norm_topk_prob, false there)
+//   moe_shared_experts int experts every token runs besides its k (default 0).
+//                         n > 0: one SwiGLU MLP of n * moe_shared_d_ff
+//                         (mlp.shared_expert; n experts every token sums are
+//                         exactly one MLP n times as wide), its output scaled
+//                         by sigmoid(shared_expert_gate x) per token
+//                         (mlp.shared_expert_gate [1, C]; Qwen2-MoE)
+//   moe_shared_d_ff  int  width of one shared expert; 0 = the expert width
+//                         (default 0; needs moe_shared_experts > 0)
+//   moe_aux_loss_coef float weight of the load-balancing loss in the
+//                         training loss (Switch / Mixtral: E * sum_e f_e P_e
+//                         per layer, f_e = tokens routed to e / N, P_e = mean
+//                         router probability of e; ops::moe_balance_loss),
+//                         averaged over the layers (default 0.01; >= 0)
+//   moe_z_loss_coef  float weight of the router z-loss, mean over tokens of
+//                         logsumexp(logits)^2 (ST-MoE, Zoph et al. 2022, whose
+//                         default 0.001 is ours), averaged over the layers
+//                         (>= 0). Both losses join DecoderLM::loss only while
+//                         gradients are recorded (models/decoder_lm.h).
+//   moe_capacity_factor float 0 = dropless (default): every token reaches
+//                         its k experts. cf > 0: each expert takes at most
+//                         ceil(cf * N * k / E) of a forward's N tokens, first
+//                         choices before second ones, earlier tokens first
+//                         (GShard's order); the slots beyond are dropped (the
+//                         token keeps its residual and the shared expert).
+//                         Generation (forward_cached) always runs dropless.
+//   block            transformer | mamba | rwkv   (default transformer)
+//                    What each of the n_layer layers is. transformer: the
+//                    attention + MLP block described by the keys above.
+//                    mamba: a Mamba-1 layer x + mixer(RMSNorm(x)) (Gu & Dao
+//                    2023; nn/mamba.h, transformers' MambaForCausalLM), no
+//                    attention and no MLP. The attention/MLP keys do nothing
+//                    there and are errors with block: mamba (each names its
+//                    key): n_head, n_kv_head, head_dim, d_ff, rope_theta, mlp,
+//                    qkv_bias, o_bias, mlp_bias, sliding_window, rope_scaling
+//                    and its rope_* parameters, attention and the MLA / NSA
+//                    keys, parallel_residual, rotary_dims; pos_encoding
+//                    defaults to none there and must stay none (the
+//                    recurrence orders the tokens). Required with mamba:
+//                    name, n_layer, d_model, vocab_size, max_seq_len (the
+//                    longest sequence trained / generated; the model itself
+//                    has no length limit). norm (rmsnorm: Mamba's),
+//                    norm_eps, tied_embeddings and init_std keep their meaning.
+//                    rwkv: an RWKV-4 layer (Peng et al. 2023; nn/rwkv.h,
+//                    transformers' RwkvForCausalLM): x + time_mix(ln1(x)),
+//                    then + channel_mix(ln2(.)), layer 0 first applying
+//                    pre_ln to the embedding, ln_out before an untied head.
+//                    The attention keys and mlp are errors there like with
+//                    mamba; d_ff is the channel mix's width (transformers'
+//                    intermediate_size, default 4 d_model). norm must be
+//                    layernorm (its default there; norm_eps is
+//                    layer_norm_epsilon of ln1/ln2/pre_ln, while ln_out keeps
+//                    transformers' fixed 1e-5), pos_encoding none. Keys
+//                    (errors without block: rwkv; written by
+//                    model_card_to_yaml only with it):
+//   rwkv_attention_hidden_size int  A, the WKV width (key/value/receptance
+//                         [A, C], output [C, A]; default 0 = d_model)
+//   rwkv_rescale_every int  transformers' rescale_every (default 0 = none):
+//                         k > 0 halves the residual stream after every k-th
+//                         layer at inference (output/value weights of layer i
+//                         divided by 2^(i / k)). LayerNorm removes the scale
+//                         except through its eps, so we run the unscaled model
+//                         with layer i's ln1/ln2 eps times 4^(i / k) and
+//                         ln_out's times 4^(L / k): transformers' eval() output
+//                         exactly, in training too (its train() mode skips the
+//                         rescale, a difference only in those eps).
+//   mamba_d_state    int  N, SSM state size per channel      (default 16;
+//                         transformers' state_size; 1..256)
+//   mamba_d_conv     int  causal depthwise conv width        (default 4;
+//                         conv_kernel; 1..64)
+//   mamba_expand     int  inner width I = expand * d_model   (default 2; 1..16)
+//   mamba_dt_rank    int  rank of the delta projection (x_proj -> dt_proj);
+//                         0 = ceil(d_model / 16) (default; time_step_rank
+//                         "auto"); else 1..I
+//   mamba_conv_bias  bool bias on conv1d        (default true; use_conv_bias)
+//   mamba_proj_bias  bool bias on in_proj and out_proj (default false; use_bias)
+//                    The mamba_* keys are errors without block: mamba and are
+//                    written by model_card_to_yaml only with it. Mamba's dt
+//                    init values (time_step_min/max/floor/scale) and
+//                    rescale_prenorm_residual only shape the random init
+//                    (nn/mamba.h documents ours); residual_in_fp32 changes
+//                    nothing in f32 (io/hf_config.h).
 // With mla, qkv_bias puts biases on q_a_proj and kv_a_proj_with_mqa (and o_bias
 // on o_proj), as DeepSeek's attention_bias does; q_proj has none.
 // The keys from o_bias on (and mlp's gelu_exact value) are written by model_card_to_yaml only when they
@@ -128,6 +226,11 @@
 #include "core/error.h"
 
 namespace el {
+
+// Upper bounds of the Mamba sizes (mamba_d_state, mamba_d_conv, mamba_expand).
+inline constexpr int kMambaMaxDState = 256;
+inline constexpr int kMambaMaxDConv = 64;
+inline constexpr int kMambaMaxExpand = 16;
 
 struct ModelCard {
   std::string name;
@@ -169,6 +272,26 @@ struct ModelCard {
   bool parallel_residual = false;  // GPT-NeoX: attention and MLP both read the block input
   int rotary_dims = 0;             // 0 = the whole head
   bool mlp_bias = false;
+  int moe_experts = 0;                // 0 = dense MLP (see the moe_* keys above)
+  int moe_top_k = 2;                  // moe
+  int moe_d_ff = 0;                   // moe: 0 = d_ff
+  enum class MoeRouter { softmax, sigmoid } moe_router = MoeRouter::softmax;  // moe
+  bool moe_norm_topk_prob = true;     // moe
+  int moe_shared_experts = 0;         // moe
+  int moe_shared_d_ff = 0;            // moe: 0 = the expert width
+  float moe_aux_loss_coef = 0.01f;    // moe
+  float moe_z_loss_coef = 0.001f;     // moe
+  float moe_capacity_factor = 0.0f;   // moe: 0 = dropless
+  // What each layer is (see the block key above; values in YAML order).
+  enum class Block { transformer, mamba, rwkv } block = Block::transformer;
+  int mamba_d_state = 16;        // mamba: N
+  int mamba_d_conv = 4;          // mamba: conv width
+  int mamba_expand = 2;          // mamba: I = expand * d_model
+  int mamba_dt_rank = 0;         // mamba: 0 = ceil(d_model / 16)
+  bool mamba_conv_bias = true;   // mamba
+  bool mamba_proj_bias = false;  // mamba
+  int rwkv_attention_hidden_size = 0;  // rwkv: 0 = d_model
+  int rwkv_rescale_every = 0;          // rwkv: 0 = none
   std::string source_path;  // file (or source name) the card was read from; not in the YAML
 
   // head_dim, or d_model / n_head when head_dim is 0.
@@ -177,6 +300,18 @@ struct ModelCard {
   }
   // Dims of each q/k head that RoPE rotates: rotary_dims, or the head dim when 0.
   int effective_rotary_dims() const { return rotary_dims > 0 ? rotary_dims : effective_head_dim(); }
+  // MoE: one expert's hidden width, and the shared expert MLP's (all n shared
+  // experts as one MLP; 0 without shared experts).
+  int moe_expert_d_ff() const { return moe_d_ff > 0 ? moe_d_ff : d_ff; }
+  int moe_shared_width() const {
+    return moe_shared_experts * (moe_shared_d_ff > 0 ? moe_shared_d_ff : moe_expert_d_ff());
+  }
+  // Mamba: the inner width I = mamba_expand * d_model and the delta rank
+  // (mamba_dt_rank, or ceil(d_model / 16) when 0).
+  int mamba_d_inner() const { return mamba_expand * d_model; }
+  int mamba_effective_dt_rank() const {
+    return mamba_dt_rank > 0 ? mamba_dt_rank : (d_model + 15) / 16;
+  }
   bool operator==(const ModelCard&) const = default;
 };
 
@@ -186,6 +321,8 @@ const char* pos_encoding_name(ModelCard::PosEncoding p);
 const char* mlp_name(ModelCard::Mlp m);
 const char* rope_scaling_name(ModelCard::RopeScaling r);
 const char* attention_name(ModelCard::Attention a);
+const char* moe_router_name(ModelCard::MoeRouter r);
+const char* block_name(ModelCard::Block b);
 
 // Parses a card from YAML text; `source_name` (a path or a label such as
 // "checkpoint.safetensors") goes into error locations and card.source_path.

@@ -84,6 +84,10 @@ struct DecodeLayerWeights {
   int64_t n_head = 0, n_kv_head = 0, head_dim = 0;
 };
 
+// How a mixture-of-experts router scores the experts of a token from its
+// logits (nn/moe.h): softmax over the experts, or an independent sigmoid each.
+enum class MoeScore { softmax, sigmoid };
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -297,6 +301,148 @@ class Backend {
     nsa_not_implemented("nsa_gate_combine_backward");
   }
 
+  // ---- RWKV-4 (nn/rwkv.h, ops::rwkv_*) --------------------------------------------
+  // Token shift + time mix: for each j, out[j][b, t, c] = x[b, t, c] * mix[j][c]
+  // + xs[b, t, c] * (1 - mix[j][c]) with xs the stream one token back:
+  // xs[b, 0] = prev[b] (prev [B, C]; undefined: zeros), xs[b, t] = x[b, t - 1].
+  // x[B, T, C], mix: 1 to 3 tensors [C], outs like x. The backward writes
+  // dx (both paths: the token itself and as the next token's shifted value)
+  // and dmix[j][c] = sum over (b, t) of dout[j] * (x - xs); prev gets none.
+  // Defaults: an Exception naming the backend.
+  virtual void rwkv_time_mix_forward(const Tensor& x, const Tensor& prev,
+                                     const std::vector<Tensor>& mix, std::vector<Tensor>& outs) {
+    (void)x, (void)prev, (void)mix, (void)outs;
+    rwkv_not_implemented("rwkv_time_mix_forward");
+  }
+  virtual void rwkv_time_mix_backward(const std::vector<Tensor>& douts, const Tensor& x,
+                                      const Tensor& prev, const std::vector<Tensor>& mix,
+                                      Tensor& dx, std::vector<Tensor>& dmix) {
+    (void)douts, (void)x, (void)prev, (void)mix, (void)dx, (void)dmix;
+    rwkv_not_implemented("rwkv_time_mix_backward");
+  }
+  // WKV-4 over k/v[B, T, C] with per-channel decay w = -exp(time_decay[c]) and
+  // bonus u = time_first[c] (time_decay/time_first [C], k's dtype):
+  //   y[t] = (a_t + e^(u + k_t) v_t) / (b_t + e^(u + k_t)),
+  //   a_{t+1} = e^w a_t + e^(k_t) v_t,  b_{t+1} = e^w b_t + e^(k_t),
+  // computed per (b, c) in transformers' stable form: the state is (num, den,
+  // max) with a = num e^max, b = den e^max, and each step rescales by the
+  // running maximum (transformers' rwkv_linear_attention_cpu, f32 state).
+  // state: undefined (a_0 = b_0 = 0), or f32 [B, 3, C] holding num, den, max
+  // rows per batch row: read as the initial state and overwritten with the
+  // state after step last[b] (last i32 [B] on this device, each in [0, T);
+  // undefined: T - 1). The zero state is num = den = 0, max = -1e38.
+  virtual void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first,
+                                const Tensor& k, const Tensor& v, const Tensor& last,
+                                Tensor& state, Tensor& y) {
+    (void)time_decay, (void)time_first, (void)k, (void)v, (void)last, (void)state, (void)y;
+    rwkv_not_implemented("rwkv_wkv_forward");
+  }
+  // Gradients of sum(dy * y) for y of rwkv_wkv_forward from `state0` (f32
+  // [B, 3, C], or undefined for the zero state): dtime_decay and dtime_first
+  // [C] (summed over the batch; dtime_decay includes the initial state's
+  // decay), dk and dv [B, T, C]. The state itself gets no gradient.
+  virtual void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first,
+                                 const Tensor& k, const Tensor& v, const Tensor& y,
+                                 const Tensor& dy, const Tensor& state0, Tensor& dtime_decay,
+                                 Tensor& dtime_first, Tensor& dk, Tensor& dv) {
+    (void)time_decay, (void)time_first, (void)k, (void)v, (void)y, (void)dy, (void)state0,
+        (void)dtime_decay, (void)dtime_first, (void)dk, (void)dv;
+    rwkv_not_implemented("rwkv_wkv_backward");
+  }
+  // out = sigmoid(r) * y (RWKV's receptance gate), r and y of one shape;
+  // backward: dr = dout * y * s (1 - s), dy = dout * s, s = sigmoid(r).
+  virtual void sigmoid_mul_forward(const Tensor& r, const Tensor& y, Tensor& out) {
+    (void)r, (void)y, (void)out;
+    rwkv_not_implemented("sigmoid_mul_forward");
+  }
+  virtual void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y,
+                                    Tensor& dr, Tensor& dy) {
+    (void)dout, (void)r, (void)y, (void)dr, (void)dy;
+    rwkv_not_implemented("sigmoid_mul_backward");
+  }
+  // out = max(x, 0)^2 (RWKV-4's channel-mix activation); dx = 2 max(x, 0) dout.
+  virtual void relu_square_forward(const Tensor& x, Tensor& out) {
+    (void)x, (void)out;
+    rwkv_not_implemented("relu_square_forward");
+  }
+  virtual void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx) {
+    (void)dout, (void)x, (void)dx;
+    rwkv_not_implemented("relu_square_backward");
+  }
+
+  // ---- Mamba-1 (nn/mamba.h, ops::mamba_*) ------------------------------------------
+  // I channels, N states, K conv width. x, u, delta, z, y, out and the
+  // gradients of those [B, T, I]; B/C [B, T, N] (the activation dtype);
+  // A_log [I, N], D [I], delta_bias [I] of any float dtype (the parameters').
+  // Gradients of parameters and of B/C (sums over channels, batch and time)
+  // are f32 and overwritten. `last`: undefined, or i32 [B] on this device,
+  // row b's last real token (each in [0, T)); undefined means T - 1.
+  // Defaults: an Exception naming the backend.
+  //
+  // Causal depthwise conv over time with SiLU (transformers' conv1d + act):
+  //   out[b, t, d] = silu(bias[d] + sum_k w[d, k] x[b, t - K + 1 + k, d]),
+  // w [I, K] (the [I, 1, K] parameter), bias [I] or undefined. A time index
+  // < 0 reads state[b, K - 1 + index, d] when state (f32 [B, K - 1, I], the
+  // generation cache) is defined, else 0; then state is overwritten with the
+  // inputs of times last[b] - K + 2 .. last[b] (older ones from the old state).
+  virtual void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                    const Tensor& last, Tensor& state, Tensor& out) {
+    (void)x, (void)w, (void)bias, (void)last, (void)state, (void)out;
+    mamba_not_implemented("mamba_conv1d_forward");
+  }
+  // Backward from a zero state (training): dx [B, T, I]; dw [I, K] and
+  // dbias [I] f32 (dbias undefined when bias is); the SiLU input recomputed.
+  virtual void mamba_conv1d_backward(const Tensor& dout, const Tensor& x, const Tensor& w,
+                                     const Tensor& bias, Tensor& dx, Tensor& dw, Tensor& dbias) {
+    (void)dout, (void)x, (void)w, (void)bias, (void)dx, (void)dw, (void)dbias;
+    mamba_not_implemented("mamba_conv1d_backward");
+  }
+  // Selective scan with Mamba's discretisation, gate and skip fused (what
+  // transformers' MambaMixer computes from u = conv output on):
+  //   dt = softplus(delta + delta_bias[d])   (torch's: x > 20 -> x)
+  //   A[d, n] = -exp(A_log[d, n])
+  //   h_t[n] = exp(dt_t A[d, n]) h_{t-1}[n] + dt_t B_t[n] u_t
+  //   y_t = (sum_n C_t[n] h_t[n] + D[d] u_t) * silu(z_t)
+  // per (b, d), h_{-1} = state[b, d, :] (f32 [B, I, N]) when state is
+  // defined, else 0; a defined state is then overwritten with h after step
+  // last[b]. Fusing the bias and softplus saves a [B, T, I] pass each way.
+  // checkpoints: undefined, or f32 [B, I, ceil(T / L), N] with L =
+  // mamba_scan_chunk() > 0: checkpoints[b, d, c] = h before step c L, what
+  // the backward restarts from (training; never with a state).
+  // mamba_scan_chunk() = 0: this backend's backward needs none.
+  virtual int64_t mamba_scan_chunk() const { return 0; }
+  virtual void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                                  const Tensor& B, const Tensor& C, const Tensor& D,
+                                  const Tensor& z, const Tensor& delta_bias, const Tensor& last,
+                                  Tensor& state, Tensor& y, Tensor& checkpoints) {
+    (void)u, (void)delta, (void)A_log, (void)B, (void)C, (void)D, (void)z, (void)delta_bias,
+        (void)last, (void)state, (void)y, (void)checkpoints;
+    mamba_not_implemented("mamba_scan_forward");
+  }
+  // Gradients of sum(dy * y) from a zero initial state: du, ddelta (w.r.t.
+  // the raw delta), dz [B, T, I]; dB, dC [B, T, N], dA_log [I, N], dD and
+  // ddelta_bias [I] f32. The states are recomputed (from checkpoints when
+  // mamba_scan_chunk() > 0), never read from a [B, T, I, N] buffer.
+  virtual void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
+                                   const Tensor& A_log, const Tensor& B, const Tensor& C,
+                                   const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                                   const Tensor& checkpoints, Tensor& du, Tensor& ddelta,
+                                   Tensor& dA_log, Tensor& dB, Tensor& dC, Tensor& dD,
+                                   Tensor& dz, Tensor& ddelta_bias) {
+    (void)dy, (void)u, (void)delta, (void)A_log, (void)B, (void)C, (void)D, (void)z,
+        (void)delta_bias, (void)checkpoints, (void)du, (void)ddelta, (void)dA_log, (void)dB,
+        (void)dC, (void)dD, (void)dz, (void)ddelta_bias;
+    mamba_not_implemented("mamba_scan_backward");
+  }
+  // dst[n, dst_col + j] = src[n, src_col + j] for j < cols and every row n
+  // (src [N, Cs], dst [N, Cd] over their last dims, one dtype): the column
+  // split / concat of ops::split_columns (Mamba's in_proj and x_proj outputs).
+  virtual void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col,
+                            int64_t cols) {
+    (void)src, (void)src_col, (void)dst, (void)dst_col, (void)cols;
+    mamba_not_implemented("copy_columns");
+  }
+
   // ---- activations --------------------------------------------------------------
   virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(g)*u
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
@@ -312,6 +458,114 @@ class Backend {
   // differs from the tanh form by up to ~1e-3, too much for a golden check.
   virtual void gelu_exact_forward(const Tensor& x, Tensor& out) = 0;
   virtual void gelu_exact_backward(const Tensor& dout, const Tensor& x, Tensor& dx) = 0;
+
+  // ---- mixture of experts (nn/moe.h, ops::moe_*, ops::grouped_linear) -------------
+  // N tokens, E experts, k choices per token; slot s = n k + j is token n's
+  // j-th choice, M = N k slots. Rows of the expert-sorted buffers: expert e
+  // owns rows [offsets[e], offsets[e + 1]) (offsets i32 [E + 1], offsets[0]
+  // = 0, offsets[E] = rows in use <= M); rows from offsets[E] on are unused.
+  // Index tensors are i32 on this device; ops never hand these an N of 0.
+  // Defaults: an Exception naming the backend.
+  //
+  // Router: logits[N, E] -> ids[N, k]: the k largest scores (softmax or
+  // sigmoid of the logits; the order of the logits), descending, ties to the
+  // lower index; weights f32 [N, k] = the chosen scores, divided by their sum
+  // when `normalize`. Backward: dlogits[N, E] from dweights f32 [N, k].
+  virtual void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize,
+                                  Tensor& ids, Tensor& weights) {
+    (void)logits, (void)score, (void)normalize, (void)ids, (void)weights;
+    moe_not_implemented("moe_router_forward");
+  }
+  virtual void moe_router_backward(const Tensor& dweights, const Tensor& logits,
+                                   const Tensor& ids, const Tensor& weights, MoeScore score,
+                                   bool normalize, Tensor& dlogits) {
+    (void)dweights, (void)logits, (void)ids, (void)weights, (void)score, (void)normalize,
+        (void)dlogits;
+    moe_not_implemented("moe_router_backward");
+  }
+  // Dropless (capacity 0) or capacity-limited grouping of ids[N, k] (each in
+  // [0, E), E = offsets.numel() - 1) by expert. Slots are taken in priority
+  // order p = j N + n (every first choice before any second one, earlier
+  // tokens first); expert e keeps its first min(count_e, capacity) slots
+  // (all when capacity is 0) in that order. sorted_slot[M]: the slot of each
+  // row (-1 for unused rows); slot_row[M]: the row of each slot (-1 dropped).
+  virtual void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot,
+                         Tensor& slot_row, Tensor& offsets) {
+    (void)ids, (void)capacity, (void)sorted_slot, (void)slot_row, (void)offsets;
+    moe_not_implemented("moe_group");
+  }
+  // out[M, C]: row r = x[sorted_slot[r] / k] (x[N, C]), 0 for unused rows.
+  // Backward: dx[n] = sum over j of dout[slot_row[n k + j]] (dropped: none).
+  virtual void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k,
+                                  Tensor& out) {
+    (void)x, (void)sorted_slot, (void)k, (void)out;
+    moe_not_implemented("moe_gather_forward");
+  }
+  virtual void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx) {
+    (void)dout, (void)slot_row, (void)dx;
+    moe_not_implemented("moe_gather_backward");
+  }
+  // Grouped GEMM: y[M, O] row r in expert e's rows = x[r] @ op(w[e]) with
+  // x[M, K]; trans_w: w[E, O, K] and op = transpose (the forward of
+  // ops::grouped_linear); else w[E, K, O] (its dX). Unused rows of y get 0.
+  // One launch on a GPU: the per-expert row counts stay on the device.
+  virtual void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w,
+                            const Tensor& offsets, Tensor& y) {
+    (void)x, (void)w, (void)trans_w, (void)offsets, (void)y;
+    moe_not_implemented("grouped_gemm");
+  }
+  // dw[E, O, K]: dw[e] = dy_e^T @ x_e over expert e's rows (dy[M, O], x[M,
+  // K]); 0 for an expert without rows.
+  virtual void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
+                               Tensor& dw) {
+    (void)dy, (void)x, (void)offsets, (void)dw;
+    moe_not_implemented("grouped_gemm_dw");
+  }
+  // out[N, C] = sum over j of weights[n, j] ys[slot_row[n k + j]] (dropped
+  // slots: nothing) + sigmoid(shared_gate[n]) shared[n] when shared is
+  // defined (shared[N, C], shared_gate[N, 1]). weights (and dweights) are
+  // f32 or ys's dtype. Backward: dys[r] = weights[s] dout[s / k] for s =
+  // sorted_slot[r] (0 for unused rows), dweights[N, k] = <dout[n], ys[row]>
+  // (0 when dropped), and with a
+  // shared expert dshared = sigmoid(g) dout, dgate = sigmoid'(g) <dout, shared>.
+  virtual void moe_combine_forward(const Tensor& ys, const Tensor& weights,
+                                   const Tensor& slot_row, const Tensor& shared,
+                                   const Tensor& shared_gate, Tensor& out) {
+    (void)ys, (void)weights, (void)slot_row, (void)shared, (void)shared_gate, (void)out;
+    moe_not_implemented("moe_combine_forward");
+  }
+  virtual void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
+                                    const Tensor& sorted_slot, const Tensor& slot_row,
+                                    const Tensor& shared, const Tensor& shared_gate,
+                                    Tensor& dys, Tensor& dweights, Tensor& dshared,
+                                    Tensor& dgate) {
+    (void)dout, (void)ys, (void)weights, (void)sorted_slot, (void)slot_row, (void)shared,
+        (void)shared_gate, (void)dys, (void)dweights, (void)dshared, (void)dgate;
+    moe_not_implemented("moe_combine_backward");
+  }
+  // Router losses, f32 [1] outputs on this device (no host round trip);
+  // dloss f32 [1] on this device. Balance: E sum_e f_e P_e, f_e = (count of
+  // e in ids) / N, P_e = mean over tokens of the score distribution (softmax
+  // probabilities, or sigmoid scores divided by their row sum). Z-loss:
+  // mean over tokens of logsumexp(logits[n])^2.
+  virtual void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
+                                        Tensor& loss) {
+    (void)logits, (void)ids, (void)score, (void)loss;
+    moe_not_implemented("moe_balance_loss_forward");
+  }
+  virtual void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits,
+                                         const Tensor& ids, MoeScore score, Tensor& dlogits) {
+    (void)dloss, (void)logits, (void)ids, (void)score, (void)dlogits;
+    moe_not_implemented("moe_balance_loss_backward");
+  }
+  virtual void moe_z_loss_forward(const Tensor& logits, Tensor& loss) {
+    (void)logits, (void)loss;
+    moe_not_implemented("moe_z_loss_forward");
+  }
+  virtual void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits) {
+    (void)dloss, (void)logits, (void)dlogits;
+    moe_not_implemented("moe_z_loss_backward");
+  }
 
   // ---- fused log-softmax + cross-entropy --------------------------------------
   // logits[N,V] (any float dtype), targets[N] i32; a target < 0 is ignored (loss 0).
@@ -447,11 +701,27 @@ class Backend {
   virtual void profiler_range(bool begin) { (void)begin; }
 
  private:
+  [[noreturn]] void mamba_not_implemented(const char* call) const {
+    throw Exception(make_error(std::string("Mamba: ") + call + " is not implemented on " + name(),
+                               std::string(name()) + " backend",
+                               "run Mamba cards on a backend with Mamba kernels (cpu, cuda)"));
+  }
+  [[noreturn]] void moe_not_implemented(const char* call) const {
+    throw Exception(make_error(std::string("mixture of experts: ") + call +
+                                   " is not implemented on " + name(),
+                               std::string(name()) + " backend",
+                               "run MoE cards on a backend with MoE kernels (cpu, cuda)"));
+  }
   [[noreturn]] void nsa_not_implemented(const char* call) const {
     throw Exception(make_error(std::string("NSA attention: ") + call + " is not implemented on " +
                                    name(),
                                std::string(name()) + " backend",
                                "run NSA cards on a backend with NSA kernels (cpu)"));
+  }
+  [[noreturn]] void rwkv_not_implemented(const char* call) const {
+    throw Exception(make_error(std::string("RWKV: ") + call + " is not implemented on " + name(),
+                               std::string(name()) + " backend",
+                               "run RWKV cards on a backend with RWKV kernels (cpu)"));
   }
   Error no_graphs_error(const char* call) const {
     // (string concatenation, not fmt: nvcc compiles this header too)

@@ -131,6 +131,118 @@ Tensor nsa_sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 Tensor nsa_gate_combine(const Tensor& gates, const Tensor& o_cmp, const Tensor& o_slc,
                         const Tensor& o_win);
 
+// ---- Mamba-1 (ops_mamba.cpp; the layer is nn/mamba.h) -----------------------
+// x[..., sum(sizes)] -> one tensor per part, x[..., the part's columns]
+// (Mamba's in_proj output into x | z, x_proj's into dt | B | C).
+// Differentiable; the backward writes every part's gradient into one buffer.
+std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& sizes);
+// silu(causal depthwise conv over time): x[B, T, I], w [I, K] or [I, 1, K],
+// bias [I] or undefined; out[b, t, d] = silu(bias[d] + sum_k w[d, k]
+// x[b, t - K + 1 + k, d]), zeros before t = 0. Differentiable (the SiLU is
+// fused: transformers' act(conv1d(x)), hidden_act silu).
+Tensor mamba_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias);
+// The selective scan (Backend::mamba_scan_forward has the equations) from a
+// zero state: u, delta, z [B, T, I], A_log [I, N], B/C [B, T, N], D and
+// delta_bias [I]; returns y [B, T, I]. delta is dt_proj's output WITHOUT its
+// bias: the bias add and the softplus are fused into the scan (as
+// transformers' forward passes delta_bias), as are the D skip and the
+// silu(z) gate. Differentiable in every input; the backward recomputes the
+// states (from the backend's per-chunk checkpoints), no [B, T, I, N] tensor.
+Tensor mamba_scan(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
+                  const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias);
+// Generation (no gradient): the same ops continuing from cached states that
+// they update in place. conv state f32 [B, K - 1, I] (the last inputs), ssm
+// state f32 [B, I, N]; last: undefined (all T tokens are real), or i32 [B]
+// on the device, row b's last real token: the states stop after it.
+Tensor mamba_conv1d_cached(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& state,
+                           const Tensor& last);
+Tensor mamba_scan_cached(const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                         const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                         const Tensor& delta_bias, Tensor& state, const Tensor& last);
+
+// ---- RWKV-4 (ops_rwkv.cpp; the layers are nn/rwkv.h) -----------------------------
+// Token shift and time mix in one pass: x[B, T, C] and 1 to 3 mix vectors
+// (C values each, any shape such as transformers' [1, 1, C], x's dtype) ->
+// one [B, T, C] per mix, x * m + xs * (1 - m), where xs is x one token back
+// along T and prev[B, C] (undefined: zeros) stands before the first token
+// (the cached last token of the previous call in generation). Differentiable
+// in x and the mixes; prev gets no gradient.
+std::vector<Tensor> rwkv_time_mix(const Tensor& x, const Tensor& prev,
+                                  const std::vector<Tensor>& mix);
+// WKV-4 (Backend::rwkv_wkv_forward has the equations): time_decay and
+// time_first (C values, w = -exp(time_decay)), k/v[B, T, C] -> y[B, T, C], in
+// transformers' numerically stable running-maximum form. state: nullptr (the
+// zero state; training) or f32 [B, 3, C] (num, den, max per batch row): read
+// as the initial state and overwritten with the state after step last[b]
+// (last: i32 [B] on the device, each < T; undefined: T - 1 — a right-padded
+// prefill keeps each row's state at its own last token). Differentiable in
+// time_decay, time_first, k and v (the initial state's decay included); the
+// state gets no gradient.
+Tensor rwkv_wkv(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
+                const Tensor& v, Tensor* state = nullptr, const Tensor& last = Tensor());
+// sigmoid(r) * y, r and y of one shape (RWKV's receptance gate).
+Tensor sigmoid_mul(const Tensor& r, const Tensor& y);
+// max(x, 0)^2 (RWKV-4's channel-mix activation).
+Tensor relu_square(const Tensor& x);
+
+// ---- mixture of experts (ops_moe.cpp; the layer is nn/moe.h) ----------------
+// N tokens, E experts, k choices per token; slot s = n k + j is token n's
+// j-th choice, M = N k slots; the expert-sorted row buffers have M rows
+// (contracts in ops/backend.h, "mixture of experts").
+//
+// logits[N, E] (any float dtype) -> ids i32 [N, k] (descending score, ties to
+// the lower index) and weights f32 [N, k]: softmax probabilities or sigmoid
+// scores of the chosen experts, divided by their sum when normalize (then
+// softmax weights are a softmax over the k chosen logits). Differentiable
+// w.r.t. logits through the weights; the choice itself has no gradient.
+struct MoeRouting {
+  Tensor ids;      // i32 [N, k]
+  Tensor weights;  // f32 [N, k]
+};
+MoeRouting moe_router(const Tensor& logits, int64_t k, MoeScore score, bool normalize);
+// The token-slot permutation sorted by expert (no gradient): capacity 0 =
+// dropless; > 0 keeps at most `capacity` slots per expert in priority order
+// (first choices first, then earlier tokens; the rest are dropped).
+struct MoeGrouping {
+  Tensor sorted_slot;  // i32 [M]: the slot of each row; -1: unused row
+  Tensor slot_row;     // i32 [M]: the row of each slot; -1: dropped
+  Tensor offsets;      // i32 [E + 1]: expert e's rows [offsets[e], offsets[e + 1])
+  int64_t k = 0;
+};
+MoeGrouping moe_group(const Tensor& ids, int64_t n_experts, int64_t capacity = 0);
+// x[N, C] -> [M, C]: the token of each row (unused rows 0); differentiable.
+Tensor moe_gather(const Tensor& x, const MoeGrouping& g);
+// x[M, K] rows grouped by `offsets` (i32 [E + 1]) -> y[M, O]: the rows of
+// expert e times w_e^T, where the weights are one [E, O, K] buffer: a single
+// tensor of that shape, or parts that are consecutive row blocks of one
+// buffer in expert-major order (rows_are_stacked; each part gets its rows of
+// dW). Unused rows give 0. Differentiable in x and the weights. One grouped
+// GEMM per call on every backend, whatever the token counts.
+Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights, const Tensor& offsets);
+// ys[M, C] (the experts' outputs by row) and weights [N, k] (f32, the
+// router's, or ys's dtype) -> [N, C]:
+// out[n] = sum over kept j of weights[n, j] ys[row of n k + j], plus
+// sigmoid(shared_gate[n]) shared[n] when shared (a shared expert's output
+// [N, C], gate logits [N, 1]) is given. Differentiable in all float inputs.
+Tensor moe_combine(const Tensor& ys, const Tensor& weights, const MoeGrouping& g,
+                   const Tensor& shared = Tensor(), const Tensor& shared_gate = Tensor());
+// Load-balancing loss of one layer, f32 [1]: E * sum_e f_e P_e with f_e the
+// share of tokens that chose e (count over ids / N: the k choices of a token
+// all count, so sum_e f_e = k) and P_e the mean over tokens of the score
+// distribution (softmax, or the sigmoid scores normalised per token).
+// This is transformers' load_balancing_loss_func (Switch eq. 4-6 as Mixtral
+// and Qwen2-MoE train with it) applied to one layer's router logits; for
+// several layers transformers pools the counts and probabilities of all
+// layers before multiplying, while DecoderLM averages the per-layer losses
+// (one value per router, as in Switch / GShard; equal for one layer).
+// Differentiable w.r.t. logits through P (f is a count).
+Tensor moe_balance_loss(const Tensor& logits, const Tensor& ids, MoeScore score);
+// Router z-loss (ST-MoE), f32 [1]: mean over tokens of logsumexp(logits)^2.
+Tensor moe_z_loss(const Tensor& logits);
+// a + alpha * b for tensors of one shape and dtype (the aux-loss sum of
+// DecoderLM::loss); differentiable in both.
+Tensor add_scaled(const Tensor& a, const Tensor& b, float alpha);
+
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up
 // The same from the packed output of one gate/up projection (linear_stacked):
 // gate_up[..., 2F] holds gate in [0, F) and up in [F, 2F); returns [..., F].

@@ -10,7 +10,10 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 // EXPECT_HAS(text, part): `text` contains `part` (prints the whole text if not).
 #ifndef EXPECT_HAS
@@ -58,6 +61,18 @@ class TempDirTest : public ::testing::Test {
   std::string copy_fixture(const std::string& name) const {
     const fs::path dst = dir_ / name;
     fs::copy(fixture_dir(name), dst, fs::copy_options::recursive);
+    return dst.string();
+  }
+  // Copies the model directory `src` into the temp dir (replacing an earlier
+  // copy) with its config.json edited by `edit`; returns the copy.
+  std::string copy_with_config(const fs::path& src,
+                               const std::function<void(nlohmann::json&)>& edit) const {
+    const fs::path dst = dir_ / src.filename();
+    fs::remove_all(dst);
+    fs::copy(src, dst, fs::copy_options::recursive);
+    nlohmann::json j = nlohmann::json::parse(read_text(dst / "config.json"));
+    edit(j);
+    write_text(dst / "config.json", j.dump(1));
     return dst.string();
   }
 

@@ -3,9 +3,11 @@
 // embeddings), with the fields tests vary as arguments.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include "nn/model_card.h"
 
@@ -34,8 +36,24 @@ init_std: 0.02
          extra;
 }
 
+// The message of the error parsing `yaml` fails with (a test failure, and
+// "", when it parses).
+inline std::string card_parse_error(const std::string& yaml, const std::string& source) {
+  auto r = parse_model_card(yaml, source);
+  EXPECT_FALSE(r.ok()) << yaml;
+  return r.ok() ? std::string() : r.error().message();
+}
+
 inline ModelCard small_card(const std::string& extra = "qkv_bias: false\n") {
   return parse_model_card(small_card_yaml("test", 48, 61, 16, extra), "test.yaml").value();
+}
+
+// The "LINE" of `key` in the YAML text ("" when the key is absent: a
+// defaulted field's error names the card without a line).
+inline std::string yaml_line_of(const std::string& yaml, const std::string& key) {
+  const size_t at = yaml.find("\n" + key + ":");
+  if (at == std::string::npos) return "";
+  return std::to_string(1 + std::count(yaml.begin(), yaml.begin() + static_cast<long>(at) + 1, '\n'));
 }
 
 }  // namespace el::test

@@ -1,0 +1,40 @@
+// model_card_rwkv.h — internal to nn/model_card.cpp: the block: rwkv part of
+// a model card (its keys, the keys an RWKV card must not carry, checks and
+// YAML output), kept apart so the card's main file stays about the
+// Transformer. The keys themselves are documented in model_card.h.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/yaml_util.h"
+#include "nn/model_card.h"
+
+namespace el::rwkv_card {
+
+// The rwkv_* keys (valid only with block: rwkv).
+const std::vector<std::string>& keys();
+
+// Parsing, called for every card once block, n_layer and d_model are read
+// (before norm, pos_encoding and the rest): with block: rwkv, an error for
+// any attention / MLP / Mamba key present (naming it), d_ff read with its
+// default 4 d_model, norm's default layernorm and pos_encoding's none; with
+// another block, an error for any rwkv_* key present. Reads the rwkv_* keys.
+Status read(const io::YamlMap& m, ModelCard& c);
+
+// A field of the card that is wrong, what is wrong and a hint.
+struct Problem {
+  std::string field, what, hint;
+};
+// block: rwkv: the whole card check (sizes, LayerNorm, no positional
+// encoding, every Transformer / Mamba field at its default, the rwkv_* values
+// in range). Other blocks: the rwkv_* fields at their defaults.
+std::optional<Problem> check(const ModelCard& c);
+
+// The lines model_card_to_yaml adds for block: rwkv (d_ff and the rwkv_*
+// keys); nothing for other blocks.
+std::string to_yaml(const ModelCard& c);
+
+}  // namespace el::rwkv_card
