@@ -115,6 +115,8 @@ ReportRow make_row(const json& r, std::vector<std::string> sources) {
                                                                   : 0;
   const double params = json_num(r, "parameters");
   if (std::isfinite(params)) row.parameters = static_cast<int64_t>(params);
+  const double active = json_num(r, "active_parameters");
+  if (std::isfinite(active)) row.active_parameters = static_cast<int64_t>(active);
   const json build = r.value("build", json::object());
   row.git_commit = json_text(build, "git_commit");
   row.compiler = json_text(build, "compiler");
@@ -173,6 +175,9 @@ const std::vector<ReportMetricSpec>& report_metrics() {
       {"latency_ms", "latency", "latency per request", "ms", Better::lower, ""},
       {"tt_tokens_per_param_per_second", "TT", "token throughput per parameter", "tokens/param/s", Better::higher,
        ""},
+      {"tt_tokens_per_active_param_per_second", "TT active",
+       "token throughput per active parameter (a mixture of experts: the k of E experts a token runs)",
+       "tokens/param/s", Better::higher, ""},
       {"st_samples_per_param_per_second", "ST", "sample throughput per parameter", "samples/param/s",
        Better::higher, ""},
       {"samples_per_second", "samples/s", "fine-tuning sample throughput", "samples/s", Better::higher, ""},
@@ -183,7 +188,8 @@ const std::vector<ReportMetricSpec>& report_metrics() {
       {"latency_s", "latency", "latency per request (mean, smallest batch)", "s", Better::lower, ""},
       {"j_per_token", "J/token", "energy per generated token", "J/token", Better::lower, ""},
       {"choice_acc", "acc", "multiple-choice accuracy", "fraction", Better::higher, ""},
-      {"weight_bytes", "weights", "bytes of the weights a decode step reads", "bytes", Better::lower, ""},
+      {"weight_bytes", "weights", "bytes of the weights (a mixture of experts: all E experts)", "bytes",
+       Better::lower, ""},
       {"bits_per_weight", "bits/weight", "bits per quantized weight (codes + scales)", "bits", Better::lower, ""},
       {"tokens_per_second", "tok/s", "training throughput", "tokens/s", Better::higher, ""},
       {"aec_avg_power_w", "AEC", "average energy consumption (mean power)", "W", Better::lower, ""},

@@ -83,6 +83,7 @@ struct ReportRow {
   std::string label, suite, axis, status, error, card, config_hash, run_id;
   int64_t repetitions = 0;
   int64_t parameters = -1;  // -1: unknown
+  int64_t active_parameters = -1;  // per token (a mixture of experts: < parameters); -1: not recorded
   std::string git_commit, compiler, build_type;  // from "build"
   std::string machine;                           // "CPU model (N cores); GPU: model" from "machine"
   std::vector<std::string> sources;              // "path:line" of every merged record

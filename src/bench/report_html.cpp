@@ -260,7 +260,11 @@ std::string value_table(const ReportGroup& g, size_t gi) {
     }
     s += fmt::format("<td>{}</td><td class=\"num\" data-sort=\"{}\">{}</td><td title=\"{}\">{}</td>", esc(r.card),
                      r.parameters >= 0 ? std::to_string(r.parameters) : "",
-                     r.parameters >= 0 ? short_count(r.parameters) : "-",
+                     r.parameters < 0 ? std::string("-")
+                     // A mixture of experts: the parameters a token runs too.
+                     : r.active_parameters >= 0 && r.active_parameters != r.parameters
+                         ? short_count(r.parameters) + " (" + short_count(r.active_parameters) + " active)"
+                         : short_count(r.parameters),
                      esc(r.compiler + " " + r.build_type + "; " + r.machine), esc(r.git_commit));
     if (r.error.empty()) {
       s += "<td></td>";

@@ -178,7 +178,7 @@ std::string render_report_markdown(const Report& report) {
 std::string render_report_csv(const Report& report) {
   std::string out =
       "suite,axis,experiment,label,status,repetitions,metric,unit,better,mean,ci95_low,ci95_high,n,cv,noisy,"
-      "rank,card,parameters,git_commit,machine,run_id,config_hash,error\n";
+      "rank,card,parameters,active_parameters,git_commit,machine,run_id,config_hash,error\n";
   for (const auto& g : report.groups) {
     for (const auto& r : g.rows) {
       auto line = [&](const ReportMetricSpec* m) {
@@ -203,6 +203,7 @@ std::string render_report_csv(const Report& report) {
             c.rank > 0 ? std::to_string(c.rank) : "",
             csv_text_field(r.card),
             r.parameters >= 0 ? std::to_string(r.parameters) : "",
+            r.active_parameters >= 0 ? std::to_string(r.active_parameters) : "",
             csv_text_field(r.git_commit),
             csv_text_field(r.machine),
             csv_text_field(r.run_id),

@@ -54,6 +54,9 @@ const std::vector<HeadlineMetric>& headline_metrics() {
       {"tokens_per_second", "/metrics/tokens_per_second", "tokens/s", true},
       {"al_seconds", "/metrics/al_seconds/mean", "s", false},
       {"tt_tokens_per_param_per_second", "/metrics/tt_tokens_per_param_per_second", "tokens/param/s", true},
+      // A mixture of experts' TT per active parameter (bench/runner.cpp).
+      {"tt_tokens_per_active_param_per_second", "/metrics/tt_tokens_per_active_param_per_second",
+       "tokens/param/s", true},
       {"mfu", "/metrics/mfu", "fraction", true},
       {"amu_live_gb", "/metrics/memory_energy/amu_live_gb", "GB", false},
       {"amu_rss_gb", "/metrics/memory_energy/amu_rss_gb", "GB", false},

@@ -31,6 +31,7 @@ const std::vector<std::pair<std::string, std::string>>& csv_spec() {
       {"card", "/card"},
       {"status", "/status"},
       {"parameters", "/parameters"},
+      {"active_parameters", "/active_parameters"},
       {"perplexity", "/summary/perplexity/mean"},
       {"val_loss", "/summary/val_loss/mean"},
       {"unigram_perplexity", "/runs/0/unigram_perplexity"},
@@ -47,6 +48,7 @@ const std::vector<std::pair<std::string, std::string>>& csv_spec() {
       {"tokens_per_second", "/summary/tokens_per_second/mean"},
       {"tokens_per_second_cv", "/summary/tokens_per_second/cv"},
       {"tt_tokens_per_param_per_second", "/summary/tt_tokens_per_param_per_second/mean"},
+      {"tt_tokens_per_active_param_per_second", "/summary/tt_tokens_per_active_param_per_second/mean"},
       {"train_loss", "/summary/train_loss/mean"},
       {"samples_per_second", "/summary/samples_per_second/mean"},
       {"st_samples_per_param_per_second", "/summary/st_samples_per_param_per_second/mean"},
@@ -202,7 +204,7 @@ nlohmann::json make_result_record(const ExperimentInfo& info, const std::vector<
   // What the experiment is (card, parameter count) comes from a run that got
   // far enough to know it.
   if (first_ok.is_object()) {
-    for (const char* k : {"card", "parameters"}) {
+    for (const char* k : {"card", "parameters", "active_parameters"}) {
       if (first_ok.contains(k)) rec[k] = first_ok[k];
     }
   }

@@ -24,6 +24,7 @@
 #include "data/unigram.h"
 #include "metrics/proc.h"
 #include "metrics/stats.h"
+#include "models/decoder_lm.h"
 #include "nn/model_card.h"
 
 namespace el::bench {
@@ -264,6 +265,22 @@ Repetition run_repetition(const Item& it, const SuiteOptions& o, int64_t rep, co
   run["perplexity"] = it.e->mfu_probe ? json() : report.value("perplexity", json());
   run["val_loss"] = it.e->mfu_probe ? json() : report.value("val_loss", json());
   run["metrics"] = report["metrics"];
+  // A mixture of experts runs k of its E experts per token: its active
+  // parameters beside the total (count_parameters, which a test keeps equal
+  // to the built model's count), and TT per active parameter beside TT per
+  // parameter (equal for a dense card). The paper does not say which count
+  // its TT divides by for its MoE rows; the records keep both.
+  if (auto card = find_model_card(cfg.model); card.ok()) {
+    const ParameterCounts counts = count_parameters(card.value());
+    const json& tps = run["metrics"].value("tokens_per_second", json());
+    if (counts.total == run["parameters"].get<int64_t>() && counts.active > 0) {
+      run["active_parameters"] = counts.active;
+      if (tps.is_number()) {
+        run["metrics"]["tt_tokens_per_active_param_per_second"] =
+            tps.get<double>() / static_cast<double>(counts.active);
+      }
+    }
+  }
   // A child got the peak as a number; the record keeps the full calibration.
   if (cfg.peak) run["metrics"]["peak_calibration"] = metrics::to_json(*cfg.peak);
   run["measured_seconds"] = measured_seconds(run);
@@ -653,8 +670,20 @@ Result<SuiteResult> run_suite(const SuiteFile& suite, const SuiteOptions& o) {
 }
 
 std::string render_suite_table(const std::vector<SuiteRow>& rows) {
-  TextTable table({"variant", "card", "params", "PPL", "AMU GB", "MFU %", "AL s", "TT tok/param/s", "tok/s",
-                   "AEC W"});
+  const auto number = [](const json& rec, const char* k) {
+    return rec.contains(k) && rec[k].is_number() ? rec[k].get<double>() : NAN;
+  };
+  // A mixture of experts among the rows: a column of the parameters a token
+  // runs (its k of E experts; all of a dense model's).
+  bool moe = false;
+  for (const auto& row : rows) {
+    const double active = number(row.record, "active_parameters");
+    moe = moe || (std::isfinite(active) && active != number(row.record, "parameters"));
+  }
+  std::vector<std::string> header = {"variant", "card", "params", "PPL", "AMU GB", "MFU %", "AL s",
+                                     "TT tok/param/s", "tok/s", "AEC W"};
+  if (moe) header.insert(header.begin() + 3, "active");
+  TextTable table(header);
   for (const auto& row : rows) {
     // Fine-tuning and inference rows have their own columns (render_finetune_table, render_infer_table).
     const std::string axis = row.record.value("axis", "");
@@ -663,7 +692,9 @@ std::string render_suite_table(const std::vector<SuiteRow>& rows) {
     if (row.cached) label += " (cached)";
     if (row.status != "ok" && row.status != "partial") {
       const std::string what = row.status == "not_supported" ? "not supported" : row.status;
-      table.add_row({label, row.card, "-", what, "", "", "", "", "", ""});
+      std::vector<std::string> cells = {label, row.card, "-", what, "", "", "", "", "", ""};
+      if (moe) cells.insert(cells.begin() + 3, "-");
+      table.add_row(cells);
       continue;
     }
     if (row.status == "partial") label += " (partial)";
@@ -671,14 +702,15 @@ std::string render_suite_table(const std::vector<SuiteRow>& rows) {
     const auto mean = [&](const char* k) {
       return s.contains(k) && s[k].contains("mean") && s[k]["mean"].is_number() ? s[k]["mean"].get<double>() : NAN;
     };
-    const double params = row.record.contains("parameters") && row.record["parameters"].is_number()
-                              ? row.record["parameters"].get<double>()
-                              : NAN;
+    const double params = number(row.record, "parameters");
     const double aec = mean("aec_avg_power_w");
-    table.add_row({label, row.card, format_number(params), row.mfu_probe ? "-" : format_number(mean("perplexity")),
-                   format_number(mean("amu_live_gb")), format_number(100.0 * mean("mfu")),
-                   format_number(mean("al_seconds")), format_number(mean("tt_tokens_per_param_per_second")),
-                   format_number(mean("tokens_per_second")), std::isnan(aec) ? "null" : format_number(aec)});
+    std::vector<std::string> cells = {
+        label, row.card, format_number(params), row.mfu_probe ? "-" : format_number(mean("perplexity")),
+        format_number(mean("amu_live_gb")), format_number(100.0 * mean("mfu")),
+        format_number(mean("al_seconds")), format_number(mean("tt_tokens_per_param_per_second")),
+        format_number(mean("tokens_per_second")), std::isnan(aec) ? "null" : format_number(aec)};
+    if (moe) cells.insert(cells.begin() + 3, format_number(number(row.record, "active_parameters")));
+    table.add_row(cells);
   }
   return table.render();
 }

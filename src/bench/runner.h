@@ -127,6 +127,8 @@ Result<SuiteResult> run_suite(const SuiteSpec& spec, const SuiteOptions& options
 
 // The comparison table of `rows` (the columns of the README's sample):
 // values are the records' summary means; cached rows are marked "(cached)".
+// When a row is a mixture of experts (its record's active_parameters differ
+// from its parameters), an "active" column follows "params".
 std::string render_suite_table(const std::vector<SuiteRow>& rows);
 
 // ---- the parts, exposed for tests --------------------------------------------------

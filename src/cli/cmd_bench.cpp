@@ -5,6 +5,7 @@
 // by label (bench/suite_yaml.h). Every suite runs through bench/runner.h:
 // each experiment in its own `efficientllm train` process (--in-process for
 // debugging), finished experiments skipped by config hash (--force re-runs).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -88,6 +89,16 @@ void print_result(const bench::SuiteResult& r) {
   std::printf("PPL: validation perplexity; AMU: time-averaged allocator live memory; MFU: counted FLOPs/s over the\n"
               "calibrated GEMM peak; AL: mean step time; TT: tokens per parameter per second; AEC: average power\n"
               "from energy counters (null when the platform exposes none; see the JSON for the reason).\n");
+  // The "active" column: a row whose active parameters are not all of them.
+  const bool moe = std::any_of(r.rows.begin(), r.rows.end(), [](const bench::SuiteRow& row) {
+    const auto& rec = row.record;
+    return rec.contains("active_parameters") && rec.contains("parameters") &&
+           rec["active_parameters"] != rec["parameters"];
+  });
+  if (moe) {
+    std::printf("active: a mixture of experts' parameters per token (its k of E experts); TT divides by all of\n"
+                "them, the records also hold TT per active parameter (tt_tokens_per_active_param_per_second).\n");
+  }
   // What the rows do not say by themselves.
   std::map<std::string, std::vector<std::string>> not_run;  // reason -> labels
   bool cached_header = false;
@@ -236,7 +247,8 @@ void add_bench_command(CLI::App& app, Action& action) {
   auto isolate = std::make_shared<bool>(false);
   cmd->add_option("--suite", *suite,
                   "Suite to run: quick (CPU, f32, tiny cards; the default on cpu), gpu-lite (one GPU, bf16, "
-                  "0.5B-shaped cards, 3 runs each, then every fine-tuning method, ~19 min; the default on cuda), another suite of --list, or a suite .yaml path");
+                  "0.5B-shaped cards, 3 runs each, then fine-tuning and inference rows, ~1 h 45 min; the default "
+                  "on cuda), another suite of --list, or a suite .yaml path");
   auto* device_opt = cmd->add_option("--device", *device, "cpu | cuda[:N] | auto")->capture_default_str();
   cmd->add_flag("--list", *list, "List the suites (configs/suites) with their experiment counts");
   cmd->add_flag("--dry-run", *dry, "Print the suite's expanded experiments with an estimated time; run nothing");

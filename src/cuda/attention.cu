@@ -19,7 +19,8 @@ size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 bool shape_ok(const AttentionShape& s) {
   return s.B >= 0 && s.T >= 0 && s.S >= 0 && s.H > 0 && s.Hkv > 0 && s.H % s.Hkv == 0 &&
-         s.D > 0 && s.D <= attn::kSimtMaxD && std::isfinite(s.scale);
+         s.D > 0 && s.D <= attn::kSimtMaxD && std::isfinite(s.scale) && s.window >= 0 &&
+         (s.window == 0 || s.causal);
 }
 
 bool elem_of(DType t, attn::Elem* e) {
@@ -41,6 +42,7 @@ bool elem_of(DType t, attn::Elem* e) {
 // The tensor-core kernels: 16-bit types, D in {64, 128, 192, 256} (192: MLA's
 // 128 + 64 q/k heads).
 bool tc_shape(const AttentionShape& s, attn::Elem e) {
+  if (s.window > 0) return e != attn::Elem::f32 && (s.D == 64 || s.D == 128);  // SIMT otherwise
   return e != attn::Elem::f32 && (s.D == 64 || s.D == 128 || s.D == 192 || s.D == 256);
 }
 
@@ -57,7 +59,8 @@ cudaError_t attention_forward(const void* q, const void* k, const void* v, void*
   if (s.B == 0 || s.T == 0) return cudaSuccess;
   if (!q || !out || !lse || (s.S > 0 && (!k || !v))) return cudaErrorInvalidValue;
   const attn::FwdArgs a{q,   k,   v,   out,   lse,     s.B,      s.T,
-                        s.S, s.H, s.Hkv, s.D, s.scale, s.causal, s.alibi_slopes};
+                        s.S, s.H, s.Hkv, s.D, s.scale, s.causal, s.alibi_slopes,
+                        s.window};
   // S == 0: every row sees no key (out = 0, lse = -inf); the SIMT kernel reads no key.
   if (s.S > 0 && tc_shape(s, e) && aligned16(q) && aligned16(k) && aligned16(v) &&
       aligned16(out)) {
@@ -79,7 +82,7 @@ cudaError_t attention_backward(const void* dout, const void* q, const void* k, c
                                void* workspace, const AttentionShape& s, DType dtype,
                                cudaStream_t stream) {
   attn::Elem e;
-  if (!shape_ok(s) || !elem_of(dtype, &e)) return cudaErrorInvalidValue;
+  if (!shape_ok(s) || !elem_of(dtype, &e) || s.window > 0) return cudaErrorInvalidValue;
   const size_t esize = dtype_size(dtype);
   const size_t q_bytes = size_t(s.B) * size_t(s.T) * size_t(s.H) * size_t(s.D) * esize;
   const size_t kv_bytes = size_t(s.B) * size_t(s.S) * size_t(s.Hkv) * size_t(s.D) * esize;

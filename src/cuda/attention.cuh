@@ -9,6 +9,9 @@
 // causal: query t sees keys s <= t + (S - T) (queries are the last T positions,
 // as in decode against a KV cache); a query that sees no key gets out = 0 and
 // lse = -inf, and contributes nothing to the gradients.
+// Window: with shape.window > 0 (and causal) keys older than the window are
+// masked as well (NSA's sliding-window forward runs here, cuda_nsa.cu);
+// forward only, attention_backward returns cudaErrorInvalidValue for it.
 // ALiBi: with shape.alibi_slopes (f32 [H] on the device) the scaled score of
 // query t and key s gets alibi_slopes[h] * (s - (t + S - T)) (ops/backend.h);
 // nullptr (the default) reads nothing and leaves the kernels' math unchanged.
@@ -39,6 +42,11 @@ struct AttentionShape {
   float scale;  // usually 1 / sqrt(D)
   bool causal;
   const float* alibi_slopes = nullptr;  // [H] f32 device pointer, or nullptr (no ALiBi bias)
+  // Sliding window (causal only; 0 = none; attention_forward only: the
+  // backward refuses it): query t, at position i = t + S - T, sees keys s with
+  // i - window < s <= i. Tiles wholly outside the band are skipped, so the
+  // cost is ~(window + tile) keys per query, not S.
+  int window = 0;
 };
 
 // out[B,T,H,D] = softmax(scale q k^T (+ causal mask)) v ; lse[B,H,T] f32.

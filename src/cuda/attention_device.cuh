@@ -175,6 +175,7 @@ struct FwdArgs {
   float scale;
   bool causal;
   const float* alibi;  // [H] ALiBi slopes or nullptr (attention.cuh)
+  int window;          // causal sliding window, 0 = none (attention.cuh)
 };
 
 struct BwdArgs {

@@ -28,10 +28,14 @@ struct FwdCfg {
   static constexpr size_t kSmem = (size_t(kBM) * D + 4 * size_t(kBN) * D) * sizeof(T);
 };
 
-template <typename T, int D, int kWarps, int kMW, int kBN, int kMinBlocks>
+// kWin: the sliding-window instantiation (NSA's window branch, cuda_nsa.cu),
+// a separate kernel so that the plain causal path compiles as before: this
+// kernel sits near the register limit, where small changes move its speed.
+template <typename T, int D, int kWarps, int kMW, int kBN, int kMinBlocks, bool kWin>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdArgs a) {
   using Cfg = FwdCfg<T, D, kWarps, kMW, kBN>;
   constexpr int kBM = Cfg::kBM, kThreads = Cfg::kThreads;
+  const int window = kWin ? a.window : 0;  // 0: no lower bound (folded away)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // [kBM][D]
   T* sK = sQ + kBM * D;                    // [2][kBN][D]
@@ -51,15 +55,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
   const T* k = static_cast<const T*>(a.k) + (static_cast<long long>(b) * a.S * a.Hkv + kvh) * D;
   const T* v = static_cast<const T*>(a.v) + (static_cast<long long>(b) * a.S * a.Hkv + kvh) * D;
 
-  // Keys any row of this tile can see: [0, n_end).
+  // Keys any row of this tile can see: [n_base, n_end) (n_base: the tile
+  // holding the sliding window's oldest key of the first row, else 0).
   int n_end = a.S;
   if (a.causal) n_end = min(a.S, m0 + kBM + off);
-  const int n_tiles = n_end > 0 ? (n_end + kBN - 1) / kBN : 0;
+  const int n_base = window > 0 ? max(0, m0 + off - window + 1) / kBN * kBN : 0;
+  const int n_tiles = n_end > n_base ? (n_end - n_base + kBN - 1) / kBN : 0;
 
   load_tile<kBM, D, kThreads>(sQ, q + m0 * q_stride, q_stride, a.T - m0, tid);
   if (n_tiles > 0) {
-    load_tile<kBN, D, kThreads>(sK, k, kv_stride, a.S, tid);
-    load_tile<kBN, D, kThreads>(sV, v, kv_stride, a.S, tid);
+    load_tile<kBN, D, kThreads>(sK, k + n_base * kv_stride, kv_stride, a.S - n_base, tid);
+    load_tile<kBN, D, kThreads>(sV, v + n_base * kv_stride, kv_stride, a.S - n_base, tid);
   }
   cp_async_commit();
 
@@ -87,7 +93,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
 
   for (int it = 0; it < n_tiles; ++it) {
     const int cur = it & 1;
-    const int n0 = it * kBN;
+    const int n0 = n_base + it * kBN;
     cp_async_wait<0>();
     __syncthreads();  // tile `it` landed; everyone is done with buffer cur ^ 1
     if constexpr (kQRegs) {
@@ -109,6 +115,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
     cp_async_commit();
     // A warp whose rows all end before this tile (causal) has nothing to add.
     if (a.causal && n0 > m0 + row_base + 16 * kMW - 1 + off) continue;
+    // ... or whose windows all start after it.
+    if (window > 0 && n0 + kBN <= m0 + row_base + off - window + 1) continue;
     const uint32_t stage = cur * kBN * D * sizeof(T);
 
     // S = Q K^T for this warp's rows.
@@ -152,7 +160,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
     }
 
     // Mask keys past S and, under the causal mask, keys after row + off.
-    const bool need_mask = n0 + kBN > a.S || (a.causal && n0 + kBN - 1 > m0 + row_base + off);
+    const bool need_mask = n0 + kBN > a.S || (a.causal && n0 + kBN - 1 > m0 + row_base + off) ||
+                           (window > 0 && n0 <= m0 + row_base + 16 * kMW - 1 + off - window);
     if (a.alibi) {
 #pragma unroll
       for (int mi = 0; mi < kMW; ++mi)
@@ -162,7 +171,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
           for (int e = 0; e < 4; ++e) {
             const int row = m0 + row_base + mi * 16 + g + (e >> 1) * 8;
             const int col = n0 + j * 8 + 2 * t4 + (e & 1);
-            const bool masked = col >= a.S || (a.causal && col > row + off);
+            const bool masked = col >= a.S || (a.causal && col > row + off) ||
+                                (window > 0 && col <= row + off - window);
             s[mi][j][e] =
                 masked ? -INFINITY : fmaf(s[mi][j][e], sl2, slope2 * float(col - row - off));
           }
@@ -175,7 +185,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
           for (int e = 0; e < 4; ++e) {
             const int row = m0 + row_base + mi * 16 + g + (e >> 1) * 8;
             const int col = n0 + j * 8 + 2 * t4 + (e & 1);
-            if (col >= a.S || (a.causal && col > row + off)) s[mi][j][e] = -INFINITY;
+            if (col >= a.S || (a.causal && col > row + off) ||
+                (window > 0 && col <= row + off - window)) {
+              s[mi][j][e] = -INFINITY;
+            }
           }
     }
 
@@ -273,10 +286,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) fwd_kernel(const FwdA
   }
 }
 
-template <typename T, int D, int kWarps, int kMW, int kBN, int kMinBlocks = 1>
+template <typename T, int D, int kWarps, int kMW, int kBN, int kMinBlocks = 1, bool kWin = false>
 cudaError_t launch_fwd(const FwdArgs& a, cudaStream_t stream) {
   using Cfg = FwdCfg<T, D, kWarps, kMW, kBN>;
-  auto kernel = fwd_kernel<T, D, kWarps, kMW, kBN, kMinBlocks>;
+  auto kernel = fwd_kernel<T, D, kWarps, kMW, kBN, kMinBlocks, kWin>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmem));
   if (err != cudaSuccess) return err;
@@ -295,6 +308,12 @@ cudaError_t launch_fwd(const FwdArgs& a, cudaStream_t stream) {
 // f16 always takes the default.
 template <typename T>
 cudaError_t forward_typed(const FwdArgs& a, int variant, cudaStream_t stream) {
+  // A sliding window (D 64 / 128 only, attention.cu): the default tiles.
+  if (a.window > 0) {
+    if (a.D == 64) return launch_fwd<T, 64, 4, 2, 64, 1, true>(a, stream);
+    if (a.D == 128) return launch_fwd<T, 128, 4, 1, 64, 1, true>(a, stream);
+    return cudaErrorInvalidValue;
+  }
   // D 192 (MLA's 128 + 64 q/k heads) and 256: 16-row warps; at 256 the key
   // tile halves to keep the score accumulators small (no variants).
   if (a.D == 192) return launch_fwd<T, 192, 4, 1, 64>(a, stream);

@@ -54,11 +54,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_fwd_kernel(const Fwd
   const T* vb = static_cast<const T*>(a.v) + kv_base;
   const float slope = a.alibi ? a.alibi[h] : 0.f;
   const int qpos = t + a.S - a.T;
+  const int j_first = a.window > 0 ? max(0, qpos - a.window + 1) : 0;  // the window's oldest key
 
   float m = -INFINITY, l = 0.f, acc[kDPL];
 #pragma unroll
   for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
-  for (int j0 = 0; j0 < n_vis; j0 += 32) {
+  for (int j0 = j_first; j0 < n_vis; j0 += 32) {
     const int j = j0 + lane;
     const float s = j < n_vis
                         ? fmaf(slope, float(j - qpos), dot_row(sq[warp], kb + j * kv_stride, D))
@@ -89,7 +90,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) simt_fwd_kernel(const Fwd
     if (d < D) orow[d] = from_f32<T>(acc[i] * inv);
   }
   if (lane == 0) {
-    a.lse[(static_cast<long long>(b) * a.H + h) * a.T + t] = n_vis > 0 ? m + logf(l) : -INFINITY;
+    a.lse[(static_cast<long long>(b) * a.H + h) * a.T + t] =
+        n_vis > j_first ? m + logf(l) : -INFINITY;
   }
 }
 

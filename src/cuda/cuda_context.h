@@ -23,6 +23,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace el::cuda {
@@ -73,6 +74,9 @@ inline constexpr int kCounterSlots = 1 << 16;
 // not succeeded. Also makes the context's device current on the calling thread.
 Context& ctx();
 bool has_context();
+// Creates the context of `device` (called once, by register_backend, for a
+// device it has validated); the first failing CUDA call is the Error.
+Status create_context(int device);
 
 // Throws el::Exception for a recorded device error (and clears it). Waits for
 // the stream first.

@@ -131,9 +131,10 @@ void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const 
 void moe_z_loss_forward(const Tensor& logits, Tensor& loss);
 void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits);
 
-// ---- cuda_mamba.cu: Mamba-1 (Backend "Mamba-1" virtuals): the fused selective
-// scan (states in registers; checkpoints every mamba_scan_chunk() steps for the
-// backward), the conv with SiLU, the conv state update, the column copy
+// ---- cuda_mamba_scan.cu + cuda_mamba.cu: Mamba-1 (Backend "Mamba-1" virtuals):
+// the fused selective scan (states in registers; checkpoints every
+// mamba_scan_chunk() steps for the backward); the conv with SiLU, the conv
+// state update, the column copy
 int64_t mamba_scan_chunk();
 void mamba_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& last,
                           Tensor& state, Tensor& out);

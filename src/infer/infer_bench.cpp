@@ -18,6 +18,24 @@ int64_t decode_weight_bytes(const DecoderLM& model) {
   return n;
 }
 
+namespace {
+// Bytes of a mixture of experts' routed expert tensors (nn/moe.h:
+// experts.gate_up_proj and experts.down_proj, [E, ...], never quantized);
+// 0 for a dense card. A decode step reads only the experts its tokens are
+// routed to: exactly k per layer at batch 1, between k and min(E, k B) at
+// batch B, which depends on the routing.
+int64_t routed_expert_bytes(const DecoderLM& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) {
+    const auto ends = [&](const std::string& s) {
+      return p.name.size() >= s.size() && p.name.compare(p.name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends(".experts.gate_up_proj") || ends(".experts.down_proj")) n += static_cast<int64_t>(p.tensor.nbytes());
+  }
+  return n;
+}
+}  // namespace
+
 Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenchConfig& config) {
   if (config.batch_sizes.empty() || config.prompt_len < 1 || config.gen_len < 1 ||
       config.repetitions < 1 || config.warmup < 0) {
@@ -35,6 +53,13 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
   }
   const DType cache_dtype = config.cache_dtype.value_or(model.param_dtype());
   const int64_t kv_per_token = KvCache::bytes_per_sequence(model.card(), 1, cache_dtype);
+  const ModelCard& card = model.card();
+  const bool recurrent = card.block == ModelCard::Block::mamba || card.block == ModelCard::Block::rwkv;
+  const int64_t expert_bytes = routed_expert_bytes(model);
+  report.cache_kind = card.block == ModelCard::Block::mamba          ? "mamba_state"
+                      : card.block == ModelCard::Block::rwkv         ? "rwkv_state"
+                      : card.attention == ModelCard::Attention::mla ? "mla_latent"
+                                                                     : "kv";
   Rng rng(config.seed);
   for (int64_t B : config.batch_sizes) {
     if (B < 1) return make_error("batch sizes must be >= 1", "infer bench config: batch_sizes");
@@ -90,13 +115,22 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
       r.decode_tokens_per_second = static_cast<double>(B) / steps.mean;
       // Mean context over the decode steps: prompt + (gen_len) / 2 cached per row.
       const double mean_ctx = static_cast<double>(config.prompt_len) + static_cast<double>(config.gen_len) / 2.0;
-      // block: mamba keeps a fixed-size state per row (kv_per_token is the
-      // whole state): read and written once per step whatever the context.
-      const double cached = model.card().block == ModelCard::Block::mamba ? 2.0 : mean_ctx + 1.0;
-      r.decode_bytes_per_step = static_cast<double>(report.weight_bytes) +
-                                static_cast<double>(B) * cached * static_cast<double>(kv_per_token);
+      // block: mamba and rwkv keep a fixed-size state per row (kv_per_token
+      // is the whole state): read and written once per step whatever the context.
+      const double cached = recurrent ? 2.0 : mean_ctx + 1.0;
+      // A mixture of experts reads k of its E experts per layer at batch 1;
+      // at a larger batch the count depends on the routing, so no figure.
+      double weights = static_cast<double>(report.weight_bytes);
+      if (expert_bytes > 0) {
+        weights = B == 1 ? weights - static_cast<double>(expert_bytes) * (card.moe_experts - card.moe_top_k) /
+                                         card.moe_experts
+                         : NAN;
+      }
+      r.decode_bytes_per_step = weights + static_cast<double>(B) * cached * static_cast<double>(kv_per_token);
       r.decode_gbps = r.decode_bytes_per_step / steps.median / 1e9;
-      if (report.datasheet_memory_gbps) r.hbm_fraction = r.decode_gbps / *report.datasheet_memory_gbps;
+      if (report.datasheet_memory_gbps && std::isfinite(r.decode_gbps)) {
+        r.hbm_fraction = r.decode_gbps / *report.datasheet_memory_gbps;
+      }
     }
     if (r.memory_energy.energy_j && r.generated_tokens > 0) {
       r.j_per_token = *r.memory_energy.energy_j / static_cast<double>(r.generated_tokens);
@@ -116,6 +150,9 @@ nlohmann::json to_json(const InferBenchConfig& c) {
 nlohmann::json to_json(const InferBenchReport& report) {
   nlohmann::json batches = nlohmann::json::array();
   for (const InferBatchResult& r : report.batches) {
+    const char* no_bytes = r.step_s.empty() ? "no decode steps"
+                                            : "a mixture of experts at batch > 1 reads only the experts its tokens "
+                                              "are routed to (k to min(E, k x batch) per layer); not counted";
     nlohmann::json j = {
         {"batch", r.batch},
         {"it_tokens_per_second", r.it_tokens_per_second},
@@ -125,10 +162,12 @@ nlohmann::json to_json(const InferBenchReport& report) {
         {"tpot_s", metrics::to_json(metrics::summarize(r.tpot_s))},
         {"latency_s", metrics::to_json(metrics::summarize(r.latency_s))},
         {"step_s", metrics::to_json(metrics::summarize(r.step_s))},
+        // block: mamba / rwkv: the recurrent state (fixed size), not keys and values.
         {"kv_cache_bytes", r.cache_bytes},
+        {"cache_kind", report.cache_kind},
         {"graph_note", r.graph_note},
-        {"decode_bytes_per_step", r.decode_bytes_per_step},
-        {"decode_gbps", r.decode_gbps},
+        {"decode_bytes_per_step", metrics::json_number_or_null(r.decode_bytes_per_step)},
+        {"decode_gbps", metrics::json_number_or_null(r.decode_gbps)},
         {"memory_energy", metrics::to_json(r.memory_energy)},
         {"raw", {{"total_s", r.total_s}, {"ttft_s", r.ttft_s}, {"tpot_s", r.tpot_s},
                  {"latency_s", r.latency_s}, {"step_s", r.step_s}, {"samples", metrics::to_json(r.samples)}}},
@@ -138,8 +177,9 @@ nlohmann::json to_json(const InferBenchReport& report) {
     } else {
       j["hbm_fraction"] = nullptr;
       j["hbm_fraction_unavailable_reason"] =
-          report.datasheet_memory_gbps ? "no decode steps" : "no datasheet bandwidth for this device";
+          !report.datasheet_memory_gbps ? "no datasheet bandwidth for this device" : no_bytes;
     }
+    if (!std::isfinite(r.decode_gbps)) j["decode_gbps_unavailable_reason"] = no_bytes;
     if (r.j_per_token) {
       j["j_per_token"] = *r.j_per_token;
     } else {

@@ -14,13 +14,17 @@
 //   memory_energy          AMU, peak, AEC (average power), energy
 //   j_per_token            energy / generated tokens (null without a counter)
 //   decode_bytes_per_step  weights read once per step (+ KV cache read and
-//                          written at the mean context), and the bandwidth
+//                          written at the mean context; a recurrent state
+//                          read and written once), and the bandwidth
 //                          this gives at the median step time, with its
-//                          fraction of the datasheet peak when known.
+//                          fraction of the datasheet peak when known. A
+//                          mixture of experts reads k experts per layer at
+//                          batch 1; at larger batches null with the reason.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -66,7 +70,11 @@ struct InferBatchResult {
 
 struct InferBenchReport {
   std::vector<InferBatchResult> batches;
-  int64_t weight_bytes = 0;  // bytes one decode step reads for the weights
+  // What kv_cache_bytes holds: "kv" (keys and values), "mla_latent" (MLA's
+  // one row per token), "mamba_state" / "rwkv_state" (the fixed-size
+  // recurrent state of block: mamba / rwkv, nn/kv_cache.h).
+  std::string cache_kind = "kv";
+  int64_t weight_bytes = 0;  // bytes one decode step reads for the weights (a mixture of experts: all E)
   std::optional<double> datasheet_memory_gbps;
   std::string device_name;
 };

@@ -57,6 +57,48 @@ bool is_shard_name(const std::string& s) {
   return true;
 }
 
+// The config.json keys that set the tensors' shapes, for a mismatch's hint.
+std::string shape_keys(const std::string& model_type) {
+  if (model_type == "mixtral") {
+    return "hidden_size, num_attention_heads, num_key_value_heads, head_dim, intermediate_size, "
+           "num_local_experts, vocab_size";
+  }
+  if (model_type == "qwen2_moe") {
+    return "hidden_size, num_attention_heads, num_key_value_heads, moe_intermediate_size, "
+           "shared_expert_intermediate_size, num_experts, vocab_size";
+  }
+  if (model_type == "mamba") {
+    return "hidden_size, state_size, conv_kernel, expand, time_step_rank, use_bias, "
+           "use_conv_bias, vocab_size";
+  }
+  if (model_type == "rwkv") {
+    return "hidden_size, attention_hidden_size, intermediate_size, vocab_size";
+  }
+  if (model_type == "gpt_neox") {
+    return "hidden_size, num_attention_heads, intermediate_size, attention_bias, vocab_size";
+  }
+  if (model_type == "deepseek_v3" || model_type == "deepseek_v2") {
+    return "hidden_size, num_attention_heads, q_lora_rank, kv_lora_rank, qk_nope_head_dim, "
+           "qk_rope_head_dim, v_head_dim, intermediate_size, vocab_size";
+  }
+  return "hidden_size, num_attention_heads, num_key_value_heads, head_dim, intermediate_size, "
+         "vocab_size";
+}
+
+// Every layer of every family has tensors of its own, so a config.json that
+// names more layers than the checkpoint holds tensors cannot match it. Checked
+// at open, before anything builds a list of expected tensors from the count:
+// a num_hidden_layers of 2^31 - 1 must be an error, not billions of names.
+Status check_layers_against_tensors(const HfConfig& config, size_t tensors,
+                                    const std::string& weights) {
+  if (static_cast<uint64_t>(config.card.n_layer) <= tensors) return Status::Ok();
+  return make_error(fmt::format("num_hidden_layers {} exceeds the {} tensors of {}: every layer "
+                                "has tensors of its own",
+                                config.card.n_layer, tensors, weights),
+                    fmt::format("{}: key 'num_hidden_layers'", config.card.source_path),
+                    "config.json and the weights come from different models");
+}
+
 }  // namespace
 
 HfCheckpoint::HfCheckpoint(HfCheckpoint&&) noexcept = default;
@@ -85,6 +127,7 @@ Result<HfCheckpoint> HfCheckpoint::open(const std::string& dir) {
     EL_TRY_ASSIGN(SafetensorsFile f, SafetensorsFile::open(single));
     for (const auto& name : f.names()) ck.tensors_.emplace(name, Location{0});
     ck.files_.push_back(std::make_unique<SafetensorsFile>(std::move(f)));
+    EL_TRY(check_layers_against_tensors(ck.config_, ck.tensors_.size(), single));
     return ck;
   }
   if (!fs::is_regular_file(index, ec)) {
@@ -158,6 +201,7 @@ Result<HfCheckpoint> HfCheckpoint::open(const std::string& dir) {
                         "the index and the shards come from different saves");
     }
   }
+  EL_TRY(check_layers_against_tensors(ck.config_, ck.tensors_.size(), index));
   return ck;
 }
 
@@ -225,8 +269,8 @@ Status HfCheckpoint::validate(const std::vector<HfTensorSpec>& expected,
           fmt::format("shape mismatch: expected {} from {}, found {}", shape_str(spec.shape),
                       kHfConfigFile, shape_str(ti.shape)),
           where,
-          "the tensors do not match config.json (hidden_size, num_attention_heads, "
-          "num_key_value_heads, head_dim, intermediate_size, vocab_size?)"));
+          fmt::format("the tensors do not match {} ({}?)", kHfConfigFile,
+                      shape_keys(config_.model_type))));
     } else if (!dtype_is_float(ti.dtype)) {
       problems.push_back(make_error(
           fmt::format("dtype {} is not a float dtype (F32, BF16 or F16 expected)",

@@ -58,7 +58,9 @@ class HfCheckpoint {
   // adapter directory is named as such), an index that is not JSON or has no
   // weight_map, a shard name that is not a plain file name, a missing shard
   // (named with the index and a tensor it should hold), a tensor the index
-  // places in a shard that does not contain it, any safetensors header error.
+  // places in a shard that does not contain it, any safetensors header error,
+  // a num_hidden_layers above the number of tensors (every layer has its own;
+  // so no caller builds an expected-tensor list from an absurd count).
   static Result<HfCheckpoint> open(const std::string& dir);
 
   HfCheckpoint(HfCheckpoint&&) noexcept;
@@ -83,7 +85,8 @@ class HfCheckpoint {
   // Checks, without reading data, that every expected tensor is present with
   // its shape and a float dtype, and that there are no unknown tensors (see
   // file comment). The error describes the first problem (tensor, expected
-  // and found shape, file) and counts the others.
+  // and found shape, file; a shape mismatch's hint lists the model type's
+  // config.json keys that set shapes) and counts the others.
   Status validate(const std::vector<HfTensorSpec>& expected,
                   const HfLoadOptions& options = {}) const;
   // Copies one tensor into `dst` (any device; dtype converted).

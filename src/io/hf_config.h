@@ -97,7 +97,7 @@
 // max_position_embeddings 131072, sliding_window default none; qwen2_moe:
 // qkv_bias (true), the qwen2 sliding-window keys) plus the mixture of
 // experts (moe_* card keys, nn/moe.h), softmax top-k routers:
-//   num_local_experts (8) / num_experts (60)   moe_experts
+//   num_local_experts (8) / num_experts (60)   moe_experts (<= 256, else an error naming it)
 //   num_experts_per_tok (2 / 4)                moe_top_k (<= experts, else an error naming it)
 //   mixtral: intermediate_size                 the experts' width (d_ff; moe_d_ff 0),
 //            always renormalised               moe_norm_topk_prob true

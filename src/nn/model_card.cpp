@@ -17,6 +17,8 @@
 #include "io/suggest.h"
 #include "io/yaml_util.h"
 #include "nn/model_card_fields.h"
+#include "nn/model_card_mamba.h"
+#include "nn/model_card_moe.h"
 #include "nn/model_card_rwkv.h"
 
 namespace el {
@@ -33,50 +35,29 @@ const std::vector<std::string> kKeys = {
     "rope_high_freq_factor", "rope_original_max_seq_len", "attention", "q_lora_rank",
     "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "parallel_residual",
     "rotary_dims", "mlp_bias", "nsa_window", "nsa_compress_block", "nsa_compress_stride",
-    "nsa_select_block", "nsa_select_count", "block", "mamba_d_state", "mamba_d_conv",
-    "mamba_expand", "mamba_dt_rank", "mamba_conv_bias", "mamba_proj_bias"};
+    "nsa_select_block", "nsa_select_count", "block"};
 const std::vector<std::string> kNorms = {"rmsnorm", "layernorm"};
 const std::vector<std::string> kPosEncodings = {"rope", "none", "sinusoidal", "learned", "alibi"};
 const std::vector<std::string> kMlps = {"swiglu", "gelu", "gelu_exact"};
 const std::vector<std::string> kRopeScalings = {"none", "linear", "llama3"};
 const std::vector<std::string> kAttentions = {"standard", "mla", "nsa"};
-// The mixture-of-experts keys (model_card.h): kKeys + these are the card's keys.
-const std::vector<std::string> kMoeKeys = {
-    "moe_experts",        "moe_top_k",          "moe_d_ff",        "moe_router",
-    "moe_norm_topk_prob", "moe_shared_experts", "moe_shared_d_ff", "moe_aux_loss_coef",
-    "moe_z_loss_coef",    "moe_capacity_factor"};
-const std::vector<std::string> kMoeRouters = {"softmax", "sigmoid"};
+const std::vector<std::string> kNsaKeys = {"nsa_window", "nsa_compress_block",
+                                           "nsa_compress_stride", "nsa_select_block",
+                                           "nsa_select_count"};
 
+// kKeys + the keys of the card's parts are the card's keys.
 const std::vector<std::string>& card_keys() {
   static const std::vector<std::string> keys = [] {
     std::vector<std::string> k = kKeys;
-    k.insert(k.end(), kMoeKeys.begin(), kMoeKeys.end());
-    k.insert(k.end(), rwkv_card::keys().begin(), rwkv_card::keys().end());
+    for (const auto* part : {&mamba_card::keys(), &moe_card::keys(), &rwkv_card::keys()})
+      k.insert(k.end(), part->begin(), part->end());
     return k;
   }();
   return keys;
 }
 const std::vector<std::string> kBlocks = {"transformer", "mamba", "rwkv"};
-// Keys of the attention / MLP block: they do nothing in a Mamba layer, so a
-// card with block: mamba must not carry them (model_card.h).
-const std::vector<std::string> kMambaForbiddenKeys = {
-    "n_head", "n_kv_head", "head_dim", "d_ff", "rope_theta", "mlp", "qkv_bias", "o_bias",
-    "mlp_bias", "sliding_window", "rope_scaling", "rope_scaling_factor", "rope_low_freq_factor",
-    "rope_high_freq_factor", "rope_original_max_seq_len", "attention", "q_lora_rank",
-    "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "parallel_residual",
-    "rotary_dims", "nsa_window", "nsa_compress_block", "nsa_compress_stride", "nsa_select_block",
-    "nsa_select_count", "moe_experts"};
-const std::vector<std::string> kMambaKeys = {"mamba_d_state", "mamba_d_conv", "mamba_expand",
-                                             "mamba_dt_rank", "mamba_conv_bias",
-                                             "mamba_proj_bias"};
-
-// A validation failure: the field at fault and what is wrong with it, so the
-// caller can place it (a YAML line when parsing, the card name otherwise).
-struct FieldError {
-  std::string field;
-  std::string what;
-  std::string hint;
-};
+using card_fields::enum_from;
+using card_fields::FieldError;
 
 // The rope_* parameters: each one the chosen scaling uses must be valid, and
 // one it does not use must be unset (0), so a card never carries a value that
@@ -263,13 +244,11 @@ std::optional<FieldError> check_nsa(const ModelCard& c) {
   return std::nullopt;
 }
 
-// block (model_card.h): rwkv is checked by rwkv_card::check; with transformer the
-// mamba_* fields keep their defaults; with mamba every attention / MLP field
-// keeps its default (zero sizes) and the Mamba sizes are in range. For a
-// mamba card this is the whole check (check_card's transformer checks need
-// n_head and d_ff).
+// block (model_card.h): rwkv is checked by rwkv_card::check and mamba by
+// mamba_card::check (each also keeps its fields at their defaults under the
+// other blocks). For a mamba or rwkv card this is the whole check
+// (check_card's transformer checks need n_head and d_ff).
 std::optional<FieldError> check_block(const ModelCard& c) {
-  using B = ModelCard::Block;
   if (static_cast<unsigned>(c.block) >= kBlocks.size()) {
     return FieldError{"block",
                       fmt::format("unknown block value {}; allowed: {}", static_cast<int>(c.block),
@@ -277,174 +256,10 @@ std::optional<FieldError> check_block(const ModelCard& c) {
                       {}};
   }
   // block: rwkv, and the rwkv_* fields of other blocks (model_card_rwkv.cpp).
-  if (auto p = rwkv_card::check(c)) return FieldError{p->field, p->what, p->hint};
-  if (c.block == B::rwkv) return std::nullopt;
-  const ModelCard d;
-  const card_fields::FieldSet mamba_set = card_fields::mamba_fields(c);
-  if (c.block != B::mamba) {
-    for (const auto& [field, set] : mamba_set) {
-      if (set) {
-        return FieldError{field,
-                          fmt::format("{} is set but block is {}; it is a Mamba parameter", field,
-                                      block_name(c.block)),
-                          "add 'block: mamba' or remove the key"};
-      }
-    }
-    return std::nullopt;
-  }
-  card_fields::FieldSet unused = card_fields::transformer_fields(c);
-  unused.push_back({"d_ff", c.d_ff != 0});
-  unused.push_back({"moe_experts", c.moe_experts != 0});
-  for (const auto& [field, set] : unused) {
-    if (set) {
-      return FieldError{field,
-                        fmt::format("{} is an attention / MLP key and is not used with block: "
-                                    "mamba",
-                                    field),
-                        "remove the key: a Mamba layer is x + mixer(norm(x)) (model_card.h)"};
-    }
-  }
-  if (c.pos_encoding != ModelCard::PosEncoding::none) {
-    return FieldError{"pos_encoding",
-                      fmt::format("pos_encoding {} is not used with block: mamba",
-                                  pos_encoding_name(c.pos_encoding)),
-                      "remove the key (or write none): the recurrence orders the tokens"};
-  }
-  const std::pair<const char*, int> sizes[] = {{"n_layer", c.n_layer},
-                                               {"d_model", c.d_model},
-                                               {"vocab_size", c.vocab_size},
-                                               {"max_seq_len", c.max_seq_len}};
-  for (const auto& [field, v] : sizes) {
-    if (v <= 0) return FieldError{field, fmt::format("{} must be positive, got {}", field, v), {}};
-  }
-  if (static_cast<unsigned>(c.norm) >= kNorms.size()) {
-    return FieldError{"norm", fmt::format("unknown norm value {}", static_cast<int>(c.norm)), {}};
-  }
-  const std::pair<const char*, float> positives[] = {{"norm_eps", c.norm_eps},
-                                                     {"init_std", c.init_std}};
-  for (const auto& [field, v] : positives) {
-    if (!(v > 0.0f) || !std::isfinite(v)) {
-      return FieldError{field, fmt::format("{} must be a positive number, got {}", field, v), {}};
-    }
-  }
-  // Ranges: the scan keeps N state values per channel in registers (CUDA) and
-  // the conv keeps d_conv - 1 inputs per channel in the decode cache.
-  const struct {
-    const char* field;
-    int value, lo, hi;
-  } ranges[] = {{"mamba_d_state", c.mamba_d_state, 1, kMambaMaxDState},
-                {"mamba_d_conv", c.mamba_d_conv, 1, kMambaMaxDConv},
-                {"mamba_expand", c.mamba_expand, 1, kMambaMaxExpand}};
-  for (const auto& r : ranges) {
-    if (r.value < r.lo || r.value > r.hi) {
-      return FieldError{r.field,
-                        fmt::format("{} must be in [{}, {}], got {}", r.field, r.lo, r.hi, r.value),
-                        {}};
-    }
-  }
-  if (c.mamba_dt_rank < 0 || c.mamba_dt_rank > c.mamba_d_inner()) {
-    return FieldError{"mamba_dt_rank",
-                      fmt::format("mamba_dt_rank must be in [1, mamba_expand * d_model = {}] "
-                                  "(0 = ceil(d_model / 16)), got {}",
-                                  c.mamba_d_inner(), c.mamba_dt_rank),
-                      {}};
-  }
-  return std::nullopt;
-}
-
-// The moe_* keys (model_card.h). moe_experts 0: every other moe_* field keeps
-// its default (a YAML key without moe_experts is reported at parse time by
-// read_moe, whatever its value). moe_experts > 0: k in [1, E], widths >= 0,
-// coefficients finite and >= 0, and a block the experts can replace the MLP
-// of (transformer, SwiGLU, no MLP biases).
-std::optional<FieldError> check_moe(const ModelCard& c) {
-  const ModelCard d;
-  if (c.moe_experts < 0) {
-    return FieldError{"moe_experts",
-                      fmt::format("moe_experts must be >= 0 (0 = the dense MLP), got {}",
-                                  c.moe_experts),
-                      {}};
-  }
-  if (static_cast<unsigned>(c.moe_router) >= kMoeRouters.size()) {
-    return FieldError{"moe_router",
-                      fmt::format("unknown moe_router value {}; allowed: {}",
-                                  static_cast<int>(c.moe_router), io::quoted_list(kMoeRouters)),
-                      {}};
-  }
-  const std::pair<const char*, bool> set[] = {
-      {"moe_top_k", c.moe_top_k != d.moe_top_k},
-      {"moe_d_ff", c.moe_d_ff != d.moe_d_ff},
-      {"moe_router", c.moe_router != d.moe_router},
-      {"moe_norm_topk_prob", c.moe_norm_topk_prob != d.moe_norm_topk_prob},
-      {"moe_shared_experts", c.moe_shared_experts != d.moe_shared_experts},
-      {"moe_shared_d_ff", c.moe_shared_d_ff != d.moe_shared_d_ff},
-      {"moe_aux_loss_coef", c.moe_aux_loss_coef != d.moe_aux_loss_coef},
-      {"moe_z_loss_coef", c.moe_z_loss_coef != d.moe_z_loss_coef},
-      {"moe_capacity_factor", c.moe_capacity_factor != d.moe_capacity_factor}};
-  if (c.moe_experts == 0) {
-    for (const auto& [field, is_set] : set) {
-      if (is_set) {
-        return FieldError{field,
-                          fmt::format("{} is set but moe_experts is 0 (a dense MLP); it is a "
-                                      "mixture-of-experts parameter",
-                                      field),
-                          "set moe_experts to the number of experts, or remove the key"};
-      }
-    }
-    return std::nullopt;
-  }
-  if (c.block != ModelCard::Block::transformer) {
-    return FieldError{"moe_experts",
-                      fmt::format("moe_experts ({}) needs block: transformer (a {} layer has no "
-                                  "MLP to replace)",
-                                  c.moe_experts, block_name(c.block)),
-                      {}};
-  }
-  if (c.moe_top_k < 1) {
-    return FieldError{"moe_top_k", fmt::format("moe_top_k must be >= 1, got {}", c.moe_top_k),
-                      {}};
-  }
-  if (c.moe_top_k > c.moe_experts) {
-    return FieldError{"moe_top_k",
-                      fmt::format("moe_top_k ({}) exceeds moe_experts ({}): a token cannot "
-                                  "choose more experts than there are",
-                                  c.moe_top_k, c.moe_experts),
-                      "lower moe_top_k or raise moe_experts"};
-  }
-  const std::pair<const char*, int> widths[] = {{"moe_d_ff", c.moe_d_ff},
-                                                {"moe_shared_experts", c.moe_shared_experts},
-                                                {"moe_shared_d_ff", c.moe_shared_d_ff}};
-  for (const auto& [field, v] : widths) {
-    if (v < 0) return FieldError{field, fmt::format("{} must be >= 0, got {}", field, v), {}};
-  }
-  if (c.moe_shared_d_ff != 0 && c.moe_shared_experts == 0) {
-    return FieldError{"moe_shared_d_ff",
-                      fmt::format("moe_shared_d_ff ({}) is set but moe_shared_experts is 0",
-                                  c.moe_shared_d_ff),
-                      "add moe_shared_experts or remove the key"};
-  }
-  const std::pair<const char*, float> coefs[] = {{"moe_aux_loss_coef", c.moe_aux_loss_coef},
-                                                 {"moe_z_loss_coef", c.moe_z_loss_coef},
-                                                 {"moe_capacity_factor", c.moe_capacity_factor}};
-  for (const auto& [field, v] : coefs) {
-    if (!(v >= 0.0f) || !std::isfinite(v)) {
-      return FieldError{field, fmt::format("{} must be a finite number >= 0, got {}", field, v),
-                        {}};
-    }
-  }
-  if (c.mlp != ModelCard::Mlp::swiglu) {
-    return FieldError{"mlp",
-                      fmt::format("mlp {} is not supported with moe_experts: the experts are "
-                                  "SwiGLU MLPs",
-                                  mlp_name(c.mlp)),
-                      "use mlp: swiglu"};
-  }
-  if (c.mlp_bias) {
-    return FieldError{"mlp_bias", "mlp_bias is not supported with moe_experts (experts have no "
-                                  "biases, as in Mixtral and Qwen2-MoE)",
-                      {}};
-  }
-  return std::nullopt;
+  if (auto fe = rwkv_card::check(c)) return fe;
+  if (c.block == ModelCard::Block::rwkv) return std::nullopt;
+  // block: mamba, and the mamba_* fields of other blocks (model_card_mamba.cpp).
+  return mamba_card::check(c);
 }
 
 // rotary_dims: a part of each standard-attention head, rotated in pairs.
@@ -474,7 +289,7 @@ std::optional<FieldError> check_rotary_dims(const ModelCard& c) {
 
 std::optional<FieldError> check_card(const ModelCard& c) {
   if (c.name.empty()) return FieldError{"name", "name must not be empty", {}};
-  if (auto fe = check_moe(c)) return fe;
+  if (auto fe = moe_card::check(c)) return fe;
   if (auto fe = check_block(c)) return fe;
   if (c.block != ModelCard::Block::transformer) return std::nullopt;  // checked by check_block
   const std::pair<const char*, int> sizes[] = {
@@ -536,41 +351,6 @@ std::optional<FieldError> check_card(const ModelCard& c) {
   if (auto fe = check_rotary_dims(c)) return fe;
   if (auto fe = check_nsa(c)) return fe;
   return check_rope_scaling(c);
-}
-
-template <class E>
-E enum_from(const std::string& s, const std::vector<std::string>& names) {
-  for (size_t i = 0; i < names.size(); ++i)
-    if (names[i] == s) return static_cast<E>(i);
-  return static_cast<E>(0);  // unreachable: get_choice already checked s
-}
-
-// The moe_* keys: each is an error without moe_experts > 0 (pointing at its
-// line), like the nsa_* keys without attention: nsa.
-Status read_moe(const io::YamlMap& m, ModelCard& c) {
-  EL_TRY(m.read_optional("moe_experts", c.moe_experts));
-  if (c.moe_experts <= 0) {
-    for (const auto& key : kMoeKeys) {
-      if (key == "moe_experts" || !m.has(key)) continue;
-      return make_error(fmt::format("{} is set but moe_experts is {}; it is a mixture-of-experts "
-                                    "parameter",
-                                    key, c.moe_experts),
-                        m.where(key),
-                        "set moe_experts to the number of experts (> 0), or remove the key");
-    }
-  }
-  EL_TRY(m.read_optional("moe_top_k", c.moe_top_k));
-  EL_TRY(m.read_optional("moe_d_ff", c.moe_d_ff));
-  EL_TRY_ASSIGN(std::string router,
-                m.get_choice_or("moe_router", kMoeRouters, moe_router_name(c.moe_router)));
-  c.moe_router = enum_from<ModelCard::MoeRouter>(router, kMoeRouters);
-  EL_TRY(m.read_optional("moe_norm_topk_prob", c.moe_norm_topk_prob));
-  EL_TRY(m.read_optional("moe_shared_experts", c.moe_shared_experts));
-  EL_TRY(m.read_optional("moe_shared_d_ff", c.moe_shared_d_ff));
-  EL_TRY(m.read_optional("moe_aux_loss_coef", c.moe_aux_loss_coef));
-  EL_TRY(m.read_optional("moe_z_loss_coef", c.moe_z_loss_coef));
-  EL_TRY(m.read_optional("moe_capacity_factor", c.moe_capacity_factor));
-  return Status::Ok();
 }
 
 // A YAML scalar for the card name: plain when it is a simple identifier,
@@ -704,33 +484,7 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
   // block first: it decides which keys the card needs and which it must not have.
   EL_TRY_ASSIGN(std::string block, m.get_choice_or("block", kBlocks, block_name(c.block)));
   c.block = enum_from<ModelCard::Block>(block, kBlocks);
-  const bool mamba = c.block == ModelCard::Block::mamba;
-  if (mamba) {
-    for (const auto& key : kMambaForbiddenKeys) {
-      if (m.has(key)) {
-        return make_error(fmt::format("{} is an attention / MLP key and is not used with block: "
-                                      "mamba",
-                                      key),
-                          m.where(key),
-                          "remove the key: a Mamba layer is x + mixer(norm(x)) (model_card.h)");
-      }
-    }
-    c.pos_encoding = ModelCard::PosEncoding::none;
-  } else {
-    for (const auto& key : kMambaKeys) {
-      if (m.has(key)) {
-        return make_error(fmt::format("{} is set but block is {}; it is a Mamba parameter", key,
-                                      block_name(c.block)),
-                          m.where(key), "add 'block: mamba' or remove the key");
-      }
-    }
-  }
-  EL_TRY(m.read_optional("mamba_d_state", c.mamba_d_state));
-  EL_TRY(m.read_optional("mamba_d_conv", c.mamba_d_conv));
-  EL_TRY(m.read_optional("mamba_expand", c.mamba_expand));
-  EL_TRY(m.read_optional("mamba_dt_rank", c.mamba_dt_rank));
-  EL_TRY(m.read_optional("mamba_conv_bias", c.mamba_conv_bias));
-  EL_TRY(m.read_optional("mamba_proj_bias", c.mamba_proj_bias));
+  EL_TRY(mamba_card::read(m, c));  // block: mamba's keys (and the keys it must not have)
   EL_TRY(m.read("n_layer", c.n_layer));
   EL_TRY(m.read("d_model", c.d_model));
   if (c.block == ModelCard::Block::transformer) {  // a mamba card has none (checked above)
@@ -775,20 +529,19 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
   EL_TRY(m.read_optional("parallel_residual", c.parallel_residual));
   EL_TRY(m.read_optional("rotary_dims", c.rotary_dims));
   EL_TRY(m.read_optional("mlp_bias", c.mlp_bias));
-  for (const char* key : {"nsa_window", "nsa_compress_block", "nsa_compress_stride",
-                          "nsa_select_block", "nsa_select_count"}) {
-    if (c.attention != ModelCard::Attention::nsa && m.has(key)) {
-      return make_error(fmt::format("{} is set but attention is {}; it is an NSA parameter", key,
-                                    attention_name(c.attention)),
-                        m.where(key), "add 'attention: nsa' or remove the key");
-    }
+  if (c.attention != ModelCard::Attention::nsa) {
+    EL_TRY(card_fields::refuse_keys(
+        m, kNsaKeys,
+        fmt::format("is set but attention is {}; it is an NSA parameter",
+                    attention_name(c.attention)),
+        "add 'attention: nsa' or remove the key"));
   }
   EL_TRY(m.read_optional("nsa_window", c.nsa_window));
   EL_TRY(m.read_optional("nsa_compress_block", c.nsa_compress_block));
   EL_TRY(m.read_optional("nsa_compress_stride", c.nsa_compress_stride));
   EL_TRY(m.read_optional("nsa_select_block", c.nsa_select_block));
   EL_TRY(m.read_optional("nsa_select_count", c.nsa_select_count));
-  EL_TRY(read_moe(m, c));
+  EL_TRY(moe_card::read(m, c));  // the moe_* keys
 
   if (auto fe = check_card(c)) {
     // Point at the field's line; a defaulted field (absent) points at the card.
@@ -856,14 +609,7 @@ std::string model_card_to_yaml(const ModelCard& c) {
     s += fmt::format("parallel_residual: {}\n", c.parallel_residual);
   if (c.rotary_dims != d.rotary_dims) s += fmt::format("rotary_dims: {}\n", c.rotary_dims);
   if (c.mlp_bias != d.mlp_bias) s += fmt::format("mlp_bias: {}\n", c.mlp_bias);
-  if (c.block == ModelCard::Block::mamba) {
-    s += fmt::format("mamba_d_state: {}\n", c.mamba_d_state);
-    s += fmt::format("mamba_d_conv: {}\n", c.mamba_d_conv);
-    s += fmt::format("mamba_expand: {}\n", c.mamba_expand);
-    s += fmt::format("mamba_dt_rank: {}\n", c.mamba_dt_rank);
-    s += fmt::format("mamba_conv_bias: {}\n", c.mamba_conv_bias);
-    s += fmt::format("mamba_proj_bias: {}\n", c.mamba_proj_bias);
-  }
+  s += mamba_card::to_yaml(c);  // block: mamba: the mamba_* keys
   if (c.attention == ModelCard::Attention::nsa) {
     s += fmt::format("nsa_window: {}\n", c.nsa_window);
     s += fmt::format("nsa_compress_block: {}\n", c.nsa_compress_block);
@@ -872,18 +618,7 @@ std::string model_card_to_yaml(const ModelCard& c) {
     s += fmt::format("nsa_select_count: {}\n", c.nsa_select_count);
   }
   s += rwkv_card::to_yaml(c);  // block: rwkv: d_ff and the rwkv_* keys
-  if (c.moe_experts > 0) {
-    s += fmt::format("moe_experts: {}\n", c.moe_experts);
-    s += fmt::format("moe_top_k: {}\n", c.moe_top_k);
-    s += fmt::format("moe_d_ff: {}\n", c.moe_d_ff);
-    s += fmt::format("moe_router: {}\n", moe_router_name(c.moe_router));
-    s += fmt::format("moe_norm_topk_prob: {}\n", c.moe_norm_topk_prob);
-    s += fmt::format("moe_shared_experts: {}\n", c.moe_shared_experts);
-    s += fmt::format("moe_shared_d_ff: {}\n", c.moe_shared_d_ff);
-    s += fmt::format("moe_aux_loss_coef: {}\n", c.moe_aux_loss_coef);
-    s += fmt::format("moe_z_loss_coef: {}\n", c.moe_z_loss_coef);
-    s += fmt::format("moe_capacity_factor: {}\n", c.moe_capacity_factor);
-  }
+  s += moe_card::to_yaml(c);  // moe_experts > 0: the moe_* keys
   return s;
 }
 

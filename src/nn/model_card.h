@@ -117,7 +117,9 @@
 //   moe_experts      int  E routed experts: the MLP of every layer becomes a
 //                         mixture of experts (nn/moe.h; Mixtral / Qwen2-MoE
 //                         layout: a router gate [E, C] and E SwiGLU experts).
-//                         0 = the dense MLP (default). The moe_* keys below
+//                         0 = the dense MLP (default); at most 256 (the CUDA
+//                         router holds a token's E scores in one warp's
+//                         registers; DeepSeek-V3 has 256). The moe_* keys below
 //                         are errors while it is 0 and are written by
 //                         model_card_to_yaml only when it is > 0. MoE needs
 //                         mlp: swiglu, no mlp_bias and block: transformer.
@@ -166,7 +168,7 @@
 //                    key): n_head, n_kv_head, head_dim, d_ff, rope_theta, mlp,
 //                    qkv_bias, o_bias, mlp_bias, sliding_window, rope_scaling
 //                    and its rope_* parameters, attention and the MLA / NSA
-//                    keys, parallel_residual, rotary_dims; pos_encoding
+//                    keys, parallel_residual, rotary_dims, moe_experts; pos_encoding
 //                    defaults to none there and must stay none (the
 //                    recurrence orders the tokens). Required with mamba:
 //                    name, n_layer, d_model, vocab_size, max_seq_len (the
@@ -231,6 +233,8 @@ namespace el {
 inline constexpr int kMambaMaxDState = 256;
 inline constexpr int kMambaMaxDConv = 64;
 inline constexpr int kMambaMaxExpand = 16;
+// Upper bound of moe_experts (the key's comment above says why).
+inline constexpr int kMoeMaxExperts = 256;
 
 struct ModelCard {
   std::string name;

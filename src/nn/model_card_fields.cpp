@@ -1,6 +1,30 @@
 #include "nn/model_card_fields.h"
 
+#include <fmt/format.h>
+
 namespace el::card_fields {
+
+Status refuse_keys(const io::YamlMap& m, const std::vector<std::string>& keys,
+                   const std::string& what, const std::string& hint) {
+  for (const auto& key : keys) {
+    if (m.has(key)) return make_error(fmt::format("{} {}", key, what), m.where(key), hint);
+  }
+  return Status::Ok();
+}
+
+std::optional<FieldError> first_set(const FieldSet& fields, const std::string& what,
+                                    const std::string& hint) {
+  for (const auto& [key, set] : fields) {
+    if (set) return FieldError{key, fmt::format("{} {}", key, what), hint};
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> keys_of(const FieldSet& fields) {
+  std::vector<std::string> out;
+  for (const auto& [key, set] : fields) out.push_back(key);
+  return out;
+}
 
 FieldSet transformer_fields(const ModelCard& c) {
   const ModelCard d;

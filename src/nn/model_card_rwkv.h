@@ -1,7 +1,8 @@
 // model_card_rwkv.h — internal to nn/model_card.cpp: the block: rwkv part of
 // a model card (its keys, the keys an RWKV card must not carry, checks and
 // YAML output), kept apart so the card's main file stays about the
-// Transformer. The keys themselves are documented in model_card.h.
+// Transformer (as model_card_mamba.h and model_card_moe.h are). The keys
+// themselves are documented in model_card.h.
 #pragma once
 
 #include <optional>
@@ -11,6 +12,7 @@
 #include "core/error.h"
 #include "io/yaml_util.h"
 #include "nn/model_card.h"
+#include "nn/model_card_fields.h"
 
 namespace el::rwkv_card {
 
@@ -24,14 +26,10 @@ const std::vector<std::string>& keys();
 // another block, an error for any rwkv_* key present. Reads the rwkv_* keys.
 Status read(const io::YamlMap& m, ModelCard& c);
 
-// A field of the card that is wrong, what is wrong and a hint.
-struct Problem {
-  std::string field, what, hint;
-};
 // block: rwkv: the whole card check (sizes, LayerNorm, no positional
 // encoding, every Transformer / Mamba field at its default, the rwkv_* values
 // in range). Other blocks: the rwkv_* fields at their defaults.
-std::optional<Problem> check(const ModelCard& c);
+std::optional<card_fields::FieldError> check(const ModelCard& c);
 
 // The lines model_card_to_yaml adds for block: rwkv (d_ff and the rwkv_*
 // keys); nothing for other blocks.

@@ -440,6 +440,32 @@ TEST(ReportCsv, LongFormWithAFixedColumnCountAndFullPrecision) {
   EXPECT_TRUE(saw_tps);
 }
 
+// A mixture of experts' row: its active parameters beside the total (CSV,
+// HTML) and TT per active parameter ranked with the dense rows'.
+TEST(ReportModel, MixtureOfExpertsKeepsTotalAndActiveParameters) {
+  json dense = run(100, 50), moe = run(100, 40);
+  dense["active_parameters"] = 1000;
+  dense["metrics"]["tt_tokens_per_active_param_per_second"] = 100.0 / 1000;
+  moe["parameters"] = 3000;
+  moe["active_parameters"] = 1200;
+  moe["metrics"]["tt_tokens_per_active_param_per_second"] = 100.0 / 1200;
+  const Report r = build({record("quick", "pretrain", "Dense", {dense}), record("quick", "pretrain", "MoE", {moe})});
+  ASSERT_EQ(r.groups.size(), 1u);
+  const ReportRow* d = find_row(r.groups[0], "Dense");
+  const ReportRow* m = find_row(r.groups[0], "MoE");
+  ASSERT_TRUE(d && m);
+  EXPECT_EQ(m->parameters, 3000);
+  EXPECT_EQ(m->active_parameters, 1200);
+  EXPECT_EQ(d->active_parameters, 1000);
+  EXPECT_EQ(d->cell("tt_tokens_per_active_param_per_second").rank, 1);
+  EXPECT_EQ(m->cell("tt_tokens_per_active_param_per_second").rank, 2);
+  EXPECT_HAS(render_report_csv(r), ",3000,1200,");
+  EXPECT_HAS(render_report_text(r), "TT active");
+  const std::string html = render_report_html(r);
+  EXPECT_HAS(html, "3.0K (1.2K active)");
+  EXPECT_LACKS(html, "1.0K (1.0K active)");
+}
+
 // ---- charts and the page ---------------------------------------------------------------
 
 TEST(ReportSvg, NiceTicksCoverTheRangeInRoundSteps) {

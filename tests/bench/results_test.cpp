@@ -305,7 +305,8 @@ TEST(ResultFiles, CsvReadsV2Records) {
   std::getline(in, header);
   std::getline(in, row);
   EXPECT_HAS(header, "tokens_per_second");
-  EXPECT_HAS(row, "20261122-000000,quick,tiny,tiny,ok,1000,50.0,");
+  EXPECT_HAS(header, "parameters,active_parameters,perplexity");
+  EXPECT_HAS(row, "20261122-000000,quick,tiny,tiny,ok,1000,,50.0,");  // no active_parameters recorded
   EXPECT_HAS(row, ",100.0,");
 }
 

@@ -17,7 +17,10 @@
 #include "bench/builtin_suites.h"
 #include "bench/runner.h"
 #include "bench/runner_finetune.h"
+#include "bench/table.h"
+#include "common/test_cards.h"
 #include "common/train_env.h"
+#include "models/decoder_lm.h"
 #include "runner_test_util.h"
 
 namespace el::bench {
@@ -233,11 +236,14 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
   ASSERT_TRUE(quick.ok()) << quick.error().message();
   auto p = plan_suite(quick.value(), PlanOptions{20, true, ""});
   ASSERT_TRUE(p.ok()) << p.error().message();
-  ASSERT_EQ(p->experiments.size(), 9u + 7u + 6u + 1u);  // pretrain, finetune (every method), infer, probe
+  // pretrain (9 attention / encoding + 4 architecture II), finetune (every
+  // method), infer (6 GQA + 4 architecture II), probe
+  ASSERT_EQ(p->experiments.size(), 13u + 7u + 10u + 1u);
   EXPECT_EQ(p->experiments[0].field("steps"), 20);
   EXPECT_EQ(p->experiments[0].field("warmup"), 15);  // still ends before the last step
   EXPECT_NE(p->experiments[0].hash, quick->experiments[0].hash);
-  EXPECT_EQ(p->experiments[9].field("steps"), 60) << "the override is the pretraining's";
+  EXPECT_EQ(p->experiments[12].field("steps"), 20);  // Pythia, the last pretraining row
+  EXPECT_EQ(p->experiments[13].field("steps"), 60) << "the override is the pretraining's";
   const ExpandedExperiment& probe = p->experiments.back();
   EXPECT_TRUE(probe.mfu_probe);
   EXPECT_FALSE(p->experiments[0].mfu_probe);
@@ -251,9 +257,9 @@ TEST(PlanSuite, StepOverrideProbeAndFilter) {
 
   p = plan_suite(quick.value(), PlanOptions{10, false, ""});
   ASSERT_TRUE(p.ok());
-  ASSERT_EQ(p->experiments.size(), 9u + 7u + 6u);
+  ASSERT_EQ(p->experiments.size(), 13u + 7u + 10u);
   EXPECT_EQ(p->experiments[2].field("warmup"), 1);  // a tenth of the steps
-  EXPECT_EQ(p->experiments[16].field("prompt_len"), 64) << "the override is the pretraining's";
+  EXPECT_EQ(p->experiments[20].field("prompt_len"), 64) << "the override is the pretraining's";
 
   p = plan_suite(quick.value(), PlanOptions{0, true, "^gqa$|probe"});
   ASSERT_TRUE(p.ok());
@@ -442,6 +448,45 @@ TEST(RunSuite, RepetitionsThenCachedThenForce) {
   EXPECT_EQ(capped->rows[0].record["config"]["measure"]["min_duration_s"], 1000.0);
 }
 
+
+// A mixture of experts' record keeps its active parameters beside the total
+// and TT per active parameter; the table gets an "active" column (a dense
+// suite's table has none, a dense row's active count is its total).
+TEST(RunSuite, MixtureOfExpertsRecordsItsActiveParameters) {
+  test::TrainEnv& env = test::TrainEnv::get();
+  TempDir d("el_runner_test", "moe");
+  const std::string moe_card = d.path + "/moe.yaml";
+  std::ofstream(moe_card) << test::small_card_yaml("moe-test", 64, 400, 32,
+                                                   "qkv_bias: false\nmoe_experts: 4\nmoe_top_k: 2\n");
+  const std::string text = fmt::format(
+      "name: moe\nrepetitions: 1\nwarmup_steps: 1\n"
+      "defaults: {{dataset: {}, batch_size: 2, seq_len: 16, steps: 2, warmup: 1, eval_batches: 1}}\n"
+      "experiments:\n  - {{axis: pretrain, label: Dense, card: {}}}\n  - {{axis: pretrain, label: MoE, card: {}}}\n",
+      env.data_dir, env.card_path, moe_card);
+  auto r = run_suite(parse_ok(text), quiet_options(d.path));
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  ASSERT_EQ(r->rows.size(), 2u);
+  const ModelCard dense = find_model_card(env.card_path).value(), moe = find_model_card(moe_card).value();
+  const ParameterCounts dc = count_parameters(dense), mc = count_parameters(moe);
+  ASSERT_LT(mc.active, mc.total);
+  const json& dr = r->rows[0].record;
+  const json& mr = r->rows[1].record;
+  ASSERT_EQ(mr["status"], "ok") << mr.dump();
+  EXPECT_EQ(dr["active_parameters"], dc.total);
+  EXPECT_EQ(mr["parameters"], mc.total);
+  EXPECT_EQ(mr["active_parameters"], mc.active);
+  const json& m = mr["runs"][0]["metrics"];
+  EXPECT_NEAR(m["tt_tokens_per_active_param_per_second"].get<double>(),
+              m["tokens_per_second"].get<double>() / static_cast<double>(mc.active), 1e-12);
+  EXPECT_GT(m["tt_tokens_per_active_param_per_second"].get<double>(),
+            m["tt_tokens_per_param_per_second"].get<double>());
+  EXPECT_EQ(mr["summary"]["tt_tokens_per_active_param_per_second"]["n"], 1);
+  EXPECT_HAS(r->table, " active ");
+  EXPECT_HAS(r->table, format_number(static_cast<double>(mc.active)));
+  // Without the MoE row, no such column.
+  std::vector<SuiteRow> dense_only = {r->rows[0]};
+  EXPECT_EQ(render_suite_table(dense_only).find(" active "), std::string::npos);
+}
 
 // Finetune rows start from the checkpoint of the pretrain row they name: the
 // runner keeps it under results/checkpoints/, the rows get their own table,

@@ -53,7 +53,7 @@ TEST(BuiltinSuites, QuickSettings) {
   const char* const cards[] = {"tiny",          "tiny-gqa",         "tiny-mqa",
                                "tiny-mla",      "tiny-nsa",         "tiny-pe-absolute",
                                "tiny-pe-learnable", "tiny-pe-relative", "tiny-pe-none"};
-  ASSERT_EQ(s.variants.size(), 9u);
+  ASSERT_EQ(s.variants.size(), 13u);  // the last four: ArchitectureIIRowsAreThePapersPairsScaledDown
   EXPECT_EQ(s.variants[0].label, "MHA");
   EXPECT_EQ(s.variants[7].label, "PE relative");
   for (size_t i = 0; i < 9; ++i) {
@@ -84,7 +84,7 @@ TEST(BuiltinSuites, QuickSettings) {
 // activations (the CPU computes f32), a group size that divides its widths.
 TEST(BuiltinSuites, QuickInfersThePretrainedGqaModelAtEveryPrecision) {
   const SuiteSpec s = quick_suite();
-  ASSERT_EQ(s.infer.size(), 1u);
+  ASSERT_EQ(s.infer.size(), 5u);  // then the architecture-II models in f32
   const InferSection& x = s.infer[0];
   EXPECT_EQ(x.model, "pretrained:GQA");
   std::vector<std::string> got;
@@ -105,7 +105,7 @@ TEST(BuiltinSuites, QuickInfersThePretrainedGqaModelAtEveryPrecision) {
 // weights, no task), the pretrained GQA model for quality.
 TEST(BuiltinSuites, GpuLiteInfersThe11BShapeAndThePretrainedModel) {
   const SuiteSpec s = gpu_lite_suite();
-  ASSERT_EQ(s.infer.size(), 2u);
+  ASSERT_EQ(s.infer.size(), 6u);  // then the architecture-II models in bf16
   EXPECT_EQ(s.infer[0].model, "tinyllama-1.1b");
   EXPECT_EQ(s.infer[0].choice_task, "");
   EXPECT_EQ(s.infer[0].batch_sizes, "1,8,32");
@@ -126,7 +126,11 @@ TEST(BuiltinSuites, GpuLiteInfersThe11BShapeAndThePretrainedModel) {
   EXPECT_FALSE(c.tied_embeddings);
   EXPECT_EQ(count_parameters(c).total, 1'100'048'384);  // TinyLlama-1.1B's count
   for (const auto& sec : s.infer) {
-    const ModelCard card = find_model_card(sec.model == "tinyllama-1.1b" ? "tinyllama-1.1b" : "lite-gqa").value();
+    std::string name = sec.model;  // a card, or "pretrained:<label>" of a variant
+    for (const auto& v : s.variants) {
+      if (sec.model == "pretrained:" + v.label) name = v.card;
+    }
+    const ModelCard card = find_model_card(name).value();
     for (const auto& r : sec.rows) {
       EXPECT_EQ(infer_card_problem(card, r.precision, sec.group_size, sec.prompt_len, sec.gen_len), "") << r.label;
     }
@@ -149,7 +153,7 @@ TEST(BuiltinSuites, GpuLiteIsTheAttentionComparisonAtHalfABillion) {
 
   struct Want { const char* label; const char* card; int kv; };
   const Want want[] = {{"MHA", "lite-mha", 14}, {"GQA", "lite-gqa", 2}, {"MQA", "lite-mqa", 1}};
-  ASSERT_EQ(s.variants.size(), 9u);
+  ASSERT_EQ(s.variants.size(), 13u);  // the last four: ArchitectureIIRowsAreThePapersPairsScaledDown
   // MLA, NSA and the positional encodings: lite-gqa's shape apart from what
   // they change, and the same token budget.
   const ModelCard gqa = find_model_card("lite-gqa").value();
@@ -217,6 +221,104 @@ TEST(BuiltinSuites, GpuLiteIsTheAttentionComparisonAtHalfABillion) {
   }
 }
 
+// Architecture axis II (paper Tables 5 and 6) in quick and gpu-lite: a
+// mixture of experts against the dense GQA row, and Mamba / RWKV / Pythia
+// against it as the Transformer, with the suite's vocabulary, context and
+// token budget. The MoE keeps the paper's relation to the dense model (more
+// parameters in total, fewer active per token: the paper's 0.5Bx8 has 1.74x
+// and 0.52x the dense 1.5B's), and the cards' counts are the ones their
+// headers state.
+TEST(BuiltinSuites, ArchitectureIIRowsAreThePapersPairsScaledDown) {
+  struct Want {
+    SuiteSpec spec;
+    const char *dense, *moe, *mamba, *rwkv, *pythia;
+    int64_t moe_total, moe_active;
+    double max_active_ratio;  // MoE active / dense total
+    const char* infer_precision;
+  };
+  const Want wants[] = {
+      {quick_suite(), "tiny-gqa", "tiny-0.6mx8-moe", "tiny-mamba", "tiny-rwkv", "pythia-tiny", 1'630'176, 745'440,
+       0.85, "f32"},
+      {gpu_lite_suite(), "lite-gqa", "lite-0.1bx8-moe", "lite-mamba", "lite-rwkv", "lite-pythia", 678'022'656,
+       182'570'496, 0.55, "bf16"}};
+  for (const Want& w : wants) {
+    const SuiteSpec& s = w.spec;
+    SCOPED_TRACE(s.name);
+    ASSERT_EQ(s.variants.size(), 13u);
+    EXPECT_EQ(s.variants[1].label, "GQA");
+    EXPECT_EQ(s.variants[1].card, w.dense);
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"MoE", w.moe}, {"Mamba", w.mamba}, {"RWKV", w.rwkv}, {"Pythia", w.pythia}};
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const SuiteVariant& v = s.variants[9 + i];
+      EXPECT_EQ(v.label, rows[i].first);
+      EXPECT_EQ(v.card, rows[i].second);
+      auto card = find_model_card(v.card);
+      ASSERT_TRUE(card.ok()) << card.error().message();
+      EXPECT_TRUE(validate_model_card(card.value()).ok()) << v.card;
+      EXPECT_EQ(card->vocab_size, s.vocab_size) << v.card;
+      EXPECT_GE(card->max_seq_len, s.seq_len) << v.card;
+      // The same token budget as every other variant.
+      const TrainConfig c = variant_train_config(s, v, Device::cpu(), "/data");
+      EXPECT_EQ(c.steps * c.batch_size * c.seq_len * c.grad_accum, s.steps * s.batch_size * s.seq_len);
+      // Inferred after the GQA rows, at the suite's own precision.
+      const InferSection& x = s.infer.at(s.infer.size() - rows.size() + i);
+      EXPECT_EQ(x.model, "pretrained:" + v.label);
+      ASSERT_EQ(x.rows.size(), 1u);
+      EXPECT_EQ(x.rows[0].label, v.label + " " + w.infer_precision);
+      EXPECT_EQ(x.rows[0].precision, w.infer_precision);
+      // Every measurement setting as the GQA quality rows just before.
+      SuiteSpec one, gqa;
+      one.infer = {x};
+      gqa.infer = {s.infer[s.infer.size() - rows.size() - 1]};
+      nlohmann::json a = suite_spec_to_json(one)["infer"][0], b = suite_spec_to_json(gqa)["infer"][0];
+      for (auto* j : {&a, &b}) {
+        j->erase("model");
+        j->erase("rows");
+      }
+      EXPECT_EQ(a, b);
+    }
+    const ModelCard dense = find_model_card(w.dense).value();
+    const ModelCard moe = find_model_card(w.moe).value();
+    EXPECT_EQ(moe.moe_experts, 8);
+    EXPECT_EQ(moe.moe_top_k, 2);
+    EXPECT_EQ(moe.n_kv_head, dense.n_kv_head);  // GQA, as the dense model
+    const ParameterCounts d = count_parameters(dense), m = count_parameters(moe);
+    EXPECT_EQ(m.total, w.moe_total);
+    EXPECT_EQ(m.active, w.moe_active);
+    EXPECT_GT(static_cast<double>(m.total) / static_cast<double>(d.total), 1.7);
+    EXPECT_LT(static_cast<double>(m.total) / static_cast<double>(d.total), 1.9);
+    EXPECT_LT(static_cast<double>(m.active) / static_cast<double>(d.total), w.max_active_ratio);
+    EXPECT_EQ(find_model_card(w.mamba).value().block, ModelCard::Block::mamba);
+    EXPECT_EQ(find_model_card(w.rwkv).value().block, ModelCard::Block::rwkv);
+    EXPECT_TRUE(find_model_card(w.pythia).value().parallel_residual);
+  }
+  EXPECT_EQ(count_parameters(find_model_card("lite-pythia").value()).total, 319'088'640);
+}
+
+// paper-arch's attention-free cards at 0.5B and 3B, sized as the 1.5B ones:
+// Mamba and RWKV within 1% of the Qwen2.5 Transformer of their size (the
+// counts their headers state).
+TEST(BuiltinSuites, PaperAttentionFreeCardsMatchTheTransformer) {
+  const struct {
+    const char *card, *transformer;
+    int64_t params;
+  } cards[] = {{"mamba-0.5b", "qwen2.5-0.5b", 495'613'952},   {"rwkv-0.5b", "qwen2.5-0.5b", 491'648'640},
+               {"mamba-1.5b", "qwen2.5-1.5b", 1'553'928'192}, {"rwkv-1.5b", "qwen2.5-1.5b", 1'540'824'576},
+               {"mamba-3b", "qwen2.5-3b", 3'069'829'120},     {"rwkv-3b", "qwen2.5-3b", 3'077'019'648}};
+  for (const auto& c : cards) {
+    SCOPED_TRACE(c.card);
+    auto card = find_model_card(c.card);
+    ASSERT_TRUE(card.ok()) << card.error().message();
+    const ModelCard t = find_model_card(c.transformer).value();
+    EXPECT_EQ(card->vocab_size, t.vocab_size);
+    EXPECT_EQ(card->max_seq_len, t.max_seq_len);
+    const int64_t n = count_parameters(card.value()).total;
+    EXPECT_EQ(n, c.params);
+    EXPECT_NEAR(static_cast<double>(n) / static_cast<double>(count_parameters(t).total), 1.0, 0.01);
+  }
+}
+
 TEST(SuiteSpec, CalibrationDtypeFollowsTheTrainer) {
   const SuiteSpec quick = quick_suite();
   SuiteSpec lite = gpu_lite_suite();
@@ -242,7 +344,7 @@ TEST(SuiteSpec, ToJsonHoldsEveryField) {
   const nlohmann::json j = suite_spec_to_json(quick_suite());
   EXPECT_EQ(j["name"], "quick");
   EXPECT_EQ(j["sized_for"], "cpu");
-  EXPECT_EQ(j["variants"].size(), 9u);
+  EXPECT_EQ(j["variants"].size(), 13u);
   EXPECT_EQ(j["variants"][1]["card"], "tiny-gqa");
   EXPECT_EQ(j["seq_len"], 128);
   EXPECT_EQ(j["precision"], "f32");
@@ -252,11 +354,11 @@ TEST(SuiteSpec, ToJsonHoldsEveryField) {
   EXPECT_EQ(l["precision"], "bf16");
   EXPECT_EQ(l["sized_for"], "cuda");
   EXPECT_TRUE(l["mfu_probe"].is_null());
-  ASSERT_EQ(j["infer"].size(), 1u);
+  ASSERT_EQ(j["infer"].size(), 5u);
   EXPECT_EQ(j["infer"][0]["model"], "pretrained:GQA");
   EXPECT_EQ(j["infer"][0]["rows"][5]["quant_method"], "gptq");
   EXPECT_EQ(j["infer"][0]["batch_sizes"], "1,4");
-  EXPECT_EQ(l["infer"].size(), 2u);
+  EXPECT_EQ(l["infer"].size(), 6u);
 }
 
 std::string validation_error(const SuiteSpec& s) {

@@ -375,11 +375,15 @@ PY
     [ "$(grep -c "missing model '" "$TMP/out")" -eq 27 ] ||
       fail "paper-quant rows: $(cat "$TMP/out")"
     "$BIN" bench --suite paper-arch --dry-run >"$TMP/out" 2>"$TMP/err" || fail "paper-arch dry-run failed"
-    grep -q "not supported by this build: no card 'mamba-0.5b'" "$TMP/out" || fail "no attention-free row: $(cat "$TMP/out")"
+    # Every row has its card (MoE and attention-free included); they wait for the dataset.
+    grep -Eq "^0\.5B Mamba +pretrain +mamba-0\.5b +B4 T8192 x1 steps 2000 bf16 +missing dataset" "$TMP/out" ||
+      fail "no attention-free row: $(cat "$TMP/out")"
+    grep -Eq "^MoE 1\.5Bx8 +pretrain +qwen2\.5-1\.5bx8-moe " "$TMP/out" || fail "no MoE row: $(cat "$TMP/out")"
+    grep -q "no card" "$TMP/out" && fail "a paper-arch row lacks its card: $(cat "$TMP/out")"
     echo "ok: bench --dry-run"
     ;;
   bench_filter)
-    "$BIN" bench --suite paper-arch --dry-run --filter '^1\.5B qwen' >"$TMP/out" 2>"$TMP/err" ||
+    "$BIN" bench --suite paper-arch --dry-run --filter '^1\.5B (MHA|GQA|MQA|MLA|NSA)$' >"$TMP/out" 2>"$TMP/err" ||
       fail "filter failed: $(cat "$TMP/err")"
     grep -q "5 of 30 experiments selected" "$TMP/out" || fail "filter count: $(cat "$TMP/out")"
     grep -q "^3B" "$TMP/out" && fail "filter kept a 3B row: $(cat "$TMP/out")"

@@ -31,26 +31,11 @@
 namespace el::test {
 namespace {
 
-// ||got - ref|| / ||ref|| over all elements (NaN if a value is not finite).
-// The floor, as in tests/cuda/attention_test.cpp, keeps gradients that are
-// zero in exact arithmetic (one visible key: dq = dk = 0) from dividing
-// rounding noise by rounding noise; the inputs are O(1), so 1e-3 per
-// element is far below any real error.
-double rel_error(const Tensor& got, const Tensor& ref) {
-  const std::vector<float> a = got.to_floats(), e = ref.to_floats();
-  if (a.size() != e.size()) return NAN;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return NAN;
-    num += (double(a[i]) - e[i]) * (double(a[i]) - e[i]);
-    den += double(e[i]) * e[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-6 * static_cast<double>(a.size())));
-}
-
-// Norm-relative budgets, as tests/cuda/attention_test.cpp sets them.
-double forward_budget(DType dt) { return tolerance_for(dt).rel * (dt == DType::f32 ? 1.0 : 0.5); }
-double backward_budget(DType dt) { return tolerance_for(dt).rel * (dt == DType::f32 ? 2.0 : 1.0); }
+// The floor of relative_error, as in tests/cuda/attention_test.cpp: it keeps
+// gradients that are zero in exact arithmetic (one visible key: dq = dk = 0)
+// from dividing rounding noise by rounding noise; the inputs are O(1), so
+// 1e-3 per element is far below any real error.
+constexpr double kFloor = 1e-6;
 
 // ---- training attention at D 192 / 256 -----------------------------------------------
 struct TrainCase {
@@ -77,12 +62,8 @@ void check_training_attention(const TrainCase& c, DType dt, uint64_t seed) {
   gpu_backend().attention_forward(gq, gk, gv, scale, c.causal, out, lse);
   gpu_backend().attention_backward(gdo, gq, gk, gv, out, lse, scale, c.causal, dq, dk, dv);
   gpu_backend().synchronize();
-  EXPECT_LT(rel_error(out, r_out), forward_budget(dt)) << what << " out";
-  EXPECT_TRUE(close_to(lse, r_lse, Tolerance{dt == DType::f32 ? 1e-4 : 2e-3, 0.0}, "lse"))
-      << what;
-  EXPECT_LT(rel_error(dq, r_dq), backward_budget(dt)) << what << " dq";
-  EXPECT_LT(rel_error(dk, r_dk), backward_budget(dt)) << what << " dk";
-  EXPECT_LT(rel_error(dv, r_dv), backward_budget(dt)) << what << " dv";
+  expect_attention_matches({out, lse, dq, dk, dv}, {r_out, r_lse, r_dq, r_dk, r_dv}, dt, what,
+                           kFloor);
 }
 
 TEST(MlaCuda, TrainingAttentionAtMlaHeadDimsMatchesCpu) {
@@ -220,11 +201,6 @@ ModelCard mla_card(const Dims& d, int n_head = 2) {
   return c;
 }
 
-Tensor ids_tensor(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  return random_ids({B, T}, rng, 0, vocab);
-}
-
 // The paper's head dims (qk 128 + 64 -> training D 192 on tensor cores, v
 // 128, latent 112 -> cache rows of 176) and the fixtures' tiny ones (SIMT).
 const Dims kPaper{0, 112, 128, 64, 128};
@@ -246,11 +222,12 @@ TEST(MlaCuda, ForwardAndBackwardMatchCpu) {
       const std::string what = card.name + " " + dtype_name(dt);
       // bf16: weights and activations rounded at every op against the f32 CPU model.
       const double fwd = dt == DType::f32 ? 1e-4 : 3e-2, bwd = dt == DType::f32 ? 1e-3 : 8e-2;
-      EXPECT_LT(rel_error(logits, ref_logits), fwd) << what << " logits";
+      EXPECT_LT(relative_error(logits, ref_logits, kFloor), fwd) << what << " logits";
       const auto& params = gpu_model->parameters();
       for (size_t i = 0; i < ref.size(); ++i) {
         ASSERT_TRUE(got[i].defined() && ref[i].defined()) << what << " " << params[i].name;
-        EXPECT_LT(rel_error(got[i], ref[i]), bwd) << what << " grad of " << params[i].name;
+        EXPECT_LT(relative_error(got[i], ref[i], kFloor), bwd)
+            << what << " grad of " << params[i].name;
       }
     }
   }
@@ -260,7 +237,6 @@ TEST(MlaCuda, ForwardAndBackwardMatchCpu) {
 // latent cache, each step's logits against the full forward on the GPU.
 TEST(MlaCuda, AbsorbedDecodeMatchesFullForward) {
   EL_REQUIRE_GPU();
-  NoGrad no_grad;
   // Cache rows of 176 (SIMT), 256 (tensor cores), 320 and 576 (SIMT).
   for (int kv : {112, 192, 256, 512}) {
     const ModelCard card = mla_card(Dims{0, kv, 128, 64, 128}, 3);
@@ -268,32 +244,9 @@ TEST(MlaCuda, AbsorbedDecodeMatchesFullForward) {
     auto cpu_model = DecoderLM::create(card, Device::cpu(), 23).value();
     for (DType dt : {DType::f32, DType::bf16}) {
       auto m = copy_model(*cpu_model, gpu(), dt);
-      const int64_t B = 2, T = 12;
-      const Tensor ids = ids_tensor(B, T, card.vocab_size, 3);
-      const std::vector<float> full = m->forward(ids.to(gpu())).to_floats();
-      KvCache cache = KvCache::create(card, B, T, dt, gpu()).value();
-      const std::vector<float> host_ids = ids.to_floats();
-      const int64_t V = card.vocab_size;
-      for (int64_t t0 = 0; t0 < T;) {
-        const int64_t t1 = t0 == 0 ? 5 : t0 + 1;
-        std::vector<int32_t> step;
-        std::vector<float> want;
-        for (int64_t b = 0; b < B; ++b) {
-          for (int64_t t = t0; t < t1; ++t) {
-            step.push_back(static_cast<int32_t>(host_ids[b * T + t]));
-            want.insert(want.end(), full.begin() + (b * T + t) * V,
-                        full.begin() + (b * T + t + 1) * V);
-          }
-        }
-        const Tensor logits =
-            m->forward_cached(Tensor::from_ints(step, {B, t1 - t0}).to(gpu()), cache);
-        cache.advance(static_cast<int32_t>(t1 - t0));
-        const double err =
-            rel_error(logits.to(Device::cpu()), Tensor::from_floats(want, {B, t1 - t0, V}));
-        EXPECT_LT(err, dt == DType::f32 ? 1e-4 : 3e-2)
-            << "kv_lora " << kv << " " << dtype_name(dt) << " tokens from " << t0;
-        t0 = t1;
-      }
+      expect_decode_matches_forward(*m, ids_tensor(2, 12, card.vocab_size, 3), 5, dt,
+                                    dt == DType::f32 ? 1e-4 : 3e-2,
+                                    fmt::format("kv_lora {} {}", kv, dtype_name(dt)));
     }
   }
 }

@@ -277,9 +277,7 @@ ModelCard moe_card(int top_k) {
       "moe_shared_experts: 1\nmoe_shared_d_ff: 64\nmoe_aux_loss_coef: 0.1\n"
       "moe_z_loss_coef: 0.01\n",
       top_k);
-  auto r = parse_model_card(yaml, "moe-cuda.yaml");
-  EL_ENSURE(r.ok(), "{}", r.ok() ? "" : r.error().message());
-  return r.value();
+  return test_card(yaml, "moe-cuda.yaml");
 }
 
 TEST(MoeCuda, DecoderForwardAndBackwardMatchCpu) {

@@ -184,12 +184,10 @@ TEST(RwkvCuda, GatesMatchCpu) {
 // ---- a whole RWKV model ------------------------------------------------------------
 
 ModelCard rwkv_card() {
-  auto r = parse_model_card("name: rwkv-cuda\nblock: rwkv\nn_layer: 2\nd_model: 64\nd_ff: 96\n"
-                            "vocab_size: 64\nmax_seq_len: 128\nrwkv_attention_hidden_size: 48\n"
-                            "init_std: 0.1\n",
-                            "rwkv-cuda.yaml");
-  EL_ENSURE(r.ok(), "{}", r.ok() ? "" : r.error().message());
-  return r.value();
+  return test_card("name: rwkv-cuda\nblock: rwkv\nn_layer: 2\nd_model: 64\nd_ff: 96\n"
+                   "vocab_size: 64\nmax_seq_len: 128\nrwkv_attention_hidden_size: 48\n"
+                   "init_std: 0.1\n",
+                   "rwkv-cuda.yaml");
 }
 
 TEST(RwkvCuda, DecoderForwardAndBackwardMatchCpu) {

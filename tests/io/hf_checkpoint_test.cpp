@@ -2,8 +2,8 @@
 // layer: single-file and sharded layouts, validation against expected
 // tensors before loading (missing / wrong shape / wrong dtype / unknown
 // tensors, each naming the tensor, shapes and file), a missing shard, a
-// corrupt index, corrupt shard headers, and saving (sharding, index, config,
-// stale files, atomicity).
+// corrupt index, corrupt shard headers, a layer count beyond the tensors,
+// and saving (sharding, index, config, stale files, atomicity).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -175,6 +175,22 @@ TEST_F(HfCheckpointTest, DirectoryErrors) {
   // Config errors come through with config.json's path and key.
   hftest::write_text(d / "config.json", R"({"model_type": "bert"})");
   EXPECT_HAS(open_error(d.string()), (d / "config.json").string() + ": key 'model_type'");
+}
+
+// A layer count no checkpoint of that size can hold (every layer has its own
+// tensors) is refused at open, naming the key, before any caller lists the
+// tensors it would expect: single file and sharded.
+TEST_F(HfCheckpointTest, MoreLayersThanTensorsIsRefusedAtOpen) {
+  const Named t = tensors();
+  for (const std::vector<Named>& shards : {std::vector<Named>{t}, {{t[0]}, {t[1], t[2]}}}) {
+    const std::string d = make_dir(shards.size() == 1 ? "single" : "sharded", shards);
+    std::string cfg = config_text();
+    cfg.replace(cfg.find("\"num_hidden_layers\": 1"), 22, "\"num_hidden_layers\": 2000000000");
+    hftest::write_text(fs::path(d) / "config.json", cfg);
+    const std::string e = open_error(d);
+    EXPECT_HAS(e, (fs::path(d) / "config.json").string() + ": key 'num_hidden_layers'");
+    EXPECT_HAS(e, "num_hidden_layers 2000000000 exceeds the 3 tensors of");
+  }
 }
 
 TEST_F(HfCheckpointTest, CorruptShardHeadersNameTheShard) {

@@ -304,6 +304,18 @@ TEST_F(MambaCheckpoint, ConfigValuesAreCheckedByKey) {
       {[](nlohmann::json& j) { j["state_size"] = 0; }, "key 'state_size'"},
       {[](nlohmann::json& j) { j["conv_kernel"] = 65; }, "key 'conv_kernel'"},
       {[](nlohmann::json& j) { j["conv_kernel"] = -1; }, "key 'conv_kernel'"},
+      {[](nlohmann::json& j) { j["conv_kernel"] = 0; }, "key 'conv_kernel'"},
+      {[](nlohmann::json& j) { j["state_size"] = 1000000000000; }, "key 'state_size'"},
+      {[](nlohmann::json& j) { j["expand"] = 17; }, "key 'expand'"},
+      {[](nlohmann::json& j) {
+         j["hidden_size"] = 200000000;
+         j["expand"] = 16;
+       },
+       "key 'expand': expand 16 x hidden_size 200000000 exceeds 2^31 - 1"},
+      {[](nlohmann::json& j) { j["intermediate_size"] = 0; }, "key 'intermediate_size'"},
+      {[](nlohmann::json& j) { j["time_step_rank"] = 0; }, "key 'time_step_rank'"},
+      {[](nlohmann::json& j) { j["num_hidden_layers"] = 2000000000; },
+       "key 'num_hidden_layers': num_hidden_layers 2000000000 exceeds the"},
       {[](nlohmann::json& j) { j["expand"] = 1.5; }, "key 'expand'"},
       {[](nlohmann::json& j) { j["intermediate_size"] = 60; }, "key 'intermediate_size'"},
       {[](nlohmann::json& j) { j["time_step_rank"] = "big"; }, "key 'time_step_rank'"},

@@ -8,17 +8,20 @@
 //  * the cross-entropy, each layer's load-balancing loss (transformers'
 //    load_balancing_loss_func on that layer's router logits) and the
 //    gradients of ce + coef * mean(balance) for a few parameters;
-//  * config keys the engine cannot run, and checkpoints with a missing or
-//    an extra expert, are errors naming the key or the tensor.
+//  * config keys the engine cannot run or out of range, and checkpoints with
+//    a missing, misshapen or extra expert, router or shared expert, are
+//    errors naming the key or the tensor.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 
 #include "autograd/tape.h"
 #include "common/cached_forward.h"
+#include "common/hf_test_util.h"
 #include "common/ops_harness.h"
 #include "io/file_util.h"
 #include "io/hf_config.h"
@@ -166,16 +169,26 @@ std::string config_error(const std::string& json) {
   return r.ok() ? std::string() : r.error().message();
 }
 
-TEST(MoeGoldenErrors, UnsupportedConfigKeysAreNamed) {
+// Keys the engine cannot run and sizes out of range: top-k above the expert
+// count, more experts than the router kernels hold, zero widths.
+TEST(MoeGoldenErrors, ConfigErrorsNameTheKey) {
   struct Case {
     std::string family, key, value, what;
   };
   const Case cases[] = {
       {"mixtral", "num_experts_per_tok", "5", "num_experts_per_tok (5) exceeds num_local_experts (4)"},
+      {"qwen2_moe", "num_experts_per_tok", "9", "num_experts_per_tok (9) exceeds num_experts (4)"},
+      {"mixtral", "num_experts_per_tok", "0", "must be a positive integer"},
       {"mixtral", "router_jitter_noise", "0.1", "router_jitter_noise 0.1 is not supported"},
       {"qwen2_moe", "decoder_sparse_step", "2", "decoder_sparse_step 2 is not supported"},
       {"qwen2_moe", "mlp_only_layers", "[1]", "mlp_only_layers [1] is not supported"},
       {"qwen2_moe", "num_experts", "0", "must be a positive integer"},
+      {"mixtral", "num_local_experts", "300", "num_local_experts 300 is above the engine's limit 256"},
+      {"qwen2_moe", "num_experts", "257", "num_experts 257 is above the engine's limit 256"},
+      {"mixtral", "intermediate_size", "0", "must be a positive integer"},
+      {"qwen2_moe", "moe_intermediate_size", "0", "must be a positive integer"},
+      {"qwen2_moe", "shared_expert_intermediate_size", "-16", "must be a positive integer"},
+      {"mixtral", "router_aux_loss_coef", "-1", "must be a number >= 0"},
   };
   for (const Case& c : cases) {
     const std::string msg = config_error(with_key(c.family, c.key, c.value));
@@ -213,8 +226,88 @@ TEST(MoeGoldenErrors, ExpertTensorsThatDoNotMatchAreNamed) {
   auto fewer = load_hf_model(tmp.string(), Device::cpu());
   ASSERT_FALSE(fewer.ok());
   msg = fewer.error().message();
-  EXPECT_NE(msg.find("block_sparse_moe"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tensor 'model.layers.0.block_sparse_moe.gate.weight'"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("expected [3, 32] from config.json, found [4, 32]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("num_local_experts"), std::string::npos) << msg;  // the hint's keys
   fs::remove_all(tmp);
+}
+
+// Checkpoints damaged against an unchanged config.json: each error names the
+// tensor and, for a shape, what the config expects.
+class MoeCheckpointErrors : public hftest::TempDirTest {
+ protected:
+  using Tensors = std::map<std::string, Tensor>;
+  // A copy of fixture `name` whose weights went through `edit`.
+  std::string damaged(const std::string& name, const std::function<void(Tensors&)>& edit) {
+    const fs::path dst = dir_ / name;
+    fs::remove_all(dst);
+    fs::create_directories(dst);
+    fs::copy_file(fs::path(fixture_dir(name)) / "config.json", dst / "config.json");
+    const fs::path weights = fs::path(fixture_dir(name)) / "model.safetensors";
+    auto f = io::SafetensorsFile::open(weights.string()).value();
+    Tensors t;
+    for (const auto& n : f.names()) t.emplace(n, f.load(n).value());
+    edit(t);
+    const std::vector<std::pair<std::string, Tensor>> list(t.begin(), t.end());
+    EXPECT_TRUE(io::save_safetensors((dst / "model.safetensors").string(), list).ok());
+    return dst.string();
+  }
+  std::string load_error(const std::string& dir) {
+    auto r = load_hf_model(dir, Device::cpu());
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? std::string() : r.error().message();
+  }
+};
+
+TEST_F(MoeCheckpointErrors, MixtralExpertsAndRouterAreNamed) {
+  const std::string e = "model.layers.1.block_sparse_moe.experts.";
+  // An expert's tensor missing.
+  std::string msg = load_error(damaged("mixtral", [&](Tensors& t) { t.erase(e + "2.w3.weight"); }));
+  EXPECT_HAS(msg, "tensor '" + e + "2.w3.weight' is missing: the model expects shape [24, 32]");
+  // An expert's tensor of the wrong shape (transposed).
+  msg = load_error(damaged("mixtral", [&](Tensors& t) {
+    t[e + "1.w2.weight"] = Tensor::zeros({24, 32});
+  }));
+  EXPECT_HAS(msg, "tensor '" + e + "1.w2.weight'");
+  EXPECT_HAS(msg, "expected [32, 24] from config.json, found [24, 32]");
+  // An expert numbered beyond num_local_experts (4): a fifth expert.
+  msg = load_error(damaged("mixtral", [&](Tensors& t) {
+    t[e + "4.w1.weight"] = Tensor::zeros({24, 32});
+  }));
+  EXPECT_HAS(msg, "unexpected tensor '" + e + "4.w1.weight': the mixtral model has no such");
+  // A router with fewer rows than num_local_experts: expert 3 has no logit.
+  msg = load_error(damaged("mixtral", [&](Tensors& t) {
+    t["model.layers.0.block_sparse_moe.gate.weight"] = Tensor::zeros({3, 32});
+  }));
+  EXPECT_HAS(msg, "tensor 'model.layers.0.block_sparse_moe.gate.weight'");
+  EXPECT_HAS(msg, "expected [4, 32] from config.json, found [3, 32]");
+}
+
+TEST_F(MoeCheckpointErrors, Qwen2MoeSharedExpertIsNamed) {
+  const std::string m = "model.layers.0.mlp.";
+  std::string msg =
+      load_error(damaged("qwen2_moe", [&](Tensors& t) { t.erase(m + "shared_expert_gate.weight"); }));
+  EXPECT_HAS(msg, "tensor '" + m + "shared_expert_gate.weight' is missing");
+  msg = load_error(damaged("qwen2_moe", [&](Tensors& t) {
+    t[m + "shared_expert.up_proj.weight"] = Tensor::zeros({16, 32});
+  }));
+  EXPECT_HAS(msg, "tensor '" + m + "shared_expert.up_proj.weight'");
+  EXPECT_HAS(msg, "expected [20, 32] from config.json, found [16, 32]");
+  EXPECT_HAS(msg, "shared_expert_intermediate_size");  // the hint's keys
+  msg = load_error(damaged("qwen2_moe", [&](Tensors& t) { t.erase(m + "experts.3.down_proj.weight"); }));
+  EXPECT_HAS(msg, "tensor '" + m + "experts.3.down_proj.weight' is missing");
+}
+
+// The fused layout (experts stacked [E, 2F, C]): a stack of the wrong expert
+// count is named with both shapes.
+TEST_F(MoeCheckpointErrors, FusedExpertStacksAreNamed) {
+  const std::string m = "model.layers.1.mlp.experts.";
+  const std::string msg = load_error(damaged("mixtral/fused", [&](Tensors& t) {
+    t[m + "gate_up_proj"] = Tensor::zeros({3, 48, 32});
+  }));
+  EXPECT_HAS(msg, "tensor '" + m + "gate_up_proj'");
+  EXPECT_HAS(msg, "expected [4, 48, 32] from config.json, found [3, 48, 32]");
 }
 
 }  // namespace

@@ -320,6 +320,9 @@ TEST(PythiaHf, ConfigErrorsNameTheKey) {
   EXPECT_HAS(config_error(with("rotary_pct", 0.1)), "1 rotary dims of the head's 16");
   EXPECT_HAS(config_error(with("hidden_dropout", 0.1)), "key 'hidden_dropout'");
   EXPECT_HAS(config_error(with("num_attention_heads", 5)), "key 'num_attention_heads'");
+  EXPECT_HAS(config_error(with("intermediate_size", 0)), "key 'intermediate_size'");
+  EXPECT_HAS(config_error(with("hidden_size", 0)), "key 'hidden_size'");
+  EXPECT_HAS(config_error(with("layer_norm_eps", -1e-5)), "key 'layer_norm_eps'");
   EXPECT_HAS(config_error(with("use_parallel_residual", "yes")), "key 'use_parallel_residual'");
   EXPECT_HAS(config_error(with("rope_scaling", {{"rope_type", "linear"}, {"factor", 2.0}})),
              "key 'rope_scaling.rope_type': rope type 'linear' is not supported for gpt_neox");
@@ -384,6 +387,10 @@ TEST_F(PythiaCheckpoint, TensorsThatDoNotMatchTheConfigAreNamed) {
   const std::string nobias =
       copy("pythia_parallel", [](nlohmann::json& j) { j["attention_bias"] = false; });
   EXPECT_HAS(load_error(nobias), "unexpected tensor 'gpt_neox.layers.0.attention.");
+  // More layers than the checkpoint has tensors: refused at open, by key.
+  const std::string absurd =
+      copy("pythia_parallel", [](nlohmann::json& j) { j["num_hidden_layers"] = 2000000000; });
+  EXPECT_HAS(load_error(absurd), "key 'num_hidden_layers': num_hidden_layers 2000000000 exceeds");
 }
 
 // The causal-mask buffers older checkpoints saved are skipped; other extra

@@ -266,6 +266,20 @@ TEST_F(RwkvCheckpoint, ConfigValuesAreChecked) {
   EXPECT_HAS(load_error(bad), "key 'hidden_size'");
   const std::string ctx = copy("rwkv_tiny", [](nlohmann::json& j) { j["context_length"] = "x"; });
   EXPECT_HAS(load_error(ctx), "key 'context_length'");
+  const std::pair<std::function<void(nlohmann::json&)>, const char*> sizes[] = {
+      {[](nlohmann::json& j) { j["attention_hidden_size"] = 0; }, "key 'attention_hidden_size'"},
+      {[](nlohmann::json& j) { j["intermediate_size"] = 0; }, "key 'intermediate_size'"},
+      {[](nlohmann::json& j) { j["vocab_size"] = 0; }, "key 'vocab_size'"},
+      {[](nlohmann::json& j) { j["layer_norm_epsilon"] = 0; }, "key 'layer_norm_epsilon'"},
+      {[](nlohmann::json& j) {
+         j["hidden_size"] = 600000000;
+         j.erase("intermediate_size");
+       },
+       "key 'hidden_size': hidden_size 600000000 makes the default intermediate_size"},
+      {[](nlohmann::json& j) { j["num_hidden_layers"] = 2000000000; },
+       "key 'num_hidden_layers': num_hidden_layers 2000000000 exceeds the"},
+  };
+  for (const auto& [edit, what] : sizes) EXPECT_HAS(load_error(copy("rwkv_tiny", edit)), what);
   // rescale_every <= 0 means none, as in transformers.
   const std::string none = copy("rwkv_tiny", [](nlohmann::json& j) { j["rescale_every"] = -1; });
   auto ok = load_hf_model(none, Device::cpu());

@@ -135,6 +135,13 @@ TEST(ModelCardMamba, RangeErrorsNameTheKey) {
   EXPECT_HAS(error_of("name: m\nblock: mamba\nn_layer: 0\nd_model: 40\nvocab_size: 61\n"
                       "max_seq_len: 32\n"),
              "n_layer must be positive");
+  // The inner width I = mamba_expand * d_model must be an int.
+  auto wide = parse_model_card("name: m\nblock: mamba\nn_layer: 2\nd_model: 200000000\n"
+                               "vocab_size: 61\nmax_seq_len: 32\nmamba_expand: 16\n",
+                               "m.yaml");
+  ASSERT_FALSE(wide.ok());
+  EXPECT_HAS(wide.error().message(), "mamba_expand (16) * d_model (200000000) exceeds 2^31 - 1");
+  EXPECT_HAS(wide.error().where, "m.yaml:7");
   // A card built in code names the card and the key.
   ModelCard c = parse_model_card(mamba_yaml(), "m.yaml").value();
   c.mamba_d_state = 300;

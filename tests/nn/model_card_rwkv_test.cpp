@@ -97,6 +97,11 @@ TEST(ModelCardRwkv, RangeErrorsNameTheirKey) {
              "rwkv_attention_hidden_size must be >= 0");
   EXPECT_HAS(error_of(rwkv_yaml("rwkv_rescale_every: -2\n")), "rwkv_rescale_every must be >= 0");
   EXPECT_HAS(error_of(rwkv_yaml("norm_eps: 0\n")), "norm_eps");
+  // d_ff's default 4 d_model must be an int.
+  const std::string wide = error_of(
+      "name: r\nblock: rwkv\nn_layer: 3\nd_model: 600000000\nvocab_size: 61\nmax_seq_len: 32\n");
+  EXPECT_HAS(wide, "r.yaml:4");
+  EXPECT_HAS(wide, "d_model 600000000 makes the default d_ff (4 d_model) exceed 2^31 - 1");
   auto r = parse_model_card(rwkv_yaml(), "r.yaml");
   ASSERT_TRUE(r.ok());
   ModelCard c = r.value();
