@@ -150,7 +150,7 @@ void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
                          Tensor& dD, Tensor& dz, Tensor& ddelta_bias);
 void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t cols);
 
-// ---- cuda_nsa.cu + cuda_nsa_tc.cu: NSA branches (Backend "NSA" virtuals; tensor cores for
+// ---- cuda_nsa.cu + cuda_nsa_tc.cu (+ cuda_nsa_gate.cu: the gated sum): NSA branches (Backend "NSA" virtuals; tensor cores for
 // bf16/f16 at D 64 / 128, SIMT otherwise)
 void nsa_compressed_attention_forward(const Tensor& q, const Tensor& kc, const Tensor& vc,
                                       float scale, int64_t block, int64_t stride, int64_t q_offset,

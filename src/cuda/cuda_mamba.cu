@@ -161,6 +161,26 @@ __global__ void conv_dw_kernel(const float* __restrict__ dpre, const T* __restri
 constexpr int kFwdChunk = 32;  // steps per thread, forward
 constexpr int kBwdChunk = 64;  // steps per thread, backward (halves the dw/dbias atomics)
 
+// The channel's K taps, in registers.
+template <int K>
+__device__ __forceinline__ void load_taps(const void* w, DType w_dt, int d, float (&wk)[K]) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) wk[k] = ld(w, w_dt, static_cast<long long>(d) * K + k);
+}
+
+// Chunk c of `steps` steps: its sequence and step range [t0, t1).
+struct StepRange {
+  long long seq;
+  int t0, t1;
+};
+__device__ __forceinline__ StepRange chunk_steps(long long c, int per_seq, int steps, int T_len) {
+  StepRange r;
+  r.seq = c / per_seq;
+  r.t0 = static_cast<int>(c - r.seq * per_seq) * steps;
+  r.t1 = min(T_len, r.t0 + steps);
+  return r;
+}
+
 template <class T, int K>
 __global__ void conv_fwd_window_kernel(const T* __restrict__ x, const void* w, DType w_dt,
                                        const void* bias, DType b_dt,
@@ -169,13 +189,10 @@ __global__ void conv_fwd_window_kernel(const T* __restrict__ x, const void* w, D
   const int d = blockIdx.x * kConvThreads + threadIdx.x;
   if (d >= I) return;
   float wk[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) wk[k] = ld(w, w_dt, static_cast<long long>(d) * K + k);
+  load_taps<K>(w, w_dt, d, wk);
   const float b0 = bias ? ld(bias, b_dt, d) : 0.f;
   for (long long c = blockIdx.y; c < chunks; c += gridDim.y) {
-    const long long bb = c / chunks_per_seq;
-    const int t0 = static_cast<int>(c - bb * chunks_per_seq) * kFwdChunk;
-    const int t1 = min(T_len, t0 + kFwdChunk);
+    const auto [bb, t0, t1] = chunk_steps(c, chunks_per_seq, kFwdChunk, T_len);
     const T* xs = x + bb * T_len * I + d;  // this channel of sequence bb
     float h[K];  // h[k] = the input at t - K + 1 + k (h[K - 1] filled per step)
 #pragma unroll
@@ -211,13 +228,10 @@ __global__ void conv_bwd_window_kernel(const T* __restrict__ dout, const T* __re
   const int d = blockIdx.x * kConvThreads + threadIdx.x;
   if (d >= I) return;
   float wk[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) wk[k] = ld(w, w_dt, static_cast<long long>(d) * K + k);
+  load_taps<K>(w, w_dt, d, wk);
   const float b0 = bias ? ld(bias, b_dt, d) : 0.f;
   for (long long c = blockIdx.y; c < chunks; c += gridDim.y) {
-    const long long bb = c / chunks_per_seq;
-    const int t0 = static_cast<int>(c - bb * chunks_per_seq) * kBwdChunk;
-    const int t1 = min(T_len, t0 + kBwdChunk);
+    const auto [bb, t0, t1] = chunk_steps(c, chunks_per_seq, kBwdChunk, T_len);
     const long long base = bb * T_len * I + d;
     float h[K];   // inputs t - K + 1 .. t
     float g[K];   // dpre at t - K + 1 .. t
