@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/tape.h"
+#include "common/hf_golden_util.h"
 #include "common/hf_test_util.h"
 #include "common/ops_harness.h"
 #include "infer/generator.h"
@@ -35,20 +36,15 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string fixture_dir(const std::string& name) {
-  return (fs::path(EL_TEST_DATA_DIR) / "mamba" / name).string();
+  return hftest::family_fixture_dir("mamba", name);
 }
 
 io::SafetensorsFile reference(const std::string& name) {
-  return io::SafetensorsFile::open((fs::path(fixture_dir(name)) / "reference.safetensors").string())
-      .value();
+  return hftest::open_reference(fixture_dir(name));
 }
 
 std::unique_ptr<DecoderLM> load(const std::string& dir, DType dtype) {
-  auto hf = load_hf_model(dir, Device::cpu(), dtype);
-  EXPECT_TRUE(hf.ok()) << (hf.ok() ? "" : hf.error().message());
-  if (!hf.ok()) return nullptr;
-  EXPECT_EQ(hf->config.model_type, "mamba");
-  return std::move(hf->model);
+  return hftest::load_golden(dir, dtype, "mamba");
 }
 
 // f32: the same arithmetic on both sides (the sequential scan); exp, the

@@ -21,6 +21,7 @@
 
 #include "autograd/tape.h"
 #include "common/cached_forward.h"
+#include "common/hf_golden_util.h"
 #include "common/hf_test_util.h"
 #include "common/ops_harness.h"
 #include "io/file_util.h"
@@ -35,23 +36,17 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string fixture_dir(const std::string& name) {
-  return (fs::path(EL_TEST_DATA_DIR) / name).string();
+  return hftest::family_fixture_dir("", name);
 }
 // The directory holding reference.safetensors for a fixture directory.
 std::string family_of(const std::string& name) { return name.substr(0, name.find('/')); }
 
 io::SafetensorsFile reference(const std::string& name) {
-  return io::SafetensorsFile::open(
-             (fs::path(fixture_dir(family_of(name))) / "reference.safetensors").string())
-      .value();
+  return hftest::open_reference(fixture_dir(family_of(name)));
 }
 
 std::unique_ptr<DecoderLM> load(const std::string& name) {
-  auto hf = load_hf_model(fixture_dir(name), Device::cpu(), DType::f32);
-  EXPECT_TRUE(hf.ok()) << (hf.ok() ? "" : hf.error().message());
-  if (!hf.ok()) return nullptr;
-  EXPECT_EQ(hf->config.model_type, family_of(name));
-  return std::move(hf->model);
+  return hftest::load_golden(fixture_dir(name), DType::f32, family_of(name));
 }
 
 // The same f32 weights on both sides; logits of O(1-10) after two layers.

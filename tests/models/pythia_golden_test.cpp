@@ -10,6 +10,7 @@
 #include <string>
 
 #include "autograd/tape.h"
+#include "common/hf_golden_util.h"
 #include "common/ops_harness.h"
 #include "io/safetensors.h"
 #include "models/hf_model.h"
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string fixture_dir(const std::string& name) {
-  return (fs::path(EL_TEST_DATA_DIR) / "pythia" / name).string();
+  return hftest::family_fixture_dir("pythia", name);
 }
 
 struct Reference {
@@ -29,17 +30,12 @@ struct Reference {
 };
 
 Reference reference(const std::string& name) {
-  auto f = io::SafetensorsFile::open((fs::path(fixture_dir(name)) / "reference.safetensors").string())
-               .value();
+  auto f = hftest::open_reference(fixture_dir(name));
   return {f.load("input_ids").value(), f.load("logits").value(), f.load("logits_bf16").value()};
 }
 
 std::unique_ptr<DecoderLM> load(const std::string& name, DType dtype) {
-  auto hf = load_hf_model(fixture_dir(name), Device::cpu(), dtype);
-  EXPECT_TRUE(hf.ok()) << (hf.ok() ? "" : hf.error().message());
-  if (!hf.ok()) return nullptr;
-  EXPECT_EQ(hf->config.model_type, "gpt_neox");
-  return std::move(hf->model);
+  return hftest::load_golden(fixture_dir(name), dtype, "gpt_neox");
 }
 
 // f32: the same bf16 weights in f32 arithmetic on both sides; logits of

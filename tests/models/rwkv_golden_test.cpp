@@ -22,6 +22,7 @@
 
 #include "autograd/tape.h"
 #include "common/cached_forward.h"
+#include "common/hf_golden_util.h"
 #include "common/hf_test_util.h"
 #include "common/ops_harness.h"
 #include "infer/generator.h"
@@ -36,20 +37,15 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string fixture_dir(const std::string& name) {
-  return (fs::path(EL_TEST_DATA_DIR) / "rwkv" / name).string();
+  return hftest::family_fixture_dir("rwkv", name);
 }
 
 io::SafetensorsFile reference(const std::string& name) {
-  return io::SafetensorsFile::open((fs::path(fixture_dir(name)) / "reference.safetensors").string())
-      .value();
+  return hftest::open_reference(fixture_dir(name));
 }
 
 std::unique_ptr<DecoderLM> load(const std::string& name, DType dtype) {
-  auto hf = load_hf_model(fixture_dir(name), Device::cpu(), dtype);
-  EXPECT_TRUE(hf.ok()) << (hf.ok() ? "" : hf.error().message());
-  if (!hf.ok()) return nullptr;
-  EXPECT_EQ(hf->config.model_type, "rwkv");
-  return std::move(hf->model);
+  return hftest::load_golden(fixture_dir(name), dtype, "rwkv");
 }
 
 // f32: the same f32 weights and arithmetic order on both sides (the WKV in
