@@ -1,6 +1,7 @@
 // cuda_bench_util.h — helpers shared by the cuda_*_bench.cpp programs: the
 // device, backend registration as a benchmark skip, random device tensors
-// drawn cheaply, and event-timed batches of calls with us/call and GB/s.
+// drawn cheaply, event-timed batches of calls with us/call and GB/s, median
+// times of a call, and a whole model's training step timed on random tokens.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -8,13 +9,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "autograd/tape.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "cuda/cuda_backend.h"
 #include "models/decoder_lm.h"
+#include "nn/model_card.h"
 #include "ops/backend.h"
 #include "train/optimizer.h"
 
@@ -106,6 +110,31 @@ inline double train_step_ms(DecoderLM& model, const Tensor& ids, int min_calls =
         opt.zero_grad();
       },
       min_calls);
+}
+
+// A training step of a whole model, as the model-comparison rows print it.
+struct TrainStepTiming {
+  double ms = 0;            // median step (train_step_ms)
+  double tokens_per_s = 0;  // B T / step
+  int64_t num_parameters = 0;
+  FlopsPerToken flops;      // the model's, at T
+};
+
+// Builds `card` on the GPU in bf16 (seed 1) and times train_step_ms on B x T
+// token ids drawn uniformly from its vocabulary (Rng seed 3). The error of a
+// card that does not build (e.g. out of memory) is returned for the caller to
+// print.
+inline Result<TrainStepTiming> time_train_step(const ModelCard& card, int64_t B, int64_t T) {
+  EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model, DecoderLM::create(card, gpu(), 1, DType::bf16));
+  Rng rng(3);
+  std::vector<int32_t> v(static_cast<size_t>(B * T));
+  for (auto& id : v) id = static_cast<int32_t>(rng.below(static_cast<uint64_t>(card.vocab_size)));
+  TrainStepTiming t;
+  t.ms = train_step_ms(*model, Tensor::from_ints(v, {B, T}).to(gpu()));
+  t.tokens_per_s = static_cast<double>(B * T) / (t.ms * 1e-3);
+  t.num_parameters = model->num_parameters();
+  t.flops = model->flops_per_token(T);
+  return t;
 }
 
 }  // namespace el::bench_util

@@ -20,23 +20,18 @@
 //   cuda_mamba_bench            all three (configs/models must be findable:
 //                               run from the source tree or set EFFICIENTLLM_HOME)
 //   cuda_mamba_bench --quick    1 and 2, and the step at lite-mamba / lite-gqa, T 1024, B 8
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <tuple>
-#include <vector>
 
-#include "autograd/tape.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/gpu_peaks.h"
 #include "cuda_bench_util.h"
 #include "models/decoder_lm.h"
 #include "nn/model_card.h"
 #include "ops/backend.h"
-#include "train/optimizer.h"
 
 namespace {
 
@@ -118,25 +113,18 @@ double train_tokens_per_s(const std::string& card_name, int64_t B, int64_t T) {
     std::fprintf(stderr, "cuda_mamba_bench: %s\n", card.error().message().c_str());
     return 0;
   }
-  auto model = el::DecoderLM::create(*card, gpu(), 1, DType::bf16);
-  if (!model.ok()) {
-    std::fprintf(stderr, "cuda_mamba_bench: %s\n", model.error().message().c_str());
+  auto t = el::bench_util::time_train_step(*card, B, T);
+  if (!t.ok()) {
+    std::fprintf(stderr, "cuda_mamba_bench: %s\n", t.error().message().c_str());
     return 0;
   }
-  el::DecoderLM& m = **model;
-  el::Rng rng(3);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& id : v) id = static_cast<int32_t>(rng.below(static_cast<uint64_t>(card->vocab_size)));
-  const double ms = el::bench_util::train_step_ms(m, Tensor::from_ints(v, {B, T}).to(gpu()));
-  const double tps = static_cast<double>(B * T) / (ms * 1e-3);
-  const el::FlopsPerToken f = m.flops_per_token(T);
   std::printf("train %-14s %6.3fB params B %lld T %lld bf16 | step %8.2f ms  %9.0f tokens/s  "
               "%6.1f TFLOP/s (counted)\n",
-              card_name.c_str(), static_cast<double>(m.num_parameters()) / 1e9,
-              static_cast<long long>(B), static_cast<long long>(T), ms, tps,
-              f.train() * tps / 1e12);
+              card_name.c_str(), static_cast<double>(t->num_parameters) / 1e9,
+              static_cast<long long>(B), static_cast<long long>(T), t->ms, t->tokens_per_s,
+              t->flops.train() * t->tokens_per_s / 1e12);
   std::fflush(stdout);
-  return tps;
+  return t->tokens_per_s;
 }
 
 }  // namespace

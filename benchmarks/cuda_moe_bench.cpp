@@ -21,7 +21,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <vector>
 
 #include "cuda/cuda_backend.h"
 #include "cuda_bench_util.h"
@@ -79,26 +78,20 @@ void grouped_gemm(int64_t n, int64_t c, int64_t f, int64_t e, int64_t k) {
 
 // Tokens/s of a training step (loss + backward + AdamW) of `card`.
 double train_tokens_per_s(const el::ModelCard& card, int64_t B, int64_t T) {
-  auto model = el::DecoderLM::create(card, gpu(), 1, DType::bf16);
-  if (!model.ok()) {
-    std::fprintf(stderr, "cuda_moe_bench: %s\n", model.error().message().c_str());
+  auto t = el::bench_util::time_train_step(card, B, T);
+  if (!t.ok()) {
+    std::fprintf(stderr, "cuda_moe_bench: %s\n", t.error().message().c_str());
     return 0;
   }
-  el::DecoderLM& m = **model;
-  el::Rng rng(3);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& id : v) id = static_cast<int32_t>(rng.below(static_cast<uint64_t>(card.vocab_size)));
-  const double ms = el::bench_util::train_step_ms(m, Tensor::from_ints(v, {B, T}).to(gpu()));
-  const double tps = static_cast<double>(B * T) / (ms * 1e-3);
   const el::ParameterCounts counts = el::count_parameters(card);
-  const el::FlopsPerToken f = m.flops_per_token(T);
   std::printf("train %-22s %6.3fB params (%6.3fB active) B %lld T %lld bf16 | step %8.2f ms  "
               "%9.0f tokens/s  %6.1f TFLOP/s (counted, active)\n",
               card.name.c_str(), static_cast<double>(counts.total) / 1e9,
               static_cast<double>(counts.active) / 1e9, static_cast<long long>(B),
-              static_cast<long long>(T), ms, tps, f.train() * tps / 1e12);
+              static_cast<long long>(T), t->ms, t->tokens_per_s,
+              t->flops.train() * t->tokens_per_s / 1e12);
   std::fflush(stdout);
-  return tps;
+  return t->tokens_per_s;
 }
 
 // The dense card with the MoE card's active MLP: d_ff = k x the expert width.

@@ -23,8 +23,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
-#include <vector>
 
 #include "cuda/cuda_backend.h"
 #include "cuda_bench_util.h"
@@ -35,28 +33,10 @@ namespace {
 using el::DType;
 using el::Tensor;
 using el::bench_util::gpu;
+using el::bench_util::median_ms;  // 3 warm-up calls, then >= 10 timed calls / >= 200 ms
 using el::bench_util::random_gpu;
 
 constexpr int64_t kWindow = 128, kBlock = 64, kStride = 64, kSelBlock = 64, kSelCount = 4;
-
-// Median ms of fn (3 warm-up calls, then >= 10 timed calls / >= 200 ms).
-double time_ms(const std::function<void()>& fn) {
-  el::Backend& be = el::backend_for(gpu());
-  for (int i = 0; i < 3; ++i) fn();
-  be.synchronize();
-  el::cuda::EventTimer timer;
-  std::vector<double> ms;
-  double total = 0;
-  for (int i = 0; i < 200 && (i < 10 || total < 200.0); ++i) {
-    timer.start();
-    fn();
-    timer.stop();
-    ms.push_back(timer.elapsed_ms());
-    total += ms.back();
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 // Mean keys per query of each branch (nn/nsa.h nsa_mean_keys).
 double nsa_keys(int64_t T) {
@@ -132,17 +112,17 @@ void run(int64_t T, int64_t H, int64_t Hkv, int64_t D) {
   };
   nsa_fwd();
   be.synchronize();
-  const double parts[9] = {time_ms(fwd_cmp), time_ms(fwd_sel), time_ms(fwd_slc),
-                           time_ms(fwd_win), time_ms(fwd_gate), time_ms(bwd_gate),
-                           time_ms(bwd_win), time_ms(bwd_slc), time_ms(bwd_cmp)};
-  const double nf = time_ms(nsa_fwd), nb = time_ms(nsa_bwd);
+  const double parts[9] = {median_ms(fwd_cmp), median_ms(fwd_sel), median_ms(fwd_slc),
+                           median_ms(fwd_win), median_ms(fwd_gate), median_ms(bwd_gate),
+                           median_ms(bwd_win), median_ms(bwd_slc), median_ms(bwd_cmp)};
+  const double nf = median_ms(nsa_fwd), nb = median_ms(nsa_bwd);
 
   Tensor fo = empty(qs, dt), fl = empty({B, H, T}, DType::f32);
   auto full_fwd = [&] { be.attention_forward(q, k, v, scale, true, fo, fl); };
   auto full_bwd = [&] { be.attention_backward(dy, q, k, v, fo, fl, scale, true, dq, dk, dv); };
   full_fwd();
   be.synchronize();
-  const double ff = time_ms(full_fwd), fb = time_ms(full_bwd);
+  const double ff = median_ms(full_fwd), fb = median_ms(full_bwd);
 
   const double full_flops = 4.0 * B * H * double(T) * double(T) * D / 2.0;
   const double nsa_flops = 4.0 * B * H * double(T) * nsa_keys(T) * D;

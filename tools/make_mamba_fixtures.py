@@ -42,19 +42,17 @@ Run with the venv that has torch and transformers:
   /work/pyenv/bin/python tools/make_mamba_fixtures.py [--out tests/fixtures/mamba]
 """
 
-import argparse
 import math
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from fixture_util import fixture_dir, print_written, run_fixtures  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import MambaConfig, MambaForCausalLM  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "mamba")
+DEFAULT_OUT = fixture_dir("mamba")
 BATCH, SEQ, NEW = 2, 8, 6
 
 FIXTURES = {
@@ -128,19 +126,11 @@ def make(name, spec, out_dir):
         ref["logits_bf16"] = model.to(torch.bfloat16)(ids, use_cache=False).logits.float()
         model.to(torch.float32)
     save_file(ref, os.path.join(d, "reference.safetensors"))
-    for fn in sorted(os.listdir(d)):
-        p = os.path.join(d, fn)
-        print(f"wrote {p} ({os.path.getsize(p)} bytes)")
+    print_written(d)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    args = ap.parse_args()
-    torch.use_deterministic_algorithms(True)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    for name, spec in FIXTURES.items():
-        make(name, spec, args.out)
+    run_fixtures(__doc__, DEFAULT_OUT, FIXTURES, make)
 
 
 if __name__ == "__main__":

@@ -41,21 +41,19 @@ Run with the venv that has torch and transformers:
   /work/pyenv/bin/python tools/make_moe_fixtures.py [--out tests/fixtures]
 """
 
-import argparse
 import math
 import os
 import shutil
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from fixture_util import fixture_dir, print_written, run_fixtures  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig,  # noqa: E402
                           Qwen2MoeForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures")
+DEFAULT_OUT = fixture_dir()
 BATCH, SEQ = 2, 8
 AUX_COEF = 0.02
 
@@ -132,21 +130,13 @@ def make(family, spec, out_dir):
         save_file(state, os.path.join(fused, "model.safetensors"), metadata={"format": "pt"})
         dirs.append(fused)
     for dd in dirs:
-        for fn in sorted(os.listdir(dd)):
-            p = os.path.join(dd, fn)
-            print(f"wrote {p} ({os.path.getsize(p)} bytes)")
+        print_written(dd)
     print(f"{family}: ce {ce.item():.6f}, aux per layer {per_layer.tolist()}, "
           f"pooled aux {out.aux_loss.item():.6f}")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    args = ap.parse_args()
-    torch.use_deterministic_algorithms(True)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    for family, spec in FIXTURES.items():
-        make(family, spec, args.out)
+    run_fixtures(__doc__, DEFAULT_OUT, FIXTURES, make)
 
 
 if __name__ == "__main__":

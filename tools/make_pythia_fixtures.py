@@ -29,19 +29,17 @@ Run with the venv that has torch and transformers:
   /work/venv-hf/bin/python tools/make_pythia_fixtures.py [--out tests/fixtures/pythia]
 """
 
-import argparse
 import json
 import math
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
-import transformers  # noqa: E402
+from fixture_util import fixture_dir, print_written, run_fixtures  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "pythia")
+DEFAULT_OUT = fixture_dir("pythia")
 BATCH, SEQ = 2, 8
 
 COMMON = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
@@ -100,19 +98,11 @@ def make(name, spec, out_dir):
     save_file({"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous(),
                "logits_bf16": logits_bf16.contiguous()},
               os.path.join(d, "reference.safetensors"))
-    for fn in sorted(os.listdir(d)):
-        p = os.path.join(d, fn)
-        print(f"wrote {p} ({os.path.getsize(p)} bytes)")
+    print_written(d)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    args = ap.parse_args()
-    torch.use_deterministic_algorithms(True)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    for name, spec in FIXTURES.items():
-        make(name, spec, args.out)
+    run_fixtures(__doc__, DEFAULT_OUT, FIXTURES, make)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,13 @@ class CpuBackend final : public Backend {
     split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
     kv_cache_write(k, v, positions, k_cache, v_cache);
   }
+  void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                           const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                           const Tensor& positions, Tensor& q, Tensor& k_cache,
+                           Tensor& v_cache) override {
+    cpu::mla_decode_prologue(packed, latent, row_map, norm_w, eps, inv_freq, positions, q,
+                             k_cache, v_cache);  // any float dtypes, row by row
+  }
   void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
                Tensor& y) override {
     F32Stage s;

@@ -111,6 +111,75 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
   }
 }
 
+// The composition it replaces (gather, rmsnorm, gathers + add, rope_at,
+// kv_cache_write; linear + rope_at for q), value by value: each stored
+// intermediate rounded to packed's dtype where those ops store a tensor.
+void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                         const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                         const Tensor& positions, Tensor& q, Tensor& k_cache, Tensor& v_cache) {
+  const int64_t b = packed.dim(0), t = packed.dim(1), width = packed.dim(2);
+  const int64_t h = q.dim(2), d = q.dim(3), half = d / 2, smax = k_cache.dim(1);
+  const int64_t src0 = h * d, sources = width - src0;
+  const std::vector<int32_t> pos = read_positions(positions, b, "mla_decode_prologue");
+  expect_dtype(row_map, DType::i32, "mla_decode_prologue (row_map)");
+  const int32_t* map = row_map.data<int32_t>();
+  const DType td = packed.dtype();
+  auto round_t = [td](float v) {
+    return td == DType::bf16 ? bf16_to_f32(f32_to_bf16(v))
+                             : td == DType::f16 ? f16_to_f32(f32_to_f16(v)) : v;
+  };
+  const bool write_v = !v_cache.same(k_cache);
+  std::vector<float> row(static_cast<size_t>(d)), cs(static_cast<size_t>(d));
+  for (int64_t i = 0; i < b; ++i) {
+    EL_ENSURE(pos[i] >= 0 && pos[i] + t <= smax,
+              "mla_decode_prologue: row {} writes positions [{}, {}) of a cache of {}", i, pos[i],
+              pos[i] + t, smax);
+    for (int64_t s = 0; s < t; ++s) {
+      const int64_t base = (i * t + s) * width;
+      float ss = 0.f;
+      for (int64_t j = 0; j < latent; ++j) {
+        const float v = load(packed, base + src0 + j);
+        ss += v * v;
+      }
+      const float rstd = 1.f / std::sqrt(ss / static_cast<float>(latent) + eps);
+      for (int64_t m = 0; m < d; ++m) {
+        const int32_t src = map[m];
+        EL_ENSURE(src < sources, "mla_decode_prologue: row_map[{}] = {} is outside the {} kv_a "
+                  "columns", m, src, sources);
+        const float x = src < 0 ? 0.f : load(packed, base + src0 + src);
+        row[static_cast<size_t>(m)] = src >= 0 && src < latent
+                                          ? round_t(x * rstd * load(norm_w, src))
+                                          : x;
+      }
+      const float p = static_cast<float>(pos[i] + s);  // f32 position * f32 frequency, as rope_at
+      for (int64_t k = 0; k < half; ++k) {
+        const float ang = inv_freq.defined() ? p * inv_freq.data<float>()[k] : 0.f;
+        cs[static_cast<size_t>(k)] = inv_freq.defined() ? std::cos(ang) : 1.f;
+        cs[static_cast<size_t>(half + k)] = inv_freq.defined() ? std::sin(ang) : 0.f;
+      }
+      auto rotate = [&](const float* x, auto&& put) {
+        for (int64_t k = 0; k < half; ++k) {
+          const float c = cs[static_cast<size_t>(k)], sn = cs[static_cast<size_t>(half + k)];
+          const float x1 = x[k], x2 = x[half + k];
+          put(k, round_t(x1 * c - x2 * sn));
+          put(half + k, round_t(x2 * c + x1 * sn));
+        }
+      };
+      const int64_t dst = (i * smax + pos[i] + s) * d;
+      rotate(row.data(), [&](int64_t m, float v) {
+        store(k_cache, dst + m, v);
+        if (write_v) store(v_cache, dst + m, v);
+      });
+      std::vector<float> head(static_cast<size_t>(d));
+      for (int64_t hh = 0; hh < h; ++hh) {
+        for (int64_t m = 0; m < d; ++m) head[static_cast<size_t>(m)] = load(packed, base + hh * d + m);
+        const int64_t qo = ((i * t + s) * h + hh) * d;
+        rotate(head.data(), [&](int64_t m, float v) { store(q, qo + m, v); });
+      }
+    }
+  }
+}
+
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out,
                       const Tensor& alibi_slopes) {

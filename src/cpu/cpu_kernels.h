@@ -189,6 +189,10 @@ void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlog
 void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y);
 void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
                        Tensor& q, Tensor& k, Tensor& v);
+// Backend::mla_decode_prologue: any float dtypes, rounding as the ops it fuses.
+void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                         const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                         const Tensor& positions, Tensor& q, Tensor& k_cache, Tensor& v_cache);
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,

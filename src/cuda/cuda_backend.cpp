@@ -384,6 +384,13 @@ class CudaBackend final : public Backend {
                          Tensor& q, Tensor& k, Tensor& v) override {
     cuda::split_qkv_rope_at(packed, inv_freq, positions, q, k, v);
   }
+  void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                           const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                           const Tensor& positions, Tensor& q, Tensor& k_cache,
+                           Tensor& v_cache) override {
+    cuda::mla_decode_prologue(packed, latent, row_map, norm_w, eps, inv_freq, positions, q,
+                              k_cache, v_cache);
+  }
   void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
                             Tensor& q, Tensor& k_cache, Tensor& v_cache) override {
     cuda::qkv_rope_cache_write(packed, inv_freq, positions, q, k_cache, v_cache);

@@ -88,6 +88,10 @@ std::string device_error_message(const DeviceErrorRecord& rec) {
           "cuda kv_cache_write: batch row {} writes cache position {}, outside [0, {}) (positions "
           "+ T must not exceed the cache length)",
           rec.a, rec.b, rec.c);
+    case kErrMlaRowMap:
+      return fmt::format(
+          "cuda mla_decode_prologue: row_map[{}] = {} is outside the {} kv_a columns", rec.a,
+          rec.b, rec.c);
     case kErrMoeExpertId:
       return fmt::format("cuda moe_group: token {} is routed to expert {}, outside [0, {})",
                          rec.a, rec.b, rec.c);

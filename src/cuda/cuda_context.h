@@ -36,6 +36,7 @@ enum DeviceErrorCode : int {
   kErrCrossEntropyFusedTarget = 4,
   kErrKvCachePosition = 5,      // a = batch row, b = cache position written, c = cache rows
   kErrMoeExpertId = 6,          // a = token, b = expert id, c = experts (moe_group)
+  kErrMlaRowMap = 7,            // a = cache column, b = source, c = sources (mla_decode_prologue)
 };
 
 struct DeviceErrorRecord {

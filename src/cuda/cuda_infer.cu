@@ -59,7 +59,7 @@ namespace {
 
 // ---- attention_cached ----------------------------------------------------------------
 constexpr int kTileKeys = 64;  // keys per K/V tile; chunks are whole tiles on both paths
-constexpr int64_t kMaxChunks = 32;  // chunks per row: one 32-lane group in the merge
+constexpr int kMaxChunks = 64;  // chunks per row: two weights per lane in the merge
 constexpr int kTcWarps = 4;
 constexpr int kSimtWarps = 4;
 // The SIMT path's limit: MLA's absorbed decode attends over cache rows of
@@ -82,6 +82,7 @@ struct CachedArgs {
   int T, H, Hkv, G, D, smax;  // D: the rows' head dim (the tensor-core tile may be wider)
   int rows;                  // T * G query rows per KV group
   int row_tiles;             // blocks along those rows
+  int rpb;                   // query rows per block (tensor cores: <= 16 kRT, the MMA rows)
   int nchunks;               // key chunks (grid x)
   int tpc;                   // tiles of kTileKeys keys per chunk
   float sl2;                 // scale * log2(e)
@@ -103,23 +104,34 @@ __device__ __forceinline__ int row_chunks(const CachedArgs& a, long long orow) {
   return min(a.nchunks, (visible_keys(a, a.pos[b], t) + chunk_keys - 1) / chunk_keys);
 }
 
+// Row orow's chunk weights 2^(lse_c - max) for chunks lane and lane + 32
+// (0 past its n_c chunks); returns their sum over the warp.
+__device__ __forceinline__ float chunk_weights(const CachedArgs& a, long long orow, int n_c,
+                                               int lane, float& w0, float& w1) {
+  const float* lse = a.lse + orow * a.nchunks;
+  const float lc0 = lane < n_c ? __ldcg(lse + lane) : -INFINITY;
+  const float lc1 = lane + 32 < n_c ? __ldcg(lse + lane + 32) : -INFINITY;
+  const float mx = warp_max(fmaxf(lc0, lc1));
+  w0 = lane < n_c ? exp2f(lc0 - mx) : 0.f;
+  w1 = lane + 32 < n_c ? exp2f(lc1 - mx) : 0.f;
+  return warp_sum(w0 + w1);
+}
+
 // Query row orow = (b, t, h), one warp: out = sum_c 2^(lse_c - M) O_c / sum_c
 // 2^(lse_c - M) over the chunks c the row sees, in chunk order. The chunk
 // results are read through L2 (__ldcg): in the tensor-core kernel's own merge
 // other blocks wrote them during this kernel. Lane c holds chunk c's weight
-// (kMaxChunks <= 32), broadcast by shuffles, so the chunk outputs' loads do
+// (and chunk 32 + c's: kMaxChunks <= 64), broadcast by shuffles, so the chunk outputs' loads do
 // not wait on anything and many are in flight: with a dependent lse load per
 // chunk, or one float per lane and load, the merge of MLA's 14 heads x 32
 // chunks x 176 dims took longer than the attention itself (L2 round trips in
 // series). Every chunk c < n_c holds a key the row sees, so it was written
 // and its lse is finite.
 __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane) {
-  static_assert(kMaxChunks <= 32, "one chunk weight per lane");
+  static_assert(kMaxChunks <= 64, "two chunk weights per lane");
   const int n_c = row_chunks(a, orow);
-  const float lc = lane < n_c ? __ldcg(a.lse + orow * a.nchunks + lane) : -INFINITY;
-  const float mx = warp_max(lc);
-  const float w_lane = lane < n_c ? exp2f(lc - mx) : 0.f;
-  const float l = warp_sum(w_lane);
+  float w0, w1;
+  const float l = chunk_weights(a, orow, n_c, lane, w0, w1);
   const float inv = l > 0.f ? 1.f / l : 0.f;
   const int D = a.D;
   const float* o = a.opart + orow * a.nchunks * D;
@@ -132,7 +144,7 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
     for (int i = 0; i < kQPL; ++i) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
     for (int j = 0; j < n_c; ++j) {
-      const float w = __shfl_sync(0xffffffffu, w_lane, j);
+      const float w = __shfl_sync(0xffffffffu, j < 32 ? w0 : w1, j & 31);
       const float4* oj = reinterpret_cast<const float4*>(o + static_cast<long long>(j) * D);
 #pragma unroll
       for (int i = 0; i < kQPL; ++i) {
@@ -164,7 +176,7 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
   for (int i = 0; i < kDPL; ++i) acc[i] = 0.f;
 #pragma unroll 4
   for (int j = 0; j < n_c; ++j) {
-    const float w = __shfl_sync(0xffffffffu, w_lane, j);
+    const float w = __shfl_sync(0xffffffffu, j < 32 ? w0 : w1, j & 31);
 #pragma unroll
     for (int i = 0; i < kDPL; ++i) {
       const int d = lane + 32 * i;
@@ -182,16 +194,18 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
 // chunks (a.arrivals): the block's chunk results are written; the last of the
 // row tile's nchunks blocks to arrive merges them and sets the counter back to
 // zero. Called by every thread of the block; sw is free shared memory for
-// rows_in_block x 33 floats. The merge is spread over the whole block: a warp
+// rows_in_block x kSwPitch floats. The merge is spread over the whole block: a warp
 // per row turns the chunks' lse into normalised weights (sw), then every
 // thread takes (row, 16-byte column group) items and adds that group over the
 // row's chunks, loads independent of each other. (One warp per row walking
 // its chunks was the decode attention's bottleneck at 8K context with 14 rows
 // per KV head: the other warps waited while each walked 3-4 rows in turn.)
+constexpr int kSwPitch = kMaxChunks + 1;  // a row's chunk weights, then its chunk count
+
 template <int kWarps>
 __device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0, int rows_in_block,
                                     float* sw) {
-  static_assert(kMaxChunks <= 32, "one chunk weight per lane");
+  static_assert(kMaxChunks <= 64, "two chunk weights per lane");
   __shared__ int s_last;
   __threadfence();  // this block's opart / lse before its arrival
   __syncthreads();
@@ -208,24 +222,24 @@ __device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0,
   for (int r = warp; r < rows_in_block; r += kWarps) {
     const long long orow = orow_of(r);
     const int n_c = row_chunks(a, orow);
-    const float lc = lane < n_c ? __ldcg(a.lse + orow * a.nchunks + lane) : -INFINITY;
-    const float mx = warp_max(lc);
-    const float w = lane < n_c ? exp2f(lc - mx) : 0.f;
-    const float l = warp_sum(w);
-    sw[r * 33 + lane] = l > 0.f ? w / l : 0.f;
-    if (lane == 0) sw[r * 33 + 32] = __int_as_float(n_c);
+    float w0, w1;
+    const float l = chunk_weights(a, orow, n_c, lane, w0, w1);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    sw[r * kSwPitch + lane] = w0 * inv;
+    sw[r * kSwPitch + 32 + lane] = w1 * inv;
+    if (lane == 0) sw[r * kSwPitch + kMaxChunks] = __int_as_float(n_c);
   }
   __syncthreads();
   const int quads = a.D / 4;  // (the tensor-core path has D % 8 == 0)
   for (int item = threadIdx.x; item < rows_in_block * quads; item += kWarps * 32) {
     const int r = item / quads, qd = item - r * quads;
     const long long orow = orow_of(r);
-    const int n_c = __float_as_int(sw[r * 33 + 32]);
+    const int n_c = __float_as_int(sw[r * kSwPitch + kMaxChunks]);
     const float4* o = reinterpret_cast<const float4*>(a.opart + orow * a.nchunks * a.D) + qd;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
     for (int c = 0; c < n_c; ++c) {
-      const float w = sw[r * 33 + c];
+      const float w = sw[r * kSwPitch + c];
       const float4 v = __ldcg(o + static_cast<long long>(c) * quads);
       acc.x = fmaf(w, v.x, acc.x);
       acc.y = fmaf(w, v.y, acc.y);
@@ -276,14 +290,14 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   const int g = lane / 4, t4 = lane % 4;
   const int chunk = blockIdx.x;
   const int kvh = blockIdx.y / a.row_tiles;
-  const int r0 = (blockIdx.y % a.row_tiles) * kBM;  // first query row of the block
+  const int r0 = (blockIdx.y % a.row_tiles) * a.rpb;  // first query row of the block
   const int b = blockIdx.z;
   const int pos = a.pos[b];
   // Keys any row of the block sees: [0, n_end) (the last real row sees the most).
-  const int n_end = visible_keys(a, pos, (min(r0 + kBM, a.rows) - 1) / a.G);
+  const int n_end = visible_keys(a, pos, (min(r0 + a.rpb, a.rows) - 1) / a.G);
   const int tiles_vis = (n_end + kBN - 1) / kBN;
   const int tile0 = chunk * a.tpc;
-  const int rows_in_block = min(kBM, a.rows - r0);
+  const int rows_in_block = min(a.rpb, a.rows - r0);  // (MMA rows past it compute, unused)
   if (chunk > 0 && tile0 >= tiles_vis) {  // the whole block: nothing to read
     if (a.arrivals) {
       cached_chunk_arrive<kTcWarps>(a, b, kvh, r0, rows_in_block,
@@ -306,7 +320,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     for (int idx = tid; idx < kBM * kChunks; idx += kThreads) {
       const int r = idx / kChunks, c = idx % kChunks;
       const int row = r0 + r;
-      const bool ok = row < a.rows && c < dchunks;
+      const bool ok = r < rows_in_block && c < dchunks;
       const int t = row / a.G;
       const T* src =
           ok ? q + (static_cast<long long>(t) * a.H + kvh * a.G + (row - t * a.G)) * Dr + c * 8 : q;
@@ -515,7 +529,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   for (int idx = tid; idx < kBM * kQuads; idx += kThreads) {
     const int rr = idx / kQuads, d = (idx % kQuads) * 4;
     const int row = r0 + rr;
-    if (row >= a.rows || d >= Dr) continue;  // (Dr % 8 == 0: a quad is all in or all out)
+    if (rr >= rows_in_block || d >= Dr) continue;  // (Dr % 8 == 0: a quad is all in or out)
     const int base_slot = rr;  // = warp rr / 16 (the row tile's ks = 0 warp) x 16 + row rr % 16
     float mmax = -INFINITY;
 #pragma unroll
@@ -569,7 +583,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunk = blockIdx.x;
   const int kvh = blockIdx.y / a.row_tiles;
-  const int row = (blockIdx.y % a.row_tiles) * kSimtWarps + warp;
+  const int row = (blockIdx.y % a.row_tiles) * a.rpb + warp;
   const int b = blockIdx.z;
   if (row >= a.rows) return;  // the whole warp; no block barrier below
   const int t = row / a.G;
@@ -639,6 +653,24 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
     }
     if (lane == 0) a.lse[slot] = l > 0.f ? m + log2f(l) : -INFINITY;
   }
+}
+
+// Launch shape of the cached attention (H100, cuda_decode_attention_bench and
+// generate --bench at 8K context, docs/PERFORMANCE.md "MLA decode"):
+//  * at most kChunkCap chunks per row: 64 made MLA's batch-1 decode 12%
+//    slower than 32 (the merge reads every chunk's partial output);
+//  * about kBlocksPerSm blocks per SM in all: 8 per SM made the merges of
+//    batch 8 at 8K 15-30% slower than 2 for the same K/V reads;
+//  * a KV group of 9 to 16 query rows (MLA's and MQA's 14 heads at one
+//    query) split over two blocks that read the same K/V tiles (the second
+//    from L2), each merging half the rows: MLA's attention at batch 1 and 8K
+//    21.7 -> 15.8 us, MQA's 12.3 -> 8.8 us.
+constexpr int kChunkCap = 32;
+constexpr int kBlocksPerSm = 2;
+static_assert(kChunkCap <= kMaxChunks, "the merge holds kMaxChunks weights");
+
+int64_t tc_rows_per_block(int64_t rows, int rt) {
+  return rt == 1 && rows > 8 ? (rows + 1) / 2 : 16 * rt;
 }
 
 // One warp per query row (b, t, h): cached_combine_row.
@@ -742,24 +774,24 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                   d <= 256 && d % 8 == 0 && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
                   aligned16(v_cache.raw()) && aligned16(out.raw());
   const int rt = rows <= 16 ? 1 : (rows <= 32 ? 2 : 4);  // tensor-core warp row tiles per block
-  const int64_t block_rows = tc ? 16 * rt : kSimtWarps;
+  const int64_t block_rows = tc ? tc_rows_per_block(rows, rt) : kSimtWarps;
   const int64_t row_tiles = (rows + block_rows - 1) / block_rows;
   EL_CUDA_ENSURE(
       b <= 65535 && hkv * row_tiles <= 65535 && smax <= INT32_MAX / 2 && b * t * h <= INT32_MAX,
       "cuda attention_cached: q {} / cache {} too large for the launch grid", shape_str(q.shape()),
       shape_str(k_cache.shape()));
-  // Chunks of whole tiles: about 8 blocks per SM when the whole cache is in
-  // use (two waves or more at 4 resident blocks, so the last wave's tail is
-  // short); fewer, larger chunks when rows and heads already fill the GPU.
+  // Chunks of whole tiles: about kBlocksPerSm blocks per SM when the whole
+  // cache is in use; fewer, larger chunks when rows and heads already fill
+  // the GPU (the launch-shape comment above).
   Context& cx = ctx();
   const int64_t tiles = std::max<int64_t>(1, (smax + kTileKeys - 1) / kTileKeys);
   const int64_t base_blocks = b * hkv * row_tiles;
-  const int64_t target = int64_t{8} * cx.sm_count;
-  // At most kMaxChunks chunks: the merge adds each row's chunks in one warp
-  // (cached_combine_row), whose latency grows with their count; at batch 1 and
-  // 8K context, 128 one-tile chunks made the merge 4x the attention itself.
-  const int64_t want =
-      std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1, std::min(tiles, kMaxChunks));
+  const int64_t target = int64_t{kBlocksPerSm} * cx.sm_count;
+  // At most kChunkCap chunks: the merge's latency grows with their count;
+  // at batch 1 and 8K context, 128 one-tile chunks made the merge (then one
+  // warp per row) 4x the attention itself.
+  const int64_t want = std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1,
+                                           std::min<int64_t>(tiles, kChunkCap));
   const int64_t tpc = (tiles + want - 1) / want;
   const int64_t nchunks = (tiles + tpc - 1) / tpc;
 
@@ -778,6 +810,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   a.smax = static_cast<int>(smax);
   a.rows = static_cast<int>(rows);
   a.row_tiles = static_cast<int>(row_tiles);
+  a.rpb = static_cast<int>(block_rows);
   a.nchunks = static_cast<int>(nchunks);
   a.tpc = static_cast<int>(tpc);
   a.sl2 = scale * attn::kLog2e;

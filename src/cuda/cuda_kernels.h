@@ -65,6 +65,10 @@ void split_qkv_rope_at(const Tensor& packed, const Tensor& inv_freq, const Tenso
 void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions, Tensor& y);
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
+// cuda_kv_cache.cu: MLA's latent cache row + query RoPE in one kernel (Backend::mla_decode_prologue).
+void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                         const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                         const Tensor& positions, Tensor& q, Tensor& k_cache, Tensor& v_cache);
 // cuda_kv_cache.cu (with kv_cache_write): split + RoPE + cache write in one kernel.
 void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
                           Tensor& q, Tensor& k_cache, Tensor& v_cache);

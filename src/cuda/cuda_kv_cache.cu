@@ -5,7 +5,10 @@
 //  * qkv_rope_cache_write: the cached attention path's split of the packed
 //    q/k/v projection, RoPE on q and k, and the cache writes of k and v in
 //    one kernel (three launches per layer otherwise: at batch 1 each is a
-//    few microseconds of a ~1 ms decode step).
+//    few microseconds of a ~1 ms decode step);
+//  * mla_decode_prologue: MLA's absorbed decode (nn/mla.h) — the latent
+//    row's RMSNorm, its column layout, RoPE on it and on the queries, and the
+//    cache write — in one kernel instead of eight.
 // A position outside [0, Smax) is reported (deferred device error) and that
 // row's cache write skipped: it would land in another sequence's rows.
 #include <algorithm>
@@ -164,6 +167,103 @@ void launch_qkv_rope_cache(const QkvCacheArgs& a, int64_t rows) {
                 sizeof(float2) * static_cast<size_t>(a.d / 2), ctx().stream, a);
 }
 
+// ---- mla_decode_prologue --------------------------------------------------------------
+constexpr int kMlaThreads = 256;
+
+struct MlaPrologueArgs {
+  const void* packed;      // [B * T, width] T: H heads of D, then `sources` kv_a values
+  const int32_t* row_map;  // [D]: cache column -> kv_a source (< 0: zero)
+  const void* norm_w;      // [latent]
+  DType norm_dtype;
+  const void* inv_freq;  // [D / 2] or nullptr (no rotation)
+  DType freq_dtype;
+  const int32_t* pos;  // [B]
+  void* q;             // [B * T, H * D] T
+  void* kc;            // [B, Smax, 1, D] TC
+  void* vc;            // nullptr when v_cache is k_cache
+  float eps;
+  int t_len, h, d, latent, sources, smax;
+  int64_t width;
+  DeviceErrorRecord* err;
+};
+
+// Block: one position row (b, t). The latent's sum of squares (one block
+// reduction), the row in the cache's column order in shared memory (latent
+// values normed and rounded to T, as ops::rmsnorm stores them), then the
+// rotate-half RoPE of the row and of every query head with the D / 2 angles
+// computed once: rounded to T (what rope_at stores), the row then converted
+// to TC. A bad position skips the cache write (deferred error), as
+// kv_cache_write; a row_map entry past the sources reads zero (deferred error).
+template <class T, class TC>
+__global__ void __launch_bounds__(kMlaThreads) mla_prologue_kernel(const MlaPrologueArgs a) {
+  extern __shared__ float mla_smem[];  // (cos, sin) [D / 2], then the row [D]
+  __shared__ float scratch[32];
+  pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
+  pdl_trigger();
+  float2* cs = reinterpret_cast<float2*>(mla_smem);
+  const int half = a.d / 2;
+  float* row = mla_smem + 2 * half;
+  const int64_t r = blockIdx.x;
+  const int b = static_cast<int>(r / a.t_len);
+  const int64_t p = int64_t{a.pos[b]} + (r - int64_t{b} * a.t_len);
+  const bool in_cache = p >= 0 && p < a.smax;
+  if (!in_cache && threadIdx.x == 0) report_device_error(a.err, kErrKvCachePosition, b, p, a.smax);
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float sn = 0.f, c = 1.f;  // as rope_kernel: f32 position times f32 frequency
+    if (a.inv_freq) sincosf(static_cast<float>(p) * ld(a.inv_freq, a.freq_dtype, i), &sn, &c);
+    cs[i] = make_float2(c, sn);
+  }
+  const T* src = static_cast<const T*>(a.packed) + r * a.width;
+  const T* kva = src + int64_t{a.h} * a.d;
+  float ss = 0.f;
+  for (int j = threadIdx.x; j < a.latent; j += blockDim.x) {
+    const float v = to_f<T>(kva[j]);
+    ss = fmaf(v, v, ss);
+  }
+  ss = block_sum(ss, scratch);  // (synchronises: cs is complete after it)
+  const float rstd = rsqrtf(ss / static_cast<float>(a.latent) + a.eps);
+  for (int m = threadIdx.x; m < a.d; m += blockDim.x) {
+    const int s = a.row_map[m];
+    float x = 0.f;
+    if (s >= a.sources) {
+      report_device_error(a.err, kErrMlaRowMap, m, s, a.sources);
+    } else if (s >= 0) {
+      x = to_f<T>(kva[s]);
+      if (s < a.latent) x = to_f<T>(from_f<T>(x * rstd * ld(a.norm_w, a.norm_dtype, s)));
+    }
+    row[m] = x;
+  }
+  __syncthreads();
+  auto rot = [&](float x1, float x2, int i, float& y1, float& y2) {
+    const float2 t = cs[i];
+    y1 = to_f<T>(from_f<T>(x1 * t.x - x2 * t.y));
+    y2 = to_f<T>(from_f<T>(x2 * t.x + x1 * t.y));
+  };
+  if (in_cache) {
+    TC* kc = static_cast<TC*>(a.kc) + (int64_t{b} * a.smax + p) * a.d;
+    TC* vc = a.vc ? static_cast<TC*>(a.vc) + (int64_t{b} * a.smax + p) * a.d : nullptr;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      float y1, y2;
+      rot(row[i], row[i + half], i, y1, y2);
+      kc[i] = from_f<TC>(y1);
+      kc[i + half] = from_f<TC>(y2);
+      if (vc) {
+        vc[i] = from_f<TC>(y1);
+        vc[i + half] = from_f<TC>(y2);
+      }
+    }
+  }
+  T* qo = static_cast<T*>(a.q) + r * a.h * a.d;
+  for (int j = threadIdx.x; j < a.h * half; j += blockDim.x) {
+    const int head = j / half, i = j - head * half;
+    const T* x = src + head * a.d;
+    float y1, y2;
+    rot(to_f<T>(x[i]), to_f<T>(x[i + half]), i, y1, y2);
+    qo[head * a.d + i] = from_f<T>(y1);
+    qo[head * a.d + i + half] = from_f<T>(y2);
+  }
+}
+
 }  // namespace
 
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
@@ -293,6 +393,73 @@ void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Te
     });
   });
   EL_CUDA_CHECK_LAUNCH("qkv_rope_cache_kernel");
+}
+
+void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                         const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                         const Tensor& positions, Tensor& q, Tensor& k_cache, Tensor& v_cache) {
+  for (const Tensor* t : TensorPtrs{&packed, &q, &k_cache, &v_cache, &norm_w}) {
+    expect_cuda_float(*t, "mla_decode_prologue");
+  }
+  expect_cuda_dtype(row_map, DType::i32, "mla_decode_prologue (row_map)");
+  EL_CUDA_ENSURE(q.dtype() == packed.dtype() && k_cache.dtype() == v_cache.dtype(),
+                 "cuda mla_decode_prologue: packed {} / q {} and caches {} / {} must pair their "
+                 "dtypes",
+                 dtype_name(packed.dtype()), dtype_name(q.dtype()), dtype_name(k_cache.dtype()),
+                 dtype_name(v_cache.dtype()));
+  const bool shapes_ok = packed.ndim() == 3 && q.ndim() == 4 && k_cache.ndim() == 4 &&
+                         k_cache.shape() == v_cache.shape() && k_cache.dim(2) == 1;
+  EL_CUDA_ENSURE(shapes_ok, "cuda mla_decode_prologue: packed {}, q {}, caches {}",
+                 shape_str(packed.shape()), shape_str(q.shape()), shape_str(k_cache.shape()));
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t smax = k_cache.dim(1), width = packed.dim(2), sources = width - h * d;
+  EL_CUDA_ENSURE(d % 2 == 0 && packed.dim(0) == b && packed.dim(1) == t && k_cache.dim(0) == b &&
+                     k_cache.dim(3) == d && t <= smax && latent > 0 && sources > latent &&
+                     norm_w.numel() == latent && row_map.numel() == d,
+                 "cuda mla_decode_prologue: packed {} does not hold q {} and {} latent values "
+                 "for caches {} (norm_w {}, row_map {})",
+                 shape_str(packed.shape()), shape_str(q.shape()), latent,
+                 shape_str(k_cache.shape()), norm_w.numel(), row_map.numel());
+  expect_positions(positions, b, "mla_decode_prologue");
+  if (inv_freq.defined()) {
+    expect_cuda_float(inv_freq, "mla_decode_prologue (inv_freq)");
+    EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
+                   "cuda mla_decode_prologue: inv_freq has {} values for {} cache columns",
+                   inv_freq.numel(), d);
+  }
+  if (b == 0 || t == 0) return;
+  EL_CUDA_ENSURE(b * t <= INT32_MAX && smax <= INT32_MAX && width <= INT32_MAX,
+                 "cuda mla_decode_prologue: packed {} / cache {} too large",
+                 shape_str(packed.shape()), shape_str(k_cache.shape()));
+  Context& cx = ctx();
+  MlaPrologueArgs a{};
+  a.packed = packed.raw();
+  a.row_map = row_map.data<int32_t>();
+  a.norm_w = norm_w.raw();
+  a.norm_dtype = norm_w.dtype();
+  a.inv_freq = inv_freq.defined() ? inv_freq.raw() : nullptr;
+  a.freq_dtype = inv_freq.defined() ? inv_freq.dtype() : DType::f32;
+  a.pos = positions.data<int32_t>();
+  a.q = q.raw();
+  a.kc = k_cache.raw();
+  a.vc = v_cache.raw() == k_cache.raw() ? nullptr : v_cache.raw();
+  a.eps = eps;
+  a.t_len = static_cast<int>(t);
+  a.h = static_cast<int>(h);
+  a.d = static_cast<int>(d);
+  a.latent = static_cast<int>(latent);
+  a.sources = static_cast<int>(sources);
+  a.smax = static_cast<int>(smax);
+  a.width = width;
+  a.err = cx.dev_error;
+  const size_t smem = sizeof(float) * static_cast<size_t>(2 * d);
+  EL_DISPATCH_FLOAT(packed.dtype(), T, {
+    EL_DISPATCH_FLOAT(k_cache.dtype(), TC, {
+      launch_kernel(mla_prologue_kernel<T, TC>, static_cast<unsigned>(b * t), kMlaThreads, smem,
+                    cx.stream, a);
+    });
+  });
+  EL_CUDA_CHECK_LAUNCH("mla_prologue_kernel");
 }
 
 }  // namespace el::cuda

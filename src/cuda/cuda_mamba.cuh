@@ -1,11 +1,13 @@
 // cuda_mamba.cuh — internal to src/cuda: the element functions the Mamba-1
 // kernels share (cuda_mamba.cu: conv, state update, column copy;
-// cuda_mamba_scan.cu: the selective scan).
+// cuda_mamba_scan.cu: the selective scan), and the entry points of the
+// scan's second design (cuda_mamba_scan_v2.cu).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "core/error.h"
+#include "core/tensor.h"
 #include "cuda/cuda_check.h"
 
 namespace el::cuda::mamba {
@@ -32,5 +34,26 @@ inline void check_launch(const char* what) {
   const cudaError_t rc = cudaGetLastError();
   if (rc != cudaSuccess) throw Exception(cuda_error(rc, what, __FILE__, __LINE__));
 }
+
+// A/B of the selective scan, read once per process: EL_MAMBA_SCAN = old runs
+// the first design (cuda_mamba_scan.cu), new4 the second
+// (cuda_mamba_scan_v2.cu) with 4 lanes per channel for N <= 32, anything
+// else (default) the second with 8. The first keeps checkpoints every
+// 128 steps; the second every EL_MAMBA_SCAN_CHUNK = 16, 32, 64 or 128
+// (default) steps (scan_v2_chunk(), what mamba_scan_chunk() returns then):
+// fewer steps, less recomputation in the backward, more checkpoint memory.
+bool scan_use_v2();
+int64_t scan_v2_chunk();
+// The second design, called by cuda_mamba_scan.cu's mamba_scan_forward /
+// mamba_scan_backward after their checks (outputs of the backward zeroed;
+// u non-empty), with their arguments.
+void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
+                     const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
+                     const Tensor& last, Tensor& state, Tensor& y, Tensor& checkpoints);
+void scan_v2_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, const Tensor& A_log,
+                      const Tensor& B, const Tensor& C, const Tensor& D, const Tensor& z,
+                      const Tensor& delta_bias, const Tensor& checkpoints, Tensor& du,
+                      Tensor& ddelta, Tensor& dA_log, Tensor& dB, Tensor& dC, Tensor& dD,
+                      Tensor& dz, Tensor& ddelta_bias);
 
 }  // namespace el::cuda::mamba

@@ -28,6 +28,10 @@
 // states, the two half warps of a warp add by shuffle, the 8 warps' values
 // meet in shared memory, and one f32 atomic per (step, state) goes to the
 // f32 output. Cost: the forward's exps three times (four for N > 32).
+//
+// TEMPORARY: a second design lives in cuda_mamba_scan_v2.cu and runs unless
+// EL_MAMBA_SCAN=old (cuda_mamba.cuh): the public functions below check their
+// arguments, then hand over to it.
 #include <fmt/format.h>
 
 #include <type_traits>
@@ -555,7 +559,7 @@ void zero(Tensor& t) {
 
 }  // namespace
 
-int64_t mamba_scan_chunk() { return kChunk; }
+int64_t mamba_scan_chunk() { return mamba::scan_use_v2() ? mamba::scan_v2_chunk() : kChunk; }
 
 void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
                         const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
@@ -575,11 +579,16 @@ void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_lo
   }
   if (checkpoints.defined()) {
     expect_cuda_dtype(checkpoints, DType::f32, what);
-    EL_CUDA_ENSURE(checkpoints.numel() == Bn * p.I * ((p.T + kChunk - 1) / kChunk) * p.N,
+    const int64_t L = mamba_scan_chunk();
+    EL_CUDA_ENSURE(checkpoints.numel() == Bn * p.I * ((p.T + L - 1) / L) * p.N,
                    "{}: checkpoints {}", what, shape_str(checkpoints.shape()));
   }
   if (last.defined()) expect_positions(last, Bn, what);
   if (u.numel() == 0) return;
+  if (mamba::scan_use_v2()) {
+    mamba::scan_v2_forward(u, delta, A_log, B, C, D, z, delta_bias, last, state, y, checkpoints);
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((p.I + kChannels - 1) / kChannels),
                   static_cast<unsigned>(Bn));
   const size_t smem = (3 * kTile + kThreads + 2 * p.N * kRow) * sizeof(float);
@@ -611,17 +620,22 @@ void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
   for (const Tensor* t : TensorPtrs{&dA_log, &dB, &dC, &dD, &ddelta_bias, &checkpoints})
     expect_cuda_dtype(*t, DType::f32, what);
   const ScanParams p = scan_params(u, A_log, D, delta_bias, what);
-  const int64_t Bn = u.dim(0);
+  const int64_t Bn = u.dim(0), L = mamba_scan_chunk();
   EL_CUDA_ENSURE(dy.shape() == u.shape() && du.shape() == u.shape() &&
                      ddelta.shape() == u.shape() && dz.shape() == u.shape() &&
                      dA_log.numel() == p.I * p.N && dB.numel() == Bn * p.T * p.N &&
                      dC.numel() == dB.numel() && dD.numel() == p.I &&
                      ddelta_bias.numel() == p.I &&
-                     checkpoints.numel() == Bn * p.I * ((p.T + kChunk - 1) / kChunk) * p.N,
+                     checkpoints.numel() == Bn * p.I * ((p.T + L - 1) / L) * p.N,
                  "{}: shapes do not match u {} (checkpoints {})", what, shape_str(u.shape()),
                  shape_str(checkpoints.shape()));
   for (Tensor* t : {&dA_log, &dB, &dC, &dD, &ddelta_bias}) zero(*t);
   if (u.numel() == 0) return;
+  if (mamba::scan_use_v2()) {
+    mamba::scan_v2_backward(dy, u, delta, A_log, B, C, D, z, delta_bias, checkpoints, du, ddelta,
+                            dA_log, dB, dC, dD, dz, ddelta_bias);
+    return;
+  }
   // Each (b, d)'s group-start states of the chunk in progress.
   Tensor ws = Tensor::empty({Bn, p.I, kChunkGroups, p.N}, DType::f32, u.device());
   const dim3 grid(static_cast<unsigned>((p.I + kChannels - 1) / kChannels),

@@ -9,9 +9,9 @@
 // synchronisation in every MoE layer's forward and backward, which stalls
 // the launch queue and cannot be captured in a CUDA graph. cuBLAS's grouped
 // kernels are warp-level MMA (mma.sync) kernels too (NVIDIA's "Introducing
-// Grouped GEMM APIs in cuBLAS" notes they do not use wgmma), so a
-// device-scheduled mma.sync kernel gives up no instruction class. Its dtype
-// support (f32, f16, bf16 with f32 compute) is what we need either way.
+// Grouped GEMM APIs in cuBLAS" notes they do not use wgmma); on Hopper our
+// own scheduling lets us use wgmma (below). cuBLAS's dtype support (f32, f16,
+// bf16 with f32 compute) is what we need either way.
 //
 // Three problems, one tensor-core kernel template (bf16/f16, 128 x 128 x 32
 // tiles, 8 warps of 64 x 32, 3-stage cp.async pipeline, XOR-swizzled shared
@@ -28,13 +28,26 @@
 // The operands' contiguous dimension must be a multiple of 8 and 16-byte
 // aligned; f32, and shapes that are not, run a SIMT kernel with the same
 // scheduling (the tests' f32 comparisons use it).
+//
+// On Hopper (compute capability 9.0, a build with sm_90a code) bf16 / f16
+// problems that the mma.sync kernel takes run instead on the wgmma kernels of
+// cuda_moe_gemm_wgmma.cu (persistent, TMA-fed, 128 x 128 or 128 x 256 tiles;
+// up to 1024 experts). The environment variable EL_MOE_GEMM, read once,
+// picks the path for A/B runs of the tests and benchmarks:
+//   wgmma (default)  wgmma where the device and operands allow, else the above
+//   wgmma128 / wgmma256  the same with the tile width forced (else chosen by
+//                    the persistent grid's rounds)
+//   mma              never wgmma: the mma.sync / SIMT kernels only
 #include <fmt/format.h>
 
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "cuda/attention_device.cuh"
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_moe_gemm_wgmma.h"
 
 namespace el::cuda {
 namespace {
@@ -353,6 +366,33 @@ void launch(const GroupedArgs& a, bool tc, dim3 grid_tc, dim3 grid_simt) {
   }
 }
 
+// EL_MOE_GEMM (file header): whether to try the wgmma kernels, and their tile
+// width (0: chosen per problem).
+struct PathChoice {
+  bool wgmma;
+  int tile_n;
+};
+const PathChoice& path_choice() {
+  static const PathChoice c = [] {
+    const char* v = std::getenv("EL_MOE_GEMM");
+    const std::string s = v != nullptr ? v : "";
+    if (s.empty() || s == "wgmma") return PathChoice{true, 0};
+    if (s == "wgmma128") return PathChoice{true, 128};
+    if (s == "wgmma256") return PathChoice{true, 256};
+    if (s == "mma") return PathChoice{false, 0};
+    EL_CUDA_ENSURE(false, "EL_MOE_GEMM={}: expected wgmma, wgmma128, wgmma256 or mma", s);
+    return PathChoice{false, 0};
+  }();
+  return c;
+}
+
+// The wgmma kernel for a problem the tensor-core path takes; false: not run.
+bool try_wgmma(bool tc, MoeGemm mode, DType dt, const GroupedArgs& a, int64_t n, int64_t k) {
+  if (!tc || !path_choice().wgmma) return false;
+  const MoeGemmOperands op{mode, dt, a.a, a.b, a.c, a.offsets, a.experts, a.m, n, k};
+  return moe_gemm_wgmma(op, path_choice().tile_n);
+}
+
 // w in the activation dtype (a converted copy when the parameter is stored in another).
 Tensor as_dtype(const Tensor& t, DType want) {
   if (t.dtype() == want) return t;
@@ -384,12 +424,10 @@ void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& 
   const bool tc = tc_ok(x.dtype(), {k, n}, {x.raw(), wt.raw(), y.raw()});
   const dim3 grid_tc(ceil_div(m, kBM) + static_cast<unsigned>(e), ceil_div(n, kBN));
   const dim3 grid_simt(ceil_div(m, kSBM) + static_cast<unsigned>(e), ceil_div(n, kSBN));
+  const bool wg = try_wgmma(tc, trans_w ? MoeGemm::fwd : MoeGemm::dx, x.dtype(), a, n, k);
   EL_DISPATCH_FLOAT(x.dtype(), T, {
-    if (trans_w) {
-      launch<T, kFwd>(a, tc, grid_tc, grid_simt);
-    } else {
-      launch<T, kDx>(a, tc, grid_tc, grid_simt);
-    }
+    if (!wg && trans_w) launch<T, kFwd>(a, tc, grid_tc, grid_simt);
+    if (!wg && !trans_w) launch<T, kDx>(a, tc, grid_tc, grid_simt);
     EL_CUDA_CHECK_LAUNCH("grouped_gemm_kernel");
     zero_tail_rows_kernel<T><<<grid_for(m * n, 256), 256, 0, ctx().stream>>>(
         y.data<T>(), offsets.data<int32_t>(), static_cast<int>(e), m, static_cast<int>(n));
@@ -414,7 +452,9 @@ void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, T
   const bool tc = tc_ok(dy.dtype(), {o, k}, {dy.raw(), x.raw(), out.raw()});
   const dim3 grid_tc(ceil_div(o, kBM), ceil_div(k, kBN), static_cast<unsigned>(e));
   const dim3 grid_simt(ceil_div(o, kSBM), ceil_div(k, kSBN), static_cast<unsigned>(e));
-  EL_DISPATCH_FLOAT(dy.dtype(), T, { launch<T, kDw>(a, tc, grid_tc, grid_simt); });
+  if (!try_wgmma(tc, MoeGemm::dw, dy.dtype(), a, k, o)) {
+    EL_DISPATCH_FLOAT(dy.dtype(), T, { launch<T, kDw>(a, tc, grid_tc, grid_simt); });
+  }
   EL_CUDA_CHECK_LAUNCH("grouped_gemm_dw_kernel");
   if (!out.same(dw)) copy(out, dw);
 }

@@ -19,7 +19,8 @@
 // ignored; any other is an error unless HfLoadOptions::allow_unknown_tensors.
 //
 // This layer works on names, shapes and ParameterLists; models/hf_model.h
-// builds a DecoderLM from the directory and saves one back.
+// builds a DecoderLM from the directory and saves one back (mapping names
+// and tensor layouts both ways).
 #pragma once
 
 #include <cstdint>
@@ -117,7 +118,9 @@ struct HfSaveOptions {
 
 // Writes `params` (as they are: same names, shapes and dtype) and the
 // config.json mapped from `card` into `dir` (created if needed), so that
-// transformers' from_pretrained loads it: one model.safetensors, or shards of
+// transformers' from_pretrained loads it — the names must already be the
+// family's (models/hf_model.h save_hf_model renames a DecoderLM's
+// parameters for every written family): one model.safetensors, or shards of
 // at most max_shard_bytes (a larger tensor gets a shard of its own) with an
 // index when they do not fit in one. Every file is written atomically, the
 // index only after its shards; weight files of an earlier save in `dir` that

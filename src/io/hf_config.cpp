@@ -1,7 +1,8 @@
 // hf_config.cpp — config.json <-> ModelCard (io/hf_config.h): the entry
-// points, the Llama / Qwen2 / Mistral layout (also the attention part of
-// mixtral / qwen2_moe) and its writer. The other families' readers are in
-// hf_config_families.cpp and hf_config_mamba.cpp (hf_config_parts.h).
+// points (hf_config_json picks the family written), and the Llama / Qwen2 /
+// Mistral layout both ways (also the attention part of mixtral / qwen2_moe).
+// The other families are in hf_config_families.cpp (readers),
+// hf_config_export.cpp (writers) and hf_config_mamba.cpp (hf_config_parts.h).
 #include "io/hf_config.h"
 
 #include <algorithm>
@@ -310,27 +311,57 @@ Result<HfConfig> load_hf_config(const std::string& path) {
   return parse_hf_config(text, path, name);
 }
 
-Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& opt) {
-  const std::string owner =
-      !card.source_path.empty() ? card.source_path : fmt::format("model card '{}'", card.name);
+namespace {
+
+// The families written, and the block each one's layers are.
+struct WrittenFamily {
+  const char* model_type;
+  const char* architecture;
+  ModelCard::Block block;
+};
+constexpr WrittenFamily kWritten[] = {
+    {"llama", "LlamaForCausalLM", ModelCard::Block::transformer},
+    {"mistral", "MistralForCausalLM", ModelCard::Block::transformer},
+    {"qwen2", "Qwen2ForCausalLM", ModelCard::Block::transformer},
+    {"mixtral", "MixtralForCausalLM", ModelCard::Block::transformer},
+    {"qwen2_moe", "Qwen2MoeForCausalLM", ModelCard::Block::transformer},
+    {"gpt_neox", "GPTNeoXForCausalLM", ModelCard::Block::transformer},
+    {"rwkv", "RwkvForCausalLM", ModelCard::Block::rwkv},
+    {"mamba", "MambaForCausalLM", ModelCard::Block::mamba}};
+
+const char* block_str(ModelCard::Block b) {  // (block_name is in el_engine)
+  return b == ModelCard::Block::rwkv ? "rwkv" : b == ModelCard::Block::mamba ? "mamba" : "transformer";
+}
+
+// The Llama layout (llama, mistral, qwen2, and the attention part of
+// mixtral / qwen2_moe): the card checks, then the keys.
+Result<std::string> llama_layout_config_json(const ModelCard& card, const std::string& mt,
+                                             const HfConfigExport& opt) {
   auto card_error = [&](const char* key, std::string what) {
-    return make_error(std::move(what), fmt::format("{}: key '{}'", owner, key),
-                      "Hugging Face llama/qwen2/mistral checkpoints cannot express it");
+    return hf_parts::card_key_error(card, key, std::move(what));
   };
-  if (card.block == ModelCard::Block::rwkv)
-    return card_error("block", "block rwkv cannot be exported (no RwkvConfig writer)");
-  if (card.block == ModelCard::Block::mamba) return mamba_config_json(card, opt);
-  if (card.norm != ModelCard::Norm::rmsnorm)
-    return card_error("norm", "norm layernorm cannot be exported (rmsnorm only)");
-  if (card.mlp != ModelCard::Mlp::swiglu) {
-    return card_error("mlp", fmt::format("mlp {} cannot be exported (swiglu only)",
-                                         card.mlp == ModelCard::Mlp::gelu ? "gelu" : "gelu_exact"));
+  if (card.norm != ModelCard::Norm::rmsnorm) {
+    return card_error("norm", fmt::format("norm layernorm cannot be exported as {} (rmsnorm "
+                                          "only; gpt_neox has LayerNorm, with a GELU mlp)",
+                                          mt));
   }
-  if (card.parallel_residual)
-    return card_error("parallel_residual", "parallel_residual cannot be exported");
-  if (card.rotary_dims != 0)
-    return card_error("rotary_dims", "a partial rotary (rotary_dims) cannot be exported");
-  if (card.mlp_bias) return card_error("mlp_bias", "mlp_bias cannot be exported");
+  if (card.mlp != ModelCard::Mlp::swiglu) {
+    return card_error("mlp", fmt::format("mlp {} cannot be exported as {} (swiglu only; gpt_neox "
+                                         "has a GELU MLP, with norm layernorm)",
+                                         card.mlp == ModelCard::Mlp::gelu ? "gelu" : "gelu_exact",
+                                         mt));
+  }
+  // GPT-NeoX's options: only that family holds them, and it needs LayerNorm.
+  const std::pair<const char*, bool> neox_only[] = {{"parallel_residual", card.parallel_residual},
+                                                    {"rotary_dims", card.rotary_dims != 0},
+                                                    {"mlp_bias", card.mlp_bias}};
+  for (const auto& [key, set] : neox_only) {
+    if (set) {
+      return card_error(key, fmt::format("{} cannot be exported as {} (only gpt_neox has it, "
+                                         "with norm layernorm and a GELU mlp)",
+                                         key, mt));
+    }
+  }
   if (card.pos_encoding != ModelCard::PosEncoding::rope) {
     using PE = ModelCard::PosEncoding;  // (names spelt out: pos_encoding_name is in el_engine)
     const PE pe = card.pos_encoding;
@@ -343,11 +374,6 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
   }
   if (card.o_bias && !card.qkv_bias)
     return card_error("o_bias", "o_bias without qkv_bias matches no supported family");
-  if (card.moe_experts > 0) {
-    return card_error("moe_experts",
-                      "a mixture-of-experts card cannot be exported (mixtral and qwen2_moe "
-                      "configs are read, not written)");
-  }
   if (card.attention != ModelCard::Attention::standard)
     return card_error("attention",
                       fmt::format("attention {} cannot be exported (deepseek_v3 configs are "
@@ -355,36 +381,48 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
                                   "attention only)",
                                   // (el_io does not link model_card.cpp's attention_name)
                                   card.attention == ModelCard::Attention::mla ? "mla" : "nsa"));
-
-  std::string mt = opt.model_type;
-  if (mt.empty()) {
-    mt = card.qkv_bias && !card.o_bias ? "qwen2" : card.sliding_window > 0 ? "mistral" : "llama";
+  const bool moe = mt == "mixtral" || mt == "qwen2_moe";
+  if (card.moe_experts > 0 && !moe) {
+    return card_error("moe_experts",
+                      fmt::format("a mixture-of-experts card cannot be exported as {} (use "
+                                  "mixtral or qwen2_moe)",
+                                  mt));
   }
-  const std::vector<std::string> writable = {"llama", "mistral", "qwen2"};
-  if (std::find(writable.begin(), writable.end(), mt) == writable.end()) {
-    return make_error(fmt::format("unsupported model_type '{}' for export{}", mt,
-                                  did_you_mean(mt, writable)),
-                      owner, "model types written: " + quoted_list(writable));
+  if (card.moe_experts == 0 && moe) {
+    return card_error("moe_experts",
+                      fmt::format("model_type {} needs a mixture-of-experts card (moe_experts > "
+                                  "0)",
+                                  mt));
   }
   if (mt == "qwen2" && !(card.qkv_bias && !card.o_bias))
     return card_error("qkv_bias", "qwen2 needs qkv_bias true and o_bias false");
-  if (mt == "mistral" && (card.qkv_bias || card.o_bias))
-    return card_error("qkv_bias", "mistral has no attention biases");
+  if ((mt == "mistral" || mt == "mixtral") && (card.qkv_bias || card.o_bias))
+    return card_error("qkv_bias", fmt::format("{} has no attention biases", mt));
   if (mt == "llama" && card.qkv_bias != card.o_bias)
     return card_error("o_bias", "llama's attention_bias sets q/k/v and o biases together");
   if (mt == "llama" && card.sliding_window > 0)
     return card_error("sliding_window", "llama has no sliding window (use mistral or qwen2)");
+  if (mt == "qwen2_moe" && card.o_bias)
+    return card_error("o_bias", "qwen2_moe has no o_proj bias");
+  // Qwen2MoeConfig has no head_dim key (the attention derives it).
+  const bool derived_head = card.effective_head_dim() * card.n_head == card.d_model;
+  if (mt == "qwen2_moe" && !derived_head) {
+    return card_error("head_dim", fmt::format("qwen2_moe derives the head dim from hidden_size / "
+                                              "num_attention_heads ({}); head_dim {} cannot be "
+                                              "written",
+                                              card.d_model / card.n_head, card.head_dim));
+  }
 
   json j;
-  j["architectures"] = json::array({mt == "llama"     ? "LlamaForCausalLM"
-                                    : mt == "mistral" ? "MistralForCausalLM"
-                                                      : "Qwen2ForCausalLM"});
+  for (const auto& f : kWritten) {
+    if (mt == f.model_type) j["architectures"] = json::array({f.architecture});
+  }
   j["model_type"] = mt;
   j["hidden_size"] = card.d_model;
   j["num_hidden_layers"] = card.n_layer;
   j["num_attention_heads"] = card.n_head;
   j["num_key_value_heads"] = card.n_kv_head;
-  j["head_dim"] = card.effective_head_dim();
+  if (mt != "qwen2_moe") j["head_dim"] = card.effective_head_dim();
   j["intermediate_size"] = card.d_ff;
   j["vocab_size"] = card.vocab_size;
   j["max_position_embeddings"] = card.max_seq_len;
@@ -412,7 +450,7 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
   if (mt == "llama") {
     j["attention_bias"] = card.qkv_bias;
     j["mlp_bias"] = false;
-  } else if (mt == "mistral") {
+  } else if (mt == "mistral" || mt == "mixtral") {
     j["sliding_window"] = card.sliding_window > 0 ? json(card.sliding_window) : json(nullptr);
   } else {
     // Every layer slides when the card has a window (the engine rejects
@@ -422,16 +460,48 @@ Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& 
     j["sliding_window"] = sliding ? json(card.sliding_window) : json(nullptr);
     j["max_window_layers"] = sliding ? 0 : card.n_layer;
   }
-  if (!opt.torch_dtype.empty()) j["torch_dtype"] = opt.torch_dtype;
-  for (const auto& [key, text] : opt.passthrough) {
-    try {
-      j[key] = json::parse(text);
-    } catch (const json::exception& e) {
-      return make_error(fmt::format("passthrough value is not JSON: {}", e.what()),
-                        fmt::format("{}: key '{}'", owner, key));
-    }
+  if (moe) EL_TRY(hf_parts::write_moe(card, mt, j));
+  return hf_parts::finish_config(std::move(j), opt, hf_parts::card_owner(card));
+}
+
+}  // namespace
+
+std::string hf_export_model_type(const ModelCard& c, const std::string& requested) {
+  if (!requested.empty()) return requested;
+  if (c.block == ModelCard::Block::rwkv) return "rwkv";
+  if (c.block == ModelCard::Block::mamba) return "mamba";
+  // LayerNorm with a GELU MLP: GPT-NeoX, the one such family written. (Only
+  // one of the two matches no family; the Llama writer names it.)
+  if (c.norm == ModelCard::Norm::layernorm && c.mlp != ModelCard::Mlp::swiglu) return "gpt_neox";
+  if (c.moe_experts > 0) return c.moe_shared_experts > 0 ? "qwen2_moe" : "mixtral";
+  if (c.qkv_bias && !c.o_bias) return "qwen2";
+  return c.sliding_window > 0 ? "mistral" : "llama";
+}
+
+Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& opt) {
+  const std::string mt = hf_export_model_type(card, opt.model_type);
+  const WrittenFamily* family = nullptr;
+  std::vector<std::string> written;
+  for (const auto& f : kWritten) {
+    written.push_back(f.model_type);
+    if (mt == f.model_type) family = &f;
   }
-  return j.dump(2) + "\n";
+  if (!family) {
+    return make_error(fmt::format("unsupported model_type '{}' for export{}", mt,
+                                  did_you_mean(mt, written)),
+                      hf_parts::card_owner(card), "model types written: " + quoted_list(written));
+  }
+  if (card.block != family->block) {
+    return hf_parts::card_key_error(
+        card, "block",
+        fmt::format("block {} cannot be exported as model_type {} (its layers are block {})",
+                    block_str(card.block), mt, block_str(family->block)),
+        "leave the model type empty to write the card's own family");
+  }
+  if (mt == "mamba") return mamba_config_json(card, opt);
+  if (mt == "rwkv") return hf_parts::rwkv_config_json(card, opt);
+  if (mt == "gpt_neox") return hf_parts::gpt_neox_config_json(card, opt);
+  return llama_layout_config_json(card, mt, opt);
 }
 
 }  // namespace el::io

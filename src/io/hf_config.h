@@ -1,9 +1,11 @@
-// hf_config.h — Hugging Face config.json <-> ModelCard (Llama, Qwen2, Mistral; read only:
-// GPT-NeoX, DeepSeek-V2/V3 with dense MLPs).
+// hf_config.h — Hugging Face config.json <-> ModelCard (Llama, Qwen2, Mistral,
+// Mixtral, Qwen2-MoE, GPT-NeoX, RWKV, Mamba; read only: DeepSeek-V2/V3 with
+// dense MLPs).
 //
 // Users point EfficientLLM at checkpoints they already have on disk; their
-// architecture is described by transformers' config.json. This maps the three
-// families the fine-tuning axis uses onto a ModelCard and back:
+// architecture is described by transformers' config.json. This maps the
+// Llama layout (llama, qwen2, mistral; mixtral and qwen2_moe add experts)
+// onto a ModelCard and back:
 //
 //   config.json                       ModelCard
 //   hidden_size                       d_model
@@ -48,15 +50,21 @@
 // rope_parameters.partial_rotary_factor -> rotary_dims = int(head_dim * pct),
 // rotary_emb_base or rope_parameters.rope_theta -> rope_theta,
 // tie_word_embeddings (false). Only the default rope type; attention_dropout
-// and hidden_dropout must be 0. It is not written (hf_config_json).
+// and hidden_dropout must be 0. Written for a card with norm layernorm and mlp
+// gelu / gelu_exact ("gelu_new" / "gelu"), mlp_bias, qkv_bias == o_bias, one
+// K/V head per head, unscaled RoPE, no window: the v4 keys rotary_pct (the
+// smallest double at or above rotary_dims / head_dim that gives rotary_dims
+// back through int(head_dim * pct)) and rotary_emb_base, which transformers 5
+// reads too (a v5 rope_parameters object is ignored by transformers 4).
 //
 // rwkv (RwkvConfig, RWKV-4) maps to block: rwkv (nn/rwkv.h): hidden_size,
 // num_hidden_layers, vocab_size, context_length (1024) -> max_seq_len,
 // attention_hidden_size (null: hidden_size) -> rwkv_attention_hidden_size,
 // intermediate_size (null: 4 hidden_size) -> d_ff, layer_norm_epsilon
 // (1e-5) -> norm_eps, rescale_every (6; <= 0: none) -> rwkv_rescale_every,
-// tie_word_embeddings (false); norm layernorm, pos_encoding none. It is not
-// written (hf_config_json errors on block: rwkv).
+// tie_word_embeddings (false); norm layernorm, pos_encoding none. Written with
+// every key explicit (rescale_every 0 when the card has none; init_std has no
+// RwkvConfig key and is not written).
 //
 // mamba (MambaConfig, Mamba-1) maps to block: mamba (nn/mamba.h), read and
 // written (mamba_config_json):
@@ -71,7 +79,9 @@
 //   initializer_range (0.1)                         init_std
 //   tie_word_embeddings (true)                      tied_embeddings
 //   max_position_embeddings (absent: 2^20)          max_seq_len (Mamba has no
-//                                                   length limit; cards need one)
+//                                                   length limit; cards need one;
+//                                                   not a MambaConfig key, but
+//                                                   written: transformers keeps it)
 // hidden_act must be silu. Accepted and ignored, because they do not change
 // the function computed: use_mambapy / use_associative_scan (other
 // implementations of the same scan), rescale_prenorm_residual and
@@ -110,7 +120,15 @@
 //                                              the loss only then); moe_z_loss_coef 0
 // Errors naming the key: router_jitter_noise != 0 (mixtral), decoder_sparse_step
 // != 1 or a non-empty mlp_only_layers (qwen2_moe: dense layers between the
-// MoE ones). They are not written (hf_config_json: an error naming moe_experts).
+// MoE ones). Written back with the same keys: mixtral for a card without
+// shared experts (moe_norm_topk_prob true, no attention biases), qwen2_moe
+// for one with them (n shared experts of width w as one of n w, its
+// shared_expert_intermediate_size; no o_bias; head_dim derived, as
+// Qwen2MoeConfig has no head_dim key; qkv_bias written, which transformers
+// before 5 ignore). Both need moe_router softmax; output_router_logits is
+// written true when moe_aux_loss_coef > 0. moe_z_loss_coef and
+// moe_capacity_factor have no transformers key (training policies that do
+// not change the function at inference) and are not written.
 //
 // Only the ModelCard struct is used here (no el_engine code), so the io layer
 // stays below the model layer; DecoderLM::create validates the card again.
@@ -152,18 +170,27 @@ const char* hf_torch_dtype_name(DType t);
 std::optional<DType> dtype_from_hf_name(const std::string& name);
 
 struct HfConfigExport {
-  std::string model_type;   // "" = infer: qwen2 for q/k/v bias without o bias,
-                            // mistral for a sliding window, else llama
+  std::string model_type;   // "" = infer (hf_export_model_type)
   std::string torch_dtype;  // written as "torch_dtype" when not empty
   std::map<std::string, std::string> passthrough;  // HfConfig::passthrough
 };
 
+// The model_type a card is written as: `requested` when not empty, else
+// rwkv / mamba for those blocks, gpt_neox for LayerNorm with a GELU mlp,
+// qwen2_moe for experts with shared experts, mixtral for experts without,
+// qwen2 for q/k/v bias without o bias, mistral for a sliding window, else
+// llama.
+std::string hf_export_model_type(const ModelCard& card, const std::string& requested = {});
+
 // The inverse mapping: config.json text (keys sorted, as transformers writes
 // them; rope in v4 form, which both transformers generations read) for a card
 // the chosen family can express. Errors name the card key that no family (or
-// not the requested one) can hold: norm other than rmsnorm, mlp other than
-// swiglu, pos_encoding none, o_bias without qkv_bias, biases with a sliding
-// window, ...
+// not the requested one) can hold: norm layernorm with swiglu, a GELU mlp
+// with rmsnorm, parallel_residual / rotary_dims / mlp_bias outside gpt_neox,
+// pos_encoding none outside rwkv / mamba, o_bias without qkv_bias, biases
+// with a sliding window, attention mla / nsa, moe_router sigmoid, a block
+// the requested family does not have (key 'block'), ...; an unknown
+// model_type lists the written ones.
 Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& options = {});
 // MambaConfig JSON for a block: mamba card (hf_config_mamba.cpp); called by
 // hf_config_json. options.model_type must be empty or "mamba".

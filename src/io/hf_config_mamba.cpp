@@ -98,6 +98,10 @@ Result<std::string> mamba_config_json(const ModelCard& card, const HfConfigExpor
                                   opt.model_type),
                       owner, "leave the model type empty (or mamba)");
   }
+  if (card.block != ModelCard::Block::mamba) {
+    return hf_parts::card_key_error(card, "block",
+                                    "only a block: mamba card is written as a MambaConfig");
+  }
   if (card.norm != ModelCard::Norm::rmsnorm) {
     return make_error("norm layernorm cannot be exported (MambaRMSNorm only)",
                       fmt::format("{}: key 'norm'", owner));
@@ -108,6 +112,9 @@ Result<std::string> mamba_config_json(const ModelCard& card, const HfConfigExpor
   j["hidden_size"] = card.d_model;
   j["num_hidden_layers"] = card.n_layer;
   j["vocab_size"] = card.vocab_size;
+  // Not a MambaConfig key, but transformers keeps it, and it carries the
+  // card's max_seq_len through a round trip (read_mamba reads it).
+  j["max_position_embeddings"] = card.max_seq_len;
   j["state_size"] = card.mamba_d_state;
   j["conv_kernel"] = card.mamba_d_conv;
   j["expand"] = card.mamba_expand;
@@ -121,16 +128,7 @@ Result<std::string> mamba_config_json(const ModelCard& card, const HfConfigExpor
   j["tie_word_embeddings"] = card.tied_embeddings;
   j["residual_in_fp32"] = true;  // MambaConfig's default (hf_config.h)
   j["use_cache"] = true;
-  if (!opt.torch_dtype.empty()) j["torch_dtype"] = opt.torch_dtype;
-  for (const auto& [key, text] : opt.passthrough) {
-    try {
-      j[key] = json::parse(text);
-    } catch (const json::exception& e) {
-      return make_error(fmt::format("passthrough value is not JSON: {}", e.what()),
-                        fmt::format("{}: key '{}'", owner, key));
-    }
-  }
-  return j.dump(2) + "\n";
+  return hf_parts::finish_config(std::move(j), opt, owner);
 }
 
 }  // namespace el::io

@@ -1,10 +1,12 @@
 // hf_config_parts.h — internal to io/hf_config*.cpp: what the files of the
 // config.json <-> ModelCard mapping (io/hf_config.h) share. hf_config.cpp
-// holds the entry points and the Llama / Qwen2 / Mistral layout (and the
-// attention part of mixtral / qwen2_moe); hf_config_families.cpp the other
-// families' readers (gpt_neox, rwkv, deepseek, the MoE part of mixtral /
-// qwen2_moe); hf_config_mamba.cpp both directions of mamba. They were one
-// file until it passed 800 lines; the split follows the families.
+// holds the entry points and the Llama / Qwen2 / Mistral layout both ways
+// (also the attention part of mixtral / qwen2_moe); hf_config_families.cpp
+// the other families' readers (gpt_neox, rwkv, deepseek, the MoE part of
+// mixtral / qwen2_moe); hf_config_export.cpp their writers (gpt_neox, rwkv,
+// the MoE keys) and what every writer shares; hf_config_mamba.cpp both
+// directions of mamba. They were one file until it passed 800 lines; the
+// split follows the families.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/hf_config.h"
 #include "nn/model_card.h"
 
 namespace el::io::hf_parts {
@@ -148,5 +151,28 @@ Status read_moe(const Reader& r, const std::string& mt, ModelCard& c);
 // "1e-06" rather than 9.999999974752427e-07 for a card's f32 1e-6f: the
 // shortest decimal that reads back as the same f32, as a JSON double.
 inline double json_float(float f) { return std::stod(fmt::format("{}", f)); }
+
+// ---- writers (hf_config_export.cpp) ----------------------------------------------------
+
+// Where an export error points: the card's source path, else "model card 'NAME'".
+std::string card_owner(const ModelCard& c);
+// An export error at "<owner>: key '<key>'" (a card key), with a hint saying
+// which families could hold it unless `hint` is given.
+Error card_key_error(const ModelCard& c, const std::string& key, std::string what,
+                     std::string hint = {});
+// Adds torch_dtype (when given) and the passthrough keys to `j` and returns
+// its text as transformers writes it (keys sorted, two-space indent).
+Result<std::string> finish_config(json j, const HfConfigExport& opt, const std::string& owner);
+
+// GPTNeoXConfig for a LayerNorm + GELU card (parallel or sequential residual,
+// partial rotary, attention and MLP biases) and RwkvConfig for a block: rwkv
+// card; the checks and key tables are in io/hf_config.h.
+Result<std::string> gpt_neox_config_json(const ModelCard& c, const HfConfigExport& opt);
+Result<std::string> rwkv_config_json(const ModelCard& c, const HfConfigExport& opt);
+// The mixture-of-experts keys of mt "mixtral" / "qwen2_moe" (the inverse of
+// read_moe), added to the attention part hf_config.cpp wrote into `j`;
+// errors name the card key neither family can hold (moe_router sigmoid,
+// shared experts on mixtral, ...).
+Status write_moe(const ModelCard& c, const std::string& mt, json& j);
 
 }  // namespace el::io::hf_parts

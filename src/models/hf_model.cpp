@@ -287,8 +287,9 @@ std::vector<io::HfTensorSpec> mamba_tensor_specs(const ModelCard& c, const std::
 // save_pretrained writes them per expert, under the block's name:
 // mixtral block_sparse_moe.{gate, experts.{j}.w1 (gate) / w3 (up) / w2
 // (down)}, qwen2_moe mlp.{gate, experts.{j}.gate_proj / up_proj / down_proj}.
-// A checkpoint holding the fused tensors (as our save_hf_model writes them,
-// which transformers 5 loads too) goes through the plain path instead.
+// A checkpoint holding the fused tensors (transformers' in-memory names,
+// which transformers 5 loads too) goes through the plain path instead;
+// save_hf_model writes the per-expert layout (moe_export).
 struct MoeNames {
   std::string block;
   const char *gate, *up, *down;
@@ -387,6 +388,124 @@ Result<std::unique_ptr<DecoderLM>> load_moe_experts(const io::HfCheckpoint& ck, 
 // names) rather than per expert.
 bool moe_fused(const io::HfCheckpoint& ck) {
   return ck.contains("model.layers.0.mlp.experts.gate_up_proj");
+}
+
+// ---- export: DecoderLM's parameters under a family's checkpoint names -------------------
+// The inverse of each loader above: the same tensors (views of the
+// parameters, never copies, except GPT-NeoX's fused query_key_value), named
+// as save_pretrained names them, so that our loader and transformers' read
+// them back.
+
+// An export mapping that left a parameter out or has no parameter for a
+// tensor of the family: a bug in the mapping, reported rather than saved.
+Error export_gap(const std::string& model_type, const std::string& what) {
+  return make_error(fmt::format("cannot export as {}: {}", model_type, what), "save_hf_model");
+}
+
+// GPT-NeoX (GPTNeoXForCausalLM, under the Hub's names: embed_out for the
+// untied unembedding), in hf_checkpoint_tensor_specs order. Our q/k/v rows
+// [3, H, D] go back into the per-head fused query_key_value rows [H, 3, D]
+// (the inverse of gpt_neox_qkv_to_stacked), in the parameters' dtype on
+// their device.
+Result<ParameterList> gpt_neox_export(const DecoderLM& model) {
+  const ModelCard& card = model.card();
+  const int64_t H = card.n_head, D = card.effective_head_dim();
+  std::map<std::string, Tensor> ours, theirs;
+  for (const auto& p : model.parameters()) ours.emplace(p.name, p.tensor);
+  std::set<std::string> used;
+  for (const auto& p : model.parameters()) {
+    const std::string name = gpt_neox_name(p.name, "embed_out.weight");
+    if (name.empty()) continue;
+    theirs.emplace(name, p.tensor);
+    used.insert(p.name);
+  }
+  for (int i = 0; i < card.n_layer; ++i) {
+    const std::string a = "model.layers." + std::to_string(i) + ".self_attn.";
+    for (const std::string kind : {"weight", "bias"}) {
+      if (!ours.count(a + "q_proj." + kind)) continue;  // no attention bias
+      const Tensor& q = ours.at(a + "q_proj." + kind);
+      Shape shape = q.shape();
+      shape[0] *= 3;
+      Tensor fused = Tensor::empty(shape, q.dtype(), q.device());
+      const char* slots[] = {"q_proj.", "k_proj.", "v_proj."};
+      for (int64_t j = 0; j < 3; ++j) {
+        const std::string name = a + slots[j] + kind;
+        const Tensor& src = ours.at(name);
+        used.insert(name);
+        for (int64_t h = 0; h < H; ++h) {
+          Tensor dst = fused.slice0((h * 3 + j) * D, (h * 3 + j + 1) * D);
+          dst.copy_from(src.slice0(h * D, (h + 1) * D));
+        }
+      }
+      theirs.emplace("gpt_neox.layers." + std::to_string(i) + ".attention.query_key_value." + kind,
+                     fused);
+    }
+  }
+  for (const auto& p : model.parameters()) {
+    if (!used.count(p.name))
+      return export_gap("gpt_neox", fmt::format("parameter '{}' has no tensor name", p.name));
+  }
+  ParameterList out;
+  for (const auto& spec : hf_checkpoint_tensor_specs(card, "gpt_neox", "embed_out.weight")) {
+    auto it = theirs.find(spec.name);
+    if (it == theirs.end())
+      return export_gap("gpt_neox", fmt::format("no parameter for tensor '{}'", spec.name));
+    out.push_back({spec.name, it->second});
+  }
+  return out;
+}
+
+// Mixtral / Qwen2-MoE in save_pretrained's per-expert layout (which
+// transformers 4 and 5 both load): each expert's rows of our stacked
+// gate_up_proj [E, 2F, C] / down_proj [E, C, F] as its own tensors, the
+// router under the block's name (mixtral's block_sparse_moe).
+ParameterList moe_export(const DecoderLM& model, const std::string& model_type) {
+  const MoeNames n = moe_names(model_type);
+  const int64_t F = model.card().moe_expert_d_ff();
+  ParameterList out;
+  for (const auto& p : model.parameters()) {
+    size_t at = 0;
+    const std::string part = moe_part(p.name, &at);
+    if (part.empty()) {
+      out.push_back(p);
+      continue;
+    }
+    const std::string prefix = p.name.substr(0, at) + "." + n.block + ".";
+    if (part == "gate.weight") {
+      out.push_back({prefix + part, p.tensor});
+      continue;
+    }
+    const Tensor& t = p.tensor;
+    for (int64_t j = 0; j < t.dim(0); ++j) {
+      const Tensor rows = t.slice0(j, j + 1).view({t.dim(1), t.dim(2)});
+      const std::string e = prefix + "experts." + std::to_string(j) + ".";
+      if (part == "experts.down_proj") {
+        out.push_back({e + n.down + ".weight", rows});
+      } else {
+        out.push_back({e + n.gate + ".weight", rows.slice0(0, F)});
+        out.push_back({e + n.up + ".weight", rows.slice0(F, 2 * F)});
+      }
+    }
+  }
+  return out;
+}
+
+// The model's parameters under `model_type`'s checkpoint names.
+Result<ParameterList> export_parameters(const DecoderLM& model, const std::string& model_type) {
+  const ParameterList& params = model.parameters();
+  if (model_type == "gpt_neox") return gpt_neox_export(model);
+  if (model_type == "mixtral" || model_type == "qwen2_moe") return moe_export(model, model_type);
+  if (model_type != "rwkv" && model_type != "mamba") return params;  // our names are theirs
+  ParameterList out;
+  for (const auto& p : params) {
+    const std::string name = model_type == "rwkv"
+                                 ? rwkv_rename(p.name, /*to_hf=*/true)
+                                 : mamba_rename(p.name, /*to_hf=*/true, mamba_embedding_name(nullptr));
+    if (name.empty())
+      return export_gap(model_type, fmt::format("parameter '{}' has no tensor name", p.name));
+    out.push_back({name, p.tensor});
+  }
+  return out;
 }
 
 }  // namespace
@@ -564,15 +683,15 @@ Result<HfModel> load_hf_model(const std::string& dir, Device device, DType dtype
 
 Status save_hf_model(const DecoderLM& model, const std::string& dir,
                      const io::HfSaveOptions& options) {
-  if (model.card().block == ModelCard::Block::mamba) {  // MambaForCausalLM's names
-    ParameterList renamed;
-    for (const auto& p : model.parameters()) {
-      renamed.push_back(
-          {mamba_rename(p.name, /*to_hf=*/true, mamba_embedding_name(nullptr)), p.tensor});
-    }
-    return io::save_hf_checkpoint(dir, model.card(), renamed, options);
-  }
-  return io::save_hf_checkpoint(dir, model.card(), model.parameters(), options);
+  // The config first: a card the family cannot hold is refused by its key
+  // before any tensor is renamed.
+  io::HfSaveOptions opt = options;
+  opt.model_type = io::hf_export_model_type(model.card(), options.model_type);
+  io::HfConfigExport check;
+  check.model_type = opt.model_type;
+  EL_TRY(io::hf_config_json(model.card(), check));
+  EL_TRY_ASSIGN(ParameterList params, export_parameters(model, opt.model_type));
+  return io::save_hf_checkpoint(dir, model.card(), params, opt);
 }
 
 }  // namespace el

@@ -11,6 +11,9 @@
 //   auto hf = load_hf_model("/models/Llama-3.2-1B", Device::cpu(), DType::bf16);
 //   hf->model->forward(ids);             // logits as transformers computes them
 //   save_hf_model(*hf->model, "/tmp/out", {.passthrough = hf->config.passthrough});
+//
+// Export (save_hf_model) is the inverse of every mapping here, for every
+// family load_hf_model reads except deepseek (MLA configs are not written).
 #pragma once
 
 #include <memory>
@@ -83,9 +86,8 @@ struct HfModel {
 // experts.{j}.w1 / w3 / w2}, qwen2_moe mlp.{gate, experts.{j}.gate_proj /
 // up_proj / down_proj}), each copied into its expert's rows of our stacked
 // mlp.experts.gate_up_proj / down_proj, or those fused tensors themselves
-// (transformers' in-memory names, which save_hf_model writes and
-// transformers 5 loads). A missing expert or one beyond the config's count
-// is an error naming the tensor.
+// (transformers' in-memory names, which transformers 5 loads too). A missing
+// expert or one beyond the config's count is an error naming the tensor.
 Result<HfModel> load_hf_model(const std::string& dir, Device device, DType dtype = DType::f32,
                               const io::HfLoadOptions& options = {});
 // The same from an already opened checkpoint.
@@ -93,9 +95,24 @@ Result<std::unique_ptr<DecoderLM>> load_hf_model(const io::HfCheckpoint& checkpo
                                                  Device device, DType dtype = DType::f32,
                                                  const io::HfLoadOptions& options = {});
 
-// Writes the model as a Hugging Face directory (io::save_hf_checkpoint with
-// the model's card and parameters, in their dtype; block: mamba under
-// MambaForCausalLM's names with a MambaConfig).
+// Writes the model as a Hugging Face directory that transformers'
+// from_pretrained and load_hf_model both load: io::save_hf_checkpoint with
+// the config.json of the card's family (options.model_type, or
+// io::hf_export_model_type's choice) and the parameters in their dtype under
+// that family's names, the inverse of load_hf_model's mapping:
+//   llama / mistral / qwen2   our names (they are transformers')
+//   gpt_neox                  GPTNeoXForCausalLM's names (hf_checkpoint_tensor_specs),
+//                             q/k/v fused back into query_key_value per head,
+//                             the untied unembedding as embed_out.weight (the
+//                             Hub's Pythia name; transformers 5 renames it)
+//   rwkv, mamba               RwkvForCausalLM's / MambaForCausalLM's names
+//   mixtral / qwen2_moe       save_pretrained's per-expert tensors (mixtral
+//                             block_sparse_moe.{gate, experts.{j}.w1/w3/w2},
+//                             qwen2_moe mlp.{gate, experts.{j}.gate_proj /
+//                             up_proj / down_proj}), which transformers 4
+//                             and 5 load; shared expert and its gate as ours
+// Errors: a card the family cannot hold (io::hf_config_json, naming the card
+// key) before anything is written; then save_hf_checkpoint's.
 Status save_hf_model(const DecoderLM& model, const std::string& dir,
                      const io::HfSaveOptions& options = {});
 

@@ -302,10 +302,37 @@ void MlaAttention::absorb(DType dtype) const {
   w_qabs_ = upload(wq, {H * Dc, Q});
   w_oabs_ = upload(wo, {C, H * Dc});
   b_oabs_ = Tensor();
-  if (dynamic_cast<const Linear*>(o_proj.get()) == nullptr ||
-      dynamic_cast<const Linear*>(o_proj.get())->bias.defined()) {
-    b_oabs_ = upload(o_bias, {C});
+  // A bias unless the slot is a plain Linear without one (LoRA or quantized
+  // slots may carry one: their forward of zero is it).
+  auto has_bias = [](const LinearLayer& layer) {
+    const auto* plain = dynamic_cast<const Linear*>(&layer);
+    return plain == nullptr || plain->bias.defined();
+  };
+  if (has_bias(*o_proj)) b_oabs_ = upload(o_bias, {C});
+  w_dec_ = b_dec_ = Tensor();
+  if (q_lora_rank == 0) {
+    // [W_qabs; W_kv_a]: x feeds both (mla_decode_prologue's packed input).
+    const int64_t S = kv_a_proj_with_mqa->out_features();
+    std::vector<float> kv_bias;
+    const std::vector<float> kva_t = effective_weight_t(*kv_a_proj_with_mqa, dev, &kv_bias);
+    std::vector<float> wd(wq);
+    wd.resize(static_cast<size_t>((H * Dc + S) * Q));
+    for (int64_t o = 0; o < S; ++o)
+      for (int64_t i = 0; i < Q; ++i) wd[(H * Dc + o) * Q + i] = kva_t[i * S + o];
+    w_dec_ = upload(wd, {H * Dc + S, Q});
+    w_qabs_ = w_dec_.slice0(0, H * Dc);  // the same storage, not a second copy
+    if (has_bias(*kv_a_proj_with_mqa)) {
+      std::vector<float> bd(static_cast<size_t>(H * Dc), 0.0f);
+      bd.insert(bd.end(), kv_bias.begin(), kv_bias.end());
+      b_dec_ = upload(bd, {H * Dc + S});
+    }
   }
+  // Cache column -> kv_a column: latent j at its plain column, RoPE dim m at its.
+  std::vector<int32_t> map(static_cast<size_t>(Dc), -1);
+  for (int64_t j = 0; j < L; ++j) map[static_cast<size_t>(lay.plain_col(j))] = static_cast<int32_t>(j);
+  for (int64_t m = 0; m < r; ++m)
+    map[static_cast<size_t>(lay.rope_col(m))] = static_cast<int32_t>(L + m);
+  row_map_ = Tensor::from_ints(map, {Dc}).to(dev);
 }
 
 Tensor MlaAttention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq, Tensor& k_cache,
@@ -316,22 +343,32 @@ Tensor MlaAttention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq
   EL_ENSURE(k_cache.ndim() == 4 && k_cache.dim(2) == 1 && k_cache.dim(3) == cache_dim,
             "MlaAttention::forward_cached: cache {} is not an MLA cache [B, Smax, 1, {}]",
             shape_str(k_cache.shape()), cache_dim);
-  const Tensor kva = kv_a_proj_with_mqa->forward(x);
-  const Tensor c = ops::rmsnorm(gather_c_.apply(kva), kv_a_layernorm, kLatentNormEps);
-  Tensor row = cache_rows(kva, c);  // [B, T, 1, cache_dim]
-  if (rotate) row = ops::rope_at(row, inv_freq_cache_, positions);
-  ops::kv_cache_write(row, row, positions, k_cache, v_cache);
   if (!w_qabs_.defined() || w_qabs_.dtype() != x.dtype() ||
       (from_zero && weights_fingerprint() != absorbed_fingerprint_)) {
     NoGrad no_grad;
     absorb(x.dtype());
     absorbed_fingerprint_ = weights_fingerprint();
   }
-  // A prefill from position 0 sees exactly its own tokens: the training form
-  // (per-head K/V built once for the prompt) is the cheaper way there.
-  if (from_zero) return attend(x, kva, c);
-  Tensor q = ops::reshape(ops::linear(query_input(x), w_qabs_), {B, T, H, cache_dim});
-  if (rotate) q = ops::rope_at(q, inv_freq_cache_, positions);
+  const Tensor no_rotation;
+  const Tensor& inv_freq = rotate ? inv_freq_cache_ : no_rotation;
+  Tensor q;
+  if (!from_zero && w_dec_.defined()) {
+    // One GEMV for the absorbed queries and kv_a, one call for the rest.
+    const Tensor packed = ops::linear(x, w_dec_, b_dec_);
+    q = ops::mla_decode_prologue(packed, H, kv_lora_rank, row_map_, kv_a_layernorm,
+                                 kLatentNormEps, inv_freq, positions, k_cache, v_cache);
+  } else {
+    const Tensor kva = kv_a_proj_with_mqa->forward(x);
+    const Tensor c = ops::rmsnorm(gather_c_.apply(kva), kv_a_layernorm, kLatentNormEps);
+    Tensor row = cache_rows(kva, c);  // [B, T, 1, cache_dim]
+    if (rotate) row = ops::rope_at(row, inv_freq, positions);
+    ops::kv_cache_write(row, row, positions, k_cache, v_cache);
+    // A prefill from position 0 sees exactly its own tokens: the training form
+    // (per-head K/V built once for the prompt) is the cheaper way there.
+    if (from_zero) return attend(x, kva, c);
+    q = ops::reshape(ops::linear(query_input(x), w_qabs_), {B, T, H, cache_dim});
+    if (rotate) q = ops::rope_at(q, inv_freq, positions);
+  }
   const Tensor y = ops::attention_cached(q, k_cache, k_cache, positions, scale, alibi_slopes);
   return ops::linear(ops::reshape(y, {B, T, H * cache_dim}), w_oabs_, b_oabs_);
 }

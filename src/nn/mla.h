@@ -38,7 +38,12 @@
 //   q_abs = rope(W_qabs q_in)    [H, cache_dim]   (q_in = x or the normed q_a)
 //   y     = attention_cached(q_abs, cache, cache)   (MQA over the latent rows)
 //   out   = W_oabs y (+ o_proj bias)
-// and never rebuilds per-head K/V. The cache tensor is passed as both k and
+// and never rebuilds per-head K/V. Without query compression (q_lora_rank 0)
+// W_qabs and kv_a_proj_with_mqa share their input, so a decode step runs them
+// as one GEMV and ops::mla_decode_prologue turns its output into the rotated
+// queries and the cache row in one call (the latent's RMSNorm, the column
+// layout, RoPE, the cache write); with q_lora_rank > 0 the same arithmetic
+// runs as separate ops. The cache tensor is passed as both k and
 // v: the attention's output over it is [softmax . c | junk], and W_oabs has
 // zero columns at the junk (RoPE) positions. The absorbed weights are read
 // from the slots themselves (forward of an identity), so LoRA or quantized
@@ -144,6 +149,11 @@ struct MlaAttention {
   mutable Tensor w_qabs_;                   // [H cache_dim, q input width]
   mutable Tensor w_oabs_;                   // [C, H cache_dim]
   mutable Tensor b_oabs_;                   // [C] (o_bias) or undefined
+  // q_lora_rank == 0: [w_qabs_; kv_a_proj_with_mqa's effective weight], one
+  // GEMV for both inputs of ops::mla_decode_prologue, and its bias (kv_a's,
+  // zeros for the query rows) or undefined.
+  mutable Tensor w_dec_, b_dec_;
+  mutable Tensor row_map_;                  // i32 [cache_dim]: cache column -> kv_a column (or -1)
   mutable std::vector<double> absorbed_fingerprint_;
 };
 

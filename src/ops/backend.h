@@ -626,6 +626,13 @@ class Backend {
   virtual void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq,
                                     const Tensor& positions, Tensor& q, Tensor& k_cache,
                                     Tensor& v_cache) = 0;
+  // ops::mla_decode_prologue (ops.h): packed[B, T, H D + S] -> q[B, T, H, D]
+  // rotated, and the normed + rotated latent row written to k_cache (and to
+  // v_cache unless it is the same tensor) at positions[b] + t.
+  virtual void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row_map,
+                                   const Tensor& norm_w, float eps, const Tensor& inv_freq,
+                                   const Tensor& positions, Tensor& q, Tensor& k_cache,
+                                   Tensor& v_cache) = 0;
   // rope (forward) of x[B, T, H, D] at per-row offsets; y may alias x.
   virtual void rope_at(const Tensor& x, const Tensor& inv_freq, const Tensor& positions,
                        Tensor& y) = 0;

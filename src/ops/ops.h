@@ -297,6 +297,22 @@ QKV split_qkv_rope_at(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
 Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_head,
                             const Tensor& inv_freq, const Tensor& positions, Tensor& k_cache,
                             Tensor& v_cache);
+// MLA's absorbed decode prologue (nn/mla.h) in one backend call, one kernel
+// on the GPU instead of eight. packed[B, T, H * D + S]: per token the H
+// absorbed query heads of D cache columns (already in the cache's column
+// layout), then the S outputs of kv_a_proj_with_mqa (`latent` latent values,
+// then the RoPE key). row_map: i32 [D] on packed's device, cache column m <-
+// source row_map[m] of those S (< 0: zero). A latent source is RMSNorm'd
+// over the `latent` values (norm_w [latent], eps; rounded to packed's dtype
+// as ops::rmsnorm stores it); then the row and each query head get rope_at's
+// rotation (pairs (i, D/2 + i), angle (positions[b] + t) * inv_freq[i], f32
+// [D / 2]; none when undefined). The row goes to k_cache [B, Smax, 1, D] at
+// positions[b] + t (and to v_cache when it is another tensor); returns the
+// rotated queries [B, T, H, D].
+Tensor mla_decode_prologue(const Tensor& packed, int64_t n_head, int64_t latent,
+                           const Tensor& row_map, const Tensor& norm_w, float eps,
+                           const Tensor& inv_freq, const Tensor& positions, Tensor& k_cache,
+                           Tensor& v_cache);
 // Writes k/v[B, T, Hkv, D] into caches [B, Smax, Hkv, D] at positions[b] + t.
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);

@@ -100,6 +100,64 @@ Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_h
   return q;
 }
 
+Tensor mla_decode_prologue(const Tensor& packed, int64_t n_head, int64_t latent,
+                           const Tensor& row_map, const Tensor& norm_w, float eps,
+                           const Tensor& inv_freq, const Tensor& positions, Tensor& k_cache,
+                           Tensor& v_cache) {
+  const char* op = "mla_decode_prologue";
+  check_float(op, "packed", packed);
+  check_no_grad(op, packed);
+  check_float(op, "k_cache", k_cache);
+  check_same_dtype(op, "k_cache", k_cache, "v_cache", v_cache);
+  check_same_device(op, "packed", packed, "k_cache", k_cache);
+  check_same_device(op, "packed", packed, "v_cache", v_cache);
+  check_dtype(op, "row_map", row_map, DType::i32);
+  check_same_device(op, "packed", packed, "row_map", row_map);
+  check_float(op, "norm_w", norm_w);
+  check_same_device(op, "packed", packed, "norm_w", norm_w);
+  EL_ENSURE(k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() && k_cache.dim(2) == 1 &&
+                k_cache.dim(3) % 2 == 0,
+            "ops::mla_decode_prologue: caches {} / {} are not MLA caches [B, Smax, 1, D], D even",
+            desc(k_cache), desc(v_cache));
+  const int64_t d = k_cache.dim(3);
+  EL_ENSURE(row_map.ndim() == 1 && row_map.dim(0) == d,
+            "ops::mla_decode_prologue: row_map {} does not match the cache's {} columns",
+            desc(row_map), d);
+  EL_ENSURE(latent > 0 && norm_w.ndim() == 1 && norm_w.dim(0) == latent,
+            "ops::mla_decode_prologue: norm_w {} does not match {} latent values", desc(norm_w),
+            latent);
+  EL_ENSURE(n_head > 0 && packed.ndim() == 3 && packed.dim(2) > n_head * d + latent &&
+                packed.dim(0) == k_cache.dim(0) && packed.dim(1) <= k_cache.dim(1),
+            "ops::mla_decode_prologue: packed {} does not fit {} heads of {} cache columns plus "
+            "{} latent values and a RoPE key (cache {})",
+            desc(packed), n_head, d, latent, desc(k_cache));
+  if (row_map.device().is_cpu()) {
+    // (On a GPU the kernel checks it: a host copy per decode step would
+    // break the step's CUDA graph; an entry out of range is a deferred error.)
+    const int64_t sources = packed.dim(2) - n_head * d;
+    const int32_t* map = row_map.data<int32_t>();
+    for (int64_t m = 0; m < d; ++m) {
+      EL_ENSURE(map[m] < sources,
+                "ops::mla_decode_prologue: row_map[{}] = {} is outside the {} kv_a columns", m,
+                map[m], sources);
+    }
+  }
+  if (inv_freq.defined()) {
+    check_dtype(op, "inv_freq", inv_freq, DType::f32);
+    check_same_device(op, "inv_freq", inv_freq, "packed", packed);
+    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
+              "ops::mla_decode_prologue: inv_freq {} does not match {} cache columns ({} values)",
+              desc(inv_freq), d, d / 2);
+  }
+  check_positions(op, positions, packed.dim(0), packed);
+  Tensor q = Tensor::empty({packed.dim(0), packed.dim(1), n_head, d}, packed.dtype(),
+                           packed.device());
+  backend_for(packed.device())
+      .mla_decode_prologue(packed, latent, row_map, norm_w, eps, inv_freq, positions, q, k_cache,
+                           v_cache);
+  return q;
+}
+
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache) {
   check_float("kv_cache_write", "k", k);

@@ -2,9 +2,11 @@
 // (src/cuda/cuda_mamba.cu) against the CPU backend (the reference):
 //  * the selective scan forward (y) and backward (du, ddelta, dz, dA_log,
 //    dB, dC, dD, ddelta_bias), f32 and bf16: channels not a multiple of the
-//    block's 16, T across several 128-step checkpoint chunks and not a
-//    multiple of the 16-step groups, N = 1, 5, 16, 40 and 256 (1 to 16
-//    states per lane), T = 1;
+//    blocks' 16 / 32, T across several 128-step checkpoint chunks and not a
+//    multiple of the 16-step groups, N = 1, 5, 12, 16, 24, 40, 64, 100 and
+//    256 (every lanes-per-channel / states-per-lane layout of both scan
+//    designs; EL_MAMBA_SCAN=old|new4|(default) picks the design, cuda_mamba.cuh),
+//    T = 1;
 //  * the generation form: from a random state, rows stopping at `last`;
 //  * the conv with SiLU (K = 1, 3, 4, with and without bias), forward,
 //    backward and the cached form with its state update;
@@ -63,8 +65,8 @@ std::vector<Tensor> scan_inputs(const ScanCase& c, Rng& rng, DType dt) {
 
 
 const std::vector<ScanCase> kScanCases = {
-    {2, 37, 20, 16}, {1, 300, 33, 5}, {2, 130, 16, 40},
-    {1, 21, 3, 256}, {1, 1, 7, 1},    {3, 129, 18, 16}};
+    {2, 37, 20, 16}, {1, 300, 33, 5},  {2, 130, 16, 40}, {1, 21, 3, 256},  {1, 1, 7, 1},
+    {3, 129, 18, 16}, {1, 260, 70, 64}, {2, 60, 36, 100}, {1, 150, 40, 12}, {1, 140, 40, 24}};
 
 TEST(MambaCuda, ScanForwardAndBackwardMatchCpu) {
   EL_REQUIRE_GPU();
@@ -117,21 +119,22 @@ TEST(MambaCuda, ScanForwardAndBackwardMatchCpu) {
 
 TEST(MambaCuda, ScanFromAStateStopsAtLast) {
   EL_REQUIRE_GPU();
-  const ScanCase c{3, 45, 19, 16};
-  Rng rng(5);
-  const std::vector<Tensor> in = scan_inputs(c, rng, DType::f32);
-  const Tensor state0 = random_host({c.B, c.I, c.N}, rng, DType::f32);
-  const Tensor last = Tensor::from_ints({44, 0, 17}, {c.B});
-  Tensor s_ref = state0.clone(), y_ref = Tensor::empty(in[0].shape()), no_ckpt;
-  cpu_backend().mamba_scan_forward(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], last,
-                                   s_ref, y_ref, no_ckpt);
-  std::vector<Tensor> g;
-  for (const Tensor& t : in) g.push_back(to_gpu(t));
-  Tensor s = to_gpu(state0), y = poisoned(in[0].shape(), DType::f32), gno;
-  gpu_backend().mamba_scan_forward(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], to_gpu(last), s,
-                                   y, gno);
-  EXPECT_LT(relative_error(y.to(Device::cpu()), y_ref), 1e-5) << "y";
-  EXPECT_LT(relative_error(s.to(Device::cpu()), s_ref), 1e-5) << "state";
+  for (const ScanCase& c : {ScanCase{3, 45, 19, 16}, ScanCase{3, 150, 37, 5}}) {
+    Rng rng(5);
+    const std::vector<Tensor> in = scan_inputs(c, rng, DType::f32);
+    const Tensor state0 = random_host({c.B, c.I, c.N}, rng, DType::f32);
+    const Tensor last = Tensor::from_ints({static_cast<int32_t>(c.T - 1), 0, 17}, {c.B});
+    Tensor s_ref = state0.clone(), y_ref = Tensor::empty(in[0].shape()), no_ckpt;
+    cpu_backend().mamba_scan_forward(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], last,
+                                     s_ref, y_ref, no_ckpt);
+    std::vector<Tensor> g;
+    for (const Tensor& t : in) g.push_back(to_gpu(t));
+    Tensor s = to_gpu(state0), y = poisoned(in[0].shape(), DType::f32), gno;
+    gpu_backend().mamba_scan_forward(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], to_gpu(last),
+                                     s, y, gno);
+    EXPECT_LT(relative_error(y.to(Device::cpu()), y_ref), 1e-5) << c.name() << " y";
+    EXPECT_LT(relative_error(s.to(Device::cpu()), s_ref), 1e-5) << c.name() << " state";
+  }
 }
 
 TEST(MambaCuda, ConvMatchesCpu) {

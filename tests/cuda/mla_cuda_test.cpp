@@ -10,6 +10,10 @@
 //  * The MLA decoder on the GPU against the same weights on the CPU: logits
 //    and every parameter gradient (f32 and bf16), at the fixtures' tiny dims
 //    and at the paper's (qk 128 + 64, v 128, latent 112).
+//  * ops::mla_decode_prologue (the absorbed decode's latent row + query RoPE
+//    kernel) against the CPU backend at the 0.5B / 1.5B / V3 dims and odd
+//    ones, f32 / bf16 / f16, one cache tensor or two, rows at different
+//    positions, T > 1.
 //  * The absorbed decode on the GPU (prefill, then decode steps over the
 //    latent cache) against the GPU's own full forward.
 // Skipped where no GPU is present.
@@ -235,6 +239,88 @@ TEST(MlaCuda, ForwardAndBackwardMatchCpu) {
 
 // Prefill of 5 tokens, then decode steps through the absorbed form over the
 // latent cache, each step's logits against the full forward on the GPU.
+// ---- mla_decode_prologue ---------------------------------------------------------------
+struct PrologueCase {
+  int64_t b, t, h, latent, rope, smax;
+  std::vector<int32_t> pos;
+};
+
+// The cache layout MlaAttention uses (nn/mla.cpp, HeadLayout): RoPE pair i
+// at columns (i, D/2 + i), latent values in order in the rest, D even.
+std::vector<int32_t> mla_row_map(int64_t latent, int64_t rope) {
+  const int64_t d = latent + rope + ((latent + rope) & 1), first = d / 2 - rope / 2;
+  std::vector<int32_t> map(static_cast<size_t>(d), -1);
+  for (int64_t j = 0; j < latent; ++j) {
+    const int64_t col = j < first ? rope / 2 + j : d / 2 + rope / 2 + (j - first);
+    map[static_cast<size_t>(col)] = static_cast<int32_t>(j);
+  }
+  for (int64_t m = 0; m < rope; ++m) {
+    const int64_t col = m % 2 == 0 ? m / 2 : d / 2 + m / 2;
+    map[static_cast<size_t>(col)] = static_cast<int32_t>(latent + m);
+  }
+  return map;
+}
+
+void check_prologue(const PrologueCase& c, DType dt, bool two_caches, uint64_t seed) {
+  const std::vector<int32_t> map = mla_row_map(c.latent, c.rope);
+  const int64_t d = static_cast<int64_t>(map.size()), sources = c.latent + c.rope;
+  const std::string what = fmt::format("B{} T{} H{} L{} R{} D{} {} {}", c.b, c.t, c.h, c.latent,
+                                       c.rope, d, dtype_name(dt), two_caches ? "k+v" : "k");
+  Rng rng(seed);
+  const Tensor packed = random_host({c.b, c.t, c.h * d + sources}, rng, dt);
+  const Tensor w = random_host({c.latent}, rng, dt);
+  std::vector<float> f(static_cast<size_t>(d / 2), 0.f);
+  for (int64_t i = 0; i < c.rope / 2; ++i)
+    f[static_cast<size_t>(i)] = std::pow(10000.f, -2.f * static_cast<float>(i) / c.rope);
+  const Tensor freq = Tensor::from_floats(f, {d / 2});
+  const Tensor pos = Tensor::from_ints(c.pos, {c.b});
+  const Shape cs{c.b, c.smax, 1, d};
+  const Tensor fill = random_host(cs, rng, dt);
+  // CPU reference in dt itself (it rounds where the kernel does); the caches
+  // start from the same random contents.
+  auto host_as = [dt](const Tensor& x) {
+    Tensor y = Tensor::empty(x.shape(), dt);
+    y.copy_from(x);
+    return y;
+  };
+  Tensor rk = host_as(fill), rv = Tensor::full(cs, 5.f, dt);
+  Tensor& rv_used = two_caches ? rv : rk;
+  const Tensor rq = ops::mla_decode_prologue(host_as(packed), c.h, c.latent,
+                                             Tensor::from_ints(map, {d}), host_as(w), 1e-6f, freq,
+                                             pos, rk, rv_used);
+  Tensor gk = to_gpu(fill, dt), gv = Tensor::full(cs, 5.f, dt, gpu());
+  Tensor& gv_used = two_caches ? gv : gk;
+  const Tensor gq = ops::mla_decode_prologue(
+      to_gpu(packed, dt), c.h, c.latent, to_gpu(Tensor::from_ints(map, {d})), to_gpu(w, dt),
+      1e-6f, to_gpu(freq), to_gpu(pos), gk, gv_used);
+  gpu_backend().synchronize();
+  // Both round the same intermediates to dt; what differs is the norm's sum
+  // order and sincosf, so one unit in the last place of dt at most.
+  const Tolerance t1 = dt == DType::f32 ? Tolerance{1e-5, 1e-5}
+                                        : dt == DType::bf16 ? Tolerance{8e-3, 8e-3}
+                                                            : Tolerance{1e-3, 1e-3};
+  EXPECT_TRUE(close_to(gq.to(Device::cpu()), rq, t1, what + " q"));
+  EXPECT_TRUE(close_to(gk.to(Device::cpu()), rk, t1, what + " k_cache"));
+  if (two_caches) EXPECT_TRUE(close_to(gv.to(Device::cpu()), rv, t1, what + " v_cache"));
+}
+
+TEST(MlaCuda, DecodePrologueMatchesCpu) {
+  EL_REQUIRE_GPU();
+  const std::vector<PrologueCase> cases = {
+      {1, 1, 14, 112, 64, 300, {299}},      // 0.5B card: D 176, the last cache row
+      {2, 1, 12, 192, 64, 50, {0, 37}},     // 1.5B: D 256, rows at different positions
+      {1, 3, 16, 512, 64, 40, {20}},        // DeepSeek-V3: D 576, a 3-token prefill chunk
+      {3, 2, 5, 7, 4, 9, {0, 7, 3}},        // odd latent: D 12 with a zero column
+      {2, 1, 1, 3, 2, 4, {3, 1}},           // one head, tiny
+  };
+  uint64_t seed = 7300;
+  for (const PrologueCase& c : cases) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      for (bool two : {false, true}) check_prologue(c, dt, two, seed++);
+    }
+  }
+}
+
 TEST(MlaCuda, AbsorbedDecodeMatchesFullForward) {
   EL_REQUIRE_GPU();
   // Cache rows of 176 (SIMT), 256 (tensor cores), 320 and 576 (SIMT).

@@ -9,8 +9,11 @@
 //  * gather and combine (f32 and activation-dtype weights, the gated shared
 //    expert, dropped slots) forward and backward;
 //  * the grouped GEMMs, forward (x w_e^T), dX (dy w_e) and dW (dy_e^T x_e):
-//    the tensor-core path (bf16 / f16, multiples of 8), the SIMT path (f32,
-//    odd widths), experts of 0 rows and of several 128-row tiles, unused rows;
+//    the tensor-core paths (bf16 / f16, multiples of 8: wgmma on Hopper,
+//    mma.sync elsewhere or with EL_MOE_GEMM=mma), the SIMT path (f32, odd
+//    widths), experts of 0 and 1 rows, several experts inside one 128-row
+//    tile range, row counts around 64 / 128, K and O not multiples of 64, a
+//    4096-token top-2 projection, unused rows; every value checked;
 //  * the balance loss and z-loss, values and gradients;
 //  * a two-layer MoE decoder (shared expert included) on the GPU against the
 //    same weights on the CPU, logits and every parameter gradient: f32 with
@@ -18,6 +21,7 @@
 //    flip a routing decision and the comparison measures the kernels).
 // Skipped where no GPU is present.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -185,14 +189,13 @@ TEST(MoeCuda, GatherAndCombineMatchCpu) {
   }
 }
 
-// y = x w_e^T, dx = dy w_e, dw = dy_e^T x_e on the rows of a grouping.
-void check_grouped_gemm(int64_t n, int64_t e, int64_t k_route, int64_t capacity, int64_t K,
-                        int64_t O, DType dt, uint64_t seed) {
-  const std::string what = fmt::format("grouped gemm N{} E{} k{} cap{} K{} O{} {}", n, e, k_route,
-                                       capacity, K, O, dtype_name(dt));
-  Rng rng(seed);
-  const Tensor ids = route_ids(n, e, k_route, rng, e - 1);  // the last expert gets no row
-  const int64_t m = n * k_route;
+// y = x w_e^T, dx = dy w_e, dw = dy_e^T x_e on the rows of the grouping of
+// `ids` [n, k_route]: relative error within the dtype's budget, every value
+// within the dtype's tolerance (an unwritten value is NaN: poisoned), and
+// exact zeros for the dW of experts without rows and the unused rows of y.
+void check_grouped_gemm_ids(const Tensor& ids, int64_t e, int64_t capacity, int64_t K, int64_t O,
+                            DType dt, Rng& rng, const std::string& what) {
+  const int64_t m = ids.numel();
   const Groups rg = group_on(cpu_backend(), ids, e, capacity, Device::cpu());
   const Groups gg = group_on(gpu_backend(), ids, e, capacity, gpu());
   const Tensor x = random_host({m, K}, rng, dt), w = random_host({e, O, K}, rng, dt, 0.2f),
@@ -210,12 +213,43 @@ void check_grouped_gemm(int64_t n, int64_t e, int64_t k_route, int64_t capacity,
   EXPECT_LT(relative_error(y, r_y), fwd_budget(dt)) << what << " y";
   EXPECT_LT(relative_error(dx, r_dx), fwd_budget(dt)) << what << " dx";
   EXPECT_LT(relative_error(dw, r_dw), bwd_budget(dt)) << what << " dw";
-  // Exact zeros where they must be: the empty expert's dW, the unused rows.
+  EXPECT_TRUE(close_to(y, r_y, tol(dt), what + " y"));
+  EXPECT_TRUE(close_to(dx, r_dx, tol(dt), what + " dx"));
+  EXPECT_TRUE(close_to(dw, r_dw, tol(dt), what + " dw"));
+  // Exact zeros where they must be: the dW of experts without rows, the unused rows.
+  const std::vector<int32_t> off = ints(gg.offsets);
   const std::vector<float> dwv = dw.to_floats();
-  for (int64_t i = (e - 1) * O * K; i < e * O * K; ++i) ASSERT_EQ(dwv[i], 0.f) << what;
-  const int64_t used = ints(gg.offsets).back();
+  for (int64_t x_e = 0; x_e < e; ++x_e) {
+    if (off[x_e + 1] != off[x_e]) continue;
+    for (int64_t i = x_e * O * K; i < (x_e + 1) * O * K; ++i)
+      ASSERT_EQ(dwv[i], 0.f) << what << " dW of empty expert " << x_e;
+  }
   const std::vector<float> yv = y.to_floats();
-  for (int64_t i = used * O; i < m * O; ++i) ASSERT_EQ(yv[i], 0.f) << what << " unused row";
+  for (int64_t i = off.back() * O; i < m * O; ++i) ASSERT_EQ(yv[i], 0.f) << what << " unused row";
+}
+
+// Random top-k routes over e experts, the last of which gets no row.
+void check_grouped_gemm(int64_t n, int64_t e, int64_t k_route, int64_t capacity, int64_t K,
+                        int64_t O, DType dt, uint64_t seed) {
+  const std::string what = fmt::format("grouped gemm N{} E{} k{} cap{} K{} O{} {}", n, e, k_route,
+                                       capacity, K, O, dtype_name(dt));
+  Rng rng(seed);
+  const Tensor ids = route_ids(n, e, k_route, rng, e - 1);
+  check_grouped_gemm_ids(ids, e, capacity, K, O, dt, rng, what);
+}
+
+// Top-1 routes giving expert i exactly rows[i] tokens, in a shuffled order.
+void check_grouped_gemm_rows(const std::vector<int32_t>& rows, int64_t K, int64_t O, DType dt,
+                             uint64_t seed) {
+  const std::string what = fmt::format("grouped gemm rows [{}] K{} O{} {}", fmt::join(rows, " "),
+                                       K, O, dtype_name(dt));
+  Rng rng(seed);
+  std::vector<int32_t> v;
+  for (size_t i = 0; i < rows.size(); ++i) v.insert(v.end(), rows[i], static_cast<int32_t>(i));
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.below(i)]);
+  const int64_t n = static_cast<int64_t>(v.size());
+  check_grouped_gemm_ids(Tensor::from_ints(v, {n, 1}), static_cast<int64_t>(rows.size()), 0, K, O,
+                         dt, rng, what);
 }
 
 TEST(MoeCuda, GroupedGemmMatchesCpu) {
@@ -227,6 +261,40 @@ TEST(MoeCuda, GroupedGemmMatchesCpu) {
     check_grouped_gemm(301, 8, 2, 60, 128, 96, dt, seed++);   // capacity: unused rows
     check_grouped_gemm(97, 5, 1, 0, 100, 70, dt, seed++);     // widths not multiples of 8: SIMT
     check_grouped_gemm(33, 60, 4, 0, 32, 40, dt, seed++);     // many experts with few rows
+  }
+}
+
+// The tile edges of the tensor-core paths (EL_MOE_GEMM, cuda_moe_gemm.cu, picks
+// the wgmma or the mma.sync kernel; run it under each): experts of 0 and 1
+// rows, several experts inside one 128-row range, row counts around 64 / 128,
+// a 64-deep dW slice cut short, K and O multiples of 8 but not of 64 / 128.
+TEST(MoeCuda, GroupedGemmTileEdgesMatchCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 400;
+  struct Case {
+    std::vector<int32_t> rows;
+    int64_t K, O;
+  };
+  const Case cases[] = {
+      {{1, 0, 5, 130, 64, 0, 200, 3, 17, 128, 1, 63, 65, 0}, 200, 344},
+      {{1}, 200, 344},                    // one row in all
+      {{0, 777, 0}, 344, 200},            // 13 dW slices, the last of 9 rows
+      {{129, 255, 256, 257, 127}, 64, 520},  // O: two 256-column tiles and 8 columns
+      {{40, 40, 40, 40, 40, 40, 40, 40}, 1024, 136},
+      {{2, 3, 0, 4, 1, 6, 5, 7, 0, 9}, 8, 8},  // the narrowest tiles
+  };
+  for (DType dt : {DType::bf16, DType::f16}) {
+    for (const Case& c : cases) check_grouped_gemm_rows(c.rows, c.K, c.O, dt, seed++);
+  }
+}
+
+// The benchmark's projection at half width: 4096 tokens top-2 over 8 experts
+// (8192 rows), C 1024, F 2816, many tiles per expert and several persistent rounds.
+TEST(MoeCuda, GroupedGemmLargeMatchesCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 500;
+  for (DType dt : {DType::bf16, DType::f16}) {
+    check_grouped_gemm(4096, 8, 2, 0, 1024, 2816, dt, seed++);
   }
 }
 

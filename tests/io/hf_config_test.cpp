@@ -4,6 +4,9 @@
 // file and key it names, and the inverse mapping round trip.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "common/hf_test_util.h"
@@ -47,6 +50,47 @@ const char* kMistral = R"({
   "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
   "tie_word_embeddings": false, "torch_dtype": "bfloat16", "use_cache": true,
   "vocab_size": 32000})";
+
+// Pythia-70m (GPT-NeoX, v4 keys).
+const char* kPythia70m = R"({
+  "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0,
+  "hidden_act": "gelu", "hidden_size": 512, "initializer_range": 0.02,
+  "intermediate_size": 2048, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+  "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+  "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false,
+  "torch_dtype": "float16", "use_cache": true, "use_parallel_residual": true,
+  "vocab_size": 50304})";
+
+// RWKV-4-169m-pile.
+const char* kRwkv169m = R"({
+  "architectures": ["RwkvForCausalLM"], "attention_hidden_size": 768, "bos_token_id": 0,
+  "context_length": 1024, "eos_token_id": 0, "hidden_size": 768, "intermediate_size": 3072,
+  "layer_norm_epsilon": 1e-05, "model_type": "rwkv", "num_hidden_layers": 12,
+  "rescale_every": 6, "tie_word_embeddings": false, "use_cache": true, "vocab_size": 50277})";
+
+// Mixtral-8x7B-v0.1.
+const char* kMixtral = R"({
+  "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+  "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+  "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mixtral",
+  "num_attention_heads": 32, "num_experts_per_tok": 2, "num_hidden_layers": 32,
+  "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": false,
+  "rms_norm_eps": 1e-05, "rope_theta": 1e6, "router_aux_loss_coef": 0.02,
+  "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "use_cache": true, "vocab_size": 32000})";
+
+// Qwen1.5-MoE-A2.7B.
+const char* kQwen2Moe = R"({
+  "architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+  "decoder_sparse_step": 1, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 2048,
+  "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 8192,
+  "max_window_layers": 21, "model_type": "qwen2_moe", "moe_intermediate_size": 1408,
+  "norm_topk_prob": false, "num_attention_heads": 16, "num_experts": 60,
+  "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16,
+  "output_router_logits": false, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+  "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 5632,
+  "sliding_window": 32768, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})";
 
 HfConfig parse_ok(const std::string& text, const std::string& name = "m") {
   auto r = parse_hf_config(text, "dir/config.json", name);
@@ -396,6 +440,112 @@ TEST(HfConfigExportTest, CardsNoFamilyCanHoldAreErrors) {
   d = c;
   d.sliding_window = 128;  // inferred: mistral
   EXPECT_EQ(json::parse(hf_config_json(d).value())["model_type"], "mistral");
+}
+
+// The families beyond the Llama layout, as published: written back with the
+// same values under the same keys, and read back to the same card.
+TEST(HfConfigExportTest, RoundTripsTheOtherFamilies) {
+  // {config, keys whose value the card does not hold}
+  const std::pair<const char*, std::vector<std::string>> cases[] = {
+      {kPythia70m, {}},
+      {kRwkv169m, {}},
+      // output_router_logits false: transformers adds no balance loss, so
+      // the coefficient is 0 for the card and written as such.
+      {kMixtral, {"router_aux_loss_coef"}},
+      // use_sliding_window false: the window keys change nothing.
+      {kQwen2Moe, {"router_aux_loss_coef", "sliding_window", "max_window_layers"}}};
+  for (const auto& [text, unheld] : cases) {
+    const HfConfig h = parse_ok(text);
+    SCOPED_TRACE(h.model_type);
+    HfConfigExport ex;
+    ex.torch_dtype = h.torch_dtype;
+    ex.passthrough = h.passthrough;
+    auto out = hf_config_json(h.card, ex);
+    ASSERT_TRUE(out.ok()) << out.error().message();
+    const HfConfig back = parse_ok(out.value());
+    EXPECT_EQ(back.card, h.card) << out.value();
+    EXPECT_EQ(back.model_type, h.model_type);  // inferred from the card
+    const json orig = json::parse(text), j = json::parse(out.value());
+    for (const auto& [key, value] : orig.items()) {
+      if (key == "transformers_version" || value.is_null() ||
+          std::find(unheld.begin(), unheld.end(), key) != unheld.end()) {
+        continue;
+      }
+      ASSERT_TRUE(j.contains(key)) << key << " not written:\n" << out.value();
+      if (value.is_number()) {
+        EXPECT_EQ(j[key].get<double>(), value.get<double>()) << key;
+      } else {
+        EXPECT_EQ(j[key], value) << key;
+      }
+    }
+  }
+}
+
+TEST(HfConfigExportTest, OtherFamiliesNameTheKeyTheyCannotHold) {
+  auto err = [](const ModelCard& card, const std::string& model_type = "") {
+    HfConfigExport ex;
+    ex.model_type = model_type;
+    auto r = hf_config_json(card, ex);
+    EXPECT_FALSE(r.ok()) << model_type;
+    return r.ok() ? std::string() : r.error().message();
+  };
+  const ModelCard neox = parse_ok(kPythia70m).card;
+  ModelCard d = neox;
+  d.n_kv_head = 4;
+  EXPECT_HAS(err(d), "key 'n_kv_head'");
+  d = neox;
+  d.mlp_bias = false;
+  EXPECT_HAS(err(d), "key 'mlp_bias': mlp_bias false cannot be exported as gpt_neox");
+  d = neox;
+  d.o_bias = false;
+  EXPECT_HAS(err(d), "key 'o_bias'");
+  d = neox;
+  d.rope_scaling = ModelCard::RopeScaling::linear;
+  d.rope_scaling_factor = 2.0f;
+  EXPECT_HAS(err(d), "key 'rope_scaling'");
+  d = neox;
+  d.sliding_window = 64;
+  EXPECT_HAS(err(d), "key 'sliding_window'");
+  d = neox;
+  d.head_dim = 32;
+  EXPECT_HAS(err(d), "key 'head_dim'");
+  d = neox;
+  d.mlp = ModelCard::Mlp::swiglu;  // inferred as llama, which has no LayerNorm
+  EXPECT_HAS(err(d), "key 'norm'");
+  EXPECT_HAS(err(d, "gpt_neox"), "key 'mlp': mlp swiglu cannot be exported as gpt_neox");
+  EXPECT_HAS(err(neox, "qwen2"), "key 'norm'");
+
+  const ModelCard rwkv = parse_ok(kRwkv169m).card;
+  EXPECT_HAS(err(rwkv, "gpt_neox"), "key 'block': block rwkv cannot be exported as model_type "
+                                    "gpt_neox");
+  EXPECT_HAS(err(rwkv, "mamba"), "key 'block'");
+  EXPECT_HAS(err(parse_ok(kLlama32).card, "rwkv"), "key 'block'");
+  EXPECT_HAS(err(parse_ok(kLlama32).card, "mamba"), "key 'block'");
+  EXPECT_HAS(err(parse_ok(kLlama32).card, "mixtral"), "key 'moe_experts'");
+
+  const ModelCard mixtral = parse_ok(kMixtral).card;
+  EXPECT_HAS(err(mixtral, "llama"), "key 'moe_experts': a mixture-of-experts card cannot be "
+                                    "exported as llama");
+  d = mixtral;
+  d.moe_router = ModelCard::MoeRouter::sigmoid;
+  EXPECT_HAS(err(d), "key 'moe_router'");
+  d = mixtral;
+  d.moe_norm_topk_prob = false;
+  EXPECT_HAS(err(d), "key 'moe_norm_topk_prob'");
+  d = mixtral;
+  d.qkv_bias = true;
+  EXPECT_HAS(err(d, "mixtral"), "mixtral has no attention biases");
+  const ModelCard qwen = parse_ok(kQwen2Moe).card;
+  d = qwen;
+  d.qkv_bias = false;
+  EXPECT_HAS(err(d, "mixtral"), "key 'moe_shared_experts'");
+  EXPECT_HAS(err(mixtral, "qwen2_moe"), "key 'moe_shared_experts'");
+  d = qwen;
+  d.o_bias = true;
+  EXPECT_HAS(err(d), "key 'o_bias'");
+  d = qwen;
+  d.head_dim = 64;
+  EXPECT_HAS(err(d), "key 'head_dim'");
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 //    with pos_offset p, row by row;
 //  * kv_cache_write places rows at positions[b] + t (converting dtypes) and
 //    leaves the other rows untouched;
+//  * mla_decode_prologue equals the gathers + rmsnorm + rope_at +
+//    kv_cache_write it fuses (f32, bf16; with and without rotation);
 //  * argmax_rows: first index on ties, NaN never wins;
 //  * bad shapes and dtypes fail with messages naming the op and the tensor.
 #include <gtest/gtest.h>
@@ -191,6 +193,75 @@ TEST(InferOps, QkvRopeCacheWriteEqualsSplitThenCacheWrite) {
   EXPECT_ERROR_HAS(ops::qkv_rope_cache_write(packed, h, hkv, f, positions_of(p), small, small),
                    "ops::qkv_rope_cache_write: caches f32[2, 2, 2, 8] / f32[2, 2, 2, 8] do not fit "
                    "packed f32[2, 3, 64] (expected [2, >= 3, 2, 8])");
+}
+
+// The cache layout of the test: D 10 columns from L 5 latent values and R 4
+// RoPE-key values (sources 0..8), one zero column.
+const std::vector<int32_t> kMlaRowMap = {5, 0, 1, 2, -1, 6, 3, 4, 7, 8};
+
+TEST(InferOps, MlaDecodePrologueEqualsTheOpsItFuses) {
+  const int64_t b = 2, t = 3, h = 3, d = 10, latent = 5, sources = 9, smax = 8;
+  const float eps = 1e-6f;
+  const std::vector<int32_t> p = {0, static_cast<int32_t>(smax - t)};
+  Rng rng(21);
+  const Tensor packed_f32 = random_tensor({b, t, h * d + sources}, rng);
+  const Tensor norm_w = random_tensor({latent}, rng);
+  const Tensor f = Tensor::from_floats({0.9f, 0.3f, 0.0f, 0.05f, 0.0f}, {d / 2});
+  const Tensor row_map = Tensor::from_ints(kMlaRowMap, {d});
+  auto cols = [](int64_t from, int64_t n) {
+    std::vector<int64_t> c(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) c[static_cast<size_t>(i)] = from + i;
+    return c;
+  };
+  std::vector<int64_t> lat_cols(d, -1), rope_cols(d, -1);
+  for (int64_t m = 0; m < d; ++m) {
+    const int32_t s = kMlaRowMap[static_cast<size_t>(m)];
+    (s >= 0 && s < latent ? lat_cols : rope_cols)[static_cast<size_t>(m)] = s;
+  }
+  const Device cpu = Device::cpu();
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Tensor packed = Tensor::empty(packed_f32.shape(), dt);
+    packed.copy_from(packed_f32);
+    Tensor w = Tensor::empty(norm_w.shape(), dt);
+    w.copy_from(norm_w);
+    for (const Tensor& freq : {f, Tensor()}) {
+      Tensor kc = Tensor::full({b, smax, 1, d}, 3.f, dt), vc = Tensor::full({b, smax, 1, d}, -3.f, dt);
+      const Tensor q = ops::mla_decode_prologue(packed, h, latent, row_map, w, eps, freq,
+                                                positions_of(p), kc, vc);
+      // The composition forward_cached ran before the fused op.
+      const Tensor kva = ops::gather_columns(packed, ops::make_column_map(h * d + sources,
+                                                                          cols(h * d, sources), cpu));
+      const Tensor c = ops::rmsnorm(ops::gather_columns(kva, ops::make_column_map(sources, cols(0, latent), cpu)), w, eps);
+      Tensor row = ops::add(ops::gather_columns(c, ops::make_column_map(latent, lat_cols, cpu)),
+                            ops::gather_columns(kva, ops::make_column_map(sources, rope_cols, cpu)));
+      row = ops::rope_at(ops::reshape(row, {b, t, 1, d}), freq, positions_of(p));
+      Tensor kc_ref = Tensor::full({b, smax, 1, d}, 3.f, dt), vc_ref = Tensor::full({b, smax, 1, d}, -3.f, dt);
+      ops::kv_cache_write(row, row, positions_of(p), kc_ref, vc_ref);
+      const Tensor q_ref = ops::rope_at(
+          ops::reshape(ops::gather_columns(packed, ops::make_column_map(h * d + sources, cols(0, h * d), cpu)),
+                       {b, t, h, d}),
+          freq, positions_of(p));
+      const std::string what = std::string(dtype_name(dt)) + (freq.defined() ? " rope" : " plain");
+      // (f32: the norm's sum in another order; bf16: that can flip a rounding.)
+      const Tolerance tol = dt == DType::f32 ? kTight : Tolerance{8e-3, 8e-3};
+      EXPECT_TRUE(all_close(q.to_floats(), to_doubles(q_ref), tol, "q")) << what;
+      EXPECT_TRUE(all_close(kc.to_floats(), to_doubles(kc_ref), tol, "k_cache")) << what;
+      EXPECT_TRUE(all_close(vc.to_floats(), to_doubles(vc_ref), tol, "v_cache")) << what;
+    }
+  }
+  // v_cache as the same tensor as k_cache (an MLA cache): written once, same result.
+  Tensor kc = Tensor::zeros({b, smax, 1, d});
+  EXPECT_NO_THROW(ops::mla_decode_prologue(packed_f32, h, latent, row_map, norm_w, eps, f,
+                                           positions_of(p), kc, kc));
+  Tensor small = Tensor::zeros({b, 2, 1, d});  // Smax 2 < T 3
+  EXPECT_ERROR_HAS(ops::mla_decode_prologue(packed_f32, h, latent, row_map, norm_w, eps, f,
+                                            positions_of(p), small, small),
+                   "ops::mla_decode_prologue: packed f32[2, 3, 39] does not fit 3 heads of 10 "
+                   "cache columns plus 5 latent values");
+  const Tensor bad_map = Tensor::from_ints({5, 0, 1, 2, -1, 6, 3, 4, 7, 9}, {d});
+  EXPECT_ERROR_HAS(ops::mla_decode_prologue(packed_f32, h, latent, bad_map, norm_w, eps, f,
+                                            positions_of(p), kc, kc),
+                   "row_map[9] = 9 is outside the 9 kv_a columns");
 }
 
 TEST(InferOps, KvCacheWritePlacesRowsAndLeavesOthers) {
