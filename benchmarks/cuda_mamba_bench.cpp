@@ -9,7 +9,8 @@
 //     ddelta, dz and adds dB, dC (f32). The kernel is also bound by its
 //     exp per state and step (B T I N of them per pass, three passes in the
 //     backward), so its GB/s is a lower bound of what memory could give;
-//     the line prints the exp rate beside it.
+//     the line prints the exp rate beside it, and the segments over time
+//     the forward / backward ran (cuda_mamba_scan_v2.cuh; EL_MAMBA_SCAN_SEGMENTS).
 //  2. the causal conv with SiLU, forward and backward, at the same shape.
 //  3. a training step (loss, backward, AdamW; parameters bf16 with f32
 //     masters) of a whole model at 8K tokens per step (B 1, T 8192):
@@ -32,6 +33,12 @@
 #include "models/decoder_lm.h"
 #include "nn/model_card.h"
 #include "ops/backend.h"
+
+// The scan's segments over time of the last forward / backward
+// (src/cuda/cuda_mamba.cuh, a CUDA-only header): printed beside the times.
+namespace el::cuda::mamba {
+int scan_last_segments(bool backward);
+}
 
 namespace {
 
@@ -86,11 +93,12 @@ void scan_and_conv(int64_t B, int64_t T, int64_t I, int64_t N, int64_t K) {
   const double bwd_bytes = 7 * act_bytes + 2 * bc_bytes + ckpt_bytes + 2 * double(B * T * N) * 4;
   const double exps = static_cast<double>(B * T * I * N);
   std::printf("scan B %lld T %lld I %lld N %lld bf16 | fwd %7.3f ms %s %6.2f Texp/s | bwd %7.3f "
-              "ms %s %6.2f Texp/s (x3)\n",
+              "ms %s %6.2f Texp/s (x3) | segments %d / %d\n",
               static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(I),
               static_cast<long long>(N), f, bandwidth(fwd_bytes, f).c_str(),
               exps / (f * 1e-3) / 1e12, b, bandwidth(bwd_bytes, b).c_str(),
-              3 * exps / (b * 1e-3) / 1e12);
+              3 * exps / (b * 1e-3) / 1e12, el::cuda::mamba::scan_last_segments(false),
+              el::cuda::mamba::scan_last_segments(true));
 
   const Tensor x = random_gpu(act, dt, 10), w = random_gpu({I, K}, dt, 11, 0.5f),
                cb = random_gpu({I}, dt, 12);

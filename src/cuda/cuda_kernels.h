@@ -107,7 +107,8 @@ QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w);
 void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y,
                        QuantPath path);
 
-// ---- cuda_moe.cu (router, grouping, gather, combine, router losses; E <= 256) and
+// ---- cuda_moe.cu (router, grouping, gather, combine; E <= 256), cuda_moe_loss.cu (the
+// router losses) and
 // cuda_moe_gemm.cu (the grouped GEMMs: one launch per projection, tensor cores for
 // bf16/f16 with dims that are multiples of 8, SIMT otherwise): the Backend
 // "mixture of experts" virtuals

@@ -44,6 +44,14 @@ inline void check_launch(const char* what) {
 // fewer steps, less recomputation in the backward, more checkpoint memory.
 bool scan_use_v2();
 int64_t scan_v2_chunk();
+// Segments over time of the second design (cuda_mamba_scan_v2.cuh): -1 =
+// auto, 0 = off, n > 0 = n (clamped to the checkpoint chunks); returns the
+// setting before. Starts from EL_MAMBA_SCAN_SEGMENTS; a test hook (tests
+// declare it themselves: this header is CUDA-only). Not thread-safe.
+int scan_set_segments(int n);
+// The segments of the last forward without a state (backward = false) or
+// backward (true) of the second design: what the heuristic picked (benchmarks).
+int scan_last_segments(bool backward);
 // The second design, called by cuda_mamba_scan.cu's mamba_scan_forward /
 // mamba_scan_backward after their checks (outputs of the backward zeroed;
 // u non-empty), with their arguments.

@@ -12,9 +12,12 @@ namespace {
 // Forward.
 // Stage buffer (floats): dt, dt u, D u, silu(z) [channel][step] tiles, then B,
 // C [step][state] tiles. After the two buffers, two y staging tiles.
+// Block (channel block, b, segment blockIdx.z of sg): the segment's steps
+// from the carry of the segments before it (sg.n == 1: all of T from 0 or
+// from `state`; kState runs unsegmented).
 template <class T, int L, int S, bool kState>
 __global__ void __launch_bounds__(kThreads)
-    scan_fwd2_kernel(P2 p, const T* __restrict__ u, const T* __restrict__ delta,
+    scan_fwd2_kernel(P2 p, Seg sg, const T* __restrict__ u, const T* __restrict__ delta,
                      const T* __restrict__ Bm, const T* __restrict__ Cm, const T* __restrict__ z,
                      const int32_t* __restrict__ last, float* state, T* __restrict__ y,
                      float* __restrict__ ckpt) {
@@ -30,16 +33,22 @@ __global__ void __launch_bounds__(kThreads)
   const Stage<Cf> st(p, d0);
   const float Df = st.flive ? ld(p.D, p.d_dt, st.fd) : 0.f;  // the stage channel's D
   const long long row = static_cast<long long>(b) * p.I + d;
+  const int seg = blockIdx.z;
   float h[S], hsave[S];
+  if (!kState && seg > 0) seg_combine(sg, ln, row, p.N, q, live, 0, seg, 1, h);
 #pragma unroll
   for (int j = 0; j < S; ++j) {
     const int n = q * S + j;
-    h[j] = kState && live && n < p.N ? state[row * p.N + n] : 0.f;
+    if (kState || seg == 0) h[j] = kState && live && n < p.N ? state[row * p.N + n] : 0.f;
     hsave[j] = h[j];
   }
   const int stop = kState ? (last ? last[b] : p.T - 1) : -1;
   const int ngroups = (p.T + kGroup - 1) / kGroup;
   const int nchunks = (ngroups + p.cg - 1) / p.cg;
+  // This segment's groups [g_lo, g_hi) (whole chunks; the last may be short).
+  const int c_lo = seg_chunk0(sg, seg);
+  const int g_lo = c_lo * p.cg;
+  const int g_hi = min(ngroups, seg_chunk0(sg, seg + 1) * p.cg);
   zero_padding<Cf>(sm + 4 * kTile, kBuf, p.N);
   auto stash = [&](const Fetch<Cf>& f, float* buf) {
     float dt[kSteps], dtu[kSteps], du[kSteps], g[kSteps];
@@ -57,15 +66,18 @@ __global__ void __launch_bounds__(kThreads)
     store_vec(buf + 3 * kTile + at, g);
     stash_bc(f, st, buf + 4 * kTile, buf + 4 * kTile + Cf::kBC);
   };
-  int next_ckpt = 0, chunk = 0;
+  int next_ckpt = g_lo, chunk = c_lo;
   Fetch<Cf> f;  // (fetch's x argument is unused here: z stands in, never read)
-  fetch<Cf, T, true, false, true>(f, st, p, b, 0, u, delta, z, z, Bm, Cm);
+  fetch<Cf, T, true, false, true>(f, st, p, b, g_lo * kGroup, u, delta, z, z, Bm, Cm);
   stash(f, sm);
-  if (ngroups > 1) fetch<Cf, T, true, false, true>(f, st, p, b, kGroup, u, delta, z, z, Bm, Cm);
+  if (g_lo + 1 < g_hi) {
+    fetch<Cf, T, true, false, true>(f, st, p, b, (g_lo + 1) * kGroup, u, delta, z, z, Bm, Cm);
+  }
   __syncthreads();
-  for (int g = 0; g < ngroups; ++g) {
+  // (buffers by gi = g - g_lo: parity from 0, as in an unsegmented run)
+  for (int gi = 0, g = g_lo; g < g_hi; ++gi, ++g) {
     const int t0 = g * kGroup;
-    const float* buf = sm + (g & 1) * kBuf;
+    const float* buf = sm + (gi & 1) * kBuf;
     if (ckpt && g == next_ckpt) {  // the state before chunk `chunk`
       float* out = ckpt + (row * nchunks + chunk) * p.N + q * S;
 #pragma unroll
@@ -114,18 +126,18 @@ __global__ void __launch_bounds__(kThreads)
       load_vec(buf + 3 * kTile + c * kRow + q * kSteps, gz);
 #pragma unroll
       for (int i = 0; i < kSteps; ++i) yv[i] = (part[i] + du[i]) * gz[i];
-      store_vec(s_y + (g & 1) * kTile + c * kRow + q * kSteps, yv);
+      store_vec(s_y + (gi & 1) * kTile + c * kRow + q * kSteps, yv);
     }
-    if (g + 1 < ngroups) {
-      stash(f, sm + ((g + 1) & 1) * kBuf);
-      if (g + 2 < ngroups) {
+    if (g + 1 < g_hi) {
+      stash(f, sm + ((gi + 1) & 1) * kBuf);
+      if (g + 2 < g_hi) {
         fetch<Cf, T, true, false, true>(f, st, p, b, t0 + 2 * kGroup, u, delta, z, z, Bm, Cm);
       }
     }
     __syncthreads();
     {
       float yv[kSteps];
-      load_vec(s_y + (g & 1) * kTile + st.fc * kRow + st.fw * kSteps, yv);
+      load_vec(s_y + (gi & 1) * kTile + st.fc * kRow + st.fw * kSteps, yv);
       store_share(st, p, b, t0, yv, y);
     }
   }
@@ -136,6 +148,18 @@ __global__ void __launch_bounds__(kThreads)
       if (live && n < p.N) state[row * p.N + n] = hsave[j];
     }
   }
+}
+
+// Resident blocks per SM of the unsegmented-state forward (asked once).
+template <class T, int L, int S>
+int fwd_blocks_per_sm() {
+  static const int n = [] {
+    auto kernel = scan_fwd2_kernel<T, L, S, false>;
+    const size_t smem = Cfg<L, S>::kFwdSmem * sizeof(float);
+    allow_smem(kernel, smem);
+    return blocks_per_sm(kernel, smem);
+  }();
+  return n;
 }
 
 }  // namespace
@@ -154,17 +178,31 @@ void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, 
   using namespace scan2;
   const P2 p = params(u, A_log, D, delta_bias);
   const cudaStream_t stream = ctx().stream;
+  const int64_t Bn = u.dim(0);
   with_cfg(p.N, scan_variant(), [&](auto cf) {
     using Cf = decltype(cf);
-    const dim3 grid(static_cast<unsigned>((p.I + Cf::kCh - 1) / Cf::kCh),
-                    static_cast<unsigned>(u.dim(0)));
+    const int cblocks = (p.I + Cf::kCh - 1) / Cf::kCh;
     const size_t smem = Cf::kFwdSmem * sizeof(float);
+    Seg sg;
+    sg.nchunks = (p.T + p.cg * kGroup - 1) / (p.cg * kGroup);
+    Tensor scratch;  // segment carries, alive until the kernels are queued
     EL_DISPATCH_FLOAT(u.dtype(), T_, ({
       auto kernel = state.defined() ? scan_fwd2_kernel<T_, Cf::L, Cf::S, true>
                                     : scan_fwd2_kernel<T_, Cf::L, Cf::S, false>;
       allow_smem(kernel, smem);
+      if (!state.defined()) {  // (the generation form runs unsegmented)
+        sg.n = pick_segments(static_cast<long long>(cblocks) * Bn,
+                             fwd_blocks_per_sm<T_, Cf::L, Cf::S>(), sg.nchunks, kFwdSegOverhead);
+        record_segments(false, sg.n);
+      }
+      if (sg.n > 1) {
+        scratch = seg_scratch(Bn, p, sg, u.device());
+        seg_forward_local(p, sg, u, delta, B);
+      }
+      const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(Bn),
+                      static_cast<unsigned>(sg.n));
       kernel<<<grid, kThreads, smem, stream>>>(
-          p, u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(), z.data<T_>(),
+          p, sg, u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(), z.data<T_>(),
           last.defined() ? last.data<int32_t>() : nullptr,
           state.defined() ? state.data<float>() : nullptr, y.data<T_>(),
           checkpoints.defined() ? checkpoints.data<float>() : nullptr);

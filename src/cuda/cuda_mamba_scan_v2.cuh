@@ -56,7 +56,43 @@
 //    between two barriers. du, ddelta and dz are staged and stored
 //    coalesced; dA stays in registers to the end. ~33 instructions per
 //    state and step with 128-step chunks, ~27 with 16 (the first design:
-//    ~79). Shared memory: ~194 KB a block at N 16 (one block per SM).
+//    ~79). Shared memory at N 16: ~99.5 KB a block with 8 lanes (255
+//    registers: two blocks per SM), ~194 KB with 4 (one).
+//
+// Segments over time (cuda_mamba_scan_seg.cu). At batch 1 the grid is
+// I / 16 blocks (256 at I 4096: two per SM, latency-bound), so time is split
+// into n segments of whole checkpoint chunks (Seg; segment s holds chunks
+// s C / n .. (s + 1) C / n - 1 of C) and the grid gets a third dimension.
+// The recurrence h_t = a_t h_{t-1} + x_t with a_t = exp(dt_t A) is linear,
+// and a segment's total decay is exp(A sum dt): only a per-channel sum of
+// dt is needed, not a per-state product.
+//  * Forward, pass 1 (seg_fwd_local_kernel, segments 0 .. n - 2): the
+//    segment from h = 0, state only (~4 instructions per state and step, no
+//    C, z, y): its end state hloc_s [B, I, n, N] and sum of dt [B, I, n].
+//    Pass 2 (scan_fwd2_kernel, blockIdx.z = s): h_in = 0, then for k < s
+//    h_in = exp(A sumdt_k) h_in + hloc_k (seg_combine), then the segment as
+//    before, writing y and its chunks' checkpoints. The generation form
+//    (state, last) runs unsegmented.
+//  * Backward: the carried adjoint dh (dL/dh_t through h_{t+1}) runs back
+//    in time as dh <- (dh + gy_t C_t) a_t with gy = dy silu(z), linear too.
+//    Pass 1 (seg_bwd_local_kernel, segments 1 .. n - 1): dh through the
+//    segment from 0 (~4 instructions per state and step): its value at the
+//    segment's start and the sum of dt. Pass 2 (scan_bwd2_kernel): dh from
+//    the combine over k = n - 1 .. s + 1, then the segment's chunks as
+//    before; dA_log, dD and ddelta_bias get one atomic partial per segment
+//    (they were atomics already), dB / dC are per step and unchanged.
+//  * Scratch: [B, I, n, N + 1] f32 from the allocator per call (1.1 MB at
+//    B 1, I 4096, N 16, n 4); the checkpoints are unchanged.
+//  * n: EL_MAMBA_SCAN_SEGMENTS = 0 off, = n forced (clamped to the chunks),
+//    unset = pick_segments(): blocks are latency-bound, so a block's time is
+//    about its steps and the time goes as (waves of resident blocks, from
+//    the occupancy API) / n, times the state-only pass's extra work; a larger
+//    n must gain 20%. At B 1, T 8192, I 4096, N 16 (H100, 132 SMs) the
+//    forward (64 registers: 8 blocks per SM) takes n = 4 (1024 blocks, one
+//    wave); the backward (2 per SM: 264 slots for 256 blocks) stays at 1.
+//    EL_MAMBA_SCAN_BWD_BLOCKS = 3 runs the backward with registers capped
+//    for 3 blocks per SM and one R buffer (N <= 16 with 8 lanes); then the
+//    heuristic takes n = 3 there.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -347,6 +383,42 @@ __device__ __forceinline__ void zero_padding(float* bc, int buf_stride, int N) {
   }
 }
 
+// ---- segments over time (cuda_mamba_scan_seg.cu; header comment above)
+// Segment s of n holds checkpoint chunks [s nchunks / n, (s + 1) nchunks / n)
+// (n <= nchunks: none empty). carry / sumdt: scratch the launcher sizes
+// [B, I, n, N] and [B, I, n] f32; unused (null) when n == 1.
+struct Seg {
+  int n = 1;
+  int nchunks = 1;
+  float* carry = nullptr;  // forward: local end states; backward: local start adjoints
+  float* sumdt = nullptr;  // sum of dt over the segment, per (b, channel)
+};
+__host__ __device__ __forceinline__ int seg_chunk0(const Seg& sg, int s) {
+  return static_cast<int>(static_cast<long long>(s) * sg.nchunks / sg.n);
+}
+
+// The carry into a segment from the local results of segments k0, k0 + dk,
+// .. (excluding k1), in order: v = exp(A sumdt_k) v + carry_k, since a
+// segment's decay is exp(A sum dt) for its linear recurrence (forward:
+// v = h entering the segment; backward: v = dL/dh through the next
+// segment's first step). v starts at 0.
+template <int S>
+__device__ __forceinline__ void seg_combine(const Seg& sg, const Lane<S>& ln, long long row, int N,
+                                            int q, bool live, int k0, int k1, int dk,
+                                            float (&v)[S]) {
+#pragma unroll
+  for (int j = 0; j < S; ++j) v[j] = 0.f;
+  if (!live) return;
+  for (int k = k0; k != k1; k += dk) {
+    const float sd = sg.sumdt[row * sg.n + k];
+    const float* cr = sg.carry + (row * sg.n + k) * N + q * S;
+#pragma unroll
+    for (int j = 0; j < S; ++j) {
+      if (q * S + j < N) v[j] = fmaf(ex2(sd * ln.A2[j]), v[j], cr[j]);
+    }
+  }
+}
+
 // ---- host helpers
 // EL_MAMBA_SCAN_CHUNK (16, 32, 64, 128; default 128, anything else too):
 // this design's checkpoint interval in steps. Read once.
@@ -416,5 +488,36 @@ void allow_smem(K* kernel, size_t bytes) {
                                        static_cast<int>(bytes)));
   }
 }
+
+// Resident blocks of `kernel` per SM (after allow_smem; at least 1).
+template <class K>
+int blocks_per_sm(K* kernel, size_t smem) {
+  int n = 0;
+  EL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+  return n > 0 ? n : 1;
+}
+
+// ---- segments (cuda_mamba_scan_seg.cu)
+// Relative cost per step of the state-only pass against the full one
+// (forward: ~4 of ~11 instructions per state and step plus its staging;
+// backward: ~4 of ~33): the heuristic's `overhead`.
+constexpr double kFwdSegOverhead = 0.4;
+constexpr double kBwdSegOverhead = 0.15;
+// Segments for a grid of `base` blocks (channel blocks x batch) of a kernel
+// with per_sm resident blocks per SM, over nchunks checkpoint chunks:
+// EL_MAMBA_SCAN_SEGMENTS (0 off, N forced, clamped to nchunks) or the
+// heuristic (there).
+int pick_segments(long long base, int per_sm, int nchunks, double overhead);
+// What mamba::scan_last_segments() reports (benchmarks).
+void record_segments(bool backward, int n);
+// Scratch for sg.n segments (sg.carry, sg.sumdt set; [B, I, n, N + 1] f32);
+// keep the tensor until the kernels using it are queued.
+Tensor seg_scratch(int64_t Bn, const P2& p, Seg& sg, const Device& dev);
+// Pass 1 of the forward: local end states and dt sums of segments 0 .. n - 2.
+void seg_forward_local(const P2& p, const Seg& sg, const Tensor& u, const Tensor& delta,
+                       const Tensor& B);
+// Pass 1 of the backward: local start adjoints and dt sums of segments 1 .. n - 1.
+void seg_backward_local(const P2& p, const Seg& sg, const Tensor& dy, const Tensor& delta,
+                        const Tensor& z, const Tensor& C);
 
 }  // namespace el::cuda::scan2

@@ -1,6 +1,9 @@
 // cuda_mamba_scan_v2_bwd.cu — the backward kernel of the scan's second
 // design (cuda_mamba_scan_v2.cuh describes the design; TEMPORARY, see there)
 // and its entry point scan_v2_backward (cuda_mamba.cuh).
+#include <cstring>
+#include <type_traits>
+
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_mamba_scan_v2.cuh"
 
@@ -9,8 +12,9 @@ namespace {
 
 // ======================================================================
 // Backward.
-// Jobs of a block, in order: per chunk (last first) pass 1 over groups
-// 0 .. ng - 2, then pass 2 over groups ng - 1 .. 0. pass 0: none left.
+// Jobs of a block, in order: per chunk of its segment (last first) pass 1
+// over groups 0 .. ng - 2, then pass 2 over groups ng - 1 .. 0. pass 0:
+// none left (the chunk before the segment's first, c_lo).
 struct Job {
   int chunk, g, pass;
 };
@@ -19,16 +23,16 @@ __device__ __forceinline__ int groups_in(int chunk, const P2& p) {
   const int n = (left + kGroup - 1) / kGroup;
   return n < p.cg ? n : p.cg;
 }
-__device__ __forceinline__ Job first_job(int chunk, const P2& p) {
-  if (chunk < 0) return Job{chunk, 0, 0};
+__device__ __forceinline__ Job first_job(int chunk, int c_lo, const P2& p) {
+  if (chunk < c_lo) return Job{chunk, 0, 0};
   return groups_in(chunk, p) > 1 ? Job{chunk, 0, 1} : Job{chunk, 0, 2};
 }
-__device__ __forceinline__ Job next_job(Job j, const P2& p) {
+__device__ __forceinline__ Job next_job(Job j, int c_lo, const P2& p) {
   if (j.pass == 0) return j;
   const int ng = groups_in(j.chunk, p);
   if (j.pass == 1) return j.g + 2 < ng ? Job{j.chunk, j.g + 1, 1} : Job{j.chunk, ng - 1, 2};
   if (j.g > 0) return Job{j.chunk, j.g - 1, 2};
-  return first_job(j.chunk - 1, p);
+  return first_job(j.chunk - 1, c_lo, p);
 }
 
 // Stage buffer (floats): dt, dt u, gy = dy silu(z), u, dzf = dy silu'(z),
@@ -36,9 +40,15 @@ __device__ __forceinline__ Job next_job(Job j, const P2& p) {
 // 1 stashes dt, dt u and B only). After the two buffers: the du, ddelta, dz
 // staging tiles; R [2][step][kRStride] (dB, dC of one batch of states:
 // [channel][lane][SB] per step); H0 [group][thread][S].
-template <class T, int L, int S>
-__global__ void __launch_bounds__(kThreads, 1)
-    scan_bwd2_kernel(P2 p, const T* __restrict__ dy, const T* __restrict__ u,
+// Block (channel block, b, segment blockIdx.z of sg): the segment's chunks,
+// from the adjoint carried in from the segments after it; dA_log, dD and
+// ddelta_bias get one atomic partial per segment.
+// kMinBlocks 3 (EL_MAMBA_SCAN_BWD_BLOCKS, where it fits: bwd_smem): registers
+// capped for three resident blocks per SM, one R buffer (summed between two
+// barriers) so that three blocks' shared memory fits.
+template <class T, int L, int S, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    scan_bwd2_kernel(P2 p, Seg sg, const T* __restrict__ dy, const T* __restrict__ u,
                      const T* __restrict__ delta, const T* __restrict__ Bm,
                      const T* __restrict__ Cm, const T* __restrict__ z,
                      const float* __restrict__ ckpt, T* __restrict__ du, T* __restrict__ ddelta,
@@ -51,7 +61,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ float4 smem4[];
   float* sm = reinterpret_cast<float*>(smem4);
   constexpr int kSPT = Cf::kSlotsPT, kQuads = Cf::kQuads;
-  constexpr bool kOverlap = Cf::kRBufs == 2;
+  constexpr bool kOverlap = Cf::kRBufs == 2 && kMinBlocks == 1;
+  constexpr int kRB = kOverlap ? 2 : 1;  // R buffers
   float* s_out = sm + 2 * kBuf;                            // [2][du, ddelta, dz tiles]
   float* s_H0 = s_out + 6 * kTile;                         // [kMaxChunkGroups][kThreads][S]
   float* s_R = s_H0 + kMaxChunkGroups * kThreads * S;      // [kRBufs][2][kGroup][kRS]
@@ -64,10 +75,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const long long row = static_cast<long long>(b) * p.I + d;
   const int nchunks = (p.T + p.cg * kGroup - 1) / (p.cg * kGroup);
   zero_padding<Cf>(sm + 6 * kTile, kBuf, p.N);
+  const int seg = blockIdx.z;
+  const int c_lo = seg_chunk0(sg, seg);
   float h[S];  // pass 1: the running state
-  float dh[S], dA[S];
+  float dh[S], dA[S];  // dh: dL/dh_t through h_{t+1} (0 after the last step)
+  seg_combine(sg, ln, row, p.N, q, live && seg + 1 < sg.n, sg.n - 1, seg, -1, dh);
 #pragma unroll
-  for (int j = 0; j < S; ++j) h[j] = dh[j] = dA[j] = 0.f;
+  for (int j = 0; j < S; ++j) h[j] = dA[j] = 0.f;
   float dD_acc = 0.f, dbias_acc = 0.f;
 
   auto load_ckpt = [&](int chunk, float (&v)[S]) {
@@ -117,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // dB, dC: R buffer `fill % kRBufs` holds fill's dB, dC (states bb SB .. of
   // every lane, steps of the group at t0); each thread sums kSlotsPT float4
   // slots (value, step, 4 states) over the block's channels and adds them.
-  auto R_of = [&](int fill) { return s_R + (fill % Cf::kRBufs) * Cf::kR; };
+  auto R_of = [&](int fill) { return s_R + (fill % kRB) * Cf::kR; };
   auto slot_off = [&](int i) {  // slot i of this thread: its offset in R (-1: none)
     const int slot = tid + kThreads * i;
     if (slot >= Cf::kSlots) return -1;
@@ -182,11 +196,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   // and batch (pend_t0 < 0: nothing pending).
   int pend_fill = 1, pend_t0 = -1, pend_bb = 0, fill = 0, p2 = 0;
 
-  Job cur = first_job(nchunks - 1, p);
+  Job cur = first_job(seg_chunk0(sg, seg + 1) - 1, c_lo, p);
   Fetch<Cf> f;
   do_fetch(f, cur);
   stash(f, cur, sm);
-  Job nxt = next_job(cur, p);
+  Job nxt = next_job(cur, c_lo, p);
   if (nxt.pass != 0) do_fetch(f, nxt);
   __syncthreads();
   for (int jn = 0; cur.pass != 0; ++jn) {
@@ -341,7 +355,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         store_vec(o + 2 * kTile, o_dz);
       }
     }
-    const Job nn = next_job(nxt, p);
+    const Job nn = next_job(nxt, c_lo, p);
     if (nxt.pass != 0) {
       stash(f, nxt, sm + ((jn + 1) & 1) * kBuf);
       if (nn.pass != 0) do_fetch(f, nn);
@@ -380,6 +394,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (st.flive) atomicAdd(&dD[st.fd], dD_acc);
 }
 
+// Shared memory of the kernel with kMinBlocks (bytes).
+template <class Cf, int kMinBlocks>
+constexpr size_t bwd_smem() {
+  return (kMinBlocks == 1 ? Cf::kBwdSmem : Cf::kBwdFixed + Cf::kR) * sizeof(float);
+}
+// Three blocks per SM fit where a block takes <= 74 KiB (and the registers
+// of the state batches, SB = S <= 2, leave room under 168).
+template <class Cf>
+constexpr bool kThreeFit = bwd_smem<Cf, 3>() <= 74 * 1024 && Cf::S <= 2;
+
+// EL_MAMBA_SCAN_BWD_BLOCKS: 3 = the kMinBlocks 3 kernel where it fits, else
+// (default) 1. Read once.
+int bwd_min_blocks() {
+  static const int v = [] {
+    const char* e = std::getenv("EL_MAMBA_SCAN_BWD_BLOCKS");
+    return e && std::strcmp(e, "3") == 0 ? 3 : 1;
+  }();
+  return v;
+}
+
+// Resident blocks per SM of the backward kernel (asked once).
+template <class T, int L, int S, int kMinBlocks>
+int bwd_blocks_per_sm() {
+  static const int n = [] {
+    auto kernel = scan_bwd2_kernel<T, L, S, kMinBlocks>;
+    const size_t smem = bwd_smem<Cfg<L, S>, kMinBlocks>();
+    allow_smem(kernel, smem);
+    return blocks_per_sm(kernel, smem);
+  }();
+  return n;
+}
+
 }  // namespace
 }  // namespace el::cuda::scan2
 
@@ -395,20 +441,43 @@ void scan_v2_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, co
   P2 p = params(u, A_log, D, delta_bias);
   p.vec4 = p.N % 4 == 0 && aligned16(dB.raw()) && aligned16(dC.raw());
   const cudaStream_t stream = ctx().stream;
+  const int64_t Bn = u.dim(0);
   with_cfg(p.N, scan_variant(), [&](auto cf) {
     using Cf = decltype(cf);
-    const dim3 grid(static_cast<unsigned>((p.I + Cf::kCh - 1) / Cf::kCh),
-                    static_cast<unsigned>(u.dim(0)));
-    const size_t smem = Cf::kBwdSmem * sizeof(float);
-    EL_DISPATCH_FLOAT(u.dtype(), T_, ({
-      auto kernel = scan_bwd2_kernel<T_, Cf::L, Cf::S>;
-      allow_smem(kernel, smem);
-      kernel<<<grid, kThreads, smem, stream>>>(
-          p, dy.data<T_>(), u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(),
-          z.data<T_>(), checkpoints.data<float>(), du.data<T_>(), ddelta.data<T_>(),
-          dz.data<T_>(), dA_log.data<float>(), dB.data<float>(), dC.data<float>(),
-          dD.data<float>(), ddelta_bias.data<float>());
-    }));
+    const int cblocks = (p.I + Cf::kCh - 1) / Cf::kCh;
+    Seg sg;
+    sg.nchunks = (p.T + p.cg * kGroup - 1) / (p.cg * kGroup);
+    Tensor scratch;  // segment carries, alive until the kernels are queued
+    auto launch = [&](auto min_blocks) {
+      constexpr int kMB = decltype(min_blocks)::value;
+      const size_t smem = bwd_smem<Cf, kMB>();
+      EL_DISPATCH_FLOAT(u.dtype(), T_, ({
+        auto kernel = scan_bwd2_kernel<T_, Cf::L, Cf::S, kMB>;
+        allow_smem(kernel, smem);
+        sg.n = pick_segments(static_cast<long long>(cblocks) * Bn,
+                             bwd_blocks_per_sm<T_, Cf::L, Cf::S, kMB>(), sg.nchunks,
+                             kBwdSegOverhead);
+        record_segments(true, sg.n);
+        if (sg.n > 1) {
+          scratch = seg_scratch(Bn, p, sg, u.device());
+          seg_backward_local(p, sg, dy, delta, z, C);
+        }
+        const dim3 grid(static_cast<unsigned>(cblocks), static_cast<unsigned>(Bn),
+                        static_cast<unsigned>(sg.n));
+        kernel<<<grid, kThreads, smem, stream>>>(
+            p, sg, dy.data<T_>(), u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(),
+            z.data<T_>(), checkpoints.data<float>(), du.data<T_>(), ddelta.data<T_>(),
+            dz.data<T_>(), dA_log.data<float>(), dB.data<float>(), dC.data<float>(),
+            dD.data<float>(), ddelta_bias.data<float>());
+      }));
+    };
+    if constexpr (kThreeFit<Cf>) {
+      if (bwd_min_blocks() == 3) {
+        launch(std::integral_constant<int, 3>{});
+        return;
+      }
+    }
+    launch(std::integral_constant<int, 1>{});
   });
   check_launch("cuda mamba_scan_backward (v2)");
 }

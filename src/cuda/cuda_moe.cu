@@ -1,22 +1,24 @@
 // cuda_moe.cu — the CUDA backend's mixture-of-experts launchers (contracts in
 // ops/backend.h, "mixture of experts"), all but the grouped GEMM
-// (cuda_moe_gemm.cu):
+// (cuda_moe_gemm.cu) and the router losses (cuda_moe_loss.cu):
 //
 // * router: one warp per token; the E scores live in registers (kPerLane per
 //   lane, so E <= kMaxExperts), top-k by k rounds of a warp arg-max (value
 //   descending, index ascending on ties, as the CPU reference);
-// * grouping: no host round trip and no sort. The slots are cut into chunks
-//   of kChunk in priority order (choice j major, token minor); kernel 1
-//   counts each chunk's slots per expert, kernel 2 (one block) scans the
-//   counts into per-chunk bases and the per-expert offsets (capacity
-//   applied), kernel 3 ranks each slot within its chunk (__match_any_sync per
-//   warp + per-warp prefix sums in shared memory) and writes its row. Stable
-//   and deterministic: the ranks do not depend on timing;
-// * gather / combine / their backwards: element-parallel loops over rows,
-//   16-byte vectors where the width allows; the weight gradients (dot
-//   products) one warp per token with a fixed reduction order;
-// * router losses: per-block partial sums in a fixed order, then one block
-//   sums the partials; the scalars stay on the device.
+// * grouping: no host round trip and no sort, two launches. The slots are cut
+//   into chunks of kChunk in priority order (choice j major, token minor);
+//   kernel 1 counts each chunk's slots per expert, and its last block to
+//   finish (arrival counter, cuda_moe.cuh) scans the counts into per-chunk
+//   bases and the per-expert offsets (capacity applied); kernel 2 ranks each
+//   slot within its chunk (__match_any_sync per warp + per-warp prefix sums
+//   in shared memory), writes its row, and marks the unused rows. Stable and
+//   deterministic: the ranks do not depend on timing;
+// * gather / combine forward: element-parallel loops over rows, 16-byte
+//   vectors where the width allows;
+// * combine backward: one warp per token does all of it (dys rows, the weight
+//   gradients as dot products with a fixed reduction order, the shared
+//   expert's), 16-byte vectors where the width allows; each warp also zeroes
+//   the unused dys rows among its token's k row indices.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -26,56 +28,19 @@
 
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_moe.cuh"
 
 namespace el::cuda {
 namespace {
 
-constexpr int kMaxExperts = 256;             // router / loss / grouping kernels
-constexpr int kPerLane = kMaxExperts / 32;   // scores per lane
-constexpr int kChunk = 1024;                 // slots per grouping block (32 warps)
-constexpr int kWarpsPerBlock = 8;            // warp-per-token kernels: 256 threads
+using moe::check_experts;
+using moe::kMaxExperts;
+using moe::kPerLane;
+using moe::kWarpsPerBlock;
+using moe::load_scores;
+using moe::warp_grid;
 
-void check_experts(int64_t e, const char* what) {
-  EL_CUDA_ENSURE(e >= 1 && e <= kMaxExperts,
-                 "cuda {}: {} experts; the CUDA MoE kernels take 1 to {} (scores in registers)",
-                 what, e, kMaxExperts);
-}
-
-int warp_grid(int64_t warps) {
-  return grid_for(warps * 32, kWarpsPerBlock * 32);
-}
-
-// Scores of one token into registers: lane holds experts lane + 32 i.
-// softmax (mx, sum over the warp) or sigmoid; entries past E are `pad`.
-template <class T>
-__device__ __forceinline__ void load_scores(const T* l, int e, bool sigmoid, float (&s)[kPerLane],
-                                            float pad) {
-  const int lane = threadIdx.x & 31;
-  float mx = -INFINITY;
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int c = lane + 32 * i;
-    s[i] = c < e ? to_f<T>(l[c]) : -INFINITY;
-    mx = fmaxf(mx, s[i]);
-  }
-  if (sigmoid) {
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      s[i] = lane + 32 * i < e ? 1.f / (1.f + expf(-s[i])) : pad;
-    }
-    return;
-  }
-  mx = warp_max(mx);
-  float sum = 0.f;
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    s[i] = lane + 32 * i < e ? expf(s[i] - mx) : 0.f;
-    sum += s[i];
-  }
-  const float inv = 1.f / warp_sum(sum);
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) s[i] = lane + 32 * i < e ? s[i] * inv : pad;
-}
+constexpr int kChunk = 1024;  // slots per grouping block (32 warps)
 
 template <class T>
 __global__ void router_forward_kernel(const T* logits, int64_t n, int e, int k, bool sigmoid,
@@ -171,44 +136,48 @@ __device__ __forceinline__ int64_t slot_of(int64_t p, int64_t n, int k) {
   return (p % n) * k + p / n;
 }
 
-__global__ void group_count_kernel(const int32_t* ids, int64_t n, int k, int e, int32_t* counts,
-                                   DeviceErrorRecord* err) {
+// Kernel 1: each block counts its chunk's slots per expert into counts[chunk,
+// e]; the last block turns them into the chunk's bases per expert (exclusive
+// over the chunks) and writes the offsets of the kept rows.
+__global__ void __launch_bounds__(kChunk) group_count_kernel(const int32_t* ids, int64_t n, int k,
+                                                             int e, int64_t capacity,
+                                                             int32_t* counts, int32_t* offsets,
+                                                             int* arrivals,
+                                                             DeviceErrorRecord* err) {
   __shared__ int sh[kMaxExperts];
   for (int i = threadIdx.x; i < e; i += blockDim.x) sh[i] = 0;
   __syncthreads();
   const int64_t p = static_cast<int64_t>(blockIdx.x) * kChunk + threadIdx.x;
+  int x = -1;
   if (p < n * k) {
     const int64_t s = slot_of(p, n, k);
-    const int x = ids[s];
-    if (x >= 0 && x < e) {
-      atomicAdd(&sh[x], 1);
-    } else {
+    x = ids[s];
+    if (x < 0 || x >= e) {
       report_device_error(err, kErrMoeExpertId, s / k, x, e);
+      x = -1;
     }
   }
+  moe::count_id_warp(x, e, sh);
   __syncthreads();
   for (int i = threadIdx.x; i < e; i += blockDim.x) counts[blockIdx.x * static_cast<int64_t>(e) + i] = sh[i];
-}
-
-// One block: chunk bases per expert (exclusive over chunks) and the offsets
-// of the kept rows.
-__global__ void group_scan_kernel(int32_t* counts, int chunks, int e, int64_t capacity,
-                                  int32_t* offsets) {
-  __shared__ int kept[kMaxExperts];
-  for (int x = threadIdx.x; x < e; x += blockDim.x) {
+  if (!moe::last_block_arrives(arrivals)) return;
+  // The scan: one thread per expert walks the chunks (sh now holds the kept rows).
+  const int chunks = static_cast<int>(gridDim.x);
+  for (int c = threadIdx.x; c < e; c += blockDim.x) {
     int run = 0;
-    for (int c = 0; c < chunks; ++c) {
-      const int v = counts[static_cast<int64_t>(c) * e + x];
-      counts[static_cast<int64_t>(c) * e + x] = run;  // now the chunk's base
+    for (int ch = 0; ch < chunks; ++ch) {
+      int32_t* q = counts + static_cast<int64_t>(ch) * e + c;
+      const int v = __ldcg(q);
+      *q = run;  // now the chunk's base
       run += v;
     }
-    kept[x] = capacity > 0 && run > capacity ? static_cast<int>(capacity) : run;
+    sh[c] = capacity > 0 && run > capacity ? static_cast<int>(capacity) : run;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
     int acc = 0;
     offsets[0] = 0;
-    for (int x = 0; x < e; ++x) offsets[x + 1] = (acc += kept[x]);
+    for (int c = 0; c < e; ++c) offsets[c + 1] = (acc += sh[c]);
   }
 }
 
@@ -225,7 +194,7 @@ __global__ void __launch_bounds__(kChunk) group_place_kernel(const int32_t* ids,
   const bool in = p < n * k;
   const int64_t s = in ? slot_of(p, n, k) : 0;
   int x = in ? ids[s] : -1;
-  if (x >= e) x = -1;  // reported by group_count_kernel
+  if (x < 0 || x >= e) x = -1;  // reported by group_count_kernel
   const unsigned same = __match_any_sync(0xffffffffu, x);
   const int rank_in_warp = __popc(same & ((1u << lane) - 1u));
   if (x >= 0 && rank_in_warp == 0) warp_count[warp][x] = __popc(same);
@@ -239,6 +208,9 @@ __global__ void __launch_bounds__(kChunk) group_place_kernel(const int32_t* ids,
     }
   }
   __syncthreads();
+  // The unused rows [offsets[E], M) get slot -1 (the grid covers M threads).
+  const int64_t unused = offsets[e] + p;
+  if (unused < n * k) sorted_slot[unused] = -1;
   if (!in) return;
   if (x < 0) {
     slot_row[s] = -1;
@@ -257,14 +229,23 @@ __global__ void __launch_bounds__(kChunk) group_place_kernel(const int32_t* ids,
 // ---- gather / combine -----------------------------------------------------------------
 // Rows of C elements moved V at a time (V = 16 bytes of T when the width and
 // the pointers allow, else 1): f(row, j) for the j-th V-vector of each row,
-// grid-stride.
+// grid-stride. 32-bit index arithmetic when the item count allows (a 64-bit
+// division per item costs more than the memory-bound body can hide).
 template <int V, class F>
 __device__ __forceinline__ void for_each_vec(int64_t rows, int64_t c, F&& f) {
-  const int64_t per_row = c / V;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * per_row;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    f(i / per_row, i % per_row);
+  const int64_t per_row = c / V, total = rows * per_row;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (total + stride <= 0xffffffffll) {
+    const uint32_t pr = static_cast<uint32_t>(per_row);
+    for (uint32_t i = static_cast<uint32_t>(first); i < static_cast<uint32_t>(total);
+         i += static_cast<uint32_t>(stride)) {
+      const uint32_t r = i / pr;
+      f(static_cast<int64_t>(r), static_cast<int64_t>(i - r * pr));
+    }
+    return;
   }
+  for (int64_t i = first; i < total; i += stride) f(i / per_row, i % per_row);
 }
 
 template <class T, int V>
@@ -316,51 +297,67 @@ __global__ void combine_forward_kernel(const T* ys, const W* weights, const int3
   });
 }
 
-// dys[r] = weights[s] dout[s / k] (unused rows 0).
+// The combine's backward, one warp per token t, V elements of T at a time:
+// for each of its slots s = t k + q kept in row r, dys[r] = weights[s]
+// dout[t] and dweights[s] = <dout[t], ys[r]> (0 when dropped); row s of dys
+// is zeroed when it is unused (sorted[s] < 0: no slot writes it, so no other
+// warp does either); with a shared expert dshared = sigmoid(g) dout, dgate =
+// sigmoid'(g) <dout, shared>. Each lane sums its vectors in order, then the
+// warp's butterfly: a fixed reduction order.
 template <class T, class W, int V>
-__global__ void combine_dys_kernel(const T* dout, const W* weights, const int32_t* sorted,
-                                   int64_t m, int64_t c, int k, T* dys) {
+__global__ void combine_backward_kernel(const T* dout, const T* ys, const W* weights,
+                                        const int32_t* sorted, const int32_t* slot_row,
+                                        const T* shared, const T* gate, int64_t n, int64_t c,
+                                        int k, T* dys, W* dweights, T* dshared, T* dgate) {
   using P = Pack<T, V>;
-  for_each_vec<V>(m, c, [&](int64_t r, int64_t j) {
-    const int s = sorted[r];
-    P o = zeros_pack<T, V>();
-    if (s >= 0) {
-      const float w = to_f<W>(weights[s]);
-      const P v = reinterpret_cast<const P*>(dout + (s / k) * c)[j];
-#pragma unroll
-      for (int u = 0; u < V; ++u) o.v[u] = from_f<T>(w * to_f<T>(v.v[u]));
-    }
-    reinterpret_cast<P*>(dys + r * c)[j] = o;
-  });
-}
-
-// One warp per token: dweights[t, j] = <dout[t], ys[row]>, and with a shared
-// expert dshared = sigmoid(g) dout, dgate = sigmoid'(g) <dout, shared>.
-template <class T, class W>
-__global__ void combine_token_backward_kernel(const T* dout, const T* ys, const int32_t* slot_row,
-                                              const T* shared, const T* gate, int64_t n,
-                                              int64_t c, int k, W* dweights, T* dshared,
-                                              T* dgate) {
   const int lane = threadIdx.x & 31;
+  const int64_t per_row = c / V;
   for (int64_t t = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; t < n;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x / 32) {
-    const T* g = dout + t * c;
+    const P* g = reinterpret_cast<const P*>(dout + t * c);
     for (int q = 0; q < k; ++q) {
-      const int r = slot_row[t * k + q];
+      const int64_t s = t * k + q;
+      const int r = slot_row[s];
       float dot = 0.f;
       if (r >= 0) {
-        for (int64_t i = lane; i < c; i += 32) dot += to_f<T>(g[i]) * to_f<T>(ys[r * c + i]);
+        const float w = to_f<W>(weights[s]);
+        const P* y = reinterpret_cast<const P*>(ys + r * c);
+        P* d = reinterpret_cast<P*>(dys + r * c);
+#pragma unroll 2
+        for (int64_t j = lane; j < per_row; j += 32) {
+          const P gv = g[j], yv = y[j];
+          P o;
+#pragma unroll
+          for (int u = 0; u < V; ++u) {
+            const float gf = to_f<T>(gv.v[u]);
+            dot += gf * to_f<T>(yv.v[u]);
+            o.v[u] = from_f<T>(w * gf);
+          }
+          d[j] = o;
+        }
       }
       dot = warp_sum(dot);
-      if (lane == 0) dweights[t * k + q] = from_f<W>(dot);
+      if (lane == 0) dweights[s] = from_f<W>(dot);
+      if (sorted[s] < 0) {
+        P* d = reinterpret_cast<P*>(dys + s * c);
+        for (int64_t j = lane; j < per_row; j += 32) d[j] = zeros_pack<T, V>();
+      }
     }
     if (!shared) continue;
     const float sg = 1.f / (1.f + expf(-to_f<T>(gate[t])));
+    const P* sh = reinterpret_cast<const P*>(shared + t * c);
+    P* dsh = reinterpret_cast<P*>(dshared + t * c);
     float dot = 0.f;
-    for (int64_t i = lane; i < c; i += 32) {
-      const float gi = to_f<T>(g[i]);
-      dot += gi * to_f<T>(shared[t * c + i]);
-      dshared[t * c + i] = from_f<T>(sg * gi);
+    for (int64_t j = lane; j < per_row; j += 32) {
+      const P gv = g[j], sv = sh[j];
+      P o;
+#pragma unroll
+      for (int u = 0; u < V; ++u) {
+        const float gf = to_f<T>(gv.v[u]);
+        dot += gf * to_f<T>(sv.v[u]);
+        o.v[u] = from_f<T>(sg * gf);
+      }
+      dsh[j] = o;
     }
     dot = warp_sum(dot);
     if (lane == 0) dgate[t] = from_f<T>(dot * sg * (1.f - sg));
@@ -379,158 +376,6 @@ void with_vec(int64_t rows, int64_t c, std::initializer_list<const void*> ptrs, 
     f(std::integral_constant<int, v>{}, grid_for(rows * c / v, 256));
   } else {
     f(std::integral_constant<int, 1>{}, grid_for(rows * c, 256));
-  }
-}
-
-// ---- router losses --------------------------------------------------------------------
-// Per-block partial sums of the score distribution over the block's tokens
-// (fixed order: each warp its tokens in turn, then the warps in order).
-template <class T>
-__global__ void balance_partial_kernel(const T* logits, int64_t n, int e, bool sigmoid,
-                                       float* partial) {
-  __shared__ float sh[kWarpsPerBlock][kMaxExperts];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float acc[kPerLane] = {};
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; t < n;
-       t += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    float s[kPerLane];
-    load_scores(logits + t * e, e, sigmoid, s, 0.f);
-    if (sigmoid) {
-      float sum = 0.f;
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) sum += s[i];
-      const float inv = 1.f / warp_sum(sum);
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i) s[i] *= inv;
-    }
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) acc[i] += s[i];
-  }
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    if (lane + 32 * i < e) sh[warp][lane + 32 * i] = acc[i];
-  }
-  __syncthreads();
-  for (int x = threadIdx.x; x < e; x += blockDim.x) {
-    float v = 0.f;
-    for (int w = 0; w < kWarpsPerBlock; ++w) v += sh[w][x];
-    partial[blockIdx.x * static_cast<int64_t>(e) + x] = v;
-  }
-}
-
-// One block: the expert counts of ids[n, k] (int atomics: exact).
-__global__ void count_ids_kernel(const int32_t* ids, int64_t slots, int e, int* counts) {
-  __shared__ int sh[kMaxExperts];
-  for (int x = threadIdx.x; x < e; x += blockDim.x) sh[x] = 0;
-  __syncthreads();
-  for (int64_t s = threadIdx.x; s < slots; s += blockDim.x) {
-    const int x = ids[s];
-    if (x >= 0 && x < e) atomicAdd(&sh[x], 1);
-  }
-  __syncthreads();
-  for (int x = threadIdx.x; x < e; x += blockDim.x) counts[x] = sh[x];
-}
-
-// One block: loss = E sum_e (count_e / n) (P_e / n).
-__global__ void balance_finish_kernel(const float* partial, int blocks, const int* counts,
-                                      int64_t n, int e, float* loss) {
-  __shared__ double scratch[32];
-  double term = 0.0;
-  for (int x = threadIdx.x; x < e; x += blockDim.x) {
-    double p = 0.0;
-    for (int b = 0; b < blocks; ++b) p += partial[static_cast<int64_t>(b) * e + x];
-    term += static_cast<double>(counts[x]) * p;
-  }
-  term = block_sum_d(term, scratch);
-  if (threadIdx.x == 0) {
-    const double nn = static_cast<double>(n);
-    loss[0] = static_cast<float>(static_cast<double>(e) * term / (nn * nn));
-  }
-}
-
-// dlogits for dq[e] = dloss E count_e / n^2 (the same for every token).
-template <class T>
-__global__ void balance_backward_kernel(const float* dloss, const int* counts, const T* logits,
-                                        int64_t n, int e, bool sigmoid, T* dlogits) {
-  const int lane = threadIdx.x & 31;
-  const float scale = dloss[0] * static_cast<float>(e) / (static_cast<float>(n) * n);
-  for (int64_t t = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; t < n;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x / 32) {
-    float s[kPerLane], g[kPerLane];
-    load_scores(logits + t * e, e, sigmoid, s, 0.f);
-    float sum = 0.f;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int c = lane + 32 * i;
-      g[i] = c < e ? scale * static_cast<float>(counts[c]) : 0.f;
-      sum += s[i];
-    }
-    // q = s (softmax) or s / S (sigmoid): dl = (g - <g, q>) / norm * (s or s (1 - s)).
-    const float norm = sigmoid ? warp_sum(sum) : 1.f;
-    float dot = 0.f;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) dot += g[i] * s[i] / norm;
-    dot = warp_sum(dot);
-    T* out = dlogits + t * e;
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int c = lane + 32 * i;
-      if (c >= e) continue;
-      const float d = (g[i] - dot) / norm;
-      out[c] = from_f<T>(sigmoid ? d * s[i] * (1.f - s[i]) : d * s[i]);
-    }
-  }
-}
-
-template <class T>
-__device__ __forceinline__ float row_lse(const T* l, int e) {
-  const int lane = threadIdx.x & 31;
-  float mx = -INFINITY;
-  for (int i = lane; i < e; i += 32) mx = fmaxf(mx, to_f<T>(l[i]));
-  mx = warp_max(mx);
-  float sum = 0.f;
-  for (int i = lane; i < e; i += 32) sum += expf(to_f<T>(l[i]) - mx);
-  return mx + logf(warp_sum(sum));
-}
-
-template <class T>
-__global__ void z_partial_kernel(const T* logits, int64_t n, int e, float* partial) {
-  __shared__ float sh[kWarpsPerBlock];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float acc = 0.f;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp; t < n;
-       t += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    const float lse = row_lse(logits + t * e, e);
-    acc += lse * lse;
-  }
-  if (lane == 0) sh[warp] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float v = 0.f;
-    for (int w = 0; w < kWarpsPerBlock; ++w) v += sh[w];
-    partial[blockIdx.x] = v;
-  }
-}
-
-__global__ void z_finish_kernel(const float* partial, int blocks, int64_t n, float* loss) {
-  if (threadIdx.x != 0) return;
-  double v = 0.0;
-  for (int b = 0; b < blocks; ++b) v += partial[b];
-  loss[0] = static_cast<float>(v / static_cast<double>(n));
-}
-
-template <class T>
-__global__ void z_backward_kernel(const float* dloss, const T* logits, int64_t n, int e,
-                                  T* dlogits) {
-  const int lane = threadIdx.x & 31;
-  const float scale = 2.f * dloss[0] / static_cast<float>(n);
-  for (int64_t t = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; t < n;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x / 32) {
-    const T* l = logits + t * e;
-    const float lse = row_lse(l, e);
-    for (int i = lane; i < e; i += 32) {
-      dlogits[t * e + i] = from_f<T>(scale * lse * expf(to_f<T>(l[i]) - lse));
-    }
   }
 }
 
@@ -578,14 +423,12 @@ void moe_group(const Tensor& ids, int64_t capacity, Tensor& sorted_slot, Tensor&
   Context& cx = ctx();
   const int chunks = static_cast<int>((m + kChunk - 1) / kChunk);
   Tensor bases = Tensor::empty({int64_t{chunks} * e}, DType::i32, ids.device());
-  EL_CUDA_CHECK(cudaMemsetAsync(sorted_slot.raw(), 0xff, sorted_slot.nbytes(), cx.stream));  // -1
   const int ie = static_cast<int>(e), ik = static_cast<int>(k);
-  group_count_kernel<<<chunks, kChunk, 0, cx.stream>>>(ids.data<int32_t>(), n, ik, ie,
-                                                       bases.data<int32_t>(), cx.dev_error);
+  group_count_kernel<<<chunks, kChunk, 0, cx.stream>>>(ids.data<int32_t>(), n, ik, ie, capacity,
+                                                       bases.data<int32_t>(),
+                                                       offsets.data<int32_t>(), cx.counters,
+                                                       cx.dev_error);
   EL_CUDA_CHECK_LAUNCH("group_count_kernel");
-  group_scan_kernel<<<1, kMaxExperts, 0, cx.stream>>>(bases.data<int32_t>(), chunks, ie, capacity,
-                                                       offsets.data<int32_t>());
-  EL_CUDA_CHECK_LAUNCH("group_scan_kernel");
   group_place_kernel<<<chunks, kChunk, 0, cx.stream>>>(
       ids.data<int32_t>(), n, ik, ie, bases.data<int32_t>(), offsets.data<int32_t>(),
       sorted_slot.data<int32_t>(), slot_row.data<int32_t>());
@@ -667,96 +510,25 @@ void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& we
   expect_cuda_dtype(dweights, weights.dtype(), "moe_combine_backward (dweights)");
   const int64_t n = dout.dim(0), c = dout.dim(1), m = ys.dim(0);
   const int k = static_cast<int>(weights.dim(1));
+  EL_CUDA_ENSURE(sorted_slot.numel() == m && slot_row.numel() == n * k && m == n * k,
+                 "cuda moe_combine_backward: ys {} rows, {} tokens of k {}, sorted_slot {}, "
+                 "slot_row {}", m, n, k, sorted_slot.numel(), slot_row.numel());
+  const bool sh = shared.defined();
   EL_DISPATCH_FLOAT(ys.dtype(), T, {
     with_weight_type<T>(weights, ys.dtype(), [&](auto* wtag) {
       using W = std::remove_pointer_t<decltype(wtag)>;
-      with_vec<T>(m, c, {dout.raw(), dys.raw()}, [&](auto v, int grid) {
-        combine_dys_kernel<T, W, decltype(v)::value><<<grid, 256, 0, ctx().stream>>>(
-            dout.data<T>(), weights.data<W>(), sorted_slot.data<int32_t>(), m, c, k,
-            dys.data<T>());
+      const T* shp = sh ? shared.data<T>() : nullptr;
+      T* dshp = sh ? dshared.data<T>() : nullptr;
+      with_vec<T>(n, c, {dout.raw(), ys.raw(), dys.raw(), shp, dshp}, [&](auto v, int) {
+        combine_backward_kernel<T, W, decltype(v)::value>
+            <<<warp_grid(n), kWarpsPerBlock * 32, 0, ctx().stream>>>(
+                dout.data<T>(), ys.data<T>(), weights.data<W>(), sorted_slot.data<int32_t>(),
+                slot_row.data<int32_t>(), shp, sh ? shared_gate.data<T>() : nullptr, n, c, k,
+                dys.data<T>(), dweights.data<W>(), dshp, sh ? dgate.data<T>() : nullptr);
       });
-      EL_CUDA_CHECK_LAUNCH("combine_dys_kernel");
-      const bool sh = shared.defined();
-      combine_token_backward_kernel<T, W><<<warp_grid(n), kWarpsPerBlock * 32, 0, ctx().stream>>>(
-          dout.data<T>(), ys.data<T>(), slot_row.data<int32_t>(), sh ? shared.data<T>() : nullptr,
-          sh ? shared_gate.data<T>() : nullptr, n, c, k, dweights.data<W>(),
-          sh ? dshared.data<T>() : nullptr, sh ? dgate.data<T>() : nullptr);
     });
   });
-  EL_CUDA_CHECK_LAUNCH("combine_token_backward_kernel");
-}
-
-void moe_balance_loss_forward(const Tensor& logits, const Tensor& ids, MoeScore score,
-                              Tensor& loss) {
-  expect_cuda_float(logits, "moe_balance_loss_forward (logits)");
-  expect_cuda_dtype(loss, DType::f32, "moe_balance_loss_forward (loss)");
-  const int64_t n = logits.dim(0), e = logits.dim(1);
-  check_experts(e, "moe_balance_loss_forward");
-  Context& cx = ctx();
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kWarpsPerBlock - 1) / kWarpsPerBlock,
-                                                        int64_t{cx.sm_count} * 4));
-  Tensor partial = Tensor::empty({int64_t{blocks} * e}, DType::f32, logits.device());
-  Tensor counts = Tensor::empty({e}, DType::i32, logits.device());
-  EL_DISPATCH_FLOAT(logits.dtype(), T, {
-    balance_partial_kernel<T><<<blocks, kWarpsPerBlock * 32, 0, cx.stream>>>(
-        logits.data<T>(), n, static_cast<int>(e), score == MoeScore::sigmoid,
-        partial.data<float>());
-  });
-  EL_CUDA_CHECK_LAUNCH("balance_partial_kernel");
-  count_ids_kernel<<<1, 1024, 0, cx.stream>>>(ids.data<int32_t>(), ids.numel(),
-                                              static_cast<int>(e), counts.data<int32_t>());
-  EL_CUDA_CHECK_LAUNCH("count_ids_kernel");
-  balance_finish_kernel<<<1, 256, 0, cx.stream>>>(partial.data<float>(), blocks,
-                                                  counts.data<int32_t>(), n, static_cast<int>(e),
-                                                  loss.data<float>());
-  EL_CUDA_CHECK_LAUNCH("balance_finish_kernel");
-}
-
-void moe_balance_loss_backward(const Tensor& dloss, const Tensor& logits, const Tensor& ids,
-                               MoeScore score, Tensor& dlogits) {
-  expect_cuda_dtype(dloss, DType::f32, "moe_balance_loss_backward (dloss)");
-  expect_cuda_dtype(dlogits, logits.dtype(), "moe_balance_loss_backward (dlogits)");
-  const int64_t n = logits.dim(0), e = logits.dim(1);
-  check_experts(e, "moe_balance_loss_backward");
-  Context& cx = ctx();
-  Tensor counts = Tensor::empty({e}, DType::i32, logits.device());
-  count_ids_kernel<<<1, 1024, 0, cx.stream>>>(ids.data<int32_t>(), ids.numel(),
-                                              static_cast<int>(e), counts.data<int32_t>());
-  EL_CUDA_CHECK_LAUNCH("count_ids_kernel");
-  EL_DISPATCH_FLOAT(logits.dtype(), T, {
-    balance_backward_kernel<T><<<warp_grid(n), kWarpsPerBlock * 32, 0, cx.stream>>>(
-        dloss.data<float>(), counts.data<int32_t>(), logits.data<T>(), n, static_cast<int>(e),
-        score == MoeScore::sigmoid, dlogits.data<T>());
-  });
-  EL_CUDA_CHECK_LAUNCH("balance_backward_kernel");
-}
-
-void moe_z_loss_forward(const Tensor& logits, Tensor& loss) {
-  expect_cuda_float(logits, "moe_z_loss_forward (logits)");
-  expect_cuda_dtype(loss, DType::f32, "moe_z_loss_forward (loss)");
-  const int64_t n = logits.dim(0), e = logits.dim(1);
-  Context& cx = ctx();
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kWarpsPerBlock - 1) / kWarpsPerBlock,
-                                                        int64_t{cx.sm_count} * 4));
-  Tensor partial = Tensor::empty({blocks}, DType::f32, logits.device());
-  EL_DISPATCH_FLOAT(logits.dtype(), T, {
-    z_partial_kernel<T><<<blocks, kWarpsPerBlock * 32, 0, cx.stream>>>(
-        logits.data<T>(), n, static_cast<int>(e), partial.data<float>());
-  });
-  EL_CUDA_CHECK_LAUNCH("z_partial_kernel");
-  z_finish_kernel<<<1, 32, 0, cx.stream>>>(partial.data<float>(), blocks, n, loss.data<float>());
-  EL_CUDA_CHECK_LAUNCH("z_finish_kernel");
-}
-
-void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlogits) {
-  expect_cuda_dtype(dloss, DType::f32, "moe_z_loss_backward (dloss)");
-  expect_cuda_dtype(dlogits, logits.dtype(), "moe_z_loss_backward (dlogits)");
-  const int64_t n = logits.dim(0), e = logits.dim(1);
-  EL_DISPATCH_FLOAT(logits.dtype(), T, {
-    z_backward_kernel<T><<<warp_grid(n), kWarpsPerBlock * 32, 0, ctx().stream>>>(
-        dloss.data<float>(), logits.data<T>(), n, static_cast<int>(e), dlogits.data<T>());
-  });
-  EL_CUDA_CHECK_LAUNCH("z_backward_kernel");
+  EL_CUDA_CHECK_LAUNCH("combine_backward_kernel");
 }
 
 }  // namespace el::cuda

@@ -40,6 +40,7 @@
 //   mma              never wgmma: the mma.sync / SIMT kernels only
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -429,7 +430,10 @@ void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& 
     if (!wg && trans_w) launch<T, kFwd>(a, tc, grid_tc, grid_simt);
     if (!wg && !trans_w) launch<T, kDx>(a, tc, grid_tc, grid_simt);
     EL_CUDA_CHECK_LAUNCH("grouped_gemm_kernel");
-    zero_tail_rows_kernel<T><<<grid_for(m * n, 256), 256, 0, ctx().stream>>>(
+    // Usually nothing to do (a dropless grouping uses every row): a grid of one
+    // block per SM, not one sized for all m n elements, keeps that cheap.
+    zero_tail_rows_kernel<T><<<std::min(grid_for(m * n, 256), ctx().sm_count), 256, 0,
+                               ctx().stream>>>(
         y.data<T>(), offsets.data<int32_t>(), static_cast<int>(e), m, static_cast<int>(n));
   });
   EL_CUDA_CHECK_LAUNCH("zero_tail_rows_kernel");

@@ -23,6 +23,18 @@ void init_uniform(Tensor& t, Rng& rng, float bound) {
   assign(t, host);
 }
 
+// slot(x) cut into column parts of `sizes`. A dense Linear computes each part
+// by its own GEMM over its rows of the weight (ops::linear_split: no copies
+// forward or backward); any other slot (LoRA, quantized) runs its forward and
+// the output is split.
+std::vector<Tensor> project_split(const LinearLayer& slot, const Tensor& x,
+                                  const std::vector<int64_t>& sizes) {
+  if (const auto* dense = dynamic_cast<const Linear*>(&slot)) {
+    return ops::linear_split(x, dense->weight, sizes, dense->bias);
+  }
+  return ops::split_columns(slot.forward(x), sizes);
+}
+
 }  // namespace
 
 MambaMixer::MambaMixer(const ModelCard& card, Device device, DType dtype)
@@ -43,12 +55,15 @@ MambaMixer::MambaMixer(const ModelCard& card, Device device, DType dtype)
 }
 
 MambaMixer::Ssm MambaMixer::ssm_inputs(const Tensor& u) const {
+  // One GEMM and small copies: x_proj's parts are narrow (dt_rank, N, N
+  // columns), so a GEMM per part would read u [T, d_inner] three times
+  // forward and backward, far more bytes than the copies it saves.
   const std::vector<Tensor> p = ops::split_columns(x_proj->forward(u), {dt_rank, d_state, d_state});
   return {dt_proj->forward(p[0]), p[1], p[2]};
 }
 
 Tensor MambaMixer::forward(const Tensor& h) const {
-  const std::vector<Tensor> xz = ops::split_columns(in_proj->forward(h), {d_inner, d_inner});
+  const std::vector<Tensor> xz = project_split(*in_proj, h, {d_inner, d_inner});
   const Tensor u = ops::mamba_conv1d(xz[0], conv_weight, conv_bias);
   const Ssm s = ssm_inputs(u);
   return out_proj->forward(ops::mamba_scan(u, s.dt, A_log, s.B, s.C, D, xz[1], dt_bias));
@@ -56,7 +71,7 @@ Tensor MambaMixer::forward(const Tensor& h) const {
 
 Tensor MambaMixer::forward_cached(const Tensor& h, Tensor& conv_state, Tensor& ssm_state,
                                   const Tensor& last) const {
-  const std::vector<Tensor> xz = ops::split_columns(in_proj->forward(h), {d_inner, d_inner});
+  const std::vector<Tensor> xz = project_split(*in_proj, h, {d_inner, d_inner});
   const Tensor u = ops::mamba_conv1d_cached(xz[0], conv_weight, conv_bias, conv_state, last);
   const Ssm s = ssm_inputs(u);
   return out_proj->forward(ops::mamba_scan_cached(u, s.dt, A_log, s.B, s.C, D, xz[1], dt_bias,

@@ -16,8 +16,11 @@
 //            y_t = (C_t . h_t + D u_t) * silu(z_t)
 //   out    = out_proj(y)                  out_proj [C, I] (+ bias with mamba_proj_bias)
 // The block around it (nn/blocks.h DecoderBlock) is x + mixer(RMSNorm(x)),
-// with no MLP. Parameter names (internal; models/hf_model.cpp maps them to
-// transformers' backbone.layers.{i}.mixer.*): mixer.in_proj, mixer.x_proj,
+// with no MLP. The in_proj split costs no copy while the slot holds a dense
+// Linear: ops::linear_split computes x and z by their own GEMMs over the
+// weight's row blocks (a LoRA or quantized slot: its forward, then
+// ops::split_columns). x_proj's narrow parts are one GEMM and split_columns. Parameter names (internal; models/hf_model.cpp maps
+// them to transformers' backbone.layers.{i}.mixer.*): mixer.in_proj, mixer.x_proj,
 // mixer.dt_proj, mixer.out_proj (LinearLayer slots, so LoRA and quantization
 // see them; dt_proj's slot has no bias), mixer.dt_proj.bias, mixer.conv1d.weight,
 // mixer.conv1d.bias, mixer.A_log, mixer.D.

@@ -136,6 +136,14 @@ Tensor nsa_gate_combine(const Tensor& gates, const Tensor& o_cmp, const Tensor& 
 // (Mamba's in_proj output into x | z, x_proj's into dt | B | C).
 // Differentiable; the backward writes every part's gradient into one buffer.
 std::vector<Tensor> split_columns(const Tensor& x, const std::vector<int64_t>& sizes);
+// split_columns(linear(x, w, bias), sizes) without the copies (ops_linear.cpp):
+// part i = x @ w[r_i : r_i + sizes[i]]^T (+ bias[r_i : ...]), one GEMM per
+// contiguous row block of w. The backward writes each part's dW rows into
+// one dW (zeros for a part nothing flowed into) and sums the parts' dx in
+// one buffer (GEMMs with beta = 1). Argument rules as linear's.
+std::vector<Tensor> linear_split(const Tensor& x, const Tensor& w,
+                                 const std::vector<int64_t>& sizes,
+                                 const Tensor& bias = Tensor());
 // silu(causal depthwise conv over time): x[B, T, I], w [I, K] or [I, 1, K],
 // bias [I] or undefined; out[b, t, d] = silu(bias[d] + sum_k w[d, k]
 // x[b, t - K + 1 + k, d]), zeros before t = 0. Differentiable (the SiLU is

@@ -1,4 +1,5 @@
-// ops_linear.cpp — linear, embedding, add and reshape.
+// ops_linear.cpp — linear (plain, stacked, split into column parts), embedding, add and
+// reshape.
 #include "ops/ops.h"
 #include "ops/ops_common.h"
 
@@ -89,22 +90,22 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
   return out;
 }
 
-void check_linear_args(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_float("linear", "x", x);
-  check_float("linear", "w", w);  // may differ from x's dtype (e.g. f32 x, bf16 w)
-  check_same_device("linear", "x", x, "w", w);
-  EL_ENSURE(w.ndim() == 2, "ops::linear: w is {}, expected [out_features, in_features]", desc(w));
+void check_linear_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_float(op, "x", x);
+  check_float(op, "w", w);  // may differ from x's dtype (e.g. f32 x, bf16 w)
+  check_same_device(op, "x", x, "w", w);
+  EL_ENSURE(w.ndim() == 2, "ops::{}: w is {}, expected [out_features, in_features]", op, desc(w));
   EL_ENSURE(x.ndim() >= 1 && x.dim(-1) == w.dim(1),
-            "ops::linear: x {} does not match w {} (x's last dim must equal in_features {})",
+            "ops::{}: x {} does not match w {} (x's last dim must equal in_features {})", op,
             desc(x), desc(w), w.dim(1));
   if (bias.defined()) {
-    check_float("linear", "bias", bias);
+    check_float(op, "bias", bias);
     EL_ENSURE(bias.dtype() == x.dtype() || bias.dtype() == w.dtype(),
-              "ops::linear: bias is {}, expected the dtype of x {} or of w {}", desc(bias),
+              "ops::{}: bias is {}, expected the dtype of x {} or of w {}", op, desc(bias),
               desc(x), desc(w));
-    check_same_device("linear", "x", x, "bias", bias);
+    check_same_device(op, "x", x, "bias", bias);
     EL_ENSURE(bias.numel() == w.dim(0) && bias.ndim() == 1,
-              "ops::linear: bias {} does not match w {} (expected [{}])", desc(bias), desc(w),
+              "ops::{}: bias {} does not match w {} (expected [{}])", op, desc(bias), desc(w),
               w.dim(0));
   }
 }
@@ -130,7 +131,7 @@ Tensor stacked_view(const std::vector<Tensor>& parts) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias, float alpha) {
-  check_linear_args(x, w, bias);
+  check_linear_args("linear", x, w, bias);
   return linear_parts(x, w, bias, {w},
                       bias.defined() ? std::vector<Tensor>{bias} : std::vector<Tensor>{}, alpha);
 }
@@ -166,8 +167,107 @@ Tensor linear_stacked(const Tensor& x, const std::vector<Tensor>& weights,
   }
   const Tensor w = stacked_view(weights);
   const Tensor bias = biases.empty() ? Tensor() : stacked_view(biases);
-  check_linear_args(x, w, bias);
+  check_linear_args("linear_stacked", x, w, bias);
   return linear_parts(x, w, bias, weights, biases, 1.f);
+}
+
+std::vector<Tensor> linear_split(const Tensor& x, const Tensor& w,
+                                 const std::vector<int64_t>& sizes, const Tensor& bias) {
+  check_linear_args("linear_split", x, w, bias);
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    EL_ENSURE(s > 0, "ops::linear_split: part sizes must be positive, got {}", s);
+    total += s;
+  }
+  EL_ENSURE(!sizes.empty() && total == w.dim(0),
+            "ops::linear_split: the {} parts have {} rows in all, w {} has {}", sizes.size(),
+            total, desc(w), w.dim(0));
+  const int64_t in = w.dim(1);
+  const int64_t n = in == 0 ? 0 : x.numel() / in;
+  const Device dev = x.device();
+  Backend& be = backend_for(dev);
+  const Tensor x2 = x.view({n, in});
+  // The bias as a rank-1 GEMM per part, as in linear_parts.
+  const Tensor ones = bias.defined() && n > 0 ? Tensor::full({n, 1}, 1.f, bias.dtype(), dev)
+                                              : Tensor();
+  std::vector<Tensor> parts;
+  int64_t row = 0;
+  for (int64_t s : sizes) {
+    Shape shape = x.shape();
+    shape.back() = s;
+    Tensor p = Tensor::empty(shape, x.dtype(), dev);  // activation dtype
+    Tensor p2 = p.view({n, s});
+    be.gemm(x2, false, w.slice0(row, row + s), true, p2, 1.f, 0.f);  // [N, in] @ [s, in]^T
+    if (ones.defined()) {
+      be.gemm(ones, false, bias.slice0(row, row + s).view({1, s}), false, p2, 1.f, 1.f);
+    }
+    parts.push_back(p);
+    row += s;
+  }
+  if (!any_requires_grad({&x, &w, &bias})) return parts;
+  for (Tensor& p : parts) mark_output(p);
+  // One closure for all parts, so that dW and db are one buffer each (one
+  // accumulation into w's and bias's gradient) and dx is summed by the GEMMs.
+  tape().record("linear_split", [x, w, bias, parts, sizes, n, in]() {
+    std::vector<Tensor> dys;
+    Tensor first;  // a defined dy (its dtype is every dy's: the parts')
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Tensor g = take_grad(parts[i]);
+      if (g.defined()) g = g.view({n, sizes[i]});
+      if (!first.defined()) first = g;
+      dys.push_back(g);
+    }
+    if (!first.defined()) return;
+    const Device d = first.device();
+    const Tensor x2 = x.view({n, in});
+    Backend& b = backend_for(d);
+    if (x.requires_grad()) {
+      // dx = sum_i dy_i @ w_i, each GEMM adding to the previous ones (and to
+      // x's gradient so far, as in linear).
+      GradSlot slot = grad_slot(x, d);
+      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      Tensor dx = slot.dst.view({n, in});
+      float beta = slot.prior.defined() ? 1.f : 0.f;
+      int64_t r = 0;
+      for (size_t i = 0; i < dys.size(); ++i) {
+        if (dys[i].defined()) {
+          // [N, s] @ [s, in]
+          b.gemm(dys[i], false, w.slice0(r, r + sizes[i]), false, dx, 1.f, beta);
+          beta = 1.f;
+        }
+        r += sizes[i];
+      }
+      commit_grad(x, slot);
+    }
+    if (w.requires_grad()) {
+      Tensor dw = empty_like(w, d);
+      int64_t r = 0;
+      for (size_t i = 0; i < dys.size(); ++i) {
+        Tensor rows = dw.slice0(r, r + sizes[i]);
+        if (dys[i].defined()) {
+          b.gemm(dys[i], true, x2, false, rows, 1.f, 0.f);  // [s, N] @ [N, in]
+        } else {
+          b.fill(rows, 0.f);
+        }
+        r += sizes[i];
+      }
+      accumulate_grad(w, dw);
+    }
+    if (bias.defined() && bias.requires_grad()) {
+      Tensor db = Tensor::zeros({bias.dim(0)}, bias.dtype(), d);
+      if (n > 0) {
+        const Tensor ones_dy = Tensor::full({n, 1}, 1.f, first.dtype(), d);
+        int64_t r = 0;
+        for (size_t i = 0; i < dys.size(); ++i) {
+          Tensor db_i = db.slice0(r, r + sizes[i]).view({1, sizes[i]});
+          if (dys[i].defined()) b.gemm(ones_dy, true, dys[i], false, db_i, 1.f, 0.f);  // col sums
+          r += sizes[i];
+        }
+      }
+      accumulate_grad(bias, db);
+    }
+  });
+  return parts;
 }
 
 Tensor embedding(const Tensor& ids, const Tensor& table) {

@@ -6,7 +6,9 @@
 //    multiple of the 16-step groups, N = 1, 5, 12, 16, 24, 40, 64, 100 and
 //    256 (every lanes-per-channel / states-per-lane layout of both scan
 //    designs; EL_MAMBA_SCAN=old|new4|(default) picks the design, cuda_mamba.cuh),
-//    T = 1;
+//    T = 1; with the time split into segments (cuda_mamba_scan_v2.cuh): the
+//    default heuristic, off, and forced counts (segments of one or several
+//    checkpoint chunks, T past the last chunk's end not a chunk multiple);
 //  * the generation form: from a random state, rows stopping at `last`;
 //  * the conv with SiLU (K = 1, 3, 4, with and without bias), forward,
 //    backward and the cached form with its state update;
@@ -33,8 +35,21 @@
 #include "nn/model_card.h"
 #include "ops/ops.h"
 
+// The scan's segment setting (src/cuda/cuda_mamba.cuh, a CUDA-only header):
+// -1 auto, 0 off, n forced; returns the setting before.
+namespace el::cuda::mamba {
+int scan_set_segments(int n);
+}
+
 namespace el::test {
 namespace {
+
+// Sets the scan's segments for a scope, then restores the setting.
+struct SegmentsScope {
+  int old;
+  explicit SegmentsScope(int n) : old(cuda::mamba::scan_set_segments(n)) {}
+  ~SegmentsScope() { cuda::mamba::scan_set_segments(old); }
+};
 
 // Budgets of the relative (L2) error: f32 differs by summation order only;
 // bf16 outputs are rounded (2^-9 relative) on the GPU and not on the CPU.
@@ -43,7 +58,13 @@ double bwd_budget(DType dt) { return dt == DType::f32 ? 1e-4 : 1.5e-2; }
 
 struct ScanCase {
   int64_t B, T, I, N;
-  std::string name() const { return fmt::format("B{} T{} I{} N{}", B, T, I, N); }
+  // delta_bias - 3 (dt ~ 0.07, Mamba's init range): states decay slowly enough
+  // that what one segment carries into the next shows in y and the gradients
+  // (at the default scales it has decayed below f32's precision within a chunk).
+  bool slow = false;
+  std::string name() const {
+    return fmt::format("B{} T{} I{} N{}{}", B, T, I, N, slow ? " slow" : "");
+  }
 };
 
 // The scan's inputs as f32 host tensors rounded through dt: u, delta, A_log,
@@ -53,6 +74,11 @@ std::vector<Tensor> scan_inputs(const ScanCase& c, Rng& rng, DType dt) {
   std::vector<float> v = al.to_floats();
   for (int64_t d = 0; d < c.I; ++d)
     for (int64_t n = 0; n < c.N; ++n) v[d * c.N + n] += std::log(static_cast<float>(n + 1));
+  auto delta_bias = [&] {  // (drawn last, as before the slow cases)
+    std::vector<float> b = random_host({c.I}, rng, DType::f32, 0.5f).to_floats();
+    for (float& x : b) x -= c.slow ? 3.f : 0.f;
+    return round_to(Tensor::from_floats(b, {c.I}), dt);
+  };
   return {random_host({c.B, c.T, c.I}, rng, dt),
           random_host({c.B, c.T, c.I}, rng, dt),
           round_to(Tensor::from_floats(v, {c.I, c.N}), dt),
@@ -60,13 +86,21 @@ std::vector<Tensor> scan_inputs(const ScanCase& c, Rng& rng, DType dt) {
           random_host({c.B, c.T, c.N}, rng, dt),
           random_host({c.I}, rng, dt),
           random_host({c.B, c.T, c.I}, rng, dt),
-          random_host({c.I}, rng, dt, 0.5f)};
+          delta_bias()};
 }
 
 
+// The long cases span several checkpoint chunks (128 steps by default): the
+// segmented passes run there.
 const std::vector<ScanCase> kScanCases = {
-    {2, 37, 20, 16}, {1, 300, 33, 5},  {2, 130, 16, 40}, {1, 21, 3, 256},  {1, 1, 7, 1},
-    {3, 129, 18, 16}, {1, 260, 70, 64}, {2, 60, 36, 100}, {1, 150, 40, 12}, {1, 140, 40, 24}};
+    {2, 37, 20, 16},  {1, 300, 33, 5},   {2, 130, 16, 40}, {1, 21, 3, 256},
+    {1, 1, 7, 1},     {3, 129, 18, 16},  {1, 260, 70, 64}, {2, 60, 36, 100},
+    {1, 150, 40, 12}, {1, 140, 40, 24},  {1, 1000, 40, 16, true}, {2, 517, 33, 5, true},
+    {1, 768, 20, 64}, {1, 900, 130, 16, true}, {1, 300, 24, 40, true}};
+// Segment settings each case runs under: the default (auto; several
+// segments at these small grids), off, and forced 2, 3 and 1000 (clamped to
+// the chunks: one chunk a segment).
+constexpr int kSegmentSettings[] = {-1, 0, 2, 3, 1000};
 
 TEST(MambaCuda, ScanForwardAndBackwardMatchCpu) {
   EL_REQUIRE_GPU();
@@ -87,31 +121,37 @@ TEST(MambaCuda, ScanForwardAndBackwardMatchCpu) {
                                  Tensor::empty(in[6].shape()), Tensor::empty(in[7].shape())};
       cb.mamba_scan_backward(dy, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], Tensor(),
                              ref[0], ref[1], ref[2], ref[3], ref[4], ref[5], ref[6], ref[7]);
-      // GPU: forward with checkpoints, then the backward from them.
+      // GPU: forward with checkpoints, then the backward from them, per
+      // segment setting (one only where T is a single chunk).
       Backend& gb = gpu_backend();
       std::vector<Tensor> g;
       for (const Tensor& t : in) g.push_back(to_gpu(t, dt));
       const Tensor gdy = to_gpu(dy, dt);
       const int64_t L = gb.mamba_scan_chunk();
       ASSERT_GT(L, 0);
-      Tensor ckpt = poisoned({c.B, c.I, (c.T + L - 1) / L, c.N}, DType::f32);
-      Tensor y = poisoned(in[0].shape(), dt), gnone;
-      gb.mamba_scan_forward(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], Tensor(), gnone, y,
-                            ckpt);
-      EXPECT_LT(relative_error(y.to(Device::cpu()), y_ref), fwd_budget(dt)) << what << " y";
-      Tensor du = poisoned(in[0].shape(), dt), ddelta = poisoned(in[1].shape(), dt),
-             dz = poisoned(in[6].shape(), dt);
-      Tensor dA = poisoned(in[2].shape(), DType::f32), dB = poisoned(in[3].shape(), DType::f32),
-             dC = poisoned(in[4].shape(), DType::f32), dD = poisoned(in[5].shape(), DType::f32),
-             dbias = poisoned(in[7].shape(), DType::f32);
-      gb.mamba_scan_backward(gdy, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], ckpt, du, ddelta,
-                             dA, dB, dC, dD, dz, dbias);
-      const std::pair<const char*, const Tensor*> got[] = {
-          {"du", &du}, {"ddelta", &ddelta}, {"dA_log", &dA}, {"dB", &dB},
-          {"dC", &dC}, {"dD", &dD},         {"dz", &dz},     {"ddelta_bias", &dbias}};
-      for (size_t i = 0; i < std::size(got); ++i) {
-        EXPECT_LT(relative_error(got[i].second->to(Device::cpu()), ref[i]), bwd_budget(dt))
-            << what << " " << got[i].first;
+      for (const int segs : kSegmentSettings) {
+        if (segs != -1 && c.T <= L) continue;
+        const SegmentsScope scope(segs);
+        const std::string at = fmt::format("{} segments {}", what, segs);
+        Tensor ckpt = poisoned({c.B, c.I, (c.T + L - 1) / L, c.N}, DType::f32);
+        Tensor y = poisoned(in[0].shape(), dt), gnone;
+        gb.mamba_scan_forward(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], Tensor(), gnone, y,
+                              ckpt);
+        EXPECT_LT(relative_error(y.to(Device::cpu()), y_ref), fwd_budget(dt)) << at << " y";
+        Tensor du = poisoned(in[0].shape(), dt), ddelta = poisoned(in[1].shape(), dt),
+               dz = poisoned(in[6].shape(), dt);
+        Tensor dA = poisoned(in[2].shape(), DType::f32), dB = poisoned(in[3].shape(), DType::f32),
+               dC = poisoned(in[4].shape(), DType::f32), dD = poisoned(in[5].shape(), DType::f32),
+               dbias = poisoned(in[7].shape(), DType::f32);
+        gb.mamba_scan_backward(gdy, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], ckpt, du,
+                               ddelta, dA, dB, dC, dD, dz, dbias);
+        const std::pair<const char*, const Tensor*> got[] = {
+            {"du", &du}, {"ddelta", &ddelta}, {"dA_log", &dA}, {"dB", &dB},
+            {"dC", &dC}, {"dD", &dD},         {"dz", &dz},     {"ddelta_bias", &dbias}};
+        for (size_t i = 0; i < std::size(got); ++i) {
+          EXPECT_LT(relative_error(got[i].second->to(Device::cpu()), ref[i]), bwd_budget(dt))
+              << at << " " << got[i].first;
+        }
       }
     }
   }
@@ -130,6 +170,7 @@ TEST(MambaCuda, ScanFromAStateStopsAtLast) {
     std::vector<Tensor> g;
     for (const Tensor& t : in) g.push_back(to_gpu(t));
     Tensor s = to_gpu(state0), y = poisoned(in[0].shape(), DType::f32), gno;
+    const SegmentsScope scope(3);  // (the generation form runs unsegmented)
     gpu_backend().mamba_scan_forward(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], to_gpu(last),
                                      s, y, gno);
     EXPECT_LT(relative_error(y.to(Device::cpu()), y_ref), 1e-5) << c.name() << " y";

@@ -1,20 +1,25 @@
 // moe_cuda_test.cpp — the mixture-of-experts kernels of the CUDA backend
-// (src/cuda/cuda_moe.cu, cuda_moe_gemm.cu) against the CPU backend (the
+// (src/cuda/cuda_moe.cu, cuda_moe_loss.cu, cuda_moe_gemm.cu) against the CPU backend (the
 // reference), f32 / bf16 / f16:
 //  * router top-k (softmax / sigmoid, normalised or not, k = 1 .. 8, E up to
 //    256, odd token counts) forward (ids exactly, weights) and backward, on
 //    well-separated logits so no rounding can reorder two experts;
 //  * grouping (dropless and capacity-limited, an expert with no token,
-//    several 1024-slot chunks): sorted_slot, slot_row and offsets exactly;
+//    several 1024-slot chunks, dozens of them): sorted_slot, slot_row and
+//    offsets exactly (the chunk scan runs in the count kernel's last block:
+//    the cases run back to back also check its arrival counter is reset);
 //  * gather and combine (f32 and activation-dtype weights, the gated shared
-//    expert, dropped slots) forward and backward;
+//    expert, dropped slots, unused rows, widths of one 16-byte vector, of a
+//    part of a warp's and of several) forward and backward;
 //  * the grouped GEMMs, forward (x w_e^T), dX (dy w_e) and dW (dy_e^T x_e):
 //    the tensor-core paths (bf16 / f16, multiples of 8: wgmma on Hopper,
 //    mma.sync elsewhere or with EL_MOE_GEMM=mma), the SIMT path (f32, odd
 //    widths), experts of 0 and 1 rows, several experts inside one 128-row
 //    tile range, row counts around 64 / 128, K and O not multiples of 64, a
 //    4096-token top-2 projection, unused rows; every value checked;
-//  * the balance loss and z-loss, values and gradients;
+//  * the balance loss and z-loss, values and gradients (one block, grids
+//    walking several tokens per warp, k above 32), and bitwise equal
+//    results when run again (fixed reduction orders);
 //  * a two-layer MoE decoder (shared expert included) on the GPU against the
 //    same weights on the CPU, logits and every parameter gradient: f32 with
 //    top-2 routing, bf16 with every expert chosen (k = E, so rounding cannot
@@ -115,7 +120,8 @@ TEST(MoeCuda, GroupingMatchesCpu) {
   };
   const Case cases[] = {{1500, 8, 2, 0, 3},    {1500, 8, 2, 300, -1}, {5, 4, 2, 0, -1},
                         {700, 60, 4, 0, 0},    {2100, 256, 8, 70, 9}, {3, 3, 3, 1, -1},
-                        {1024, 16, 1, 0, 15}};
+                        {1024, 16, 1, 0, 15},  {20000, 8, 2, 0, -1}, {20000, 8, 2, 4000, 3},
+                        {1, 1, 1, 0, -1}};
   for (const Case& c : cases) {
     const std::string what =
         fmt::format("group N{} E{} k{} cap{}", c.n, c.e, c.k, c.capacity);
@@ -137,7 +143,10 @@ TEST(MoeCuda, GatherAndCombineMatchCpu) {
          {std::tuple<int64_t, int64_t, int64_t, bool, bool>{301, 64, 0, false, false},
           {301, 64, 50, true, false},
           {97, 37, 0, true, true},   // odd width: scalar path
-          {97, 40, 20, false, true}}) {
+          {97, 40, 20, false, true},
+          {513, 1024, 0, true, false},  // 4 vectors per lane
+          {77, 136, 30, false, false},  // 17 vectors a row: part of the warp
+          {200, 8, 60, true, true}}) {  // one vector a row (bf16 / f16)
       const int64_t e = 8, k = 2, m = n * k;
       const std::string what = fmt::format("N{} C{} cap{} shared{} wdt{} {}", n, c, capacity,
                                            shared, act_weights, dtype_name(dt));
@@ -304,7 +313,10 @@ TEST(MoeCuda, RouterLossesMatchCpu) {
   for (DType dt : kDtypes) {
     for (const auto& [n, e, k, sigmoid] : {std::tuple<int64_t, int64_t, int64_t, bool>{333, 8, 2, false},
                                            {1000, 60, 4, true},
-                                           {7, 256, 8, false}}) {
+                                           {7, 256, 8, false},
+                                           {1, 4, 1, true},       // one block
+                                           {5000, 8, 2, false},   // blocks walk tokens
+                                           {300, 64, 40, true}}) {  // k above a warp
       const std::string what = fmt::format("losses N{} E{} k{} {} {}", n, e, k,
                                            sigmoid ? "sigmoid" : "softmax", dtype_name(dt));
       Rng rng(seed++);
@@ -332,6 +344,37 @@ TEST(MoeCuda, RouterLossesMatchCpu) {
       EXPECT_TRUE(close_to(z, r_z, Tolerance{1e-5, 1e-5}, what + " z-loss"));
       EXPECT_TRUE(close_to(db, r_db, tol(dt), what + " dlogits (balance)", 2.0));
       EXPECT_TRUE(close_to(dz, r_dz, tol(dt), what + " dlogits (z)", 2.0));
+    }
+  }
+}
+
+// The losses reduce in orders fixed by the indices (one launch each, the last
+// block summing the partials): the same inputs give the same bits, run after run.
+TEST(MoeCuda, RouterLossesAreDeterministic) {
+  EL_REQUIRE_GPU();
+  Rng rng(350);
+  const int64_t n = 4096, e = 8, k = 2;
+  const Tensor gl = to_gpu(random_host({n, e}, rng, DType::bf16, 2.f), DType::bf16);
+  const Tensor gids = to_gpu(route_ids(n, e, k, rng, -1));
+  const Tensor gdl = to_gpu(Tensor::full({1}, 0.3f));
+  Backend& gb = gpu_backend();
+  std::vector<float> first;
+  for (int run = 0; run < 3; ++run) {
+    Tensor b = poisoned({1}, DType::f32), z = poisoned({1}, DType::f32),
+           db = poisoned({n, e}, DType::bf16);
+    gb.moe_balance_loss_forward(gl, gids, MoeScore::softmax, b);
+    gb.moe_z_loss_forward(gl, z);
+    gb.moe_balance_loss_backward(gdl, gl, gids, MoeScore::softmax, db);
+    gb.synchronize();
+    std::vector<float> v = b.to_floats();
+    const std::vector<float> zv = z.to_floats(), dbv = db.to_floats();
+    v.insert(v.end(), zv.begin(), zv.end());
+    v.insert(v.end(), dbv.begin(), dbv.end());
+    ASSERT_TRUE(std::isfinite(v[0]) && std::isfinite(v[1])) << "run " << run;
+    if (run == 0) {
+      first = v;
+    } else {
+      ASSERT_EQ(v, first) << "run " << run;
     }
   }
 }
