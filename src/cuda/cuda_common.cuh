@@ -82,6 +82,16 @@ __device__ __forceinline__ void st(void* p, DType t, int64_t i, float x) {
   }
 }
 
+// ---- launch set-up --------------------------------------------------------------
+// Dynamic shared memory above the default 48 KiB needs the kernel's opt-in.
+template <class K>
+void allow_dynamic_smem(K* kernel, size_t bytes) {
+  if (bytes > 48 * 1024) {
+    EL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(bytes)));
+  }
+}
+
 // ---- 16-byte vectors -------------------------------------------------------------
 template <class T>
 struct alignas(16) Vec {

@@ -542,15 +542,6 @@ ScanParams scan_params(const Tensor& u, const Tensor& A_log, const Tensor& D,
                     static_cast<int>(u.dim(2)),        static_cast<int>(A_log.dim(1))};
 }
 
-// Dynamic shared memory above the default 48 KiB needs the kernel's opt-in.
-template <class K>
-void allow_smem(K* kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
-    EL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
-  }
-}
-
 void zero(Tensor& t) {
   if (t.defined() && t.numel() > 0) {
     EL_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), ctx().stream));
@@ -597,7 +588,7 @@ void mamba_scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A_lo
     constexpr int NPT = decltype(npt)::value;
     EL_DISPATCH_FLOAT(u.dtype(), T_, ({
       auto kernel = scan_fwd_kernel<T_, NPT>;
-      allow_smem(kernel, smem);
+      allow_dynamic_smem(kernel, smem);
       kernel<<<grid, kThreads, smem, stream>>>(
           p, u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(), z.data<T_>(),
           last.defined() ? last.data<int32_t>() : nullptr,
@@ -647,7 +638,7 @@ void mamba_scan_backward(const Tensor& dy, const Tensor& u, const Tensor& delta,
     constexpr int NPT = decltype(npt)::value;
     EL_DISPATCH_FLOAT(u.dtype(), T_, ({
       auto kernel = scan_bwd_kernel<T_, NPT>;
-      allow_smem(kernel, smem);
+      allow_dynamic_smem(kernel, smem);
       kernel<<<grid, kThreads, smem, stream>>>(
           p, dy.data<T_>(), u.data<T_>(), delta.data<T_>(), B.data<T_>(), C.data<T_>(),
           z.data<T_>(), checkpoints.data<float>(), ws.data<float>(), du.data<T_>(),

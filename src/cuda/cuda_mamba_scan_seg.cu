@@ -87,6 +87,28 @@ __device__ __forceinline__ void local_finish(float* sm, const Stage<Cf>& st, con
   if (q == 0) sg.sumdt[row * sg.n + seg] = s_sum[threadIdx.x / Cf::L];
 }
 
+// What a block of either state-only pass works on: lane (c, q) of channel
+// d = blockIdx.x kCh + c in batch row b, segment seg's groups [g_lo, g_hi).
+template <class Cf>
+struct LocalBlock {
+  int c, q, b, seg, g_lo, g_hi;
+  bool live;
+  long long row;  // b I + d
+  Lane<Cf::S> ln;
+  Stage<Cf> st;
+  __device__ LocalBlock(const P2& p, const Seg& sg, int segment)
+      : c(threadIdx.x / Cf::L),
+        q(threadIdx.x % Cf::L),
+        b(blockIdx.y),
+        seg(segment),
+        g_lo(seg_chunk0(sg, segment) * p.cg),
+        g_hi(min((p.T + kGroup - 1) / kGroup, seg_chunk0(sg, segment + 1) * p.cg)),
+        live(static_cast<int>(blockIdx.x) * Cf::kCh + c < p.I),
+        row(static_cast<long long>(b) * p.I + blockIdx.x * Cf::kCh + c),
+        ln(p, blockIdx.x * Cf::kCh + c, q, live),
+        st(p, blockIdx.x * Cf::kCh) {}
+};
+
 template <class T, int L, int S>
 __global__ void __launch_bounds__(kThreads)
     seg_fwd_local_kernel(P2 p, Seg sg, const T* __restrict__ u, const T* __restrict__ delta,
@@ -95,15 +117,12 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kTile = Cf::kTile, kSteps = Cf::kSteps, kBuf = LocalSmem<Cf>::kBuf;
   __shared__ float4 smem4[(LocalSmem<Cf>::kFloats + 3) / 4];
   float* sm = reinterpret_cast<float*>(smem4);
-  const int tid = threadIdx.x, c = tid / L, q = tid % L;
-  const int b = blockIdx.y, d0 = blockIdx.x * Cf::kCh, d = d0 + c, seg = blockIdx.z;
-  const bool live = d < p.I;
-  const Lane<S> ln(p, d, q, live);
-  const Stage<Cf> st(p, d0);
-  const long long row = static_cast<long long>(b) * p.I + d;
-  const int ngroups = (p.T + kGroup - 1) / kGroup;
-  const int g_lo = seg_chunk0(sg, seg) * p.cg;
-  const int g_hi = min(ngroups, seg_chunk0(sg, seg + 1) * p.cg);
+  const LocalBlock<Cf> lb(p, sg, blockIdx.z);
+  const int c = lb.c, q = lb.q, b = lb.b, seg = lb.seg, g_lo = lb.g_lo, g_hi = lb.g_hi;
+  const bool live = lb.live;
+  const long long row = lb.row;
+  const Lane<S>& ln = lb.ln;
+  const Stage<Cf>& st = lb.st;
   local_init<Cf>(sm, p.N);
   float h[S], sdt = 0.f;
 #pragma unroll
@@ -164,15 +183,12 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kTile = Cf::kTile, kSteps = Cf::kSteps, kBuf = LocalSmem<Cf>::kBuf;
   __shared__ float4 smem4[(LocalSmem<Cf>::kFloats + 3) / 4];
   float* sm = reinterpret_cast<float*>(smem4);
-  const int tid = threadIdx.x, c = tid / L, q = tid % L;
-  const int b = blockIdx.y, d0 = blockIdx.x * Cf::kCh, d = d0 + c, seg = blockIdx.z + 1;
-  const bool live = d < p.I;
-  const Lane<S> ln(p, d, q, live);
-  const Stage<Cf> st(p, d0);
-  const long long row = static_cast<long long>(b) * p.I + d;
-  const int ngroups = (p.T + kGroup - 1) / kGroup;
-  const int g_lo = seg_chunk0(sg, seg) * p.cg;
-  const int g_hi = min(ngroups, seg_chunk0(sg, seg + 1) * p.cg);
+  const LocalBlock<Cf> lb(p, sg, blockIdx.z + 1);
+  const int c = lb.c, q = lb.q, b = lb.b, seg = lb.seg, g_lo = lb.g_lo, g_hi = lb.g_hi;
+  const bool live = lb.live;
+  const long long row = lb.row;
+  const Lane<S>& ln = lb.ln;
+  const Stage<Cf>& st = lb.st;
   local_init<Cf>(sm, p.N);
   float dh[S], sdt = 0.f;
 #pragma unroll

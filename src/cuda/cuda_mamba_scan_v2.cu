@@ -150,18 +150,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Resident blocks per SM of the unsegmented-state forward (asked once).
-template <class T, int L, int S>
-int fwd_blocks_per_sm() {
-  static const int n = [] {
-    auto kernel = scan_fwd2_kernel<T, L, S, false>;
-    const size_t smem = Cfg<L, S>::kFwdSmem * sizeof(float);
-    allow_smem(kernel, smem);
-    return blocks_per_sm(kernel, smem);
-  }();
-  return n;
-}
-
 }  // namespace
 }  // namespace el::cuda::scan2
 
@@ -189,10 +177,10 @@ void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, 
     EL_DISPATCH_FLOAT(u.dtype(), T_, ({
       auto kernel = state.defined() ? scan_fwd2_kernel<T_, Cf::L, Cf::S, true>
                                     : scan_fwd2_kernel<T_, Cf::L, Cf::S, false>;
-      allow_smem(kernel, smem);
+      allow_dynamic_smem(kernel, smem);
       if (!state.defined()) {  // (the generation form runs unsegmented)
         sg.n = pick_segments(static_cast<long long>(cblocks) * Bn,
-                             fwd_blocks_per_sm<T_, Cf::L, Cf::S>(), sg.nchunks, kFwdSegOverhead);
+                             resident_blocks<scan_fwd2_kernel<T_, Cf::L, Cf::S, false>>(smem), sg.nchunks, kFwdSegOverhead);
         record_segments(false, sg.n);
       }
       if (sg.n > 1) {

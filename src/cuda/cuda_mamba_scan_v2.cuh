@@ -481,20 +481,17 @@ void with_cfg(int N, int lanes, F&& f) {
   }
 }
 
-template <class K>
-void allow_smem(K* kernel, size_t bytes) {
-  if (bytes > 48 * 1024) {
-    EL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
-  }
-}
-
-// Resident blocks of `kernel` per SM (after allow_smem; at least 1).
-template <class K>
-int blocks_per_sm(K* kernel, size_t smem) {
-  int n = 0;
-  EL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
-  return n > 0 ? n : 1;
+// Resident blocks per SM of kKernel with `smem` bytes of dynamic shared
+// memory (at least 1), asked once per kernel (after its opt-in).
+template <auto kKernel>
+int resident_blocks(size_t smem) {
+  static const int n = [smem] {
+    allow_dynamic_smem(kKernel, smem);
+    int r = 0;
+    EL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, kKernel, kThreads, smem));
+    return r > 0 ? r : 1;
+  }();
+  return n;
 }
 
 // ---- segments (cuda_mamba_scan_seg.cu)

@@ -414,18 +414,6 @@ int bwd_min_blocks() {
   return v;
 }
 
-// Resident blocks per SM of the backward kernel (asked once).
-template <class T, int L, int S, int kMinBlocks>
-int bwd_blocks_per_sm() {
-  static const int n = [] {
-    auto kernel = scan_bwd2_kernel<T, L, S, kMinBlocks>;
-    const size_t smem = bwd_smem<Cfg<L, S>, kMinBlocks>();
-    allow_smem(kernel, smem);
-    return blocks_per_sm(kernel, smem);
-  }();
-  return n;
-}
-
 }  // namespace
 }  // namespace el::cuda::scan2
 
@@ -453,9 +441,9 @@ void scan_v2_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, co
       const size_t smem = bwd_smem<Cf, kMB>();
       EL_DISPATCH_FLOAT(u.dtype(), T_, ({
         auto kernel = scan_bwd2_kernel<T_, Cf::L, Cf::S, kMB>;
-        allow_smem(kernel, smem);
+        allow_dynamic_smem(kernel, smem);
         sg.n = pick_segments(static_cast<long long>(cblocks) * Bn,
-                             bwd_blocks_per_sm<T_, Cf::L, Cf::S, kMB>(), sg.nchunks,
+                             resident_blocks<scan_bwd2_kernel<T_, Cf::L, Cf::S, kMB>>(smem), sg.nchunks,
                              kBwdSegOverhead);
         record_segments(true, sg.n);
         if (sg.n > 1) {

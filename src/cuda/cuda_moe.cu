@@ -297,6 +297,27 @@ __global__ void combine_forward_kernel(const T* ys, const W* weights, const int3
   });
 }
 
+// One lane's share of a row of per_row packs: d = w g, and the partial sum of
+// <g, y> over the packs j = lane, lane + 32, ... in order.
+template <class T, int V>
+__device__ __forceinline__ float scale_and_dot(const Pack<T, V>* g, const Pack<T, V>* y, float w,
+                                               Pack<T, V>* d, int64_t per_row, int lane) {
+  float dot = 0.f;
+#pragma unroll 2
+  for (int64_t j = lane; j < per_row; j += 32) {
+    const Pack<T, V> gv = g[j], yv = y[j];
+    Pack<T, V> o;
+#pragma unroll
+    for (int u = 0; u < V; ++u) {
+      const float gf = to_f<T>(gv.v[u]);
+      dot += gf * to_f<T>(yv.v[u]);
+      o.v[u] = from_f<T>(w * gf);
+    }
+    d[j] = o;
+  }
+  return dot;
+}
+
 // The combine's backward, one warp per token t, V elements of T at a time:
 // for each of its slots s = t k + q kept in row r, dys[r] = weights[s]
 // dout[t] and dweights[s] = <dout[t], ys[r]> (0 when dropped); row s of dys
@@ -320,21 +341,8 @@ __global__ void combine_backward_kernel(const T* dout, const T* ys, const W* wei
       const int r = slot_row[s];
       float dot = 0.f;
       if (r >= 0) {
-        const float w = to_f<W>(weights[s]);
-        const P* y = reinterpret_cast<const P*>(ys + r * c);
-        P* d = reinterpret_cast<P*>(dys + r * c);
-#pragma unroll 2
-        for (int64_t j = lane; j < per_row; j += 32) {
-          const P gv = g[j], yv = y[j];
-          P o;
-#pragma unroll
-          for (int u = 0; u < V; ++u) {
-            const float gf = to_f<T>(gv.v[u]);
-            dot += gf * to_f<T>(yv.v[u]);
-            o.v[u] = from_f<T>(w * gf);
-          }
-          d[j] = o;
-        }
+        dot = scale_and_dot(g, reinterpret_cast<const P*>(ys + r * c), to_f<W>(weights[s]),
+                            reinterpret_cast<P*>(dys + r * c), per_row, lane);
       }
       dot = warp_sum(dot);
       if (lane == 0) dweights[s] = from_f<W>(dot);
@@ -345,21 +353,8 @@ __global__ void combine_backward_kernel(const T* dout, const T* ys, const W* wei
     }
     if (!shared) continue;
     const float sg = 1.f / (1.f + expf(-to_f<T>(gate[t])));
-    const P* sh = reinterpret_cast<const P*>(shared + t * c);
-    P* dsh = reinterpret_cast<P*>(dshared + t * c);
-    float dot = 0.f;
-    for (int64_t j = lane; j < per_row; j += 32) {
-      const P gv = g[j], sv = sh[j];
-      P o;
-#pragma unroll
-      for (int u = 0; u < V; ++u) {
-        const float gf = to_f<T>(gv.v[u]);
-        dot += gf * to_f<T>(sv.v[u]);
-        o.v[u] = from_f<T>(sg * gf);
-      }
-      dsh[j] = o;
-    }
-    dot = warp_sum(dot);
+    const float dot = warp_sum(scale_and_dot(g, reinterpret_cast<const P*>(shared + t * c), sg,
+                                             reinterpret_cast<P*>(dshared + t * c), per_row, lane));
     if (lane == 0) dgate[t] = from_f<T>(dot * sg * (1.f - sg));
   }
 }
