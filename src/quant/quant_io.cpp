@@ -17,17 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::set<std::string>& projection_leaves() {
-  static const std::set<std::string> names = {"q_proj", "k_proj",  "v_proj",    "o_proj",
-                                              "gate_proj", "up_proj", "down_proj", "lm_head"};
-  return names;
-}
-
-std::string leaf(const std::string& path) {
-  const size_t dot = path.rfind('.');
-  return dot == std::string::npos ? path : path.substr(dot + 1);
-}
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -258,10 +247,13 @@ Result<QuantizedModelFile> load_quantized_model(const std::string& dir, Device d
     dense[s.name] = s.shape;
     order.push_back(s.name);
   }
+  // A listed slot must name a 2-D weight of the card here; that it is a
+  // projection slot of the model (not, say, the embedding) is checked once
+  // the model is built, against the slots its blocks expose.
   std::set<std::string> quantized;
   for (const std::string& slot : meta.slots) {
     const auto it = dense.find(slot + ".weight");
-    if (!projection_leaves().count(leaf(slot)) || it == dense.end()) {
+    if (it == dense.end() || it->second.size() != 2) {
       return make_error(fmt::format("quantized slot '{}' is not a projection of model card '{}'", slot, card.name),
                         path + ": metadata 'quantized_slots'");
     }
@@ -315,7 +307,18 @@ Result<QuantizedModelFile> load_quantized_model(const std::string& dir, Device d
   QuantizedModelFile out;
   EL_TRY_ASSIGN(out.model, DecoderLM::create(card, device, /*seed=*/0, act_dtype, /*init_weights=*/false));
   DecoderLM& model = *out.model;
-  for (SlotGroup& g : projection_groups(model, true)) {
+  const std::vector<SlotGroup> groups = projection_groups(model, true);
+  std::set<std::string> slot_paths;
+  for (const SlotGroup& g : groups) {
+    for (const SlotRef& s : g.slots) slot_paths.insert(s.path);
+  }
+  for (const std::string& slot : meta.slots) {
+    if (!slot_paths.count(slot)) {
+      return make_error(fmt::format("quantized slot '{}' is not a projection of model card '{}'", slot, card.name),
+                        path + ": metadata 'quantized_slots'");
+    }
+  }
+  for (const SlotGroup& g : groups) {
     std::vector<SlotRef> mine;
     for (const SlotRef& s : g.slots) {
       if (quantized.count(s.path)) mine.push_back(s);

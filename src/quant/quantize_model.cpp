@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <set>
 
 #include "autograd/tape.h"
 #include "ops/backend.h"
@@ -15,9 +16,25 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// Thrown by the capture of a layer's last slot group to end a calibration
-// forward early (see quantize_model.h); caught only in run_calibration.
+// Thrown once every capturing slot of the layer has seen its input, to end a
+// calibration forward early (see quantize_model.h); caught only in
+// run_calibration.
 struct StopCalibrationForward {};
+
+// The capturing slots of one layer that have seen their input in the current
+// forward. Counted rather than "the last slot in visiting order" because a
+// block's forward need not run its slots in the order for_each_linear lists
+// them (RWKV's channel mix runs value before receptance).
+struct CaptureRound {
+  size_t wrappers = 0;
+  std::set<const void*> seen;
+  void mark(const void* wrapper) {
+    seen.insert(wrapper);
+    if (seen.size() < wrappers) return;
+    seen.clear();
+    throw StopCalibrationForward{};
+  }
+};
 
 std::string leaf_of(const std::string& path) {
   const size_t dot = path.rfind('.');
@@ -41,8 +58,9 @@ int layer_of(const std::string& path) {
 // the wrapped layer (keeping its stacked path when it has one).
 class CaptureLinear final : public LinearLayer {
  public:
-  CaptureLinear(std::unique_ptr<LinearLayer> inner, std::shared_ptr<HessianAccumulator> acc, bool stop)
-      : inner(std::move(inner)), acc_(std::move(acc)), stop_(stop) {}
+  CaptureLinear(std::unique_ptr<LinearLayer> inner, std::shared_ptr<HessianAccumulator> acc,
+                std::shared_ptr<CaptureRound> round)
+      : inner(std::move(inner)), acc_(std::move(acc)), round_(std::move(round)) {}
 
   Tensor forward(const Tensor& x) const override {
     capture(x);
@@ -67,10 +85,10 @@ class CaptureLinear final : public LinearLayer {
  private:
   void capture(const Tensor& x) const {
     acc_->add(x);
-    if (stop_) throw StopCalibrationForward{};
+    round_->mark(this);
   }
   std::shared_ptr<HessianAccumulator> acc_;
-  bool stop_;
+  std::shared_ptr<CaptureRound> round_;
 };
 
 // A slot group being quantized (GPTQ: with its inputs' X^T X).
@@ -112,7 +130,7 @@ Status check_calibration(const DecoderLM& model, const Tensor& ids) {
 }
 
 // Runs the calibration ids through the model in batches (no gradients); the
-// capture of the layer's last group ends each forward.
+// capture that completes the layer's round ends each forward.
 void run_calibration(const DecoderLM& model, const QuantizeOptions& o) {
   NoGrad no_grad;
   const int64_t n = o.calibration.dim(0), b = std::max<int64_t>(1, o.calibration_batch);
@@ -292,11 +310,12 @@ Result<QuantizeReport> quantize_model(DecoderLM& model, const QuantizeOptions& o
     }
     if (mine.empty()) continue;
     if (o.method == QuantMethod::gptq) {
-      for (size_t i = 0; i < mine.size(); ++i) {
-        Group& g = *mine[i];
-        g.acc = std::make_shared<HessianAccumulator>((*g.slots.front().slot)->in_features(), device);
-        std::unique_ptr<LinearLayer>& slot = *g.slots.front().slot;
-        slot = std::make_unique<CaptureLinear>(std::move(slot), g.acc, i + 1 == mine.size());
+      auto round = std::make_shared<CaptureRound>();
+      round->wrappers = mine.size();
+      for (Group* g : mine) {
+        g->acc = std::make_shared<HessianAccumulator>((*g->slots.front().slot)->in_features(), device);
+        std::unique_ptr<LinearLayer>& slot = *g->slots.front().slot;
+        slot = std::make_unique<CaptureLinear>(std::move(slot), g->acc, round);
       }
       run_calibration(model, o);
       for (Group* g : mine) {

@@ -11,8 +11,8 @@
 // layers < l are already quantized (the reference's sequential order). For
 // layer l every slot group's first slot is swapped for a capturing wrapper
 // that adds X^T X of its input on the model's device (quant/gptq.h) and runs
-// the wrapped layer; the calibration forward stops right after the layer's
-// last group (an exception private to this file: the model's forward has no
+// the wrapped layer; the calibration forward stops as soon as every wrapper
+// of the layer has seen its input (an exception private to this file: the model's forward has no
 // hook to end early, and the layers after l are not needed yet). The
 // wrappers are removed, the layer's groups quantized and swapped in.
 //
