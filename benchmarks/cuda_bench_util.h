@@ -99,16 +99,19 @@ inline double median_ms(const std::function<void()>& fn, int min_calls = 10) {
 }
 
 // Median ms of one training step of `model` on ids[B, T] (also the targets):
-// loss, backward, AdamW (lr 1e-4, weight decay 0.1; bf16/f16 parameters get
-// f32 masters), gradients cleared. With `profile`, one more step after a
-// warm-up one runs inside Backend::profiler_range first, for
+// `micro_batches` times loss and backward (the gradients add up, as the
+// trainer's grad_accum), then AdamW (lr 1e-4, weight decay 0.1; bf16/f16
+// parameters get f32 masters), gradients cleared. With `profile`, one more
+// step after a warm-up one runs inside Backend::profiler_range first, for
 // `ncu --profile-from-start off` (time_train_step's EL_PROFILE_TRAIN_STEP).
 inline double train_step_ms(DecoderLM& model, const Tensor& ids, int min_calls = 5,
-                            bool profile = false, bool optimizer = true) {
+                            bool profile = false, bool optimizer = true, int micro_batches = 1) {
   AdamW opt(model.parameters(), AdamWConfig{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f});
   const std::function<void()> step = [&] {
-    Tensor loss = model.loss(ids, ids);
-    tape().backward(loss);
+    for (int i = 0; i < micro_batches; ++i) {
+      Tensor loss = model.loss(ids, ids);
+      tape().backward(loss);
+    }
     if (optimizer) opt.step(1e-4f);
     opt.zero_grad();
   };
@@ -128,17 +131,19 @@ inline double train_step_ms(DecoderLM& model, const Tensor& ids, int min_calls =
 struct TrainStepTiming {
   double ms = 0;            // median step (train_step_ms)
   double fwd_bwd_ms = 0;    // the same without the AdamW update (its cost scales with all parameters)
-  double tokens_per_s = 0;  // B T / step
+  double tokens_per_s = 0;  // micro_batches B T / step
   int64_t num_parameters = 0;
   FlopsPerToken flops;      // the model's, at T
 };
 
 // Builds `card` on the GPU in bf16 (seed 1) and times train_step_ms on B x T
-// token ids drawn uniformly from its vocabulary (Rng seed 3); with
+// token ids drawn uniformly from its vocabulary (Rng seed 3), with
+// `micro_batches` forward + backward passes per update; with
 // EL_PROFILE_TRAIN_STEP set to the card's name, one step is profiled first. The error of a
 // card that does not build (e.g. out of memory) is returned for the caller to
 // print.
-inline Result<TrainStepTiming> time_train_step(const ModelCard& card, int64_t B, int64_t T) {
+inline Result<TrainStepTiming> time_train_step(const ModelCard& card, int64_t B, int64_t T,
+                                               int micro_batches = 1) {
   EL_TRY_ASSIGN(std::unique_ptr<DecoderLM> model, DecoderLM::create(card, gpu(), 1, DType::bf16));
   Rng rng(3);
   std::vector<int32_t> v(static_cast<size_t>(B * T));
@@ -147,9 +152,10 @@ inline Result<TrainStepTiming> time_train_step(const ModelCard& card, int64_t B,
   // EL_PROFILE_TRAIN_STEP=<card name>: that card's step is bracketed for a profiler.
   const char* profile = std::getenv("EL_PROFILE_TRAIN_STEP");
   t.ms = train_step_ms(*model, Tensor::from_ints(v, {B, T}).to(gpu()), 5,
-                       profile != nullptr && card.name == profile);
-  t.fwd_bwd_ms = train_step_ms(*model, Tensor::from_ints(v, {B, T}).to(gpu()), 5, false, false);
-  t.tokens_per_s = static_cast<double>(B * T) / (t.ms * 1e-3);
+                       profile != nullptr && card.name == profile, true, micro_batches);
+  t.fwd_bwd_ms = train_step_ms(*model, Tensor::from_ints(v, {B, T}).to(gpu()), 5, false, false,
+                               micro_batches);
+  t.tokens_per_s = static_cast<double>(micro_batches * B * T) / (t.ms * 1e-3);
   t.num_parameters = model->num_parameters();
   t.flops = model->flops_per_token(T);
   return t;

@@ -1,6 +1,7 @@
 // efficientllm quantize — weight-only int8/int4 post-training quantization
 // (RTN or GPTQ) of a Hugging Face checkpoint or a checkpoint of ours, written
 // as the packed format of quant/quant_io.h (docs/QUANTIZATION.md).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -26,7 +27,7 @@ struct QuantizeArgs {
   std::string device = "cpu", method = "rtn", dtype = "auto";
   int bits = 4;
   int64_t group_size = 128;
-  bool asym = false, include_lm_head = false;
+  bool asym = false, include_lm_head = false, skip_experts = false;
   std::vector<std::string> calib = {"builtin"};
   int64_t calib_samples = 128, calib_seq_len = 512, calib_batch = 8;
   bool calib_seq_len_given = false;
@@ -115,6 +116,7 @@ int run(QuantizeArgs& a) {
   o.spec.symmetric = !a.asym;
   o.method = method.value();
   o.include_lm_head = a.include_lm_head;
+  o.quantize_experts = !a.skip_experts;
   o.calibration_batch = a.calib_batch;
   o.gptq.damp = a.damp;
   if (Status s = quant::validate_quant_spec(o.spec); !s.ok()) {
@@ -181,9 +183,12 @@ int run(QuantizeArgs& a) {
   const int64_t file_bytes = static_cast<int64_t>(fs::file_size(fs::path(a.out_dir) / quant::kQuantizedWeightsFile, ec));
 
   const std::string group = o.spec.group_size <= 0 ? "per-channel" : fmt::format("g{}", o.spec.group_size);
-  std::printf("%s %s int%d %s %s: %zu slots quantized%s\n", quant::quant_method_name(o.method),
+  const auto expert_tensors =
+      std::count_if(r.slots.begin(), r.slots.end(), [](const quant::SlotReport& s) { return s.experts > 0; });
+  std::printf("%s %s int%d %s %s: %zu slots quantized%s%s\n", quant::quant_method_name(o.method),
               model.card().name.c_str(), o.spec.bits, group.c_str(), o.spec.symmetric ? "sym" : "asym",
-              r.slots.size(), r.lm_head_quantized ? " (lm_head included)" : "");
+              r.slots.size(), r.lm_head_quantized ? " (lm_head included)" : "",
+              expert_tensors > 0 ? fmt::format(" ({} of them MoE expert tensors)", expert_tensors).c_str() : "");
   for (const std::string& n : r.notes) std::printf("note: %s\n", n.c_str());
   std::printf("parameters: %s -> %s in memory (%.2fx); quantized slots %s -> %s, %.3f bits/weight\n",
               human_bytes(r.model_bytes_before).c_str(), human_bytes(r.model_bytes_after).c_str(),
@@ -237,6 +242,7 @@ void add_quantize_command(CLI::App& app, Action& action) {
   cmd->add_option("--damp", a->damp, "GPTQ dampening: fraction of the mean Hessian diagonal")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Calibration sampling seed")->capture_default_str();
   cmd->add_flag("--include-lm-head", a->include_lm_head, "Quantize an untied lm_head too");
+  cmd->add_flag("--skip-experts", a->skip_experts, "Leave a mixture of experts' expert tensors dense");
   cmd->add_option("--device", a->device, "cpu | cuda[:N]")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "Stored dtype of the unquantized tensors: auto (the source's) | f32 | bf16 | f16")
       ->capture_default_str();

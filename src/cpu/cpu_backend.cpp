@@ -373,6 +373,35 @@ class CpuBackend final : public Backend {
     cpu::relu_square_backward(s.in(dout), s.in(x), s.out(dx));
     s.commit();
   }
+  // RWKV-6 (cpu_rwkv6.cpp)
+  void tanh_forward(const Tensor& x, Tensor& out) override {
+    F32Stage s;
+    cpu::tanh_forward(s.in(x), s.out(out));
+    s.commit();
+  }
+  void tanh_backward(const Tensor& dout, const Tensor& out, Tensor& dx) override {
+    F32Stage s;
+    cpu::tanh_backward(s.in(dout), s.in(out), s.out(dx));
+    s.commit();
+  }
+  void rwkv6_wkv_forward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                         const Tensor& u, int64_t head_size, const Tensor& last, Tensor& state,
+                         Tensor& y) override {
+    F32Stage s;
+    cpu::rwkv6_wkv_forward(s.in(r), s.in(k), s.in(v), s.in(w), s.in(u), head_size, last, state,
+                           s.out(y));
+    s.commit();
+  }
+  void rwkv6_wkv_backward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                          const Tensor& u, int64_t head_size, const Tensor& dy,
+                          const Tensor& state0, Tensor& dr, Tensor& dk, Tensor& dv, Tensor& dw,
+                          Tensor& du) override {
+    F32Stage in, out;  // 6 narrow inputs, 5 narrow outputs: two stages
+    cpu::rwkv6_wkv_backward(in.in(r), in.in(k), in.in(v), in.in(w), in.in(u), head_size,
+                            in.in(dy), state0, out.out(dr), out.out(dk), out.out(dv),
+                            out.out(dw), out.out(du));
+    out.commit();
+  }
 
   // ---- mixture of experts (cpu_moe.cpp)
   void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
@@ -407,6 +436,12 @@ class CpuBackend final : public Backend {
                     Tensor& y) override {
     F32Stage s;
     cpu::grouped_gemm(s.in(x), s.in(w), trans_w, offsets, s.out(y));
+    s.commit();
+  }
+  void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets,
+                            Tensor& y) override {
+    F32Stage s;
+    cpu::grouped_quant_matmul(s.in(x), w, offsets, s.out(y));
     s.commit();
   }
   void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,

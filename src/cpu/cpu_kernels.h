@@ -157,6 +157,18 @@ void sigmoid_mul_backward(const Tensor& dout, const Tensor& r, const Tensor& y, 
 void relu_square_forward(const Tensor& x, Tensor& out);
 void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx);
 
+// ---- cpu_rwkv6.cpp (RWKV-6; contracts in ops/backend.h, "RWKV-6"). The
+// state and `last` pass unstaged (f32 / i32 already).
+void tanh_forward(const Tensor& x, Tensor& out);
+void tanh_backward(const Tensor& dout, const Tensor& out, Tensor& dx);
+void rwkv6_wkv_forward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                       const Tensor& u, int64_t head_size, const Tensor& last, Tensor& state,
+                       Tensor& y);
+void rwkv6_wkv_backward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                        const Tensor& u, int64_t head_size, const Tensor& dy,
+                        const Tensor& state0, Tensor& dr, Tensor& dk, Tensor& dv, Tensor& dw,
+                        Tensor& du);
+
 // ---- cpu_moe.cpp (mixture of experts; contracts in ops/backend.h, "mixture of experts")
 // Index tensors (ids, sorted_slot, slot_row, offsets) are i32; the rest f32.
 void moe_router_forward(const Tensor& logits, MoeScore score, bool normalize, Tensor& ids,
@@ -170,6 +182,9 @@ void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx)
 void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
                   Tensor& y);
 void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+// Quantized experts stacked [E N, K] (ops::grouped_quant_linear): quant_matmul
+// on each expert's row block of w (cpu_moe.cpp); x, y f32.
+void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets, Tensor& y);
 void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
                          const Tensor& shared, const Tensor& shared_gate, Tensor& out);
 void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,

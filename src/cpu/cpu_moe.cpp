@@ -412,4 +412,27 @@ void moe_z_loss_backward(const Tensor& dloss, const Tensor& logits, Tensor& dlog
   }
 }
 
+// The reference of the quantized experts: each expert's [N, K] row block of
+// the stacked weight is a QuantizedWeight of its own (row slices of the three
+// tensors), run by quant_matmul over that expert's rows; experts without rows
+// read nothing.
+void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets, Tensor& y) {
+  expect_f32(x, "grouped_quant_matmul x");
+  expect_f32(y, "grouped_quant_matmul y");
+  const int64_t e = offsets.numel() - 1, n = w.out_features / e, m = y.dim(0);
+  const int32_t* off = offsets.data<int32_t>();
+  EL_ENSURE(off[e] <= m && y.dim(1) == n, "cpu grouped_quant_matmul: offsets end at {} past {} rows", off[e], m);
+  for (int64_t j = 0; j < e; ++j) {
+    if (off[j + 1] == off[j]) continue;
+    QuantizedWeight we = w;
+    we.out_features = n;
+    we.qweight = w.qweight.slice0(j * n, (j + 1) * n);
+    we.scales = w.scales.slice0(j * n, (j + 1) * n);
+    if (w.zeros.defined()) we.zeros = w.zeros.slice0(j * n, (j + 1) * n);
+    Tensor ye = y.slice0(off[j], off[j + 1]);
+    quant_matmul(x.slice0(off[j], off[j + 1]), we, Tensor(), ye);
+  }
+  std::fill(y.data<float>() + static_cast<int64_t>(off[e]) * n, y.data<float>() + m * n, 0.f);
+}
+
 }  // namespace el::cpu

@@ -237,6 +237,10 @@ class CudaBackend final : public Backend {
                     Tensor& y) override {
     cuda::grouped_gemm(x, w, trans_w, offsets, y);
   }
+  void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets,
+                            Tensor& y) override {
+    cuda::grouped_quant_matmul(x, w, offsets, y);
+  }
   void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
                        Tensor& dw) override {
     cuda::grouped_gemm_dw(dy, x, offsets, dw);
@@ -344,6 +348,22 @@ class CudaBackend final : public Backend {
   }
   void relu_square_backward(const Tensor& dout, const Tensor& x, Tensor& dx) override {
     cuda::relu_square_backward(dout, x, dx);
+  }
+  // RWKV-6 (cuda_rwkv6.cu)
+  void tanh_forward(const Tensor& x, Tensor& out) override { cuda::tanh_forward(x, out); }
+  void tanh_backward(const Tensor& dout, const Tensor& out, Tensor& dx) override {
+    cuda::tanh_backward(dout, out, dx);
+  }
+  void rwkv6_wkv_forward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                         const Tensor& u, int64_t head_size, const Tensor& last, Tensor& state,
+                         Tensor& y) override {
+    cuda::rwkv6_wkv_forward(r, k, v, w, u, head_size, last, state, y);
+  }
+  void rwkv6_wkv_backward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                          const Tensor& u, int64_t head_size, const Tensor& dy,
+                          const Tensor& state0, Tensor& dr, Tensor& dk, Tensor& dv, Tensor& dw,
+                          Tensor& du) override {
+    cuda::rwkv6_wkv_backward(r, k, v, w, u, head_size, dy, state0, dr, dk, dv, dw, du);
   }
   void gelu_exact_forward(const Tensor& x, Tensor& out) override {
     cuda::gelu_exact_forward(x, out);

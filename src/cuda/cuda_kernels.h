@@ -123,6 +123,8 @@ void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx)
 void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
                   Tensor& y);
 void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+// cuda_moe_quant.cu: quantized experts stacked [E N, K] (ops::grouped_quant_linear).
+void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets, Tensor& y);
 void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
                          const Tensor& shared, const Tensor& shared_gate, Tensor& out);
 void moe_combine_backward(const Tensor& dout, const Tensor& ys, const Tensor& weights,
@@ -192,6 +194,18 @@ void rwkv_wkv_forward(const Tensor& time_decay, const Tensor& time_first, const 
 void rwkv_wkv_backward(const Tensor& time_decay, const Tensor& time_first, const Tensor& k,
                        const Tensor& v, const Tensor& y, const Tensor& dy, const Tensor& state0,
                        Tensor& dtime_decay, Tensor& dtime_first, Tensor& dk, Tensor& dv);
+
+// ---- cuda_rwkv6.cu: RWKV-6 tanh and the WKV-6 recurrence (Backend "RWKV-6"
+// virtuals; one block per (batch row, head), the state in registers)
+void tanh_forward(const Tensor& x, Tensor& out);
+void tanh_backward(const Tensor& dout, const Tensor& out, Tensor& dx);
+void rwkv6_wkv_forward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                       const Tensor& u, int64_t head_size, const Tensor& last, Tensor& state,
+                       Tensor& y);
+void rwkv6_wkv_backward(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                        const Tensor& u, int64_t head_size, const Tensor& dy,
+                        const Tensor& state0, Tensor& dr, Tensor& dk, Tensor& dv, Tensor& dw,
+                        Tensor& du);
 
 // ---- cuda_norm.cu, shared: out[j] = sum over b < g of partial[b * c + j]
 // (f32 partials, fixed order), rounded into out's dtype.

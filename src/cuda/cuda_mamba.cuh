@@ -35,24 +35,20 @@ inline void check_launch(const char* what) {
   if (rc != cudaSuccess) throw Exception(cuda_error(rc, what, __FILE__, __LINE__));
 }
 
-// A/B of the selective scan, read once per process: EL_MAMBA_SCAN = old runs
-// the first design (cuda_mamba_scan.cu), new4 the second
-// (cuda_mamba_scan_v2.cu) with 4 lanes per channel for N <= 32, anything
-// else (default) the second with 8. The first keeps checkpoints every
-// 128 steps; the second every EL_MAMBA_SCAN_CHUNK = 16, 32, 64 or 128
-// (default) steps (scan_v2_chunk(), what mamba_scan_chunk() returns then):
-// fewer steps, less recomputation in the backward, more checkpoint memory.
-bool scan_use_v2();
+// The scan's checkpoint interval, read once per process:
+// EL_MAMBA_SCAN_CHUNK = 16, 32, 64 or 128 (default) steps (what
+// mamba_scan_chunk() returns): fewer steps, less recomputation in the
+// backward, more checkpoint memory.
 int64_t scan_v2_chunk();
-// Segments over time of the second design (cuda_mamba_scan_v2.cuh): -1 =
+// Segments over time of the scan (cuda_mamba_scan_v2.cuh): -1 =
 // auto, 0 = off, n > 0 = n (clamped to the checkpoint chunks); returns the
 // setting before. Starts from EL_MAMBA_SCAN_SEGMENTS; a test hook (tests
 // declare it themselves: this header is CUDA-only). Not thread-safe.
 int scan_set_segments(int n);
 // The segments of the last forward without a state (backward = false) or
-// backward (true) of the second design: what the heuristic picked (benchmarks).
+// backward (true): what the heuristic picked (benchmarks).
 int scan_last_segments(bool backward);
-// The second design, called by cuda_mamba_scan.cu's mamba_scan_forward /
+// The kernels, called by cuda_mamba_scan.cu's mamba_scan_forward /
 // mamba_scan_backward after their checks (outputs of the backward zeroed;
 // u non-empty), with their arguments.
 void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,

@@ -290,7 +290,7 @@ Tensor seg_scratch(int64_t Bn, const P2& p, Seg& sg, const Device& dev) {
 void seg_forward_local(const P2& p, const Seg& sg, const Tensor& u, const Tensor& delta,
                        const Tensor& B) {
   const cudaStream_t stream = ctx().stream;
-  with_cfg(p.N, scan_variant(), [&](auto cf) {
+  with_cfg(p.N, [&](auto cf) {
     using Cf = decltype(cf);
     const dim3 grid(static_cast<unsigned>((p.I + Cf::kCh - 1) / Cf::kCh),
                     static_cast<unsigned>(u.dim(0)), static_cast<unsigned>(sg.n - 1));
@@ -305,7 +305,7 @@ void seg_forward_local(const P2& p, const Seg& sg, const Tensor& u, const Tensor
 void seg_backward_local(const P2& p, const Seg& sg, const Tensor& dy, const Tensor& delta,
                         const Tensor& z, const Tensor& C) {
   const cudaStream_t stream = ctx().stream;
-  with_cfg(p.N, scan_variant(), [&](auto cf) {
+  with_cfg(p.N, [&](auto cf) {
     using Cf = decltype(cf);
     const dim3 grid(static_cast<unsigned>((p.I + Cf::kCh - 1) / Cf::kCh),
                     static_cast<unsigned>(dy.dim(0)), static_cast<unsigned>(sg.n - 1));

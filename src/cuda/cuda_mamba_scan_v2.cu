@@ -1,7 +1,6 @@
-// cuda_mamba_scan_v2.cu — the forward kernel of the scan's second design
-// (cuda_mamba_scan_v2.cuh describes the design; TEMPORARY, see there) and
-// its entry points scan_use_v2 / scan_v2_chunk / scan_v2_forward
-// (cuda_mamba.cuh).
+// cuda_mamba_scan_v2.cu — the forward kernel of the fused selective scan
+// (cuda_mamba_scan_v2.cuh describes the design) and its entry points
+// scan_v2_chunk / scan_v2_forward (cuda_mamba.cuh).
 #include "cuda/cuda_kernels.h"
 #include "cuda/cuda_mamba_scan_v2.cuh"
 
@@ -156,8 +155,6 @@ __global__ void __launch_bounds__(kThreads)
 // ---- host side
 namespace el::cuda::mamba {
 
-bool scan_use_v2() { return scan2::scan_variant() != 0; }
-
 int64_t scan_v2_chunk() { return scan2::chunk_from_env(); }
 
 void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, const Tensor& B,
@@ -167,7 +164,7 @@ void scan_v2_forward(const Tensor& u, const Tensor& delta, const Tensor& A_log, 
   const P2 p = params(u, A_log, D, delta_bias);
   const cudaStream_t stream = ctx().stream;
   const int64_t Bn = u.dim(0);
-  with_cfg(p.N, scan_variant(), [&](auto cf) {
+  with_cfg(p.N, [&](auto cf) {
     using Cf = decltype(cf);
     const int cblocks = (p.I + Cf::kCh - 1) / Cf::kCh;
     const size_t smem = Cf::kFwdSmem * sizeof(float);

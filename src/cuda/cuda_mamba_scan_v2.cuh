@@ -1,35 +1,30 @@
-// cuda_mamba_scan_v2.cuh — internal to src/cuda: what the two kernels of the
-// second design of the fused Mamba-1 selective scan share (forward:
-// cuda_mamba_scan_v2.cu, backward: cuda_mamba_scan_v2_bwd.cu; contracts in
-// ops/backend.h "Mamba-1"). The first design is cuda_mamba_scan.cu, which
-// does the shape checks and calls in (entry points in cuda_mamba.cuh).
+// cuda_mamba_scan_v2.cuh — internal to src/cuda: what the kernels of the
+// fused Mamba-1 selective scan share (forward: cuda_mamba_scan_v2.cu,
+// backward: cuda_mamba_scan_v2_bwd.cu, segments over T:
+// cuda_mamba_scan_seg.cu; contracts in ops/backend.h "Mamba-1").
+// cuda_mamba_scan.cu does the shape checks and calls in (entry points in
+// cuda_mamba.cuh).
 //
-// A/B switches, read once per process: EL_MAMBA_SCAN=old runs the first
-// design; new4 this one with 4 lanes per channel for N <= 32; anything else
-// (default) this one with 8 — on an H100 at B 1, T 8192, I 4096, N 16 the
-// 8-lane layout took fwd 0.80 / bwd 2.28 ms against the first design's
-// 1.08 / 2.73 and the 4-lane one's 1.10 / 2.90 (one warp per scheduler
-// left its latency exposed; docs/PERFORMANCE.md). EL_MAMBA_SCAN_CHUNK = 16,
-// 32 or 64 sets this design's checkpoint interval (default 128, the first
-// design's): at 16 the backward runs no pass 1 (below) for 8x the
-// checkpoint memory (at B 1, T 8192, I 4096, N 16: 134 MB instead of 17 MB
-// a layer). mamba_scan_chunk() follows. The losers of the measurement go
-// away with the switches.
+// Switch, read once per process: EL_MAMBA_SCAN_CHUNK = 16, 32 or 64 sets the
+// checkpoint interval (default 128): at 16 the backward runs no pass 1
+// (below) for 8x the checkpoint memory (at B 1, T 8192, I 4096, N 16: 134 MB
+// instead of 17 MB a layer). mamba_scan_chunk() follows.
 //
-// Why a second design: the first (a half warp per channel, one state per
-// lane) spends ~27 SASS instructions per state and step where the
-// arithmetic is 5, because what is per (channel, step) — softplus, SiLU,
-// the 16-lane reduce-scatter, staging, addressing — is paid by every state.
-// Here:
-//  * L = 8 lanes per channel for N <= 64 (4 with EL_MAMBA_SCAN=new4 for
-//    N <= 32; 16 for N > 64) and S = N / L states per lane, contiguous (lane
-//    q owns n = q S .. q S + S - 1), so per (channel, step) work is spread
-//    over S states and the reduce-scatter of C . h spans L lanes. Block: 128
-//    threads, 128 / L channels of one batch row. At B 1, I 4096, N 16 that
-//    is two warps per scheduler (one with 4 lanes, which measured no faster
-//    than the first design: latency exposed); the kernels live on
-//    instruction-level parallelism (S independent states, 16 unrolled
-//    steps), not occupancy.
+// Why this design ("v2": it replaced a first one, removed since): the first
+// (a half warp per channel, one state per lane) spent ~27 SASS instructions
+// per state and step where the arithmetic is 5, because what is per
+// (channel, step) — softplus, SiLU, the 16-lane reduce-scatter, staging,
+// addressing — was paid by every state. On an H100 at B 1, T 8192, I 4096,
+// N 16 this one took fwd 0.80 / bwd 2.28 ms against the first design's
+// 1.08 / 2.73, and a 4-lane variant of this one 1.10 / 2.90 (one warp per
+// scheduler left its latency exposed; docs/PERFORMANCE.md). Here:
+//  * L = 8 lanes per channel for N <= 64 (16 for N > 64) and S = N / L
+//    states per lane, contiguous (lane q owns n = q S .. q S + S - 1), so
+//    per (channel, step) work is spread over S states and the reduce-scatter
+//    of C . h spans L lanes. Block: 128 threads, 128 / L channels of one
+//    batch row. At B 1, I 4096, N 16 that is two warps per scheduler; the
+//    kernels live on instruction-level parallelism (S independent states,
+//    16 unrolled steps), not occupancy.
 //  * Per 16-step group, inputs are fetched a group ahead into registers and
 //    stashed in double-buffered shared memory: one barrier per group. Per
 //    (channel, step) values are computed once while stashing (dt =
@@ -45,19 +40,20 @@
 //    each group's start state in shared memory (H0); pass 2 jobs take the
 //    groups last first: recompute the group's states keeping h and exp(dt
 //    A) in registers (two exps per state and step in all; the first design
-//    has three), then walk back. States go in batches of 4 per lane
+//    had three), then walk back. States go in batches of 4 per lane
 //    (registers bounded for large N). dB and dC (sums over channels) go
 //    through shared memory: every lane writes its group's values (R,
 //    [value][step][channel][state]); each thread then owns float4 slots
 //    (value, step, 4 states), sums them over the block's channels and adds
 //    them to the f32 output with one vector atomic (scalar ones when N % 4
-//    != 0). R is double-buffered where it fits, and a group's sum is spread
-//    over the next group's walk (2 loads per step) instead of a burst
-//    between two barriers. du, ddelta and dz are staged and stored
+//    != 0). With one block per SM (EL_MAMBA_SCAN_BWD_BLOCKS=1) R is
+//    double-buffered and a group's sum is spread over the next group's walk
+//    (2 loads per step); the default, three blocks per SM where their shared
+//    memory fits, has one R buffer summed between two barriers and hides
+//    that burst behind the other blocks. du, ddelta and dz are staged and stored
 //    coalesced; dA stays in registers to the end. ~33 instructions per
 //    state and step with 128-step chunks, ~27 with 16 (the first design:
-//    ~79). Shared memory at N 16: ~99.5 KB a block with 8 lanes (255
-//    registers: two blocks per SM), ~194 KB with 4 (one).
+//    ~79). Shared memory at N 16: ~99.5 KB a block with two R buffers.
 //
 // Segments over time (cuda_mamba_scan_seg.cu). At batch 1 the grid is
 // I / 16 blocks (256 at I 4096: two per SM, latency-bound), so time is split
@@ -109,7 +105,7 @@ constexpr int kThreads = 128;
 constexpr int kGroup = 16;        // steps per group
 constexpr int kRow = kGroup + 4;  // floats per [channel][step] tile row (no bank conflicts)
 // Checkpoint interval: P2::cg groups of 16 steps, at most 8 (128 steps, the
-// first design's interval and the default; EL_MAMBA_SCAN_CHUNK).
+// default; EL_MAMBA_SCAN_CHUNK).
 constexpr int kMaxChunkGroups = 8;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -431,18 +427,6 @@ inline int64_t chunk_from_env() {
   return v;
 }
 
-// EL_MAMBA_SCAN: 0 = old (the first design), else the lanes per channel of
-// this one for N <= 32 (new4: 4, default: 8). Read once.
-inline int scan_variant() {
-  static const int v = [] {
-    const char* e = std::getenv("EL_MAMBA_SCAN");
-    if (e && std::strcmp(e, "old") == 0) return 0;
-    if (e && std::strcmp(e, "new4") == 0) return 4;
-    return 8;
-  }();
-  return v;
-}
-
 inline P2 params(const Tensor& u, const Tensor& A_log, const Tensor& D, const Tensor& bias) {
   return P2{A_log.data<void>(),         A_log.dtype(),
             D.data<void>(),             D.dtype(),
@@ -451,27 +435,15 @@ inline P2 params(const Tensor& u, const Tensor& A_log, const Tensor& D, const Te
             static_cast<int>(A_log.dim(1)), static_cast<int>(chunk_from_env() / kGroup), false};
 }
 
-// Lanes per channel and states per lane for N states (N <= 256); lanes = 8
-// takes 8 lanes per channel for N <= 32 too (twice the warps, fewer states
-// per lane: the default; new4 halves the lanes).
+// Lanes per channel and states per lane for N states (N <= 256).
 template <class F>
-void with_cfg(int N, int lanes, F&& f) {
-  if (lanes == 8 && N <= 32) {
-    if (N <= 8) {
-      f(Cfg<8, 1>{});
-    } else if (N <= 16) {
-      f(Cfg<8, 2>{});
-    } else {
-      f(Cfg<8, 4>{});
-    }
-  } else if (N <= 4) {
-    f(Cfg<4, 1>{});
-  } else if (N <= 8) {
-    f(Cfg<4, 2>{});
+void with_cfg(int N, F&& f) {
+  if (N <= 8) {
+    f(Cfg<8, 1>{});
   } else if (N <= 16) {
-    f(Cfg<4, 4>{});
+    f(Cfg<8, 2>{});
   } else if (N <= 32) {
-    f(Cfg<4, 8>{});
+    f(Cfg<8, 4>{});
   } else if (N <= 64) {
     f(Cfg<8, 8>{});
   } else if (N <= 128) {

@@ -43,7 +43,7 @@ __device__ __forceinline__ Job next_job(Job j, int c_lo, const P2& p) {
 // Block (channel block, b, segment blockIdx.z of sg): the segment's chunks,
 // from the adjoint carried in from the segments after it; dA_log, dD and
 // ddelta_bias get one atomic partial per segment.
-// kMinBlocks 3 (EL_MAMBA_SCAN_BWD_BLOCKS, where it fits: bwd_smem): registers
+// kMinBlocks 3 (the default where it fits: bwd_smem; EL_MAMBA_SCAN_BWD_BLOCKS): registers
 // capped for three resident blocks per SM, one R buffer (summed between two
 // barriers) so that three blocks' shared memory fits.
 template <class T, int L, int S, int kMinBlocks>
@@ -404,12 +404,16 @@ constexpr size_t bwd_smem() {
 template <class Cf>
 constexpr bool kThreeFit = bwd_smem<Cf, 3>() <= 74 * 1024 && Cf::S <= 2;
 
-// EL_MAMBA_SCAN_BWD_BLOCKS: 3 = the kMinBlocks 3 kernel where it fits, else
-// (default) 1. Read once.
+// EL_MAMBA_SCAN_BWD_BLOCKS: 1 = the kMinBlocks 1 kernel (two R buffers, the
+// sum overlapped with the next group's walk); otherwise (default) the
+// kMinBlocks 3 kernel where it fits. On an H100 at B 1, T 8192, I 4096, N 16
+// three blocks took the backward from 2.24 to 2.05 ms, and mamba-1.5b's 8K
+// step from 1.01-1.02x to 1.04x qwen2.5-1.5b's (docs/PERFORMANCE.md). Read
+// once.
 int bwd_min_blocks() {
   static const int v = [] {
     const char* e = std::getenv("EL_MAMBA_SCAN_BWD_BLOCKS");
-    return e && std::strcmp(e, "3") == 0 ? 3 : 1;
+    return e && std::strcmp(e, "1") == 0 ? 1 : 3;
   }();
   return v;
 }
@@ -430,7 +434,7 @@ void scan_v2_backward(const Tensor& dy, const Tensor& u, const Tensor& delta, co
   p.vec4 = p.N % 4 == 0 && aligned16(dB.raw()) && aligned16(dC.raw());
   const cudaStream_t stream = ctx().stream;
   const int64_t Bn = u.dim(0);
-  with_cfg(p.N, scan_variant(), [&](auto cf) {
+  with_cfg(p.N, [&](auto cf) {
     using Cf = decltype(cf);
     const int cblocks = (p.I + Cf::kCh - 1) / Cf::kCh;
     Seg sg;

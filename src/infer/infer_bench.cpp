@@ -20,7 +20,7 @@ int64_t decode_weight_bytes(const DecoderLM& model) {
 
 namespace {
 // Bytes of a mixture of experts' routed expert tensors (nn/moe.h:
-// experts.gate_up_proj and experts.down_proj, [E, ...], never quantized);
+// experts.gate_up_proj and experts.down_proj, [E, ...], dense or quantized);
 // 0 for a dense card. A decode step reads only the experts its tokens are
 // routed to: exactly k per layer at batch 1, between k and min(E, k B) at
 // batch B, which depends on the routing.
@@ -30,7 +30,12 @@ int64_t routed_expert_bytes(const DecoderLM& model) {
     const auto ends = [&](const std::string& s) {
       return p.name.size() >= s.size() && p.name.compare(p.name.size() - s.size(), s.size(), s) == 0;
     };
-    if (ends(".experts.gate_up_proj") || ends(".experts.down_proj")) n += static_cast<int64_t>(p.tensor.nbytes());
+    const bool quantized = ends(".qweight") || ends(".scales") || ends(".zeros");  // quant/quant_grouped.h
+    const std::string base = quantized ? p.name.substr(0, p.name.rfind('.')) : p.name;
+    const auto base_ends = [&](const std::string& x) {
+      return base.size() >= x.size() && base.compare(base.size() - x.size(), x.size(), x) == 0;
+    };
+    if (base_ends(".experts.gate_up_proj") || base_ends(".experts.down_proj")) n += static_cast<int64_t>(p.tensor.nbytes());
   }
   return n;
 }
@@ -54,10 +59,11 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
   const DType cache_dtype = config.cache_dtype.value_or(model.param_dtype());
   const int64_t kv_per_token = KvCache::bytes_per_sequence(model.card(), 1, cache_dtype);
   const ModelCard& card = model.card();
-  const bool recurrent = card.block == ModelCard::Block::mamba || card.block == ModelCard::Block::rwkv;
+  const bool rwkv = card.block == ModelCard::Block::rwkv || card.block == ModelCard::Block::rwkv6;
+  const bool recurrent = card.block == ModelCard::Block::mamba || rwkv;
   const int64_t expert_bytes = routed_expert_bytes(model);
   report.cache_kind = card.block == ModelCard::Block::mamba          ? "mamba_state"
-                      : card.block == ModelCard::Block::rwkv         ? "rwkv_state"
+                      : rwkv                                         ? "rwkv_state"
                       : card.attention == ModelCard::Attention::mla ? "mla_latent"
                                                                      : "kv";
   Rng rng(config.seed);

@@ -72,7 +72,7 @@ struct InferBenchReport {
   std::vector<InferBatchResult> batches;
   // What kv_cache_bytes holds: "kv" (keys and values), "mla_latent" (MLA's
   // one row per token), "mamba_state" / "rwkv_state" (the fixed-size
-  // recurrent state of block: mamba / rwkv, nn/kv_cache.h).
+  // recurrent state of block: mamba / rwkv / rwkv6, nn/kv_cache.h).
   std::string cache_kind = "kv";
   int64_t weight_bytes = 0;  // bytes one decode step reads for the weights (a mixture of experts: all E)
   std::optional<double> datasheet_memory_gbps;

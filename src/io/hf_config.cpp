@@ -479,6 +479,13 @@ std::string hf_export_model_type(const ModelCard& c, const std::string& requeste
 }
 
 Result<std::string> hf_config_json(const ModelCard& card, const HfConfigExport& opt) {
+  if (card.block == ModelCard::Block::rwkv6) {  // nn/rwkv6.h
+    return hf_parts::card_key_error(
+        card, "block",
+        "block rwkv6 (RWKV-6) cannot be exported: transformers has no RWKV-6 model class "
+        "(RWKV-6 checkpoints on the Hub run as remote code), and import is not supported either",
+        "keep the engine's own checkpoints for RWKV-6 cards");
+  }
   const std::string mt = hf_export_model_type(card, opt.model_type);
   const WrittenFamily* family = nullptr;
   std::vector<std::string> written;

@@ -7,6 +7,7 @@
 #include "nn/nsa.h"
 #include "nn/pos_encoding.h"
 #include "nn/rwkv.h"
+#include "nn/rwkv6.h"
 #include "nn/rope_scaling.h"
 #include "ops/ops.h"
 
@@ -96,6 +97,12 @@ void DecoderLM::for_each_linear(const LinearVisitor& visit) {
     layers_[i]->for_each_linear("model.layers." + std::to_string(i), visit);
   }
   if (lm_head_) visit("lm_head", lm_head_);
+}
+
+void DecoderLM::for_each_grouped(const GroupedVisitor& visit) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->for_each_grouped("model.layers." + std::to_string(i), visit);
+  }
 }
 
 Tensor DecoderLM::forward(const Tensor& ids) const { return forward_logits(ids, nullptr); }
@@ -262,6 +269,13 @@ static MlaShape mla_shape(const ModelCard& c) {
 }
 
 ParameterCounts count_parameters(const ModelCard& c) {
+  if (c.block == ModelCard::Block::rwkv6) {  // nn/rwkv6.h: embeddings, pre_ln, L layers, ln_out
+    ParameterCounts p;
+    p.embedding = int64_t{c.vocab_size} * c.d_model * (c.tied_embeddings ? 1 : 2);
+    p.total = p.embedding + 2 * c.d_model + c.n_layer * rwkv6_layer_parameters(c) + 2 * c.d_model;
+    p.active = p.total;
+    return p;
+  }
   if (c.block == ModelCard::Block::rwkv) {  // nn/rwkv.h: embeddings, pre_ln, L layers, ln_out
     ParameterCounts p;
     const int64_t C = c.d_model, A = rwkv_attention_size(c), F = c.d_ff;
@@ -313,6 +327,18 @@ ParameterCounts count_parameters(const ModelCard& c) {
 
 FlopsPerToken flops_per_token(const ModelCard& card, int64_t T) {
   FlopsPerToken f;
+  if (card.block == ModelCard::Block::rwkv6) {
+    // As RWKV-4 below: the projections (LoRAs included) and the head; the
+    // WKV-6 recurrence is attention_forward, per channel and token 3 N
+    // multiply-adds (bonus, readout, state update), independent of T.
+    const double L = card.n_layer, C = card.d_model, N = card.rwkv6_head_size;
+    f.matmul_forward = L * 2.0 * static_cast<double>(rwkv6_layer_matmul_macs(card)) +
+                       2.0 * C * card.vocab_size;
+    f.matmul_forward_total = f.matmul_forward;
+    f.attention_forward = L * 2.0 * 3.0 * N * C;
+    f.formula_train = 6.0 * static_cast<double>(count_parameters(card).total);
+    return f;
+  }
   if (card.block == ModelCard::Block::rwkv) {
     // Projections (key/value/receptance/output, key/receptance/value) and
     // the head; the sequence mixing (attention_forward) is the WKV

@@ -110,6 +110,8 @@ class DecoderLM {
   // Visits every projection slot (for LoRA / quantization transforms);
   // call refresh_parameters() afterwards.
   void for_each_linear(const LinearVisitor& visit);
+  // Visits every MoE expert projection (nn/grouped_projection.h) likewise.
+  void for_each_grouped(const GroupedVisitor& visit);
   void refresh_parameters();
 
  private:

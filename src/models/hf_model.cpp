@@ -197,6 +197,49 @@ std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
   return out;
 }
 
+// The tensors of a block: rwkv6 model (nn/rwkv6.h) in the same naming as
+// rwkv_tensor_specs, in parameter order. transformers has no RWKV-6 class:
+// this serves the engine's own files (e.g. quantized checkpoints).
+std::vector<io::HfTensorSpec> rwkv6_tensor_specs(const ModelCard& c) {
+  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff;
+  const int64_t D = c.rwkv6_time_mix_extra_dim, Dd = c.rwkv6_time_decay_extra_dim;
+  std::vector<io::HfTensorSpec> out;
+  auto norm = [&](const std::string& prefix) {
+    out.push_back({prefix + ".weight", {C}});
+    out.push_back({prefix + ".bias", {C}});
+  };
+  static const char* kParts[] = {"w", "k", "v", "r", "g"};
+  out.push_back({"rwkv.embeddings.weight", {V, C}});
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string p = "rwkv.blocks." + std::to_string(i);
+    if (i == 0) norm(p + ".pre_ln");
+    norm(p + ".ln1");
+    norm(p + ".ln2");
+    const std::string a = p + ".attention.", f = p + ".feed_forward.";
+    out.push_back({a + "time_maa_x", {C}});
+    for (const char* s : kParts) out.push_back({a + "time_maa_" + s, {C}});
+    out.push_back({a + "time_maa_w1", {5 * D, C}});
+    for (const char* s : kParts) out.push_back({a + "time_maa_w2_" + s, {C, D}});
+    out.push_back({a + "time_decay", {C}});
+    out.push_back({a + "time_decay_w1", {Dd, C}});
+    out.push_back({a + "time_decay_w2", {C, Dd}});
+    out.push_back({a + "time_faaaa", {C}});
+    for (const char* m : {"receptance", "key", "value", "gate", "output"}) {
+      out.push_back({a + m + ".weight", {C, C}});
+    }
+    out.push_back({a + "ln_x.weight", {C}});
+    out.push_back({a + "ln_x.bias", {C}});
+    out.push_back({f + "time_maa_k", {C}});
+    out.push_back({f + "time_maa_r", {C}});
+    out.push_back({f + "key.weight", {F, C}});
+    out.push_back({f + "receptance.weight", {C, C}});
+    out.push_back({f + "value.weight", {C, F}});
+  }
+  norm("rwkv.ln_out");
+  if (!c.tied_embeddings) out.push_back({"head.weight", {V, C}});
+  return out;
+}
+
 // DecoderLM's names <-> MambaForCausalLM's (block: mamba): the mixer keeps
 // transformers' names under model.layers.{i}.mixer; the layer's norm is our
 // input_layernorm. `embeddings` is the checkpoint's embedding name
@@ -571,8 +614,10 @@ std::vector<io::HfTensorSpec> hf_checkpoint_tensor_specs(const ModelCard& c,
 }
 
 std::vector<io::HfTensorSpec> decoder_lm_tensor_specs(const ModelCard& c) {
-  if (c.block == ModelCard::Block::rwkv) {  // transformers' names under our prefixes
-    std::vector<io::HfTensorSpec> out = rwkv_tensor_specs(c);
+  if (c.block == ModelCard::Block::rwkv || c.block == ModelCard::Block::rwkv6) {
+    // transformers' names (and the reference's for RWKV-6) under our prefixes
+    std::vector<io::HfTensorSpec> out =
+        c.block == ModelCard::Block::rwkv ? rwkv_tensor_specs(c) : rwkv6_tensor_specs(c);
     for (auto& s : out) s.name = rwkv_rename(s.name, /*to_hf=*/false);
     return out;
   }

@@ -173,6 +173,14 @@ DecoderBlock::DecoderBlock(const ModelCard& card, Device device, DType dtype, in
     }
     return;
   }
+  if (card.block == ModelCard::Block::rwkv6) {  // nn/rwkv6.h: every LayerNorm has norm_eps
+    time_mix6 = std::make_unique<Rwkv6TimeMix>(card, layer, device, dtype);
+    channel_mix6 = std::make_unique<Rwkv6ChannelMix>(card, layer, device, dtype);
+    if (layer == 0) {
+      pre_ln = std::make_unique<Norm>(card.d_model, card.norm, card.norm_eps, device, dtype);
+    }
+    return;
+  }
   if (card.block == ModelCard::Block::mamba) {
     mixer = std::make_unique<MambaMixer>(card, device, dtype);
     return;
@@ -191,7 +199,7 @@ ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
                                         const Norm& next_norm, const Tensor& rope_inv_freq,
                                         AuxLosses* aux) const {
   if (mixer) return next_norm.forward_residual(x, mixer->forward(x_normed));
-  if (time_mix) return rwkv_forward(x, x_normed, next_norm, nullptr, nullptr);
+  if (time_mix || time_mix6) return rwkv_forward(x, x_normed, next_norm, nullptr, nullptr);
   const Tensor attn = mla_attn   ? mla_attn->forward(x_normed, rope_inv_freq)
                       : nsa_attn ? nsa_attn->forward(x_normed, rope_inv_freq)
                                  : self_attn->forward(x_normed, rope_inv_freq);
@@ -201,9 +209,10 @@ ops::ResidualNorm DecoderBlock::forward(const Tensor& x, const Tensor& x_normed,
 ops::ResidualNorm DecoderBlock::rwkv_forward(const Tensor& x, const Tensor& x_normed,
                                              const Norm& next_norm, const RwkvCachedStep* att,
                                              const RwkvCachedStep* ffn) const {
-  const ops::ResidualNorm h =
-      post_attention_layernorm.forward_residual(x, time_mix->forward(x_normed, att));
-  return next_norm.forward_residual(h.sum, channel_mix->forward(h.normed, ffn));
+  const Tensor a = time_mix ? time_mix->forward(x_normed, att) : time_mix6->forward(x_normed, att);
+  const ops::ResidualNorm h = post_attention_layernorm.forward_residual(x, a);
+  return next_norm.forward_residual(h.sum, channel_mix ? channel_mix->forward(h.normed, ffn)
+                                                       : channel_mix6->forward(h.normed, ffn));
 }
 
 Tensor DecoderBlock::feed_forward(const Tensor& x, AuxLosses* aux, bool dropless) const {
@@ -231,7 +240,7 @@ ops::ResidualNorm DecoderBlock::forward_cached(const Tensor& x, const Tensor& x_
     return next_norm.forward_residual(
         x, mixer->forward_cached(x_normed, cache.conv_state[l], cache.ssm_state[l], state_last));
   }
-  if (time_mix) {
+  if (time_mix || time_mix6) {
     const RwkvCachedStep att{&cache.rwkv_att_shift[l], &cache.rwkv_wkv[l], state_last};
     const RwkvCachedStep ffn{&cache.rwkv_ffn_shift[l], nullptr, state_last};
     return rwkv_forward(x, x_normed, next_norm, &att, &ffn);
@@ -275,10 +284,14 @@ std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
 }
 
 void DecoderBlock::collect_parameters(const std::string& prefix, ParameterList& out) const {
-  if (time_mix) {  // transformers' RwkvBlock names
+  if (time_mix || time_mix6) {  // transformers' RwkvBlock names (RWKV-6: the same)
     if (pre_ln) pre_ln->collect_parameters(prefix + ".pre_ln", out);
     input_layernorm.collect_parameters(prefix + ".ln1", out);
     post_attention_layernorm.collect_parameters(prefix + ".ln2", out);
+    if (time_mix6) {
+      time_mix6->collect_parameters(prefix + ".attention", out);
+      return channel_mix6->collect_parameters(prefix + ".feed_forward", out);
+    }
     time_mix->collect_parameters(prefix + ".attention", out);
     return channel_mix->collect_parameters(prefix + ".feed_forward", out);
   }
@@ -300,6 +313,10 @@ void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisito
     time_mix->for_each_linear(prefix + ".attention", visit);
     return channel_mix->for_each_linear(prefix + ".feed_forward", visit);
   }
+  if (time_mix6) {
+    time_mix6->for_each_linear(prefix + ".attention", visit);
+    return channel_mix6->for_each_linear(prefix + ".feed_forward", visit);
+  }
   if (mixer) return mixer->for_each_linear(prefix + ".mixer", visit);
   if (mla_attn) mla_attn->for_each_linear(prefix + ".self_attn", visit);
   if (nsa_attn) nsa_attn->for_each_linear(prefix + ".self_attn", visit);
@@ -309,6 +326,10 @@ void DecoderBlock::for_each_linear(const std::string& prefix, const LinearVisito
   } else {
     mlp.for_each_linear(prefix + ".mlp", visit);
   }
+}
+
+void DecoderBlock::for_each_grouped(const std::string& prefix, const GroupedVisitor& visit) {
+  if (moe) moe->for_each_grouped(prefix + ".mlp", visit);
 }
 
 }  // namespace el

@@ -18,6 +18,7 @@
 #include "nn/moe.h"
 #include "nn/nsa.h"
 #include "nn/rwkv.h"
+#include "nn/rwkv6.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -91,6 +92,7 @@ struct Mlp {
 // pre_ln, which the model applies to the embedding before anything else.
 // Parameter names are transformers' (pre_ln, ln1, ln2, attention.*,
 // feed_forward.*). `layer` (0-based) sets RWKV's per-layer init and eps.
+// block: rwkv6 (nn/rwkv6.h) the same with time_mix6 / channel_mix6.
 struct DecoderBlock {
   DecoderBlock(const ModelCard& card, Device device, DType dtype = DType::f32, int layer = 0);
   // aux: where an MoE layer appends its router losses (nn/moe.h); null: none.
@@ -108,6 +110,8 @@ struct DecoderBlock {
   std::optional<DecodeLayerWeights> decode_weights() const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
+  // The MoE expert projections (nn/grouped_projection.h); none otherwise.
+  void for_each_grouped(const std::string& prefix, const GroupedVisitor& visit);
 
   bool parallel_residual;  // the card's parallel_residual
   Norm input_layernorm;
@@ -124,14 +128,16 @@ struct DecoderBlock {
   std::unique_ptr<MambaMixer> mixer;  // block: mamba (then none of the above but input_layernorm)
   std::unique_ptr<RwkvTimeMix> time_mix;        // block: rwkv ("attention")
   std::unique_ptr<RwkvChannelMix> channel_mix;  // block: rwkv ("feed_forward")
-  std::unique_ptr<Norm> pre_ln;                 // block: rwkv, layer 0 only
+  std::unique_ptr<Rwkv6TimeMix> time_mix6;        // block: rwkv6 (nn/rwkv6.h), as time_mix
+  std::unique_ptr<Rwkv6ChannelMix> channel_mix6;  // block: rwkv6, as channel_mix
+  std::unique_ptr<Norm> pre_ln;                 // block: rwkv / rwkv6, layer 0 only
 
  private:
   // The residual adds and the MLP after the attention output `attn`
   // (aux, dropless: MoeMlp::forward's).
   ops::ResidualNorm finish(const Tensor& x, const Tensor& attn, const Norm& next_norm,
                            AuxLosses* aux, bool dropless) const;
-  // block: rwkv: h = x + time_mix(x_normed), then h + channel_mix(ln2(h));
+  // block: rwkv / rwkv6: h = x + time_mix(x_normed), then h + channel_mix(ln2(h));
   // the steps are null in training, the cache's state in generation.
   ops::ResidualNorm rwkv_forward(const Tensor& x, const Tensor& x_normed, const Norm& next_norm,
                                  const RwkvCachedStep* att, const RwkvCachedStep* ffn) const;

@@ -19,15 +19,29 @@ int64_t mamba_state_floats(const ModelCard& c) {
   return int64_t{c.mamba_d_conv - 1} * c.mamba_d_inner() +
          int64_t{c.mamba_d_inner()} * c.mamba_d_state;
 }
-bool is_rwkv(const ModelCard& c) { return c.block == ModelCard::Block::rwkv; }
-// block: rwkv: one row's states of all layers, two shift rows [C] in the
-// cache dtype and the f32 WKV state [3, A] per layer (nn/rwkv.h).
-int64_t rwkv_state_bytes(const ModelCard& c, DType dtype) {
-  return c.n_layer * (2 * int64_t{c.d_model} * static_cast<int64_t>(dtype_size(dtype)) +
-                      3 * int64_t{rwkv_attention_size(c)} * 4);
+bool is_rwkv(const ModelCard& c) {
+  return c.block == ModelCard::Block::rwkv || c.block == ModelCard::Block::rwkv6;
 }
-// The empty WKV state: num = den = 0, max = -1e38 (transformers' start).
+// The WKV state of one row and layer: RWKV-4's [3, A] (nn/rwkv.h), RWKV-6's
+// [H, N, N] (nn/rwkv6.h).
+Shape rwkv_wkv_row_shape(const ModelCard& c) {
+  if (c.block == ModelCard::Block::rwkv6) {
+    const int64_t n = c.rwkv6_head_size;
+    return {c.d_model / n, n, n};
+  }
+  return {3, rwkv_attention_size(c)};
+}
+// block: rwkv / rwkv6: one row's states of all layers, two shift rows [C]
+// in the cache dtype and the f32 WKV state per layer.
+int64_t rwkv_state_bytes(const ModelCard& c, DType dtype) {
+  int64_t wkv = 1;
+  for (int64_t d : rwkv_wkv_row_shape(c)) wkv *= d;
+  return c.n_layer * (2 * int64_t{c.d_model} * static_cast<int64_t>(dtype_size(dtype)) + wkv * 4);
+}
+// The empty WKV state: num = den = 0, max = -1e38 (transformers' start);
+// RWKV-6's [B, H, N, N] matrix state: zeros.
 void rwkv_clear(Tensor& wkv) {
+  if (wkv.ndim() == 4) return backend_for(wkv.device()).fill(wkv, 0.0f);
   const int64_t b = wkv.dim(0), a = wkv.dim(2);
   std::vector<float> host(static_cast<size_t>(b * 3 * a), 0.0f);
   for (int64_t r = 0; r < b; ++r) std::fill_n(host.begin() + (r * 3 + 2) * a, a, -1e38f);
@@ -50,11 +64,11 @@ std::string fits_message(const ModelCard& card, int64_t batch, int64_t max_len, 
     const int64_t per_seq = KvCache::bytes_per_sequence(card, max_len, dtype);
     return fmt::format(
         "the RWKV state cache for batch {} needs {} ({} per sequence at any length: {} layers x "
-        "two [{}] {} shift rows + f32 WKV state [3, {}]); {} is free on {}: at most batch {} "
+        "two [{}] {} shift rows + f32 WKV state {}); {} is free on {}: at most batch {} "
         "would fit",
         batch, gib(static_cast<double>(per_seq) * static_cast<double>(batch)),
         gib(static_cast<double>(per_seq)), card.n_layer, card.d_model, dtype_name(dtype),
-        rwkv_attention_size(card), gib(static_cast<double>(available)), device.str(),
+        shape_str(rwkv_wkv_row_shape(card)), gib(static_cast<double>(available)), device.str(),
         available > 0 ? available / per_seq : 0);
   }
   if (is_mamba(card)) {
@@ -125,7 +139,9 @@ Result<KvCache> KvCache::create(const ModelCard& card, int64_t batch, int64_t ma
       c.v.emplace_back();
       c.rwkv_att_shift.push_back(Tensor::zeros({batch, card.d_model}, dtype, device));
       c.rwkv_ffn_shift.push_back(Tensor::zeros({batch, card.d_model}, dtype, device));
-      c.rwkv_wkv.push_back(Tensor::empty({batch, 3, rwkv_attention_size(card)}, DType::f32, device));
+      Shape wkv{batch};
+      for (int64_t d : rwkv_wkv_row_shape(card)) wkv.push_back(d);
+      c.rwkv_wkv.push_back(Tensor::empty(wkv, DType::f32, device));
       rwkv_clear(c.rwkv_wkv.back());
     }
     c.positions = Tensor::zeros({batch}, DType::i32, device);

@@ -36,6 +36,7 @@ namespace el {
 // token-shift rows rwkv_att_shift / rwkv_ffn_shift [B, C] (the ln1 / ln2
 // output of each row's last token, in the cache dtype) and the WKV state
 // rwkv_wkv f32 [B, 3, A] (num, den, max; the empty state is 0, 0, -1e38).
+// block: rwkv6 (nn/rwkv6.h) the same with rwkv_wkv f32 [B, H, N, N] (zeros).
 struct KvCache {
   std::vector<Tensor> k, v;  // per layer [B, Smax, Hkv, D]
   std::vector<Tensor> conv_state, ssm_state;  // per layer, block: mamba only

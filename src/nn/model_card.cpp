@@ -20,6 +20,7 @@
 #include "nn/model_card_mamba.h"
 #include "nn/model_card_moe.h"
 #include "nn/model_card_rwkv.h"
+#include "nn/model_card_rwkv6.h"
 
 namespace el {
 
@@ -49,13 +50,14 @@ const std::vector<std::string> kNsaKeys = {"nsa_window", "nsa_compress_block",
 const std::vector<std::string>& card_keys() {
   static const std::vector<std::string> keys = [] {
     std::vector<std::string> k = kKeys;
-    for (const auto* part : {&mamba_card::keys(), &moe_card::keys(), &rwkv_card::keys()})
+    for (const auto* part : {&mamba_card::keys(), &moe_card::keys(), &rwkv_card::keys(),
+                             &rwkv6_card::keys()})
       k.insert(k.end(), part->begin(), part->end());
     return k;
   }();
   return keys;
 }
-const std::vector<std::string> kBlocks = {"transformer", "mamba", "rwkv"};
+const std::vector<std::string> kBlocks = {"transformer", "mamba", "rwkv", "rwkv6"};
 using card_fields::enum_from;
 using card_fields::FieldError;
 
@@ -258,6 +260,9 @@ std::optional<FieldError> check_block(const ModelCard& c) {
   // block: rwkv, and the rwkv_* fields of other blocks (model_card_rwkv.cpp).
   if (auto fe = rwkv_card::check(c)) return fe;
   if (c.block == ModelCard::Block::rwkv) return std::nullopt;
+  // block: rwkv6, and the rwkv6_* fields of other blocks (model_card_rwkv6.cpp).
+  if (auto fe = rwkv6_card::check(c)) return fe;
+  if (c.block == ModelCard::Block::rwkv6) return std::nullopt;
   // block: mamba, and the mamba_* fields of other blocks (model_card_mamba.cpp).
   return mamba_card::check(c);
 }
@@ -421,6 +426,7 @@ const char* block_name(ModelCard::Block b) {
   switch (b) {
     case ModelCard::Block::mamba: return "mamba";
     case ModelCard::Block::rwkv: return "rwkv";
+    case ModelCard::Block::rwkv6: return "rwkv6";
     default: return "transformer";
   }
 }
@@ -495,6 +501,7 @@ Result<ModelCard> parse_model_card(const std::string& yaml_text, const std::stri
     EL_TRY(m.read("d_ff", c.d_ff));
   }
   EL_TRY(rwkv_card::read(m, c));  // block: rwkv's keys (and the keys it must not have)
+  EL_TRY(rwkv6_card::read(m, c));  // block: rwkv6's likewise
   EL_TRY(m.read("vocab_size", c.vocab_size));
   EL_TRY(m.read("max_seq_len", c.max_seq_len));
   EL_TRY_ASSIGN(std::string norm, m.get_choice_or("norm", kNorms, norm_name(c.norm)));
@@ -618,6 +625,7 @@ std::string model_card_to_yaml(const ModelCard& c) {
     s += fmt::format("nsa_select_count: {}\n", c.nsa_select_count);
   }
   s += rwkv_card::to_yaml(c);  // block: rwkv: d_ff and the rwkv_* keys
+  s += rwkv6_card::to_yaml(c);  // block: rwkv6: d_ff and the rwkv6_* keys
   s += moe_card::to_yaml(c);  // moe_experts > 0: the moe_* keys
   return s;
 }

@@ -158,7 +158,7 @@
 //                         (GShard's order); the slots beyond are dropped (the
 //                         token keeps its residual and the shared expert).
 //                         Generation (forward_cached) always runs dropless.
-//   block            transformer | mamba | rwkv   (default transformer)
+//   block            transformer | mamba | rwkv | rwkv6   (default transformer)
 //                    What each of the n_layer layers is. transformer: the
 //                    attention + MLP block described by the keys above.
 //                    mamba: a Mamba-1 layer x + mixer(RMSNorm(x)) (Gu & Dao
@@ -198,6 +198,19 @@
 //                         ln_out's times 4^(L / k): transformers' eval() output
 //                         exactly, in training too (its train() mode skips the
 //                         rescale, a difference only in those eps).
+//                    rwkv6: an RWKV-6 "Finch" layer (Peng et al. 2024; nn/rwkv6.h):
+//                    the same layer layout as rwkv with a data-dependent
+//                    token shift, per-token decay and a multi-head matrix
+//                    state. Same forbidden keys and norm / pos_encoding rules
+//                    as rwkv (norm_eps is every LayerNorm's eps, ln_out's
+//                    included); d_ff defaults to the authors' 3.5 d_model
+//                    rounded down to a multiple of 32. Keys (errors without
+//                    block: rwkv6; model_card_rwkv6.h checks them):
+//   rwkv6_head_size int     head size N of the WKV state (default 64);
+//                         d_model must be a multiple of it (H = d_model / N)
+//   rwkv6_time_mix_extra_dim int  rank of the five token-shift LoRAs
+//                         (default 32)
+//   rwkv6_time_decay_extra_dim int  rank of the decay LoRA (default 64)
 //   mamba_d_state    int  N, SSM state size per channel      (default 16;
 //                         transformers' state_size; 1..256)
 //   mamba_d_conv     int  causal depthwise conv width        (default 4;
@@ -287,7 +300,7 @@ struct ModelCard {
   float moe_z_loss_coef = 0.001f;     // moe
   float moe_capacity_factor = 0.0f;   // moe: 0 = dropless
   // What each layer is (see the block key above; values in YAML order).
-  enum class Block { transformer, mamba, rwkv } block = Block::transformer;
+  enum class Block { transformer, mamba, rwkv, rwkv6 } block = Block::transformer;
   int mamba_d_state = 16;        // mamba: N
   int mamba_d_conv = 4;          // mamba: conv width
   int mamba_expand = 2;          // mamba: I = expand * d_model
@@ -296,6 +309,11 @@ struct ModelCard {
   bool mamba_proj_bias = false;  // mamba
   int rwkv_attention_hidden_size = 0;  // rwkv: 0 = d_model
   int rwkv_rescale_every = 0;          // rwkv: 0 = none
+  // rwkv6 (model_card_rwkv6.h): 0 = unset; a block: rwkv6 card reads them
+  // with their defaults 64, 32, 64 (the 1.6B model's).
+  int rwkv6_head_size = 0;
+  int rwkv6_time_mix_extra_dim = 0;
+  int rwkv6_time_decay_extra_dim = 0;
   std::string source_path;  // file (or source name) the card was read from; not in the YAML
 
   // head_dim, or d_model / n_head when head_dim is 0.

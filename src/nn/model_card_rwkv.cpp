@@ -22,6 +22,44 @@ const char* kForbiddenHint =
 
 const std::vector<std::string>& keys() { return kRwkvKeys; }
 
+std::optional<FieldError> check_shared(const ModelCard& c, const char* forbidden_hint) {
+  const std::string block = block_name(c.block);
+  card_fields::FieldSet unused = card_fields::transformer_fields(c);
+  const card_fields::FieldSet mamba = card_fields::mamba_fields(c);
+  unused.insert(unused.end(), mamba.begin(), mamba.end());
+  if (auto fe = card_fields::first_set(unused, "is not used with block: " + block, forbidden_hint)) {
+    return fe;
+  }
+  const std::pair<const char*, int> sizes[] = {{"n_layer", c.n_layer},
+                                               {"d_model", c.d_model},
+                                               {"d_ff", c.d_ff},
+                                               {"vocab_size", c.vocab_size},
+                                               {"max_seq_len", c.max_seq_len}};
+  for (const auto& [field, v] : sizes) {
+    if (v <= 0) return FieldError{field, fmt::format("{} must be positive, got {}", field, v), {}};
+  }
+  if (c.norm != ModelCard::Norm::layernorm) {
+    return FieldError{"norm",
+                      fmt::format("norm {} is not supported with block: {}", norm_name(c.norm), block),
+                      "use norm: layernorm (RWKV's ln1 / ln2 / ln_out are LayerNorms)"};
+  }
+  if (c.pos_encoding != ModelCard::PosEncoding::none) {
+    return FieldError{"pos_encoding",
+                      fmt::format("pos_encoding {} is not used with block: {}",
+                                  pos_encoding_name(c.pos_encoding), block),
+                      "remove the key (or write none): the recurrence and the token shift order "
+                      "the tokens"};
+  }
+  const std::pair<const char*, float> positives[] = {{"norm_eps", c.norm_eps},
+                                                     {"init_std", c.init_std}};
+  for (const auto& [field, v] : positives) {
+    if (!(v > 0.0f) || !std::isfinite(v)) {
+      return FieldError{field, fmt::format("{} must be a positive number, got {}", field, v), {}};
+    }
+  }
+  return std::nullopt;
+}
+
 Status read(const io::YamlMap& m, ModelCard& c) {
   if (c.block != ModelCard::Block::rwkv) {
     return card_fields::refuse_keys(
@@ -56,39 +94,7 @@ std::optional<FieldError> check(const ModelCard& c) {
         fmt::format("is set but block is {}; it is an RWKV parameter", block_name(c.block)),
         "add 'block: rwkv' or remove the key");
   }
-  card_fields::FieldSet unused = card_fields::transformer_fields(c);
-  const card_fields::FieldSet mamba = card_fields::mamba_fields(c);
-  unused.insert(unused.end(), mamba.begin(), mamba.end());
-  if (auto fe = card_fields::first_set(unused, "is not used with block: rwkv", kForbiddenHint)) {
-    return fe;
-  }
-  const std::pair<const char*, int> sizes[] = {{"n_layer", c.n_layer},
-                                               {"d_model", c.d_model},
-                                               {"d_ff", c.d_ff},
-                                               {"vocab_size", c.vocab_size},
-                                               {"max_seq_len", c.max_seq_len}};
-  for (const auto& [field, v] : sizes) {
-    if (v <= 0) return FieldError{field, fmt::format("{} must be positive, got {}", field, v), {}};
-  }
-  if (c.norm != ModelCard::Norm::layernorm) {
-    return FieldError{"norm",
-                      fmt::format("norm {} is not supported with block: rwkv", norm_name(c.norm)),
-                      "use norm: layernorm (RWKV's ln1 / ln2 / ln_out are LayerNorms)"};
-  }
-  if (c.pos_encoding != ModelCard::PosEncoding::none) {
-    return FieldError{"pos_encoding",
-                      fmt::format("pos_encoding {} is not used with block: rwkv",
-                                  pos_encoding_name(c.pos_encoding)),
-                      "remove the key (or write none): the recurrence and the token shift order "
-                      "the tokens"};
-  }
-  const std::pair<const char*, float> positives[] = {{"norm_eps", c.norm_eps},
-                                                     {"init_std", c.init_std}};
-  for (const auto& [field, v] : positives) {
-    if (!(v > 0.0f) || !std::isfinite(v)) {
-      return FieldError{field, fmt::format("{} must be a positive number, got {}", field, v), {}};
-    }
-  }
+  if (auto fe = check_shared(c, kForbiddenHint)) return fe;
   if (c.rwkv_attention_hidden_size < 0) {
     return FieldError{"rwkv_attention_hidden_size",
                       fmt::format("rwkv_attention_hidden_size must be >= 0 (0 = d_model), got {}",

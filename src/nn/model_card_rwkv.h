@@ -31,6 +31,12 @@ Status read(const io::YamlMap& m, ModelCard& c);
 // in range). Other blocks: the rwkv_* fields at their defaults.
 std::optional<card_fields::FieldError> check(const ModelCard& c);
 
+// What block: rwkv and block: rwkv6 cards share (called by both checks):
+// every Transformer / Mamba field at its default (the error carries
+// forbidden_hint), the sizes positive, LayerNorm, no positional encoding,
+// norm_eps and init_std positive. Errors name the field and the card's block.
+std::optional<card_fields::FieldError> check_shared(const ModelCard& c, const char* forbidden_hint);
+
 // The lines model_card_to_yaml adds for block: rwkv (d_ff and the rwkv_*
 // keys); nothing for other blocks.
 std::string to_yaml(const ModelCard& c);

@@ -43,8 +43,8 @@ MoeMlp::MoeMlp(const ModelCard& card, Device device, DType dtype)
       z_weight(card.moe_z_loss_coef / static_cast<float>(card.n_layer)) {
   const int64_t C = card.d_model, E = n_experts, F = expert_d_ff;
   gate = parameter({E, C}, device, dtype);
-  gate_up = parameter({E, 2 * F, C}, device, dtype);
-  down = parameter({E, C, F}, device, dtype);
+  gate_up = std::make_unique<DenseGroupedProjection>(parameter({E, 2 * F, C}, device, dtype));
+  down = std::make_unique<DenseGroupedProjection>(parameter({E, C, F}, device, dtype));
   if (card.moe_shared_experts > 0) {
     shared_expert = std::make_unique<Mlp>(shared_expert_card(card), device, dtype);
     shared_expert_gate = parameter({1, C}, device, dtype);
@@ -68,8 +68,8 @@ Tensor MoeMlp::forward(const Tensor& x, AuxLosses* aux, bool dropless) const {
   const int64_t capacity = dropless ? 0 : moe_capacity(capacity_factor, N, top_k, n_experts);
   const ops::MoeGrouping g = ops::moe_group(r.ids, n_experts, capacity);
   // One grouped GEMM for every expert's gate and up, SwiGLU, one for down.
-  const Tensor h = ops::grouped_linear(ops::moe_gather(xf, g), {gate_up}, g.offsets);  // [M, 2F]
-  const Tensor ys = ops::grouped_linear(ops::swiglu_packed(h), {down}, g.offsets);     // [M, C]
+  const Tensor h = gate_up->forward(ops::moe_gather(xf, g), g.offsets);  // [M, 2F]
+  const Tensor ys = down->forward(ops::swiglu_packed(h), g.offsets);     // [M, C]
   const Tensor y = shared_expert ? ops::moe_combine(ys, r.weights, g, shared_expert->forward(xf),
                                                     ops::linear(xf, shared_expert_gate))
                                  : ops::moe_combine(ys, r.weights, g);
@@ -78,8 +78,8 @@ Tensor MoeMlp::forward(const Tensor& x, AuxLosses* aux, bool dropless) const {
 
 void MoeMlp::collect_parameters(const std::string& prefix, ParameterList& out) const {
   out.push_back({prefix + ".gate.weight", gate});
-  out.push_back({prefix + ".experts.gate_up_proj", gate_up});
-  out.push_back({prefix + ".experts.down_proj", down});
+  gate_up->collect_parameters(prefix + ".experts.gate_up_proj", out);
+  down->collect_parameters(prefix + ".experts.down_proj", out);
   if (shared_expert) {
     shared_expert->collect_parameters(prefix + ".shared_expert", out);
     out.push_back({prefix + ".shared_expert_gate.weight", shared_expert_gate});
@@ -88,6 +88,11 @@ void MoeMlp::collect_parameters(const std::string& prefix, ParameterList& out) c
 
 void MoeMlp::for_each_linear(const std::string& prefix, const LinearVisitor& visit) {
   if (shared_expert) shared_expert->for_each_linear(prefix + ".shared_expert", visit);
+}
+
+void MoeMlp::for_each_grouped(const std::string& prefix, const GroupedVisitor& visit) {
+  visit(prefix + ".experts.gate_up_proj", gate_up);
+  visit(prefix + ".experts.down_proj", down);
 }
 
 }  // namespace el

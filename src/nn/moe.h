@@ -27,9 +27,14 @@
 //   experts.gate_up_proj       [E, 2F, C]  rows [0, F) of expert e: gate, [F, 2F): up
 //   experts.down_proj          [E, C, F]
 //   shared_expert.{gate,up,down}_proj.weight, shared_expert_gate.weight [1, C]
-// The experts are 3-D tensors, not LinearLayer slots: for_each_linear (LoRA,
-// quantization) visits only the shared expert's projections; the router and
-// the experts stay dense.
+// The experts are GroupedProjection objects (nn/grouped_projection.h), not
+// LinearLayer slots: for_each_linear (LoRA, quantization) visits the shared
+// expert's projections, for_each_grouped the two expert projections. Dense
+// they hold the [E, ...] tensors above under those names; weight-only
+// quantization (quant/quantize_model.h) swaps them for a QuantizedWeight of
+// the E experts' rows stacked ([E 2F, C] and [E C, F], parameters
+// experts.gate_up_proj.{qweight,scales,zeros}), run by
+// ops::grouped_quant_linear. The router (gate) always stays dense.
 //
 // Router losses: with `aux` given, forward appends the layer's
 // load-balancing loss (ops::moe_balance_loss) and z-loss (ops::moe_z_loss)
@@ -42,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/grouped_projection.h"
 #include "nn/model_card.h"
 #include "nn/module.h"
 #include "ops/ops.h"
@@ -69,6 +75,8 @@ struct MoeMlp {
   Tensor forward(const Tensor& x, AuxLosses* aux = nullptr, bool dropless = false) const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);
+  // Visits "<prefix>.experts.gate_up_proj" and "<prefix>.experts.down_proj".
+  void for_each_grouped(const std::string& prefix, const GroupedVisitor& visit);
 
   int64_t n_experts, top_k, expert_d_ff;
   MoeScore score;
@@ -76,8 +84,8 @@ struct MoeMlp {
   float capacity_factor;  // 0 = dropless
   float balance_weight, z_weight;
   Tensor gate;     // [E, C]
-  Tensor gate_up;  // [E, 2F, C]
-  Tensor down;     // [E, C, F]
+  std::unique_ptr<GroupedProjection> gate_up;  // E experts of [2F, C]
+  std::unique_ptr<GroupedProjection> down;     // E experts of [C, F]
   std::unique_ptr<Mlp> shared_expert;  // moe_shared_experts > 0
   Tensor shared_expert_gate;           // [1, C] with the shared expert
 };

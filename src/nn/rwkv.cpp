@@ -8,24 +8,20 @@
 namespace el {
 namespace {
 
-// transformers' _init_weights ratios: layer / (L - 1) and 1 - layer / L.
-double ratio_0_to_1(const ModelCard& c, int layer) {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+double rwkv_ratio_0_to_1(const ModelCard& c, int layer) {
   return c.n_layer > 1 ? static_cast<double>(layer) / (c.n_layer - 1) : 0.0;
 }
-double ratio_1_to_almost0(const ModelCard& c, int layer) {
+double rwkv_ratio_1_to_almost0(const ModelCard& c, int layer) {
   return 1.0 - static_cast<double>(layer) / c.n_layer;
 }
 
-// A [1, 1, C] (or [n]) parameter holding values computed on the host.
-Tensor param_from(const std::vector<float>& v, const Shape& shape, Device device, DType dtype) {
-  Tensor t = Tensor::empty(shape, dtype, device);
-  t.copy_from(Tensor::from_floats(v, shape));
-  t.set_requires_grad(true);
-  return t;
-}
-
-// (i / C)^p for i < C: the channel ramp the time_mix inits raise to a power.
-std::vector<float> ramp_pow(int64_t c, double p, double add = 0.0) {
+std::vector<float> rwkv_channel_ramp(int64_t c, double p, double add) {
   std::vector<float> out(static_cast<size_t>(c));
   for (int64_t i = 0; i < c; ++i) {
     out[static_cast<size_t>(i)] =
@@ -34,14 +30,17 @@ std::vector<float> ramp_pow(int64_t c, double p, double add = 0.0) {
   return out;
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+Tensor rwkv_init_param(const std::vector<float>& v, const Shape& shape, Device device, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype, device);
+  t.copy_from(Tensor::from_floats(v, shape));
+  t.set_requires_grad(true);
+  return t;
 }
 
 // x's last token per row into the cache's shift rows: x itself when T == 1
 // (no host transfer, so a decode step stays graph-capturable), else the
 // rows b T + last[b] (a prefill). Backend::copy converts to the cache's dtype.
-void keep_last_rows(const Tensor& x, const RwkvCachedStep& step) {
+void rwkv_keep_last_rows(const Tensor& x, const RwkvCachedStep& step) {
   const int64_t B = x.dim(0), T = x.dim(1), C = x.dim(2);
   if (T == 1 && !step.last.defined()) {
     backend_for(x.device()).copy(x, *step.shift);
@@ -59,14 +58,12 @@ void keep_last_rows(const Tensor& x, const RwkvCachedStep& step) {
 }
 
 // The shift rows in x's dtype (the cache may hold another).
-Tensor shift_as(const Tensor& shift, const Tensor& x) {
+Tensor rwkv_shift_as(const Tensor& shift, const Tensor& x) {
   if (shift.dtype() == x.dtype()) return shift;
   Tensor t = Tensor::empty(shift.shape(), x.dtype(), x.device());
   backend_for(x.device()).copy(shift, t);
   return t;
 }
-
-}  // namespace
 
 int rwkv_attention_size(const ModelCard& card) {
   return card.rwkv_attention_hidden_size > 0 ? card.rwkv_attention_hidden_size : card.d_model;
@@ -83,7 +80,8 @@ float rwkv_final_eps_scale(const ModelCard& card) {
 
 bool rwkv_keeps_init(const std::string& name) {
   return name.find(".time_") != std::string::npos || name.find(".ln1.") != std::string::npos ||
-         name.find(".ln2.") != std::string::npos || name.find(".pre_ln.") != std::string::npos;
+         name.find(".ln2.") != std::string::npos || name.find(".pre_ln.") != std::string::npos ||
+         name.find(".ln_x.") != std::string::npos;
 }
 
 bool rwkv_residual_projection(const std::string& name) {
@@ -93,7 +91,7 @@ bool rwkv_residual_projection(const std::string& name) {
 
 RwkvTimeMix::RwkvTimeMix(const ModelCard& card, int layer, Device device, DType dtype) {
   const int64_t C = card.d_model, A = rwkv_attention_size(card);
-  const double r01 = ratio_0_to_1(card, layer), r10 = ratio_1_to_almost0(card, layer);
+  const double r01 = rwkv_ratio_0_to_1(card, layer), r10 = rwkv_ratio_1_to_almost0(card, layer);
   // Decay speeds from -5 (slow channels) to 3; the bonus log(0.3) with a
   // +-0.5 zigzag (RWKV-LM's init; transformers wraps it in ones_like, which
   // makes every time_first 1, so we keep the authors' values).
@@ -103,11 +101,11 @@ RwkvTimeMix::RwkvTimeMix(const ModelCard& card, int layer, Device device, DType 
     decay[h] = static_cast<float>(-5.0 + 8.0 * std::pow(f, 0.7 + 1.3 * r01));
     first[h] = static_cast<float>(std::log(0.3) + ((h + 1) % 3 - 1) * 0.5);
   }
-  time_decay = param_from(decay, {A}, device, dtype);
-  time_first = param_from(first, {A}, device, dtype);
-  time_mix_key = param_from(ramp_pow(C, r10), {1, 1, C}, device, dtype);
-  time_mix_value = param_from(ramp_pow(C, r10, 0.3 * r01), {1, 1, C}, device, dtype);
-  time_mix_receptance = param_from(ramp_pow(C, 0.5 * r10), {1, 1, C}, device, dtype);
+  time_decay = rwkv_init_param(decay, {A}, device, dtype);
+  time_first = rwkv_init_param(first, {A}, device, dtype);
+  time_mix_key = rwkv_init_param(rwkv_channel_ramp(C, r10), {1, 1, C}, device, dtype);
+  time_mix_value = rwkv_init_param(rwkv_channel_ramp(C, r10, 0.3 * r01), {1, 1, C}, device, dtype);
+  time_mix_receptance = rwkv_init_param(rwkv_channel_ramp(C, 0.5 * r10), {1, 1, C}, device, dtype);
   key = std::make_unique<Linear>(C, A, false, device, dtype);
   value = std::make_unique<Linear>(C, A, false, device, dtype);
   receptance = std::make_unique<Linear>(C, A, false, device, dtype);
@@ -115,10 +113,10 @@ RwkvTimeMix::RwkvTimeMix(const ModelCard& card, int layer, Device device, DType 
 }
 
 Tensor RwkvTimeMix::forward(const Tensor& x, const RwkvCachedStep* step) const {
-  const Tensor prev = step ? shift_as(*step->shift, x) : Tensor();
+  const Tensor prev = step ? rwkv_shift_as(*step->shift, x) : Tensor();
   const std::vector<Tensor> mixed =
       ops::rwkv_time_mix(x, prev, {time_mix_key, time_mix_value, time_mix_receptance});
-  if (step) keep_last_rows(x, *step);  // after the mix has read the old rows
+  if (step) rwkv_keep_last_rows(x, *step);  // after the mix has read the old rows
   const Tensor k = key->forward(mixed[0]);
   const Tensor v = value->forward(mixed[1]);
   const Tensor r = receptance->forward(mixed[2]);
@@ -148,19 +146,19 @@ void RwkvTimeMix::for_each_linear(const std::string& prefix, const LinearVisitor
 
 RwkvChannelMix::RwkvChannelMix(const ModelCard& card, int layer, Device device, DType dtype) {
   const int64_t C = card.d_model, F = card.d_ff;
-  const double r10 = ratio_1_to_almost0(card, layer);
-  time_mix_key = param_from(ramp_pow(C, r10), {1, 1, C}, device, dtype);
-  time_mix_receptance = param_from(ramp_pow(C, r10), {1, 1, C}, device, dtype);
+  const double r10 = rwkv_ratio_1_to_almost0(card, layer);
+  time_mix_key = rwkv_init_param(rwkv_channel_ramp(C, r10), {1, 1, C}, device, dtype);
+  time_mix_receptance = rwkv_init_param(rwkv_channel_ramp(C, r10), {1, 1, C}, device, dtype);
   key = std::make_unique<Linear>(C, F, false, device, dtype);
   receptance = std::make_unique<Linear>(C, C, false, device, dtype);
   value = std::make_unique<Linear>(F, C, false, device, dtype);
 }
 
 Tensor RwkvChannelMix::forward(const Tensor& x, const RwkvCachedStep* step) const {
-  const Tensor prev = step ? shift_as(*step->shift, x) : Tensor();
+  const Tensor prev = step ? rwkv_shift_as(*step->shift, x) : Tensor();
   const std::vector<Tensor> mixed =
       ops::rwkv_time_mix(x, prev, {time_mix_key, time_mix_receptance});
-  if (step) keep_last_rows(x, *step);
+  if (step) rwkv_keep_last_rows(x, *step);
   const Tensor k = ops::relu_square(key->forward(mixed[0]));
   return ops::sigmoid_mul(receptance->forward(mixed[1]), value->forward(k));
 }

@@ -25,6 +25,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/model_card.h"
 #include "nn/module.h"
@@ -39,6 +40,12 @@ struct RwkvCachedStep {
   Tensor* wkv = nullptr;    // f32 [B, 3, A] (time mix only)
   Tensor last;  // i32 [B] on the device: row b's last real token of this call; undefined: T - 1
 };
+
+// Shared with RWKV-6 (nn/rwkv6.h): x's last token per row into step.shift
+// (the rows b T + last[b]; x itself when T == 1 and no last), and the cached
+// shift rows in x's dtype.
+void rwkv_keep_last_rows(const Tensor& x, const RwkvCachedStep& step);
+Tensor rwkv_shift_as(const Tensor& shift, const Tensor& x);
 
 // transformers' RwkvSelfAttention.
 struct RwkvTimeMix {
@@ -73,6 +80,16 @@ struct RwkvChannelMix {
 // A = rwkv_attention_hidden_size, or d_model when 0.
 int rwkv_attention_size(const ModelCard& card);
 
+// The init schedule RWKV-4 (transformers' _init_weights) and RWKV-6 (the
+// authors' trainer) share; no random draws. Ratios of layer `layer`:
+// layer / (L - 1) and 1 - layer / L.
+double rwkv_ratio_0_to_1(const ModelCard& card, int layer);
+double rwkv_ratio_1_to_almost0(const ModelCard& card, int layer);
+// (i / c)^p + add for channels i < c: the ramp the token-mix inits use.
+std::vector<float> rwkv_channel_ramp(int64_t c, double p, double add = 0.0);
+// A trainable parameter of `shape` holding host values v.
+Tensor rwkv_init_param(const std::vector<float>& v, const Shape& shape, Device device, DType dtype);
+
 // transformers' rescale_every = k > 0 halves the residual stream after every
 // k-th layer at inference and divides the output/value weights of layer i by
 // 2^(i / k) to match. LayerNorm ignores a common scale except through its
@@ -85,7 +102,8 @@ inline constexpr float kRwkvFinalNormEps = 1e-5f;
 
 // Parameters the layers initialise themselves (time_decay, time_first and
 // the time_mix_* vectors: transformers' _init_weights schedule, no random
-// draws) or whose constructors' values stay (the ln weights 1 and biases 0):
+// draws; RWKV-6's time_* likewise) or whose constructors' values stay (the
+// ln weights 1 and biases 0, RWKV-6's ln_x):
 // DecoderLM's normal init skips them.
 bool rwkv_keeps_init(const std::string& name);
 // The projections that write into the residual stream (attention.output,

@@ -370,6 +370,44 @@ class Backend {
     rwkv_not_implemented("relu_square_backward");
   }
 
+  // ---- RWKV-6 (nn/rwkv6.h, ops::rwkv6_wkv, ops::tanh_act) ---------------------------
+  // out = tanh(x); backward from the output: dx = dout * (1 - out^2).
+  virtual void tanh_forward(const Tensor& x, Tensor& out) {
+    (void)x, (void)out;
+    rwkv_not_implemented("tanh_forward");
+  }
+  virtual void tanh_backward(const Tensor& dout, const Tensor& out, Tensor& dx) {
+    (void)dout, (void)out, (void)dx;
+    rwkv_not_implemented("tanh_backward");
+  }
+  // WKV-6 over r/k/v/w[B, T, H, N] (stored [B, T, C], C = H N; head h owns
+  // channels [h N, (h + 1) N)) with bonus u [C] (u[h N + i] for head h, key
+  // dim i), per head a matrix state S [N (key i), N (value j)]:
+  //   y_t[j]  = sum_i r_t[i] (u[i] k_t[i] v_t[j] + S_{t-1}[i][j]),
+  //   S_t[i][j] = d_t[i] S_{t-1}[i][j] + k_t[i] v_t[j],  d_t = exp(-exp(w_t)),
+  // w the raw decay (time_decay + its LoRA; the kernel applies exp(-exp(.))).
+  // state: undefined (S_{-1} = 0), or f32 [B, H, N, N] (S[b, h, i, j]): read
+  // as S_{-1} and overwritten with S after step last[b] (last i32 [B] on this
+  // device, each in [0, T); undefined: T - 1). f32 accumulation.
+  virtual void rwkv6_wkv_forward(const Tensor& r, const Tensor& k, const Tensor& v,
+                                 const Tensor& w, const Tensor& u, int64_t head_size,
+                                 const Tensor& last, Tensor& state, Tensor& y) {
+    (void)r, (void)k, (void)v, (void)w, (void)u, (void)head_size, (void)last, (void)state,
+        (void)y;
+    rwkv_not_implemented("rwkv6_wkv_forward");
+  }
+  // Gradients of sum(dy * y) for y of rwkv6_wkv_forward from `state0`
+  // (undefined: zero): dr, dk, dv, dw [B, T, C] (dw w.r.t. the raw decay w)
+  // and du [C] summed over the batch. The state gets no gradient.
+  virtual void rwkv6_wkv_backward(const Tensor& r, const Tensor& k, const Tensor& v,
+                                  const Tensor& w, const Tensor& u, int64_t head_size,
+                                  const Tensor& dy, const Tensor& state0, Tensor& dr, Tensor& dk,
+                                  Tensor& dv, Tensor& dw, Tensor& du) {
+    (void)r, (void)k, (void)v, (void)w, (void)u, (void)head_size, (void)dy, (void)state0,
+        (void)dr, (void)dk, (void)dv, (void)dw, (void)du;
+    rwkv_not_implemented("rwkv6_wkv_backward");
+  }
+
   // ---- Mamba-1 (nn/mamba.h, ops::mamba_*) ------------------------------------------
   // I channels, N states, K conv width. x, u, delta, z, y, out and the
   // gradients of those [B, T, I]; B/C [B, T, N] (the activation dtype);
@@ -513,6 +551,14 @@ class Backend {
                             const Tensor& offsets, Tensor& y) {
     (void)x, (void)w, (void)trans_w, (void)offsets, (void)y;
     moe_not_implemented("grouped_gemm");
+  }
+  // Quantized grouped GEMM (ops::grouped_quant_linear): y[M, N] row r in
+  // expert e's rows = x[r] @ dequant(w rows [e N, (e + 1) N))^T, x and y one
+  // float dtype, w the E experts stacked [E N, K]; unused rows of y get 0.
+  virtual void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w,
+                                    const Tensor& offsets, Tensor& y) {
+    (void)x, (void)w, (void)offsets, (void)y;
+    moe_not_implemented("grouped_quant_matmul");
   }
   // dw[E, O, K]: dw[e] = dy_e^T @ x_e over expert e's rows (dy[M, O], x[M,
   // K]); 0 for an expert without rows.

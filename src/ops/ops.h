@@ -193,6 +193,21 @@ Tensor sigmoid_mul(const Tensor& r, const Tensor& y);
 // max(x, 0)^2 (RWKV-4's channel-mix activation).
 Tensor relu_square(const Tensor& x);
 
+// ---- RWKV-6 (ops_rwkv6.cpp; the layers are nn/rwkv6.h) -----------------------
+// tanh(x), elementwise (the LoRA nonlinearity of RWKV-6's token shift and
+// decay). Named tanh_act so it does not hide std::tanh in this namespace.
+Tensor tanh_act(const Tensor& x);
+// WKV-6 (Backend::rwkv6_wkv_forward has the equations): r, k, v and the raw
+// decay w [B, T, C] (C = H head_size, the decay applied as exp(-exp(w))),
+// bonus u [C] -> y [B, T, C]. state: nullptr (the zero state; training) or
+// f32 [B, H, N, N], read as the initial state and overwritten with the state
+// after step last[b] (last: i32 [B] on the device; undefined: T - 1).
+// Differentiable in r, k, v, w and u (the initial state's decay included);
+// the state gets no gradient.
+Tensor rwkv6_wkv(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w,
+                 const Tensor& u, int64_t head_size, Tensor* state = nullptr,
+                 const Tensor& last = Tensor());
+
 // ---- mixture of experts (ops_moe.cpp; the layer is nn/moe.h) ----------------
 // N tokens, E experts, k choices per token; slot s = n k + j is token n's
 // j-th choice, M = N k slots; the expert-sorted row buffers have M rows
@@ -227,6 +242,13 @@ Tensor moe_gather(const Tensor& x, const MoeGrouping& g);
 // dW). Unused rows give 0. Differentiable in x and the weights. One grouped
 // GEMM per call on every backend, whatever the token counts.
 Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights, const Tensor& offsets);
+// The weight-only quantized grouped_linear (inference only, no gradient):
+// x[M, K] rows grouped by offsets (i32 [E + 1]) -> y[M, N] in x's dtype,
+// expert e's rows times dequant(w rows [e N, (e + 1) N))^T, where `w` holds
+// the E experts' [N, K] weights stacked as one [E N, K] QuantizedWeight
+// (ops/quant_layout.h). Unused rows give 0. No host read of the counts on a
+// GPU; experts without rows read no weights.
+Tensor grouped_quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets);
 // ys[M, C] (the experts' outputs by row) and weights [N, k] (f32, the
 // router's, or ys's dtype) -> [N, C]:
 // out[n] = sum over kept j of weights[n, j] ys[row of n k + j], plus

@@ -2,7 +2,8 @@
 // dropless / capacity-limited token grouping, the row gather into expert
 // order, the grouped linear (one grouped GEMM per projection), the weighted
 // combine with an optional gated shared expert, and the router losses
-// (load balancing, z-loss). Contracts in ops/ops.h and ops/backend.h
+// (load balancing, z-loss), and the weight-only quantized grouped linear of
+// quantized experts (inference only). Contracts in ops/ops.h and ops/backend.h
 // ("mixture of experts"); the layer that uses them is nn/moe.h.
 //
 // Nothing here reads a device value on the host: the per-expert row counts
@@ -128,6 +129,33 @@ Tensor moe_gather(const Tensor& x, const MoeGrouping& g) {
     });
   }
   return out;
+}
+
+Tensor grouped_quant_linear(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets) {
+  check_float("grouped_quant_linear", "x", x);
+  check_dtype("grouped_quant_linear", "offsets", offsets, DType::i32);
+  EL_ENSURE(!x.requires_grad(), "ops::grouped_quant_linear: inference op called on a tensor that requires grad");
+  EL_ENSURE(offsets.ndim() == 1 && offsets.numel() >= 2,
+            "ops::grouped_quant_linear: offsets {} (expected i32 [E + 1])", desc(offsets));
+  const int64_t e = offsets.numel() - 1;
+  EL_ENSURE((w.bits == 4 || w.bits == 8) && w.group_size > 0 && w.in_features % w.group_size == 0 &&
+                (w.bits == 8 || w.group_size % 2 == 0) && w.out_features % e == 0 &&
+                w.qweight.dtype() == DType::u8 &&
+                w.qweight.numel() == w.out_features * w.in_features * w.bits / 8 &&
+                w.scales.dtype() == DType::f16 && w.scales.numel() == w.out_features * w.groups_per_row() &&
+                (w.symmetric || (w.zeros.defined() && w.zeros.numel() == w.scales.numel())),
+            "ops::grouped_quant_linear: malformed quantized weight (bits {}, group {}, [{}, {}]) for {} "
+            "experts",
+            w.bits, w.group_size, w.out_features, w.in_features, e);
+  check_same_device("grouped_quant_linear", "x", x, "qweight", w.qweight);
+  check_same_device("grouped_quant_linear", "x", x, "offsets", offsets);
+  EL_ENSURE(x.ndim() == 2 && x.dim(1) == w.in_features,
+            "ops::grouped_quant_linear: x {} does not match the weight's {} inputs (expected x[M, K])",
+            desc(x), w.in_features);
+  Tensor y = Tensor::empty({x.dim(0), w.out_features / e}, x.dtype(), x.device());
+  if (x.dim(0) == 0) return y;
+  backend_for(x.device()).grouped_quant_matmul(x, w, offsets, y);
+  return y;
 }
 
 Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,

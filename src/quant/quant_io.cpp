@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "models/hf_model.h"
 #include "nn/model_card.h"
+#include "quant/quant_grouped.h"
 #include "quant/quant_linear.h"
 #include "quant/quantize_model.h"
 
@@ -37,27 +38,38 @@ struct Expected {
 Status save_quantized_model(DecoderLM& model, const std::string& dir, const QuantizedSaveOptions& o) {
   // The quantized slots and the one spec they share.
   std::vector<std::string> slots;
-  std::vector<const QuantLinear*> layers;
+  std::vector<const QuantizedWeight*> weights;  // slots', then the experts'
+  std::vector<std::string> names;
   model.for_each_linear([&](const std::string& path, std::unique_ptr<LinearLayer>& slot) {
     if (const auto* q = dynamic_cast<const QuantLinear*>(slot.get())) {
       slots.push_back(path);
-      layers.push_back(q);
+      weights.push_back(&q->weight());
+      names.push_back(path);
     }
   });
-  if (slots.empty()) {
+  // The quantized MoE expert projections (quant/quant_grouped.h).
+  std::vector<std::string> expert_paths;
+  model.for_each_grouped([&](const std::string& path, std::unique_ptr<GroupedProjection>& slot) {
+    if (const auto* q = dynamic_cast<const QuantGroupedProjection*>(slot.get())) {
+      expert_paths.push_back(path);
+      weights.push_back(&q->weight());
+      names.push_back(path);
+    }
+  });
+  if (slots.empty() && expert_paths.empty()) {
     return make_error("the model has no quantized slot", dir, "run quantize_model first");
   }
   QuantSpec spec;
-  const QuantizedWeight& w0 = layers.front()->weight();
+  const QuantizedWeight& w0 = *weights.front();
   spec.bits = w0.bits;
   spec.symmetric = w0.symmetric;
   spec.group_size = w0.group_size;
   bool same_group = true, per_channel = true;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const QuantizedWeight& w = layers[i]->weight();
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const QuantizedWeight& w = *weights[i];
     if (w.bits != spec.bits || w.symmetric != spec.symmetric) {
-      return make_error(fmt::format("slot {} is {}-bit {} but slot {} is {}-bit {}", slots[i], w.bits,
-                                    w.symmetric ? "symmetric" : "asymmetric", slots[0], spec.bits,
+      return make_error(fmt::format("slot {} is {}-bit {} but slot {} is {}-bit {}", names[i], w.bits,
+                                    w.symmetric ? "symmetric" : "asymmetric", names[0], spec.bits,
                                     spec.symmetric ? "symmetric" : "asymmetric"),
                         dir, "the format holds one quantization spec per model");
     }
@@ -74,7 +86,7 @@ Status save_quantized_model(DecoderLM& model, const std::string& dir, const Quan
 
   // Tensors: quantized ones as they are, the rest in one float dtype.
   std::set<std::string> quantized_names;
-  for (const std::string& s : slots) {
+  for (const std::string& s : names) {
     for (const char* suffix : {".qweight", ".scales", ".zeros"}) quantized_names.insert(s + suffix);
   }
   std::optional<DType> dtype = o.dtype;
@@ -114,6 +126,7 @@ Status save_quantized_model(DecoderLM& model, const std::string& dir, const Quan
       {"model_card", model_card_to_yaml(model.card())},
       {"source", o.source},
   };
+  if (!expert_paths.empty()) md["quantized_experts"] = nlohmann::json(expert_paths).dump();
   if (!o.hf_config_json.empty()) md["hf_config"] = o.hf_config_json;
 
   std::error_code ec;
@@ -137,6 +150,7 @@ Status save_quantized_model(DecoderLM& model, const std::string& dir, const Quan
                           {"dtype", dtype_name(*dtype)},
                           {"lm_head_quantized", lm_head},
                           {"quantized_slots", slots.size()},
+                          {"quantized_experts", expert_paths.size()},
                           {"model", model.card().name},
                           {"source", o.source}};
   if (o.extra.is_object()) {
@@ -205,12 +219,26 @@ Result<QuantizedModelMetadata> read_quantized_metadata(const std::string& path_o
   }
   m.dtype = *dtype;
   const auto slots = nlohmann::json::parse(get("quantized_slots"), nullptr, false);
-  if (slots.is_discarded() || !slots.is_array() || slots.empty()) {
-    return key_error("quantized_slots", "expected a non-empty JSON array of slot paths");
+  if (slots.is_discarded() || !slots.is_array()) {
+    return key_error("quantized_slots", "expected a JSON array of slot paths");
   }
   for (const auto& s : slots) {
-    if (!s.is_string()) return key_error("quantized_slots", "expected a non-empty JSON array of slot paths");
+    if (!s.is_string()) return key_error("quantized_slots", "expected a JSON array of slot paths");
     m.slots.push_back(s.get<std::string>());
+  }
+  // Absent in files without quantized experts.
+  if (!get("quantized_experts").empty()) {
+    const auto experts = nlohmann::json::parse(get("quantized_experts"), nullptr, false);
+    if (experts.is_discarded() || !experts.is_array()) {
+      return key_error("quantized_experts", "expected a JSON array of expert tensor names");
+    }
+    for (const auto& s : experts) {
+      if (!s.is_string()) return key_error("quantized_experts", "expected a JSON array of expert tensor names");
+      m.experts.push_back(s.get<std::string>());
+    }
+  }
+  if (m.slots.empty() && m.experts.empty()) {
+    return key_error("quantized_slots", "no quantized slot or expert tensor listed");
   }
   m.model_card_yaml = get("model_card");
   if (m.model_card_yaml.empty()) return key_error("model_card", "missing (the model card YAML)");
@@ -262,6 +290,21 @@ Result<QuantizedModelFile> load_quantized_model(const std::string& dir, Device d
     }
     EL_TRY(check_quantizable(path + ": tensor '" + slot + ".weight'", it->second[0], it->second[1], meta.spec));
   }
+  // A listed expert tensor must be a 3-D [E, N, K] tensor of the card.
+  std::set<std::string> quantized_experts;
+  for (const std::string& name : meta.experts) {
+    const auto it = dense.find(name);
+    if (it == dense.end() || it->second.size() != 3) {
+      return make_error(fmt::format("quantized expert tensor '{}' is not an MoE expert projection of model card '{}'",
+                                    name, card.name),
+                        path + ": metadata 'quantized_experts'");
+    }
+    if (!quantized_experts.insert(name).second) {
+      return make_error(fmt::format("expert tensor '{}' is listed twice", name), path + ": metadata 'quantized_experts'");
+    }
+    EL_TRY(check_quantizable(path + ": tensor '" + name + "'", it->second[0] * it->second[1], it->second[2],
+                             meta.spec));
+  }
   if (meta.lm_head_quantized != (quantized.count("lm_head") > 0)) {
     return make_error("lm_head_quantized disagrees with quantized_slots", path + ": metadata 'lm_head_quantized'");
   }
@@ -269,7 +312,12 @@ Result<QuantizedModelFile> load_quantized_model(const std::string& dir, Device d
   for (const std::string& name : order) {
     const Shape& shape = dense[name];
     const std::string slot = name.size() > 7 ? name.substr(0, name.size() - 7) : std::string();
-    if (ends_with(name, ".weight") && quantized.count(slot)) {
+    if (quantized_experts.count(name)) {  // stacked [E N, K]
+      const int64_t n = shape[0] * shape[1], k = shape[2], g = meta.spec.group_for(k);
+      expected[name + ".qweight"] = {{n, k * meta.spec.bits / 8}, DType::u8};
+      expected[name + ".scales"] = {{n, k / g}, DType::f16};
+      if (!meta.spec.symmetric) expected[name + ".zeros"] = {{n, k / g}, DType::u8};
+    } else if (ends_with(name, ".weight") && quantized.count(slot)) {
       const int64_t n = shape[0], k = shape[1], g = meta.spec.group_for(k);
       expected[slot + ".qweight"] = {{n, k * meta.spec.bits / 8}, DType::u8};
       expected[slot + ".scales"] = {{n, k / g}, DType::f16};
@@ -342,6 +390,22 @@ Result<QuantizedModelFile> load_quantized_model(const std::string& dir, Device d
       for (size_t i = 0; i < part.size(); ++i) *part[i].slot = std::move(layers[i]);
     }
   }
+  std::set<std::string> expert_seen;
+  Status expert_status;
+  model.for_each_grouped([&](const std::string& name, std::unique_ptr<GroupedProjection>& slot) {
+    if (!quantized_experts.count(name) || !expert_status.ok()) return;
+    expert_seen.insert(name);
+    auto q = make_quant_grouped(slot->n_experts(), slot->out_features(), slot->in_features(), meta.spec, device);
+    if (!q.ok()) {
+      expert_status = q.error();
+      return;
+    }
+    slot = std::move(q.value());
+  });
+  EL_TRY(expert_status);
+  EL_ENSURE(expert_seen.size() == quantized_experts.size(),
+            "load_quantized_model: {} of {} listed expert tensors have a grouped projection", expert_seen.size(),
+            quantized_experts.size());
   model.refresh_parameters();
   std::set<std::string> have;
   for (const auto& p : model.parameters()) have.insert(p.name);

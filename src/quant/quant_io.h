@@ -9,9 +9,13 @@
 //     __metadata__ (strings): format "efficientllm-quantized",
 //       format_version "1", bits, group_size (0 = per channel), symmetric,
 //       method, dtype, quantized_slots (JSON array of slot paths),
-//       lm_head_quantized, model_card (the card's YAML, what the model is
-//       rebuilt from), source, hf_config (config.json of a Hugging Face
-//       source, else absent).
+//       quantized_experts (JSON array of MoE expert tensor names, e.g.
+//       model.layers.0.mlp.experts.down_proj, stored as <name>.qweight /
+//       .scales / .zeros with the E experts' rows stacked, [E N, ...];
+//       absent when the experts are dense), lm_head_quantized,
+//       model_card (the card's YAML, what the model is rebuilt from),
+//       source, hf_config (config.json of a Hugging Face source, else
+//       absent).
 //   <dir>/quant_config.json   the same facts for humans, plus calibration and
 //                             size figures (never read back).
 //   <dir>/tokenizer.json, tokenizer.model, tokenizer_config.json,
@@ -22,7 +26,8 @@
 // then every tensor's name, shape and dtype against what the card and the
 // metadata imply (every name present, no extra tensor); only then is the
 // model built (no random init) with QuantLinear slots of the right shapes
-// (q/k/v and gate/up stacked as quantize_model made them) and filled.
+// (q/k/v and gate/up stacked as quantize_model made them) and
+// QuantGroupedProjection experts, and filled.
 #pragma once
 
 #include <map>
@@ -65,6 +70,7 @@ struct QuantizedModelMetadata {
   std::string method;
   DType dtype = DType::f32;          // of the unquantized tensors in the file
   std::vector<std::string> slots;    // quantized slot paths
+  std::vector<std::string> experts;  // quantized MoE expert tensors (quant/quant_grouped.h)
   bool lm_head_quantized = false;
   std::string model_card_yaml;
   std::string source;

@@ -9,6 +9,7 @@
 
 #include "autograd/tape.h"
 #include "ops/backend.h"
+#include "quant/quant_grouped.h"
 #include "quant/quant_linear.h"
 
 namespace el::quant {
@@ -89,6 +90,44 @@ class CaptureLinear final : public LinearLayer {
   }
   std::shared_ptr<HessianAccumulator> acc_;
   std::shared_ptr<CaptureRound> round_;
+};
+
+// Wraps an expert projection for one calibration pass: adds X_e^T X_e of
+// the rows routed to each expert e (the offsets are read on the host), then
+// runs the wrapped projection.
+class CaptureGrouped final : public GroupedProjection {
+ public:
+  CaptureGrouped(std::unique_ptr<GroupedProjection> inner,
+                 std::vector<std::shared_ptr<HessianAccumulator>> accs, std::shared_ptr<CaptureRound> round)
+      : inner(std::move(inner)), accs_(std::move(accs)), round_(std::move(round)) {}
+
+  Tensor forward(const Tensor& x, const Tensor& offsets) const override {
+    const Tensor off = offsets.to(Device::cpu());
+    const int32_t* o = off.data<int32_t>();
+    for (size_t e = 0; e < accs_.size(); ++e) {
+      if (o[e + 1] > o[e]) accs_[e]->add(x.slice0(o[e], o[e + 1]));
+    }
+    round_->mark(this);
+    return inner->forward(x, offsets);
+  }
+  void collect_parameters(const std::string& name, ParameterList& out) const override {
+    inner->collect_parameters(name, out);
+  }
+  int64_t n_experts() const override { return inner->n_experts(); }
+  int64_t in_features() const override { return inner->in_features(); }
+  int64_t out_features() const override { return inner->out_features(); }
+
+  std::unique_ptr<GroupedProjection> inner;
+
+ private:
+  std::vector<std::shared_ptr<HessianAccumulator>> accs_;
+  std::shared_ptr<CaptureRound> round_;
+};
+
+// An expert projection being quantized (GPTQ: one X^T X per expert).
+struct ExpertGroup {
+  GroupedRef ref;
+  std::vector<std::shared_ptr<HessianAccumulator>> accs;
 };
 
 // A slot group being quantized (GPTQ: with its inputs' X^T X).
@@ -218,7 +257,83 @@ Status quantize_group(Group& group, const QuantizeOptions& o, Device device, Qua
   return {};
 }
 
+// Quantizes one expert projection (RTN, or GPTQ per expert with the rows
+// routed to it), swaps the QuantGroupedProjection in and appends its report.
+Status quantize_experts(ExpertGroup& g, const QuantizeOptions& o, Device device, QuantizeReport& report) {
+  const auto* dense = static_cast<const DenseGroupedProjection*>(g.ref.slot->get());
+  const int64_t e = dense->n_experts(), n = dense->out_features(), k = dense->in_features();
+  const std::vector<float> w = dense->weight.to_floats();  // [E N, K]
+  const std::string name = g.ref.path;
+  HostQuantized q;
+  double err = 0, rtn_err = 0, energy = 0;
+  if (o.method == QuantMethod::gptq) {
+    // Rows are quantized independently given a Hessian: expert by expert into
+    // the stacked matrix.
+    q.resize(o.spec.bits, o.spec.group_for(k), o.spec.symmetric, e * n, k);
+    int64_t unrouted = 0;
+    for (int64_t j = 0; j < e; ++j) {
+      const float* wj = w.data() + j * n * k;
+      const std::string ename = fmt::format("{} (expert {})", name, j);
+      EL_TRY_ASSIGN(HostQuantized r, quantize_rtn_host(wj, n, k, o.spec, ename));
+      HostQuantized qj;
+      if (g.accs[static_cast<size_t>(j)]->rows() == 0) {
+        ++unrouted;
+        qj = r;
+      } else {
+        EL_TRY_ASSIGN(qj, gptq_quantize_host(wj, n, k, g.accs[static_cast<size_t>(j)]->hessian(), o.spec,
+                                             o.gptq, ename));
+        const std::vector<float> part(wj, wj + n * k);
+        const Tensor& xtx = g.accs[static_cast<size_t>(j)]->xtx();
+        const RowErrors eg = output_errors(part, dequantize_host(qj), n, k, xtx);
+        const RowErrors er = output_errors(part, dequantize_host(r), n, k, xtx);
+        for (int64_t i = 0; i < n; ++i) {
+          err += eg.err[static_cast<size_t>(i)];
+          rtn_err += er.err[static_cast<size_t>(i)];
+          energy += eg.energy[static_cast<size_t>(i)];
+        }
+      }
+      std::copy(qj.qweight.begin(), qj.qweight.end(), q.qweight.begin() + j * n * q.row_bytes());
+      std::copy(qj.scales.begin(), qj.scales.end(), q.scales.begin() + j * n * q.groups());
+      if (!q.symmetric) std::copy(qj.zeros.begin(), qj.zeros.end(), q.zeros.begin() + j * n * q.groups());
+    }
+    if (unrouted > 0) {
+      report.notes.push_back(fmt::format("{}: {} of {} experts received no calibration token (RTN)", name,
+                                         unrouted, e));
+    }
+  } else {
+    EL_TRY_ASSIGN(q, quantize_rtn_host(w.data(), e * n, k, o.spec, name));
+  }
+  EL_TRY_ASSIGN(QuantizedWeight qw, to_quantized_weight(q, device));
+  SlotReport s;
+  s.name = name;
+  s.experts = e;
+  s.bits = o.spec.bits;
+  s.group_size = q.group_size;
+  s.out_features = e * n;
+  s.in_features = k;
+  s.bytes_before = static_cast<int64_t>(dense->weight.nbytes());
+  s.bytes_after = qw.storage_bytes();
+  if (o.method == QuantMethod::gptq) {
+    s.output_error = energy > 0 ? err / energy : 0.0;
+    s.rtn_output_error = energy > 0 ? rtn_err / energy : 0.0;
+  }
+  report.quantized_weights += e * n * k;
+  report.quantized_bytes_before += s.bytes_before;
+  report.quantized_bytes_after += s.bytes_after;
+  report.slots.push_back(std::move(s));
+  *g.ref.slot = std::make_unique<QuantGroupedProjection>(std::move(qw), e);
+  return {};
+}
+
 }  // namespace
+
+std::vector<GroupedRef> expert_projections(DecoderLM& model) {
+  std::vector<GroupedRef> out;
+  model.for_each_grouped([&](const std::string& path, std::unique_ptr<GroupedProjection>& slot) {
+    out.push_back(GroupedRef{layer_of(path), path, &slot});
+  });
+  return out;
+}
 
 std::vector<SlotGroup> projection_groups(DecoderLM& model, bool include_lm_head) {
   std::vector<SlotGroup> groups;
@@ -286,6 +401,24 @@ Result<QuantizeReport> quantize_model(DecoderLM& model, const QuantizeOptions& o
     }
     for (const SlotRef& s : g.slots) groups.push_back(Group{g.layer, {s}, nullptr});
   }
+  std::vector<ExpertGroup> experts;
+  if (o.quantize_experts) {
+    for (GroupedRef& r : expert_projections(model)) {
+      const auto* dense = dynamic_cast<const DenseGroupedProjection*>(r.slot->get());
+      if (!dense) {
+        return make_error(fmt::format("expert projection {} is not dense", r.path), "quantization",
+                          "quantize a plain model (quantize once)");
+      }
+      if (Status st = check_quantizable(r.path, dense->n_experts() * dense->out_features(), dense->in_features(),
+                                        o.spec);
+          !st.ok()) {
+        Error e = st.error();
+        e.hint += " (or --skip-experts / quantize_experts = false to leave the experts dense)";
+        return e;
+      }
+      experts.push_back(ExpertGroup{std::move(r), {}});
+    }
+  }
   report.lm_head_quantized = std::any_of(groups.begin(), groups.end(), [](const Group& g) { return g.layer < 0; });
   const Device device = model.device();
   const int n_layer = static_cast<int>(model.card().n_layer);
@@ -308,19 +441,34 @@ Result<QuantizeReport> quantize_model(DecoderLM& model, const QuantizeOptions& o
     for (Group& g : groups) {
       if (g.layer == id) mine.push_back(&g);
     }
-    if (mine.empty()) continue;
+    std::vector<ExpertGroup*> mine_experts;
+    for (ExpertGroup& g : experts) {
+      if (g.ref.layer == id) mine_experts.push_back(&g);
+    }
+    if (mine.empty() && mine_experts.empty()) continue;
     if (o.method == QuantMethod::gptq) {
       auto round = std::make_shared<CaptureRound>();
-      round->wrappers = mine.size();
+      round->wrappers = mine.size() + mine_experts.size();
       for (Group* g : mine) {
         g->acc = std::make_shared<HessianAccumulator>((*g->slots.front().slot)->in_features(), device);
         std::unique_ptr<LinearLayer>& slot = *g->slots.front().slot;
         slot = std::make_unique<CaptureLinear>(std::move(slot), g->acc, round);
       }
+      for (ExpertGroup* g : mine_experts) {
+        std::unique_ptr<GroupedProjection>& slot = *g->ref.slot;
+        for (int64_t j = 0; j < slot->n_experts(); ++j) {
+          g->accs.push_back(std::make_shared<HessianAccumulator>(slot->in_features(), device));
+        }
+        slot = std::make_unique<CaptureGrouped>(std::move(slot), g->accs, round);
+      }
       run_calibration(model, o);
       for (Group* g : mine) {
         std::unique_ptr<LinearLayer>& slot = *g->slots.front().slot;
         slot = std::move(static_cast<CaptureLinear&>(*slot).inner);
+      }
+      for (ExpertGroup* g : mine_experts) {
+        std::unique_ptr<GroupedProjection>& slot = *g->ref.slot;
+        slot = std::move(static_cast<CaptureGrouped&>(*slot).inner);
       }
       for (Group* g : mine) {
         if (g->acc->rows() == 0) {
@@ -332,6 +480,10 @@ Result<QuantizeReport> quantize_model(DecoderLM& model, const QuantizeOptions& o
     for (Group* g : mine) {
       EL_TRY(quantize_group(*g, o, device, report));
       g->acc.reset();  // frees X^T X
+    }
+    for (ExpertGroup* g : mine_experts) {
+      EL_TRY(quantize_experts(*g, o, device, report));
+      g->accs.clear();
     }
     model.refresh_parameters();  // drops the dense weights' last handles
     progress(id);
@@ -361,6 +513,7 @@ nlohmann::json report_to_json(const QuantizeReport& r) {
                         {"in_features", s.in_features},
                         {"bytes_before", s.bytes_before},
                         {"bytes_after", s.bytes_after}};
+    if (s.experts > 0) j["experts"] = s.experts;
     if (r.method == QuantMethod::gptq) {
       j["output_error"] = num(s.output_error);
       j["rtn_output_error"] = num(s.rtn_output_error);

@@ -16,6 +16,16 @@
 // hook to end early, and the layers after l are not needed yet). The
 // wrappers are removed, the layer's groups quantized and swapped in.
 //
+// Mixture-of-experts layers (nn/moe.h): each expert projection (experts.
+// gate_up_proj, experts.down_proj) becomes a QuantGroupedProjection
+// (quant/quant_grouped.h), its E experts quantized row block by row block
+// into one stacked QuantizedWeight. RTN is per row, so the stacked matrix is
+// quantized at once; GPTQ gives expert e its own Hessian from the
+// calibration rows routed to it: a capturing wrapper in the grouped slot
+// copies the offsets to the host (a sync, fine in calibration) and adds
+// X_e^T X_e per expert. An expert no calibration token was routed to has no
+// Hessian and gets RTN (counted in the report's notes). The router stays dense.
+//
 // Measured and reported per slot: bytes before/after (weight + bias), and
 // for GPTQ the relative output error ||X W^T - X Q^T||^2 / ||X W^T||^2 on
 // the calibration inputs of GPTQ and of RTN on the same inputs; per model:
@@ -47,6 +57,7 @@ struct QuantizeOptions {
   QuantSpec spec;
   QuantMethod method = QuantMethod::rtn;
   bool include_lm_head = false;  // an untied lm_head only (a tied one is the embedding)
+  bool quantize_experts = true;  // MoE expert projections (false: they stay dense)
   // GPTQ: calibration token ids, i32 [n_samples, seq_len] (any device);
   // seq_len within the card's max_seq_len (and sliding_window).
   Tensor calibration;
@@ -58,6 +69,9 @@ struct QuantizeOptions {
 
 struct SlotReport {
   std::string name;  // slot path, e.g. "model.layers.0.self_attn.q_proj"
+  // An MoE expert tensor (e.g. "model.layers.0.mlp.experts.down_proj"): its
+  // expert count E; out_features is then E N (the stacked rows). 0 otherwise.
+  int64_t experts = 0;
   int bits = 0;
   int64_t group_size = 0;  // resolved (K when per-channel)
   int64_t out_features = 0, in_features = 0;
@@ -107,6 +121,14 @@ struct SlotGroup {
   std::vector<SlotRef> slots;
 };
 std::vector<SlotGroup> projection_groups(DecoderLM& model, bool include_lm_head);
+
+// A model's MoE expert projections (nn/grouped_projection.h), in forward order.
+struct GroupedRef {
+  int layer = -1;
+  std::string path;                          // e.g. "model.layers.0.mlp.experts.gate_up_proj"
+  std::unique_ptr<GroupedProjection>* slot;  // valid while the model lives
+};
+std::vector<GroupedRef> expert_projections(DecoderLM& model);
 
 // Sum of the byte sizes of the model's parameter tensors.
 int64_t parameter_bytes(const DecoderLM& model);

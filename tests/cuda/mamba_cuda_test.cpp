@@ -4,8 +4,9 @@
 //    dB, dC, dD, ddelta_bias), f32 and bf16: channels not a multiple of the
 //    blocks' 16 / 32, T across several 128-step checkpoint chunks and not a
 //    multiple of the 16-step groups, N = 1, 5, 12, 16, 24, 40, 64, 100 and
-//    256 (every lanes-per-channel / states-per-lane layout of both scan
-//    designs; EL_MAMBA_SCAN=old|new4|(default) picks the design, cuda_mamba.cuh),
+//    256 (every lanes-per-channel / states-per-lane layout of the scan;
+//    EL_MAMBA_SCAN_BWD_BLOCKS=1 runs the one-block-per-SM backward, the
+//    default three where it fits),
 //    T = 1; with the time split into segments (cuda_mamba_scan_v2.cuh): the
 //    default heuristic, off, and forced counts (segments of one or several
 //    checkpoint chunks, T past the last chunk's end not a chunk multiple);

@@ -4,8 +4,9 @@
 
 #include <cmath>
 
-#include "common/test_cards.h"
 #include "autograd/tape.h"
+#include "common/model_test_util.h"
+#include "common/test_cards.h"
 #include "models/decoder_lm.h"
 #include "ops/ops.h"
 #include "train/optimizer.h"
@@ -13,14 +14,9 @@
 namespace el {
 namespace {
 
-ModelCard test_card(const std::string& extra = "") { return test::small_card("qkv_bias: false\n" + extra); }
+using test::random_ids;
 
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(v, {B, T});
-}
+ModelCard test_card(const std::string& extra = "") { return test::small_card("qkv_bias: false\n" + extra); }
 
 TEST(DecoderLM, ParameterCountMatchesAllocatedTensors) {
   for (const std::string variant : {"", "untied"}) {

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "autograd/tape.h"
+#include "common/model_test_util.h"
 #include "common/ops_harness.h"
 #include "models/decoder_lm.h"
 #include "nn/kv_cache.h"
@@ -27,6 +28,8 @@
 
 namespace el {
 namespace {
+
+using test::random_ids;
 
 // d_model 12 -> I 24, N 3, K 3, dt rank 1 (ceil(12 / 16)): odd sizes.
 ModelCard mamba_card(const std::string& extra = "", int n_layer = 2) {
@@ -40,13 +43,6 @@ ModelCard mamba_card(const std::string& extra = "", int n_layer = 2) {
   auto r = parse_model_card(yaml, "m.yaml");
   EL_ENSURE(r.ok(), "{}", r.ok() ? "" : r.error().message());
   return r.value();
-}
-
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(v, {B, T});
 }
 
 using Vec = std::vector<double>;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "autograd/tape.h"
+#include "common/model_test_util.h"
 #include "common/ops_harness.h"
 #include "models/decoder_lm.h"
 #include "models/hf_model.h"
@@ -20,6 +21,8 @@
 
 namespace el {
 namespace {
+
+using test::random_ids;
 
 // MLA dims: q_lora_rank, kv_lora_rank, nope, rope, v.
 struct Dims {
@@ -41,13 +44,6 @@ ModelCard mla_card(Dims d, const std::string& extra = "") {
 // Shapes that exercise each layout case: q/k wider than v, v wider than q/k
 // (q/k padded), odd nope and latent widths (padded D and cache rows).
 const Dims kDims[] = {{16, 12, 8, 4, 6}, {0, 12, 8, 4, 14}, {8, 11, 7, 4, 6}, {0, 16, 16, 8, 16}};
-
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(v, {B, T});
-}
 
 // Columns [t0, t1) of ids[B, T].
 Tensor ids_slice(const Tensor& ids, int64_t t0, int64_t t1) {

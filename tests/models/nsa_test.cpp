@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "autograd/tape.h"
+#include "common/model_test_util.h"
 #include "common/ops_harness.h"
 #include "models/decoder_lm.h"
 #include "nn/kv_cache.h"
@@ -27,6 +28,8 @@
 
 namespace el {
 namespace {
+
+using test::random_ids;
 
 // A small NSA card: d_model 16, 4 heads of 4 dims over 2 kv heads; l = 4,
 // d = 2 (overlapping compression blocks), l' = 4, n = 2, w = 3.
@@ -39,13 +42,6 @@ ModelCard nsa_card(const std::string& extra = "", int n_layer = 2) {
   auto r = parse_model_card(yaml, "nsa.yaml");
   EL_ENSURE(r.ok(), "{}", r.ok() ? "" : r.error().message());
   return r.value();
-}
-
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(v, {B, T});
 }
 
 using Vec = std::vector<double>;

@@ -14,6 +14,7 @@
 
 #include "autograd/tape.h"
 #include "common/hf_test_util.h"
+#include "common/model_test_util.h"
 #include "common/ops_harness.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -25,6 +26,8 @@
 
 namespace el {
 namespace {
+
+using test::random_ids;
 
 namespace fs = std::filesystem;
 
@@ -200,13 +203,6 @@ TEST(PythiaModel, BlockGradientMatchesFiniteDifferences) {
     };
     EXPECT_TRUE(test::gradients_match(inst, 9)) << "parallel " << parallel;
   }
-}
-
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(B * T));
-  for (auto& x : v) x = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(v, {B, T});
 }
 
 // Prefill, then decode steps (and chunks), each against the full forward.

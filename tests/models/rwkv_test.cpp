@@ -14,12 +14,17 @@
 
 #include "autograd/tape.h"
 #include "common/cached_forward.h"
+#include "common/model_test_util.h"
 #include "common/ops_harness.h"
 #include "models/decoder_lm.h"
 #include "nn/kv_cache.h"
 
 namespace el {
 namespace {
+
+using test::build_cpu_model;
+using test::logit_rows;
+using test::random_ids;
 
 ModelCard rwkv_card(const std::string& extra = "") {
   auto r = parse_model_card("name: r\nblock: rwkv\nn_layer: 3\nd_model: 16\nvocab_size: 37\n"
@@ -29,33 +34,11 @@ ModelCard rwkv_card(const std::string& extra = "") {
   return r.value();
 }
 
-std::unique_ptr<DecoderLM> build(const ModelCard& c, uint64_t seed = 5) {
-  auto m = DecoderLM::create(c, Device::cpu(), seed);
-  EXPECT_TRUE(m.ok()) << m.error().message();
-  return std::move(m).value();
-}
-
-Tensor random_ids(int64_t B, int64_t T, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> ids(static_cast<size_t>(B * T));
-  for (auto& id : ids) id = static_cast<int32_t>(rng.below(static_cast<uint64_t>(vocab)));
-  return Tensor::from_ints(ids, {B, T});
-}
-
-// Logits of rows [t0, t1) of a [B, T, V] tensor, row-major.
-std::vector<double> rows(const std::vector<float>& all, int64_t B, int64_t T, int64_t V,
-                         int64_t t0, int64_t t1) {
-  std::vector<double> out;
-  for (int64_t b = 0; b < B; ++b)
-    out.insert(out.end(), all.begin() + (b * T + t0) * V, all.begin() + (b * T + t1) * V);
-  return out;
-}
-
 TEST(RwkvModel, NamesAndCountsMatchTheBuiltModel) {
   for (const std::string extra : {"", "d_ff: 40\nrwkv_attention_hidden_size: 8\n",
                                    "tied_embeddings: true\nrwkv_rescale_every: 1\n"}) {
     const ModelCard c = rwkv_card(extra);
-    auto m = build(c);
+    auto m = build_cpu_model(c);
     EXPECT_EQ(m->num_parameters(), count_parameters(c).total) << extra;
     EXPECT_EQ(m->num_embedding_parameters(), count_parameters(c).embedding) << extra;
     // The projections' FLOPs: 2 per weight element of every matrix but the
@@ -72,7 +55,7 @@ TEST(RwkvModel, NamesAndCountsMatchTheBuiltModel) {
                                                                  : c.d_model));
     EXPECT_DOUBLE_EQ(f.formula_train, 6.0 * static_cast<double>(count_parameters(c).total));
   }
-  auto m = build(rwkv_card());
+  auto m = build_cpu_model(rwkv_card());
   const ParameterList& p = m->parameters();
   EXPECT_EQ(p[0].name, "model.embed_tokens.weight");
   EXPECT_EQ(p[1].name, "model.layers.0.pre_ln.weight");
@@ -88,7 +71,7 @@ TEST(RwkvModel, NamesAndCountsMatchTheBuiltModel) {
 
 // The init is transformers' schedule: decays from -5 up, time_mix in [0, 1].
 TEST(RwkvModel, InitFollowsTheSchedule) {
-  auto m = build(rwkv_card());
+  auto m = build_cpu_model(rwkv_card());
   for (const auto& p : m->parameters()) {
     const std::vector<float> v = p.tensor.to_floats();
     if (p.name.find("time_mix") != std::string::npos) {
@@ -105,7 +88,7 @@ TEST(RwkvModel, InitFollowsTheSchedule) {
 TEST(RwkvModel, PrefillThenDecodeEqualsFullForward) {
   NoGrad no_grad;
   const ModelCard c = rwkv_card("rwkv_attention_hidden_size: 12\nrwkv_rescale_every: 2\n");
-  auto m = build(c);
+  auto m = build_cpu_model(c);
   const int64_t B = 2, T = 9, V = c.vocab_size;
   const Tensor ids = random_ids(B, T, V, 1);
   const std::vector<float> full = m->forward(ids).to_floats();
@@ -121,7 +104,7 @@ TEST(RwkvModel, PrefillThenDecodeEqualsFullForward) {
 TEST(RwkvModel, RightPaddedPrefillKeepsEachRowsState) {
   NoGrad no_grad;
   const ModelCard c = rwkv_card();
-  auto m = build(c);
+  auto m = build_cpu_model(c);
   const int64_t T = 6;
   const Tensor a = random_ids(1, T, c.vocab_size, 2), b = random_ids(1, 3, c.vocab_size, 3);
   std::vector<int32_t> padded(a.data<int32_t>(), a.data<int32_t>() + T);
@@ -142,9 +125,9 @@ TEST(RwkvModel, RightPaddedPrefillKeepsEachRowsState) {
     const std::vector<float> ref = m->forward(Tensor::from_ints(seq, {1, n + 1})).to_floats();
     const std::vector<float> got_last(last.begin() + r * V, last.begin() + (r + 1) * V);
     const std::vector<float> got_step(step.begin() + r * V, step.begin() + (r + 1) * V);
-    EXPECT_TRUE(test::all_close(got_last, rows(ref, 1, n + 1, V, n - 1, n), {2e-5, 2e-5},
+    EXPECT_TRUE(test::all_close(got_last, logit_rows(ref, 1, n + 1, V, n - 1, n), {2e-5, 2e-5},
                                 "row " + std::to_string(r) + " prefill"));
-    EXPECT_TRUE(test::all_close(got_step, rows(ref, 1, n + 1, V, n, n + 1), {2e-5, 2e-5},
+    EXPECT_TRUE(test::all_close(got_step, logit_rows(ref, 1, n + 1, V, n, n + 1), {2e-5, 2e-5},
                                 "row " + std::to_string(r) + " decode"));
   }
 }
@@ -169,7 +152,7 @@ TEST(RwkvModel, CacheInAnotherDtype) {
 // differences of the loss through the whole model.
 TEST(RwkvModel, GradientMatchesFiniteDifferences) {
   const ModelCard c = rwkv_card("rwkv_attention_hidden_size: 8\nd_ff: 24\n");
-  auto m = build(c, 9);
+  auto m = build_cpu_model(c, 9);
   const Tensor ids = random_ids(2, 7, c.vocab_size, 5);
   const Tensor targets = random_ids(2, 7, c.vocab_size, 6);
   Tensor loss = m->loss(ids, targets);
@@ -216,7 +199,7 @@ TEST(RwkvModel, ShippedCardsValidateAndBuild) {
       EXPECT_NEAR(ratio, 1.0, 0.05) << count_parameters(*c).total;
       continue;
     }
-    auto m = build(*c);
+    auto m = build_cpu_model(*c);
     EXPECT_EQ(m->num_parameters(), count_parameters(*c).total) << name;
   }
 }

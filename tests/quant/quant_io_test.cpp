@@ -209,12 +209,12 @@ TEST_F(QuantIo, MissingExtraMisshapenTensorsAreErrors) {
   EXPECT_FALSE(load_quantized_model((dir_ / "none").string(), Device::cpu()).ok());
 }
 
-// Every model family's projection slots (RWKV's key/value/receptance,
+// Every model family's projection slots (RWKV-4/6's key/value/receptance,
 // Mamba's in/x/dt/out_proj, MLA's latent projections, NSA's, the MoE block's
 // attention, Pythia's) quantize with GPTQ and round-trip: what was quantized
 // is what loads.
 TEST_F(QuantIo, EveryFamilySavesAndLoadsBitIdentical) {
-  for (const char* card_name : {"tiny-rwkv", "tiny-mamba", "tiny-mla", "tiny-nsa", "tiny-moe", "pythia-tiny"}) {
+  for (const char* card_name : {"tiny-rwkv", "tiny-rwkv6", "tiny-mamba", "tiny-mla", "tiny-nsa", "tiny-moe", "pythia-tiny"}) {
     auto card = find_model_card(card_name);
     ASSERT_TRUE(card.ok()) << card.error().message();
     auto m = make_model(card.value());
@@ -231,7 +231,8 @@ TEST_F(QuantIo, EveryFamilySavesAndLoadsBitIdentical) {
     ASSERT_TRUE(st.ok()) << card_name << ": " << st.error().message();
     auto loaded = load_quantized_model(dir, Device::cpu());
     ASSERT_TRUE(loaded.ok()) << card_name << ": " << loaded.error().message();
-    EXPECT_EQ(loaded.value().metadata.slots.size(), r.value().slots.size()) << card_name;
+    EXPECT_EQ(loaded.value().metadata.slots.size() + loaded.value().metadata.experts.size(),
+              r.value().slots.size()) << card_name;
     const ParameterList& a = m->parameters();
     const ParameterList& b = loaded.value().model->parameters();
     ASSERT_EQ(a.size(), b.size()) << card_name;
