@@ -162,9 +162,14 @@ Result<std::unique_ptr<DecoderLM>> load_rwkv(const io::HfCheckpoint& ck, Device 
   return model;
 }
 
-// RwkvForCausalLM's tensors for `c` (block: rwkv), in parameter order.
-std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
-  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff, A = rwkv_attention_size(c);
+// The tensors of an RWKV model (block: rwkv or rwkv6), in parameter order
+// and RwkvForCausalLM's naming: the embedding, per layer the LayerNorms
+// (pre_ln on layer 0, ln1, ln2) then `mixers(attention prefix, feed_forward
+// prefix, out)`, ln_out and an untied head.
+using RwkvMixerSpecs =
+    std::function<void(const std::string&, const std::string&, std::vector<io::HfTensorSpec>&)>;
+std::vector<io::HfTensorSpec> rwkv_family_specs(const ModelCard& c, const RwkvMixerSpecs& mixers) {
+  const int64_t C = c.d_model, V = c.vocab_size;
   std::vector<io::HfTensorSpec> out;
   auto norm = [&](const std::string& prefix) {
     out.push_back({prefix + ".weight", {C}});
@@ -176,7 +181,17 @@ std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
     if (i == 0) norm(p + ".pre_ln");
     norm(p + ".ln1");
     norm(p + ".ln2");
-    const std::string a = p + ".attention.", f = p + ".feed_forward.";
+    mixers(p + ".attention.", p + ".feed_forward.", out);
+  }
+  norm("rwkv.ln_out");
+  if (!c.tied_embeddings) out.push_back({"head.weight", {V, C}});
+  return out;
+}
+
+// RwkvForCausalLM's tensors for `c` (block: rwkv).
+std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
+  const int64_t C = c.d_model, F = c.d_ff, A = rwkv_attention_size(c);
+  return rwkv_family_specs(c, [&](const std::string& a, const std::string& f, auto& out) {
     out.push_back({a + "time_decay", {A}});
     out.push_back({a + "time_first", {A}});
     for (const char* m : {"time_mix_key", "time_mix_value", "time_mix_receptance"}) {
@@ -191,31 +206,17 @@ std::vector<io::HfTensorSpec> rwkv_tensor_specs(const ModelCard& c) {
     out.push_back({f + "key.weight", {F, C}});
     out.push_back({f + "receptance.weight", {C, C}});
     out.push_back({f + "value.weight", {C, F}});
-  }
-  norm("rwkv.ln_out");
-  if (!c.tied_embeddings) out.push_back({"head.weight", {V, C}});
-  return out;
+  });
 }
 
-// The tensors of a block: rwkv6 model (nn/rwkv6.h) in the same naming as
-// rwkv_tensor_specs, in parameter order. transformers has no RWKV-6 class:
-// this serves the engine's own files (e.g. quantized checkpoints).
+// The tensors of a block: rwkv6 model (nn/rwkv6.h) in the same naming.
+// transformers has no RWKV-6 class: this serves the engine's own files
+// (e.g. quantized checkpoints).
 std::vector<io::HfTensorSpec> rwkv6_tensor_specs(const ModelCard& c) {
-  const int64_t C = c.d_model, V = c.vocab_size, F = c.d_ff;
+  const int64_t C = c.d_model, F = c.d_ff;
   const int64_t D = c.rwkv6_time_mix_extra_dim, Dd = c.rwkv6_time_decay_extra_dim;
-  std::vector<io::HfTensorSpec> out;
-  auto norm = [&](const std::string& prefix) {
-    out.push_back({prefix + ".weight", {C}});
-    out.push_back({prefix + ".bias", {C}});
-  };
   static const char* kParts[] = {"w", "k", "v", "r", "g"};
-  out.push_back({"rwkv.embeddings.weight", {V, C}});
-  for (int i = 0; i < c.n_layer; ++i) {
-    const std::string p = "rwkv.blocks." + std::to_string(i);
-    if (i == 0) norm(p + ".pre_ln");
-    norm(p + ".ln1");
-    norm(p + ".ln2");
-    const std::string a = p + ".attention.", f = p + ".feed_forward.";
+  return rwkv_family_specs(c, [&](const std::string& a, const std::string& f, auto& out) {
     out.push_back({a + "time_maa_x", {C}});
     for (const char* s : kParts) out.push_back({a + "time_maa_" + s, {C}});
     out.push_back({a + "time_maa_w1", {5 * D, C}});
@@ -234,10 +235,7 @@ std::vector<io::HfTensorSpec> rwkv6_tensor_specs(const ModelCard& c) {
     out.push_back({f + "key.weight", {F, C}});
     out.push_back({f + "receptance.weight", {C, C}});
     out.push_back({f + "value.weight", {C, F}});
-  }
-  norm("rwkv.ln_out");
-  if (!c.tied_embeddings) out.push_back({"head.weight", {V, C}});
-  return out;
+  });
 }
 
 // DecoderLM's names <-> MambaForCausalLM's (block: mamba): the mixer keeps
