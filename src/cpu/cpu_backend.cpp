@@ -168,9 +168,11 @@ class CpuBackend final : public Backend {
   }
   void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& positions, float scale, Tensor& out,
-                        const Tensor& alibi_slopes = Tensor()) override {
+                        const Tensor& alibi_slopes = Tensor(),
+                        int64_t value_offset = 0) override {
     F32Stage s;
-    cpu::attention_cached(s.in(q), k_cache, v_cache, positions, scale, s.out(out), alibi_slopes);
+    cpu::attention_cached(s.in(q), k_cache, v_cache, positions, scale, s.out(out), alibi_slopes,
+                          value_offset);
     s.commit();
   }
   void argmax_rows(const Tensor& x, Tensor& out) override { cpu::argmax_rows(x, out); }
@@ -444,10 +446,11 @@ class CpuBackend final : public Backend {
     cpu::grouped_quant_matmul(s.in(x), w, offsets, s.out(y));
     s.commit();
   }
-  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
-                       Tensor& dw) override {
+  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                       bool accumulate = false) override {
     F32Stage s;
-    cpu::grouped_gemm_dw(s.in(dy), s.in(x), offsets, s.out(dw));
+    cpu::grouped_gemm_dw(s.in(dy), s.in(x), offsets, accumulate ? s.inout(dw) : s.out(dw),
+                         accumulate);
     s.commit();
   }
   void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,

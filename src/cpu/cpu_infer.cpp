@@ -118,7 +118,9 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
                          const Tensor& norm_w, float eps, const Tensor& inv_freq,
                          const Tensor& positions, Tensor& q, Tensor& k_cache, Tensor& v_cache) {
   const int64_t b = packed.dim(0), t = packed.dim(1), width = packed.dim(2);
-  const int64_t h = q.dim(2), d = q.dim(3), half = d / 2, smax = k_cache.dim(1);
+  const int64_t h = q.dim(2), d = q.dim(3), smax = k_cache.dim(1);
+  // rope_at's partial rotation: pairs (k, half + k) of the first 2 half columns.
+  const int64_t half = inv_freq.defined() ? inv_freq.numel() : 0;
   const int64_t src0 = h * d, sources = width - src0;
   const std::vector<int32_t> pos = read_positions(positions, b, "mla_decode_prologue");
   expect_dtype(row_map, DType::i32, "mla_decode_prologue (row_map)");
@@ -153,11 +155,12 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
       }
       const float p = static_cast<float>(pos[i] + s);  // f32 position * f32 frequency, as rope_at
       for (int64_t k = 0; k < half; ++k) {
-        const float ang = inv_freq.defined() ? p * inv_freq.data<float>()[k] : 0.f;
-        cs[static_cast<size_t>(k)] = inv_freq.defined() ? std::cos(ang) : 1.f;
-        cs[static_cast<size_t>(half + k)] = inv_freq.defined() ? std::sin(ang) : 0.f;
+        const float ang = p * inv_freq.data<float>()[k];
+        cs[static_cast<size_t>(k)] = std::cos(ang);
+        cs[static_cast<size_t>(half + k)] = std::sin(ang);
       }
       auto rotate = [&](const float* x, auto&& put) {
+        for (int64_t m = 2 * half; m < d; ++m) put(m, x[m]);  // unrotated: already rounded
         for (int64_t k = 0; k < half; ++k) {
           const float c = cs[static_cast<size_t>(k)], sn = cs[static_cast<size_t>(half + k)];
           const float x1 = x[k], x2 = x[half + k];
@@ -182,10 +185,13 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
 
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out,
-                      const Tensor& alibi_slopes) {
+                      const Tensor& alibi_slopes, int64_t value_offset) {
   expect_f32(q, "attention_cached (q)");
   expect_f32(out, "attention_cached (out)");
-  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3), dv = out.dim(3);
+  EL_ENSURE(value_offset >= 0 && value_offset + dv <= d,
+            "cpu attention_cached: value columns [{}, {}) outside rows of {}", value_offset,
+            value_offset + dv, d);
   const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2), group = h / hkv;
   const std::vector<int32_t> pos = read_positions(positions, b, "attention_cached");
   const float* slopes = nullptr;  // ALiBi: score of cache row j += slope_h * (j - query position)
@@ -198,7 +204,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
 #pragma omp parallel if (b * t * h * (pos.empty() ? 0 : pos[0] + t) * d >= kParallelMinWork)
   {
     std::vector<float> scores(static_cast<size_t>(smax));
-    std::vector<float> acc(static_cast<size_t>(d));
+    std::vector<float> acc(static_cast<size_t>(dv));
 #pragma omp for collapse(3) schedule(static)
     for (int64_t i = 0; i < b; ++i) {
       for (int64_t s = 0; s < t; ++s) {
@@ -218,11 +224,11 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
           for (int64_t j = 0; j < keys; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
           std::fill(acc.begin(), acc.end(), 0.f);
           for (int64_t j = 0; j < keys; ++j) {
-            const int64_t base = ((i * smax + j) * hkv + kvh) * d;
-            for (int64_t e = 0; e < d; ++e) acc[e] += scores[j] * load(v_cache, base + e);
+            const int64_t base = ((i * smax + j) * hkv + kvh) * d + value_offset;
+            for (int64_t e = 0; e < dv; ++e) acc[e] += scores[j] * load(v_cache, base + e);
           }
-          float* o = out.data<float>() + ((i * t + s) * h + hh) * d;
-          for (int64_t e = 0; e < d; ++e) o[e] = acc[e] / sum;
+          float* o = out.data<float>() + ((i * t + s) * h + hh) * dv;
+          for (int64_t e = 0; e < dv; ++e) o[e] = acc[e] / sum;
         }
       }
     }

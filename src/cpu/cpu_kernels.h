@@ -181,7 +181,8 @@ void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k, T
 void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx);
 void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
                   Tensor& y);
-void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                     bool accumulate);
 // Quantized experts stacked [E N, K] (ops::grouped_quant_linear): quant_matmul
 // on each expert's row block of w (cpu_moe.cpp); x, y f32.
 void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets, Tensor& y);
@@ -212,7 +213,7 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
                     Tensor& v_cache);
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out,
-                      const Tensor& alibi_slopes = Tensor());
+                      const Tensor& alibi_slopes = Tensor(), int64_t value_offset = 0);
 void argmax_rows(const Tensor& x, Tensor& out);  // x any float dtype
 void increment_i32(Tensor& x, int32_t delta);
 void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y);

@@ -232,7 +232,8 @@ void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& 
   std::fill(y.data<float>() + static_cast<int64_t>(off[e]) * o, y.data<float>() + m * o, 0.f);
 }
 
-void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw) {
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                     bool accumulate) {
   expect_f32(dy, "grouped_gemm_dw dy");
   expect_f32(x, "grouped_gemm_dw x");
   expect_f32(dw, "grouped_gemm_dw dw");
@@ -241,11 +242,11 @@ void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, T
   for (int64_t x_e = 0; x_e < e; ++x_e) {
     Tensor de = dw.slice0(x_e, x_e + 1).view({dw.dim(1), dw.dim(2)});
     if (off[x_e + 1] == off[x_e]) {
-      fill(de, 0.f);
+      if (!accumulate) fill(de, 0.f);  // accumulating nothing keeps the old gradient
       continue;
     }
     gemm(dy.slice0(off[x_e], off[x_e + 1]), true, x.slice0(off[x_e], off[x_e + 1]), false, de,
-         1.f, 0.f);
+         1.f, accumulate ? 1.f : 0.f);
   }
 }
 

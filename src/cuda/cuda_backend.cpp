@@ -241,9 +241,9 @@ class CudaBackend final : public Backend {
                             Tensor& y) override {
     cuda::grouped_quant_matmul(x, w, offsets, y);
   }
-  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
-                       Tensor& dw) override {
-    cuda::grouped_gemm_dw(dy, x, offsets, dw);
+  void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                       bool accumulate = false) override {
+    cuda::grouped_gemm_dw(dy, x, offsets, dw, accumulate);
   }
   void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,
                            const Tensor& shared, const Tensor& shared_gate,
@@ -425,8 +425,10 @@ class CudaBackend final : public Backend {
   }
   void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& positions, float scale, Tensor& out,
-                        const Tensor& alibi_slopes = Tensor()) override {
-    cuda::attention_cached(q, k_cache, v_cache, positions, scale, out, alibi_slopes);
+                        const Tensor& alibi_slopes = Tensor(),
+                        int64_t value_offset = 0) override {
+    cuda::attention_cached(q, k_cache, v_cache, positions, scale, out, alibi_slopes,
+                           value_offset);
   }
   void argmax_rows(const Tensor& x, Tensor& out) override { cuda::argmax_rows(x, out); }
   void increment_i32(Tensor& x, int32_t delta) override { cuda::increment_i32(x, delta); }

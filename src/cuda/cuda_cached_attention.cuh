@@ -26,8 +26,8 @@ struct CachedArgs {
   const void* q;  // [B, T, H, D]
   const void* k;  // [B, Smax, Hkv, D]
   const void* v;
-  void* out;           // [B, T, H, D]
-  float* opart;        // [B * T * H, nchunks, D] f32 chunk outputs (nchunks > 1)
+  void* out;           // [B, T, H, Dv]
+  float* opart;        // [B * T * H, nchunks, Dv] f32 chunk outputs (nchunks > 1)
   float* lse;          // [B * T * H, nchunks] f32 base-2 log-sum-exp of sl2 * q.k per chunk
   // [B * Hkv * row_tiles] arrival counters (ctx().counters) when the
   // tensor-core kernel merges the chunks itself (its last block per row tile
@@ -36,6 +36,7 @@ struct CachedArgs {
   const int32_t* pos;  // [B]
   const float* alibi;  // [H] ALiBi slopes, or nullptr
   int T, H, Hkv, G, D, smax;  // D: the rows' head dim (the tensor-core tile may be wider)
+  int Dv, v0;  // values: columns [v0, v0 + Dv) of the V rows; the output's width Dv
   int rows;                  // T * G query rows per KV group
   int row_tiles;             // blocks along those rows
   int rpb;                   // query rows per block (tensor cores: <= 16 kRT, the MMA rows)
@@ -89,7 +90,7 @@ __device__ void cached_combine_row(const CachedArgs& a, long long orow, int lane
   float w0, w1;
   const float l = chunk_weights(a, orow, n_c, lane, w0, w1);
   const float inv = l > 0.f ? 1.f / l : 0.f;
-  const int D = a.D;
+  const int D = a.Dv;
   const float* o = a.opart + orow * a.nchunks * D;
   if (D % 4 == 0) {
     // Lane owns the 16-byte column groups lane, lane + 32, ... (at most 144 at D 576).
@@ -186,12 +187,12 @@ __device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0,
     if (lane == 0) sw[r * kSwPitch + kMaxChunks] = __int_as_float(n_c);
   }
   __syncthreads();
-  const int quads = a.D / 4;  // (the tensor-core path has D % 8 == 0)
+  const int quads = a.Dv / 4;  // (the tensor-core path has Dv % 8 == 0)
   for (int item = threadIdx.x; item < rows_in_block * quads; item += kWarps * 32) {
     const int r = item / quads, qd = item - r * quads;
     const long long orow = orow_of(r);
     const int n_c = __float_as_int(sw[r * kSwPitch + kMaxChunks]);
-    const float4* o = reinterpret_cast<const float4*>(a.opart + orow * a.nchunks * a.D) + qd;
+    const float4* o = reinterpret_cast<const float4*>(a.opart + orow * a.nchunks * a.Dv) + qd;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
     for (int c = 0; c < n_c; ++c) {
@@ -202,7 +203,7 @@ __device__ void cached_chunk_arrive(const CachedArgs& a, int b, int kvh, int r0,
       acc.z = fmaf(w, v.z, acc.z);
       acc.w = fmaf(w, v.w, acc.w);
     }
-    const long long d = orow * a.D + 4 * qd;
+    const long long d = orow * a.Dv + 4 * qd;
     st(a.out, a.out_dtype, d, acc.x);
     st(a.out, a.out_dtype, d + 1, acc.y);
     st(a.out, a.out_dtype, d + 2, acc.z);

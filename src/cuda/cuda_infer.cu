@@ -48,6 +48,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda/attention_device.cuh"
 #include "cuda/cuda_cached_attention.cuh"
@@ -58,12 +59,12 @@
 namespace el::cuda {
 namespace {
 
-template <typename T, int D, int kRT>
+template <typename T, int D, int kRT, int DV>
 struct TcCfg {
   static constexpr int kBM = 16 * kRT;          // query rows per block (kRT warp row tiles)
   static constexpr int kKS = kTcWarps / kRT;    // warps splitting each key tile
   static constexpr int kBNW = kTileKeys / kKS;  // keys per warp per tile (16, 32 or 64)
-  static constexpr int kOPitch = D + 8;         // f32 staging pitch: conflict-free float2 stores
+  static constexpr int kOPitch = DV + 8;        // f32 staging pitch: conflict-free float2 stores
   static constexpr size_t kQBytes = size_t(kBM) * D * sizeof(T);
   static constexpr size_t kKVBytes = 4 * size_t(kTileKeys) * D * sizeof(T);  // K, V x 2 stages, or shared K/V x 4
   static constexpr size_t kStageBytes = (size_t(kTcWarps) * 16 * kOPitch + kTcWarps * 16 * 2) * 4;
@@ -74,10 +75,16 @@ struct TcCfg {
 // Decode (D 64, one row tile) is memory-bound: 4 blocks per SM (<= 128
 // registers) keep more K/V tiles in flight than the 133 registers ptxas picks alone.
 // D here is the tile width; a.D (<= D, a multiple of 8) the rows' real width.
-template <typename T, int D, int kRT>
+// The values are the tile's columns [kV0, kV0 + DV) (a.Dv <= DV of them real):
+// DV = D, kV0 = 0 for attention; MLA's latent values sit after its 64 RoPE
+// columns, so its P V runs over 128 columns of the 192-wide tile instead of
+// all 192 (a third fewer MMAs, 32 fewer accumulator registers, and a merge
+// of 112 instead of 176 columns).
+template <typename T, int D, int kRT, int DV, int kV0>
 __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     cached_tc_kernel(const CachedArgs a) {
-  using Cfg = TcCfg<T, D, kRT>;
+  static_assert(DV % 16 == 0 && kV0 % 16 == 0 && kV0 + DV <= D, "value columns inside the tile");
+  using Cfg = TcCfg<T, D, kRT, DV>;
   constexpr int kBM = Cfg::kBM, kBNW = Cfg::kBNW, kKS = Cfg::kKS, kOP = Cfg::kOPitch;
   constexpr int kBN = kTileKeys, kThreads = kTcWarps * 32;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -180,15 +187,17 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
   // K as the B operand of Q K^T (keys are n), V transposed as the B operand of P V.
   const attn::LaneAddr<D> ka(sK, (lane % 8) + (lane >> 4) * 8 + ks * kBNW, (lane >> 3) & 1);
   const attn::LaneAddr<D> va(sV, (lane % 8) + ((lane >> 3) & 1) * 8 + ks * kBNW, lane >> 4);
-  // Q fragments stay in registers up to D 128; wider they would push the O
-  // accumulators (96 registers at 192) into spills with the 4-stage pipeline,
-  // so they are re-read from sQ (untouched until the epilogue) at each k-step.
-  constexpr bool kQRegs = D <= 128;
+  // Q fragments stay in registers while Q's D / 4 and O's DV / 2 registers
+  // fit (D 128 / DV 128, MLA's D 192 / DV 128); wider they would push the O
+  // accumulators (96 registers at DV 192) into spills with the 4-stage
+  // pipeline, so they are re-read from sQ (untouched until the epilogue) at each k-step.
+  // (MLA's D 192 with 2 or 4 row tiles spills: their warps hold 32 / 64 keys of scores.)
+  constexpr bool kQRegs = D <= 128 || (D + DV <= 320 && kRT == 1);
   uint32_t qf[kQRegs ? D / 16 : 1][4];
-  float o[D / 8][4];
+  float o[DV / 8][4];
   float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.f, 0.f};
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  for (int j = 0; j < DV / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
 
   for (int it = 0; it < n_tiles; ++it) {
     const int cur = it % stages;
@@ -285,7 +294,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
         }
       row_l[hf] = row_l[hf] * alpha + sum;
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
+      for (int j = 0; j < DV / 8; ++j) {
         o[j][2 * hf] *= alpha;
         o[j][2 * hf + 1] *= alpha;
       }
@@ -300,9 +309,9 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       pa[2] = attn::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
       pa[3] = attn::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
+      for (int dp = 0; dp < DV / 16; ++dp) {
         uint32_t bv[4];
-        attn::ldsm_x4_trans(bv, va.at(kk * 16, dp) + stage);
+        attn::ldsm_x4_trans(bv, va.at(kk * 16, dp + kV0 / 16) + stage);
         attn::mma16816<T>(o[2 * dp], pa, bv[0], bv[1]);
         attn::mma16816<T>(o[2 * dp + 1], pa, bv[2], bv[3]);
       }
@@ -323,7 +332,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     const int slot = warp * 16 + g + 8 * hf;
     float* orow = sO + slot * kOP;
 #pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
+    for (int j = 0; j < DV / 8; ++j) {
       *reinterpret_cast<float2*>(orow + 8 * j + 2 * t4) =
           make_float2(o[j][2 * hf], o[j][2 * hf + 1]);
     }
@@ -333,11 +342,12 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
     }
   }
   __syncthreads();
-  constexpr int kQuads = D / 4;
+  constexpr int kQuads = DV / 4;
+  const int Dv = a.Dv;
   for (int idx = tid; idx < kBM * kQuads; idx += kThreads) {
     const int rr = idx / kQuads, d = (idx % kQuads) * 4;
     const int row = r0 + rr;
-    if (rr >= rows_in_block || d >= Dr) continue;  // (Dr % 8 == 0: a quad is all in or out)
+    if (rr >= rows_in_block || d >= Dv) continue;  // (Dv % 8 == 0: a quad is all in or out)
     const int base_slot = rr;  // = warp rr / 16 (the row tile's ks = 0 warp) x 16 + row rr % 16
     float mmax = -INFINITY;
 #pragma unroll
@@ -364,10 +374,10 @@ __global__ void __launch_bounds__(kTcWarps * 32, (D == 64 && kRT == 1) ? 4 : 1)
       uint2 packed;
       packed.x = attn::pack2<T>(acc.x * inv, acc.y * inv);
       packed.y = attn::pack2<T>(acc.z * inv, acc.w * inv);
-      *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + orow * Dr + d) = packed;
+      *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + orow * Dv + d) = packed;
     } else {
       const long long slot = orow * a.nchunks + chunk;
-      *reinterpret_cast<float4*>(a.opart + slot * Dr + d) =
+      *reinterpret_cast<float4*>(a.opart + slot * Dv + d) =
           make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
       if (d == 0) a.lse[slot] = l > 0.f ? mmax + log2f(l) : -INFINITY;
     }
@@ -400,7 +410,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
   const int k0 = chunk * chunk_keys;
   if (chunk > 0 && k0 >= n_vis) return;  // the combine reads only chunks the row sees
   const int k1 = min(k0 + chunk_keys, n_vis);
-  const int D = a.D;
+  const int D = a.D, Dv = a.Dv;  // key width; values: columns [a.v0, a.v0 + Dv)
   const long long orow = (static_cast<long long>(b) * a.T + t) * a.H + kvh * a.G + (row - t * a.G);
 #pragma unroll
   for (int i = 0; i < kDPL; ++i) {
@@ -411,7 +421,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
   const long long kv_stride = static_cast<long long>(a.Hkv) * D;
   const long long kv_base = (static_cast<long long>(b) * a.smax * a.Hkv + kvh) * D;
   const TC* kb = static_cast<const TC*>(a.k) + kv_base;
-  const TC* vb = static_cast<const TC*>(a.v) + kv_base;
+  const TC* vb = static_cast<const TC*>(a.v) + kv_base + a.v0;
   // ALiBi: base-2 slope of this row's head; the query sits at n_vis - 1.
   const float slope2 = a.alibi ? a.alibi[kvh * a.G + (row - t * a.G)] * attn::kLog2e : 0.f;
 
@@ -440,7 +450,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
 #pragma unroll
       for (int i = 0; i < kDPL; ++i) {
         const int d = lane + 32 * i;
-        if (d < D) acc[i] = fmaf(pj, to_f<TC>(vr[d]), acc[i]);
+        if (d < Dv) acc[i] = fmaf(pj, to_f<TC>(vr[d]), acc[i]);
       }
     }
     m = m_new;
@@ -450,14 +460,14 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
 #pragma unroll
     for (int i = 0; i < kDPL; ++i) {
       const int d = lane + 32 * i;
-      if (d < D) st(a.out, a.out_dtype, orow * D + d, acc[i] * inv);
+      if (d < Dv) st(a.out, a.out_dtype, orow * Dv + d, acc[i] * inv);
     }
   } else {
     const long long slot = orow * a.nchunks + chunk;
 #pragma unroll
     for (int i = 0; i < kDPL; ++i) {
       const int d = lane + 32 * i;
-      if (d < D) a.opart[slot * D + d] = acc[i] * inv;
+      if (d < Dv) a.opart[slot * Dv + d] = acc[i] * inv;
     }
     if (lane == 0) a.lse[slot] = l > 0.f ? m + log2f(l) : -INFINITY;
   }
@@ -472,13 +482,48 @@ __global__ void __launch_bounds__(kSimtWarps * 32) cached_simt_kernel(const Cach
 //  * a KV group of 9 to 16 query rows (MLA's and MQA's 14 heads at one
 //    query) split over two blocks that read the same K/V tiles (the second
 //    from L2), each merging half the rows: MLA's attention at batch 1 and 8K
-//    21.7 -> 15.8 us, MQA's 12.3 -> 8.8 us.
+//    21.7 -> 15.8 us, MQA's 12.3 -> 8.8 us; but only while there are at most
+//    kSplitMaxGroups (batch x KV head) groups: MLA at batch 32 and 8K took
+//    72.4 us split against 57.4 us not (batch 8: 17.9 split, 20.0 not).
 constexpr int kChunkCap = 32;
 constexpr int kBlocksPerSm = 2;
 static_assert(kChunkCap <= kMaxChunks, "the merge holds kMaxChunks weights");
 
-int64_t tc_rows_per_block(int64_t rows, int rt) {
-  return rt == 1 && rows > 8 ? (rows + 1) / 2 : 16 * rt;
+constexpr int64_t kSplitMaxGroups = 16;
+
+// Tuning switches for A/B runs of the launch shape (read once per process):
+// EL_CACHED_CHUNK_CAP (1..kMaxChunks, default kChunkCap) and
+// EL_CACHED_SPLIT_ROWS=0 / 1 (never / always split a 9-16 row group over two
+// blocks; unset: while there are at most kSplitMaxGroups groups).
+int env_int(const char* name, int fallback, int lo, int hi) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return fallback;
+  return std::clamp(std::atoi(e), lo, hi);
+}
+int chunk_cap() {
+  static const int v = env_int("EL_CACHED_CHUNK_CAP", kChunkCap, 1, kMaxChunks);
+  return v;
+}
+bool split_row_groups(int64_t groups) {
+  static const int v = env_int("EL_CACHED_SPLIT_ROWS", -1, 0, 1);
+  return v < 0 ? groups <= kSplitMaxGroups : v == 1;
+}
+
+// groups: batch x KV heads, the blocks there are before chunking.
+int64_t tc_rows_per_block(int64_t rows, int rt, int64_t groups) {
+  return rt == 1 && rows > 8 && split_row_groups(groups) ? (rows + 1) / 2 : 16 * rt;
+}
+
+// Value columns that do not start at column 0: the tensor-core kernel takes
+// them at this offset only (MLA's RoPE key width in every card we know:
+// DeepSeek-V2/V3 and the paper's use 64), from a 192- or 256-wide tile, the
+// values in the next 128 / 192 columns; other offsets run on the SIMT path.
+constexpr int kMlaValueOffset = 64;
+bool tc_value_tile(int64_t d, int64_t dv, int64_t v0) {
+  if (v0 == 0) return dv == d;
+  const int64_t tile = d <= 192 ? 192 : 256;
+  return v0 == kMlaValueOffset && d > 128 && dv % 8 == 0 && v0 + dv <= d &&
+         dv <= tile - kMlaValueOffset;
 }
 
 // One warp per query row (b, t, h): cached_combine_row.
@@ -492,10 +537,10 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
   cached_combine_row(a, orow, threadIdx.x % 32);
 }
 
-template <typename T, int D, int kRT>
+template <typename T, int D, int kRT, int DV = D, int kV0 = 0>
 void launch_cached_tc(const CachedArgs& a, dim3 grid, cudaStream_t s) {
-  using Cfg = TcCfg<T, D, kRT>;
-  auto kernel = cached_tc_kernel<T, D, kRT>;
+  using Cfg = TcCfg<T, D, kRT, DV>;
+  auto kernel = cached_tc_kernel<T, D, kRT, DV, kV0>;
   // Once per instantiation (one GPU per process): not a stream operation, but
   // kept out of the per-step path all the same.
   static const cudaError_t attr = cudaFuncSetAttribute(
@@ -504,9 +549,22 @@ void launch_cached_tc(const CachedArgs& a, dim3 grid, cudaStream_t s) {
   launch_kernel(kernel, grid, kTcWarps * 32, Cfg::kSmem, s, a);
 }
 
+// MLA's value columns after its 64 RoPE columns (tc_value_tile): the
+// latent's 128 (0.5B: 112 real) of a 192-wide tile, or 192 of 256 (1.5B).
+template <typename T, int D, int DV>
+void launch_cached_tc_latent(const CachedArgs& a, int rt, dim3 grid, cudaStream_t s) {
+  if (rt == 1) return launch_cached_tc<T, D, 1, DV, kMlaValueOffset>(a, grid, s);
+  if (rt == 2) return launch_cached_tc<T, D, 2, DV, kMlaValueOffset>(a, grid, s);
+  return launch_cached_tc<T, D, 4, DV, kMlaValueOffset>(a, grid, s);
+}
+
 // The tile width for rows of a.D values: the smallest of 64, 128, 192, 256 that holds them.
 template <typename T>
 void launch_cached_tc_typed(const CachedArgs& a, int rt, dim3 grid, cudaStream_t s) {
+  if (a.v0 != 0) {  // tc_value_tile admitted it: v0 = kMlaValueOffset
+    if (a.D <= 192) return launch_cached_tc_latent<T, 192, 128>(a, rt, grid, s);
+    return launch_cached_tc_latent<T, 256, 192>(a, rt, grid, s);
+  }
   if (a.D <= 64) {
     if (rt == 1) return launch_cached_tc<T, 64, 1>(a, grid, s);
     if (rt == 2) return launch_cached_tc<T, 64, 2>(a, grid, s);
@@ -549,19 +607,23 @@ void launch_cached_simt(const CachedArgs& a, int dpl, dim3 grid, cudaStream_t s)
 
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out,
-                      const Tensor& alibi_slopes) {
+                      const Tensor& alibi_slopes, int64_t value_offset) {
   for (const Tensor* t : TensorPtrs{&q, &k_cache, &v_cache, &out}) {
     expect_cuda_float(*t, "attention_cached");
   }
   EL_CUDA_ENSURE(q.ndim() == 4 && k_cache.ndim() == 4 && k_cache.shape() == v_cache.shape() &&
-                     k_cache.dtype() == v_cache.dtype() && out.shape() == q.shape() &&
-                     q.dim(0) == k_cache.dim(0) && q.dim(3) == k_cache.dim(3) &&
-                     k_cache.dim(2) > 0 && q.dim(2) % k_cache.dim(2) == 0,
-                 "cuda attention_cached: q {} / out {} and caches {} {} / {} {} do not match "
-                 "(expected q [B, T, H, D], caches [B, Smax, Hkv, D] of one dtype, H % Hkv == 0)",
-                 shape_str(q.shape()), shape_str(out.shape()), dtype_name(k_cache.dtype()),
-                 shape_str(k_cache.shape()), dtype_name(v_cache.dtype()),
-                 shape_str(v_cache.shape()));
+                     k_cache.dtype() == v_cache.dtype() && out.ndim() == 4 &&
+                     out.dim(0) == q.dim(0) && out.dim(1) == q.dim(1) && out.dim(2) == q.dim(2) &&
+                     value_offset >= 0 && out.dim(3) > 0 &&
+                     value_offset + out.dim(3) <= q.dim(3) && q.dim(0) == k_cache.dim(0) &&
+                     q.dim(3) == k_cache.dim(3) && k_cache.dim(2) > 0 &&
+                     q.dim(2) % k_cache.dim(2) == 0,
+                 "cuda attention_cached: q {} / out {} (values from column {}) and caches {} {} / "
+                 "{} {} do not match (expected q [B, T, H, D], out [B, T, H, Dv], caches [B, "
+                 "Smax, Hkv, D] of one dtype, H % Hkv == 0)",
+                 shape_str(q.shape()), shape_str(out.shape()), value_offset,
+                 dtype_name(k_cache.dtype()), shape_str(k_cache.shape()),
+                 dtype_name(v_cache.dtype()), shape_str(v_cache.shape()));
   expect_positions(positions, q.dim(0), "attention_cached");
   if (alibi_slopes.defined()) {
     expect_cuda_dtype(alibi_slopes, DType::f32, "attention_cached (alibi_slopes)");
@@ -569,7 +631,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
                    "cuda attention_cached: {} ALiBi slopes for {} heads", alibi_slopes.numel(),
                    q.dim(2));
   }
-  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3);
+  const int64_t b = q.dim(0), t = q.dim(1), h = q.dim(2), d = q.dim(3), dv = out.dim(3);
   const int64_t smax = k_cache.dim(1), hkv = k_cache.dim(2);
   EL_CUDA_ENSURE(d > 0 && d <= kMaxHeadDim, "cuda attention_cached: head dim {} outside [1, {}]", d,
                  kMaxHeadDim);
@@ -579,10 +641,11 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   const int64_t group = h / hkv, rows = t * group;
   const DType cd = k_cache.dtype();
   const bool tc = q.dtype() == cd && out.dtype() == cd && (cd == DType::bf16 || cd == DType::f16) &&
-                  d <= 256 && d % 8 == 0 && aligned16(q.raw()) && aligned16(k_cache.raw()) &&
-                  aligned16(v_cache.raw()) && aligned16(out.raw());
+                  d <= 256 && d % 8 == 0 && tc_value_tile(d, dv, value_offset) &&
+                  aligned16(q.raw()) && aligned16(k_cache.raw()) && aligned16(v_cache.raw()) &&
+                  aligned16(out.raw());
   const int rt = rows <= 16 ? 1 : (rows <= 32 ? 2 : 4);  // tensor-core warp row tiles per block
-  const int64_t block_rows = tc ? tc_rows_per_block(rows, rt) : kSimtWarps;
+  const int64_t block_rows = tc ? tc_rows_per_block(rows, rt, b * hkv) : kSimtWarps;
   const int64_t row_tiles = (rows + block_rows - 1) / block_rows;
   EL_CUDA_ENSURE(
       b <= 65535 && hkv * row_tiles <= 65535 && smax <= INT32_MAX / 2 && b * t * h <= INT32_MAX,
@@ -599,7 +662,7 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   // at batch 1 and 8K context, 128 one-tile chunks made the merge (then one
   // warp per row) 4x the attention itself.
   const int64_t want = std::clamp<int64_t>((target + base_blocks - 1) / base_blocks, 1,
-                                           std::min<int64_t>(tiles, kChunkCap));
+                                           std::min<int64_t>(tiles, chunk_cap()));
   const int64_t tpc = (tiles + want - 1) / want;
   const int64_t nchunks = (tiles + tpc - 1) / tpc;
 
@@ -615,6 +678,8 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   a.Hkv = static_cast<int>(hkv);
   a.G = static_cast<int>(group);
   a.D = static_cast<int>(d);
+  a.Dv = static_cast<int>(dv);
+  a.v0 = static_cast<int>(value_offset);
   a.smax = static_cast<int>(smax);
   a.rows = static_cast<int>(rows);
   a.row_tiles = static_cast<int>(row_tiles);
@@ -628,9 +693,9 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
   const int64_t total_rows = b * t * h;
   if (nchunks > 1) {
     const int64_t slots = total_rows * nchunks;
-    scratch = Tensor::empty({slots * (d + 1)}, DType::f32, q.device());
+    scratch = Tensor::empty({slots * (dv + 1)}, DType::f32, q.device());
     a.opart = scratch.data<float>();
-    a.lse = a.opart + slots * d;
+    a.lse = a.opart + slots * dv;
   }
   const dim3 grid(static_cast<unsigned>(nchunks), static_cast<unsigned>(hkv * row_tiles),
                   static_cast<unsigned>(b));

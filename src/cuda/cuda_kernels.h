@@ -72,10 +72,11 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
 // cuda_kv_cache.cu (with kv_cache_write): split + RoPE + cache write in one kernel.
 void qkv_rope_cache_write(const Tensor& packed, const Tensor& inv_freq, const Tensor& positions,
                           Tensor& q, Tensor& k_cache, Tensor& v_cache);
-// alibi_slopes: undefined or f32 [H] (ALiBi, ops/backend.h).
+// alibi_slopes: undefined or f32 [H] (ALiBi, ops/backend.h); values are the
+// cache columns [value_offset, value_offset + out.dim(3)).
 void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                       const Tensor& positions, float scale, Tensor& out,
-                      const Tensor& alibi_slopes = Tensor());
+                      const Tensor& alibi_slopes = Tensor(), int64_t value_offset = 0);
 void argmax_rows(const Tensor& x, Tensor& out);
 void increment_i32(Tensor& x, int32_t delta);
 // cuda_decode_layer.cu: one decoder layer of a batch-1 decode step as one
@@ -122,7 +123,8 @@ void moe_gather_forward(const Tensor& x, const Tensor& sorted_slot, int64_t k, T
 void moe_gather_backward(const Tensor& dout, const Tensor& slot_row, Tensor& dx);
 void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& offsets,
                   Tensor& y);
-void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw);
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                     bool accumulate = false);
 // cuda_moe_quant.cu: quantized experts stacked [E N, K] (ops::grouped_quant_linear).
 void grouped_quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& offsets, Tensor& y);
 void moe_combine_forward(const Tensor& ys, const Tensor& weights, const Tensor& slot_row,

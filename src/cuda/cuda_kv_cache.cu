@@ -175,7 +175,7 @@ struct MlaPrologueArgs {
   const int32_t* row_map;  // [D]: cache column -> kv_a source (< 0: zero)
   const void* norm_w;      // [latent]
   DType norm_dtype;
-  const void* inv_freq;  // [D / 2] or nullptr (no rotation)
+  const void* inv_freq;  // [rot] or nullptr (no rotation)
   DType freq_dtype;
   const int32_t* pos;  // [B]
   void* q;             // [B * T, H * D] T
@@ -183,6 +183,7 @@ struct MlaPrologueArgs {
   void* vc;            // nullptr when v_cache is k_cache
   float eps;
   int t_len, h, d, latent, sources, smax;
+  int rot;  // rotated pairs (i, rot + i), i < rot (0: none); columns from 2 rot on pass through
   int64_t width;
   DeviceErrorRecord* err;
 };
@@ -190,8 +191,9 @@ struct MlaPrologueArgs {
 // Block: one position row (b, t). The latent's sum of squares (one block
 // reduction), the row in the cache's column order in shared memory (latent
 // values normed and rounded to T, as ops::rmsnorm stores them), then the
-// rotate-half RoPE of the row and of every query head with the D / 2 angles
-// computed once: rounded to T (what rope_at stores), the row then converted
+// rotate-half RoPE of the row's and every query head's first 2 rot columns
+// (rope_at's partial rotation) with the rot angles computed once, the other
+// columns passed through: rounded to T (what rope_at stores), the row then converted
 // to TC. A bad position skips the cache write (deferred error), as
 // kv_cache_write; a row_map entry past the sources reads zero (deferred error).
 template <class T, class TC>
@@ -201,8 +203,8 @@ __global__ void __launch_bounds__(kMlaThreads) mla_prologue_kernel(const MlaProl
   pdl_wait();  // programmatic dependent launch (cuda_common.cuh)
   pdl_trigger();
   float2* cs = reinterpret_cast<float2*>(mla_smem);
-  const int half = a.d / 2;
-  float* row = mla_smem + 2 * half;
+  const int half = a.rot;  // pairs (i, half + i)
+  float* row = mla_smem + a.d;
   const int64_t r = blockIdx.x;
   const int b = static_cast<int>(r / a.t_len);
   const int64_t p = int64_t{a.pos[b]} + (r - int64_t{b} * a.t_len);
@@ -252,6 +254,10 @@ __global__ void __launch_bounds__(kMlaThreads) mla_prologue_kernel(const MlaProl
         vc[i + half] = from_f<TC>(y2);
       }
     }
+    for (int m = 2 * half + threadIdx.x; m < a.d; m += blockDim.x) {
+      kc[m] = from_f<TC>(row[m]);
+      if (vc) vc[m] = from_f<TC>(row[m]);
+    }
   }
   T* qo = static_cast<T*>(a.q) + r * a.h * a.d;
   for (int j = threadIdx.x; j < a.h * half; j += blockDim.x) {
@@ -261,6 +267,11 @@ __global__ void __launch_bounds__(kMlaThreads) mla_prologue_kernel(const MlaProl
     rot(to_f<T>(x[i]), to_f<T>(x[i + half]), i, y1, y2);
     qo[head * a.d + i] = from_f<T>(y1);
     qo[head * a.d + i + half] = from_f<T>(y2);
+  }
+  const int pass = a.d - 2 * half;  // the unrotated columns of each head, copied
+  for (int j = threadIdx.x; j < a.h * pass; j += blockDim.x) {
+    const int head = j / pass, m = 2 * half + (j - head * pass);
+    qo[head * a.d + m] = src[head * a.d + m];
   }
 }
 
@@ -423,7 +434,7 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
   expect_positions(positions, b, "mla_decode_prologue");
   if (inv_freq.defined()) {
     expect_cuda_float(inv_freq, "mla_decode_prologue (inv_freq)");
-    EL_CUDA_ENSURE(inv_freq.numel() == d / 2,
+    EL_CUDA_ENSURE(inv_freq.numel() >= 1 && inv_freq.numel() <= d / 2,
                    "cuda mla_decode_prologue: inv_freq has {} values for {} cache columns",
                    inv_freq.numel(), d);
   }
@@ -450,6 +461,7 @@ void mla_decode_prologue(const Tensor& packed, int64_t latent, const Tensor& row
   a.latent = static_cast<int>(latent);
   a.sources = static_cast<int>(sources);
   a.smax = static_cast<int>(smax);
+  a.rot = inv_freq.defined() ? static_cast<int>(inv_freq.numel()) : 0;
   a.width = width;
   a.err = cx.dev_error;
   const size_t smem = sizeof(float) * static_cast<size_t>(2 * d);

@@ -25,6 +25,9 @@
 // of it that it owns (a tile never crosses an expert), the last few blocks
 // find nothing and exit. kDw launches E x (O / 128) x (K / 128) tiles, each
 // reducing over its expert's rows (an expert without rows writes zeros).
+// kDw with `accumulate` adds the f32 product to C's old values before the
+// store's rounding, and the tiles of an expert without rows return at once
+// (adding nothing), so gradient accumulation needs no separate add over dW.
 // The operands' contiguous dimension must be a multiple of 8 and 16-byte
 // aligned; f32, and shapes that are not, run a SIMT kernel with the same
 // scheduling (the tests' f32 comparisons use it).
@@ -64,6 +67,7 @@ struct GroupedArgs {
   int64_t m;  // rows of the sorted buffers
   int n;      // C's columns
   int k;      // kFwd / kDx: the reduction; kDw: O, C's rows
+  bool accumulate = false;  // kDw: C += the product (Backend::grouped_gemm_dw)
 };
 
 // One block's problem: C tile origin (m0, n0) and extents, the reduction
@@ -180,6 +184,8 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_tc_kernel(const Grouped
   __shared__ alignas(128) T smem[kStages * 2 * kTileElems];
   Problem p;
   if (!find_problem<MODE, kBM, kBN, T>(g, p)) return;
+  const bool add = MODE == kDw && g.accumulate;
+  if (add && p.k_len == 0) return;  // an expert without rows adds nothing
   const T* A = static_cast<const T*>(p.a);
   const T* B = static_cast<const T*>(p.b);
   T* C = static_cast<T*>(p.c);
@@ -265,7 +271,13 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm_tc_kernel(const Grouped
       for (int ni = 0; ni < 4; ++ni) {
         const int col = p.n0 + wn + ni * 8 + tc;
         if (col >= g.n) continue;
-        store2(C + row * p.ldc + col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+        T* c = C + row * p.ldc + col;
+        float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
+        if (add) {
+          v0 += to_f<T>(c[0]);
+          v1 += to_f<T>(c[1]);
+        }
+        store2(c, v0, v1);
       }
     }
   }
@@ -279,6 +291,8 @@ __global__ void __launch_bounds__(256) grouped_gemm_simt_kernel(const GroupedArg
   __shared__ float as[kSBK][kSBM + 1], bs[kSBK][kSBN + 1];
   Problem p;
   if (!find_problem<MODE, kSBM, kSBN, T>(g, p)) return;
+  const bool add = MODE == kDw && g.accumulate;
+  if (add && p.k_len == 0) return;  // an expert without rows adds nothing
   const T* A = static_cast<const T*>(p.a);
   const T* B = static_cast<const T*>(p.b);
   T* C = static_cast<T*>(p.c);
@@ -325,7 +339,9 @@ __global__ void __launch_bounds__(256) grouped_gemm_simt_kernel(const GroupedArg
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int col = p.n0 + tx * 4 + j;
-      if (col < g.n) C[row * p.ldc + col] = from_f<T>(acc[i][j]);
+      if (col >= g.n) continue;
+      T* c = C + row * p.ldc + col;
+      *c = from_f<T>(add ? acc[i][j] + to_f<T>(*c) : acc[i][j]);
     }
   }
 }
@@ -390,7 +406,7 @@ const PathChoice& path_choice() {
 // The wgmma kernel for a problem the tensor-core path takes; false: not run.
 bool try_wgmma(bool tc, MoeGemm mode, DType dt, const GroupedArgs& a, int64_t n, int64_t k) {
   if (!tc || !path_choice().wgmma) return false;
-  const MoeGemmOperands op{mode, dt, a.a, a.b, a.c, a.offsets, a.experts, a.m, n, k};
+  const MoeGemmOperands op{mode, dt, a.a, a.b, a.c, a.offsets, a.experts, a.m, n, k, a.accumulate};
   return moe_gemm_wgmma(op, path_choice().tile_n);
 }
 
@@ -439,7 +455,8 @@ void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& 
   EL_CUDA_CHECK_LAUNCH("zero_tail_rows_kernel");
 }
 
-void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw) {
+void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, Tensor& dw,
+                     bool accumulate) {
   expect_cuda_float(dy, "grouped_gemm_dw (dy)");
   expect_cuda_dtype(x, dy.dtype(), "grouped_gemm_dw (x)");
   expect_cuda_float(dw, "grouped_gemm_dw (dw)");
@@ -448,10 +465,13 @@ void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, T
   EL_CUDA_ENSURE(x.dim(0) == m && dw.numel() == e * o * k && e + 1 == offsets.numel() && e <= 65535,
                  "cuda grouped_gemm_dw: dy {}, x {}, dw {}, {} offsets", shape_str(dy.shape()),
                  shape_str(x.shape()), shape_str(dw.shape()), offsets.numel());
-  // Computed in the activation dtype, then converted when the parameter has another.
-  Tensor out = dw.dtype() == dy.dtype() ? dw : Tensor::empty(dw.shape(), dy.dtype(), dw.device());
+  // Computed in the activation dtype, then converted when the parameter has
+  // another (and then, accumulating, added: the product rounded to the
+  // activation dtype first, as without accumulate).
+  const bool direct = dw.dtype() == dy.dtype();
+  Tensor out = direct ? dw : Tensor::empty(dw.shape(), dy.dtype(), dw.device());
   const GroupedArgs a{dy.raw(), x.raw(), out.raw(), offsets.data<int32_t>(), static_cast<int>(e),
-                      m, static_cast<int>(k), static_cast<int>(o)};
+                      m, static_cast<int>(k), static_cast<int>(o), accumulate && direct};
   // dy is o-contiguous (A's m), x k-contiguous (B's n), dw k-contiguous.
   const bool tc = tc_ok(dy.dtype(), {o, k}, {dy.raw(), x.raw(), out.raw()});
   const dim3 grid_tc(ceil_div(o, kBM), ceil_div(k, kBN), static_cast<unsigned>(e));
@@ -460,7 +480,14 @@ void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets, T
     EL_DISPATCH_FLOAT(dy.dtype(), T, { launch<T, kDw>(a, tc, grid_tc, grid_simt); });
   }
   EL_CUDA_CHECK_LAUNCH("grouped_gemm_dw_kernel");
-  if (!out.same(dw)) copy(out, dw);
+  if (direct) return;
+  if (!accumulate) {
+    copy(out, dw);
+    return;
+  }
+  Tensor wide = Tensor::empty(dw.shape(), dw.dtype(), dw.device());
+  copy(out, wide);
+  axpy(1.f, wide, dw);
 }
 
 }  // namespace el::cuda

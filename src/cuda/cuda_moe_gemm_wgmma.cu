@@ -11,7 +11,7 @@
 //    an expert and no block is spare; the host never sees the counts (no
 //    sync, CUDA-graph capturable). dw tiles are (o tile, n tile, expert),
 //    each reducing over its expert's rows; an expert without rows writes
-//    zeros.
+//    zeros (accumulating: nothing).
 //  * 3 warpgroups (384 threads). Warpgroup 0 is the producer: one thread
 //    streams 64-deep K slices of A (128 rows) and B (BN rows) with the
 //    tensor-memory accelerator (cp.async.bulk.tensor, 128-byte swizzle,
@@ -37,6 +37,10 @@
 //    pairs in a padded shared tile (conflict-free), then 16-byte coalesced
 //    global stores of the rows < the expert's end and columns < n. Meanwhile
 //    the producer already fills the ring for the block's next tile.
+//    Accumulating dw (gradient accumulation) first loads the old values into
+//    that tile with the same coalesced pattern; each thread adds its pairs to
+//    its f32 accumulators before the one rounding, and the tiles of an
+//    expert without rows store nothing.
 // The kernels exist only in the sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL);
 // moe_wgmma_supported() checks a probe kernel's attributes to learn whether
 // the device's machine code has them.
@@ -81,6 +85,7 @@ struct WgArgs {
   void* c;
   int experts;
   int m, n, k;  // as MoeGemmOperands (checked < 2^31)
+  bool accumulate;  // dw: c += the product
 };
 
 // One tile: output rows [m0, min(m0 + 128, m_end)), columns [n0, n0 + BN),
@@ -184,6 +189,19 @@ __device__ __forceinline__ void wgmma(float (&d)[BN / 2], uint64_t da, uint64_t 
     } else {
       EL_WGMMA_N128("f16");
     }
+  }
+}
+
+template <class T>
+__device__ __forceinline__ float2 unpack2(uint32_t v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __nv_bfloat162 h;
+    memcpy(&h, &v, 4);
+    return __bfloat1622float2(h);
+  } else {
+    __half2 h;
+    memcpy(&h, &v, 4);
+    return __half22float2(h);
   }
 }
 
@@ -343,31 +361,50 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
     fence_acc(acc);
     if (ktiles > 0 && lane == 0) mbar_arrive(&empty[prev]);
     const bool empty_sum = ktiles == 0;  // dw of an expert without rows: zeros
+    const bool add = MODE == kModeDw && g.accumulate;
+    // Accumulating, an expert without rows adds nothing (uniform per block,
+    // so both warpgroups skip the epilogue and its barriers alike).
+    if (add && empty_sum) continue;
     // Epilogue: 64 columns at a time through the padded shared tile.
     T* C = static_cast<T*>(g.c) +
            (MODE == kModeDw ? static_cast<int64_t>(j.e) * g.k * g.n : int64_t{0});
     const int r0 = (wt >> 5) * 16 + (lane >> 2), c0 = (lane & 3) * 2;
-#pragma unroll
-    for (int cb = 0; cb < BN / 64; ++cb) {
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int q = (cb * 8 + jj) * 4;  // accumulator columns 8 (cb * 8 + jj) + c0, + 1
-        *reinterpret_cast<uint32_t*>(stile + r0 * kEpiPitch + jj * 8 + c0) =
-            empty_sum ? 0u : pack2<T>(acc[q], acc[q + 1]);
-        *reinterpret_cast<uint32_t*>(stile + (r0 + 8) * kEpiPitch + jj * 8 + c0) =
-            empty_sum ? 0u : pack2<T>(acc[q + 2], acc[q + 3]);
-      }
-      named_barrier(2 + wg, 128);
+    // f(tile chunk, C chunk) for this thread's 16-byte chunks of 64-column
+    // block cb that lie inside C (the others are never stored).
+    auto inside_chunks = [&](int cb, auto&& f) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int idx = wt + i * 128, r = idx >> 3, ch = idx & 7;
         const int64_t row = static_cast<int64_t>(j.m0) + wg * 64 + r;
         const int col = j.n0 + cb * 64 + ch * 8;
         if (row < j.m_end && col < g.n) {
-          *reinterpret_cast<uint4*>(C + row * g.n + col) =
-              *reinterpret_cast<const uint4*>(stile + r * kEpiPitch + ch * 8);
+          f(reinterpret_cast<uint4*>(stile + r * kEpiPitch + ch * 8),
+            reinterpret_cast<uint4*>(C + row * g.n + col));
         }
       }
+    };
+#pragma unroll
+    for (int cb = 0; cb < BN / 64; ++cb) {
+      if (add) {  // the old values of the chunks this thread stores below
+        inside_chunks(cb, [](uint4* tile, const uint4* c) { *tile = *c; });
+        named_barrier(2 + wg, 128);
+      }
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int q = (cb * 8 + jj) * 4;  // accumulator columns 8 (cb * 8 + jj) + c0, + 1
+        uint32_t* lo = reinterpret_cast<uint32_t*>(stile + r0 * kEpiPitch + jj * 8 + c0);
+        uint32_t* hi = reinterpret_cast<uint32_t*>(stile + (r0 + 8) * kEpiPitch + jj * 8 + c0);
+        if (add) {
+          const float2 a = unpack2<T>(*lo), b = unpack2<T>(*hi);
+          *lo = pack2<T>(acc[q] + a.x, acc[q + 1] + a.y);
+          *hi = pack2<T>(acc[q + 2] + b.x, acc[q + 3] + b.y);
+        } else {
+          *lo = empty_sum ? 0u : pack2<T>(acc[q], acc[q + 1]);
+          *hi = empty_sum ? 0u : pack2<T>(acc[q + 2], acc[q + 3]);
+        }
+      }
+      named_barrier(2 + wg, 128);
+      inside_chunks(cb, [](const uint4* tile, uint4* c) { *c = *tile; });
       named_barrier(2 + wg, 128);
     }
   }
@@ -538,7 +575,7 @@ void launch(const MoeGemmOperands& op) {
     }
   }
   const WgArgs g{op.offsets, op.c, op.experts, static_cast<int>(op.m), static_cast<int>(op.n),
-                 static_cast<int>(op.k)};
+                 static_cast<int>(op.k), MODE == kModeDw && op.accumulate};
   // Upper bound of the tiles (fwd / dx: every expert may end in a partial tile).
   const int64_t cols = cdiv(op.n, BN);
   const int64_t bound = MODE == kModeDw ? op.experts * cdiv(op.k, kBM) * cols

@@ -25,6 +25,7 @@ struct MoeGemmOperands {
   const int32_t* offsets;  // [experts + 1] on the device
   int experts;
   int64_t m, n, k;
+  bool accumulate = false;  // dw only: c_e += a_e^T b_e (an expert without rows: c_e unchanged)
 };
 
 // Whether the current device runs the wgmma kernels: compute capability 9.0

@@ -31,6 +31,16 @@ struct HeadLayout {
   }
 };
 
+// The absorbed form's cache row (and each absorbed query head): the RoPE key
+// first, pair i at columns (i, rope/2 + i) — rope_at's partial rotation of the
+// first `rope` columns — then the latent, so the attention's values (the
+// latent) are one contiguous column range, [rope, rope + L).
+struct CacheRowLayout {
+  int64_t rope = 0;
+  int64_t rope_col(int64_t m) const { return (m % 2 == 0) ? m / 2 : rope / 2 + m / 2; }
+  int64_t plain_col(int64_t j) const { return rope + j; }
+};
+
 // f32 [width / 2] RoPE frequencies of a layout: the pair's frequency at the
 // RoPE columns, 0 (an exact identity) elsewhere.
 Tensor layout_inv_freq(const HeadLayout& l, const std::vector<float>& rope_freq, Device device) {
@@ -188,8 +198,8 @@ MlaAttention::MlaAttention(const ModelCard& card, Device device, DType dtype)
   gather_v_ = ColumnGather(H * (nope_dim + v_dim), v_src);
   gather_out_ = ColumnGather(H * D, out_src);
 
-  // Absorbed form: one cache row of cache_dim columns (latent, then RoPE key).
-  const HeadLayout c{cache_dim, rope_dim};
+  // Absorbed form: one cache row of cache_dim columns (RoPE key, then latent).
+  const CacheRowLayout c{rope_dim};
   std::vector<int64_t> lat_src(static_cast<size_t>(cache_dim), -1), rope_src(lat_src);
   for (int64_t j = 0; j < L; ++j) {
     lat_src[static_cast<size_t>(c.plain_col(j))] = j;
@@ -207,7 +217,10 @@ MlaAttention::MlaAttention(const ModelCard& card, Device device, DType dtype)
     rc.head_dim = static_cast<int>(rope_dim);
     const std::vector<float> f = rope_inv_freq_values(rc);
     inv_freq_attn_ = layout_inv_freq(a, f, device);
-    inv_freq_cache_ = layout_inv_freq(c, f, device);
+    inv_freq_cache_ =  // partial rotation: the rope_dim / 2 pairs at the row's start
+        Tensor::from_floats(std::vector<float>(f.begin(), f.begin() + rope_dim / 2),
+                            {rope_dim / 2})
+            .to(device);
   }
 }
 
@@ -268,9 +281,10 @@ void MlaAttention::absorb(DType dtype) const {
   const std::vector<float> q_t = effective_weight_t(qlayer, dev, nullptr);        // [Q, H qk]
   std::vector<float> o_bias;
   const std::vector<float> o_t = effective_weight_t(*o_proj, dev, &o_bias);  // [H v, C]
-  const HeadLayout lay{Dc, r};
+  const CacheRowLayout lay{r};
+  // wo reads only the attention's value columns (the latent, H x L).
   std::vector<float> wq(static_cast<size_t>(H * Dc * Q), 0.0f),
-      wo(static_cast<size_t>(C * H * Dc), 0.0f);
+      wo(static_cast<size_t>(C * H * L), 0.0f);
   std::vector<float> uk(static_cast<size_t>(L * n)), qn(static_cast<size_t>(Q * n));
   std::vector<float> uv(static_cast<size_t>(L * v)), oh(static_cast<size_t>(C * v));
   for (int64_t h = 0; h < H; ++h) {
@@ -292,7 +306,7 @@ void MlaAttention::absorb(DType dtype) const {
       for (int64_t j = 0; j < v; ++j) oh[c * v + j] = o_t[(h * v + j) * C + c];
     const std::vector<float> out = host_matmul_t(oh, C, uv, L, v);  // [C, L]
     for (int64_t c = 0; c < C; ++c)
-      for (int64_t k = 0; k < L; ++k) wo[c * H * Dc + h * Dc + lay.plain_col(k)] = out[c * L + k];
+      for (int64_t k = 0; k < L; ++k) wo[c * H * L + h * L + k] = out[c * L + k];
   }
   auto upload = [&](const std::vector<float>& host, const Shape& shape) {
     Tensor t = Tensor::empty(shape, dtype, dev);
@@ -300,7 +314,7 @@ void MlaAttention::absorb(DType dtype) const {
     return t;
   };
   w_qabs_ = upload(wq, {H * Dc, Q});
-  w_oabs_ = upload(wo, {C, H * Dc});
+  w_oabs_ = upload(wo, {C, H * L});
   b_oabs_ = Tensor();
   // A bias unless the slot is a plain Linear without one (LoRA or quantized
   // slots may carry one: their forward of zero is it).
@@ -369,8 +383,10 @@ Tensor MlaAttention::forward_cached(const Tensor& x, const Tensor& rope_inv_freq
     q = ops::reshape(ops::linear(query_input(x), w_qabs_), {B, T, H, cache_dim});
     if (rotate) q = ops::rope_at(q, inv_freq, positions);
   }
-  const Tensor y = ops::attention_cached(q, k_cache, k_cache, positions, scale, alibi_slopes);
-  return ops::linear(ops::reshape(y, {B, T, H * cache_dim}), w_oabs_, b_oabs_);
+  // Values: the latent columns [rope_dim, rope_dim + L) of the cache rows.
+  const Tensor y = ops::attention_cached(q, k_cache, k_cache, positions, scale, alibi_slopes,
+                                         rope_dim, kv_lora_rank);  // [B, T, H, L]
+  return ops::linear(ops::reshape(y, {B, T, H * kv_lora_rank}), w_oabs_, b_oabs_);
 }
 
 void MlaAttention::collect_parameters(const std::string& prefix, ParameterList& out) const {

@@ -31,12 +31,13 @@
 // D = 128 + 64 = 192, a tensor-core shape on the GPU.
 //
 // Inference (forward_cached) uses the absorbed form of the DeepSeek-V2
-// paper: a cache row per token is [c normed | rope(k_r)] (cache_dim =
-// L + r, rounded up to even, same permuted layout), one "KV head" shared by
-// every query head. W_UK (the k rows of kv_b_proj) is folded into the query
+// paper: a cache row per token is [rope(k_r) | c normed] (cache_dim =
+// L + r, rounded up to even; the RoPE pairs at (i, r/2 + i), rope_at's
+// partial rotation of the first r columns), one "KV head" shared by every
+// query head. W_UK (the k rows of kv_b_proj) is folded into the query
 // projection and W_UV (its v rows) into o_proj, so a step computes
 //   q_abs = rope(W_qabs q_in)    [H, cache_dim]   (q_in = x or the normed q_a)
-//   y     = attention_cached(q_abs, cache, cache)   (MQA over the latent rows)
+//   y     = attention_cached(q_abs, cache, cache, values = the latent columns)
 //   out   = W_oabs y (+ o_proj bias)
 // and never rebuilds per-head K/V. Without query compression (q_lora_rank 0)
 // W_qabs and kv_a_proj_with_mqa share their input, so a decode step runs them
@@ -44,8 +45,10 @@
 // queries and the cache row in one call (the latent's RMSNorm, the column
 // layout, RoPE, the cache write); with q_lora_rank > 0 the same arithmetic
 // runs as separate ops. The cache tensor is passed as both k and
-// v: the attention's output over it is [softmax . c | junk], and W_oabs has
-// zero columns at the junk (RoPE) positions. The absorbed weights are read
+// v, with the latent columns [r, r + L) as the values: the attention's
+// output is softmax . c, [H, L], and W_oabs is [C, H L] (no columns for the
+// RoPE key: before the [rope | latent] layout the output also carried the
+// RoPE columns, which W_oabs multiplied by zeros). The absorbed weights are read
 // from the slots themselves (forward of an identity), so LoRA or quantized
 // slots are absorbed as they compute. They are computed on first use and
 // again at a prefill from position 0 when the layer's parameters changed

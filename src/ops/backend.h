@@ -561,10 +561,13 @@ class Backend {
     moe_not_implemented("grouped_quant_matmul");
   }
   // dw[E, O, K]: dw[e] = dy_e^T @ x_e over expert e's rows (dy[M, O], x[M,
-  // K]); 0 for an expert without rows.
+  // K]); 0 for an expert without rows. accumulate: dw[e] += dy_e^T @ x_e
+  // instead (the product summed in f32 and added to dw's old value before the
+  // store's one rounding; an expert without rows keeps its values), so a later
+  // micro-batch's weight gradient needs no separate add over all of dW.
   virtual void grouped_gemm_dw(const Tensor& dy, const Tensor& x, const Tensor& offsets,
-                               Tensor& dw) {
-    (void)dy, (void)x, (void)offsets, (void)dw;
+                               Tensor& dw, bool accumulate = false) {
+    (void)dy, (void)x, (void)offsets, (void)dw, (void)accumulate;
     moe_not_implemented("grouped_gemm_dw");
   }
   // out[N, C] = sum over j of weights[n, j] ys[slot_row[n k + j]] (dropped
@@ -686,14 +689,17 @@ class Backend {
   // k/v[B, T, Hkv, D] of any float dtype, converted to the cache's dtype.
   virtual void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions,
                               Tensor& k_cache, Tensor& v_cache) = 0;
-  // out[B, T, H, D]: query t of row b attends to cache rows
+  // out[B, T, H, Dv]: query t of row b attends to cache rows
   // s <= positions[b] + t (causal; the T new keys already written), head h
-  // reading kv head h / (H / Hkv); softmax(scale * q.k) v in f32. With
-  // alibi_slopes (f32 [H], see attention_forward) the score of cache row s
-  // gets slopes[h] * (s - (positions[b] + t)).
+  // reading kv head h / (H / Hkv); softmax(scale * q.k) v in f32, v being
+  // columns [value_offset, value_offset + Dv) of the v_cache row (Dv =
+  // out.dim(3); ops::attention_cached checks the range). With alibi_slopes
+  // (f32 [H], see attention_forward) the score of cache row s gets
+  // slopes[h] * (s - (positions[b] + t)).
   virtual void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                 const Tensor& positions, float scale, Tensor& out,
-                                const Tensor& alibi_slopes = Tensor()) = 0;
+                                const Tensor& alibi_slopes = Tensor(),
+                                int64_t value_offset = 0) = 0;
   // out[N] (i32) = index of the largest value of row n of x[N, V] (the first
   // one on ties; NaN never wins): greedy decoding without a logits copy.
   virtual void argmax_rows(const Tensor& x, Tensor& out) = 0;

@@ -335,8 +335,9 @@ Tensor qkv_rope_cache_write(const Tensor& packed, int64_t n_head, int64_t n_kv_h
 // source row_map[m] of those S (< 0: zero). A latent source is RMSNorm'd
 // over the `latent` values (norm_w [latent], eps; rounded to packed's dtype
 // as ops::rmsnorm stores it); then the row and each query head get rope_at's
-// rotation (pairs (i, D/2 + i), angle (positions[b] + t) * inv_freq[i], f32
-// [D / 2]; none when undefined). The row goes to k_cache [B, Smax, 1, D] at
+// rotation (inv_freq f32 [R], R <= D / 2: pairs (i, R + i), angle
+// (positions[b] + t) * inv_freq[i], the columns from 2 R on unrotated; none
+// when undefined). The row goes to k_cache [B, Smax, 1, D] at
 // positions[b] + t (and to v_cache when it is another tensor); returns the
 // rotated queries [B, T, H, D].
 Tensor mla_decode_prologue(const Tensor& packed, int64_t n_head, int64_t latent,
@@ -347,10 +348,16 @@ Tensor mla_decode_prologue(const Tensor& packed, int64_t n_head, int64_t latent,
 void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, Tensor& k_cache,
                     Tensor& v_cache);
 // q[B, T, H, D] over the cache: query t of row b sees rows <= positions[b] + t.
-// alibi_slopes as in attention (query position positions[b] + t).
+// alibi_slopes as in attention (query position positions[b] + t). The values
+// are columns [value_offset, value_offset + value_cols) of the v_cache rows
+// (value_cols 0: to the row's end), the output [B, T, H, value_cols]: MLA's
+// absorbed decode passes its latent cache as k and v and takes only the
+// latent columns as values (nn/mla.h), so no output column is wasted on the
+// RoPE key.
 Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& positions, float scale = 0.0f,
-                        const Tensor& alibi_slopes = Tensor());
+                        const Tensor& alibi_slopes = Tensor(), int64_t value_offset = 0,
+                        int64_t value_cols = 0);
 // One decoder layer of a decode step (T = 1) over its caches: the new
 // residual stream x + attn(norm1(x)) + mlp(norm2(.)) of x[B, 1, C], as
 // DecoderBlock::forward_cached computes it (the new k/v go to cache rows

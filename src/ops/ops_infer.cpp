@@ -145,8 +145,9 @@ Tensor mla_decode_prologue(const Tensor& packed, int64_t n_head, int64_t latent,
   if (inv_freq.defined()) {
     check_dtype(op, "inv_freq", inv_freq, DType::f32);
     check_same_device(op, "inv_freq", inv_freq, "packed", packed);
-    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) == d / 2,
-              "ops::mla_decode_prologue: inv_freq {} does not match {} cache columns ({} values)",
+    EL_ENSURE(inv_freq.ndim() == 1 && inv_freq.dim(0) >= 1 && inv_freq.dim(0) <= d / 2,
+              "ops::mla_decode_prologue: inv_freq {} does not match {} cache columns (1 to {} "
+              "values)",
               desc(inv_freq), d, d / 2);
   }
   check_positions(op, positions, packed.dim(0), packed);
@@ -177,7 +178,8 @@ void kv_cache_write(const Tensor& k, const Tensor& v, const Tensor& positions, T
 }
 
 Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& positions, float scale, const Tensor& alibi_slopes) {
+                        const Tensor& positions, float scale, const Tensor& alibi_slopes,
+                        int64_t value_offset, int64_t value_cols) {
   check_float("attention_cached", "q", q);
   check_no_grad("attention_cached", q);
   check_same_dtype("attention_cached", "k_cache", k_cache, "v_cache", v_cache);
@@ -196,10 +198,16 @@ Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_
               "ops::attention_cached: alibi_slopes {} does not match q {} (expected [{}])",
               desc(alibi_slopes), desc(q), q.dim(2));
   }
-  if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(q.dim(3)));
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  const int64_t d = q.dim(3);
+  if (value_cols == 0) value_cols = d - value_offset;
+  EL_ENSURE(value_offset >= 0 && value_cols > 0 && value_offset + value_cols <= d,
+            "ops::attention_cached: value columns [{}, {}) are not inside the cache rows' {} "
+            "columns",
+            value_offset, value_offset + value_cols, d);
+  if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(d));
+  Tensor out = Tensor::empty({q.dim(0), q.dim(1), q.dim(2), value_cols}, q.dtype(), q.device());
   backend_for(q.device()).attention_cached(q, k_cache, v_cache, positions, scale, out,
-                                           alibi_slopes);
+                                           alibi_slopes, value_offset);
   return out;
 }
 

@@ -73,7 +73,19 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
       b.gemm(dy2, false, w, false, dx, alpha, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
       commit_grad(x, slot);
     }
-    if (any_grad(w_parts)) {
+    if (w_parts.size() == 1 && w_parts[0].requires_grad()) {
+      // dW into the weight's gradient with beta = 1 when it has one (the
+      // micro-batches of gradient accumulation after the first): no separate
+      // add over the whole gradient. The GEMM writes any float dtype, so the
+      // gradient's dtype (the weight's) needs no fallback.
+      GradSlot slot = grad_slot(w_parts[0], dy.device());
+      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      Tensor dw = slot.dst.view(w.shape());
+      // [out, N] @ [N, in]
+      b.gemm(dy2, true, x.view({n, in}), false, dw, alpha, slot.prior.defined() ? 1.f : 0.f);
+      commit_grad(w_parts[0], slot);
+    } else if (any_grad(w_parts)) {
+      // Several parts: dW whole, each part accumulating its row block.
       Tensor dw = empty_like(w, dy.device());
       b.gemm(dy2, true, x.view({n, in}), false, dw, alpha, 0.f);  // [out, N] @ [N, in]
       distribute(w_parts, dw);
@@ -240,18 +252,22 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& w,
       commit_grad(x, slot);
     }
     if (w.requires_grad()) {
-      Tensor dw = empty_like(w, d);
+      // Each part's dW rows straight into w's gradient, added by the GEMM
+      // (beta = 1) when w already has one, as in linear.
+      GradSlot slot = grad_slot(w, d);
+      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      const float beta = slot.prior.defined() ? 1.f : 0.f;
       int64_t r = 0;
       for (size_t i = 0; i < dys.size(); ++i) {
-        Tensor rows = dw.slice0(r, r + sizes[i]);
+        Tensor rows = slot.dst.slice0(r, r + sizes[i]);
         if (dys[i].defined()) {
-          b.gemm(dys[i], true, x2, false, rows, 1.f, 0.f);  // [s, N] @ [N, in]
-        } else {
-          b.fill(rows, 0.f);
+          b.gemm(dys[i], true, x2, false, rows, 1.f, beta);  // [s, N] @ [N, in]
+        } else if (beta == 0.f) {
+          b.fill(rows, 0.f);  // no gradient flowed into this part
         }
         r += sizes[i];
       }
-      accumulate_grad(w, dw);
+      commit_grad(w, slot);
     }
     if (bias.defined() && bias.requires_grad()) {
       Tensor db = Tensor::zeros({bias.dim(0)}, bias.dtype(), d);

@@ -192,12 +192,20 @@ Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,
     bool any_w = false;
     for (const Tensor& p : weights) any_w = any_w || p.requires_grad();
     if (!any_w) return;
-    Tensor dw = empty_like(w, dy.device());
-    b.grouped_gemm_dw(dy, x, offsets, dw);  // dw_e = dy_e^T @ x_e
     if (weights.size() == 1) {
-      accumulate_grad(weights[0], dw);
+      // dW into the weight's gradient, added by the kernel (accumulate) when
+      // it has one (gradient accumulation's later micro-batches): no separate
+      // add over every expert's gradient. An expert without rows keeps its
+      // gradient so far.
+      GradSlot slot = grad_slot(weights[0], dy.device());
+      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      Tensor dw = slot.dst.view(w.shape());
+      b.grouped_gemm_dw(dy, x, offsets, dw, /*accumulate=*/slot.prior.defined());
+      commit_grad(weights[0], slot);
       return;
     }
+    Tensor dw = empty_like(w, dy.device());
+    b.grouped_gemm_dw(dy, x, offsets, dw);  // dw_e = dy_e^T @ x_e
     // Each part gets its row block of dW (expert-major, as stacked).
     const Tensor rows = dw.view({w.dim(0) * w.dim(1), w.dim(2)});
     int64_t row = 0;

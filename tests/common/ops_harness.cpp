@@ -30,6 +30,17 @@ std::vector<double> to_doubles(const Tensor& t) {
   return std::vector<double>(f.begin(), f.end());
 }
 
+std::vector<Tensor> stacked_parts(const Tensor& whole, const std::vector<int64_t>& rows) {
+  std::vector<Tensor> parts;
+  int64_t r = 0;
+  for (int64_t n : rows) {
+    parts.push_back(whole.slice0(r, r + n));
+    parts.back().set_requires_grad(true);
+    r += n;
+  }
+  return parts;
+}
+
 ::testing::AssertionResult all_close(const std::vector<float>& actual,
                                      const std::vector<double>& expected, Tolerance tol,
                                      const std::string& what) {

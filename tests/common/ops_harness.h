@@ -59,6 +59,9 @@ Tensor random_tensor(const Shape& shape, Rng& rng, float scale = 1.0f);
 Tensor random_ints(const Shape& shape, Rng& rng, int32_t lo, int32_t hi);
 // Host values as f64 (any dtype).
 std::vector<double> to_doubles(const Tensor& t);
+// Row blocks [rows_i, in] of `whole` (views, not copies), each a leaf that
+// requires grad: the parts of a stacked weight (ops::linear_stacked).
+std::vector<Tensor> stacked_parts(const Tensor& whole, const std::vector<int64_t>& rows);
 
 // Elementwise |actual - expected| <= abs + rel |expected|; the failure message
 // names `what`, the count of bad elements and the first few.

@@ -4,7 +4,10 @@
 //    training attention at D 192 (128 + 64 q/k heads) and 256 (tensor-core
 //    forward and two-pass backward), cached attention over one shared latent
 //    row (Hkv 1, the same tensor as k and v) at D = kv_lora_rank +
-//    qk_rope_head_dim = 176 / 192 / 256 / 320 / 576, odd sizes included.
+//    qk_rope_head_dim = 176 / 192 / 256 / 320 / 576, odd sizes included; and
+//    with the values a column range of the rows (the latent after the 64
+//    RoPE columns: the tensor-core kernel's latent tiles at D 176 / 256, the
+//    SIMT kernel at other offsets and widths).
 //  * ops::gather_columns (Backend::sum_columns, the layouts' op) forward and
 //    backward against the CPU.
 //  * The MLA decoder on the GPU against the same weights on the CPU: logits
@@ -93,11 +96,13 @@ TEST(MlaCuda, TrainingAttentionAtMlaHeadDimsMatchesCpu) {
 struct CachedCase {
   int64_t b, t, h, d, smax;
   std::vector<int32_t> pos;
+  int64_t v0 = 0, dv = 0;  // values: columns [v0, v0 + dv) (dv 0: the whole row)
 };
 
 void check_cached(const CachedCase& c, DType dt, uint64_t seed) {
-  const std::string what = fmt::format("B{} T{} H{} D{} Smax{} {}", c.b, c.t, c.h, c.d, c.smax,
-                                       dtype_name(dt));
+  const int64_t dv = c.dv > 0 ? c.dv : c.d - c.v0;
+  const std::string what = fmt::format("B{} T{} H{} D{} Smax{} values [{}, {}) {}", c.b, c.t, c.h,
+                                       c.d, c.smax, c.v0, c.v0 + dv, dtype_name(dt));
   Rng rng(seed);
   const Shape qs{c.b, c.t, c.h, c.d};
   const Tensor q = random_host(qs, rng, dt);
@@ -109,11 +114,13 @@ void check_cached(const CachedCase& c, DType dt, uint64_t seed) {
       for (int64_t j = 0; j < c.d; ++j) p[(i * c.smax + s) * c.d + j] = NAN;
   const Tensor pos = Tensor::from_ints(c.pos, {c.b});
   const float scale = 1.f / std::sqrt(192.f);  // MLA's 1/sqrt(nope + rope), not 1/sqrt(D)
-  Tensor ref = Tensor::empty(qs);
-  cpu_backend().attention_cached(q, cache, cache, pos, scale, ref);
+  const Shape os{c.b, c.t, c.h, dv};
+  Tensor ref = Tensor::empty(os);
+  cpu_backend().attention_cached(q, cache, cache, pos, scale, ref, Tensor(), c.v0);
   const Tensor gcache = to_gpu(cache, dt);  // one tensor as k and v, as MlaAttention passes it
-  Tensor out = poisoned(qs, dt);
-  gpu_backend().attention_cached(to_gpu(q, dt), gcache, gcache, to_gpu(pos), scale, out);
+  Tensor out = poisoned(os, dt);
+  gpu_backend().attention_cached(to_gpu(q, dt), gcache, gcache, to_gpu(pos), scale, out, Tensor(),
+                                 c.v0);
   EXPECT_TRUE(close_to(out, ref, tol(dt), "attention_cached", 2.0)) << what;
 }
 
@@ -128,6 +135,16 @@ TEST(MlaCuda, CachedAttentionOverLatentRowsMatchesCpu) {
       {2, 1, 16, 320, 333, {332, 40}},  // 3B (256 + 64): SIMT
       {1, 2, 16, 576, 300, {200}},      // DeepSeek-V3 (512 + 64): SIMT's largest
       {3, 1, 5, 328, 19, {17, 0, 9}},   // odd head count, D a multiple of 8 only
+      // Values = the latent after the 64 RoPE columns ([rope | latent] rows):
+      {1, 1, 14, 176, 8200, {8199}, 64, 112},    // 0.5B decode at 8K: 192-wide latent tiles
+      {2, 1, 14, 176, 517, {0, 516}, 64, 112},   // rows at both ends of the cache
+      {1, 3, 14, 176, 70, {60}, 64, 112},        // 42 rows: 3 row tiles
+      {2, 1, 12, 256, 700, {699, 3}, 64, 192},   // 1.5B: 256-wide latent tiles
+      {1, 2, 12, 256, 100, {90}, 64, 192},       // 24 rows: 2 row tiles
+      {1, 1, 14, 176, 300, {299}, 64, 104},      // fewer values than the tile holds
+      {2, 1, 16, 320, 333, {332, 40}, 64, 256},  // 3B: SIMT
+      {3, 1, 5, 40, 19, {17, 0, 9}, 8, 24},      // another offset: SIMT
+      {1, 2, 3, 30, 9, {5}, 2, 27},              // odd widths: SIMT
   };
   uint64_t seed = 7200;
   for (const CachedCase& c : cases) {
@@ -245,34 +262,41 @@ struct PrologueCase {
   std::vector<int32_t> pos;
 };
 
-// The cache layout MlaAttention uses (nn/mla.cpp, HeadLayout): RoPE pair i
-// at columns (i, D/2 + i), latent values in order in the rest, D even.
-std::vector<int32_t> mla_row_map(int64_t latent, int64_t rope) {
+// Two cache layouts: MlaAttention's (nn/mla.cpp, CacheRowLayout: RoPE pair
+// i at columns (i, rope/2 + i), then the latent: a partial rotation of the
+// first `rope` columns) and the full-width one it used before (pair i at
+// (i, D/2 + i), the latent in the rest: frequencies over all D/2 pairs, zero
+// past rope/2). D even.
+std::vector<int32_t> mla_row_map(int64_t latent, int64_t rope, bool partial) {
   const int64_t d = latent + rope + ((latent + rope) & 1), first = d / 2 - rope / 2;
+  const int64_t second = partial ? rope / 2 : d / 2;  // column of pair i's second half
   std::vector<int32_t> map(static_cast<size_t>(d), -1);
   for (int64_t j = 0; j < latent; ++j) {
-    const int64_t col = j < first ? rope / 2 + j : d / 2 + rope / 2 + (j - first);
+    const int64_t col = partial ? rope + j : j < first ? rope / 2 + j : d / 2 + rope / 2 + (j - first);
     map[static_cast<size_t>(col)] = static_cast<int32_t>(j);
   }
   for (int64_t m = 0; m < rope; ++m) {
-    const int64_t col = m % 2 == 0 ? m / 2 : d / 2 + m / 2;
+    const int64_t col = m % 2 == 0 ? m / 2 : second + m / 2;
     map[static_cast<size_t>(col)] = static_cast<int32_t>(latent + m);
   }
   return map;
 }
 
-void check_prologue(const PrologueCase& c, DType dt, bool two_caches, uint64_t seed) {
-  const std::vector<int32_t> map = mla_row_map(c.latent, c.rope);
+void check_prologue(const PrologueCase& c, DType dt, bool two_caches, bool partial,
+                    uint64_t seed) {
+  const std::vector<int32_t> map = mla_row_map(c.latent, c.rope, partial);
   const int64_t d = static_cast<int64_t>(map.size()), sources = c.latent + c.rope;
-  const std::string what = fmt::format("B{} T{} H{} L{} R{} D{} {} {}", c.b, c.t, c.h, c.latent,
-                                       c.rope, d, dtype_name(dt), two_caches ? "k+v" : "k");
+  const std::string what =
+      fmt::format("B{} T{} H{} L{} R{} D{} {} {} {}", c.b, c.t, c.h, c.latent, c.rope, d,
+                  dtype_name(dt), two_caches ? "k+v" : "k", partial ? "[rope | latent]" : "full");
   Rng rng(seed);
   const Tensor packed = random_host({c.b, c.t, c.h * d + sources}, rng, dt);
   const Tensor w = random_host({c.latent}, rng, dt);
-  std::vector<float> f(static_cast<size_t>(d / 2), 0.f);
+  const int64_t nf = partial ? c.rope / 2 : d / 2;
+  std::vector<float> f(static_cast<size_t>(nf), 0.f);
   for (int64_t i = 0; i < c.rope / 2; ++i)
     f[static_cast<size_t>(i)] = std::pow(10000.f, -2.f * static_cast<float>(i) / c.rope);
-  const Tensor freq = Tensor::from_floats(f, {d / 2});
+  const Tensor freq = Tensor::from_floats(f, {nf});
   const Tensor pos = Tensor::from_ints(c.pos, {c.b});
   const Shape cs{c.b, c.smax, 1, d};
   const Tensor fill = random_host(cs, rng, dt);
@@ -316,14 +340,16 @@ TEST(MlaCuda, DecodePrologueMatchesCpu) {
   uint64_t seed = 7300;
   for (const PrologueCase& c : cases) {
     for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
-      for (bool two : {false, true}) check_prologue(c, dt, two, seed++);
+      for (bool two : {false, true}) {
+        for (bool partial : {true, false}) check_prologue(c, dt, two, partial, seed++);
+      }
     }
   }
 }
 
 TEST(MlaCuda, AbsorbedDecodeMatchesFullForward) {
   EL_REQUIRE_GPU();
-  // Cache rows of 176 (SIMT), 256 (tensor cores), 320 and 576 (SIMT).
+  // Cache rows of 176 and 256 (tensor cores: the latent value tiles), 320 and 576 (SIMT).
   for (int kv : {112, 192, 256, 512}) {
     const ModelCard card = mla_card(Dims{0, kv, 128, 64, 128}, 3);
     ASSERT_EQ(mla_cache_dim(card), kv + 64);

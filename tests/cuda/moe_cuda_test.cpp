@@ -16,7 +16,9 @@
 //    mma.sync elsewhere or with EL_MOE_GEMM=mma), the SIMT path (f32, odd
 //    widths), experts of 0 and 1 rows, several experts inside one 128-row
 //    tile range, row counts around 64 / 128, K and O not multiples of 64, a
-//    4096-token top-2 projection, unused rows; every value checked;
+//    4096-token top-2 projection, unused rows; every value checked; dW
+//    accumulated into old values (gradient accumulation), empty experts
+//    keeping theirs;
 //  * the balance loss and z-loss, values and gradients (one block, grids
 //    walking several tokens per warp, k above 32), and bitwise equal
 //    results when run again (fixed reduction orders);
@@ -305,6 +307,63 @@ TEST(MoeCuda, GroupedGemmLargeMatchesCpu) {
   for (DType dt : {DType::bf16, DType::f16}) {
     check_grouped_gemm(4096, 8, 2, 0, 1024, 2816, dt, seed++);
   }
+}
+
+// dW added to the old gradient by the kernel (grouped_gemm_dw with accumulate
+// = true, gradient accumulation's later micro-batches) against the CPU doing
+// the same: rows[i] rows for expert i (in order, offsets given directly), 3
+// unused rows at the end, dW starting from random old values of `wdt`. The
+// product is summed in f32 and added before the one rounding, so the budgets
+// are those of the plain dW; an expert without rows keeps its old values bit
+// for bit (no tile of it may store, and no partial slice of its neighbours
+// may touch its rows).
+void check_grouped_gemm_dw_accumulate(const std::vector<int32_t>& rows, int64_t K, int64_t O,
+                                      DType dt, DType wdt, uint64_t seed) {
+  const std::string what = fmt::format("dW accumulate rows [{}] K{} O{} {} into {}",
+                                       fmt::join(rows, " "), K, O, dtype_name(dt), dtype_name(wdt));
+  Rng rng(seed);
+  const int64_t e = static_cast<int64_t>(rows.size());
+  std::vector<int32_t> off{0};
+  for (int32_t r : rows) off.push_back(off.back() + r);
+  const int64_t m = off.back() + 3;
+  const Tensor offsets = Tensor::from_ints(off, {e + 1});
+  const Tensor x = random_host({m, K}, rng, dt), dy = random_host({m, O}, rng, dt);
+  const Tensor old = random_host({e, O, K}, rng, wdt);
+  Tensor r_dw = old.clone();
+  cpu_backend().grouped_gemm_dw(dy, x, offsets, r_dw, /*accumulate=*/true);
+  Tensor dw = to_gpu(old, wdt);
+  gpu_backend().grouped_gemm_dw(to_gpu(dy, dt), to_gpu(x, dt), offsets.to(gpu()), dw,
+                                /*accumulate=*/true);
+  gpu_backend().synchronize();
+  EXPECT_LT(relative_error(dw, r_dw), bwd_budget(dt)) << what;
+  EXPECT_TRUE(close_to(dw, r_dw, tol(dt), what));
+  const std::vector<float> got = dw.to_floats(), was = old.to_floats();
+  for (int64_t x_e = 0; x_e < e; ++x_e) {
+    if (rows[x_e] != 0) continue;
+    for (int64_t i = x_e * O * K; i < (x_e + 1) * O * K; ++i)
+      ASSERT_EQ(got[i], was[i]) << what << ": old dW of empty expert " << x_e << " changed";
+  }
+}
+
+// Under whichever tensor-core path EL_MOE_GEMM picks (wgmma on Hopper by
+// default; run again with EL_MOE_GEMM=mma, wgmma128, wgmma256), the SIMT path
+// (f32, widths not multiples of 8) and an f32 gradient of bf16 activations
+// (computed in bf16, converted, then added).
+TEST(MoeCuda, GroupedGemmDwAccumulateMatchesCpu) {
+  EL_REQUIRE_GPU();
+  uint64_t seed = 600;
+  for (DType dt : kDtypes) {
+    // tensor cores for bf16 / f16: empty experts between partial 128-row tiles,
+    // a 64-deep slice cut short, K and O not multiples of 64
+    check_grouped_gemm_dw_accumulate({1, 0, 5, 130, 64, 0, 200, 3, 17, 0}, 200, 344, dt, dt,
+                                     seed++);
+    check_grouped_gemm_dw_accumulate({0, 777, 0}, 344, 200, dt, dt, seed++);
+    check_grouped_gemm_dw_accumulate({40, 0, 40, 40, 40, 40, 40, 40}, 1024, 136, dt, dt, seed++);
+    check_grouped_gemm_dw_accumulate({5, 0, 33, 2}, 100, 70, dt, dt, seed++);  // SIMT
+    check_grouped_gemm_dw_accumulate({2, 3, 0, 4, 1}, 8, 8, dt, dt, seed++);   // narrowest
+  }
+  check_grouped_gemm_dw_accumulate({3, 0, 90, 9}, 64, 48, DType::bf16, DType::f32, seed++);
+  check_grouped_gemm_dw_accumulate({3, 0, 90, 9}, 63, 45, DType::bf16, DType::f32, seed++);
 }
 
 TEST(MoeCuda, RouterLossesMatchCpu) {

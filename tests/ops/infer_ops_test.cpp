@@ -8,8 +8,10 @@
 //    with pos_offset p, row by row;
 //  * kv_cache_write places rows at positions[b] + t (converting dtypes) and
 //    leaves the other rows untouched;
+//  * attention_cached with value columns [o, o + n) equals those columns of
+//    its full output (MLA's latent values);
 //  * mla_decode_prologue equals the gathers + rmsnorm + rope_at +
-//    kv_cache_write it fuses (f32, bf16; with and without rotation);
+//    kv_cache_write it fuses (f32, bf16; full, partial and no rotation);
 //  * argmax_rows: first index on ties, NaN never wins;
 //  * bad shapes and dtypes fail with messages naming the op and the tensor.
 #include <gtest/gtest.h>
@@ -18,7 +20,10 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "common/ops_harness.h"
 #include "core/tensor.h"
@@ -79,6 +84,29 @@ TEST(InferOps, AttentionCachedPrefillEqualsCausalAttention) {
     EXPECT_TRUE(all_close(got.to_floats(), to_doubles(ref), kTight, "prefill"))
         << "B " << c.b << " T " << c.t << " H " << c.h << " Hkv " << c.hkv;
   }
+}
+
+TEST(InferOps, AttentionCachedValueColumnsAreThoseColumnsOfTheFullOutput) {
+  const int64_t b = 2, t = 2, h = 4, hkv = 2, d = 10, smax = 9;
+  Rng rng(77);
+  const Tensor q = random_tensor({b, t, h, d}, rng);
+  const Tensor kc = random_tensor({b, smax, hkv, d}, rng);
+  const Tensor vc = random_tensor({b, smax, hkv, d}, rng);
+  const Tensor pos = positions_of({3, 7});
+  const std::vector<float> full = ops::attention_cached(q, kc, vc, pos, 0.3f).to_floats();
+  for (const auto& [offset, cols] : {std::pair<int64_t, int64_t>{3, 5}, {0, 4}, {6, 0}}) {
+    const Tensor part = ops::attention_cached(q, kc, vc, pos, 0.3f, Tensor(), offset, cols);
+    const int64_t n = cols == 0 ? d - offset : cols;
+    ASSERT_EQ(part.shape(), (Shape{b, t, h, n}));
+    const std::vector<float> got = part.to_floats();
+    for (int64_t r = 0; r < b * t * h; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        ASSERT_EQ(got[static_cast<size_t>(r * n + j)], full[static_cast<size_t>(r * d + offset + j)])
+            << "row " << r << " column " << j << " of values from " << offset;
+  }
+  EXPECT_ERROR_HAS(ops::attention_cached(q, kc, vc, pos, 0.3f, Tensor(), 6, 5),
+                   "ops::attention_cached: value columns [6, 11) are not inside the cache rows' "
+                   "10 columns");
 }
 
 TEST(InferOps, AttentionCachedInBf16CacheEqualsAttentionOnRoundedKeys) {
@@ -207,6 +235,8 @@ TEST(InferOps, MlaDecodePrologueEqualsTheOpsItFuses) {
   const Tensor packed_f32 = random_tensor({b, t, h * d + sources}, rng);
   const Tensor norm_w = random_tensor({latent}, rng);
   const Tensor f = Tensor::from_floats({0.9f, 0.3f, 0.0f, 0.05f, 0.0f}, {d / 2});
+  // rope_at's partial rotation (pairs (0, 2) and (1, 3)), as MLA's [rope | latent] rows.
+  const Tensor f_partial = Tensor::from_floats({0.7f, 0.2f}, {2});
   const Tensor row_map = Tensor::from_ints(kMlaRowMap, {d});
   auto cols = [](int64_t from, int64_t n) {
     std::vector<int64_t> c(static_cast<size_t>(n));
@@ -224,7 +254,7 @@ TEST(InferOps, MlaDecodePrologueEqualsTheOpsItFuses) {
     packed.copy_from(packed_f32);
     Tensor w = Tensor::empty(norm_w.shape(), dt);
     w.copy_from(norm_w);
-    for (const Tensor& freq : {f, Tensor()}) {
+    for (const Tensor& freq : {f, f_partial, Tensor()}) {
       Tensor kc = Tensor::full({b, smax, 1, d}, 3.f, dt), vc = Tensor::full({b, smax, 1, d}, -3.f, dt);
       const Tensor q = ops::mla_decode_prologue(packed, h, latent, row_map, w, eps, freq,
                                                 positions_of(p), kc, vc);
@@ -241,7 +271,8 @@ TEST(InferOps, MlaDecodePrologueEqualsTheOpsItFuses) {
           ops::reshape(ops::gather_columns(packed, ops::make_column_map(h * d + sources, cols(0, h * d), cpu)),
                        {b, t, h, d}),
           freq, positions_of(p));
-      const std::string what = std::string(dtype_name(dt)) + (freq.defined() ? " rope" : " plain");
+      const std::string what = std::string(dtype_name(dt)) +
+                               (freq.defined() ? fmt::format(" rope {}", freq.numel()) : " plain");
       // (f32: the norm's sum in another order; bf16: that can flip a rounding.)
       const Tolerance tol = dt == DType::f32 ? kTight : Tolerance{8e-3, 8e-3};
       EXPECT_TRUE(all_close(q.to_floats(), to_doubles(q_ref), tol, "q")) << what;

@@ -115,18 +115,6 @@ INSTANTIATE_TEST_SUITE_P(SwiGluPacked, OpCaseTest,
 
 namespace {
 
-// Row blocks [rows_i, in] of one fresh buffer, as leaf tensors requiring grad.
-std::vector<Tensor> stacked_parts(const Tensor& whole, const std::vector<int64_t>& rows) {
-  std::vector<Tensor> parts;
-  int64_t r = 0;
-  for (int64_t n : rows) {
-    parts.push_back(whole.slice0(r, r + n));
-    parts.back().set_requires_grad(true);
-    r += n;
-  }
-  return parts;
-}
-
 // Backpropagates seed dL/dy = dy through the tape (as the op harness does).
 void backward_from(const Tensor& y, const Tensor& dy) {
   accumulate_grad(y, dy.clone());
