@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/rng.h"
 #include "ops/backend.h"
 
 namespace el {
@@ -22,15 +23,14 @@ std::vector<float> maa_ramp(int64_t c, double p, double add = 0.0) {
   return out;
 }
 
-// A small fixed pattern in (-scale, scale) for the LoRAs' up-projections (the
-// reference draws uniform(-0.01, 0.01); the down-projections start at zero,
-// so any small values let both train). Deterministic: no Rng in constructors.
-std::vector<float> small_pattern(int64_t n, int salt, double scale) {
+// Uniform(-scale, scale) values for the LoRAs' up-projections, as the
+// reference draws them (its down-projections start at zero, ours too). The
+// constructors get no model Rng, so each slot draws from its own fixed
+// stream (layer, slot): deterministic, and independent across slots.
+std::vector<float> small_uniform(int64_t n, int layer, int slot, double scale) {
+  Rng rng(0x72776b76365f6c6fULL ^ (static_cast<uint64_t>(layer) << 8) ^ static_cast<uint64_t>(slot));
   std::vector<float> out(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    out[static_cast<size_t>(i)] =
-        static_cast<float>(scale * std::sin(0.7 * static_cast<double>(i) + 1.3 * salt + 0.1));
-  }
+  for (float& v : out) v = static_cast<float>(scale * (2.0 * rng.uniform() - 1.0));
   return out;
 }
 
@@ -61,7 +61,8 @@ Rwkv6TimeMix::Rwkv6TimeMix(const ModelCard& card, int layer, Device device, DTyp
   time_maa_w1 = rwkv_init_param(std::vector<float>(static_cast<size_t>(5 * D * C), 0.0f), {5 * D, C},
                            device, dtype);
   for (int s = 0; s < 5; ++s) {
-    time_maa_w2.push_back(rwkv_init_param(small_pattern(C * D, s, 0.01), {C, D}, device, dtype));
+    time_maa_w2.push_back(
+        rwkv_init_param(small_uniform(C * D, layer, s, 0.01), {C, D}, device, dtype));
   }
   // Decay speeds from -6 (slow channels) to -1; the bonus a per-layer ramp
   // with a +-0.1 zigzag (the reference's x060 init).
@@ -75,7 +76,7 @@ Rwkv6TimeMix::Rwkv6TimeMix(const ModelCard& card, int layer, Device device, DTyp
   time_decay = rwkv_init_param(decay, {C}, device, dtype);
   time_decay_w1 = rwkv_init_param(std::vector<float>(static_cast<size_t>(Dd * C), 0.0f), {Dd, C},
                              device, dtype);
-  time_decay_w2 = rwkv_init_param(small_pattern(C * Dd, 5, 0.01), {C, Dd}, device, dtype);
+  time_decay_w2 = rwkv_init_param(small_uniform(C * Dd, layer, 5, 0.01), {C, Dd}, device, dtype);
   time_faaaa = rwkv_init_param(bonus, {C}, device, dtype);
   receptance = std::make_unique<Linear>(C, C, false, device, dtype);
   key = std::make_unique<Linear>(C, C, false, device, dtype);

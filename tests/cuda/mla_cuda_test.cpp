@@ -325,7 +325,9 @@ void check_prologue(const PrologueCase& c, DType dt, bool two_caches, bool parti
                                                             : Tolerance{1e-3, 1e-3};
   EXPECT_TRUE(close_to(gq.to(Device::cpu()), rq, t1, what + " q"));
   EXPECT_TRUE(close_to(gk.to(Device::cpu()), rk, t1, what + " k_cache"));
-  if (two_caches) EXPECT_TRUE(close_to(gv.to(Device::cpu()), rv, t1, what + " v_cache"));
+  if (two_caches) {
+    EXPECT_TRUE(close_to(gv.to(Device::cpu()), rv, t1, what + " v_cache"));
+  }
 }
 
 TEST(MlaCuda, DecodePrologueMatchesCpu) {

@@ -263,7 +263,9 @@ TEST(CudaAdamW, MatchesCpuOverSeveralSteps) {
       EXPECT_TRUE(close_to(gp, cp32, tol(ac.param), "adamw param")) << what;
       EXPECT_TRUE(close_to(gm, cm, tol(DType::f32), "adamw m")) << what;
       EXPECT_TRUE(close_to(gv, cv, tol(DType::f32), "adamw v")) << what;
-      if (ac.master) EXPECT_TRUE(close_to(gmaster, cmaster, tol(DType::f32), "master")) << what;
+      if (ac.master) {
+        EXPECT_TRUE(close_to(gmaster, cmaster, tol(DType::f32), "master")) << what;
+      }
     }
   }
 }

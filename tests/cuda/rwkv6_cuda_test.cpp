@@ -96,7 +96,9 @@ TEST(Rwkv6Cuda, WkvMatchesCpu) {
                                            c.H, c.N, c.state, c.last, dtype_name(dt));
       // Sums of N (y, dr, dk, dv) or T N (dw, du) products: loose factors.
       EXPECT_TRUE(close_to(g_y, r_y, tol(dt), what + " y", 2.0));
-      if (c.state) EXPECT_TRUE(close_to(g_state, r_state, tol(DType::f32), what + " state", 4.0));
+      if (c.state) {
+        EXPECT_TRUE(close_to(g_state, r_state, tol(DType::f32), what + " state", 4.0));
+      }
       EXPECT_TRUE(close_to(g_dr, r_dr, tol(dt), what + " dr", 4.0));
       EXPECT_TRUE(close_to(g_dk, r_dk, tol(dt), what + " dk", 4.0));
       EXPECT_TRUE(close_to(g_dv, r_dv, tol(dt), what + " dv", 4.0));

@@ -138,7 +138,9 @@ TEST(Prepare, ShardsSplitAtLimitAndOutputIsThreadIndependent) {
   ASSERT_GT(one->train_shards.size(), 3u);
   for (size_t i = 0; i < one->train_shards.size(); ++i) {
     auto s = TokenShard::open(one->train_shards[i], 0).value();
-    if (i + 1 < one->train_shards.size()) EXPECT_EQ(s.size(), 100u);
+    if (i + 1 < one->train_shards.size()) {
+      EXPECT_EQ(s.size(), 100u);
+    }
     else EXPECT_LE(s.size(), 100u);
   }
   std::vector<std::string> bytes1;

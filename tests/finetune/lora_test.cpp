@@ -170,7 +170,9 @@ TEST(Lora, AdaptedModelStartsEqualToTheBaseAndTrainsOnlyAdapters) {
     }
     EXPECT_LT(last, 0.9 * first) << (dora ? "dora" : "lora");
     for (const auto& p : m->parameters()) {
-      if (p.name.find("lora_") == std::string::npos) EXPECT_FALSE(p.tensor.has_grad()) << p.name;
+      if (p.name.find("lora_") == std::string::npos) {
+        EXPECT_FALSE(p.tensor.has_grad()) << p.name;
+      }
     }
 
     // Merging keeps the function and removes the adapters.

@@ -60,7 +60,9 @@ TEST(InferBench, DecodeBytesPerFamily) {
     for (const InferBatchResult& b : r->batches) {
       SCOPED_TRACE(b.batch);
       // A recurrent model's cache is its state: the same at any length.
-      if (recurrent) EXPECT_EQ(b.cache_bytes, b.batch * static_cast<int64_t>(per_seq1));
+      if (recurrent) {
+        EXPECT_EQ(b.cache_bytes, b.batch * static_cast<int64_t>(per_seq1));
+      }
       const double cached = recurrent ? 2.0 : mean_ctx + 1.0;
       double weights = static_cast<double>(r->weight_bytes);
       if (card.moe_experts > 0) {

@@ -81,7 +81,9 @@ TEST(RwkvModel, InitFollowsTheSchedule) {
       EXPECT_FLOAT_EQ(v.front(), -5.f);
       EXPECT_FLOAT_EQ(v.back(), 3.f);
     }
-    if (p.name.find(".ln1.weight") != std::string::npos) EXPECT_EQ(v[0], 1.f) << p.name;
+    if (p.name.find(".ln1.weight") != std::string::npos) {
+      EXPECT_EQ(v[0], 1.f) << p.name;
+    }
   }
 }
 

@@ -335,8 +335,9 @@ TEST(NsaCompressed, QueriesWithoutBlocksGetZeroAndNegInfLse) {
     for (int64_t t = 0; t < T; ++t) {
       const bool none = t < l - 1;
       EXPECT_EQ(std::isinf(lse[h * T + t]) && lse[h * T + t] < 0, none) << h << " " << t;
-      if (none)
+      if (none) {
         for (int64_t e = 0; e < 8; ++e) EXPECT_EQ(out[(t * 2 + h) * 8 + e], 0.f);
+      }
     }
   // Nothing compressed at all: zeros, -inf, and no kernel call.
   const ops::NsaCompressed e = ops::nsa_compressed_attention(q, Tensor(), Tensor(), 0.f, 16, 16);
