@@ -111,6 +111,12 @@ GradSlot grad_slot(const Tensor& t, Device device) {
   return s;
 }
 
+GradSlot grad_slot_in_place(const Tensor& t, Device device) {
+  GradSlot s = grad_slot(t, device);
+  if (s.prior.defined() && !s.in_place()) s.dst.copy_from(s.prior);
+  return s;
+}
+
 void commit_grad(const Tensor& t, const GradSlot& slot) {
   if (!slot.dst.defined() || !t.defined() || !t.requires_grad()) return;
   const_cast<Tensor&>(t).set_grad(slot.dst);

@@ -95,6 +95,10 @@ struct GradSlot {
   bool in_place() const { return prior.defined() && dst.defined() && prior.raw() == dst.raw(); }
 };
 GradSlot grad_slot(const Tensor& t, Device device);
+// grad_slot for kernels that add in place into dst (a GEMM with beta = 1):
+// dst already holds the gradient so far (copied there when dst is a fresh
+// buffer), so the kernel runs with beta = 1 exactly when prior is defined.
+GradSlot grad_slot_in_place(const Tensor& t, Device device);
 void commit_grad(const Tensor& t, const GradSlot& slot);
 
 // The gradient flowing into an op output, detached from it when the output is

@@ -67,8 +67,7 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
     if (x.requires_grad()) {
       // dx = dy @ w, added to x's gradient by the GEMM itself (beta = 1)
       // when x already has one (projections that share their input).
-      GradSlot slot = grad_slot(x, dy.device());
-      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      GradSlot slot = grad_slot_in_place(x, dy.device());
       Tensor dx = slot.dst.view({n, in});
       b.gemm(dy2, false, w, false, dx, alpha, slot.prior.defined() ? 1.f : 0.f);  // [N, out] @ [out, in]
       commit_grad(x, slot);
@@ -78,8 +77,7 @@ Tensor linear_parts(const Tensor& x, const Tensor& w, const Tensor& bias,
       // micro-batches of gradient accumulation after the first): no separate
       // add over the whole gradient. The GEMM writes any float dtype, so the
       // gradient's dtype (the weight's) needs no fallback.
-      GradSlot slot = grad_slot(w_parts[0], dy.device());
-      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      GradSlot slot = grad_slot_in_place(w_parts[0], dy.device());
       Tensor dw = slot.dst.view(w.shape());
       // [out, N] @ [N, in]
       b.gemm(dy2, true, x.view({n, in}), false, dw, alpha, slot.prior.defined() ? 1.f : 0.f);
@@ -236,8 +234,7 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& w,
     if (x.requires_grad()) {
       // dx = sum_i dy_i @ w_i, each GEMM adding to the previous ones (and to
       // x's gradient so far, as in linear).
-      GradSlot slot = grad_slot(x, d);
-      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      GradSlot slot = grad_slot_in_place(x, d);
       Tensor dx = slot.dst.view({n, in});
       float beta = slot.prior.defined() ? 1.f : 0.f;
       int64_t r = 0;
@@ -254,8 +251,7 @@ std::vector<Tensor> linear_split(const Tensor& x, const Tensor& w,
     if (w.requires_grad()) {
       // Each part's dW rows straight into w's gradient, added by the GEMM
       // (beta = 1) when w already has one, as in linear.
-      GradSlot slot = grad_slot(w, d);
-      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      GradSlot slot = grad_slot_in_place(w, d);
       const float beta = slot.prior.defined() ? 1.f : 0.f;
       int64_t r = 0;
       for (size_t i = 0; i < dys.size(); ++i) {

@@ -197,8 +197,7 @@ Tensor grouped_linear(const Tensor& x, const std::vector<Tensor>& weights,
       // it has one (gradient accumulation's later micro-batches): no separate
       // add over every expert's gradient. An expert without rows keeps its
       // gradient so far.
-      GradSlot slot = grad_slot(weights[0], dy.device());
-      if (slot.prior.defined() && !slot.in_place()) slot.dst.copy_from(slot.prior);
+      GradSlot slot = grad_slot_in_place(weights[0], dy.device());
       Tensor dw = slot.dst.view(w.shape());
       b.grouped_gemm_dw(dy, x, offsets, dw, /*accumulate=*/slot.prior.defined());
       commit_grad(weights[0], slot);

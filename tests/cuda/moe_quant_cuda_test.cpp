@@ -22,6 +22,7 @@
 
 #include "autograd/tape.h"
 #include "cuda_model_util.h"
+#include "cuda_quant_test_util.h"
 #include "cuda_test_util.h"
 #include "infer/generator.h"
 #include "models/decoder_lm.h"
@@ -38,36 +39,6 @@ const DType kDtypes[] = {DType::f32, DType::bf16, DType::f16};
 // Budget relative to the reference's norm (relative_error): f32 sums in
 // another order, bf16/f16 round x, the dequantised weights and y.
 double budget(DType dt) { return dt == DType::f32 ? 1e-5 : dt == DType::bf16 ? 1e-2 : 2e-3; }
-
-QuantizedWeight random_stacked(int64_t rows, int64_t k, int bits, int64_t group, bool symmetric, Rng& rng) {
-  QuantizedWeight w;
-  w.bits = bits;
-  w.group_size = group;
-  w.symmetric = symmetric;
-  w.out_features = rows;
-  w.in_features = k;
-  w.qweight = Tensor::empty({rows, k * bits / 8}, DType::u8);
-  uint8_t* q = w.qweight.data<uint8_t>();
-  for (int64_t i = 0; i < w.qweight.numel(); ++i) q[i] = static_cast<uint8_t>(rng.next_u64());
-  const int64_t groups = k / group;
-  w.scales = Tensor::empty({rows, groups}, DType::f16);
-  uint16_t* s = w.scales.data<uint16_t>();
-  for (int64_t i = 0; i < rows * groups; ++i) s[i] = f32_to_f16(0.01f * (0.5f + rng.uniform()));
-  if (!symmetric) {
-    w.zeros = Tensor::empty({rows, groups}, DType::u8);
-    uint8_t* z = w.zeros.data<uint8_t>();
-    for (int64_t i = 0; i < rows * groups; ++i) z[i] = static_cast<uint8_t>(rng.below(1u << bits));
-  }
-  return w;
-}
-
-QuantizedWeight on_gpu(const QuantizedWeight& h) {
-  QuantizedWeight g = h;
-  g.qweight = to_gpu(h.qweight);
-  g.scales = to_gpu(h.scales);
-  if (h.zeros.defined()) g.zeros = to_gpu(h.zeros);
-  return g;
-}
 
 Tensor offsets_of(const std::vector<int32_t>& counts) {
   std::vector<int32_t> o{0};
@@ -110,13 +81,14 @@ TEST(MoeQuantCuda, GroupedQuantMatmulMatchesCpu) {
       const std::string what = fmt::format("E{} N{} K{} M{} int{} g{} {} {}", c.e, c.n, c.k, m, c.bits, c.group,
                                            c.symmetric ? "sym" : "asym", dtype_name(dt));
       Rng rng(seed++);
-      const QuantizedWeight wh = random_stacked(c.e * c.n, c.k, c.bits, c.group, c.symmetric, rng);
+      const QuantizedWeight wh =
+          random_quant_host(c.e * c.n, c.k, c.bits, c.group, c.symmetric, rng);
       const Tensor x = random_host({m, c.k}, rng, dt);
       const Tensor off = offsets_of(c.counts);
       Tensor ref = Tensor::empty({m, c.n});
       cpu_backend().grouped_quant_matmul(x, wh, off, ref);
       Tensor y = poisoned({m, c.n}, dt);
-      gpu_backend().grouped_quant_matmul(to_gpu(x, dt), on_gpu(wh), to_gpu(off), y);
+      gpu_backend().grouped_quant_matmul(to_gpu(x, dt), quant_to_gpu(wh), to_gpu(off), y);
       gpu_backend().synchronize();
       EXPECT_LT(relative_error(y, ref), budget(dt)) << what;
       // Unused rows are exactly 0.
@@ -131,12 +103,13 @@ TEST(MoeQuantCuda, GroupedQuantMatmulMatchesCpu) {
 TEST(MoeQuantCuda, OpThroughOpsMatchesCpu) {
   EL_REQUIRE_GPU();
   Rng rng(77);
-  const QuantizedWeight wh = random_stacked(6 * 32, 64, 4, 16, true, rng);
+  const QuantizedWeight wh = random_quant_host(6 * 32, 64, 4, 16, true, rng);
   const Tensor x = random_host({5, 64}, rng, DType::bf16);
   const Tensor off = offsets_of({0, 3, 0, 0, 2, 0});
   NoGrad no_grad;
   const Tensor ref = ops::grouped_quant_linear(x, wh, off);
-  const Tensor got = ops::grouped_quant_linear(to_gpu(x, DType::bf16), on_gpu(wh), to_gpu(off));
+  const Tensor got =
+      ops::grouped_quant_linear(to_gpu(x, DType::bf16), quant_to_gpu(wh), to_gpu(off));
   EXPECT_LT(relative_error(got, ref), budget(DType::bf16));
 }
 

@@ -20,43 +20,13 @@
 #include <string>
 
 #include "cuda/cuda_kernels.h"
+#include "cuda_quant_test_util.h"
 #include "cuda_test_util.h"
 
 namespace el::test {
 namespace {
 
 using cuda::QuantPath;
-
-QuantizedWeight random_quant_host(int64_t n, int64_t k, int bits, int64_t group, bool symmetric,
-                                  Rng& rng) {
-  QuantizedWeight w;
-  w.bits = bits;
-  w.group_size = group;
-  w.symmetric = symmetric;
-  w.out_features = n;
-  w.in_features = k;
-  w.qweight = Tensor::empty({n, k * bits / 8}, DType::u8);
-  uint8_t* q = w.qweight.data<uint8_t>();
-  for (int64_t i = 0; i < w.qweight.numel(); ++i) q[i] = static_cast<uint8_t>(rng.next_u64());
-  const int64_t groups = k / group;
-  w.scales = Tensor::empty({n, groups}, DType::f16);
-  uint16_t* s = w.scales.data<uint16_t>();
-  for (int64_t i = 0; i < n * groups; ++i) s[i] = f32_to_f16(0.01f * (0.5f + rng.uniform()));
-  if (!symmetric) {
-    w.zeros = Tensor::empty({n, groups}, DType::u8);
-    uint8_t* z = w.zeros.data<uint8_t>();
-    for (int64_t i = 0; i < n * groups; ++i) z[i] = static_cast<uint8_t>(rng.below(1u << bits));
-  }
-  return w;
-}
-
-QuantizedWeight quant_to_gpu(const QuantizedWeight& h) {
-  QuantizedWeight g = h;
-  g.qweight = to_gpu(h.qweight);
-  g.scales = to_gpu(h.scales);
-  if (h.zeros.defined()) g.zeros = to_gpu(h.zeros);
-  return g;
-}
 
 double k_factor(DType dtype, int64_t k) {
   const double r = std::sqrt(static_cast<double>(k));
