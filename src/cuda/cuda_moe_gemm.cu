@@ -447,10 +447,13 @@ void grouped_gemm(const Tensor& x, const Tensor& w, bool trans_w, const Tensor& 
     if (!wg && !trans_w) launch<T, kDx>(a, tc, grid_tc, grid_simt);
     EL_CUDA_CHECK_LAUNCH("grouped_gemm_kernel");
     // Usually nothing to do (a dropless grouping uses every row): a grid of one
-    // block per SM, not one sized for all m n elements, keeps that cheap.
-    zero_tail_rows_kernel<T><<<std::min(grid_for(m * n, 256), ctx().sm_count), 256, 0,
-                               ctx().stream>>>(
-        y.data<T>(), offsets.data<int32_t>(), static_cast<int>(e), m, static_cast<int>(n));
+    // block per SM, not one sized for all m n elements, keeps that cheap. (The
+    // wgmma kernel zeroes them itself.)
+    if (!wg) {
+      zero_tail_rows_kernel<T><<<std::min(grid_for(m * n, 256), ctx().sm_count), 256, 0,
+                                 ctx().stream>>>(
+          y.data<T>(), offsets.data<int32_t>(), static_cast<int>(e), m, static_cast<int>(n));
+    }
   });
   EL_CUDA_CHECK_LAUNCH("zero_tail_rows_kernel");
 }

@@ -38,9 +38,11 @@
 //    global stores of the rows < the expert's end and columns < n. Meanwhile
 //    the producer already fills the ring for the block's next tile.
 //    Accumulating dw (gradient accumulation) first loads the old values into
-//    that tile with the same coalesced pattern; each thread adds its pairs to
-//    its f32 accumulators before the one rounding, and the tiles of an
-//    expert without rows store nothing.
+//    that tile with the same coalesced pattern (prefetched into L2 four k
+//    slices before); each thread adds its pairs to its f32 accumulators
+//    before the one rounding, and the tiles of an expert without rows store
+//    nothing. fwd / dx blocks then zero the output rows past the last expert
+//    (capacity-limited groupings leave some unused), so no second launch.
 // The kernels exist only in the sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL);
 // moe_wgmma_supported() checks a probe kernel's attributes to learn whether
 // the device's machine code has them.
@@ -50,11 +52,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <type_traits>
 
+#include "core/tensor.h"
 #include "cuda/cuda_bulk.cuh"
 #include "cuda/cuda_common.cuh"
+#include "cuda/cuda_context.h"
 #include "cuda/cuda_moe_gemm_wgmma.h"
+#include "cuda/cuda_wgmma.cuh"
 
 namespace el::cuda {
 namespace {
@@ -86,145 +92,65 @@ struct WgArgs {
   int experts;
   int m, n, k;  // as MoeGemmOperands (checked < 2^31)
   bool accumulate;  // dw: c += the product
+  // fwd / dx tail split (see Sched): at most max_split units a tail tile (1:
+  // never); ws: f32 partials [grid][BN / 2][256]; cnt: 2 counters a tail tile
+  // (ctx().counters: zero between kernels, set back to zero by the last unit).
+  int max_split;
+  float* ws;
+  unsigned* cnt;
 };
 
-// One tile: output rows [m0, min(m0 + 128, m_end)), columns [n0, n0 + BN),
-// reducing over k_len; fwd / dx read A rows from m0, dw reads A and B rows
-// from k0 (the expert's first row).
+// One unit of work: output rows [m0, min(m0 + 128, m_end)), columns [n0, n0 +
+// BN), k slices [kt0, kt1) of 64 (the whole reduction unless the tile is split);
+// fwd / dx read A rows from m0, dw reads A and B rows from k0 (the expert's
+// first row; k_len of them). tail >= 0: the tile is tail tile `tail`, split
+// over `split` units of which this is unit `part`.
 struct Job {
-  int e, m0, m_end, n0, k0, k_len;
+  int e, m0, m_end, n0, k0, k_len, kt0, kt1;
+  int tail = -1, part = 0, split = 1;
 };
+
+// The persistent grid's schedule of fwd / dx. With T tiles over G blocks the
+// last round holds R = T mod G tiles and leaves G - R blocks idle while each
+// of the R runs a whole tile: at 2.06 rounds (the MoE down projection's
+// forward and gate/up's dX at 4K tokens: 272 tiles of K 2816 or 5632 on 132
+// SMs) a third of the time. So when R <= G / 4 the R tail tiles are split
+// over S = G / R units each along K (4 <= S <= max_split, >= 2 slices a
+// unit; H100, cuda_moe_bench --quick: gate/up's dX 0.194 -> 0.153 ms at S 16,
+// while S 3, gate/up's forward, took 0.162 -> 0.171 ms: the partials' round
+// trip and the wait for the slowest unit eat a small split's gain):
+// each unit writes its f32 partial sums, and once all S have arrived, each
+// sums all S partials (fixed order: deterministic) over its 1 / S of the tile
+// and stores it. Units [0, full) are whole tiles, then tail tile i's unit p
+// is full + i S + p (< full + G: one tail unit per block at most).
+struct Sched {
+  int64_t full = 0;  // whole tiles
+  int rem = 0;       // tail tiles
+  int split = 1;     // units a tail tile
+  __device__ int64_t units() const { return full + static_cast<int64_t>(rem) * split; }
+};
+constexpr int kMinSlicesPerSplit = 2;
+constexpr int kMinSplit = 4;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-// ---- PTX wrappers ----------------------------------------------------------------------
-__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1,
-                                            uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst)),
-      "l"(map), "r"(c0), "r"(c1), "r"(smem_addr(bar))
-      : "memory");
-}
-__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1,
-                                            int c2, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(smem_addr(dst)),
-      "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
-      : "memory");
-}
-__device__ __forceinline__ void named_barrier(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void wgmma_fence() {
-  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Keeps the compiler from moving accumulator reads across the asynchronous
-// wgmma (the asm statements above do not name the registers).
-template <int N>
-__device__ __forceinline__ void fence_acc(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading
-// byte offset (MN-major: the distance between 64-element atoms along M/N;
-// K-major: unused, 16), stride byte offset (8-row groups: 1024), all >> 4.
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo) {
-  return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 |
-         uint64_t(1024 >> 4) << 32 | uint64_t(1) << 62;
-}
-
-#define EL_D8(i)                                                                             \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-      "+f"(d[i + 6]), "+f"(d[i + 7])
-#define EL_D64(i)                                                                     \
-  EL_D8(i), EL_D8(i + 8), EL_D8(i + 16), EL_D8(i + 24), EL_D8(i + 32), EL_D8(i + 40), \
-      EL_D8(i + 48), EL_D8(i + 56)
-#define EL_REGS_0_63                                                                \
-  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "          \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-#define EL_REGS_64_127                                                                    \
-  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "      \
-  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "      \
-  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, " \
-  "%111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, "   \
-  "%125, %126, %127"
-// d (+)= A B for one k16 step; scale_d 0 overwrites d.
-#define EL_WGMMA_N256(TY)                                                                   \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                \
-               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY                     \
-               " {" EL_REGS_0_63 ", " EL_REGS_64_127 "}, %128, %129, p, 1, 1, %131, %132;\n}" \
-               : EL_D64(0), EL_D64(64)                                                      \
-               : "l"(da), "l"(db), "r"(scale_d), "n"(TA), "n"(TB))
-#define EL_WGMMA_N128(TY)                                                 \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"               \
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY   \
-               " {" EL_REGS_0_63 "}, %64, %65, p, 1, 1, %67, %68;\n}"     \
-               : EL_D64(0)                                                \
-               : "l"(da), "l"(db), "r"(scale_d), "n"(TA), "n"(TB))
-
-template <class T, int BN, int TA, int TB>
-__device__ __forceinline__ void wgmma(float (&d)[BN / 2], uint64_t da, uint64_t db, int scale_d) {
-  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
-  if constexpr (BN == 256) {
-    if constexpr (kBf16) {
-      EL_WGMMA_N256("bf16");
-    } else {
-      EL_WGMMA_N256("f16");
-    }
-  } else {
-    if constexpr (kBf16) {
-      EL_WGMMA_N128("bf16");
-    } else {
-      EL_WGMMA_N128("f16");
-    }
-  }
-}
-
-template <class T>
-__device__ __forceinline__ float2 unpack2(uint32_t v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    __nv_bfloat162 h;
-    memcpy(&h, &v, 4);
-    return __bfloat1622float2(h);
-  } else {
-    __half2 h;
-    memcpy(&h, &v, 4);
-    return __half22float2(h);
-  }
-}
-
-template <class T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  uint32_t r;
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    memcpy(&r, &v, 4);
-  } else {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    memcpy(&r, &v, 4);
-  }
-  return r;
-}
+using namespace wg;  // NOLINT: the kernel below is written in these helpers' terms
 
 // ---- scheduling ------------------------------------------------------------------------
 // Tile t of the block's sequence: row tiles fastest (concurrent blocks share
 // B's columns), then column tiles (then experts, dw).
 template <int MODE, int BN>
 __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre, int experts,
-                                      int row_tiles, int col_tiles, const WgArgs& g) {
+                                      int row_tiles, int col_tiles, const WgArgs& g,
+                                      const Sched& sc) {
   Job j;
+  if (t >= sc.full) {  // a unit of a split tail tile
+    const int u = static_cast<int>(t - sc.full);
+    j.tail = u / sc.split;
+    j.part = u - j.tail * sc.split;
+    j.split = sc.split;
+    t = sc.full + j.tail;
+  }
   const int rt = static_cast<int>(t % row_tiles);
   const int64_t q = t / row_tiles;
   if constexpr (MODE == kModeDw) {
@@ -234,6 +160,8 @@ __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre,
     j.m_end = g.k;
     j.k0 = off[j.e];
     j.k_len = off[j.e + 1] - j.k0;
+    j.kt0 = 0;
+    j.kt1 = (j.k_len + kBK - 1) / kBK;
   } else {
     // The expert e with pre[e] <= rt < pre[e + 1] (rt < pre[experts]).
     int lo = 0, hi = experts - 1;
@@ -251,6 +179,9 @@ __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre,
     j.m_end = off[lo + 1];
     j.k0 = 0;
     j.k_len = g.k;
+    const int ktiles = (g.k + kBK - 1) / kBK;
+    j.kt0 = j.part * ktiles / j.split;
+    j.kt1 = (j.part + 1) * ktiles / j.split;
   }
   return j;
 }
@@ -260,14 +191,13 @@ template <int MODE, int BN>
 __device__ __forceinline__ void produce(const CUtensorMap* map_a, const CUtensorMap* map_b,
                                         uint8_t* ring, uint64_t* full, uint64_t* empty,
                                         const int* off, const int* pre, int row_tiles,
-                                        int col_tiles, int64_t total, const WgArgs& g) {
+                                        int col_tiles, const Sched& sc, const WgArgs& g) {
   using Cfg = TileCfg<BN>;
   int stage = 0;
   uint32_t phase = 0;
-  for (int64_t t = blockIdx.x; t < total; t += gridDim.x) {
-    const Job j = job_at<MODE, BN>(t, off, pre, g.experts, row_tiles, col_tiles, g);
-    const int ktiles = (j.k_len + kBK - 1) / kBK;
-    for (int kt = 0; kt < ktiles; ++kt) {
+  for (int64_t t = blockIdx.x; t < sc.units(); t += gridDim.x) {
+    const Job j = job_at<MODE, BN>(t, off, pre, g.experts, row_tiles, col_tiles, g, sc);
+    for (int kt = j.kt0; kt < j.kt1; ++kt) {
       mbar_wait(&empty[stage], phase ^ 1);
       mbar_expect_tx(&full[stage], Cfg::kStageBytes);
       uint8_t* a = ring + stage * Cfg::kStageBytes;
@@ -299,10 +229,91 @@ __device__ __forceinline__ void produce(const CUtensorMap* map_a, const CUtensor
 }
 
 // ---- consumers: warpgroups 1 and 2 ----------------------------------------------------------
+constexpr int kPrefetchSlices = 4;  // k slices before the epilogue (~0.8 us each at K slices of 64)
+
+// The 128-byte lines of dW tile j (rows [m0, m_end) of expert e's [k, n]
+// block, columns [n0, n0 + BN)) into L2, spread over the 256 consumer threads.
+template <class T, int BN>
+__device__ __forceinline__ void prefetch_dw_tile(const WgArgs& g, const Job& j, int ct) {
+  constexpr int kLinesPerRow = BN * static_cast<int>(sizeof(T)) / 128;
+  const T* C = static_cast<const T*>(g.c) + static_cast<int64_t>(j.e) * g.k * g.n;
+  for (int i = ct; i < kBM * kLinesPerRow; i += 256) {
+    const int r = i / kLinesPerRow, col = j.n0 + (i % kLinesPerRow) * (128 / sizeof(T));
+    const int64_t row = static_cast<int64_t>(j.m0) + r;
+    if (row < j.m_end && col < g.n) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(C + row * g.n + col));
+    }
+  }
+}
+
+// A unit of a split tail tile (Sched), after its slices: its f32 partial sums
+// to the workspace, then (once the tile's `split` units have all arrived) its
+// share of the tile's quads of accumulator columns summed over the partials in
+// unit order and stored, rows < m_end, columns < n. The unit's block is
+// resident with the others (one block per SM, grid <= SMs), so the wait ends.
+template <class T, int BN>
+__device__ __forceinline__ void store_split_unit(const float (&acc)[BN / 2], const WgArgs& g,
+                                                 const Job& j, int64_t unit, int wg, int wt,
+                                                 int lane) {
+  constexpr int kAcc = BN / 2, kQuads = BN / 8;
+  const int ct = wg * 128 + wt;
+  float* mine = g.ws + unit * (256 * kAcc);
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) mine[i * 256 + ct] = acc[i];
+  __threadfence();
+  named_barrier(1, 256);
+  unsigned* arrived = g.cnt + 2 * j.tail;
+  unsigned* finished = arrived + 1;
+  if (ct == 0) {
+    atomicAdd(arrived, 1u);
+    unsigned v;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(arrived) : "memory");
+    } while (v < static_cast<unsigned>(j.split));
+  }
+  named_barrier(1, 256);
+  const float* first = g.ws + static_cast<int64_t>(j.tail) * j.split * (256 * kAcc);
+  const int r0 = (wt >> 5) * 16 + (lane >> 2), c0 = (lane & 3) * 2;
+  const int64_t row = static_cast<int64_t>(j.m0) + wg * 64 + r0;
+  T* C = static_cast<T*>(g.c);
+  for (int qd = j.part * kQuads / j.split; qd < (j.part + 1) * kQuads / j.split; ++qd) {
+    float v[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int p = 0; p < j.split; ++p) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[e] += __ldcg(first + (p * kAcc + qd * 4 + e) * 256 + ct);
+    }
+    const int col = j.n0 + (qd >> 3) * 64 + (qd & 7) * 8 + c0;  // quad qd = 64-column block x 8 + jj
+    if (col >= g.n) continue;
+    if (row < j.m_end) *reinterpret_cast<uint32_t*>(C + row * g.n + col) = pack2<T>(v[0], v[1]);
+    if (row + 8 < j.m_end) {
+      *reinterpret_cast<uint32_t*>(C + (row + 8) * g.n + col) = pack2<T>(v[2], v[3]);
+    }
+  }
+  named_barrier(1, 256);  // every unit has read the partials once all have counted here
+  if (ct == 0 && atomicAdd(finished, 1u) == static_cast<unsigned>(j.split) - 1) {
+    atomicExch(arrived, 0u);
+    atomicExch(finished, 0u);
+  }
+}
+
+// Rows [offsets[E], m) of the fwd / dx output (the rows a capacity-limited
+// grouping leaves unused; none when dropless) set to zero by the consumer
+// threads of all blocks after their tiles: no tile covers them, so nothing races.
+template <class T>
+__device__ __forceinline__ void zero_tail_rows(const WgArgs& g, const int* off, int ct) {
+  const int64_t first = static_cast<int64_t>(off[g.experts]) * g.n;
+  const int64_t end = static_cast<int64_t>(g.m) * g.n;  // n % 8 == 0: whole 16-byte chunks
+  T* y = static_cast<T*>(g.c);
+  for (int64_t i = first + (static_cast<int64_t>(blockIdx.x) * 256 + ct) * 8; i < end;
+       i += static_cast<int64_t>(gridDim.x) * 256 * 8) {
+    *reinterpret_cast<uint4*>(y + i) = make_uint4(0, 0, 0, 0);
+  }
+}
+
 template <class T, int MODE, int BN>
 __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, uint64_t* empty,
                                         const int* off, const int* pre, int row_tiles,
-                                        int col_tiles, int64_t total, const WgArgs& g) {
+                                        int col_tiles, const Sched& sc, const WgArgs& g) {
   using Cfg = TileCfg<BN>;
   constexpr int kTA = MODE == kModeDw ? 1 : 0;  // A MN-major
   constexpr int kTB = MODE == kModeFwd ? 0 : 1;  // B MN-major
@@ -317,11 +328,16 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
   int stage = 0;
   uint32_t phase = 0;
   float acc[BN / 2];
-  for (int64_t t = blockIdx.x; t < total; t += gridDim.x) {
-    const Job j = job_at<MODE, BN>(t, off, pre, g.experts, row_tiles, col_tiles, g);
-    const int ktiles = (j.k_len + kBK - 1) / kBK;
+  for (int64_t t = blockIdx.x; t < sc.units(); t += gridDim.x) {
+    const Job j = job_at<MODE, BN>(t, off, pre, g.experts, row_tiles, col_tiles, g, sc);
+    // Accumulating dW: the epilogue reads the tile's old values. Asked for in
+    // L2 a few slices ahead, its loads wait for L2 instead of HBM (four
+    // dependent HBM round trips a tile made accumulating micro-batches' dW
+    // ~33% slower, H100); not earlier, where the operand stream would evict them.
+    const int prefetch_at = MODE == kModeDw && g.accumulate ? max(0, j.kt1 - kPrefetchSlices) : -1;
     int prev = 0;
-    for (int kt = 0; kt < ktiles; ++kt) {
+    for (int kt = j.kt0; kt < j.kt1; ++kt) {
+      if (kt == prefetch_at) prefetch_dw_tile<T, BN>(g, j, ct);
       mbar_wait(&full[stage], phase);
       uint8_t* st = ring + stage * Cfg::kStageBytes;
       if constexpr (MODE == kModeDw) {
@@ -345,12 +361,12 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk) {
-        wgmma<T, BN, kTA, kTB>(acc, da + kk * kAStep, db + kk * kBStep, (kt | kk) != 0);
+        wgmma<T, BN, kTA, kTB>(acc, da + kk * kAStep, db + kk * kBStep, kt != j.kt0 || kk != 0);
       }
       wgmma_commit();
       wgmma_wait<1>();  // the previous slice's products are done: release its stage
       fence_acc(acc);
-      if (kt > 0 && lane == 0) mbar_arrive(&empty[prev]);
+      if (kt > j.kt0 && lane == 0) mbar_arrive(&empty[prev]);
       prev = stage;
       if (++stage == Cfg::kStages) {
         stage = 0;
@@ -359,8 +375,12 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
     }
     wgmma_wait<0>();
     fence_acc(acc);
-    if (ktiles > 0 && lane == 0) mbar_arrive(&empty[prev]);
-    const bool empty_sum = ktiles == 0;  // dw of an expert without rows: zeros
+    if (j.kt1 > j.kt0 && lane == 0) mbar_arrive(&empty[prev]);
+    if (MODE != kModeDw && j.tail >= 0) {
+      store_split_unit<T, BN>(acc, g, j, t - sc.full, wg, wt, lane);
+      continue;
+    }
+    const bool empty_sum = j.kt1 == j.kt0;  // dw of an expert without rows: zeros
     const bool add = MODE == kModeDw && g.accumulate;
     // Accumulating, an expert without rows adds nothing (uniform per block,
     // so both warpgroups skip the epilogue and its barriers alike).
@@ -461,17 +481,32 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int row_tiles = MODE == kModeDw ? (g.k + kBM - 1) / kBM : pre[experts];
   const int64_t total =
       static_cast<int64_t>(row_tiles) * col_tiles * (MODE == kModeDw ? experts : 1);
+  Sched sc;
+  sc.full = total;
+  if (MODE != kModeDw && g.max_split > 1) {
+    const int64_t grid = gridDim.x;
+    const int rem = static_cast<int>(total % grid);
+    const int ktiles = (g.k + kBK - 1) / kBK;
+    const int split = rem > 0 ? min(min(static_cast<int>(grid) / rem, g.max_split),
+                                    ktiles / kMinSlicesPerSplit)
+                              : 1;
+    if (split >= kMinSplit) {
+      sc.full = total - rem;
+      sc.rem = rem;
+      sc.split = split;
+    }
+  }
   uint8_t* ring = smem;
   T* epi = reinterpret_cast<T*>(smem + Cfg::kEpiOff);
   if (threadIdx.x < 128) {  // producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;" ::: "memory");
     if (threadIdx.x == 0) {
-      produce<MODE, BN>(&map_a, &map_b, ring, full, empty, off, pre, row_tiles, col_tiles, total,
-                        g);
+      produce<MODE, BN>(&map_a, &map_b, ring, full, empty, off, pre, row_tiles, col_tiles, sc, g);
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;" ::: "memory");
-    consume<T, MODE, BN>(ring, epi, full, empty, off, pre, row_tiles, col_tiles, total, g);
+    consume<T, MODE, BN>(ring, epi, full, empty, off, pre, row_tiles, col_tiles, sc, g);
+    if constexpr (MODE != kModeDw) zero_tail_rows<T>(g, off, static_cast<int>(threadIdx.x) - 128);
   }
 #else
   __trap();  // never launched: moe_wgmma_supported() is false without sm_90a code
@@ -532,6 +567,28 @@ int64_t tile_count(const MoeGemmOperands& op, int bn) {
   return (cdiv(op.m, kBM) + op.experts / 2) * cols;
 }
 
+// EL_MOE_SPLIT: the most units a fwd / dx tail tile is split into (Sched;
+// default 16, below 4: no split), read once.
+int max_tail_split() {
+  static const int v = [] {
+    const char* e = std::getenv("EL_MOE_SPLIT");
+    return e != nullptr && *e != '\0' ? std::max(1, std::atoi(e)) : 16;
+  }();
+  return v;
+}
+
+// Rounds of the persistent grid for `tiles` tiles on `sms` blocks: a last
+// round of at most a quarter of the blocks is split along K (fwd / dx, Sched), costing about
+// its share of a round (+ the partials' round trip) instead of a whole one.
+double grid_rounds(int64_t tiles, int sms, bool split) {
+  const int64_t full = tiles / sms, rem = tiles % sms;
+  if (rem == 0) return static_cast<double>(full);
+  if (split && max_tail_split() >= kMinSplit && kMinSplit * rem <= sms) {
+    return static_cast<double>(full) + static_cast<double>(rem) / sms + 0.1;
+  }
+  return static_cast<double>(full + 1);
+}
+
 // The persistent grid's rounds times the tile's work; a 128-wide tile does
 // half a 256-wide one's products at lower efficiency (A is read from shared
 // memory once per 128 columns instead of per 256). Measured on an H100
@@ -539,8 +596,9 @@ int64_t tile_count(const MoeGemmOperands& op, int bn) {
 // ms), a 128-wide tile's round costs ~0.77 of a 256-wide one's, not 0.5:
 // the factor 1.5 below.
 int pick_tile_n(const MoeGemmOperands& op, int sms) {
-  const double c256 = static_cast<double>(cdiv(tile_count(op, 256), sms)) * 256;
-  const double c128 = static_cast<double>(cdiv(tile_count(op, 128), sms)) * 128 * 1.5;
+  const bool split = op.mode != MoeGemm::dw;
+  const double c256 = grid_rounds(tile_count(op, 256), sms, split) * 256;
+  const double c128 = grid_rounds(tile_count(op, 128), sms, split) * 128 * 1.5;
   return c128 < c256 ? 128 : 256;
 }
 
@@ -574,13 +632,22 @@ void launch(const MoeGemmOperands& op) {
       mb = make_map(dt, op.b, 3, db, sb, box_b, "w");
     }
   }
-  const WgArgs g{op.offsets, op.c, op.experts, static_cast<int>(op.m), static_cast<int>(op.n),
-                 static_cast<int>(op.k), MODE == kModeDw && op.accumulate};
+  WgArgs g{op.offsets, op.c, op.experts, static_cast<int>(op.m), static_cast<int>(op.n),
+           static_cast<int>(op.k), MODE == kModeDw && op.accumulate, 1, nullptr, nullptr};
   // Upper bound of the tiles (fwd / dx: every expert may end in a partial tile).
   const int64_t cols = cdiv(op.n, BN);
   const int64_t bound = MODE == kModeDw ? op.experts * cdiv(op.k, kBM) * cols
                                         : (cdiv(op.m, kBM) + op.experts) * cols;
   const int64_t grid = std::min<int64_t>(ctx().sm_count, bound);
+  // The tail split's partials (the kernel decides from the device offsets
+  // whether to split; the workspace covers one unit a block) and counters.
+  Tensor ws;
+  if (MODE != kModeDw && max_tail_split() > 1 && 2 * grid <= kCounterSlots) {
+    ws = Tensor::empty({grid * 128 * BN}, DType::f32, Device::cuda(ctx().device));
+    g.max_split = max_tail_split();
+    g.ws = ws.data<float>();
+    g.cnt = reinterpret_cast<unsigned*>(ctx().counters);
+  }
   kernel<<<static_cast<unsigned>(grid), kThreads, Cfg::kBytes, ctx().stream>>>(ma, mb, g);
   EL_CUDA_CHECK_LAUNCH("moe_wgmma_kernel");
 }

@@ -270,6 +270,8 @@ TEST(MoeCuda, GroupedGemmMatchesCpu) {
     check_grouped_gemm(700, 8, 2, 0, 256, 384, dt, seed++);   // tensor cores (bf16/f16), 1-2 tiles
     check_grouped_gemm(1200, 4, 2, 0, 64, 136, dt, seed++);   // experts of ~600 rows: 5 row tiles
     check_grouped_gemm(301, 8, 2, 60, 128, 96, dt, seed++);   // capacity: unused rows
+    // Few tiles over a long K: the wgmma kernel splits them along K (Sched), with unused rows.
+    check_grouped_gemm(301, 8, 2, 60, 1000, 136, dt, seed++);
     check_grouped_gemm(97, 5, 1, 0, 100, 70, dt, seed++);     // widths not multiples of 8: SIMT
     check_grouped_gemm(33, 60, 4, 0, 32, 40, dt, seed++);     // many experts with few rows
   }
@@ -279,6 +281,8 @@ TEST(MoeCuda, GroupedGemmMatchesCpu) {
 // the wgmma or the mma.sync kernel; run it under each): experts of 0 and 1
 // rows, several experts inside one 128-row range, row counts around 64 / 128,
 // a 64-deep dW slice cut short, K and O multiples of 8 but not of 64 / 128.
+// (Most cases have fewer tiles than a quarter of the SMs, so wgmma's fwd / dx split
+// each tile along K; EL_MOE_SPLIT=1 runs them whole.)
 TEST(MoeCuda, GroupedGemmTileEdgesMatchCpu) {
   EL_REQUIRE_GPU();
   uint64_t seed = 400;
