@@ -132,6 +132,18 @@ struct Sched {
 constexpr int kMinSlicesPerSplit = 2;
 constexpr int kMinSplit = 4;
 
+// Units each tail tile of `tiles` fwd / dx tiles over `grid` blocks is split
+// into (K of `ktiles` 64-deep slices); 1: no split. The kernel schedules by
+// it and the host's tile-width choice (grid_rounds) prices it.
+__host__ __device__ inline int tail_split(int64_t tiles, int64_t grid, int ktiles, int max_split) {
+  const int64_t rem = tiles % grid;
+  if (rem == 0) return 1;
+  int64_t split = grid / rem;
+  if (split > max_split) split = max_split;
+  if (split > ktiles / kMinSlicesPerSplit) split = ktiles / kMinSlicesPerSplit;
+  return split >= kMinSplit ? static_cast<int>(split) : 1;
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 using namespace wg;  // NOLINT: the kernel below is written in these helpers' terms
@@ -483,16 +495,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       static_cast<int64_t>(row_tiles) * col_tiles * (MODE == kModeDw ? experts : 1);
   Sched sc;
   sc.full = total;
-  if (MODE != kModeDw && g.max_split > 1) {
-    const int64_t grid = gridDim.x;
-    const int rem = static_cast<int>(total % grid);
-    const int ktiles = (g.k + kBK - 1) / kBK;
-    const int split = rem > 0 ? min(min(static_cast<int>(grid) / rem, g.max_split),
-                                    ktiles / kMinSlicesPerSplit)
-                              : 1;
-    if (split >= kMinSplit) {
-      sc.full = total - rem;
-      sc.rem = rem;
+  if constexpr (MODE != kModeDw) {
+    const int split = tail_split(total, gridDim.x, (g.k + kBK - 1) / kBK, g.max_split);
+    if (split > 1) {
+      sc.rem = static_cast<int>(total % gridDim.x);
+      sc.full = total - sc.rem;
       sc.split = split;
     }
   }
@@ -580,10 +587,11 @@ int max_tail_split() {
 // Rounds of the persistent grid for `tiles` tiles on `sms` blocks: a last
 // round of at most a quarter of the blocks is split along K (fwd / dx, Sched), costing about
 // its share of a round (+ the partials' round trip) instead of a whole one.
-double grid_rounds(int64_t tiles, int sms, bool split) {
+double grid_rounds(int64_t tiles, int sms, const MoeGemmOperands& op) {
   const int64_t full = tiles / sms, rem = tiles % sms;
   if (rem == 0) return static_cast<double>(full);
-  if (split && max_tail_split() >= kMinSplit && kMinSplit * rem <= sms) {
+  if (op.mode != MoeGemm::dw &&
+      tail_split(tiles, sms, static_cast<int>(cdiv(op.k, kBK)), max_tail_split()) > 1) {
     return static_cast<double>(full) + static_cast<double>(rem) / sms + 0.1;
   }
   return static_cast<double>(full + 1);
@@ -596,9 +604,8 @@ double grid_rounds(int64_t tiles, int sms, bool split) {
 // ms), a 128-wide tile's round costs ~0.77 of a 256-wide one's, not 0.5:
 // the factor 1.5 below.
 int pick_tile_n(const MoeGemmOperands& op, int sms) {
-  const bool split = op.mode != MoeGemm::dw;
-  const double c256 = grid_rounds(tile_count(op, 256), sms, split) * 256;
-  const double c128 = grid_rounds(tile_count(op, 128), sms, split) * 128 * 1.5;
+  const double c256 = grid_rounds(tile_count(op, 256), sms, op) * 256;
+  const double c128 = grid_rounds(tile_count(op, 128), sms, op) * 128 * 1.5;
   return c128 < c256 ? 128 : 256;
 }
 

@@ -1,6 +1,7 @@
 // moe_test_util.h — inputs of the mixture-of-experts tests (tests/ops,
-// tests/cuda): router logits that no rounding or finite-difference step can
-// reorder, and random top-k routes.
+// tests/quant, tests/cuda): router logits that no rounding or
+// finite-difference step can reorder, random top-k routes, and the offsets of
+// a grouping with given rows per expert.
 #pragma once
 
 #include <numeric>
@@ -49,6 +50,13 @@ inline std::vector<int32_t> random_routes(int64_t n, int64_t e, int64_t k, Rng& 
     }
   }
   return ids;
+}
+
+// Offsets i32 [E + 1] of a grouping with counts[e] rows for expert e.
+inline Tensor offsets_of(const std::vector<int32_t>& counts) {
+  std::vector<int32_t> off{0};
+  for (int32_t c : counts) off.push_back(off.back() + c);
+  return Tensor::from_ints(off, {static_cast<int64_t>(off.size())});
 }
 
 }  // namespace el::test

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "common/moe_test_util.h"
 #include "cuda_model_util.h"
 #include "cuda_quant_test_util.h"
 #include "cuda_test_util.h"
@@ -39,12 +40,6 @@ const DType kDtypes[] = {DType::f32, DType::bf16, DType::f16};
 // Budget relative to the reference's norm (relative_error): f32 sums in
 // another order, bf16/f16 round x, the dequantised weights and y.
 double budget(DType dt) { return dt == DType::f32 ? 1e-5 : dt == DType::bf16 ? 1e-2 : 2e-3; }
-
-Tensor offsets_of(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> o{0};
-  for (int32_t c : counts) o.push_back(o.back() + c);
-  return Tensor::from_ints(o, {static_cast<int64_t>(o.size())});
-}
 
 // Rows per expert: `m` rows over `e` experts, only every `stride`-th expert used.
 std::vector<int32_t> spread(int64_t m, int64_t e, int64_t stride) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "autograd/tape.h"
+#include "common/moe_test_util.h"
 #include "common/ops_harness.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
@@ -201,12 +202,6 @@ TEST(GradAccum, LinearSplitKeepsRowsOfAPartWithoutGradient) {
 }
 
 // ---- grouped_linear ----------------------------------------------------------------------
-
-Tensor offsets_of(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> off{0};
-  for (int32_t c : counts) off.push_back(off.back() + c);
-  return Tensor::from_ints(off, {static_cast<int64_t>(off.size())});
-}
 
 struct MoePass {
   Tensor x, dy, offsets;

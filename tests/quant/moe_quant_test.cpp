@@ -14,6 +14,7 @@
 
 #include "autograd/tape.h"
 #include "common/hf_golden_util.h"
+#include "common/moe_test_util.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
 #include "quant/quant_grouped.h"
@@ -26,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::make_model;
+using test::offsets_of;
 using test::random_ids;
 
 // Logits of a quantized model against fp32, as ||a - b|| / ||a||. The
@@ -45,13 +47,6 @@ double rel_diff(const std::vector<float>& ref, const std::vector<float>& got) {
     den += static_cast<double>(ref[i]) * ref[i];
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// Offsets i32 [E + 1] for `counts` rows per expert.
-Tensor offsets_of(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> o{0};
-  for (int32_t c : counts) o.push_back(o.back() + c);
-  return Tensor::from_ints(o, {static_cast<int64_t>(o.size())});
 }
 
 struct OpCase {
