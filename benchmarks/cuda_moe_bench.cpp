@@ -15,6 +15,7 @@
 //   cuda_moe_bench            the 0.5B shape (lite-moe: 24 layers, hidden 896,
 //                             experts of 4864, vocab 8192) at B 8, T 1024
 //   cuda_moe_bench --quick    a 4-layer hidden-1024 model at B 8, T 512
+//   --gemm-only               part 1 only (the grouped GEMM against dense)
 //   --grad-accum N            N micro-batches (forward + backward) per AdamW
 //                             update, both models (default 1). The update's
 //                             bytes scale with all parameters, the MoE
@@ -129,15 +130,17 @@ el::ModelCard dense_of(const el::ModelCard& moe) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, gemm_only = false;
   int accum = 1;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--gemm-only") == 0) {
+      gemm_only = true;
     } else if (std::strcmp(argv[i], "--grad-accum") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
       accum = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--grad-accum N > 0]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--gemm-only] [--grad-accum N > 0]\n", argv[0]);
       return 2;
     }
   }
@@ -170,6 +173,7 @@ int main(int argc, char** argv) {
     moe = r.value();
   }
   grouped_gemm(B * T, moe.d_model, moe.moe_expert_d_ff(), moe.moe_experts, moe.moe_top_k);
+  if (gemm_only) return 0;
   double fbm = 0, fbd = 0;
   const double tm = train_tokens_per_s(moe, B, T, accum, &fbm);
   const double td = train_tokens_per_s(dense_of(moe), B, T, accum, &fbd);

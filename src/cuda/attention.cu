@@ -82,7 +82,7 @@ cudaError_t attention_backward(const void* dout, const void* q, const void* k, c
                                void* workspace, const AttentionShape& s, DType dtype,
                                cudaStream_t stream) {
   attn::Elem e;
-  if (!shape_ok(s) || !elem_of(dtype, &e) || s.window > 0) return cudaErrorInvalidValue;
+  if (!shape_ok(s) || !elem_of(dtype, &e)) return cudaErrorInvalidValue;
   const size_t esize = dtype_size(dtype);
   const size_t q_bytes = size_t(s.B) * size_t(s.T) * size_t(s.H) * size_t(s.D) * esize;
   const size_t kv_bytes = size_t(s.B) * size_t(s.S) * size_t(s.Hkv) * size_t(s.D) * esize;
@@ -115,9 +115,21 @@ cudaError_t attention_backward(const void* dout, const void* q, const void* k, c
   const attn::BwdArgs a{dout, q,      k,   v,   out, lse, dq,      dk,    dv,     dq_acc,
                         dsum, s.B,    s.T, s.S, s.H, s.Hkv, s.D,   s.scale, s.causal,
                         s.alibi_slopes};
-  if (tc) return attn::backward_tc(a, e, g_backward_variant, stream);  // computes dsum itself
+  if (s.window > 0 && !tc) return cudaErrorInvalidValue;  // no SIMT window backward
+  // (the tensor-core path computes dsum itself)
+  if (tc) return attn::backward_tc(a, e, g_backward_variant, s.window, stream);
   if (cudaError_t err = attn::backward_dsum(a, e, stream); err != cudaSuccess) return err;
   return attn::backward_simt(a, e, stream);
+}
+
+bool attention_window_backward_supported(const AttentionShape& s, DType dtype,
+                                         const void* const* ptrs, int n_ptrs) {
+  attn::Elem e;
+  if (!shape_ok(s) || !elem_of(dtype, &e) || !tc_shape(s, e)) return false;
+  for (int i = 0; i < n_ptrs; ++i) {
+    if (!aligned16(ptrs[i])) return false;
+  }
+  return true;
 }
 
 namespace detail {

@@ -42,10 +42,12 @@ struct AttentionShape {
   float scale;  // usually 1 / sqrt(D)
   bool causal;
   const float* alibi_slopes = nullptr;  // [H] f32 device pointer, or nullptr (no ALiBi bias)
-  // Sliding window (causal only; 0 = none; attention_forward only: the
-  // backward refuses it): query t, at position i = t + S - T, sees keys s with
-  // i - window < s <= i. Tiles wholly outside the band are skipped, so the
-  // cost is ~(window + tile) keys per query, not S.
+  // Sliding window (causal only; 0 = none): query t, at position i = t + S -
+  // T, sees keys s with i - window < s <= i. Tiles wholly outside the band
+  // are skipped, so the cost is ~(window + tile) keys per query, not S. The
+  // backward takes a window on its tensor-core path only (bf16 / f16, D 64 /
+  // 128, 16-byte aligned: attention_window_backward_supported); elsewhere it
+  // returns cudaErrorInvalidValue.
   int window = 0;
 };
 
@@ -65,6 +67,11 @@ cudaError_t attention_backward(const void* dout, const void* q, const void* k, c
                                const void* out, const float* lse, void* dq, void* dk, void* dv,
                                void* workspace, const AttentionShape& shape, DType dtype,
                                cudaStream_t stream);
+
+// Whether attention_backward runs `shape` with its window: the tensor-core
+// path's dtypes and head dims, and every one of the n_ptrs pointers 16-byte aligned.
+bool attention_window_backward_supported(const AttentionShape& shape, DType dtype,
+                                         const void* const* ptrs, int n_ptrs);
 
 namespace detail {
 // Tile-configuration override for benchmarking only (0 = the default choice);

@@ -21,6 +21,12 @@
 // dV += P^T dO) and a dK pass (everything else, dQ included), each holding
 // one D-wide accumulator; the second recomputes S^T and P^T (6 GEMMs per
 // tile instead of 5). D 64 / 128 run one pass that does both, as before.
+// kWin: the sliding-window instantiation (NSA's window branch, cuda_nsa.cu;
+// D 64 / 128, the default tiles): a key tile visits only the query tiles
+// whose band reaches it and masks the keys older than a row's window. A
+// separate instantiation with its own argument struct (BwdWinArgs): a
+// runtime window in the plain kernel, even a field added to BwdArgs, changes
+// its register allocation (246 -> 248 at D 64), which cost it 8-13% (H100).
 #include <type_traits>
 
 #include "cuda/attention_device.cuh"
@@ -59,8 +65,16 @@ __device__ __forceinline__ void atomic_add2(float* p, float x, float y) {
 
 // kDV / kDK: which of dV and dK (with dQ) this launch computes and writes
 // (both, or one per pass at D > 128; see the file comment).
-template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks, bool kDV, bool kDK>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdArgs a) {
+struct BwdWinArgs : BwdArgs {
+  int window;
+};
+__device__ __forceinline__ int window_of(const BwdArgs&) { return 0; }
+__device__ __forceinline__ int window_of(const BwdWinArgs& a) { return a.window; }
+
+template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks, bool kDV, bool kDK,
+          bool kWin>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
+    bwd_kernel(const std::conditional_t<kWin, BwdWinArgs, BwdArgs> a) {
   using Cfg = BwdCfg<T, D, kWarps, kBM, kCache>;
   constexpr int kBN = Cfg::kBN, kThreads = Cfg::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -77,15 +91,21 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
   const int n0 = blockIdx.x * kBN, kvh = blockIdx.y, b = blockIdx.z;
   const int group = a.H / a.Hkv;
   const int off = a.S - a.T;
+  const int window = window_of(a);  // 0: no lower bound (folded away)
   const long long q_stride = static_cast<long long>(a.H) * D;
   const long long kv_stride = static_cast<long long>(a.Hkv) * D;
   const long long kv_base = (static_cast<long long>(b) * a.S * a.Hkv + kvh) * D;
 
-  // Query tiles that can see a key of this block: [mb_first, n_mb_all).
+  // Query tiles that can see a key of this block: [mb_first, mb_end). With a
+  // window, query t sees key s only if s > t + off - window: the last such
+  // query of the block's newest key is n0 + kBN - 2 - off + window.
   const int m_first = a.causal ? max(0, n0 - off) : 0;
   const int n_mb_all = (a.T + kBM - 1) / kBM;
   const int mb_first = m_first < a.T ? m_first / kBM : n_mb_all;
-  const int n_mb = n_mb_all - mb_first;
+  const int mb_end =
+      window > 0 ? max(mb_first, min(n_mb_all, (n0 + kBN - 1 - off + window + kBM - 1) / kBM))
+                 : n_mb_all;
+  const int n_mb = mb_end - mb_first;
   const int total = group * n_mb;
 
   auto load_stage = [&](int it, int stage) {
@@ -200,7 +220,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
 
     // P^T and dS^T (st <- P^T, dpt <- dS^T).
     const bool need_mask = m0 + kBM > a.T || n0 + key_w + 16 > a.S ||
-                           (a.causal && n0 + key_w + 15 > m0 + off);
+                           (a.causal && n0 + key_w + 15 > m0 + off) ||
+                           (window > 0 && n0 + key_w <= m0 + kBM - 1 + off - window);
 #pragma unroll
     for (int j = 0; j < kBM / 8; ++j) {
       const int col = j * 8 + 2 * t4;
@@ -220,7 +241,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) bwd_kernel(const BwdA
         if (need_mask) {
           const int key = n0 + key_w + g + (e >> 1) * 8;
           const int t = m0 + col + (e & 1);
-          if (key >= a.S || t >= a.T || (a.causal && key > t + off)) p = 0.f;
+          if (key >= a.S || t >= a.T || (a.causal && key > t + off) ||
+              (window > 0 && key <= t + off - window)) {
+            p = 0.f;
+          }
         }
         st[j][e] = p;
         if constexpr (kDK) dpt[j][e] = p * (dpt[j][e] - dsum);
@@ -382,15 +406,19 @@ __global__ void dq_convert_kernel(const float* __restrict__ acc, T* __restrict__
 }
 
 template <typename T, int D, int kWarps, int kBM, bool kCache, int kMinBlocks = 1, bool kDV = true,
-          bool kDK = true>
-cudaError_t launch_bwd(const BwdArgs& a, cudaStream_t stream) {
+          bool kDK = true, bool kWin = false>
+cudaError_t launch_bwd(const BwdArgs& a, cudaStream_t stream, int window = 0) {
   using Cfg = BwdCfg<T, D, kWarps, kBM, kCache>;
-  auto kernel = bwd_kernel<T, D, kWarps, kBM, kCache, kMinBlocks, kDV, kDK>;
+  auto kernel = bwd_kernel<T, D, kWarps, kBM, kCache, kMinBlocks, kDV, kDK, kWin>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmem));
   if (err != cudaSuccess) return err;
   const dim3 grid((a.S + Cfg::kBN - 1) / Cfg::kBN, a.Hkv, a.B);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(a);
+  if constexpr (kWin) {
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(BwdWinArgs{a, window});
+  } else {
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(a);
+  }
   return cudaGetLastError();
 }
 
@@ -406,7 +434,11 @@ cudaError_t launch_bwd(const BwdArgs& a, cudaStream_t stream) {
 //            (4, 32, no) at 256; no variants
 // f16 always takes the default.
 template <typename T>
-cudaError_t backward_typed(const BwdArgs& a, int variant, cudaStream_t stream) {
+cudaError_t backward_typed(const BwdArgs& a, int variant, int window, cudaStream_t stream) {
+  if (window > 0) {  // (attention.cu sends only D 64 / 128 here)
+    return a.D == 64 ? launch_bwd<T, 64, 4, 64, false, 1, true, true, true>(a, stream, window)
+                     : launch_bwd<T, 128, 8, 64, false, 1, true, true, true>(a, stream, window);
+  }
   if (a.D == 192 || a.D == 256) {
     cudaError_t err = a.D == 192 ? launch_bwd<T, 192, 4, 64, false, 1, true, false>(a, stream)
                                  : launch_bwd<T, 256, 4, 32, false, 1, true, false>(a, stream);
@@ -441,7 +473,7 @@ cudaError_t backward_typed(const BwdArgs& a, int variant, cudaStream_t stream) {
 }
 
 template <typename T>
-cudaError_t backward_run(const BwdArgs& a, int variant, cudaStream_t stream) {
+cudaError_t backward_run(const BwdArgs& a, int variant, int window, cudaStream_t stream) {
   const long long n = static_cast<long long>(a.B) * a.T * a.H * a.D;
   cudaError_t err = cudaSuccess;  // (dq_acc is cleared by dsum_vec_kernel)
   const long long rows = static_cast<long long>(a.B) * a.T * a.H;
@@ -457,7 +489,7 @@ cudaError_t backward_run(const BwdArgs& a, int variant, cudaStream_t stream) {
   }
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  err = backward_typed<T>(a, variant, stream);
+  err = backward_typed<T>(a, variant, window, stream);
   if (err != cudaSuccess) return err;
   const int threads = 256;
   const long long blocks = (n / 8 + threads - 1) / threads;
@@ -468,9 +500,9 @@ cudaError_t backward_run(const BwdArgs& a, int variant, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t backward_tc(const BwdArgs& a, Elem e, int variant, cudaStream_t stream) {
-  if (e == Elem::bf16) return backward_run<__nv_bfloat16>(a, variant, stream);
-  return backward_run<__half>(a, variant, stream);
+cudaError_t backward_tc(const BwdArgs& a, Elem e, int variant, int window, cudaStream_t stream) {
+  if (e == Elem::bf16) return backward_run<__nv_bfloat16>(a, variant, window, stream);
+  return backward_run<__half>(a, variant, window, stream);
 }
 
 }  // namespace el::cuda::attn

@@ -198,7 +198,8 @@ struct BwdArgs {
 
 // Tensor-core kernels: bf16/f16, D in {64, 128, 192, 256}, 16-byte aligned pointers.
 cudaError_t forward_tc(const FwdArgs& a, Elem e, int variant, cudaStream_t stream);
-cudaError_t backward_tc(const BwdArgs& a, Elem e, int variant, cudaStream_t stream);
+// window > 0: a causal sliding window (attention.cuh; D 64 / 128 only).
+cudaError_t backward_tc(const BwdArgs& a, Elem e, int variant, int window, cudaStream_t stream);
 // SIMT kernels: any dtype, D <= kSimtMaxD.
 constexpr int kSimtMaxD = 256;
 cudaError_t forward_simt(const FwdArgs& a, Elem e, cudaStream_t stream);

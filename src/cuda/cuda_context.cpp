@@ -133,6 +133,13 @@ void expect_cuda_dtype(const Tensor& t, DType want, const char* what) {
             shape_str(t.shape()), dtype_name(want));
 }
 
+int env_int(const char* name, int fallback, int lo, int hi) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return fallback;
+  const int v = std::atoi(e);
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
 void expect_positions(const Tensor& positions, int64_t batch, const char* what) {
   expect_cuda_dtype(positions, DType::i32, what);
   EL_CUDA_ENSURE(positions.numel() == batch, "cuda {}: positions has {} entries for batch {}", what,

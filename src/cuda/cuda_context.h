@@ -95,4 +95,8 @@ void expect_positions(const Tensor& positions, int64_t batch, const char* what);
 // for (const Tensor* t : TensorPtrs{&a, &b}) expect_cuda_float(*t, "op");
 using TensorPtrs = std::initializer_list<const Tensor*>;
 
+// A kernel-tuning switch (EL_*, README's table) from the environment:
+// `fallback` when unset or empty, else its integer value clamped to [lo, hi].
+int env_int(const char* name, int fallback, int lo, int hi);
+
 }  // namespace el::cuda

@@ -495,11 +495,6 @@ constexpr int64_t kSplitMaxGroups = 16;
 // EL_CACHED_CHUNK_CAP (1..kMaxChunks, default kChunkCap) and
 // EL_CACHED_SPLIT_ROWS=0 / 1 (never / always split a 9-16 row group over two
 // blocks; unset: while there are at most kSplitMaxGroups groups).
-int env_int(const char* name, int fallback, int lo, int hi) {
-  const char* e = std::getenv(name);
-  if (e == nullptr || *e == '\0') return fallback;
-  return std::clamp(std::atoi(e), lo, hi);
-}
 int chunk_cap() {
   static const int v = env_int("EL_CACHED_CHUNK_CAP", kChunkCap, 1, kMaxChunks);
   return v;

@@ -11,7 +11,8 @@
 //    an expert and no block is spare; the host never sees the counts (no
 //    sync, CUDA-graph capturable). dw tiles are (o tile, n tile, expert),
 //    each reducing over its expert's rows; an expert without rows writes
-//    zeros (accumulating: nothing).
+//    zeros (accumulating: nothing). Tiles go in groups of 16 row tiles with
+//    the columns in turn inside a group (tile_of: for L2 reuse).
 //  * 3 warpgroups (384 threads). Warpgroup 0 is the producer: one thread
 //    streams 64-deep K slices of A (128 rows) and B (BN rows) with the
 //    tensor-memory accelerator (cp.async.bulk.tensor, 128-byte swizzle,
@@ -20,7 +21,8 @@
 //    registers to the consumers. Warpgroups 1 and 2 own 64 output rows each:
 //    per slice 4 x wgmma m64nBNk16 from shared-memory descriptors into f32
 //    registers (64 or 128 per thread), keeping one slice's group in flight
-//    before releasing the previous stage on its "empty" mbarrier.
+//    before releasing the previous stage on its "empty" mbarrier. A 256-wide
+//    tile with at most 128 columns inside n issues m64n128k16 instead.
 //  * Operand layouts need no transposes: wgmma reads A and B K-major or
 //    MN-major (the transpose immediates). fwd: A = x rows, B = w_e [n, k],
 //    both K-major (box 64 k x rows). dx: B = w_e [k, n] MN-major, dw: A =
@@ -31,8 +33,9 @@
 //    dw reduces over rows, so the consumers zero the rows of the last,
 //    partial slice in both operands in shared memory (then a proxy fence and
 //    a barrier of the 256 consumer threads) before the tensor cores read it.
-//    A warpgroup whose 64 rows are all outside the expert issues no wgmma
-//    (it still waits and releases stages, which keeps the ring in step).
+//    (A warpgroup whose 64 rows all lie past the expert still issues its
+//    wgmmas: a branch on the warpgroup index around them makes ptxas
+//    serialise every wgmma of the kernel, C7520.)
 //  * Epilogue per warpgroup, 64 columns at a time: accumulators -> bf16/f16
 //    pairs in a padded shared tile (conflict-free), then 16-byte coalesced
 //    global stores of the rows < the expert's end and columns < n. Meanwhile
@@ -52,7 +55,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <type_traits>
 
 #include "core/tensor.h"
@@ -98,6 +100,11 @@ struct WgArgs {
   int max_split;
   float* ws;
   unsigned* cnt;
+  // A 256-wide tile with <= 128 columns inside n (the last column tile when n
+  // mod 256 is in (0, 128]: 896, the paper's 0.5B width, is 3.5 tiles) runs
+  // the n128 instruction on its left half (EL_MOE_NARROW=0: never).
+  bool narrow;
+  int group_rows;  // row tiles a group of the tile order (see tile_of)
 };
 
 // One unit of work: output rows [m0, min(m0 + 128, m_end)), columns [n0, n0 +
@@ -149,8 +156,26 @@ __host__ __device__ inline int tail_split(int64_t tiles, int64_t grid, int ktile
 using namespace wg;  // NOLINT: the kernel below is written in these helpers' terms
 
 // ---- scheduling ------------------------------------------------------------------------
-// Tile t of the block's sequence: row tiles fastest (concurrent blocks share
-// B's columns), then column tiles (then experts, dw).
+// Tile t of an order over row_tiles x col_tiles: groups of g.group_rows row
+// tiles, inside a group the columns in turn, the group's rows fastest. A wave
+// of the persistent grid (132 blocks) then covers ~16 row tiles x ~8 column
+// tiles, and reads each of them once: with the rows of all experts fastest
+// (the first order), a wave read one column of B for 132 row tiles and every
+// wave read all of A again (lite-moe gate/up forward: 1.23 GB of HBM for
+// 0.49 GB of operands, 71% of the HBM bandwidth busy; H100, ncu).
+__device__ __forceinline__ void tile_of(int64_t t, int row_tiles, int col_tiles, int group_rows,
+                                        int& rt, int& ct) {
+  const int64_t per_group = static_cast<int64_t>(group_rows) * col_tiles;
+  const int64_t grp = t / per_group;
+  const int first = static_cast<int>(grp) * group_rows;
+  const int rows = min(group_rows, row_tiles - first);
+  const int in = static_cast<int>(t - grp * per_group);
+  ct = in / rows;
+  rt = first + in % rows;
+}
+
+// Tile t of the block's sequence: tile_of over the row and column tiles
+// (dw: of one expert, the experts in turn).
 template <int MODE, int BN>
 __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre, int experts,
                                       int row_tiles, int col_tiles, const WgArgs& g,
@@ -163,11 +188,12 @@ __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre,
     j.split = sc.split;
     t = sc.full + j.tail;
   }
-  const int rt = static_cast<int>(t % row_tiles);
-  const int64_t q = t / row_tiles;
+  int rt, ct;
   if constexpr (MODE == kModeDw) {
-    j.e = static_cast<int>(q / col_tiles);
-    j.n0 = static_cast<int>(q % col_tiles) * BN;
+    const int64_t per_expert = static_cast<int64_t>(row_tiles) * col_tiles;
+    j.e = static_cast<int>(t / per_expert);
+    tile_of(t - j.e * per_expert, row_tiles, col_tiles, g.group_rows, rt, ct);
+    j.n0 = ct * BN;
     j.m0 = rt * kBM;
     j.m_end = g.k;
     j.k0 = off[j.e];
@@ -175,6 +201,7 @@ __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre,
     j.kt0 = 0;
     j.kt1 = (j.k_len + kBK - 1) / kBK;
   } else {
+    tile_of(t, row_tiles, col_tiles, g.group_rows, rt, ct);
     // The expert e with pre[e] <= rt < pre[e + 1] (rt < pre[experts]).
     int lo = 0, hi = experts - 1;
     while (lo < hi) {
@@ -186,7 +213,7 @@ __device__ __forceinline__ Job job_at(int64_t t, const int* off, const int* pre,
       }
     }
     j.e = lo;
-    j.n0 = static_cast<int>(q) * BN;
+    j.n0 = ct * BN;
     j.m0 = off[lo] + (rt - pre[lo]) * kBM;
     j.m_end = off[lo + 1];
     j.k0 = 0;
@@ -347,43 +374,68 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
     // dependent HBM round trips a tile made accumulating micro-batches' dW
     // ~33% slower, H100); not earlier, where the operand stream would evict them.
     const int prefetch_at = MODE == kModeDw && g.accumulate ? max(0, j.kt1 - kPrefetchSlices) : -1;
+    // (the right half's accumulators then hold stale values: never stored,
+    // as their columns are >= n)
+    const bool narrow = BN == 256 && g.narrow && g.n - j.n0 <= 128;
     int prev = 0;
-    for (int kt = j.kt0; kt < j.kt1; ++kt) {
-      if (kt == prefetch_at) prefetch_dw_tile<T, BN>(g, j, ct);
-      mbar_wait(&full[stage], phase);
-      uint8_t* st = ring + stage * Cfg::kStageBytes;
-      if constexpr (MODE == kModeDw) {
-        const int valid = j.k_len - kt * kBK;
-        if (valid < kBK) {  // the expert's rows end inside this slice: zero the rest
-          const int per_tile = (kBK - valid) * 8;  // 16-byte chunks per 64 x 128 B sub-tile
-          const int chunks = per_tile * (2 + BN / 64);
-          for (int i = ct; i < chunks; i += 256) {
-            const int s = i / per_tile, r = i - s * per_tile;
-            uint4* row0 = reinterpret_cast<uint4*>(st + s * kSubTileBytes + valid * 128);
-            row0[r] = make_uint4(0, 0, 0, 0);
+    // The main loop, in two copies (the whole loop per instruction width: a
+    // branch around the wgmmas inside one loop makes ptxas inject warpgroup
+    // arrives, C7519).
+    auto mainloop = [&](auto half_width) {
+      for (int kt = j.kt0; kt < j.kt1; ++kt) {
+        if (kt == prefetch_at) prefetch_dw_tile<T, BN>(g, j, ct);
+        mbar_wait(&full[stage], phase);
+        uint8_t* st = ring + stage * Cfg::kStageBytes;
+        if constexpr (MODE == kModeDw) {
+          const int valid = j.k_len - kt * kBK;
+          if (valid < kBK) {  // the expert's rows end inside this slice: zero the rest
+            const int per_tile = (kBK - valid) * 8;  // 16-byte chunks per 64 x 128 B sub-tile
+            const int chunks = per_tile * (2 + BN / 64);
+            for (int i = ct; i < chunks; i += 256) {
+              const int s = i / per_tile, r = i - s * per_tile;
+              uint4* row0 = reinterpret_cast<uint4*>(st + s * kSubTileBytes + valid * 128);
+              row0[r] = make_uint4(0, 0, 0, 0);
+            }
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            named_barrier(1, 256);
           }
-          asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-          named_barrier(1, 256);
+        }
+        const uint32_t a_addr = ring_addr + stage * Cfg::kStageBytes + wg * kSubTileBytes;
+        const uint32_t b_addr = ring_addr + stage * Cfg::kStageBytes + Cfg::kABytes;
+        const uint64_t da = smem_desc(a_addr, kTA ? kSubTileBytes : 16);
+        const uint64_t db = smem_desc(b_addr, kTB ? kSubTileBytes : 16);
+        wgmma_fence();
+        if constexpr (decltype(half_width)::value) {
+#pragma unroll
+          for (int kk = 0; kk < kBK / 16; ++kk) {
+            wgmma_left128<T, kTA, kTB>(acc, da + kk * kAStep, db + kk * kBStep,
+                                       kt != j.kt0 || kk != 0);
+          }
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < kBK / 16; ++kk) {
+            wgmma<T, BN, kTA, kTB>(acc, da + kk * kAStep, db + kk * kBStep, kt != j.kt0 || kk != 0);
+          }
+        }
+        wgmma_commit();
+        wgmma_wait<1>();  // the previous slice's products are done: release its stage
+        fence_acc(acc);
+        if (kt > j.kt0 && lane == 0) mbar_arrive(&empty[prev]);
+        prev = stage;
+        if (++stage == Cfg::kStages) {
+          stage = 0;
+          phase ^= 1;
         }
       }
-      const uint32_t a_addr = ring_addr + stage * Cfg::kStageBytes + wg * kSubTileBytes;
-      const uint32_t b_addr = ring_addr + stage * Cfg::kStageBytes + Cfg::kABytes;
-      const uint64_t da = smem_desc(a_addr, kTA ? kSubTileBytes : 16);
-      const uint64_t db = smem_desc(b_addr, kTB ? kSubTileBytes : 16);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk) {
-        wgmma<T, BN, kTA, kTB>(acc, da + kk * kAStep, db + kk * kBStep, kt != j.kt0 || kk != 0);
+    };
+    if constexpr (BN == 256) {
+      if (narrow) {
+        mainloop(std::true_type{});
+      } else {
+        mainloop(std::false_type{});
       }
-      wgmma_commit();
-      wgmma_wait<1>();  // the previous slice's products are done: release its stage
-      fence_acc(acc);
-      if (kt > j.kt0 && lane == 0) mbar_arrive(&empty[prev]);
-      prev = stage;
-      if (++stage == Cfg::kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
+    } else {
+      mainloop(std::false_type{});
     }
     wgmma_wait<0>();
     fence_acc(acc);
@@ -417,6 +469,7 @@ __device__ __forceinline__ void consume(uint8_t* ring, T* epi, uint64_t* full, u
     };
 #pragma unroll
     for (int cb = 0; cb < BN / 64; ++cb) {
+      if (j.n0 + cb * 64 >= g.n) break;  // the tile's columns past n (uniform per block)
       if (add) {  // the old values of the chunks this thread stores below
         inside_chunks(cb, [](uint4* tile, const uint4* c) { *tile = *c; });
         named_barrier(2 + wg, 128);
@@ -574,13 +627,21 @@ int64_t tile_count(const MoeGemmOperands& op, int bn) {
   return (cdiv(op.m, kBM) + op.experts / 2) * cols;
 }
 
-// EL_MOE_SPLIT: the most units a fwd / dx tail tile is split into (Sched;
-// default 16, below 4: no split), read once.
+// The tuning switches (README), read once: EL_MOE_GROUP_ROWS, row tiles a
+// group of the tile order (tile_of; default 16, a large value: all rows
+// fastest, the first order); EL_MOE_NARROW=0, no half-width instruction for
+// narrow last column tiles; EL_MOE_SPLIT, the most units a fwd / dx tail tile
+// is split into (Sched; default 16, below 4: no split).
+int group_rows() {
+  static const int v = env_int("EL_MOE_GROUP_ROWS", 16, 1, 1 << 30);
+  return v;
+}
+bool narrow_tiles() {
+  static const bool v = env_int("EL_MOE_NARROW", 1, 0, 1) != 0;
+  return v;
+}
 int max_tail_split() {
-  static const int v = [] {
-    const char* e = std::getenv("EL_MOE_SPLIT");
-    return e != nullptr && *e != '\0' ? std::max(1, std::atoi(e)) : 16;
-  }();
+  static const int v = env_int("EL_MOE_SPLIT", 16, 1, 1 << 30);
   return v;
 }
 
@@ -640,7 +701,8 @@ void launch(const MoeGemmOperands& op) {
     }
   }
   WgArgs g{op.offsets, op.c, op.experts, static_cast<int>(op.m), static_cast<int>(op.n),
-           static_cast<int>(op.k), MODE == kModeDw && op.accumulate, 1, nullptr, nullptr};
+           static_cast<int>(op.k), MODE == kModeDw && op.accumulate, 1, nullptr, nullptr,
+           narrow_tiles(), group_rows()};
   // Upper bound of the tiles (fwd / dx: every expert may end in a partial tile).
   const int64_t cols = cdiv(op.n, BN);
   const int64_t bound = MODE == kModeDw ? op.experts * cdiv(op.k, kBM) * cols

@@ -517,9 +517,8 @@ void run_backward(Args& a, DType dt, const char* what) {
 // 128 query rows and skips the tiles outside the band, where the query-major
 // NSA kernel serves 16 / G positions per warp and reloads the band for each
 // (16K tokens, 14 / 2 heads, D 64 on an H100: 0.170 -> 0.105 ms). The
-// backward stays on the NSA kernels: a windowed flash backward (0.58 -> 0.32
-// ms) changed the register allocation of the plain causal backward kernel it
-// was built beside and slowed that by 8-13%, so it was taken out.
+// backward likewise runs the flash backward's window instantiation where it
+// has one (bf16 / f16, D 64 / 128; attention_bwd.cu), the NSA kernels elsewhere.
 bool window_as_flash(const Args& a, const Tensor& blocks, int64_t window, int64_t q_offset) {
   return !(blocks.defined() && blocks.numel() > 0) && window > 0 &&
          q_offset + a.T == static_cast<int64_t>(a.S);
@@ -603,6 +602,20 @@ void nsa_sparse_attention_backward(const Tensor& dout, const Tensor& q, const Te
   a.dq = dq.raw();
   a.dk = dk.raw();
   a.dv = dv.raw();
+  if (q.numel() > 0 && window_as_flash(a, blocks, window, q_offset)) {
+    const AttentionShape s = flash_shape(a, window);
+    const void* ptrs[] = {dout.raw(), q.raw(),  k.raw(),  v.raw(),
+                          out.raw(),  dq.raw(), dk.raw(), dv.raw()};
+    if (attention_window_backward_supported(s, q.dtype(), ptrs, 8)) {
+      const size_t bytes = attention_backward_workspace_bytes(s, q.dtype());
+      Tensor ws = Tensor::empty({static_cast<int64_t>(bytes)}, DType::u8, q.device());
+      check_launch(attention_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(),
+                                      lse.data<float>(), dq.raw(), dk.raw(), dv.raw(), ws.raw(), s,
+                                      q.dtype(), ctx().stream),
+                   what);
+      return;
+    }
+  }
   run_backward(a, q.dtype(), what);
 }
 

@@ -1,9 +1,10 @@
 // cuda_wgmma.cuh — Hopper (sm_90a) building blocks of the wgmma kernels
 // (cuda_moe_gemm_wgmma.cu): TMA tile loads completing on an mbarrier, named
 // barriers, the wgmma fence / commit / wait and the m64nNk16 instructions
-// (N 128 or 256, f32 accumulators in registers, A and B from shared-memory
-// descriptors, K- or MN-major by the transpose immediates), the 128-byte
-// swizzle descriptor, and a two-value pack. Device code for the sm_90a pass
+// (N 128 or 256, or 128 into the left half of a 256-wide accumulator; f32
+// accumulators in registers, A and B from shared-memory descriptors, K- or
+// MN-major by the transpose immediates), the 128-byte swizzle descriptor,
+// and a two-value pack. Device code for the sm_90a pass
 // only: the declarations exist in that pass alone (__CUDA_ARCH_FEAT_SM90_ALL).
 #pragma once
 
@@ -112,6 +113,20 @@ __device__ __forceinline__ void wgmma(float (&d)[BN / 2], uint64_t da, uint64_t 
     } else {
       EL_WGMMA_N128("f16");
     }
+  }
+}
+
+// The left 128 columns of a 256-wide accumulator (d[0..63]: the n128
+// fragment is the n256 one's first half), for a tile whose right half lies
+// past the matrix: half the tensor-core work of the full-width instruction.
+template <class T, int TA, int TB, int N>
+__device__ __forceinline__ void wgmma_left128(float (&d)[N], uint64_t da, uint64_t db,
+                                              int scale_d) {
+  static_assert(N >= 64, "the n128 fragment is 64 registers");
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    EL_WGMMA_N128("bf16");
+  } else {
+    EL_WGMMA_N128("f16");
   }
 }
 

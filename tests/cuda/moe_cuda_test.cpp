@@ -272,6 +272,9 @@ TEST(MoeCuda, GroupedGemmMatchesCpu) {
     check_grouped_gemm(301, 8, 2, 60, 128, 96, dt, seed++);   // capacity: unused rows
     // Few tiles over a long K: the wgmma kernel splits them along K (Sched), with unused rows.
     check_grouped_gemm(301, 8, 2, 60, 1000, 136, dt, seed++);
+    // Widths of 256 + 64 and 3 x 256 + 128 (the paper's 0.5B d_model): a last column
+    // tile with at most 128 columns runs the half-width instruction (EL_MOE_NARROW).
+    check_grouped_gemm(1000, 8, 2, 0, 896, 320, dt, seed++);
     check_grouped_gemm(97, 5, 1, 0, 100, 70, dt, seed++);     // widths not multiples of 8: SIMT
     check_grouped_gemm(33, 60, 4, 0, 32, 40, dt, seed++);     // many experts with few rows
   }

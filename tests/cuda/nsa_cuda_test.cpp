@@ -139,9 +139,10 @@ TEST(NsaCuda, SparseBranchMatchesCpu) {
       {1, 50, 4, 2, 40, false, 0, 0, 8, 2, 5, 0},      // D 40: SIMT path
       {2, 45, 6, 2, 64, false, 0, 0, 4, 5, 7, 3},      // tiny blocks (many per 64 keys)
       {1, 1100, 7, 1, 64, false, 0, 0, 64, 4, 0, 0},   // T > 1024: split key-major pass
-      // Window only over a whole sequence runs the flash kernels with a window
-      // (cuda_nsa.cu window_as_flash): a band across many tiles, an odd window
-      // with q_offset and batch 2, the diagonal alone, the SIMT fallback (D 40).
+      // Window only over a whole sequence runs the flash kernels with a window,
+      // forward and backward (cuda_nsa.cu window_as_flash; attention_bwd.cu kWin):
+      // a band across many tiles, an odd window with q_offset and batch 2, the
+      // diagonal alone, the SIMT fallback (D 40: the NSA kernels backward).
       {1, 1100, 14, 2, 64, false, 0, 0, 64, 0, 128, 0},
       {2, 333, 6, 3, 128, false, 0, 0, 16, 0, 77, 40},
       {1, 200, 2, 2, 64, false, 0, 0, 16, 0, 1, 0},
