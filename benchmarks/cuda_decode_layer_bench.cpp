@@ -5,17 +5,20 @@
 // 22 layers with distinct weights (1.94 GB, far beyond L2) run back to back,
 // as a decode step does; the timed unit is one layer.
 // Counters: us/layer and GB/s of weight + KV bytes per layer against the HBM
-// roofline. Args: position of the new token (it attends position + 1 keys).
+// roofline. Args: position of the new token (it attends position + 1 keys),
+// weight bits (16: bf16; 8 / 4: the weight-only int8 / int4 layouts with
+// symmetric g128 scales, random codes).
 //
 // --trace (before the Google Benchmark flags) prints where a layer's time
 // goes instead: per-block phase timestamps (cuda::decode_layer_trace) of one
 // mid-step layer, as mean / max over blocks relative to the earliest start.
-//   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace]
+//   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace [bits]]
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -39,7 +42,19 @@ struct Step {
   double weight_bytes_per_layer = 0;
 };
 
-Step make_step(int64_t position) {
+// A weight-only quantized [n, k] weight: random codes, g128 symmetric scales.
+el::QuantizedWeight random_quantized(int64_t n, int64_t k, int bits, uint64_t seed) {
+  el::QuantizedWeight q;
+  q.bits = bits;
+  q.group_size = 128;
+  q.out_features = n;
+  q.in_features = k;
+  q.qweight = random_gpu({n, k * bits / 8}, DType::u8, seed, 60.f);
+  q.scales = random_gpu({n, k / 128}, DType::f16, seed + 1, 0.002f);
+  return q;
+}
+
+Step make_step(int64_t position, int bits) {
   Step s;
   const float ws = 1.f / std::sqrt(float(kC));
   for (int64_t l = 0; l < kLayers; ++l) {
@@ -47,15 +62,25 @@ Step make_step(int64_t position) {
     const uint64_t seed = 100 + 10 * static_cast<uint64_t>(l);
     w.input_norm = random_gpu({kC}, DType::bf16, seed, 0.1f);
     w.post_norm = random_gpu({kC}, DType::bf16, seed + 1, 0.1f);
-    w.qkv = random_gpu({(kH + 2 * kHkv) * kD, kC}, DType::bf16, seed + 2, ws);
-    w.o = random_gpu({kC, kH * kD}, DType::bf16, seed + 3, ws);
-    w.gate_up = random_gpu({2 * kF, kC}, DType::bf16, seed + 4, ws);
-    w.down = random_gpu({kC, kF}, DType::bf16, seed + 5, ws);
     w.n_head = kH;
     w.n_kv_head = kHkv;
     w.head_dim = kD;
-    s.weight_bytes_per_layer = double(w.qkv.nbytes() + w.o.nbytes() + w.gate_up.nbytes() +
-                                      w.down.nbytes() + 2 * w.input_norm.nbytes());
+    if (bits == 16) {
+      w.qkv = random_gpu({(kH + 2 * kHkv) * kD, kC}, DType::bf16, seed + 2, ws);
+      w.o = random_gpu({kC, kH * kD}, DType::bf16, seed + 3, ws);
+      w.gate_up = random_gpu({2 * kF, kC}, DType::bf16, seed + 4, ws);
+      w.down = random_gpu({kC, kF}, DType::bf16, seed + 5, ws);
+      s.weight_bytes_per_layer = double(w.qkv.nbytes() + w.o.nbytes() + w.gate_up.nbytes() +
+                                        w.down.nbytes() + 2 * w.input_norm.nbytes());
+    } else {
+      w.q_qkv = random_quantized((kH + 2 * kHkv) * kD, kC, bits, seed + 2);
+      w.q_o = random_quantized(kC, kH * kD, bits, seed + 3);
+      w.q_gate_up = random_quantized(2 * kF, kC, bits, seed + 4);
+      w.q_down = random_quantized(kC, kF, bits, seed + 5);
+      s.weight_bytes_per_layer =
+          double(w.q_qkv.storage_bytes() + w.q_o.storage_bytes() + w.q_gate_up.storage_bytes() +
+                 w.q_down.storage_bytes() + 2 * w.input_norm.nbytes());
+    }
     s.layers.push_back(w);
     s.kc.push_back(random_gpu({1, kSmax, kHkv, kD}, DType::bf16, seed + 6));
     s.vc.push_back(random_gpu({1, kSmax, kHkv, kD}, DType::bf16, seed + 7));
@@ -81,7 +106,7 @@ void run_step(Step& s) {
 
 void BM_DecodeLayers(benchmark::State& state) {
   if (!el::bench_util::ready(state)) return;
-  Step s = make_step(state.range(0));
+  Step s = make_step(state.range(0), static_cast<int>(state.range(1)));
   if (!el::cuda::decode_layer_takes(s.x0, s.layers[0], s.inv_freq, s.kc[0], s.vc[0])) {
     state.SkipWithError("decode_layer_takes refused the 1.1B layer");
     return;
@@ -91,7 +116,14 @@ void BM_DecodeLayers(benchmark::State& state) {
                                [&] { run_step(s); });
   state.counters["us/layer"] = state.counters["us/call"] / double(kLayers);
 }
-BENCHMARK(BM_DecodeLayers)->Arg(255)->Arg(1023)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DecodeLayers)
+    ->ArgNames({"pos", "bits"})
+    ->Args({255, 16})
+    ->Args({1023, 16})
+    ->Args({255, 8})
+    ->Args({255, 4})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // Phase names of the trace slots written by cuda_decode_layer.cu.
 const char* const kSlotNames[] = {
@@ -100,12 +132,12 @@ const char* const kSlotNames[] = {
     "barrier 3 passed",   "D: norm done",        "D: gate/up + SwiGLU done", "barrier 4 passed",
     "E: down rows + add done"};
 
-int trace_main() {
+int trace_main(int bits) {
   if (!el::cuda::register_backend(0).ok()) {
     std::fprintf(stderr, "no CUDA device\n");
     return 1;
   }
-  Step s = make_step(255);
+  Step s = make_step(255, bits);
   el::Backend& be = el::backend_for(gpu());
   const int grid = el::cuda::ctx().sm_count;
   const int slots = el::cuda::decode_layer_trace(nullptr);
@@ -114,7 +146,7 @@ int trace_main() {
   be.synchronize();
   // One buffer per layer: trace the whole step, then read the middle layer.
   std::vector<unsigned long long> host(static_cast<size_t>(grid * slots) * kLayers, 0);
-  Tensor buf = Tensor::empty({int64_t(host.size()) * 8}, DType::u8, gpu());
+  Tensor buf = Tensor::zeros({int64_t(host.size()) * 8}, DType::u8, gpu());
   auto* base = static_cast<unsigned long long*>(buf.raw());
   for (int64_t l = 0; l < kLayers; ++l) {
     el::cuda::decode_layer_trace(base + l * grid * slots);
@@ -148,6 +180,19 @@ int trace_main() {
       }
       std::printf("  %-26s mean %7.2f  min %7.2f  max %7.2f\n", kSlotNames[k], sum / grid, mn, mx);
     }
+    for (int k : {13, 14}) {  // attention units only (0 in the other blocks)
+      double sum = 0, mx = 0;
+      int n = 0;
+      for (int b = 0; b < grid; ++b) {
+        if (t[b * slots + k] == 0) continue;
+        const double v = (double(t[b * slots + k]) - double(t0)) * 1e-3;
+        sum += v;
+        mx = std::max(mx, v);
+        ++n;
+      }
+      std::printf("  %-26s mean %7.2f  max %7.2f  (%d units)\n",
+                  k == 13 ? "B: unit's scores done" : "B: unit's partials out", n ? sum / n : 0.0, mx, n);
+    }
     double sum = 0, mx = 0;
     for (int b = 0; b < grid; ++b) {
       const double v = (double(t[b * slots + 15]) - double(t0)) * 1e-3;
@@ -164,7 +209,7 @@ int trace_main() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--trace") == 0) return trace_main();
+  if (argc > 1 && std::strcmp(argv[1], "--trace") == 0) return trace_main(argc > 2 ? std::atoi(argv[2]) : 16);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -80,9 +80,12 @@ void attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_ca
 void argmax_rows(const Tensor& x, Tensor& out);
 void increment_i32(Tensor& x, int32_t delta);
 // cuda_decode_layer.cu: one decoder layer of a batch-1 decode step as one
-// persistent kernel (Backend::decode_layer). EL_DECODE_LAYER=0 turns the
-// fast path off (decode_layer_enabled() false) for A/B runs.
-bool decode_layer_enabled();
+// persistent kernel (Backend::decode_layer), dense or weight-only quantized
+// weights. decode_layer_enabled: whether the backend uses it for a layer of
+// that kind; by default dense layers only, EL_DECODE_LAYER=0 turns it off
+// and =1 on for every layout (A/B runs). decode_layer_takes / decode_layer
+// themselves ignore the switch.
+bool decode_layer_enabled(bool quantized);
 bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                         const Tensor& k_cache, const Tensor& v_cache);
 void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,

@@ -113,15 +113,16 @@ class DecoderLM {
   // Visits every MoE expert projection (nn/grouped_projection.h) likewise.
   void for_each_grouped(const GroupedVisitor& visit);
   void refresh_parameters();
+  // Whether every layer of a decode step (T = 1) over `cache` runs as one
+  // backend call (ops::decode_layer): stacked dense or quantized weights,
+  // RMSNorm, SwiGLU, RoPE or no positional bias in attention, and a backend
+  // kernel for them. x: the step's residual stream [B, 1, C].
+  bool decode_layers_fused(const Tensor& x, const KvCache& cache) const;
 
  private:
   DecoderLM(const ModelCard& card, Device device, DType param_dtype);
   // forward, with the MoE layers' router losses appended to aux when given.
   Tensor forward_logits(const Tensor& ids, AuxLosses* aux) const;
-  // Whether every layer of a decode step (T = 1) over `cache` runs as one
-  // backend call (ops::decode_layer): dense stacked weights, RMSNorm, SwiGLU,
-  // RoPE or no positional bias in attention, and a backend kernel for them.
-  bool decode_layers_fused(const Tensor& x, const KvCache& cache) const;
 
   ModelCard card_;
   Device device_;

@@ -261,25 +261,48 @@ std::optional<DecodeLayerWeights> DecoderBlock::decode_weights() const {
       input_layernorm.eps != post_attention_layernorm.eps || mlp.kind != ModelCard::Mlp::swiglu) {
     return std::nullopt;
   }
-  const auto* o = dynamic_cast<const Linear*>(self_attn->o_proj.get());
-  const auto* down = dynamic_cast<const Linear*>(mlp.down_proj.get());
-  if (!o || !down || o->bias.defined() || down->bias.defined()) return std::nullopt;
-  const std::optional<StackedWeights> qkv = stacked_weights(
-      {self_attn->q_proj.get(), self_attn->k_proj.get(), self_attn->v_proj.get()});
-  const std::optional<StackedWeights> gate_up =
-      stacked_weights({mlp.gate_proj.get(), mlp.up_proj.get()});
-  if (!qkv || !gate_up || !qkv->biases.empty() || !gate_up->biases.empty()) return std::nullopt;
   DecodeLayerWeights w;
   w.input_norm = input_layernorm.weight;
-  w.qkv = ops::stacked_view(qkv->weights);
-  w.o = o->weight;
   w.post_norm = post_attention_layernorm.weight;
-  w.gate_up = ops::stacked_view(gate_up->weights);
-  w.down = down->weight;
   w.eps = input_layernorm.eps;
   w.n_head = self_attn->n_head;
   w.n_kv_head = self_attn->n_kv_head;
   w.head_dim = self_attn->head_dim;
+  const LinearLayer* o = self_attn->o_proj.get();
+  const LinearLayer* down = mlp.down_proj.get();
+  if (o->bias_tensor().defined() || down->bias_tensor().defined()) return std::nullopt;
+  if (o->quantized_weight()) {  // all four projections quantized, one format
+    const std::optional<StackedQuantized> qkv = stacked_quantized(
+        {self_attn->q_proj.get(), self_attn->k_proj.get(), self_attn->v_proj.get()});
+    const std::optional<StackedQuantized> gate_up =
+        stacked_quantized({mlp.gate_proj.get(), mlp.up_proj.get()});
+    const std::optional<StackedQuantized> od = stacked_quantized({o}), dd = stacked_quantized({down});
+    if (!qkv || !gate_up || !od || !dd || gate_up->bias.defined()) return std::nullopt;
+    for (const QuantizedWeight* q : {&gate_up->weight, &od->weight, &dd->weight}) {
+      if (q->bits != qkv->weight.bits || q->group_size != qkv->weight.group_size ||
+          q->symmetric != qkv->weight.symmetric) {
+        return std::nullopt;
+      }
+    }
+    w.q_qkv = qkv->weight;
+    w.qkv_bias = qkv->bias;
+    w.q_o = od->weight;
+    w.q_gate_up = gate_up->weight;
+    w.q_down = dd->weight;
+    return w;
+  }
+  const auto* od = dynamic_cast<const Linear*>(o);
+  const auto* dd = dynamic_cast<const Linear*>(down);
+  const std::optional<StackedWeights> qkv = stacked_weights(
+      {self_attn->q_proj.get(), self_attn->k_proj.get(), self_attn->v_proj.get()});
+  const std::optional<StackedWeights> gate_up =
+      stacked_weights({mlp.gate_proj.get(), mlp.up_proj.get()});
+  if (!od || !dd || !qkv || !gate_up || !gate_up->biases.empty()) return std::nullopt;
+  w.qkv = ops::stacked_view(qkv->weights);
+  if (!qkv->biases.empty()) w.qkv_bias = ops::stacked_view(qkv->biases);
+  w.o = od->weight;
+  w.gate_up = ops::stacked_view(gate_up->weights);
+  w.down = dd->weight;
   return w;
 }
 

@@ -105,8 +105,9 @@ struct DecoderBlock {
                                    const Tensor& rope_inv_freq, KvCache& cache, int64_t layer,
                                    const Tensor& state_last = Tensor()) const;
   // The layer as ops::decode_layer takes it, when it has that shape: RMSNorm,
-  // SwiGLU, q/k/v and gate/up still dense Linear slots stacked in one buffer
-  // each, dense o/down, no biases (a LoRA or quantized slot: nullopt).
+  // SwiGLU, q/k/v and gate/up stacked in one buffer each, either all four
+  // projections dense Linear slots or all quantized (QuantLinear) with one
+  // format, biases on q/k/v only (a LoRA slot, mixed slots: nullopt).
   std::optional<DecodeLayerWeights> decode_weights() const;
   void collect_parameters(const std::string& prefix, ParameterList& out) const;
   void for_each_linear(const std::string& prefix, const LinearVisitor& visit);

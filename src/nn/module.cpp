@@ -70,6 +70,39 @@ std::optional<StackedWeights> stacked_weights(std::initializer_list<const Linear
   return s;
 }
 
+std::optional<StackedQuantized> stacked_quantized(const std::vector<const LinearLayer*>& slots) {
+  if (slots.empty() || !slots.front()->quantized_weight()) return std::nullopt;
+  const QuantizedWeight& first = *slots.front()->quantized_weight();
+  const bool with_bias = slots.front()->bias_tensor().defined();
+  std::vector<Tensor> qw, sc, zs, bs;
+  int64_t rows = 0;
+  for (const LinearLayer* slot : slots) {
+    const QuantizedWeight* w = slot->quantized_weight();
+    if (!w || w->bits != first.bits || w->group_size != first.group_size ||
+        w->symmetric != first.symmetric || w->in_features != first.in_features ||
+        slot->bias_tensor().defined() != with_bias) {
+      return std::nullopt;
+    }
+    qw.push_back(w->qweight);
+    sc.push_back(w->scales);
+    if (!w->symmetric) zs.push_back(w->zeros);
+    if (with_bias) bs.push_back(slot->bias_tensor());
+    rows += w->out_features;
+  }
+  if (!ops::rows_are_stacked(qw) || !ops::rows_are_stacked(sc) ||
+      (!zs.empty() && !ops::rows_are_stacked(zs)) || (!bs.empty() && !ops::rows_are_stacked(bs))) {
+    return std::nullopt;
+  }
+  StackedQuantized s;
+  s.weight = first;
+  s.weight.out_features = rows;
+  s.weight.qweight = ops::stacked_view(qw);
+  s.weight.scales = ops::stacked_view(sc);
+  if (!zs.empty()) s.weight.zeros = ops::stacked_view(zs);
+  if (!bs.empty()) s.bias = ops::stacked_view(bs);
+  return s;
+}
+
 Tensor Linear::forward_stacked(const Tensor& x, const std::vector<const LinearLayer*>& rest) const {
   StackedWeights s;
   for (const LinearLayer* slot : rest) {

@@ -19,6 +19,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "ops/quant_layout.h"
 
 namespace el {
 
@@ -54,6 +55,11 @@ class LinearLayer {
     (void)rest;
     return Tensor();
   }
+  // The weight-only quantized weight of this slot (quant/quant_linear.h), or
+  // nullptr for any other layer; bias_tensor() is the slot's bias whatever
+  // its kind (undefined when none). Fused kernels read both (decode_weights).
+  virtual const QuantizedWeight* quantized_weight() const { return nullptr; }
+  virtual Tensor bias_tensor() const { return Tensor(); }
 };
 
 // The dense projection: weight[out, in] (+ bias[out]), stored in `dtype`
@@ -70,6 +76,7 @@ class Linear final : public LinearLayer {
   void collect_parameters(const std::string& prefix, ParameterList& out) const override;
   int64_t in_features() const override { return weight.dim(1); }
   int64_t out_features() const override { return weight.dim(0); }
+  Tensor bias_tensor() const override { return bias; }
 
   Tensor weight;  // [out, in]
   Tensor bias;    // [out] or undefined
@@ -95,6 +102,17 @@ struct StackedWeights {
   std::vector<Tensor> weights, biases;
 };
 std::optional<StackedWeights> stacked_weights(std::initializer_list<const LinearLayer*> slots);
+
+// The same for quantized slots: one QuantizedWeight over all their rows (its
+// qweight / scales / zeros views over consecutive row blocks of one buffer
+// each) and the biases stacked alike (undefined when no slot has one); nullopt
+// when a slot is not quantized, the slots' bits / group size / symmetry /
+// in_features differ, only some have a bias, or the tensors are not stacked.
+struct StackedQuantized {
+  QuantizedWeight weight;
+  Tensor bias;
+};
+std::optional<StackedQuantized> stacked_quantized(const std::vector<const LinearLayer*>& slots);
 
 // A visitor over every linear slot of a model: (parameter prefix, slot).
 using LinearVisitor = std::function<void(const std::string&, std::unique_ptr<LinearLayer>&)>;

@@ -30,6 +30,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/decode_layer_weights.h"
 #include "ops/quant_layout.h"
 
 namespace el {
@@ -69,20 +70,6 @@ inline bool dropout_keep(uint64_t seed, uint64_t i, float p) {
 
 // An instantiated graph of a backend (Backend::graph_end_capture); opaque.
 using GraphHandle = int64_t;
-
-// The weights of one pre-norm Llama-layout decoder layer (RMSNorm, q/k/v
-// stacked in one buffer, RoPE, GQA, o_proj, RMSNorm, SwiGLU with gate/up
-// stacked, down), as Backend::decode_layer takes them. Dense, no biases.
-struct DecodeLayerWeights {
-  Tensor input_norm;  // [C]
-  Tensor qkv;         // [(H + 2 Hkv) D, C]: q rows, then k, then v
-  Tensor o;           // [C, H D]
-  Tensor post_norm;   // [C]
-  Tensor gate_up;     // [2F, C]: gate rows [0, F), up rows [F, 2F)
-  Tensor down;        // [C, F]
-  float eps = 1e-5f;
-  int64_t n_head = 0, n_kv_head = 0, head_dim = 0;
-};
 
 // How a mixture-of-experts router scores the experts of a token from its
 // logits (nn/moe.h): softmax over the experts, or an independent sigmoid each.

@@ -230,14 +230,20 @@ Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& 
   }
   // The separate ops, in DecoderBlock::forward_cached's order and roundings.
   const int64_t b = x.dim(0);
+  const bool q8 = w.quantized();
+  auto project = [q8](const Tensor& in, const Tensor& dense, const QuantizedWeight& quant,
+                      const Tensor& bias) {
+    return q8 ? quant_linear(in, quant, bias) : linear(in, dense, bias);
+  };
   const Tensor normed = rmsnorm(x, w.input_norm, w.eps);
-  const Tensor packed = linear(normed, w.qkv);
+  const Tensor packed = project(normed, w.qkv, w.q_qkv, w.qkv_bias);
   const Tensor q =
       qkv_rope_cache_write(packed, w.n_head, w.n_kv_head, inv_freq, positions, k_cache, v_cache);
   const Tensor y = attention_cached(q, k_cache, v_cache, positions);
-  const Tensor o = linear(reshape(y, {b, 1, w.n_head * w.head_dim}), w.o);
+  const Tensor o = project(reshape(y, {b, 1, w.n_head * w.head_dim}), w.o, w.q_o, Tensor());
   const ResidualNorm h = add_rmsnorm(x, o, w.post_norm, w.eps);
-  const Tensor d = linear(swiglu_packed(linear(h.normed, w.gate_up)), w.down);
+  const Tensor gu = project(h.normed, w.gate_up, w.q_gate_up, Tensor());
+  const Tensor d = project(swiglu_packed(gu), w.down, w.q_down, Tensor());
   return add(h.sum, d);
 }
 

@@ -16,35 +16,10 @@ Tensor QuantLinear::forward(const Tensor& x) const { return ops::quant_linear(x,
 
 Tensor QuantLinear::forward_stacked(const Tensor& x,
                                     const std::vector<const LinearLayer*>& rest) const {
-  std::vector<Tensor> qw{weight_.qweight}, sc{weight_.scales}, zs, bs;
-  if (!weight_.symmetric) zs.push_back(weight_.zeros);
-  if (bias_.defined()) bs.push_back(bias_);
-  int64_t rows = weight_.out_features;
-  for (const LinearLayer* slot : rest) {
-    const auto* other = dynamic_cast<const QuantLinear*>(slot);
-    if (!other) return Tensor();
-    const QuantizedWeight& w = other->weight_;
-    if (w.bits != weight_.bits || w.group_size != weight_.group_size ||
-        w.symmetric != weight_.symmetric || w.in_features != weight_.in_features ||
-        other->bias_.defined() != bias_.defined()) {
-      return Tensor();
-    }
-    qw.push_back(w.qweight);
-    sc.push_back(w.scales);
-    if (!w.symmetric) zs.push_back(w.zeros);
-    if (other->bias_.defined()) bs.push_back(other->bias_);
-    rows += w.out_features;
-  }
-  if (!ops::rows_are_stacked(qw) || !ops::rows_are_stacked(sc) ||
-      (!zs.empty() && !ops::rows_are_stacked(zs)) || (!bs.empty() && !ops::rows_are_stacked(bs))) {
-    return Tensor();
-  }
-  QuantizedWeight all = weight_;
-  all.out_features = rows;
-  all.qweight = ops::stacked_view(qw);
-  all.scales = ops::stacked_view(sc);
-  if (!zs.empty()) all.zeros = ops::stacked_view(zs);
-  return ops::quant_linear(x, all, bs.empty() ? Tensor() : ops::stacked_view(bs));
+  std::vector<const LinearLayer*> all{this};
+  all.insert(all.end(), rest.begin(), rest.end());
+  const std::optional<StackedQuantized> s = stacked_quantized(all);
+  return s ? ops::quant_linear(x, s->weight, s->bias) : Tensor();
 }
 
 void QuantLinear::collect_parameters(const std::string& prefix, ParameterList& out) const {

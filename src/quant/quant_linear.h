@@ -40,6 +40,8 @@ class QuantLinear final : public LinearLayer {
   void collect_parameters(const std::string& prefix, ParameterList& out) const override;
   int64_t in_features() const override { return weight_.in_features; }
   int64_t out_features() const override { return weight_.out_features; }
+  const QuantizedWeight* quantized_weight() const override { return &weight_; }
+  Tensor bias_tensor() const override { return bias_; }
 
   const QuantizedWeight& weight() const { return weight_; }
   QuantizedWeight& weight() { return weight_; }

@@ -3,6 +3,10 @@
 // as separate ops on the GPU (each of them tested against the CPU elsewhere)
 // and against the CPU in f32 on the same rounded inputs.
 //
+// Quantized layers (int4 / int8 RTN, symmetric and asymmetric, group sizes
+// 32-128) run the same comparisons on the same quantized codes, and a q/k/v
+// bias (Qwen2) is added in the kernel's phase A.
+//
 // Shapes: the 1.1B layer (C 2048, 32 heads / 4 kv heads, D 64, F 5632),
 // small ones with C and F not multiples of the 256-element GEMV step, head
 // dim 128, MHA (group 1) and MQA (group 16), positions 0, mid-cache and the
@@ -17,11 +21,14 @@
 #include <fmt/format.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_kernels.h"
 #include "cuda_test_util.h"
 #include "models/decoder_lm.h"
 #include "nn/kv_cache.h"
 #include "nn/model_card.h"
 #include "ops/ops.h"
+#include "quant/quantize_model.h"
+#include "quant/rtn.h"
 
 namespace el::test {
 namespace {
@@ -83,6 +90,23 @@ DecodeLayerWeights weights_on(const HostLayer& L, const Case& k, Device dev, DTy
   return w;
 }
 
+// The layer's four projections quantized (RTN on the rounded host values),
+// the norms in `dt`, all on `dev`.
+DecodeLayerWeights quantized_on(const HostLayer& L, const Case& k, Device dev, DType dt,
+                                const quant::QuantSpec& spec) {
+  DecodeLayerWeights w = weights_on(L, k, dev, dt);
+  auto q = [&](const Tensor& host) {
+    const QuantizedWeight cpu = quant::quantize_rtn(host, spec).value();
+    return dev.kind == DeviceKind::cpu ? cpu : quant::to_quantized_weight(quant::to_host(cpu), dev).value();
+  };
+  w.q_qkv = q(L.qkv);
+  w.q_o = q(L.o);
+  w.q_gate_up = q(L.gate_up);
+  w.q_down = q(L.down);
+  w.qkv = w.o = w.gate_up = w.down = Tensor();
+  return w;
+}
+
 // The first `rows` cache rows of two caches [1, Smax, Hkv, D].
 ::testing::AssertionResult cache_rows_close(const Tensor& got, const Tensor& ref, int64_t rows,
                                             Tolerance t, const std::string& what) {
@@ -133,6 +157,88 @@ TEST(CudaDecodeLayer, OneKernelEqualsSeparateOpsAndCpu) {
       EXPECT_TRUE(cache_rows_close(vc1, vc2, rows, tol(dt), what + ": v cache"));
       EXPECT_TRUE(cache_rows_close(kc1, kc3, rows, tol(dt), what + ": k cache vs cpu"));
     }
+  }
+}
+
+struct QuantCase {
+  Case shape;
+  int bits;
+  int64_t group;
+  bool symmetric;
+  bool bias;
+};
+
+// Quantized (and biased) layers: the kernel against the separate ops on the
+// same codes (quant_linear's GEMVs) and against the CPU in f32.
+TEST(CudaDecodeLayer, QuantizedAndBiasedLayersEqualSeparateOpsAndCpu) {
+  EL_REQUIRE_GPU();
+  const QuantCase cases[] = {
+      {{2048, 32, 4, 64, 5632, 600, 517}, 4, 128, true, false},  // the 1.1B layer, int4 g128
+      {{2048, 32, 4, 64, 5632, 600, 300}, 8, 128, true, false},  // int8 g128
+      {{256, 4, 2, 64, 384, 64, 5}, 4, 64, false, true},         // asymmetric, q/k/v bias
+      {{256, 4, 2, 64, 384, 64, 63}, 8, 32, false, false},
+      {{256, 2, 1, 128, 640, 40, 39}, 4, 32, true, true},        // head dim 128, last row
+      {{512, 16, 1, 64, 768, 300, 0}, 8, 64, true, false},       // MQA, first position
+      {{256, 4, 2, 64, 512, 64, 7}, 16, 0, true, true},          // dense with a q/k/v bias
+  };
+  Rng rng(77);
+  for (const DType dt : {DType::bf16, DType::f16}) {
+    for (const QuantCase& qc : cases) {
+      const Case& k = qc.shape;
+      const std::string what = fmt::format("{} int{} g{} {} bias {}", case_name(k, dt), qc.bits,
+                                           qc.group, qc.symmetric ? "sym" : "asym", qc.bias);
+      const HostLayer L = random_layer(k, dt, rng);
+      const quant::QuantSpec spec{qc.bits == 16 ? 4 : qc.bits, qc.group, qc.symmetric};
+      auto layer_on = [&](Device dev, DType t) {
+        DecodeLayerWeights w = qc.bits == 16 ? weights_on(L, k, dev, t) : quantized_on(L, k, dev, t, spec);
+        if (qc.bias) {
+          const int64_t n = (k.h + 2 * k.hkv) * k.d;
+          Tensor b = Tensor::empty({n}, t, dev);
+          b.copy_from(random_host({n}, rng, dt, 0.5f));
+          w.qkv_bias = b;
+        }
+        return w;
+      };
+      Rng bias_rng = rng;  // the same bias values on both devices
+      const DecodeLayerWeights wg = layer_on(gpu(), dt);
+      rng = bias_rng;
+      const DecodeLayerWeights wc = layer_on(Device::cpu(), DType::f32);
+      const Tensor freq = ops::rope_inv_freq(k.d, 10000.f, gpu());
+      const Tensor pos = Tensor::from_ints({k.pos}, {1}).to(gpu());
+      const Tensor x = to_gpu(L.x, dt);
+      Tensor kc1 = to_gpu(L.kc, dt), vc1 = to_gpu(L.vc, dt);
+      // The kernel itself (the backend uses it for quantized layers only when
+      // EL_DECODE_LAYER=1, cuda::decode_layer_enabled).
+      ASSERT_TRUE(cuda::decode_layer_takes(x, wg, freq, kc1, vc1)) << what;
+      Tensor fused = Tensor::empty(x.shape(), dt, gpu());
+      cuda::decode_layer(x, wg, freq, pos, kc1, vc1, fused);
+      Tensor kc2 = to_gpu(L.kc, dt), vc2 = to_gpu(L.vc, dt);
+      const Tensor split = ops::decode_layer(x, wg, freq, pos, kc2, vc2, false);
+      Tensor kc3 = L.kc.clone(), vc3 = L.vc.clone();
+      const Tensor cpu = ops::decode_layer(L.x, wc, ops::rope_inv_freq(k.d, 10000.f, Device::cpu()),
+                                           Tensor::from_ints({k.pos}, {1}), kc3, vc3);
+      EXPECT_TRUE(close_to(fused, split, tol(dt), what + ": out vs separate ops"));
+      EXPECT_TRUE(close_to(fused, cpu, tol(dt), what + ": out vs cpu f32", 2.0));
+      EXPECT_TRUE(cache_rows_close(kc1, kc2, k.pos + 1, tol(dt), what + ": k cache"));
+      EXPECT_TRUE(cache_rows_close(vc1, vc2, k.pos + 1, tol(dt), what + ": v cache"));
+    }
+  }
+}
+
+TEST(CudaDecodeLayer, QuantizedLayoutsItCannotStreamFallBack) {
+  // int4 rows of 172 bytes (F 344) are not whole 64-byte k-blocks, and a
+  // group of 16 int4 weights splits a 16-byte chunk: the separate ops run.
+  EL_REQUIRE_GPU();
+  Rng rng(8);
+  for (const auto& [k, group] : {std::pair<Case, int64_t>{{256, 4, 2, 64, 344, 64, 3}, 8},
+                                 std::pair<Case, int64_t>{{256, 4, 2, 64, 512, 64, 3}, 16}}) {
+    const HostLayer L = random_layer(k, DType::bf16, rng);
+    const DecodeLayerWeights w = quantized_on(L, k, gpu(), DType::bf16, {4, group, true});
+    Tensor kc = to_gpu(L.kc, DType::bf16), vc = to_gpu(L.vc, DType::bf16);
+    const Tensor x = to_gpu(L.x, DType::bf16), freq = ops::rope_inv_freq(k.d, 10000.f, gpu());
+    EXPECT_FALSE(cuda::decode_layer_takes(x, w, freq, kc, vc)) << case_name(k, DType::bf16);
+    const Tensor out = ops::decode_layer(x, w, freq, Tensor::from_ints({k.pos}, {1}).to(gpu()), kc, vc);
+    EXPECT_EQ(out.numel(), k.c);
   }
 }
 
@@ -194,9 +300,13 @@ TEST(CudaDecodeLayer, PositionPastTheCacheIsReported) {
 }
 
 // The whole model: a bf16 decode step through the one-kernel layers gives the
-// logits of the full forward at that position.
-TEST(CudaDecodeLayer, ModelDecodeLogitsEqualFullForward) {
+// logits of the full forward at that position; quantized (int4 g64 RTN and
+// int8), the same for the quantized model.
+class CudaDecodeLayerModel : public ::testing::TestWithParam<int> {};
+
+TEST_P(CudaDecodeLayerModel, DecodeLogitsEqualFullForward) {
   EL_REQUIRE_GPU();
+  const int bits = GetParam();
   const ModelCard card = parse_model_card(R"(name: fused_decode
 n_layer: 3
 d_model: 256
@@ -217,8 +327,17 @@ max_seq_len: 64
   const std::vector<int32_t> ids = {3, 17, 42, 99, 7, 250, 11};
   const int64_t n = static_cast<int64_t>(ids.size());
   NoGrad no_grad;
+  if (bits != 16) {
+    quant::QuantizeOptions qo;
+    qo.spec = {bits, 64, bits == 8};
+    ASSERT_TRUE(quant::quantize_model(*m, qo).ok());
+  }
   const Tensor full = m->forward(Tensor::from_ints(ids, {1, n}).to(gpu()));  // [1, n, V]
   KvCache cache = KvCache::create(card, 1, n, DType::bf16, gpu()).value();
+  {
+    const Tensor x = Tensor::empty({1, 1, card.d_model}, DType::bf16, gpu());
+    EXPECT_EQ(m->decode_layers_fused(x, cache), cuda::decode_layer_enabled(bits != 16)) << bits;
+  }
   const std::vector<int32_t> prompt(ids.begin(), ids.end() - 2);
   m->forward_cached(Tensor::from_ints(prompt, {1, n - 2}).to(gpu()), cache, {int32_t(n - 3)});
   cache.advance(static_cast<int32_t>(n - 2));
@@ -230,9 +349,11 @@ max_seq_len: 64
     const int64_t v = card.vocab_size;
     const std::vector<float> row(f.begin() + t * v, f.begin() + (t + 1) * v);
     EXPECT_TRUE(close_to(logits, Tensor::from_floats(row, {1, 1, v}), tol(DType::bf16),
-                         "decode logits at position " + std::to_string(t), 2.0));
+                         fmt::format("bits {}: decode logits at position {}", bits, t), 2.0));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Bits, CudaDecodeLayerModel, ::testing::Values(16, 8, 4));
 
 }  // namespace
 }  // namespace el::test
