@@ -180,7 +180,7 @@ int trace_main(int bits) {
       }
       std::printf("  %-26s mean %7.2f  min %7.2f  max %7.2f\n", kSlotNames[k], sum / grid, mn, mx);
     }
-    for (int k : {13, 14}) {  // attention units only (0 in the other blocks)
+    for (int k : {16, 13, 14, 17}) {  // attention units only (0 in the other blocks)
       double sum = 0, mx = 0;
       int n = 0;
       for (int b = 0; b < grid; ++b) {
@@ -190,8 +190,11 @@ int trace_main(int bits) {
         mx = std::max(mx, v);
         ++n;
       }
-      std::printf("  %-26s mean %7.2f  max %7.2f  (%d units)\n",
-                  k == 13 ? "B: unit's scores done" : "B: unit's partials out", n ? sum / n : 0.0, mx, n);
+      const char* name = k == 16   ? "B: unit's queries rotated"
+                         : k == 13 ? "B: unit's scores done"
+                         : k == 14 ? "B: unit's output written"
+                                   : "B: unit arrived (merge)";
+      std::printf("  %-26s mean %7.2f  max %7.2f  (%d units)\n", name, n ? sum / n : 0.0, mx, n);
     }
     double sum = 0, mx = 0;
     for (int b = 0; b < grid; ++b) {

@@ -434,7 +434,7 @@ class CudaBackend final : public Backend {
   void increment_i32(Tensor& x, int32_t delta) override { cuda::increment_i32(x, delta); }
   bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                           const Tensor& k_cache, const Tensor& v_cache) const override {
-    return cuda::decode_layer_enabled(w.quantized()) &&
+    return cuda::decode_layer_enabled() &&
            cuda::decode_layer_takes(x, w, inv_freq, k_cache, v_cache);
   }
   void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,

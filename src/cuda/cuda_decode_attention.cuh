@@ -11,8 +11,42 @@
 namespace el::cuda::decode {
 
 // ---- phase B: attention of the new token over the cache -----------------------------------
-constexpr int kMinChunk = 32;  // keys per block at least: few partials to merge
+// Keys per unit at least. Larger chunks (fewer partials to merge, none up to
+// the chunk) measured slower: 64 no better, 128 and 512 +15-30% a layer.
+constexpr int kMinChunk = 32;
 constexpr int kHeadPass = 8;   // query heads accumulated per pass of P V
+
+// The unit (kv head, chunk) of `block`: its cache rows [j0, j0 + nj) and the
+// number of chunks nc of its kv head; nj == 0 when the block has no unit.
+struct AttnUnit {
+  int g, c, j0, nj, nc;
+};
+__device__ __forceinline__ AttnUnit attention_unit(const LayerArgs& a, int p, int block) {
+  const int uph = a.units_per_head, len = p + 1;  // keys, the new one included
+  AttnUnit u{block / uph, block % uph, 0, 0, 0};
+  const int chunk = max(kMinChunk, (len + uph - 1) / uph);
+  u.nc = (len + chunk - 1) / chunk;
+  if (block >= a.Hkv * uph || u.c >= u.nc) return u;
+  u.j0 = u.c * chunk;
+  u.nj = min(len, u.j0 + chunk) - u.j0;
+  return u;
+}
+
+// Phase A's start: the block's cache rows (all but the new one, which phase B
+// writes) towards L2, so phase B's loads hit there instead of queueing behind
+// the weight stream in HBM.
+template <class T>
+__device__ __forceinline__ void prefetch_attention_rows(const LayerArgs& a, int p) {
+  const AttnUnit u = attention_unit(a, p, blockIdx.x);
+  const int rows = min(u.nj, p - u.j0);  // rows < p exist already
+  const int64_t stride = int64_t{a.Hkv} * a.D;
+  for (int i = threadIdx.x; i < 2 * rows; i += kThreads) {
+    const T* base = static_cast<const T*>(i < rows ? a.kc : a.vc);
+    const T* row = base + (int64_t{u.j0} + (i < rows ? i : i - rows)) * stride + int64_t{u.g} * a.D;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row));
+    if (a.D * int(sizeof(T)) > 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + 64));
+  }
+}
 
 // Attention scratch in shared memory (floats): qs [HG, D], cs [D], sc
 // [HG, chunk_max], ml [2 HG], po [kWarps, kHeadPass, D].
@@ -24,15 +58,10 @@ __host__ __device__ inline int attention_smem_floats(int hg, int d, int chunk_ma
 template <class T, int DL>
 __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
   const int D = 32 * DL, HG = a.H / a.Hkv, half = D / 2;
-  const int uph = a.units_per_head;
-  const int unit = blockIdx.x;
-  if (unit >= a.Hkv * uph) return;
-  const int g = unit / uph, c = unit - g * uph;
-  const int len = p + 1;  // keys, the new one included
-  const int chunk = max(kMinChunk, (len + uph - 1) / uph);
-  const int nc = (len + chunk - 1) / chunk;
-  if (c >= nc) return;
-  const int j0 = c * chunk, nj = min(len, j0 + chunk) - j0;
+  const int uph = a.units_per_head, len = p + 1;
+  const AttnUnit u = attention_unit(a, p, blockIdx.x);
+  if (u.nj == 0) return;
+  const int g = u.g, c = u.c, nc = u.nc, j0 = u.j0, nj = u.nj;
   float* qs = smem;
   float* cs = qs + HG * D;
   float* sc = cs + D;
@@ -71,22 +100,54 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
     }
   }
   consumer_sync();
+  stamp(a.trace, kTraceQuery);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row_stride = int64_t{a.Hkv} * D;
-  const T* kbase = static_cast<const T*>(a.kc) + int64_t{j0} * row_stride + g * D + lane * DL;
   const T* vbase = static_cast<const T*>(a.vc) + int64_t{j0} * row_stride + g * D + lane * DL;
-  // Scores: a warp per key, lane l holding dims [l DL, l DL + DL).
-#pragma unroll 2
-  for (int j = warp; j < nj; j += kWarps) {
-    float kf[DL];
+  // Scores: DL threads per key, 32 head dims each (4 loads in flight at
+  // once), their sums added by xor shuffles; the queries come from shared
+  // memory as float4 broadcasts and every head of the group is a separate
+  // accumulator, so a key costs no warp-wide reductions.
+  {
+    const T* kc = static_cast<const T*>(a.kc) + int64_t{j0} * row_stride + g * D;
+    for (int i = threadIdx.x; i < nj * DL; i += kThreads) {
+      const int j = i / DL, part = i - j * DL;
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + j * row_stride + part * 32);
+      uint4 kw[4];
 #pragma unroll
-    for (int e = 0; e < DL; ++e) kf[e] = to_f<T>(__ldcg(kbase + j * row_stride + e));
-    for (int hh = 0; hh < HG; ++hh) {
-      float s = 0.f;
+      for (int m = 0; m < 4; ++m) kw[m] = __ldcg(kr + m);
+      for (int hb = 0; hb < HG; hb += kHeadPass) {  // (one pass for groups up to 8)
+        float s[kHeadPass];
 #pragma unroll
-      for (int e = 0; e < DL; ++e) s = fmaf(qs[hh * D + lane * DL + e], kf[e], s);
-      s = warp_sum(s);
-      if (lane == 0) sc[hh * a.chunk_max + j] = s * a.sl2;
+        for (int hh = 0; hh < kHeadPass; ++hh) s[hh] = 0.f;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          Pack<T, 8> kp;
+          memcpy(&kp, &kw[m], sizeof(kp));
+#pragma unroll
+          for (int q4 = 0; q4 < 2; ++q4) {
+            const float k0 = to_f<T>(kp.v[4 * q4]), k1 = to_f<T>(kp.v[4 * q4 + 1]);
+            const float k2 = to_f<T>(kp.v[4 * q4 + 2]), k3 = to_f<T>(kp.v[4 * q4 + 3]);
+#pragma unroll
+            for (int hh = 0; hh < kHeadPass; ++hh) {
+              if (hb + hh < HG) {
+                const float4 q = *reinterpret_cast<const float4*>(qs + (hb + hh) * D + part * 32 +
+                                                                  8 * m + 4 * q4);
+                s[hh] = fmaf(q.x, k0, fmaf(q.y, k1, fmaf(q.z, k2, fmaf(q.w, k3, s[hh]))));
+              }
+            }
+          }
+        }
+#pragma unroll
+        for (int hh = 0; hh < kHeadPass; ++hh) {
+          if (hb + hh < HG) {
+            float v = s[hh];
+#pragma unroll
+            for (int o = 1; o < DL; o *= 2) v += __shfl_xor_sync(__activemask(), v, o);
+            if (part == 0) sc[(hb + hh) * a.chunk_max + j] = v * a.sl2;
+          }
+        }
+      }
     }
   }
   consumer_sync();
@@ -120,17 +181,26 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
     for (int hh = 0; hh < kHeadPass; ++hh)
 #pragma unroll
       for (int e = 0; e < DL; ++e) acc[hh][e] = 0.f;
-#pragma unroll 2
-    for (int j = warp; j < nj; j += kWarps) {
-      float vf[DL];
+    constexpr int kVBatch = 8 / DL;
+    for (int jb = warp; jb < nj; jb += kVBatch * kWarps) {
+      float vf[kVBatch][DL];
 #pragma unroll
-      for (int e = 0; e < DL; ++e) vf[e] = to_f<T>(__ldcg(vbase + j * row_stride + e));
+      for (int b = 0; b < kVBatch; ++b) {
+        const int j = jb + b * kWarps;
 #pragma unroll
-      for (int hh = 0; hh < kHeadPass; ++hh) {
-        if (hh < nh) {
-          const float pj = sc[(hb + hh) * a.chunk_max + j];
+        for (int e = 0; e < DL; ++e) vf[b][e] = j < nj ? to_f<T>(__ldcg(vbase + j * row_stride + e)) : 0.f;
+      }
 #pragma unroll
-          for (int e = 0; e < DL; ++e) acc[hh][e] = fmaf(pj, vf[e], acc[hh][e]);
+      for (int b = 0; b < kVBatch; ++b) {
+        const int j = jb + b * kWarps;
+        if (j >= nj) break;
+#pragma unroll
+        for (int hh = 0; hh < kHeadPass; ++hh) {
+          if (hh < nh) {
+            const float pj = sc[(hb + hh) * a.chunk_max + j];
+#pragma unroll
+            for (int e = 0; e < DL; ++e) acc[hh][e] = fmaf(pj, vf[b][e], acc[hh][e]);
+          }
         }
       }
     }
@@ -144,6 +214,10 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
       float o = 0.f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) o += po[(w * kHeadPass + hh) * D + d];
+      if (nc == 1) {  // the whole cache in this unit: the output, no partials to merge
+        static_cast<T*>(a.attn)[(g * HG + hb + hh) * D + d] = from_f<T>(o / ml[2 * (hb + hh) + 1]);
+        continue;
+      }
       float* dst = dst_base + int64_t{hb + hh} * uph * (D + 2);
       dst[2 + d] = o;
       if (d == 0) {
@@ -153,6 +227,8 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
     }
     consumer_sync();
   }
+  stamp(a.trace, kTracePartials);
+  if (nc == 1) return;
   // The last chunk of kv head g to finish merges the group's partials.
   if (threadIdx.x == 0) {
     __threadfence();
@@ -163,7 +239,7 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem) {
     }
   }
   consumer_sync();
-  stamp(a.trace, kTracePartials);
+  stamp(a.trace, kTraceArrived);
   if (!last_flag) return;
   T* out = static_cast<T*>(a.attn);
   for (int hh = warp; hh < HG; hh += kWarps) {

@@ -80,7 +80,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   float* rowsum = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(vec) +
                                            ((vec_elems * sizeof(T) + 15) / 16) * 16);
   float* xres = rowsum + a.max_rows;  // [max_rows] the block's rows of the residual stream
-  unsigned char* qstage = reinterpret_cast<unsigned char*>(xres) + (a.max_rows * 4 + 15) / 16 * 16;
+  // (16-byte aligned: phase B reads its queries as float4)
+  unsigned char* qstage = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) & ~uintptr_t{15});
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
   const int2 rq = block_rows(nqkv), ro = block_rows(C), rf = block_rows(F);
   const int nf = rf.y - rf.x;
@@ -148,6 +150,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
     return;
   }
   stamp(a.trace, 0);
+  if (threadIdx.x == 0) {  // the norms' weights depend on no kernel: towards L2 before the wait
+    prefetch_l2_span(a.w_in_norm, int64_t{C} * int64_t{sizeof(T)});
+    prefetch_l2_span(a.w_post_norm, int64_t{C} * int64_t{sizeof(T)});
+  }
   pdl_wait();
   pdl_trigger();
   stamp(a.trace, 1);
@@ -157,6 +163,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   const bool p_ok = p >= 0 && p < a.smax;
   if (!p_ok && blockIdx.x == 0 && threadIdx.x == 0)
     report_device_error(a.err, kErrKvCachePosition, 0, p, a.smax);
+  if (p_ok) prefetch_attention_rows<T>(a, p);
   const unsigned grid = gridDim.x;
 
   // A: qkv = W_qkv RMSNorm(x)
@@ -293,12 +300,11 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   pl.max_rows = static_cast<int>(std::max({(nqkv + g_min - 1) / g_min, (C + g_min - 1) / g_min,
                                            2 * ((F + g_min - 1) / g_min)}) + 1);
   const int64_t uph_min = std::max<int64_t>(1, g_min / w.n_kv_head);
-  pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
   pl.qstage_bytes = qstage_bound(w, C, F, g_min);
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
   const size_t slot = bits == 16 ? kTileBytes : kQuantSlotBytes;
-  pl.smem = size_t{kStages} * slot + vec_bytes(w, C, F) +
-            static_cast<size_t>((pl.max_rows * 4 + 15) / 16 * 16) + sizeof(float) * pl.max_rows +
+  pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
+  pl.smem = size_t{kStages} * slot + vec_bytes(w, C, F) + sizeof(float) * 2 * pl.max_rows + 16 +
             static_cast<size_t>(pl.qstage_bytes) +
             sizeof(float) * static_cast<size_t>(attention_smem_floats(
                                 group, static_cast<int>(w.head_dim), pl.chunk_max));
@@ -380,16 +386,20 @@ int decode_layer_trace(unsigned long long* buffer) {
   return kTraceSlots;
 }
 
-bool decode_layer_enabled(bool quantized) {
-  // -1 unset, 0 off, 1 on for every layout
-  static const int v = [] {
+namespace {
+// -1: follow EL_DECODE_LAYER; 0 / 1: set_decode_layer_enabled.
+int g_enabled_override = -1;
+}  // namespace
+
+bool decode_layer_enabled() {
+  static const bool from_env = [] {
     const char* e = std::getenv("EL_DECODE_LAYER");
-    return !e ? -1 : std::strcmp(e, "0") == 0 ? 0 : 1;
+    return e && std::strcmp(e, "1") == 0;
   }();
-  // Quantized layers stay on the layered kernels unless asked for: measured
-  // no faster there yet (docs/PERFORMANCE.md, session 18).
-  return v < 0 ? !quantized : v == 1;
+  return g_enabled_override < 0 ? from_env : g_enabled_override == 1;
 }
+
+void set_decode_layer_enabled(int enabled) { g_enabled_override = enabled < 0 ? -1 : enabled != 0; }
 
 bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                         const Tensor& k_cache, const Tensor& v_cache) {

@@ -17,7 +17,11 @@
 
 namespace el::cuda::decode {
 
-constexpr int kWarps = 16;                 // consumer warps
+// Consumer warps. 16 + the producer cap each thread at 96 registers (the
+// kernel spills a little); 15 would leave 128, but a 16 KiB tile's 32 pack
+// groups then split unevenly and the streaming phases ran 20% slower
+// (docs/PERFORMANCE.md, session 18).
+constexpr int kWarps = 16;
 constexpr int kThreads = 32 * kWarps;      // consumer threads (named barrier 1)
 constexpr int kBlockThreads = kThreads + 32;  // + the producer warp
 constexpr int kTileBytes = 16 << 10;       // dense: one ring slot, a run of whole packs
@@ -70,9 +74,12 @@ struct LayerArgs {
 // Phase timestamps for cuda_decode_layer_bench (decode_layer_trace): thread 0
 // of each block writes %globaltimer (ns) to trace[block, slot]; the producer
 // lane writes kTraceProducer when it has issued its last copy.
-// Slots 13 and 14 are written only by the blocks that run an attention unit
-// (after its scores, after its partials are out); 0 elsewhere.
-constexpr int kTraceSlots = 16, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15;
+// Slots 13, 14 and 16-17 are written only by the blocks that run an
+// attention unit (after its scores, after its output or partials are
+// written, after its queries are rotated, after it arrived on the merge
+// counter); 0 elsewhere.
+constexpr int kTraceSlots = 18, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
+              kTraceQuery = 16, kTraceArrived = 17;
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
     unsigned long long t;

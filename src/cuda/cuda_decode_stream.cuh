@@ -126,7 +126,7 @@ __device__ inline void produce_quant(const QSeg (&seg)[5], unsigned char* ring, 
     for (int r0 = 0; r0 < s.rows; r0 += 16) {
       const int nrows = min(16, s.rows - r0);
       for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
-        const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
+          const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
         const unsigned slot = tile % kStages, round = tile / kStages;
         if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
         if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));

@@ -107,6 +107,15 @@ DecodeLayerWeights quantized_on(const HostLayer& L, const Case& k, Device dev, D
   return w;
 }
 
+// The backend uses the kernel only when asked (cuda::decode_layer_enabled):
+// on for the scope of a test.
+struct KernelOn {
+  KernelOn() { cuda::set_decode_layer_enabled(1); }
+  ~KernelOn() { cuda::set_decode_layer_enabled(-1); }
+  KernelOn(const KernelOn&) = delete;
+  KernelOn& operator=(const KernelOn&) = delete;
+};
+
 // The first `rows` cache rows of two caches [1, Smax, Hkv, D].
 ::testing::AssertionResult cache_rows_close(const Tensor& got, const Tensor& ref, int64_t rows,
                                             Tolerance t, const std::string& what) {
@@ -124,6 +133,7 @@ std::string case_name(const Case& k, DType dt) {
 
 TEST(CudaDecodeLayer, OneKernelEqualsSeparateOpsAndCpu) {
   EL_REQUIRE_GPU();
+  const KernelOn kernel_on;
   const Case cases[] = {
       {2048, 32, 4, 64, 5632, 600, 517},  // the 1.1B layer
       {256, 4, 2, 64, 512, 64, 5},
@@ -207,8 +217,7 @@ TEST(CudaDecodeLayer, QuantizedAndBiasedLayersEqualSeparateOpsAndCpu) {
       const Tensor pos = Tensor::from_ints({k.pos}, {1}).to(gpu());
       const Tensor x = to_gpu(L.x, dt);
       Tensor kc1 = to_gpu(L.kc, dt), vc1 = to_gpu(L.vc, dt);
-      // The kernel itself (the backend uses it for quantized layers only when
-      // EL_DECODE_LAYER=1, cuda::decode_layer_enabled).
+      // The kernel itself (whatever cuda::decode_layer_enabled says).
       ASSERT_TRUE(cuda::decode_layer_takes(x, wg, freq, kc1, vc1)) << what;
       Tensor fused = Tensor::empty(x.shape(), dt, gpu());
       cuda::decode_layer(x, wg, freq, pos, kc1, vc1, fused);
@@ -243,6 +252,7 @@ TEST(CudaDecodeLayer, QuantizedLayoutsItCannotStreamFallBack) {
 }
 
 TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleBarriers) {
+  const KernelOn kernel_on;
   // The grid barrier's counters must be back at zero after every launch:
   // ten layers in a row give the same result as the separate ops.
   EL_REQUIRE_GPU();
@@ -264,6 +274,7 @@ TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleBarriers) {
 
 TEST(CudaDecodeLayer, TakesOnlyWhatItSupports) {
   EL_REQUIRE_GPU();
+  const KernelOn kernel_on;
   const Case k{256, 4, 2, 64, 512, 64, 3};
   Rng rng(1);
   const HostLayer L = random_layer(k, DType::bf16, rng);
@@ -283,6 +294,7 @@ TEST(CudaDecodeLayer, TakesOnlyWhatItSupports) {
 
 TEST(CudaDecodeLayer, PositionPastTheCacheIsReported) {
   EL_REQUIRE_GPU();
+  const KernelOn kernel_on;
   const Case k{256, 4, 2, 64, 512, 16, 0};
   Rng rng(3);
   const HostLayer L = random_layer(k, DType::bf16, rng);
@@ -306,6 +318,7 @@ class CudaDecodeLayerModel : public ::testing::TestWithParam<int> {};
 
 TEST_P(CudaDecodeLayerModel, DecodeLogitsEqualFullForward) {
   EL_REQUIRE_GPU();
+  const KernelOn kernel_on;
   const int bits = GetParam();
   const ModelCard card = parse_model_card(R"(name: fused_decode
 n_layer: 3
@@ -336,7 +349,7 @@ max_seq_len: 64
   KvCache cache = KvCache::create(card, 1, n, DType::bf16, gpu()).value();
   {
     const Tensor x = Tensor::empty({1, 1, card.d_model}, DType::bf16, gpu());
-    EXPECT_EQ(m->decode_layers_fused(x, cache), cuda::decode_layer_enabled(bits != 16)) << bits;
+    EXPECT_TRUE(m->decode_layers_fused(x, cache)) << bits;
   }
   const std::vector<int32_t> prompt(ids.begin(), ids.end() - 2);
   m->forward_cached(Tensor::from_ints(prompt, {1, n - 2}).to(gpu()), cache, {int32_t(n - 3)});
