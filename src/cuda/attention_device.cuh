@@ -91,12 +91,6 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// ---- cp.async ----------------------------------------------------------------------
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool pred) {
-  const int n = pred ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n)
-               : "memory");
-}
 // ---- swizzled tiles ------------------------------------------------------------------
 // A tile of 16-bit elements with kCols columns per row (a multiple of 8)
 // stores the 16-byte chunk c of row r at chunk c ^ (r & mask): the 8 rows that

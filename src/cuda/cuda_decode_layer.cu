@@ -27,7 +27,7 @@
 // rows, down rows) known before the layer starts. A producer warp copies them
 // in 16 KiB tiles with the bulk copy engine (cp.async.bulk) into a ring of
 // kStages shared-memory slots, each completing on an mbarrier, without
-// waiting for any phase: while the eight consumer warps sit at a grid barrier
+// waiting for any phase: while the consumer warps sit at a grid barrier
 // or in the attention phase, the ring keeps filling, so HBM stays busy
 // through them. Consumers take a tile's packs (16 bytes = 8 weights) a warp
 // each over a contiguous range, dot them with the activation vector in shared
@@ -120,6 +120,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
           stage_rows(cursor, a.scales[m], 2 * first, 2 * n, issue));
       q.zeros = a.zeros[m] ? stage_rows(cursor, a.zeros[m], first, n, issue) : nullptr;
     }
+    if (issue) cp_async_commit();
   }
   // One GEMV segment: rowsum[r] += W[r] . vec over segment s's rows (K inputs).
   unsigned tile = 0;
@@ -169,7 +170,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   // A: qkv = W_qkv RMSNorm(x)
   load_vector(vec, x_in, static_cast<const T*>(a.w_in_norm), C, a.eps, red);
   zero_rows(rowsum, rq.y - rq.x);
-  if constexpr (BITS != 16) cp_async_wait_all();  // the staged scales
+  if constexpr (BITS != 16) cp_async_wait<0>();  // the staged scales
   consumer_sync();
   stamp(a.trace, 2);
   gemv(0, C, rowsum);

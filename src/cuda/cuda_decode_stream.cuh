@@ -110,11 +110,6 @@ struct QSeg {
   int rows, row_bytes, groups;
 };
 
-// The tiles of one segment, in stream order.
-__device__ __forceinline__ int quant_tiles(const QSeg& s) {
-  return ((s.rows + 15) >> 4) * ((s.row_bytes + kSpan - 1) / kSpan);
-}
-
 // The producer warp: every window of every segment into the ring, lane i
 // copying row i of the window; lane 0 arms the slot with the window's bytes.
 __device__ inline void produce_quant(const QSeg (&seg)[5], unsigned char* ring, uint64_t* full,
@@ -202,15 +197,8 @@ __device__ void consume_quant(const QSeg& s, const T* vec, float* rowsum, const 
 // Every consumer thread: cp.async of the segments' scales (and zero points)
 // into `stage` (4 bytes each, from the 4-byte boundary below a segment's
 // first byte; the host checks the tensors' sizes are multiples of 4), setting
-// seg[k].scales / zeros to the block's first row there. Waited for by
-// cp_async_wait_all() before the first consume_quant.
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(smem)), "l"(gmem)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
+// seg[k].scales / zeros to the block's first row there. The kernel commits
+// the copies and waits for them before the first consume_quant.
 // (issue: whether this thread copies; every thread gets the same pointers)
 __device__ __forceinline__ const unsigned char* stage_rows(unsigned char*& cursor, const void* src,
                                                            int64_t first_byte, int64_t bytes,
@@ -218,7 +206,8 @@ __device__ __forceinline__ const unsigned char* stage_rows(unsigned char*& curso
   const int64_t a0 = first_byte & ~int64_t{3}, a1 = (first_byte + bytes + 3) & ~int64_t{3};
   const auto* s = static_cast<const unsigned char*>(src);
   if (issue) {
-    for (int64_t i = threadIdx.x * 4; i < a1 - a0; i += 4 * kThreads) cp_async4(cursor + i, s + a0 + i);
+    for (int64_t i = threadIdx.x * 4; i < a1 - a0; i += 4 * kThreads)
+      cp_async4(smem_addr(cursor + i), s + a0 + i, true);
   }
   const unsigned char* first = cursor + (first_byte - a0);
   cursor += (a1 - a0 + 15) & ~int64_t{15};

@@ -230,10 +230,10 @@ Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& 
   }
   // The separate ops, in DecoderBlock::forward_cached's order and roundings.
   const int64_t b = x.dim(0);
-  const bool q8 = w.quantized();
-  auto project = [q8](const Tensor& in, const Tensor& dense, const QuantizedWeight& quant,
+  const bool quantized = w.quantized();
+  auto project = [quantized](const Tensor& in, const Tensor& dense, const QuantizedWeight& quant,
                       const Tensor& bias) {
-    return q8 ? quant_linear(in, quant, bias) : linear(in, dense, bias);
+    return quantized ? quant_linear(in, quant, bias) : linear(in, dense, bias);
   };
   const Tensor normed = rmsnorm(x, w.input_norm, w.eps);
   const Tensor packed = project(normed, w.qkv, w.q_qkv, w.qkv_bias);
