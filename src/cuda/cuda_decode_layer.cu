@@ -14,6 +14,8 @@
 //      (and on the new k, which the chunk holding the new position writes to
 //      the cache with v); scores, softmax and P V over the chunk -> partials;
 //      the last block of kv head g to arrive merges them      -> attention out
+//      (the chunk's cache rows were copied into shared memory by cp.async
+//      during phase A, so B's loads are only the queries and the partials)
 //   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)
 //   D  every block: x -> RMSNorm (post_attention_layernorm); its feature range
 //      [f0, f1) of gate and of up; h = silu(gate) * up           -> h buffer
@@ -46,8 +48,6 @@
 // never through a possibly stale L1 line.
 #include <algorithm>
 #include <cmath>
-#include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -72,10 +72,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red[32];
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  constexpr unsigned stages = kStages;
   const int C = a.C, F = a.F, HD = a.H * 32 * DL;
   const int nqkv = (a.H + 2 * a.Hkv) * 32 * DL;
-  unsigned char* ring = smem_raw;  // [kStages, kSlot]
-  T* vec = reinterpret_cast<T*>(smem_raw + kStages * kSlot);  // [max(C, H D, F)]
+  unsigned char* ring = smem_raw;  // [stages, kSlot]
+  T* vec = reinterpret_cast<T*>(smem_raw + stages * kSlot);  // [max(C, H D, F)]
   const int vec_elems = max(max(C, HD), F);
   float* rowsum = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(vec) +
                                            ((vec_elems * sizeof(T) + 15) / 16) * 16);
@@ -84,6 +85,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   unsigned char* qstage = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) & ~uintptr_t{15});
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
+  // [2, stage_keys, D] cache rows of the block's attention unit (16-byte aligned)
+  T* kv_stage = reinterpret_cast<T*>(
+      (reinterpret_cast<uintptr_t>(
+           attn_smem + attention_smem_floats(a.H / a.Hkv, 32 * DL, a.chunk_max)) + 15) &
+      ~uintptr_t{15});
   const int2 rq = block_rows(nqkv), ro = block_rows(C), rf = block_rows(F);
   const int nf = rf.y - rf.x;
   Stream st;  // dense: the five byte ranges
@@ -126,14 +132,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   unsigned tile = 0;
   const auto gemv = [&](int s, int K, float* rs) {
     if constexpr (BITS == 16) {
-      consume_gemv<T>(st.seg[s], K, vec, rs, ring, full, empty, tile);
+      consume_gemv<T>(st.seg[s], K, vec, rs, ring, full, empty, tile, stages);
     } else {
       (void)K;
-      consume_quant<T, BITS>(qs[s], vec, rs, ring, full, empty, tile, a.group_size, a.sym_zero);
+      consume_quant<T, BITS>(qs[s], vec, rs, ring, full, empty, tile, stages, a.group_size,
+                             a.sym_zero);
     }
   };
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
+    for (unsigned s = 0; s < stages; ++s) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], kWarps);
     }
@@ -143,9 +150,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   if (threadIdx.x >= kThreads) {
     // Weights depend on no kernel: the stream starts before the wait.
     if constexpr (BITS == 16) {
-      if (threadIdx.x == kThreads) produce(st, ring, full, empty);
+      if (threadIdx.x == kThreads) produce(st, ring, full, empty, stages);
     } else {
-      produce_quant(qs, ring, full, empty);
+      produce_quant(qs, ring, full, empty, stages);
     }
     if (threadIdx.x == kThreads) stamp(a.trace, kTraceProducer);
     return;
@@ -160,17 +167,21 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   stamp(a.trace, 1);
   const T* x_in = static_cast<const T*>(a.x_in);
   T* x = static_cast<T*>(a.x);
-  const int p = a.pos[0];
-  const bool p_ok = p >= 0 && p < a.smax;
-  if (!p_ok && blockIdx.x == 0 && threadIdx.x == 0)
-    report_device_error(a.err, kErrKvCachePosition, 0, p, a.smax);
-  if (p_ok) prefetch_attention_rows<T>(a, p);
+  const int p = a.pos[0];  // (first used after the norm: the two loads overlap)
   const unsigned grid = gridDim.x;
 
   // A: qkv = W_qkv RMSNorm(x)
   load_vector(vec, x_in, static_cast<const T*>(a.w_in_norm), C, a.eps, red);
+  const bool p_ok = p >= 0 && p < a.smax;
+  if (!p_ok && blockIdx.x == 0 && threadIdx.x == 0)
+    report_device_error(a.err, kErrKvCachePosition, 0, p, a.smax);
+  if (p_ok) {
+    stage_attention_rows<T>(a, p, kv_stage);
+  } else {
+    cp_async_commit();  // (the same group count in every block)
+  }
   zero_rows(rowsum, rq.y - rq.x);
-  if constexpr (BITS != 16) cp_async_wait<0>();  // the staged scales
+  if constexpr (BITS != 16) cp_async_wait<1>();  // the staged scales (not the cache rows)
   consumer_sync();
   stamp(a.trace, 2);
   gemv(0, C, rowsum);
@@ -185,7 +196,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   stamp(a.trace, 4);
 
   // B: attention (skipped, with the error reported, for a position outside the cache)
-  if (p_ok) attention_phase<T, DL>(a, p, attn_smem);
+  if (p_ok) attention_phase<T, DL>(a, p, attn_smem, kv_stage);
   // The block's rows of x_in for phase C's residual add, off its critical path.
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) xres[i] = to_f<T>(__ldcg(x_in + ro.x + i));
   stamp(a.trace, 5);
@@ -196,6 +207,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   load_vector(vec, static_cast<const T*>(a.attn), static_cast<const T*>(nullptr), HD, 0.f, red);
   zero_rows(rowsum, ro.y - ro.x);
   consumer_sync();
+  stamp(a.trace, kTraceCVector);
   gemv(1, HD, rowsum);
   consumer_sync();
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) {
@@ -242,10 +254,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   }
 }
 
+constexpr size_t kMaxSmem = 220 * 1024;
+
 struct Plan {
   int grid = 0;
   size_t smem = 0;
-  int max_rows = 0, units_per_head = 0, chunk_max = 0, qstage_bytes = 0;
+  int max_rows = 0, units_per_head = 0, chunk_max = 0, qstage_bytes = 0, stage_keys = 0;
 };
 
 size_t vec_bytes(const DecodeLayerWeights& w, int64_t C, int64_t F) {
@@ -308,8 +322,14 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   pl.smem = size_t{kStages} * slot + vec_bytes(w, C, F) + sizeof(float) * 2 * pl.max_rows + 16 +
             static_cast<size_t>(pl.qstage_bytes) +
             sizeof(float) * static_cast<size_t>(attention_smem_floats(
-                                group, static_cast<int>(w.head_dim), pl.chunk_max));
-  if (pl.smem > 220 * 1024) return pl;
+                                group, static_cast<int>(w.head_dim), pl.chunk_max)) + 16;
+  if (pl.smem > kMaxSmem) return pl;
+  // The attention unit's k and v rows in shared memory: the whole chunk when
+  // it fits, else as many rows as fit (the rest are read from L2).
+  const size_t row_pair =
+      size_t{2} * static_cast<size_t>(stage_stride(static_cast<int>(w.head_dim))) * dtype_size(t);
+  pl.stage_keys = static_cast<int>(std::min<size_t>(pl.chunk_max, (kMaxSmem - pl.smem) / row_pair));
+  pl.smem += pl.stage_keys * row_pair;
   if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(pl.smem)) != cudaSuccess) {
     (void)cudaGetLastError();
@@ -380,6 +400,8 @@ bool quant_ok(const QuantizedWeight& q, const QuantizedWeight& ref, int64_t n, i
 
 unsigned long long* g_trace = nullptr;  // decode_layer_trace
 
+
+
 }  // namespace
 
 int decode_layer_trace(unsigned long long* buffer) {
@@ -393,9 +415,9 @@ int g_enabled_override = -1;
 }  // namespace
 
 bool decode_layer_enabled() {
-  static const bool from_env = [] {
+  static const bool from_env = [] {  // on unless EL_DECODE_LAYER=0
     const char* e = std::getenv("EL_DECODE_LAYER");
-    return e && std::strcmp(e, "1") == 0;
+    return !(e && std::strcmp(e, "0") == 0);
   }();
   return g_enabled_override < 0 ? from_env : g_enabled_override == 1;
 }
@@ -434,7 +456,7 @@ bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tens
     return false;
   for (const Tensor* c : {&k_cache, &v_cache}) {
     if (!c->defined() || c->dtype() != t || c->ndim() != 4 || c->dim(0) != 1 ||
-        c->dim(2) != Hkv || c->dim(3) != D || !c->is_contiguous() ||
+        c->dim(2) != Hkv || c->dim(3) != D || !c->is_contiguous() || !aligned16(c->raw()) ||
         c->device().kind != DeviceKind::cuda)
       return false;
   }
@@ -505,6 +527,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.units_per_head = pl.units_per_head;
   a.chunk_max = pl.chunk_max;
   a.max_rows = pl.max_rows;
+  a.stage_keys = pl.stage_keys;
   a.eps = w.eps;
   a.sl2 = (1.0f / std::sqrt(static_cast<float>(D))) * kLog2e;
   launch_kernel(pick_kernel(t, D, weight_bits(w)), dim3(static_cast<unsigned>(pl.grid)), dim3(kBlockThreads),

@@ -35,6 +35,9 @@ template <int BITS>
 constexpr int slot_bytes() {
   return BITS == 16 ? kTileBytes : kQuantSlotBytes;
 }
+// Ring slots. Deeper rings measured slower (session 19, per layer: 6 slots
+// 60.7-61.1 us, 8: 62.1, 10: 67.3, 12: 69.4): the extra tiles in flight
+// lengthen every dependent load of phases A-C (docs/PERFORMANCE.md).
 constexpr int kStages = 6;
 constexpr int kMaxGroup = 16;              // query heads per kv head
 constexpr float kLog2e = 1.4426950408889634f;
@@ -67,6 +70,7 @@ struct LayerArgs {
   DeviceErrorRecord* err;
   unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
   int C, H, Hkv, D, F, smax, units_per_head, chunk_max, max_rows;
+  int stage_keys;              // cache rows of k (and of v) an attention unit stages in smem
   float eps, sl2;              // sl2 = softmax scale x log2(e)
 };
 
@@ -78,8 +82,9 @@ struct LayerArgs {
 // attention unit (after its scores, after its output or partials are
 // written, after its queries are rotated, after it arrived on the merge
 // counter); 0 elsewhere.
-constexpr int kTraceSlots = 18, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
-              kTraceQuery = 16, kTraceArrived = 17;
+constexpr int kTraceSlots = 21, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
+              kTraceQuery = 16, kTraceArrived = 17, kTraceCVector = 18, kTraceSoftmax = 19,
+              kTracePV = 20;
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
     unsigned long long t;

@@ -81,11 +81,12 @@ void argmax_rows(const Tensor& x, Tensor& out);
 void increment_i32(Tensor& x, int32_t delta);
 // cuda_decode_layer.cu: one decoder layer of a batch-1 decode step as one
 // persistent kernel (Backend::decode_layer), dense or weight-only quantized
-// weights. decode_layer_enabled: whether the backend uses it. Off by
-// default: in generate the layered kernels measured 1.6-3% faster for bf16
-// and 6-9% for int8/int4 (docs/PERFORMANCE.md, session 18); EL_DECODE_LAYER=1
-// turns it on, set_decode_layer_enabled (1 / 0, -1 back to the environment)
-// overrides both for tests. decode_layer_takes / decode_layer ignore it.
+// weights. decode_layer_enabled: whether the backend uses it. On by
+// default: in generate it measured 3.2% faster than the layered kernels for
+// bf16, 1.7% for int8 and level for int4 (docs/PERFORMANCE.md, session 19);
+// EL_DECODE_LAYER=0 turns it off, set_decode_layer_enabled (1 / 0, -1 back to
+// the environment) overrides both for tests. decode_layer_takes /
+// decode_layer ignore it.
 bool decode_layer_enabled();
 void set_decode_layer_enabled(int enabled);
 bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
