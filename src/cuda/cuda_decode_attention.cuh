@@ -103,14 +103,12 @@ __device__ __forceinline__ void softmax_rows(float* sc, float* ml, int hg, int n
 
 // DL: head-dim elements per lane (D = 32 DL). kv_stage: the rows
 // stage_attention_rows copied (k rows [0, stage_keys), then v rows).
-// Returns whether this block finished its kv head's output (the only unit of
-// the head, or the last to arrive, which merged the partials).
 template <class T, int DL>
-__device__ bool attention_phase(const LayerArgs& a, int p, float* smem, T* kv_stage) {
+__device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_stage) {
   const int D = 32 * DL, HG = a.H / a.Hkv, half = D / 2;
   const int uph = a.units_per_head, len = p + 1;
   const AttnUnit u = attention_unit(a, p, blockIdx.x);
-  if (u.nj == 0) return false;
+  if (u.nj == 0) return;
   const int g = u.g, c = u.c, nc = u.nc, j0 = u.j0, nj = u.nj, ns = staged_keys(a, u);
   const int QS = query_stride(D), KS = stage_stride(D);
   T* ks_s = kv_stage;
@@ -236,7 +234,7 @@ __device__ bool attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
     consumer_sync();
   }
   stamp(a.trace, kTracePartials);
-  if (nc == 1) return true;
+  if (nc == 1) return;
   // The last chunk of kv head g to finish merges the group's partials.
   if (threadIdx.x == 0) {
     __threadfence();
@@ -248,7 +246,7 @@ __device__ bool attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
   }
   consumer_sync();
   stamp(a.trace, kTraceArrived);
-  if (!last_flag) return false;
+  if (!last_flag) return;
   T* out = static_cast<T*>(a.attn);
   {
     // A warp per head; each batch of kMB chunks is loaded at once (m, l and
@@ -292,7 +290,6 @@ __device__ bool attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
       for (int e = 0; e < DL; ++e) out[(g * HG + hh) * D + lane * DL + e] = from_f<T>(o[e] * inv);
     }
   }
-  return true;
 }
 
 }  // namespace el::cuda::decode

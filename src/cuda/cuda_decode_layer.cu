@@ -72,11 +72,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red[32];
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
-  constexpr unsigned stages = kStages;
   const int C = a.C, F = a.F, HD = a.H * 32 * DL;
   const int nqkv = (a.H + 2 * a.Hkv) * 32 * DL;
-  unsigned char* ring = smem_raw;  // [stages, kSlot]
-  T* vec = reinterpret_cast<T*>(smem_raw + stages * kSlot);  // [max(C, H D, F)]
+  unsigned char* ring = smem_raw;  // [kStages, kSlot]
+  T* vec = reinterpret_cast<T*>(smem_raw + kStages * kSlot);  // [max(C, H D, F)]
   const int vec_elems = max(max(C, HD), F);
   float* rowsum = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(vec) +
                                            ((vec_elems * sizeof(T) + 15) / 16) * 16);
@@ -132,15 +131,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   unsigned tile = 0;
   const auto gemv = [&](int s, int K, float* rs) {
     if constexpr (BITS == 16) {
-      consume_gemv<T>(st.seg[s], K, vec, rs, ring, full, empty, tile, stages);
+      consume_gemv<T>(st.seg[s], K, vec, rs, ring, full, empty, tile);
     } else {
       (void)K;
-      consume_quant<T, BITS>(qs[s], vec, rs, ring, full, empty, tile, stages, a.group_size,
-                             a.sym_zero);
+      consume_quant<T, BITS>(qs[s], vec, rs, ring, full, empty, tile, a.group_size, a.sym_zero);
     }
   };
   if (threadIdx.x == 0) {
-    for (unsigned s = 0; s < stages; ++s) {
+    for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], kWarps);
     }
@@ -150,9 +148,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   if (threadIdx.x >= kThreads) {
     // Weights depend on no kernel: the stream starts before the wait.
     if constexpr (BITS == 16) {
-      if (threadIdx.x == kThreads) produce(st, ring, full, empty, stages);
+      if (threadIdx.x == kThreads) produce(st, ring, full, empty);
     } else {
-      produce_quant(qs, ring, full, empty, stages);
+      produce_quant(qs, ring, full, empty);
     }
     if (threadIdx.x == kThreads) stamp(a.trace, kTraceProducer);
     return;
@@ -399,8 +397,6 @@ bool quant_ok(const QuantizedWeight& q, const QuantizedWeight& ref, int64_t n, i
 }
 
 unsigned long long* g_trace = nullptr;  // decode_layer_trace
-
-
 
 }  // namespace
 

@@ -78,10 +78,11 @@ struct LayerArgs {
 // Phase timestamps for cuda_decode_layer_bench (decode_layer_trace): thread 0
 // of each block writes %globaltimer (ns) to trace[block, slot]; the producer
 // lane writes kTraceProducer when it has issued its last copy.
-// Slots 13, 14 and 16-17 are written only by the blocks that run an
+// Slots 13, 14, 16-17 and 19-20 are written only by the blocks that run an
 // attention unit (after its scores, after its output or partials are
 // written, after its queries are rotated, after it arrived on the merge
-// counter); 0 elsewhere.
+// counter, after its softmax, after thread 0 stored its P V outputs); 0
+// elsewhere. Slot 18: phase C has its attention vector in shared memory.
 constexpr int kTraceSlots = 21, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
               kTraceQuery = 16, kTraceArrived = 17, kTraceCVector = 18, kTraceSoftmax = 19,
               kTracePV = 20;

@@ -1,7 +1,7 @@
 // cuda_decode_stream.cuh — internal to cuda_decode_layer.cu: the layer
 // kernel's weight stream. A producer warp copies a block's weight rows for the
 // whole layer (five contiguous row ranges: qkv, o, gate, up, down) into a ring
-// of `stages` shared-memory slots with bulk copies, each slot completing on an
+// of kStages shared-memory slots with bulk copies, each slot completing on an
 // mbarrier; the consumer warps take each slot's weights, dot them with the
 // activation vector in shared memory and release the slot. Dense weights
 // (the activation dtype) stream as 16 KiB runs of 16-byte packs; weight-only
@@ -26,14 +26,13 @@ struct Stream {
 
 // The producer (one lane): every tile of every segment into the ring, a slot
 // reused only after the consumers released it.
-__device__ inline void produce(const Stream& s, unsigned char* ring, uint64_t* full, uint64_t* empty,
-                               unsigned stages) {
+__device__ inline void produce(const Stream& s, unsigned char* ring, uint64_t* full, uint64_t* empty) {
   unsigned tile = 0;
   for (int k = 0; k < 5; ++k) {
     for (int64_t off = 0; off < s.seg[k].bytes; off += kTileBytes, ++tile) {
       const int64_t rem = s.seg[k].bytes - off;
       const unsigned n = static_cast<unsigned>(rem < kTileBytes ? rem : kTileBytes);
-      const unsigned slot = tile % stages, round = tile / stages;
+      const unsigned slot = tile % kStages, round = tile / kStages;
       if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
       mbar_expect_tx(&full[slot], n);
       bulk_copy(ring + slot * kTileBytes, s.seg[k].p + off, n, &full[slot]);
@@ -48,7 +47,7 @@ __device__ inline void produce(const Stream& s, unsigned char* ring, uint64_t* f
 template <class T>
 __device__ void consume_gemv(const Segment& sg, int k, const T* vec, float* rowsum,
                              const unsigned char* ring, uint64_t* full, uint64_t* empty,
-                             unsigned& tile, unsigned stages) {
+                             unsigned& tile) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kp = k / 8;  // packs per row
   const uint4* xv = reinterpret_cast<const uint4*>(vec);
@@ -57,8 +56,8 @@ __device__ void consume_gemv(const Segment& sg, int k, const T* vec, float* rows
   for (int64_t off = 0; off < sg.bytes; off += kTileBytes, ++tile) {
     const int64_t rem = sg.bytes - off;
     const int packs = static_cast<int>((rem < kTileBytes ? rem : kTileBytes) / 16);
-    const unsigned slot = tile % stages;
-    mbar_wait(&full[slot], (tile / stages) & 1);
+    const unsigned slot = tile % kStages;
+    mbar_wait(&full[slot], (tile / kStages) & 1);
     const uint4* wt = reinterpret_cast<const uint4*>(ring + slot * kTileBytes);
     const int groups = (packs + 31) / 32;
     const int g0 = groups * warp / kWarps, g1 = groups * (warp + 1) / kWarps;
@@ -114,7 +113,7 @@ struct QSeg {
 // The producer warp: every window of every segment into the ring, lane i
 // copying row i of the window; lane 0 arms the slot with the window's bytes.
 __device__ inline void produce_quant(const QSeg (&seg)[5], unsigned char* ring, uint64_t* full,
-                                     uint64_t* empty, unsigned stages) {
+                                     uint64_t* empty) {
   const int lane = threadIdx.x & 31;
   unsigned tile = 0;
   for (int k = 0; k < 5; ++k) {
@@ -123,7 +122,7 @@ __device__ inline void produce_quant(const QSeg (&seg)[5], unsigned char* ring, 
       const int nrows = min(16, s.rows - r0);
       for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
           const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
-        const unsigned slot = tile % stages, round = tile / stages;
+        const unsigned slot = tile % kStages, round = tile / kStages;
         if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
         if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
         __syncwarp();
@@ -148,8 +147,8 @@ __device__ __forceinline__ quant::QScale stage_scale(const QSeg& s, int row, int
 // stay in the mma accumulators across its spans and go to shared memory once.
 template <class T, int BITS>
 __device__ void consume_quant(const QSeg& s, const T* vec, float* rowsum, const unsigned char* ring,
-                              uint64_t* full, uint64_t* empty, unsigned& tile, unsigned stages,
-                              int group_size, int sym_zero) {
+                              uint64_t* full, uint64_t* empty, unsigned& tile, int group_size,
+                              int sym_zero) {
   constexpr int KC = quant::Layout<BITS>::KC, XU = quant::Layout<BITS>::XU;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   for (int r0 = 0; r0 < s.rows; r0 += 16) {
@@ -157,9 +156,9 @@ __device__ void consume_quant(const QSeg& s, const T* vec, float* rowsum, const 
     // (rows past the end read a valid row's scale: their sums are dropped)
     const int r_lo = min(r0 + g, s.rows - 1), r_hi = min(r0 + g + 8, s.rows - 1);
     for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
-      const unsigned slot = tile % stages;
+      const unsigned slot = tile % kStages;
       const int nkb = min(kSpan, s.row_bytes - off) >> 6;
-      mbar_wait(&full[slot], (tile / stages) & 1);
+      mbar_wait(&full[slot], (tile / kStages) & 1);
       for (int kb = warp; kb < nkb; kb += kWarps) {
         const unsigned char* base = ring + slot * kQuantSlotBytes + kb * 64 + t * 16;
         uint32_t wlo[4], whi[4];
