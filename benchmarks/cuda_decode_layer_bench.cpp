@@ -130,7 +130,8 @@ const char* const kSlotNames[] = {
     "kernel start",       "after PDL wait",      "A: norm done",       "A: qkv rows done",
     "barrier 1 passed",   "B: attention done",   "barrier 2 passed",   "C: o rows + add done",
     "barrier 3 passed",   "D: norm done",        "D: gate/up + SwiGLU done", "barrier 4 passed",
-    "E: down rows + add done", "", "", "", "", "", "C: attention vector loaded"};
+    "E: down rows + add done", "", "", "", "", "", "C: attention vector loaded", "", "",
+    "A: norm inputs loaded", "D: norm inputs loaded"};
 
 int trace_main(int bits) {
   if (!el::cuda::register_backend(0).ok()) {
@@ -170,7 +171,7 @@ int trace_main(int bits) {
     std::printf("layer %lld (us from the earliest block start; previous layer's last block "
                 "ended at %+.2f)\n",
                 static_cast<long long>(l), (double(prev_end) - double(t0)) * 1e-3);
-    for (int k : {0, 1, 2, 3, 4, 5, 6, 18, 7, 8, 9, 10, 11, 12}) {
+    for (int k : {0, 1, 21, 2, 3, 4, 5, 6, 18, 7, 8, 22, 9, 10, 11, 12}) {
       double sum = 0, mx = 0, mn = 1e30;
       for (int b = 0; b < grid; ++b) {
         const double v = (double(t[b * slots + k]) - double(t0)) * 1e-3;

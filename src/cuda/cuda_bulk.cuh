@@ -45,4 +45,14 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
       : "memory");
 }
 
+// bulk_copy with an L2 cache policy (createpolicy), e.g. evict_first for bytes read once.
+__device__ __forceinline__ void bulk_copy_hint(void* dst, const void* src, unsigned bytes,
+                                               uint64_t* bar, uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], "
+      "%2, [%3], %4;" ::"r"(smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy)
+      : "memory");
+}
+
 }  // namespace el::cuda

@@ -39,8 +39,10 @@ Status create_context(int device) {
   }
   EL_CUDA_TRY(cudaMalloc(&c->reduce_scratch, sizeof(double) * (kReduceSlots + 1)));
   EL_CUDA_TRY(cudaMalloc(&c->flag, sizeof(int)));
-  EL_CUDA_TRY(cudaMalloc(&c->counters, sizeof(int) * kCounterSlots));
-  EL_CUDA_TRY(cudaMemset(c->counters, 0, sizeof(int) * kCounterSlots));
+  // (+ 2 ints: the layer kernel's 64-bit barrier counter, 8-byte aligned)
+  EL_CUDA_TRY(cudaMalloc(&c->counters, sizeof(int) * (kCounterSlots + 2)));
+  EL_CUDA_TRY(cudaMemset(c->counters, 0, sizeof(int) * (kCounterSlots + 2)));
+  c->layer_barrier = reinterpret_cast<unsigned long long*>(c->counters + kCounterSlots);
   EL_CUDA_TRY(cudaMalloc(&c->dev_error, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMemset(c->dev_error, 0, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMallocHost(&c->host_error, sizeof(DeviceErrorRecord)));

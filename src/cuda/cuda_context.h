@@ -62,6 +62,9 @@ struct Context {
   // finishes the work of the others (attention_cached's chunk merge) counts
   // arrivals here and sets its counters back to zero before it exits.
   int* counters = nullptr;
+  // One 64-bit counter after them, never reset: the arrivals of the decode
+  // layer kernel's grid barrier (cuda_decode_layer.cuh, barrier_base).
+  unsigned long long* layer_barrier = nullptr;
   DeviceErrorRecord* dev_error = nullptr;   // device memory
   DeviceErrorRecord* host_error = nullptr;  // pinned host mirror
   double* host_scalar = nullptr;            // pinned, for reduction results

@@ -25,27 +25,28 @@
 // the order of f32 sums (tests/cuda/decode_layer_test.cpp).
 //
 // Weights stream, the activations wait: a block's weight rows for the whole
-// layer are five contiguous byte ranges (its qkv rows, o rows, gate rows, up
-// rows, down rows) known before the layer starts. A producer warp copies them
-// in 16 KiB tiles with the bulk copy engine (cp.async.bulk) into a ring of
-// kStages shared-memory slots, each completing on an mbarrier, without
-// waiting for any phase: while the consumer warps sit at a grid barrier
-// or in the attention phase, the ring keeps filling, so HBM stays busy
-// through them. Consumers take a tile's packs (16 bytes = 8 weights) a warp
-// each over a contiguous range, dot them with the activation vector in shared
-// memory, and add row sums into shared memory when a warp's row changes.
+// layer are five row ranges (its qkv rows, o rows, gate rows, up rows, down
+// rows) known before the layer starts. A producer warp copies them in windows
+// of 16 rows x 1 KiB with the bulk copy engine (cp.async.bulk, marked
+// evict-first in L2) into a ring of ring_stages<BITS>() shared-memory slots,
+// each completing on an mbarrier, without waiting for any phase: while the
+// consumer warps sit at a grid barrier or in the attention phase, the ring
+// keeps filling, so HBM stays busy through them. Consumers take a window's
+// 64-byte k-blocks a warp each as the A operand of tensor-core mma (the
+// activation vector in shared memory is B), keep the window's row sums in the
+// accumulators and store each warp's share to shared memory; the epilogue adds
+// the shares (cuda_decode_stream.cuh). Weight-only quantized layers (int4 /
+// int8, ops/quant_layout.h) stream the same windows, dequantised in
+// registers, their scales staged in shared memory by cp.async before the
+// kernel waits for its predecessor; so are the two norms' weights.
 //
-// Weight-only quantized layers (int4 / int8, ops/quant_layout.h) run the same
-// kernel with a quantized stream (cuda_decode_stream.cuh): 16-row windows
-// dequantised in registers into tensor-core mma, the block's scales staged in
-// shared memory by cp.async before the kernel waits for its predecessor.
-//
-// Grid barrier: blocks count arrivals in ctx().counters (zero between
-// kernels): barrier k waits until the count reaches k x grid; the last block
-// to leave sets the counters back to zero. All blocks must be resident at
-// once, so the grid is one block per SM and the host checks that it fits.
-// Data written by other blocks in this kernel is read with ld.global.cg (L2),
-// never through a possibly stale L1 line.
+// Grid barrier: thread 0 of every block adds a release arrival to one 64-bit
+// counter that is never reset (Context::layer_barrier) and spins on an
+// acquire load until it reaches the launch's base + k x grid (barrier_base,
+// cuda_decode_layer.cuh). All blocks must be resident at once, so the grid is
+// one block per SM and the host checks that it fits. Data written by other
+// blocks in this kernel is read with ld.global.cg (L2), never through a
+// possibly stale L1 line.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -68,21 +69,25 @@ using namespace decode;  // NOLINT: this file is the kernel's only user
 // BITS: 16 for dense weights in T, 4 or 8 for the quantized layouts.
 template <class T, int DL, int BITS>
 __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const LayerArgs a) {
-  constexpr int kSlot = slot_bytes<BITS>();
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red[32];
+  constexpr int kStages = ring_stages<BITS>();
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
   const int C = a.C, F = a.F, HD = a.H * 32 * DL;
   const int nqkv = (a.H + 2 * a.Hkv) * 32 * DL;
-  unsigned char* ring = smem_raw;  // [kStages, kSlot]
-  T* vec = reinterpret_cast<T*>(smem_raw + kStages * kSlot);  // [max(C, H D, F)]
+  unsigned char* ring = smem_raw;  // [kStages, kSlotBytes]
+  T* vec = reinterpret_cast<T*>(smem_raw + kStages * kSlotBytes);  // [max(C, H D, F)]
   const int vec_elems = max(max(C, HD), F);
-  float* rowsum = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(vec) +
-                                           ((vec_elems * sizeof(T) + 15) / 16) * 16);
-  float* xres = rowsum + a.max_rows;  // [max_rows] the block's rows of the residual stream
+  // [kWarps, max_rows] each consumer warp's share of the block's row sums
+  float* wpart = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(vec) +
+                                          ((vec_elems * sizeof(T) + 15) / 16) * 16);
+  const int ld = a.max_rows;
+  float* xres = wpart + kWarps * ld;  // [max_rows] the block's rows of the residual stream
+  // [2, C] the two norms' weights (16-byte aligned)
+  T* normw = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) &
+                                  ~uintptr_t{15});
   // (16-byte aligned: phase B reads its queries as float4)
-  unsigned char* qstage = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) & ~uintptr_t{15});
+  unsigned char* qstage = reinterpret_cast<unsigned char*>(normw + 2 * ((C + 7) / 8 * 8));
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
   // [2, stage_keys, D] cache rows of the block's attention unit (16-byte aligned)
   T* kv_stage = reinterpret_cast<T*>(
@@ -91,51 +96,47 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
       ~uintptr_t{15});
   const int2 rq = block_rows(nqkv), ro = block_rows(C), rf = block_rows(F);
   const int nf = rf.y - rf.x;
-  Stream st;  // dense: the five byte ranges
-  QSeg qs[5];  // quantized: the five row ranges, their scales staged in shared memory
-  if constexpr (BITS == 16) {
-    const auto* wqkv = static_cast<const T*>(a.w_qkv);
-    const auto* wgu = static_cast<const T*>(a.w_gate_up);
-    const auto range = [](const T* p, int64_t row, int64_t rows, int64_t k) {
-      return Segment{reinterpret_cast<const unsigned char*>(p + row * k),
-                     rows * k * int64_t{sizeof(T)}};
-    };
-    st.seg[0] = range(wqkv, rq.x, rq.y - rq.x, C);
-    st.seg[1] = range(static_cast<const T*>(a.w_o), ro.x, ro.y - ro.x, HD);
-    st.seg[2] = range(wgu, rf.x, nf, C);
-    st.seg[3] = range(wgu, int64_t{F} + rf.x, nf, C);
-    st.seg[4] = range(static_cast<const T*>(a.w_down), ro.x, ro.y - ro.x, F);
-  } else {
-    const int mat[5] = {0, 1, 2, 2, 3};  // qkv, o, gate, up, down
+  // The five row ranges (qkv, o, gate, up, down). They live in shared memory,
+  // not registers: held in registers across the phases they spilled.
+  __shared__ RowSeg seg[5];
+  {
+    const int mat[5] = {0, 1, 2, 2, 3};
     const int row0[5] = {rq.x, ro.x, rf.x, F + rf.x, ro.x};
     const int rows[5] = {rq.y - rq.x, ro.y - ro.x, nf, nf, ro.y - ro.x};
     const int kin[5] = {C, HD, C, C, F};
-    const void* wq[4] = {a.w_qkv, a.w_o, a.w_gate_up, a.w_down};
+    const void* wm[4] = {a.w_qkv, a.w_o, a.w_gate_up, a.w_down};
     const bool issue = threadIdx.x < kThreads;
     unsigned char* cursor = qstage;
     for (int s = 0; s < 5; ++s) {
-      QSeg& q = qs[s];
+      RowSeg q{};
       const int m = mat[s];
       q.rows = rows[s];
       q.row_bytes = kin[s] * BITS / 8;
-      q.groups = kin[s] / a.group_size;
-      q.w = static_cast<const unsigned char*>(wq[m]) + int64_t{row0[s]} * q.row_bytes;
-      const int64_t first = int64_t{row0[s]} * q.groups, n = int64_t{rows[s]} * q.groups;
-      q.scales = reinterpret_cast<const uint16_t*>(
-          stage_rows(cursor, a.scales[m], 2 * first, 2 * n, issue));
-      q.zeros = a.zeros[m] ? stage_rows(cursor, a.zeros[m], first, n, issue) : nullptr;
+      q.w = static_cast<const unsigned char*>(wm[m]) + int64_t{row0[s]} * q.row_bytes;
+      if constexpr (BITS != 16) {  // the block's scales (and zero points) into shared memory
+        q.groups = kin[s] / a.group_size;
+        const int64_t first = int64_t{row0[s]} * q.groups, n = int64_t{rows[s]} * q.groups;
+        q.scales = reinterpret_cast<const uint16_t*>(
+            stage_rows(cursor, a.scales[m], 2 * first, 2 * n, issue));
+        q.zeros = a.zeros[m] ? stage_rows(cursor, a.zeros[m], first, n, issue) : nullptr;
+      }
+      if (threadIdx.x == 0) seg[s] = q;
     }
-    if (issue) cp_async_commit();
+    // The norms' weights depend on no kernel either: into shared memory now.
+    if (issue) {
+      const T* nw[2] = {static_cast<const T*>(a.w_in_norm), static_cast<const T*>(a.w_post_norm)};
+      for (int i = threadIdx.x; i < 2 * (C / 8); i += kThreads) {
+        const int which = i / (C / 8), e = (i - which * (C / 8)) * 8;
+        cp_async16(smem_addr(normw + which * ((C + 7) / 8 * 8) + e), nw[which] + e, true);
+      }
+      cp_async_commit();
+    }
   }
-  // One GEMV segment: rowsum[r] += W[r] . vec over segment s's rows (K inputs).
+  // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
   unsigned tile = 0;
-  const auto gemv = [&](int s, int K, float* rs) {
-    if constexpr (BITS == 16) {
-      consume_gemv<T>(st.seg[s], K, vec, rs, ring, full, empty, tile);
-    } else {
-      (void)K;
-      consume_quant<T, BITS>(qs[s], vec, rs, ring, full, empty, tile, a.group_size, a.sym_zero);
-    }
+  const auto gemv = [&](int s, int base) {
+    consume_rows<T, BITS>(seg[s], vec, wpart, ld, base, ring, full, empty, tile, a.group_size,
+                          a.sym_zero);
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -147,29 +148,22 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   __syncthreads();  // the only block-wide barrier: the producer leaves below
   if (threadIdx.x >= kThreads) {
     // Weights depend on no kernel: the stream starts before the wait.
-    if constexpr (BITS == 16) {
-      if (threadIdx.x == kThreads) produce(st, ring, full, empty);
-    } else {
-      produce_quant(qs, ring, full, empty);
-    }
+    produce_rows<kStages>(seg, ring, full, empty);
     if (threadIdx.x == kThreads) stamp(a.trace, kTraceProducer);
     return;
   }
   stamp(a.trace, 0);
-  if (threadIdx.x == 0) {  // the norms' weights depend on no kernel: towards L2 before the wait
-    prefetch_l2_span(a.w_in_norm, int64_t{C} * int64_t{sizeof(T)});
-    prefetch_l2_span(a.w_post_norm, int64_t{C} * int64_t{sizeof(T)});
-  }
   pdl_wait();
   pdl_trigger();
   stamp(a.trace, 1);
   const T* x_in = static_cast<const T*>(a.x_in);
   T* x = static_cast<T*>(a.x);
-  const int p = a.pos[0];  // (first used after the norm: the two loads overlap)
+  const int p = a.pos[0];  // (first used after the norm: the loads overlap)
+  const unsigned long long bar0 = threadIdx.x == 0 ? barrier_base(a.epoch) : 0;  // (thread 0's)
   const unsigned grid = gridDim.x;
 
   // A: qkv = W_qkv RMSNorm(x)
-  load_vector(vec, x_in, static_cast<const T*>(a.w_in_norm), C, a.eps, red);
+  norm_vector(vec, x_in, normw, C, a.eps, red, a.trace, kTraceNormLoaded);
   const bool p_ok = p >= 0 && p < a.smax;
   if (!p_ok && blockIdx.x == 0 && threadIdx.x == 0)
     report_device_error(a.err, kErrKvCachePosition, 0, p, a.smax);
@@ -178,19 +172,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   } else {
     cp_async_commit();  // (the same group count in every block)
   }
-  zero_rows(rowsum, rq.y - rq.x);
-  if constexpr (BITS != 16) cp_async_wait<1>();  // the staged scales (not the cache rows)
   consumer_sync();
   stamp(a.trace, 2);
-  gemv(0, C, rowsum);
+  gemv(0, 0);
   consumer_sync();
   const T* qkv_bias = static_cast<const T*>(a.qkv_bias);
   for (int i = threadIdx.x; i < rq.y - rq.x; i += kThreads) {
     const float b = qkv_bias ? to_f<T>(qkv_bias[rq.x + i]) : 0.f;
-    static_cast<T*>(a.qkv)[rq.x + i] = from_f<T>(rowsum[i] + b);
+    static_cast<T*>(a.qkv)[rq.x + i] = from_f<T>(row_total(wpart, ld, i) + b);
   }
   stamp(a.trace, 3);
-  grid_barrier(&a.sync[0], grid);
+  grid_barrier(a.epoch, bar0 + grid);
   stamp(a.trace, 4);
 
   // B: attention (skipped, with the error reported, for a position outside the cache)
@@ -198,58 +190,49 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   // The block's rows of x_in for phase C's residual add, off its critical path.
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) xres[i] = to_f<T>(__ldcg(x_in + ro.x + i));
   stamp(a.trace, 5);
-  grid_barrier(&a.sync[0], 2 * grid);
+  grid_barrier(a.epoch, bar0 + 2 * grid);
   stamp(a.trace, 6);
 
   // C: x = x_in + W_o attn
-  load_vector(vec, static_cast<const T*>(a.attn), static_cast<const T*>(nullptr), HD, 0.f, red);
-  zero_rows(rowsum, ro.y - ro.x);
+  copy_vector(vec, static_cast<const T*>(a.attn), HD);
   consumer_sync();
   stamp(a.trace, kTraceCVector);
-  gemv(1, HD, rowsum);
+  gemv(1, 0);
   consumer_sync();
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) {
-    const T sum = from_f<T>(xres[i] + to_f<T>(from_f<T>(rowsum[i])));
+    const T sum = from_f<T>(xres[i] + to_f<T>(from_f<T>(row_total(wpart, ld, i))));
     x[ro.x + i] = sum;
     xres[i] = to_f<T>(sum);  // phase E adds to it
   }
   stamp(a.trace, 7);
-  grid_barrier(&a.sync[0], 3 * grid);
+  grid_barrier(a.epoch, bar0 + 3 * grid);
   stamp(a.trace, 8);
 
   // D: h = silu(gate) * up of W_gate_up RMSNorm(x), features [f0, f1)
-  load_vector(vec, static_cast<const T*>(x), static_cast<const T*>(a.w_post_norm), C, a.eps, red);
-  zero_rows(rowsum, 2 * nf);
+  norm_vector(vec, static_cast<const T*>(x), normw + (C + 7) / 8 * 8, C, a.eps, red, a.trace,
+              kTraceNorm2Loaded);
   consumer_sync();
   stamp(a.trace, 9);
-  gemv(2, C, rowsum);
-  gemv(3, C, rowsum + nf);
+  gemv(2, 0);
+  gemv(3, nf);
   consumer_sync();
   for (int i = threadIdx.x; i < nf; i += kThreads) {
-    const float gt = to_f<T>(from_f<T>(rowsum[i])), up = to_f<T>(from_f<T>(rowsum[nf + i]));
+    const float gt = to_f<T>(from_f<T>(row_total(wpart, ld, i)));
+    const float up = to_f<T>(from_f<T>(row_total(wpart, ld, nf + i)));
     static_cast<T*>(a.h)[rf.x + i] = from_f<T>(gt * (1.f / (1.f + expf(-gt))) * up);
   }
   stamp(a.trace, 10);
-  grid_barrier(&a.sync[0], 4 * grid);
+  grid_barrier(a.epoch, bar0 + kBarriers * grid);
   stamp(a.trace, 11);
 
   // E: x += W_down h
-  load_vector(vec, static_cast<const T*>(a.h), static_cast<const T*>(nullptr), F, 0.f, red);
-  zero_rows(rowsum, ro.y - ro.x);
+  copy_vector(vec, static_cast<const T*>(a.h), F);
   consumer_sync();
-  gemv(4, F, rowsum);
+  gemv(4, 0);
   consumer_sync();
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads)
-    x[ro.x + i] = from_f<T>(xres[i] + to_f<T>(from_f<T>(rowsum[i])));
+    x[ro.x + i] = from_f<T>(xres[i] + to_f<T>(from_f<T>(row_total(wpart, ld, i))));
   stamp(a.trace, 12);
-  // The last block out resets the barrier for the next kernel.
-  if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(&a.sync[1], 1u) == grid - 1) {
-      a.sync[0] = 0;
-      a.sync[1] = 0;
-    }
-  }
 }
 
 constexpr size_t kMaxSmem = 220 * 1024;
@@ -315,9 +298,10 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int64_t uph_min = std::max<int64_t>(1, g_min / w.n_kv_head);
   pl.qstage_bytes = qstage_bound(w, C, F, g_min);
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
-  const size_t slot = bits == 16 ? kTileBytes : kQuantSlotBytes;
+  const size_t ring = size_t(bits == 16 ? ring_stages<16>() : ring_stages<4>()) * kSlotBytes;
   pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
-  pl.smem = size_t{kStages} * slot + vec_bytes(w, C, F) + sizeof(float) * 2 * pl.max_rows + 16 +
+  pl.smem = ring + vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
+            size_t{2} * static_cast<size_t>((C + 7) / 8 * 8) * dtype_size(t) +
             static_cast<size_t>(pl.qstage_bytes) +
             sizeof(float) * static_cast<size_t>(attention_smem_floats(
                                 group, static_cast<int>(w.head_dim), pl.chunk_max)) + 16;
@@ -375,6 +359,8 @@ bool dense_ok(const Tensor& t, DType dt, int64_t rows, int64_t cols) {
 bool vec_ok(const Tensor& t, DType dt, int64_t n) {
   return on_cuda(t) && t.dtype() == dt && t.numel() == n && t.is_contiguous();
 }
+// A norm weight the kernel stages with 16-byte cp.async.
+bool norm_ok(const Tensor& t, DType dt, int64_t n) { return vec_ok(t, dt, n) && aligned16(t.raw()); }
 // A [rows, cols] table the kernel stages with 4-byte cp.async (its size a multiple of 4).
 bool table_ok(const Tensor& t, DType dt, int64_t rows, int64_t cols) {
   return on_cuda(t) && t.dtype() == dt && t.ndim() == 2 && t.dim(0) == rows && t.dim(1) == cols &&
@@ -434,9 +420,9 @@ bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tens
             : !w.gate_up.defined() || w.gate_up.ndim() != 2 || w.gate_up.dim(0) % 2 != 0)
     return false;
   const int64_t F = w.d_ff(), nqkv = (H + 2 * Hkv) * D;
-  // (the norm prologue holds C / 8 packs in kMaxNormPacks registers per thread)
-  if (C % 8 != 0 || F % 8 != 0 || C > 8 * kMaxNormPacks * kThreads || F > (1 << 20)) return false;
-  if (!vec_ok(w.input_norm, t, C) || !vec_ok(w.post_norm, t, C)) return false;
+  // (16-byte packs of x and of weight rows; the plan bounds the shared memory)
+  if (C % 8 != 0 || F % 8 != 0 || C > (1 << 20) || F > (1 << 20)) return false;
+  if (!norm_ok(w.input_norm, t, C) || !norm_ok(w.post_norm, t, C)) return false;
   if (w.qkv_bias.defined() && !vec_ok(w.qkv_bias, t, nqkv)) return false;
   if (quant) {
     const QuantizedWeight& r = w.q_qkv;
@@ -512,6 +498,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.h = h.raw();
   a.part = part.data<float>();
   a.sync = reinterpret_cast<unsigned*>(cx.counters);
+  a.epoch = cx.layer_barrier;
   a.err = cx.dev_error;
   a.trace = g_trace;
   a.C = static_cast<int>(C);

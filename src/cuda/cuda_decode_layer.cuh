@@ -17,28 +17,27 @@
 
 namespace el::cuda::decode {
 
-// Consumer warps. 16 + the producer cap each thread at 96 registers (the
-// kernel spills a little); 15 would leave 128, but a 16 KiB tile's 32 pack
-// groups then split unevenly and the streaming phases ran 20% slower
-// (docs/PERFORMANCE.md, session 18).
+// Consumer warps. 16 + the producer cap each thread at 96 registers; a full
+// span's 16 k-blocks give each warp one per slot.
 constexpr int kWarps = 16;
 constexpr int kThreads = 32 * kWarps;      // consumer threads (named barrier 1)
 constexpr int kBlockThreads = kThreads + 32;  // + the producer warp
-constexpr int kTileBytes = 16 << 10;       // dense: one ring slot, a run of whole packs
-// Quantized weights: a slot holds up to 16 rows x kSpan bytes (one tensor-core
-// row window, 16 k-blocks of 64 bytes), each row padded to kRowStride so the
-// lanes' 16-byte reads of rows g and g + 8 fall in distinct banks.
+// A ring slot holds up to 16 rows x kSpan bytes (one tensor-core row window,
+// 16 k-blocks of 64 bytes), each row padded to kRowStride so the lanes'
+// 16-byte reads of rows g and g + 8 fall in distinct banks.
 constexpr int kSpan = 1024;
 constexpr int kRowStride = kSpan + 64;
-constexpr int kQuantSlotBytes = 16 * kRowStride;
+constexpr int kSlotBytes = 16 * kRowStride;
+// Ring slots. Deeper rings keep more bytes in flight, which lengthens every
+// dependent load of phases A-C and every grid barrier, against a fuller
+// stream through them. Measured (session 20, generate TPOT at batch 1):
+// dense bf16 8 slots 1.055-1.061 ms against 6 slots 1.099-1.104; int4 / int8
+// 6 slots 0.849 / 1.006 ms against 8 slots 0.858 / 1.010 (session 19, with
+// the CUDA-core consumers: 6 best of 6-12).
 template <int BITS>
-constexpr int slot_bytes() {
-  return BITS == 16 ? kTileBytes : kQuantSlotBytes;
+constexpr int ring_stages() {
+  return BITS == 16 ? 8 : 6;
 }
-// Ring slots. Deeper rings measured slower (session 19, per layer: 6 slots
-// 60.7-61.1 us, 8: 62.1, 10: 67.3, 12: 69.4): the extra tiles in flight
-// lengthen every dependent load of phases A-C (docs/PERFORMANCE.md).
-constexpr int kStages = 6;
 constexpr int kMaxGroup = 16;              // query heads per kv head
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -66,7 +65,8 @@ struct LayerArgs {
   void* attn;                  // scratch [H D]
   void* h;                     // scratch [F]
   float* part;                 // scratch [H, units_per_head, D + 2]: m, l, o
-  unsigned* sync;              // [2 + Hkv] counters (barrier, exit, arrivals)
+  unsigned* sync;              // [2 + Hkv] counters (slots 2 + g: kv head g's merge arrivals)
+  unsigned long long* epoch;   // the grid barrier's arrivals (Context::layer_barrier)
   DeviceErrorRecord* err;
   unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
   int C, H, Hkv, D, F, smax, units_per_head, chunk_max, max_rows;
@@ -82,10 +82,11 @@ struct LayerArgs {
 // attention unit (after its scores, after its output or partials are
 // written, after its queries are rotated, after it arrived on the merge
 // counter, after its softmax, after thread 0 stored its P V outputs); 0
-// elsewhere. Slot 18: phase C has its attention vector in shared memory.
-constexpr int kTraceSlots = 21, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
+// elsewhere. Slot 18: phase C has its attention vector in shared memory;
+// 21 / 22: the x of phase A's / D's RMSNorm has arrived.
+constexpr int kTraceSlots = 23, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
               kTraceQuery = 16, kTraceArrived = 17, kTraceCVector = 18, kTraceSoftmax = 19,
-              kTracePV = 20;
+              kTracePV = 20, kTraceNormLoaded = 21, kTraceNorm2Loaded = 22;
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
     unsigned long long t;
@@ -94,9 +95,9 @@ __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   }
 }
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+__device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
   return v;
 }
 
@@ -129,15 +130,32 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
   return acc;
 }
 
-// Every block arrives, then waits for all `target` arrivals of this barrier.
-__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
+// The grid barrier counts arrivals on one 64-bit counter that is never reset:
+// every launch adds exactly kBarriers x grid, so a block that reads it after
+// the PDL wait (every earlier launch complete, none of this one's barriers
+// complete without this block) finds its launch's base by rounding down.
+// No block has to learn that it is the last one out (a fence and an atomic
+// round trip on every block's exit, which delayed the next layer's start).
+constexpr int kBarriers = 4;
+__device__ __forceinline__ unsigned long long barrier_base(const unsigned long long* counter) {
+  const unsigned long long per_launch = static_cast<unsigned long long>(kBarriers) * gridDim.x;
+  const unsigned long long v = ld_acquire(counter);
+  return v - v % per_launch;
+}
+
+// Every block arrives, then waits until the counter reaches `target`
+// (thread 0 only: base + k x grid for the launch's barrier k). The arrival is
+// a release reduction after the block's barrier (so it orders every consumer
+// thread's writes before it) and the wait an acquire load, as CUTLASS's
+// GenericBarrier does (46.6 against 48.6 us a layer with __threadfence() +
+// atomicAdd + __threadfence(), session 20: the SC fences wait behind the
+// weight stream in flight).
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long target) {
   consumer_sync();
   if (threadIdx.x == 0) {
-    __threadfence();  // this block's writes before its arrival
-    atomicAdd(counter, 1u);
+    asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(counter) : "memory");
     while (ld_acquire(counter) < target) {
     }
-    __threadfence();
   }
   consumer_sync();
 }
@@ -148,58 +166,51 @@ __device__ __forceinline__ int2 block_rows(int n) {
   return make_int2(static_cast<int>(int64_t{n} * b / g), static_cast<int>(int64_t{n} * (b + 1) / g));
 }
 
-// vec[0, n) = RMSNorm(x) * w rounded to T, or (w == nullptr) x itself. x is
-// read through L2 (written by other blocks of this kernel); x and w are
-// loaded together (one memory round trip), n / 8 <= kMaxNormPacks x kThreads.
-constexpr int kMaxNormPacks = 4;
+// vec[0, n) = RMSNorm(x) * w rounded to T. x is read through L2 (written by
+// other blocks or by the kernel before), one 16-byte pack per thread per
+// round trip, and kept raw in vec across the block sum; w is the norm's
+// weight row, staged in shared memory by cp.async before the PDL wait (this
+// thread's copies are waited for here, the others' by the sum's barrier).
+// Holding x and w in registers instead spilled them. trace / slot: the stamp
+// once x has arrived (bench only).
 template <class T>
-__device__ void load_vector(T* vec, const T* x, const T* w, int n, float eps, float* red) {
+__device__ void norm_vector(T* vec, const T* x, const T* w_smem, int n, float eps, float* red,
+                            unsigned long long* trace = nullptr, int slot = 0) {
   const int packs = n / 8;
   const uint4* xp = reinterpret_cast<const uint4*>(x);
   uint4* vp = reinterpret_cast<uint4*>(vec);
-  if (!w) {
-    for (int i = threadIdx.x; i < packs; i += kThreads) vp[i] = __ldcg(xp + i);
-    return;
-  }
-  const uint4* wp = reinterpret_cast<const uint4*>(w);
-  uint4 xv[kMaxNormPacks], wv[kMaxNormPacks];
-#pragma unroll
-  for (int k = 0; k < kMaxNormPacks; ++k) {
-    const int i = threadIdx.x + k * kThreads;
-    if (i < packs) {
-      xv[k] = __ldcg(xp + i);
-      wv[k] = __ldg(wp + i);
-    }
-  }
   float ss = 0.f;
+  for (int i = threadIdx.x; i < packs; i += kThreads) {
+    const uint4 xv = __ldcg(xp + i);
+    const uint32_t vv[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
-  for (int k = 0; k < kMaxNormPacks; ++k) {
-    if (threadIdx.x + k * kThreads < packs) {
-      const uint32_t vv[4] = {xv[k].x, xv[k].y, xv[k].z, xv[k].w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = unpack2<T>(vv[e]);
-        ss = fmaf(f.x, f.x, fmaf(f.y, f.y, ss));
-      }
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = unpack2<T>(vv[e]);
+      ss = fmaf(f.x, f.x, fmaf(f.y, f.y, ss));
     }
+    vp[i] = xv;
   }
+  cp_async_wait<0>();
+  stamp(trace, slot);
   const float r = rsqrtf(consumer_sum(ss, red) / static_cast<float>(n) + eps);
+  const uint4* wp = reinterpret_cast<const uint4*>(w_smem);
+  for (int i = threadIdx.x; i < packs; i += kThreads) {
+    Pack<T, 8> xs, ws, o;
+    const uint4 xv = vp[i], wv = wp[i];
+    memcpy(&xs, &xv, sizeof(xs));
+    memcpy(&ws, &wv, sizeof(ws));
 #pragma unroll
-  for (int k = 0; k < kMaxNormPacks; ++k) {
-    const int i = threadIdx.x + k * kThreads;
-    if (i < packs) {
-      Pack<T, 8> xs, ws, o;
-      memcpy(&xs, &xv[k], sizeof(xs));
-      memcpy(&ws, &wv[k], sizeof(ws));
-#pragma unroll
-      for (int e = 0; e < 8; ++e) o.v[e] = from_f<T>(to_f<T>(xs.v[e]) * r * to_f<T>(ws.v[e]));
-      memcpy(&vp[i], &o, sizeof(o));
-    }
+    for (int e = 0; e < 8; ++e) o.v[e] = from_f<T>(to_f<T>(xs.v[e]) * r * to_f<T>(ws.v[e]));
+    memcpy(&vp[i], &o, sizeof(o));
   }
 }
 
-__device__ __forceinline__ void zero_rows(float* rowsum, int n) {
-  for (int i = threadIdx.x; i < n; i += kThreads) rowsum[i] = 0.f;
+// vec[0, n) = x (through L2), n % 8 == 0.
+template <class T>
+__device__ void copy_vector(T* vec, const T* x, int n) {
+  const uint4* xp = reinterpret_cast<const uint4*>(x);
+  uint4* vp = reinterpret_cast<uint4*>(vec);
+  for (int i = threadIdx.x; i < n / 8; i += kThreads) vp[i] = __ldcg(xp + i);
 }
 
 }  // namespace el::cuda::decode
