@@ -253,8 +253,9 @@ TEST(CudaDecodeLayer, QuantizedLayoutsItCannotStreamFallBack) {
 
 TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleBarriers) {
   const KernelOn kernel_on;
-  // The grid barrier's counters must be back at zero after every launch:
-  // ten layers in a row give the same result as the separate ops.
+  // Every launch must find its own base on the never-reset barrier counter
+  // (and the merge counters must be back at zero): ten layers in a row give
+  // the same result as the separate ops.
   EL_REQUIRE_GPU();
   const Case k{256, 4, 2, 64, 512, 64, 9};
   Rng rng(5);
