@@ -36,18 +36,16 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
       "r"(parity)
       : "memory");
 }
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes,
-                                          uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-          "r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
+// An L2 policy for bytes read once: they are the first lines evicted.
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
 }
-
-// bulk_copy with an L2 cache policy (createpolicy), e.g. evict_first for bytes read once.
-__device__ __forceinline__ void bulk_copy_hint(void* dst, const void* src, unsigned bytes,
-                                               uint64_t* bar, uint64_t policy) {
+// `bytes` from global `src` to shared `dst`, completing on `bar`, with an L2
+// cache policy (l2_evict_first_policy()).
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar,
+                                          uint64_t policy) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], "
       "%2, [%3], %4;" ::"r"(smem_addr(dst)),

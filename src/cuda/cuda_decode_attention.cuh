@@ -238,10 +238,10 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
   // The last chunk of kv head g to finish merges the group's partials.
   if (threadIdx.x == 0) {
     __threadfence();
-    last_flag = atomicAdd(&a.sync[2 + g], 1u) == static_cast<unsigned>(nc - 1);
+    last_flag = atomicAdd(&a.sync[g], 1u) == static_cast<unsigned>(nc - 1);
     if (last_flag) {
       __threadfence();
-      a.sync[2 + g] = 0;
+      a.sync[g] = 0;
     }
   }
   consumer_sync();

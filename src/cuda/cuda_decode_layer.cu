@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   T* normw = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) &
                                   ~uintptr_t{15});
   // (16-byte aligned: phase B reads its queries as float4)
-  unsigned char* qstage = reinterpret_cast<unsigned char*>(normw + 2 * ((C + 7) / 8 * 8));
+  unsigned char* qstage = reinterpret_cast<unsigned char*>(normw + 2 * C);
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
   // [2, stage_keys, D] cache rows of the block's attention unit (16-byte aligned)
   T* kv_stage = reinterpret_cast<T*>(
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
       const T* nw[2] = {static_cast<const T*>(a.w_in_norm), static_cast<const T*>(a.w_post_norm)};
       for (int i = threadIdx.x; i < 2 * (C / 8); i += kThreads) {
         const int which = i / (C / 8), e = (i - which * (C / 8)) * 8;
-        cp_async16(smem_addr(normw + which * ((C + 7) / 8 * 8) + e), nw[which] + e, true);
+        cp_async16(smem_addr(normw + which * C + e), nw[which] + e, true);
       }
       cp_async_commit();
     }
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   stamp(a.trace, 8);
 
   // D: h = silu(gate) * up of W_gate_up RMSNorm(x), features [f0, f1)
-  norm_vector(vec, static_cast<const T*>(x), normw + (C + 7) / 8 * 8, C, a.eps, red, a.trace,
+  norm_vector(vec, static_cast<const T*>(x), normw + C, C, a.eps, red, a.trace,
               kTraceNorm2Loaded);
   consumer_sync();
   stamp(a.trace, 9);
@@ -301,7 +301,7 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const size_t ring = size_t(bits == 16 ? ring_stages<16>() : ring_stages<4>()) * kSlotBytes;
   pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
   pl.smem = ring + vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
-            size_t{2} * static_cast<size_t>((C + 7) / 8 * 8) * dtype_size(t) +
+            size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
             static_cast<size_t>(pl.qstage_bytes) +
             sizeof(float) * static_cast<size_t>(attention_smem_floats(
                                 group, static_cast<int>(w.head_dim), pl.chunk_max)) + 16;
@@ -464,7 +464,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   const int64_t C = x.dim(-1), F = w.d_ff(), H = w.n_head, Hkv = w.n_kv_head,
                 D = w.head_dim, smax = k_cache.dim(1);
   const Plan pl = make_plan(w, C, F, smax, x.dtype());
-  EL_CUDA_ENSURE(2 + Hkv <= kCounterSlots, "cuda decode_layer: {} kv heads exceed the counters", Hkv);
+  EL_CUDA_ENSURE(Hkv <= kCounterSlots, "cuda decode_layer: {} kv heads exceed the counters", Hkv);
   // Scratch from the caching allocator: qkv, attention output, h, partials.
   const DType t = x.dtype();
   Tensor qkv = Tensor::empty({(H + 2 * Hkv) * D}, t, x.device());

@@ -65,7 +65,7 @@ struct LayerArgs {
   void* attn;                  // scratch [H D]
   void* h;                     // scratch [F]
   float* part;                 // scratch [H, units_per_head, D + 2]: m, l, o
-  unsigned* sync;              // [2 + Hkv] counters (slots 2 + g: kv head g's merge arrivals)
+  unsigned* sync;              // [Hkv] counters: kv head g's merge arrivals
   unsigned long long* epoch;   // the grid barrier's arrivals (Context::layer_barrier)
   DeviceErrorRecord* err;
   unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
@@ -116,18 +116,6 @@ __device__ __forceinline__ float consumer_sum(float x, float* red) {
   for (int w = 0; w < kWarps; ++w) t += red[w];
   consumer_sync();
   return t;
-}
-
-template <class T>
-__device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc) {
-  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 fa = unpack2<T>(av[i]), fb = unpack2<T>(bv[i]);
-    acc = fmaf(fa.x, fb.x, acc);
-    acc = fmaf(fa.y, fb.y, acc);
-  }
-  return acc;
 }
 
 // The grid barrier counts arrivals on one 64-bit counter that is never reset:

@@ -42,8 +42,7 @@ template <int STAGES>
 __device__ void produce_rows(const RowSeg (&seg)[5], unsigned char* ring, uint64_t* full,
                              uint64_t* empty) {
   const int lane = threadIdx.x & 31;
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  const uint64_t policy = l2_evict_first_policy();
   unsigned tile = 0;
   for (int k = 0; k < 5; ++k) {
     const RowSeg& s = seg[k];
@@ -56,8 +55,8 @@ __device__ void produce_rows(const RowSeg (&seg)[5], unsigned char* ring, uint64
         if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
         __syncwarp();
         if (lane < nrows) {
-          bulk_copy_hint(ring + slot * kSlotBytes + lane * kRowStride,
-                         s.w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
+          bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
+                    s.w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
         }
       }
     }
