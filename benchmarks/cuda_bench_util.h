@@ -5,6 +5,7 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -52,6 +53,17 @@ inline Tensor random_gpu(const Shape& shape, DType dtype, uint64_t seed, float s
     dst.copy_from(block.slice0(0, len));
   }
   return t.view(shape);
+}
+
+// The HBM peak in GB/s from the device attributes (memory clock x bus width,
+// double data rate); 0 when they cannot be read.
+inline double hbm_peak_gbps(int dev) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
+    return 0.0;
+  }
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) * 1e-9;
 }
 
 // Runs `call` batch times per iteration; sets us/call and GB/s from `bytes` per call.

@@ -122,15 +122,6 @@ double time_us(int copies, F call) {
   return per_call[per_call.size() / 2];
 }
 
-double hbm_peak_gbps(int dev) {
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev) != cudaSuccess) {
-    return 0.0;
-  }
-  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) * 1e-9;  // double data rate
-}
-
 std::vector<int64_t> parse_list(const char* s) {
   std::vector<int64_t> out;
   for (const char* p = s; *p;) {
@@ -168,7 +159,7 @@ int main(int argc, char** argv) {
   }
   const el::Result<el::cuda::DeviceInfo> info = el::cuda::device_info(0);
   const int64_t l2 = info.ok() ? info.value().l2_bytes : (int64_t{50} << 20);
-  const double peak = hbm_peak_gbps(0);
+  const double peak = el::bench_util::hbm_peak_gbps(0);
   std::printf("{\"device\":\"%s\",\"sms\":%d,\"l2_bytes\":%lld,\"hbm_peak_gbps\":%.1f}\n",
               info.ok() ? info.value().name.c_str() : "?", info.ok() ? info.value().sm_count : 0,
               static_cast<long long>(l2), peak);

@@ -28,7 +28,7 @@
 // layer are five row ranges (its qkv rows, o rows, gate rows, up rows, down
 // rows) known before the layer starts. A producer warp copies them in windows
 // of 16 rows x 1 KiB with the bulk copy engine (cp.async.bulk, marked
-// evict-first in L2) into a ring of ring_stages<BITS>() shared-memory slots,
+// evict-first in L2) into a ring of STAGES shared-memory slots,
 // each completing on an mbarrier, without waiting for any phase: while the
 // consumer warps sit at a grid barrier or in the attention phase, the ring
 // keeps filling, so HBM stays busy through them. Consumers take a window's
@@ -66,12 +66,13 @@ namespace {
 using namespace decode;  // NOLINT: this file is the kernel's only user
 
 // ---- the layer kernel ----------------------------------------------------------------------
-// BITS: 16 for dense weights in T, 4 or 8 for the quantized layouts.
-template <class T, int DL, int BITS>
+// BITS: 16 for dense weights in T, 4 or 8 for the quantized layouts;
+// STAGES: the ring's slots.
+template <class T, int DL, int BITS, int STAGES>
 __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const LayerArgs a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red[32];
-  constexpr int kStages = ring_stages<BITS>();
+  constexpr int kStages = STAGES;
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
   const int C = a.C, F = a.F, HD = a.H * 32 * DL;
   const int nqkv = (a.H + 2 * a.Hkv) * 32 * DL;
@@ -135,7 +136,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
   unsigned tile = 0;
   const auto gemv = [&](int s, int base) {
-    consume_rows<T, BITS>(seg[s], vec, wpart, ld, base, ring, full, empty, tile, a.group_size,
+    consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, ring, full, empty, tile, a.group_size,
                           a.sym_zero);
   };
   if (threadIdx.x == 0) {
@@ -241,6 +242,7 @@ struct Plan {
   int grid = 0;
   size_t smem = 0;
   int max_rows = 0, units_per_head = 0, chunk_max = 0, qstage_bytes = 0, stage_keys = 0;
+  int stages = 0;  // the ring's slots
 };
 
 size_t vec_bytes(const DecodeLayerWeights& w, int64_t C, int64_t F) {
@@ -253,18 +255,21 @@ int weight_bits(const DecodeLayerWeights& w) { return w.quantized() ? w.q_qkv.bi
 
 using KernelPtr = void (*)(const LayerArgs);
 
+// stages: kQuantStages for bits 4 / 8, one of kDenseStages for 16.
 template <class T, int DL>
-KernelPtr kernel_for(int bits) {
-  if (bits == 4) return decode_layer_kernel<T, DL, 4>;
-  if (bits == 8) return decode_layer_kernel<T, DL, 8>;
-  return decode_layer_kernel<T, DL, 16>;
+KernelPtr kernel_for(int bits, int stages) {
+  if (bits == 4) return decode_layer_kernel<T, DL, 4, kQuantStages>;
+  if (bits == 8) return decode_layer_kernel<T, DL, 8, kQuantStages>;
+  return stages == kDenseStages[0] ? decode_layer_kernel<T, DL, 16, kDenseStages[0]>
+                                   : decode_layer_kernel<T, DL, 16, kDenseStages[1]>;
 }
 
-KernelPtr pick_kernel(DType t, int64_t d, int bits) {
+KernelPtr pick_kernel(DType t, int64_t d, int bits, int stages) {
   if (t == DType::bf16) {
-    return d == 64 ? kernel_for<__nv_bfloat16, 2>(bits) : kernel_for<__nv_bfloat16, 4>(bits);
+    return d == 64 ? kernel_for<__nv_bfloat16, 2>(bits, stages)
+                   : kernel_for<__nv_bfloat16, 4>(bits, stages);
   }
-  return d == 64 ? kernel_for<__half, 2>(bits) : kernel_for<__half, 4>(bits);
+  return d == 64 ? kernel_for<__half, 2>(bits, stages) : kernel_for<__half, 4>(bits, stages);
 }
 
 // Shared memory for a block's staged scales and zero points (the kernel's
@@ -290,7 +295,6 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   Plan pl;
   Context& cx = ctx();
   const int bits = weight_bits(w);
-  const KernelPtr k = pick_kernel(t, w.head_dim, bits);
   const int64_t g_min = cx.sm_count;
   const int64_t nqkv = (w.n_head + 2 * w.n_kv_head) * w.head_dim;
   pl.max_rows = static_cast<int>(std::max({(nqkv + g_min - 1) / g_min, (C + g_min - 1) / g_min,
@@ -298,20 +302,25 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int64_t uph_min = std::max<int64_t>(1, g_min / w.n_kv_head);
   pl.qstage_bytes = qstage_bound(w, C, F, g_min);
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
-  const size_t ring = size_t(bits == 16 ? ring_stages<16>() : ring_stages<4>()) * kSlotBytes;
   pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
-  pl.smem = ring + vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
-            size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
-            static_cast<size_t>(pl.qstage_bytes) +
-            sizeof(float) * static_cast<size_t>(attention_smem_floats(
-                                group, static_cast<int>(w.head_dim), pl.chunk_max)) + 16;
-  if (pl.smem > kMaxSmem) return pl;
+  const size_t rest = vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
+                      size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
+                      static_cast<size_t>(pl.qstage_bytes) +
+                      sizeof(float) * static_cast<size_t>(attention_smem_floats(
+                                          group, static_cast<int>(w.head_dim), pl.chunk_max)) + 16;
   // The attention unit's k and v rows in shared memory: the whole chunk when
-  // it fits, else as many rows as fit (the rest are read from L2).
+  // it fits, else as many rows as fit (the rest are read from L2). Dense
+  // weights take the deeper ring only where the whole chunk still fits.
   const size_t row_pair =
       size_t{2} * static_cast<size_t>(stage_stride(static_cast<int>(w.head_dim))) * dtype_size(t);
+  pl.stages = bits == 16 ? kDenseStages[1] : kQuantStages;
+  if (bits == 16 && size_t{kDenseStages[0]} * kSlotBytes + rest + pl.chunk_max * row_pair <= kMaxSmem)
+    pl.stages = kDenseStages[0];
+  pl.smem = size_t(pl.stages) * kSlotBytes + rest;
+  if (pl.smem > kMaxSmem) return pl;
   pl.stage_keys = static_cast<int>(std::min<size_t>(pl.chunk_max, (kMaxSmem - pl.smem) / row_pair));
   pl.smem += pl.stage_keys * row_pair;
+  const KernelPtr k = pick_kernel(t, w.head_dim, bits, pl.stages);
   if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(pl.smem)) != cudaSuccess) {
     (void)cudaGetLastError();
@@ -513,8 +522,8 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.stage_keys = pl.stage_keys;
   a.eps = w.eps;
   a.sl2 = (1.0f / std::sqrt(static_cast<float>(D))) * kLog2e;
-  launch_kernel(pick_kernel(t, D, weight_bits(w)), dim3(static_cast<unsigned>(pl.grid)), dim3(kBlockThreads),
-                pl.smem, cx.stream, a);
+  launch_kernel(pick_kernel(t, D, weight_bits(w), pl.stages), dim3(static_cast<unsigned>(pl.grid)),
+                dim3(kBlockThreads), pl.smem, cx.stream, a);
   EL_CUDA_CHECK_LAUNCH("decode_layer_kernel");
 }
 

@@ -30,14 +30,17 @@ constexpr int kRowStride = kSpan + 64;
 constexpr int kSlotBytes = 16 * kRowStride;
 // Ring slots. Deeper rings keep more bytes in flight, which lengthens every
 // dependent load of phases A-C and every grid barrier, against a fuller
-// stream through them. Measured (session 20, generate TPOT at batch 1):
-// dense bf16 8 slots 1.055-1.061 ms against 6 slots 1.099-1.104; int4 / int8
-// 6 slots 0.849 / 1.006 ms against 8 slots 0.858 / 1.010 (session 19, with
-// the CUDA-core consumers: 6 best of 6-12).
-template <int BITS>
-constexpr int ring_stages() {
-  return BITS == 16 ? 8 : 6;
-}
+// stream through them. Dense weights take the deepest of kDenseStages that
+// fits in shared memory (the plan's choice), quantized ones kQuantStages.
+// Measured (generate TPOT at batch 1, H100, interleaved runs): dense bf16 10
+// slots 1.036-1.038 ms against 8 slots 1.059-1.063 and 11 slots 1.070-1.082
+// (session 21; 11 leaves too little room for the staged cache rows), 6 slots
+// 1.099-1.104 (session 20); int4 / int8 6 slots 0.849 / 1.006 ms against 8
+// slots 0.858 / 1.010 (session 20). The stream alone reaches 88% of the HBM
+// peak with 6-12 slots (cuda_stream_bench): the depth matters only as a
+// buffer through the layer's dependent phases.
+constexpr int kDenseStages[2] = {10, 8};
+constexpr int kQuantStages = 6;
 constexpr int kMaxGroup = 16;              // query heads per kv head
 constexpr float kLog2e = 1.4426950408889634f;
 

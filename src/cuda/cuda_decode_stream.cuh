@@ -1,7 +1,7 @@
 // cuda_decode_stream.cuh — internal to cuda_decode_layer.cu: the layer
 // kernel's weight stream. A producer warp copies a block's weight rows for the
 // whole layer (five row ranges: qkv, o, gate, up, down) into a ring of
-// ring_stages<BITS>() shared-memory slots with bulk copies, each slot
+// STAGES shared-memory slots with bulk copies, each slot
 // completing on an mbarrier; the consumer warps take each slot's weights, dot
 // them with the activation vector in shared memory on tensor cores and
 // release the slot. Dense weights (the activation dtype) and weight-only
@@ -76,7 +76,7 @@ __device__ __forceinline__ quant::QScale stage_scale(const RowSeg& s, int row, i
 // 16; dense rows may end inside one, the quantized layouts never do); a window's sums stay in the mma accumulators across its spans and are
 // stored once, by every warp (zeros when it took no k-block), so no shared
 // atomics: row_total() adds the kWarps shares after a consumer_sync.
-template <class T, int BITS>
+template <class T, int BITS, int STAGES>
 __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld, int base,
                              const unsigned char* ring, uint64_t* full, uint64_t* empty,
                              unsigned& tile, int group_size, int sym_zero) {
@@ -84,7 +84,7 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
   for (int r0 = 0; r0 < s.rows; r0 += 16) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
-      constexpr unsigned kStages = ring_stages<BITS>();
+      constexpr unsigned kStages = STAGES;
       const unsigned slot = tile % kStages;
       const int nkb = (min(kSpan, s.row_bytes - off) + 63) >> 6;
       mbar_wait(&full[slot], (tile / kStages) & 1);

@@ -82,9 +82,9 @@ void increment_i32(Tensor& x, int32_t delta);
 // cuda_decode_layer.cu: one decoder layer of a batch-1 decode step as one
 // persistent kernel (Backend::decode_layer), dense or weight-only quantized
 // weights. decode_layer_enabled: whether the backend uses it. On by
-// default: in generate at batch 1 it measured 1.056 ms a token against the
-// layered kernels' 1.407 for bf16, 1.002 against 1.266 for int8 and 0.841
-// against 0.991 for int4 (docs/PERFORMANCE.md, session 20);
+// default: in generate at batch 1 it measured 1.044 ms a token against the
+// layered kernels' 1.407 for bf16, 0.998 against 1.266 for int8 and 0.835
+// against 0.991 for int4 (docs/PERFORMANCE.md, sessions 20-21);
 // EL_DECODE_LAYER=0 turns it off, set_decode_layer_enabled (1 / 0, -1 back to
 // the environment) overrides both for tests. decode_layer_takes /
 // decode_layer ignore it.
@@ -99,6 +99,17 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
 // (returned: slots per block; the slot meanings are in cuda_decode_layer.cu);
 // nullptr turns it off. Not for production paths (one launch overwrites the last).
 int decode_layer_trace(unsigned long long* buffer);
+
+// cuda_stream_probe.cu (benchmark hook, cuda_stream_bench): the decode layer
+// kernel's weight stream alone over w, whole rows of row_bytes: one block per
+// SM, its rows in windows of `rows` rows x `span` bytes through a ring of
+// `stages` shared-memory slots. mode 0: a bulk copy per row of a window (the
+// layer kernel's pattern); 1: one contiguous copy per window (a tiled
+// layout); 2: plain 16-byte loads, no ring (the yardstick).
+struct StreamProbe {
+  int mode = 0, rows = 16, span = 1024, stages = 8;
+};
+void stream_probe(const Tensor& w, int64_t row_bytes, const StreamProbe& p);
 
 // ---- cuda_quant_gemv.cu + cuda_quant_gemm.cu (weight-only int4/int8 GEMV for decode, GEMM for
 // prefill; device pieces in cuda_quant.cuh)

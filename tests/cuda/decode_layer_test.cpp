@@ -140,6 +140,7 @@ TEST(CudaDecodeLayer, OneKernelEqualsSeparateOpsAndCpu) {
       {200, 2, 1, 128, 344, 40, 39},      // C, F not multiples of 256; last cache row
       {384, 6, 6, 64, 1000, 300, 0},      // MHA, first position
       {512, 16, 1, 64, 768, 2000, 1999},  // MQA (group 16), long cache
+      {256, 4, 4, 64, 512, 8192, 8000},   // chunks too long for 10 slots: the 8-slot ring
   };
   Rng rng(2026);
   for (const DType dt : {DType::bf16, DType::f16}) {
