@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
   unsigned tile = 0;
   const auto gemv = [&](int s, int base) {
-    consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, ring, full, empty, tile, a.group_size,
-                          a.sym_zero);
+    consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, ring, full, empty, tile,
+                                   a.group_size, a.sym_zero);
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -314,7 +314,8 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const size_t row_pair =
       size_t{2} * static_cast<size_t>(stage_stride(static_cast<int>(w.head_dim))) * dtype_size(t);
   pl.stages = bits == 16 ? kDenseStages[1] : kQuantStages;
-  if (bits == 16 && size_t{kDenseStages[0]} * kSlotBytes + rest + pl.chunk_max * row_pair <= kMaxSmem)
+  const size_t whole_chunk = pl.chunk_max * row_pair;
+  if (bits == 16 && static_cast<size_t>(kDenseStages[0]) * kSlotBytes + rest + whole_chunk <= kMaxSmem)
     pl.stages = kDenseStages[0];
   pl.smem = size_t(pl.stages) * kSlotBytes + rest;
   if (pl.smem > kMaxSmem) return pl;

@@ -40,7 +40,10 @@ __global__ void __launch_bounds__(kProbeThreads, 1)
     for (int64_t i = threadIdx.x; i < n; i += 4 * kProbeThreads) {
       uint4 v[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) v[u] = i + u * kProbeThreads < n ? __ldcs(p + i + u * kProbeThreads) : uint4{};
+      for (int u = 0; u < 4; ++u) {
+        const int64_t j = i + u * kProbeThreads;
+        v[u] = j < n ? __ldcs(p + j) : uint4{};
+      }
 #pragma unroll
       for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].w;
     }
@@ -107,7 +110,8 @@ void stream_probe(const Tensor& w, int64_t row_bytes, const StreamProbe& p) {
   Context& cx = ctx();
   Tensor sink = Tensor::empty({4}, DType::i32, w.device());  // (never written in practice)
   const size_t smem = p.mode == 2 ? 0 : size_t(p.stages) * p.rows * p.span;
-  EL_CUDA_CHECK(cudaFuncSetAttribute(stream_probe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  EL_CUDA_CHECK(cudaFuncSetAttribute(stream_probe_kernel,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   stream_probe_kernel<<<cx.sm_count, kProbeThreads, smem, cx.stream>>>(
       static_cast<const unsigned char*>(w.raw()), static_cast<int64_t>(w.nbytes() / row_bytes),
