@@ -11,7 +11,7 @@
 //      window is stored tiled, one copy of rows x span bytes);
 //   2  plain 16-byte loads by every thread, no ring (the read-bandwidth
 //      yardstick of a streaming kernel).
-// The consumer warps read one 16-byte word of each slot and hand it back.
+// The consumer warps read the first 16 bytes of each slot and hand it back.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -86,7 +86,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1)
     for (int off = 0; off < row_bytes; off += span, ++tile) {
       const unsigned slot = tile % stages;
       mbar_wait(&full[slot], (tile / stages) & 1);
-      acc ^= reinterpret_cast<const unsigned*>(ring + slot * slot_bytes)[threadIdx.x & 127];
+      // (the slot's first 16 bytes: a slot has at least 16)
+      acc ^= reinterpret_cast<const unsigned*>(ring + slot * slot_bytes)[lane & 3];
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[slot]);
     }
