@@ -127,11 +127,11 @@ BENCHMARK(BM_DecodeLayers)
 
 // Phase names of the trace slots written by cuda_decode_layer.cu.
 const char* const kSlotNames[] = {
-    "kernel start",       "after PDL wait",      "A: norm done",       "A: qkv rows done",
-    "barrier 1 passed",   "B: attention done",   "barrier 2 passed",   "C: o rows + add done",
-    "barrier 3 passed",   "D: norm done",        "D: gate/up + SwiGLU done", "barrier 4 passed",
-    "E: down rows + add done", "", "", "", "", "", "C: attention vector loaded", "", "",
-    "A: norm inputs loaded", "D: norm inputs loaded"};
+    "kernel start",       "after PDL wait",      "A: norm done",       "A: qkv words stored",
+    "",                   "B: attention done",   "C: attention arrived", "C: o rows + add done",
+    "D: x arrived",       "D: norm done",        "D: gate/up + SwiGLU done", "E: h arrived",
+    "E: down rows + add done", "", "", "", "", "", "", "", "",
+    "A: norm inputs loaded", ""};
 
 int trace_main(int bits) {
   if (!el::cuda::register_backend(0).ok()) {
@@ -171,7 +171,7 @@ int trace_main(int bits) {
     std::printf("layer %lld (us from the earliest block start; previous layer's last block "
                 "ended at %+.2f)\n",
                 static_cast<long long>(l), (double(prev_end) - double(t0)) * 1e-3);
-    for (int k : {0, 1, 21, 2, 3, 4, 5, 6, 18, 7, 8, 22, 9, 10, 11, 12}) {
+    for (int k : {0, 1, 21, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12}) {
       double sum = 0, mx = 0, mn = 1e30;
       for (int b = 0; b < grid; ++b) {
         const double v = (double(t[b * slots + k]) - double(t0)) * 1e-3;
@@ -181,7 +181,7 @@ int trace_main(int bits) {
       }
       std::printf("  %-26s mean %7.2f  min %7.2f  max %7.2f\n", kSlotNames[k], sum / grid, mn, mx);
     }
-    for (int k : {16, 13, 19, 20, 14, 17}) {  // attention units only (0 in the other blocks)
+    for (int k : {16, 13, 19, 20, 14, 17}) {  // attention units (17: mergers) only, 0 elsewhere
       double sum = 0, mx = 0;
       int n = 0;
       for (int b = 0; b < grid; ++b) {
@@ -196,7 +196,7 @@ int trace_main(int bits) {
                          : k == 19 ? "B: unit's softmax done"
                          : k == 20 ? "B: thread 0's P V stored"
                          : k == 14 ? "B: unit's output written"
-                                   : "B: unit arrived (merge)";
+                                   : "B: merge done";
       std::printf("  %-26s mean %7.2f  max %7.2f  (%d units)\n", name, n ? sum / n : 0.0, mx, n);
     }
     double sum = 0, mx = 0;

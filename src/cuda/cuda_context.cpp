@@ -42,7 +42,9 @@ Status create_context(int device) {
   // (+ 2 ints: the layer kernel's 64-bit barrier counter, 8-byte aligned)
   EL_CUDA_TRY(cudaMalloc(&c->counters, sizeof(int) * (kCounterSlots + 2)));
   EL_CUDA_TRY(cudaMemset(c->counters, 0, sizeof(int) * (kCounterSlots + 2)));
-  c->layer_barrier = reinterpret_cast<unsigned long long*>(c->counters + kCounterSlots);
+  c->layer_launches = reinterpret_cast<unsigned long long*>(c->counters + kCounterSlots);
+  EL_CUDA_TRY(cudaMalloc(&c->handoff, sizeof(unsigned long long) * kHandoffWords));
+  EL_CUDA_TRY(cudaMemset(c->handoff, 0, sizeof(unsigned long long) * kHandoffWords));
   EL_CUDA_TRY(cudaMalloc(&c->dev_error, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMemset(c->dev_error, 0, sizeof(DeviceErrorRecord)));
   EL_CUDA_TRY(cudaMallocHost(&c->host_error, sizeof(DeviceErrorRecord)));

@@ -62,9 +62,12 @@ struct Context {
   // finishes the work of the others (attention_cached's chunk merge) counts
   // arrivals here and sets its counters back to zero before it exits.
   int* counters = nullptr;
-  // One 64-bit counter after them, never reset: the arrivals of the decode
-  // layer kernel's grid barrier (cuda_decode_layer.cuh, barrier_base).
-  unsigned long long* layer_barrier = nullptr;
+  // One 64-bit counter after them, never reset: the decode layer kernel's
+  // launches (cuda_decode_layer.cuh, launch_flag).
+  unsigned long long* layer_launches = nullptr;
+  // kHandoffWords 8-byte words, zeroed once: the decode layer kernel's
+  // hand-offs between its phases ({data, flag}, cuda_decode_layer.cuh).
+  unsigned long long* handoff = nullptr;
   DeviceErrorRecord* dev_error = nullptr;   // device memory
   DeviceErrorRecord* host_error = nullptr;  // pinned host mirror
   double* host_scalar = nullptr;            // pinned, for reduction results
@@ -73,6 +76,7 @@ struct Context {
 
 inline constexpr int kReduceSlots = 2048;  // max blocks of a reduction kernel
 inline constexpr int kCounterSlots = 1 << 16;
+inline constexpr int64_t kHandoffWords = int64_t{1} << 19;  // 4 MiB
 
 // The registered context; throws el::Exception when register_backend() has
 // not succeeded. Also makes the context's device current on the calling thread.

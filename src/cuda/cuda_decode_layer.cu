@@ -6,19 +6,19 @@
 // GEMV). Each pays a few microseconds of launch ramp and tail on top of its
 // bytes, and the small ones read almost nothing, so the layered step reached
 // only ~42% of HBM bandwidth. Here one block per SM runs the five phases of
-// the layer with a grid-wide barrier between them, every small op living
-// inside a GEMV as its prologue or epilogue:
+// the layer, each waiting only for the values it reads, every small op
+// living inside a GEMV as its prologue or epilogue:
 //   A  every block: x -> RMSNorm (input_layernorm) into shared memory;
-//      its rows of qkv = W_qkv x                                  -> qkv buffer
+//      its rows of qkv = W_qkv x                                   -> qkv words
 //   B  block (kv head g, chunk c) of the cache positions: RoPE on its q heads
 //      (and on the new k, which the chunk holding the new position writes to
 //      the cache with v); scores, softmax and P V over the chunk -> partials;
-//      the last block of kv head g to arrive merges them      -> attention out
+//      chunk 0 of kv head g merges them                   -> attention words
 //      (the chunk's cache rows were copied into shared memory by cp.async
 //      during phase A, so B's loads are only the queries and the partials)
-//   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)
+//   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)  -> x words
 //   D  every block: x -> RMSNorm (post_attention_layernorm); its feature range
-//      [f0, f1) of gate and of up; h = silu(gate) * up           -> h buffer
+//      [f0, f1) of gate and of up; h = silu(gate) * up             -> h words
 //   E  its rows of d = W_down h; x[r] += d[r]
 // Rounding follows the layered path (each intermediate is rounded to the
 // activation dtype where that path stores a tensor), so the two agree up to
@@ -30,7 +30,7 @@
 // of 16 rows x 1 KiB with the bulk copy engine (cp.async.bulk, marked
 // evict-first in L2) into a ring of STAGES shared-memory slots,
 // each completing on an mbarrier, without waiting for any phase: while the
-// consumer warps sit at a grid barrier or in the attention phase, the ring
+// consumer warps wait for another phase's values or attend, the ring
 // keeps filling, so HBM stays busy through them. Consumers take a window's
 // 64-byte k-blocks a warp each as the A operand of tensor-core mma (the
 // activation vector in shared memory is B), keep the window's row sums in the
@@ -40,13 +40,15 @@
 // registers, their scales staged in shared memory by cp.async before the
 // kernel waits for its predecessor; so are the two norms' weights.
 //
-// Grid barrier: thread 0 of every block adds a release arrival to one 64-bit
-// counter that is never reset (Context::layer_barrier) and spins on an
-// acquire load until it reaches the launch's base + k x grid (barrier_base,
-// cuda_decode_layer.cuh). All blocks must be resident at once, so the grid is
-// one block per SM and the host checks that it fits. Data written by other
-// blocks in this kernel is read with ld.global.cg (L2), never through a
-// possibly stale L1 line.
+// Hand-offs: each value a phase passes to other blocks is an 8-byte word
+// {data, the launch's flag} in Context::handoff, stored and polled with
+// relaxed 64-bit accesses (LLWord, cuda_decode_layer.cuh): a reader waits for
+// exactly the words it needs, and nobody waits for a fence behind the weight
+// copies in flight, which is what the grid barriers this replaced cost. The
+// flag is the launch's number, from one counter every block adds 1 to
+// (launch_flag). All blocks must be resident at once (a block may wait for
+// any other's words), so the grid is one block per SM and the host checks
+// that it fits.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -157,14 +159,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   pdl_wait();
   pdl_trigger();
   stamp(a.trace, 1);
+  __shared__ uint32_t flag_smem;
+  if (threadIdx.x == 0) flag_smem = launch_flag(a.launches);  // (read after the norm's barriers)
   const T* x_in = static_cast<const T*>(a.x_in);
   T* x = static_cast<T*>(a.x);
   const int p = a.pos[0];  // (first used after the norm: the loads overlap)
-  const unsigned long long bar0 = threadIdx.x == 0 ? barrier_base(a.epoch) : 0;  // (thread 0's)
-  const unsigned grid = gridDim.x;
 
   // A: qkv = W_qkv RMSNorm(x)
   norm_vector(vec, x_in, normw, C, a.eps, red, a.trace, kTraceNormLoaded);
+  const uint32_t flag = flag_smem;
   const bool p_ok = p >= 0 && p < a.smax;
   if (!p_ok && blockIdx.x == 0 && threadIdx.x == 0)
     report_device_error(a.err, kErrKvCachePosition, 0, p, a.smax);
@@ -178,57 +181,70 @@ __global__ void __launch_bounds__(kBlockThreads, 1) decode_layer_kernel(const La
   gemv(0, 0);
   consumer_sync();
   const T* qkv_bias = static_cast<const T*>(a.qkv_bias);
-  for (int i = threadIdx.x; i < rq.y - rq.x; i += kThreads) {
-    const float b = qkv_bias ? to_f<T>(qkv_bias[rq.x + i]) : 0.f;
-    static_cast<T*>(a.qkv)[rq.x + i] = from_f<T>(row_total(wpart, ld, i) + b);
+  for (int i = threadIdx.x; i < (rq.y - rq.x) / 2; i += kThreads) {
+    const int r = rq.x + 2 * i;
+    const float b0 = qkv_bias ? to_f<T>(qkv_bias[r]) : 0.f;
+    const float b1 = qkv_bias ? to_f<T>(qkv_bias[r + 1]) : 0.f;
+    ll_store(a.ll_qkv + r / 2,
+             pack2<T>(row_total(wpart, ld, 2 * i) + b0, row_total(wpart, ld, 2 * i + 1) + b1), flag);
   }
   stamp(a.trace, 3);
-  grid_barrier(a.epoch, bar0 + grid);
-  stamp(a.trace, 4);
 
-  // B: attention (skipped, with the error reported, for a position outside the cache)
-  if (p_ok) attention_phase<T, DL>(a, p, attn_smem, kv_stage);
+  // B: attention (skipped, with the error reported, for a position outside the
+  // cache); its units wait for their heads' q, k and v words only.
+  if (p_ok) attention_phase<T, DL>(a, p, attn_smem, kv_stage, flag);
   // The block's rows of x_in for phase C's residual add, off its critical path.
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) xres[i] = to_f<T>(__ldcg(x_in + ro.x + i));
   stamp(a.trace, 5);
-  grid_barrier(a.epoch, bar0 + 2 * grid);
-  stamp(a.trace, 6);
 
   // C: x = x_in + W_o attn
-  copy_vector(vec, static_cast<const T*>(a.attn), HD);
+  uint32_t* vec_words = reinterpret_cast<uint32_t*>(vec);
+  if (p_ok) {
+    ll_read(vec_words, a.ll_attn, HD / 2, flag);
+  } else {
+    for (int i = threadIdx.x; i < HD / 2; i += kThreads) vec_words[i] = 0u;
+  }
   consumer_sync();
-  stamp(a.trace, kTraceCVector);
+  stamp(a.trace, 6);
   gemv(1, 0);
   consumer_sync();
-  for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads) {
-    const T sum = from_f<T>(xres[i] + to_f<T>(from_f<T>(row_total(wpart, ld, i))));
-    x[ro.x + i] = sum;
-    xres[i] = to_f<T>(sum);  // phase E adds to it
+  for (int i = threadIdx.x; i < (ro.y - ro.x) / 2; i += kThreads) {
+    float sum[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      sum[e] = to_f<T>(from_f<T>(xres[2 * i + e] + to_f<T>(from_f<T>(row_total(wpart, ld, 2 * i + e)))));
+      xres[2 * i + e] = sum[e];  // phase E adds to it
+    }
+    ll_store(a.ll_x + (ro.x / 2 + i), pack2<T>(sum[0], sum[1]), flag);
   }
   stamp(a.trace, 7);
-  grid_barrier(a.epoch, bar0 + 3 * grid);
-  stamp(a.trace, 8);
 
   // D: h = silu(gate) * up of W_gate_up RMSNorm(x), features [f0, f1)
-  norm_vector(vec, static_cast<const T*>(x), normw + C, C, a.eps, red, a.trace,
-              kTraceNorm2Loaded);
+  ll_read(vec_words, a.ll_x, C / 2, flag);
+  consumer_sync();
+  stamp(a.trace, 8);
+  norm_vector(vec, static_cast<const T*>(nullptr), normw + C, C, a.eps, red);
   consumer_sync();
   stamp(a.trace, 9);
   gemv(2, 0);
   gemv(3, nf);
   consumer_sync();
-  for (int i = threadIdx.x; i < nf; i += kThreads) {
-    const float gt = to_f<T>(from_f<T>(row_total(wpart, ld, i)));
-    const float up = to_f<T>(from_f<T>(row_total(wpart, ld, nf + i)));
-    static_cast<T*>(a.h)[rf.x + i] = from_f<T>(gt * (1.f / (1.f + expf(-gt))) * up);
+  for (int i = threadIdx.x; i < nf / 2; i += kThreads) {
+    float hv[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float gt = to_f<T>(from_f<T>(row_total(wpart, ld, 2 * i + e)));
+      const float up = to_f<T>(from_f<T>(row_total(wpart, ld, nf + 2 * i + e)));
+      hv[e] = gt * (1.f / (1.f + expf(-gt))) * up;
+    }
+    ll_store(a.ll_h + (rf.x / 2 + i), pack2<T>(hv[0], hv[1]), flag);
   }
   stamp(a.trace, 10);
-  grid_barrier(a.epoch, bar0 + kBarriers * grid);
-  stamp(a.trace, 11);
 
   // E: x += W_down h
-  copy_vector(vec, static_cast<const T*>(a.h), F);
+  ll_read(vec_words, a.ll_h, F / 2, flag);
   consumer_sync();
+  stamp(a.trace, 11);
   gemv(4, 0);
   consumer_sync();
   for (int i = threadIdx.x; i < ro.y - ro.x; i += kThreads)
@@ -242,6 +258,7 @@ struct Plan {
   int grid = 0;
   size_t smem = 0;
   int max_rows = 0, units_per_head = 0, chunk_max = 0, qstage_bytes = 0, stage_keys = 0;
+  int part_chunks = 0;  // chunks of a kv head at most (attention_unit: min(units, smax / kMinChunk))
   int stages = 0;  // the ring's slots
 };
 
@@ -272,6 +289,9 @@ KernelPtr pick_kernel(DType t, int64_t d, int bits, int stages) {
   return d == 64 ? kernel_for<__half, 2>(bits, stages) : kernel_for<__half, 4>(bits, stages);
 }
 
+// The most rows block_rows gives a block of `n` (even) over `grid` blocks.
+int64_t pair_rows_max(int64_t n, int64_t grid) { return 2 * ((n / 2 + grid - 1) / grid); }
+
 // Shared memory for a block's staged scales and zero points (the kernel's
 // stage_rows: each segment's rows plus up to 6 bytes of 4-byte alignment,
 // rounded up to 16), bounded with the most rows any block gets.
@@ -282,7 +302,7 @@ int qstage_bound(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t grid
   const int64_t seg[5][2] = {{nqkv, C}, {C, HD}, {F, C}, {F, C}, {C, F}};  // rows N, inputs K
   int64_t total = 0;
   for (const auto& sk : seg) {
-    const int64_t n = (sk[0] + grid - 1) / grid * (sk[1] / gs);
+    const int64_t n = pair_rows_max(sk[0], grid) * (sk[1] / gs);
     total += (2 * n + 6 + 15) / 16 * 16;
     if (!w.q_qkv.symmetric) total += (n + 6 + 15) / 16 * 16;
   }
@@ -297,8 +317,8 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int bits = weight_bits(w);
   const int64_t g_min = cx.sm_count;
   const int64_t nqkv = (w.n_head + 2 * w.n_kv_head) * w.head_dim;
-  pl.max_rows = static_cast<int>(std::max({(nqkv + g_min - 1) / g_min, (C + g_min - 1) / g_min,
-                                           2 * ((F + g_min - 1) / g_min)}) + 1);
+  pl.max_rows = static_cast<int>(std::max({pair_rows_max(nqkv, g_min), pair_rows_max(C, g_min),
+                                           2 * pair_rows_max(F, g_min)}) + 1);
   const int64_t uph_min = std::max<int64_t>(1, g_min / w.n_kv_head);
   pl.qstage_bytes = qstage_bound(w, C, F, g_min);
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
@@ -334,9 +354,18 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
     (void)cudaGetLastError();
     return pl;
   }
-  // Every block must be resident at once (grid barrier): never more than fit.
+  // Every block must be resident at once (the phases wait for each other's
+  // words): never more than fit.
+  const int64_t units_per_head = std::max<int64_t>(1, cx.sm_count / w.n_kv_head);
+  const int64_t part_chunks = std::min(units_per_head, (smax + kMinChunk - 1) / kMinChunk);
+  // (A guard: where the shared memory above fits, the words need at most
+  // ~430K of the 512K on up to ~150 SMs: H x units_per_head <= 16 x grid
+  // partials of D + 2, the vectors bounded by the shared-memory vec.)
+  if (handoff_layout(C, w.n_head, w.n_kv_head, w.head_dim, F, part_chunks).total > kHandoffWords)
+    return pl;
   pl.grid = cx.sm_count;
-  pl.units_per_head = std::max<int>(1, pl.grid / static_cast<int>(w.n_kv_head));
+  pl.units_per_head = static_cast<int>(units_per_head);
+  pl.part_chunks = static_cast<int>(part_chunks);
   return pl;
 }
 
@@ -474,13 +503,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   const int64_t C = x.dim(-1), F = w.d_ff(), H = w.n_head, Hkv = w.n_kv_head,
                 D = w.head_dim, smax = k_cache.dim(1);
   const Plan pl = make_plan(w, C, F, smax, x.dtype());
-  EL_CUDA_ENSURE(Hkv <= kCounterSlots, "cuda decode_layer: {} kv heads exceed the counters", Hkv);
-  // Scratch from the caching allocator: qkv, attention output, h, partials.
   const DType t = x.dtype();
-  Tensor qkv = Tensor::empty({(H + 2 * Hkv) * D}, t, x.device());
-  Tensor attn = Tensor::empty({H * D}, t, x.device());
-  Tensor h = Tensor::empty({F}, t, x.device());
-  Tensor part = Tensor::empty({H * pl.units_per_head * (D + 2)}, DType::f32, x.device());
   LayerArgs a{};
   a.x_in = x.raw();
   a.x = out.raw();
@@ -503,12 +526,13 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.pos = positions.data<int32_t>();
   a.kc = k_cache.raw();
   a.vc = v_cache.raw();
-  a.qkv = qkv.raw();
-  a.attn = attn.raw();
-  a.h = h.raw();
-  a.part = part.data<float>();
-  a.sync = reinterpret_cast<unsigned*>(cx.counters);
-  a.epoch = cx.layer_barrier;
+  const HandoffLayout hl = handoff_layout(C, H, Hkv, D, F, pl.part_chunks);
+  a.ll_qkv = cx.handoff + hl.qkv;
+  a.ll_part = cx.handoff + hl.part;
+  a.ll_attn = cx.handoff + hl.attn;
+  a.ll_x = cx.handoff + hl.x;
+  a.ll_h = cx.handoff + hl.h;
+  a.launches = cx.layer_launches;
   a.err = cx.dev_error;
   a.trace = g_trace;
   a.C = static_cast<int>(C);
@@ -518,6 +542,7 @@ void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& in
   a.F = static_cast<int>(F);
   a.smax = static_cast<int>(smax);
   a.units_per_head = pl.units_per_head;
+  a.part_chunks = pl.part_chunks;
   a.chunk_max = pl.chunk_max;
   a.max_rows = pl.max_rows;
   a.stage_keys = pl.stage_keys;

@@ -1,9 +1,10 @@
 // cuda_decode_layer.cuh — internal to cuda_decode_layer.cu (the one-kernel
 // decoder layer of a batch-1 decode step): the kernel's arguments, its launch
 // constants and the small device helpers its phases share (trace stamps, the
-// consumer warps' named barrier and sums, the grid barrier, the block's row
-// range, the RMSNorm prologue). The weight stream is cuda_decode_stream.cuh,
-// phase B's attention cuda_decode_attention.cuh.
+// consumer warps' named barrier and sums, the flagged words that hand values
+// from one phase to the next, the block's row range, the RMSNorm prologue).
+// The weight stream is cuda_decode_stream.cuh, phase B's attention
+// cuda_decode_attention.cuh.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -29,7 +30,7 @@ constexpr int kSpan = 1024;
 constexpr int kRowStride = kSpan + 64;
 constexpr int kSlotBytes = 16 * kRowStride;
 // Ring slots. Deeper rings keep more bytes in flight, which lengthens every
-// dependent load of phases A-C and every grid barrier, against a fuller
+// dependent load of phases A-C and every hand-off, against a fuller
 // stream through them. Dense weights take the deepest of kDenseStages that
 // fits in shared memory (the plan's choice), quantized ones kQuantStages.
 // Measured (generate TPOT at batch 1, H100, interleaved runs): dense bf16 10
@@ -64,15 +65,16 @@ struct LayerArgs {
   const int32_t* pos;          // [1]: cache position of the new token
   void* kc;                    // [1, Smax, Hkv, D]
   void* vc;
-  void* qkv;                   // scratch [(H + 2 Hkv) D]
-  void* attn;                  // scratch [H D]
-  void* h;                     // scratch [F]
-  float* part;                 // scratch [H, units_per_head, D + 2]: m, l, o
-  unsigned* sync;              // [Hkv] counters: kv head g's merge arrivals
-  unsigned long long* epoch;   // the grid barrier's arrivals (Context::layer_barrier)
+  // Hand-off words (in Context::handoff, handoff_layout()), see LLWord: qkv
+  // [(H + 2 Hkv) D / 2], the attention partials [H, part_chunks, D + 2]
+  // (m, l, o: a float each), the attention output [H D / 2], x after phase C
+  // [C / 2], h [F / 2].
+  unsigned long long *ll_qkv, *ll_part, *ll_attn, *ll_x, *ll_h;
+  unsigned long long* launches;  // the launches' counter (Context::layer_launches)
   DeviceErrorRecord* err;
   unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
   int C, H, Hkv, D, F, smax, units_per_head, chunk_max, max_rows;
+  int part_chunks;             // the most chunks a kv head's cache splits into
   int stage_keys;              // cache rows of k (and of v) an attention unit stages in smem
   float eps, sl2;              // sl2 = softmax scale x log2(e)
 };
@@ -81,15 +83,16 @@ struct LayerArgs {
 // Phase timestamps for cuda_decode_layer_bench (decode_layer_trace): thread 0
 // of each block writes %globaltimer (ns) to trace[block, slot]; the producer
 // lane writes kTraceProducer when it has issued its last copy.
-// Slots 13, 14, 16-17 and 19-20 are written only by the blocks that run an
-// attention unit (after its scores, after its output or partials are
-// written, after its queries are rotated, after it arrived on the merge
-// counter, after its softmax, after thread 0 stored its P V outputs); 0
-// elsewhere. Slot 18: phase C has its attention vector in shared memory;
-// 21 / 22: the x of phase A's / D's RMSNorm has arrived.
+// Slots 0-12 mark the phases (cuda_decode_layer_bench names them; 4 is
+// unused). Slots 13, 14, 16 and 19-20 are written only by the blocks that run
+// an attention unit (after its scores, after its output or partials are
+// written, after its queries are rotated, after its softmax, after thread 0
+// stored its P V outputs), 17 only by the units that merge a kv head's
+// partials (merge done); 0 elsewhere. 21: the x of phase A's RMSNorm has
+// arrived. 18 and 22 are unused.
 constexpr int kTraceSlots = 23, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
-              kTraceQuery = 16, kTraceArrived = 17, kTraceCVector = 18, kTraceSoftmax = 19,
-              kTracePV = 20, kTraceNormLoaded = 21, kTraceNorm2Loaded = 22;
+              kTraceQuery = 16, kTraceMerged = 17, kTraceSoftmax = 19, kTracePV = 20,
+              kTraceNormLoaded = 21;
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
     unsigned long long t;
@@ -121,49 +124,114 @@ __device__ __forceinline__ float consumer_sum(float x, float* red) {
   return t;
 }
 
-// The grid barrier counts arrivals on one 64-bit counter that is never reset:
-// every launch adds exactly kBarriers x grid, so a block that reads it after
-// the PDL wait (every earlier launch complete, none of this one's barriers
-// complete without this block) finds its launch's base by rounding down.
-// No block has to learn that it is the last one out (a fence and an atomic
-// round trip on every block's exit, which delayed the next layer's start).
-constexpr int kBarriers = 4;
-__device__ __forceinline__ unsigned long long barrier_base(const unsigned long long* counter) {
-  const unsigned long long per_launch = static_cast<unsigned long long>(kBarriers) * gridDim.x;
-  const unsigned long long v = ld_acquire(counter);
-  return v - v % per_launch;
+// ---- hand-offs: flagged words instead of grid barriers ------------------------------------
+// A value one phase hands to the blocks of the next (qkv, the attention
+// partials and output, x after phase C, h) goes to global memory as one
+// 8-byte word {data, flag} written by one relaxed 64-bit store; a reader
+// polls the word with relaxed 64-bit loads until its flag is the launch's
+// epoch. An aligned 64-bit access is single-copy atomic, so a word that
+// carries the flag carries its data: no fence and no grid barrier (NCCL's
+// LL protocol). Why: a release arrival (or any gpu-scope fence) waits until
+// the block's weight copies in flight have landed, so each of the four grid
+// barriers this replaced passed 2.3-2.6 us after its last arrival; with
+// relaxed arrivals (wrong, timing only) 0.9-1.3 us. Measured (session 22,
+// H100, interleaved): generate TPOT 1.010-1.016 against 1.040-1.043 ms with
+// the barriers. A poll is still a loaded round trip (1-1.5 us while the
+// weight stream runs).
+// Data is 2 values of T (qkv, attention output, x, h: the phases' row
+// ranges are whole pairs) or one f32 (partials).
+using LLWord = unsigned long long;
+
+__device__ __forceinline__ void ll_store(LLWord* p, uint32_t data, uint32_t flag) {
+  const LLWord v = (static_cast<LLWord>(flag) << 32) | data;
+  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ __forceinline__ LLWord ll_load(const LLWord* p) {
+  LLWord v;
+  asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+// The data of word p once it carries `flag`; v is a first load of it (issued
+// early, so that a thread's loads are in flight together).
+__device__ __forceinline__ uint32_t ll_settle(const LLWord* p, LLWord v, uint32_t flag) {
+  while (static_cast<uint32_t>(v >> 32) != flag) v = ll_load(p);
+  return static_cast<uint32_t>(v);
 }
 
-// Every block arrives, then waits until the counter reaches `target`
-// (thread 0 only: base + k x grid for the launch's barrier k). The arrival is
-// a release reduction after the block's barrier (so it orders every consumer
-// thread's writes before it) and the wait an acquire load, as CUTLASS's
-// GenericBarrier does (46.6 against 48.6 us a layer with __threadfence() +
-// atomicAdd + __threadfence(), session 20: the SC fences wait behind the
-// weight stream in flight).
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long target) {
-  consumer_sync();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(counter) : "memory");
-    while (ld_acquire(counter) < target) {
+// out[0, n) = the data of words src[0, n) (every consumer thread; a
+// consumer_sync before anyone reads out). kLLBatch loads per thread go out
+// before the first is checked.
+constexpr int kLLBatch = 8;
+__device__ __forceinline__ void ll_read(uint32_t* out, const LLWord* src, int n, uint32_t flag) {
+  for (int i0 = threadIdx.x; i0 < n; i0 += kLLBatch * kThreads) {
+    LLWord v[kLLBatch];
+#pragma unroll
+    for (int k = 0; k < kLLBatch; ++k) {
+      const int i = i0 + k * kThreads;
+      v[k] = i < n ? ll_load(src + i) : 0;
+    }
+#pragma unroll
+    for (int k = 0; k < kLLBatch; ++k) {
+      const int i = i0 + k * kThreads;
+      if (i < n) out[i] = ll_settle(src + i, v[k], flag);
     }
   }
-  consumer_sync();
 }
 
-// Rows [r0, r1) of `n` split evenly over the grid.
+// Two values rounded to T, the first in the low half (unpack2's order).
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  const T a = from_f<T>(lo), b = from_f<T>(hi);
+  uint16_t ua, ub;
+  memcpy(&ua, &a, 2);
+  memcpy(&ub, &b, 2);
+  return uint32_t{ua} | (uint32_t{ub} << 16);
+}
+
+// The launch's flag (thread 0 of each block, after the PDL wait): the
+// counter is never reset and every launch adds exactly one per block, so a
+// block that reads it after the PDL wait (every earlier launch complete, at
+// most grid - 1 of this one's arrivals in) finds its launch's number by
+// rounding down. Flag 0 (zeroed words) is never a launch's.
+__device__ __forceinline__ uint32_t launch_flag(unsigned long long* counter) {
+  const unsigned long long v = ld_acquire(counter);
+  asm volatile("red.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(counter) : "memory");
+  return static_cast<uint32_t>(v / gridDim.x) + 1u;
+}
+
+// Hand-off words the kernel uses (the host checks they fit Context::handoff),
+// and where each part starts.
+struct HandoffLayout {
+  int64_t qkv, part, attn, x, h, total;
+};
+inline HandoffLayout handoff_layout(int64_t C, int64_t H, int64_t Hkv, int64_t D,
+                                                        int64_t F, int64_t part_chunks) {
+  HandoffLayout l{};
+  l.qkv = 0;
+  l.part = l.qkv + (H + 2 * Hkv) * D / 2;
+  l.attn = l.part + H * part_chunks * (D + 2);  // [H, part_chunks, D + 2]: m, l, o
+  l.x = l.attn + H * D / 2;
+  l.h = l.x + C / 2;
+  l.total = l.h + F / 2;
+  return l;
+}
+
+// Rows [r0, r1) of `n` (even) split evenly over the grid in whole pairs (a
+// hand-off word holds two).
 __device__ __forceinline__ int2 block_rows(int n) {
-  const int g = gridDim.x, b = blockIdx.x;
-  return make_int2(static_cast<int>(int64_t{n} * b / g), static_cast<int>(int64_t{n} * (b + 1) / g));
+  const int g = gridDim.x, b = blockIdx.x, pairs = n / 2;
+  return make_int2(2 * static_cast<int>(int64_t{pairs} * b / g),
+                   2 * static_cast<int>(int64_t{pairs} * (b + 1) / g));
 }
 
 // vec[0, n) = RMSNorm(x) * w rounded to T. x is read through L2 (written by
-// other blocks or by the kernel before), one 16-byte pack per thread per
-// round trip, and kept raw in vec across the block sum; w is the norm's
-// weight row, staged in shared memory by cp.async before the PDL wait (this
-// thread's copies are waited for here, the others' by the sum's barrier).
-// Holding x and w in registers instead spilled them. trace / slot: the stamp
-// once x has arrived (bench only).
+// the kernel before), one 16-byte pack per thread per round trip, and kept
+// raw in vec across the block sum; x == nullptr: vec holds it already (a
+// consumer_sync after it was written). w is the norm's weight row, staged in
+// shared memory by cp.async before the PDL wait (this thread's copies are
+// waited for here, the others' by the sum's barrier). Holding x and w in
+// registers instead spilled them. trace / slot: the stamp once x has arrived
+// (bench only).
 template <class T>
 __device__ void norm_vector(T* vec, const T* x, const T* w_smem, int n, float eps, float* red,
                             unsigned long long* trace = nullptr, int slot = 0) {
@@ -172,14 +240,14 @@ __device__ void norm_vector(T* vec, const T* x, const T* w_smem, int n, float ep
   uint4* vp = reinterpret_cast<uint4*>(vec);
   float ss = 0.f;
   for (int i = threadIdx.x; i < packs; i += kThreads) {
-    const uint4 xv = __ldcg(xp + i);
+    const uint4 xv = x ? __ldcg(xp + i) : vp[i];
     const uint32_t vv[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float2 f = unpack2<T>(vv[e]);
       ss = fmaf(f.x, f.x, fmaf(f.y, f.y, ss));
     }
-    vp[i] = xv;
+    if (x) vp[i] = xv;
   }
   cp_async_wait<0>();
   stamp(trace, slot);
@@ -194,14 +262,6 @@ __device__ void norm_vector(T* vec, const T* x, const T* w_smem, int n, float ep
     for (int e = 0; e < 8; ++e) o.v[e] = from_f<T>(to_f<T>(xs.v[e]) * r * to_f<T>(ws.v[e]));
     memcpy(&vp[i], &o, sizeof(o));
   }
-}
-
-// vec[0, n) = x (through L2), n % 8 == 0.
-template <class T>
-__device__ void copy_vector(T* vec, const T* x, int n) {
-  const uint4* xp = reinterpret_cast<const uint4*>(x);
-  uint4* vp = reinterpret_cast<uint4*>(vec);
-  for (int i = threadIdx.x; i < n / 8; i += kThreads) vp[i] = __ldcg(xp + i);
 }
 
 }  // namespace el::cuda::decode

@@ -252,11 +252,12 @@ TEST(CudaDecodeLayer, QuantizedLayoutsItCannotStreamFallBack) {
   }
 }
 
-TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleBarriers) {
+TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleHandoffs) {
   const KernelOn kernel_on;
-  // Every launch must find its own base on the never-reset barrier counter
-  // (and the merge counters must be back at zero): ten layers in a row give
-  // the same result as the separate ops.
+  // Every launch must find its own flag on the never-reset launch counter, and
+  // no hand-off word the launch before left (same buffers, same layout) may
+  // pass for this one's: ten layers in a row give the same result as the
+  // separate ops.
   EL_REQUIRE_GPU();
   const Case k{256, 4, 2, 64, 512, 64, 9};
   Rng rng(5);
