@@ -319,10 +319,11 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int64_t nqkv = (w.n_head + 2 * w.n_kv_head) * w.head_dim;
   pl.max_rows = static_cast<int>(std::max({pair_rows_max(nqkv, g_min), pair_rows_max(C, g_min),
                                            2 * pair_rows_max(F, g_min)}) + 1);
-  const int64_t uph_min = std::max<int64_t>(1, g_min / w.n_kv_head);
+  const int64_t units_per_head = std::max<int64_t>(1, g_min / w.n_kv_head);
   pl.qstage_bytes = qstage_bound(w, C, F, g_min);
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
-  pl.chunk_max = static_cast<int>(std::max<int64_t>(kMinChunk, (smax + uph_min - 1) / uph_min));
+  pl.chunk_max = static_cast<int>(
+      std::max<int64_t>(kMinChunk, (smax + units_per_head - 1) / units_per_head));
   const size_t rest = vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
                       size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
                       static_cast<size_t>(pl.qstage_bytes) +
@@ -356,7 +357,6 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   }
   // Every block must be resident at once (the phases wait for each other's
   // words): never more than fit.
-  const int64_t units_per_head = std::max<int64_t>(1, cx.sm_count / w.n_kv_head);
   const int64_t part_chunks = std::min(units_per_head, (smax + kMinChunk - 1) / kMinChunk);
   // (A guard: where the shared memory above fits, the words need at most
   // ~430K of the 512K on up to ~150 SMs: H x units_per_head <= 16 x grid
