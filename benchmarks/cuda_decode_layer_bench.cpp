@@ -1,18 +1,19 @@
 // cuda_decode_layer_bench.cpp — the batch-1 decode step's decoder layers as
-// the one-kernel-per-layer path runs them (Backend::decode_layer,
-// cuda/cuda_decode_layer.cu), at the 1.1B shape of the inference axis
-// (TinyLlama: d 2048, 32 heads, 4 KV heads of 64, d_ff 5632), bf16.
-// 22 layers with distinct weights (1.94 GB, far beyond L2) run back to back,
-// as a decode step does; the timed unit is one layer.
-// Counters: us/layer and GB/s of weight + KV bytes per layer against the HBM
-// roofline. Args: position of the new token (it attends position + 1 keys),
-// weight bits (16: bf16; 8 / 4: the weight-only int8 / int4 layouts with
-// symmetric g128 scales, random codes).
+// the one-kernel path runs them (cuda/cuda_decode_layer.cu), at the 1.1B
+// shape of the inference axis (TinyLlama: d 2048, 32 heads, 4 KV heads of
+// 64, d_ff 5632), bf16. 22 layers with distinct weights (1.94 GB, far beyond
+// L2) run back to back, as a decode step does, either in one launch
+// (cuda::decode_layers, what generate runs) or a launch per layer
+// (cuda::decode_layer); the timed unit is the step, us/layer its share.
+// Counters: us/layer and GB/s of weight + KV bytes against the HBM roofline.
+// Args: position of the new token (it attends position + 1 keys), weight
+// bits (16: bf16; 8 / 4: the weight-only int8 / int4 layouts with symmetric
+// g128 scales, random codes), launch (1: one for the step, 0: one per layer).
 //
 // --trace (before the Google Benchmark flags) prints where a layer's time
-// goes instead: per-block phase timestamps (cuda::decode_layer_trace) of one
-// mid-step layer, as mean / max over blocks relative to the earliest start.
-//   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace [bits]]
+// goes instead: per-block phase timestamps (cuda::decode_layer_trace) of two
+// mid-step layers, as mean / max over blocks relative to the earliest start.
+//   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace [bits [per-layer]]]
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -96,7 +97,12 @@ Step make_step(int64_t position, int bits) {
   return s;
 }
 
-void run_step(Step& s) {
+// The step's 22 layers: one launch (x0 -> x1), or a launch per layer.
+void run_step(Step& s, bool one_launch) {
+  if (one_launch) {
+    el::cuda::decode_layers(s.x0, s.layers, s.inv_freq, s.pos, s.kc, s.vc, s.x1);
+    return;
+  }
   for (int64_t l = 0; l < kLayers; ++l) {
     Tensor& in = (l % 2 == 0) ? s.x0 : s.x1;
     Tensor& out = (l % 2 == 0) ? s.x1 : s.x0;
@@ -111,17 +117,22 @@ void BM_DecodeLayers(benchmark::State& state) {
     state.SkipWithError("decode_layer_takes refused the 1.1B layer");
     return;
   }
+  const bool one_launch = state.range(2) != 0;
   const double kv = 2.0 * double(state.range(0) + 1) * kHkv * kD * 2.0;
   el::bench_util::time_batches(state, 1, kLayers * (s.weight_bytes_per_layer + kv),
-                               [&] { run_step(s); });
+                               [&] { run_step(s, one_launch); });
   state.counters["us/layer"] = state.counters["us/call"] / double(kLayers);
 }
 BENCHMARK(BM_DecodeLayers)
-    ->ArgNames({"pos", "bits"})
-    ->Args({255, 16})
-    ->Args({1023, 16})
-    ->Args({255, 8})
-    ->Args({255, 4})
+    ->ArgNames({"pos", "bits", "launch"})
+    ->Args({255, 16, 1})
+    ->Args({255, 16, 0})
+    ->Args({1023, 16, 1})
+    ->Args({1023, 16, 0})
+    ->Args({255, 8, 1})
+    ->Args({255, 8, 0})
+    ->Args({255, 4, 1})
+    ->Args({255, 4, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -133,7 +144,7 @@ const char* const kSlotNames[] = {
     "E: down rows + add done", "", "", "", "", "", "", "", "",
     "A: norm inputs loaded", ""};
 
-int trace_main(int bits) {
+int trace_main(int bits, bool one_launch) {
   if (!el::cuda::register_backend(0).ok()) {
     std::fprintf(stderr, "no CUDA device\n");
     return 1;
@@ -143,17 +154,22 @@ int trace_main(int bits) {
   const int grid = el::cuda::ctx().sm_count;
   const int slots = el::cuda::decode_layer_trace(nullptr);
   std::vector<Tensor> bufs;
-  for (int r = 0; r < 3; ++r) run_step(s);  // warm-up
+  for (int r = 0; r < 3; ++r) run_step(s, one_launch);  // warm-up
   be.synchronize();
-  // One buffer per layer: trace the whole step, then read the middle layer.
+  // The whole step's stamps, [layer, block, slot]; then read two middle layers.
   std::vector<unsigned long long> host(static_cast<size_t>(grid * slots) * kLayers, 0);
   Tensor buf = Tensor::zeros({int64_t(host.size()) * 8}, DType::u8, gpu());
   auto* base = static_cast<unsigned long long*>(buf.raw());
-  for (int64_t l = 0; l < kLayers; ++l) {
-    el::cuda::decode_layer_trace(base + l * grid * slots);
-    Tensor& in = (l % 2 == 0) ? s.x0 : s.x1;
-    Tensor& out = (l % 2 == 0) ? s.x1 : s.x0;
-    el::cuda::decode_layer(in, s.layers[l], s.inv_freq, s.pos, s.kc[l], s.vc[l], out);
+  if (one_launch) {
+    el::cuda::decode_layer_trace(base);
+    run_step(s, true);
+  } else {
+    for (int64_t l = 0; l < kLayers; ++l) {
+      el::cuda::decode_layer_trace(base + l * grid * slots);
+      Tensor& in = (l % 2 == 0) ? s.x0 : s.x1;
+      Tensor& out = (l % 2 == 0) ? s.x1 : s.x0;
+      el::cuda::decode_layer(in, s.layers[l], s.inv_freq, s.pos, s.kc[l], s.vc[l], out);
+    }
   }
   el::cuda::decode_layer_trace(nullptr);
   be.synchronize();
@@ -168,9 +184,10 @@ int trace_main(int bits) {
       const unsigned long long* p = host.data() + (l - 1) * grid * slots;
       for (int b = 0; b < grid; ++b) prev_end = std::max(prev_end, p[b * slots + 12]);
     }
-    std::printf("layer %lld (us from the earliest block start; previous layer's last block "
+    std::printf("layer %lld, %s (us from the earliest block start; previous layer's last block "
                 "ended at %+.2f)\n",
-                static_cast<long long>(l), (double(prev_end) - double(t0)) * 1e-3);
+                static_cast<long long>(l), one_launch ? "one launch a step" : "a launch a layer",
+                (double(prev_end) - double(t0)) * 1e-3);
     for (int k : {0, 1, 21, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12}) {
       double sum = 0, mx = 0, mn = 1e30;
       for (int b = 0; b < grid; ++b) {
@@ -215,7 +232,10 @@ int trace_main(int bits) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--trace") == 0) return trace_main(argc > 2 ? std::atoi(argv[2]) : 16);
+  if (argc > 1 && std::strcmp(argv[1], "--trace") == 0) {
+    const bool per_layer = argc > 3 && std::strcmp(argv[3], "per-layer") == 0;
+    return trace_main(argc > 2 ? std::atoi(argv[2]) : 16, !per_layer);
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -442,6 +442,11 @@ class CudaBackend final : public Backend {
                     Tensor& out) override {
     cuda::decode_layer(x, w, inv_freq, positions, k_cache, v_cache, out);
   }
+  void decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w,
+                     const Tensor& inv_freq, const Tensor& positions, std::span<Tensor> k_caches,
+                     std::span<Tensor> v_caches, Tensor& out) override {
+    cuda::decode_layers(x, w, inv_freq, positions, k_caches, v_caches, out);
+  }
   void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias,
                     Tensor& y) override {
     cuda::quant_matmul(x, w, bias, y);

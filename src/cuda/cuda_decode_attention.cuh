@@ -46,13 +46,14 @@ __device__ __forceinline__ int staged_keys(const LayerArgs& a, const AttnUnit& u
   return min(u.nj, a.stage_keys);
 }
 
-// Right after the PDL wait: the block's cache rows (all but the new one, which
+// At the start of phase A: layer lw's cache rows of the block's unit (all but the new one, which
 // phase B writes) start towards the unit. The first `ns` rows of the chunk
 // go into shared memory by cp.async (one commit group; phase B waits for it),
 // so phase B reads its keys and values without a memory round trip; rows
 // past the staging room only towards L2. Every consumer thread commits.
 template <class T>
-__device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, int p, T* kv_stage) {
+__device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, const LayerPtrs& lw, int p,
+                                                     T* kv_stage) {
   const AttnUnit u = attention_unit(a, p, blockIdx.x);
   const int rows = min(u.nj, p - u.j0);  // rows < p exist already
   const int ns = min(rows, staged_keys(a, u));
@@ -60,14 +61,14 @@ __device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, int p, 
   const int vecs = a.D / 8;  // 16-byte pieces of a row
   for (int i = threadIdx.x; i < 2 * ns * vecs; i += kThreads) {
     const int kv = i / (ns * vecs), r = i - kv * ns * vecs, j = r / vecs, e = (r - j * vecs) * 8;
-    const T* src = static_cast<const T*>(kv == 0 ? a.kc : a.vc) + (int64_t{u.j0} + j) * stride +
+    const T* src = static_cast<const T*>(kv == 0 ? lw.kc : lw.vc) + (int64_t{u.j0} + j) * stride +
                    int64_t{u.g} * a.D + e;
     cp_async16(smem_addr(kv_stage + (kv * a.stage_keys + j) * stage_stride(a.D) + e), src, true);
   }
   cp_async_commit();
   for (int i = threadIdx.x; i < 2 * (rows - ns); i += kThreads) {
     const int n = rows - ns, kv = i / n, j = ns + (i - kv * n);
-    const T* row = static_cast<const T*>(kv == 0 ? a.kc : a.vc) + (int64_t{u.j0} + j) * stride +
+    const T* row = static_cast<const T*>(kv == 0 ? lw.kc : lw.vc) + (int64_t{u.j0} + j) * stride +
                    int64_t{u.g} * a.D;
     asm volatile("prefetch.global.L2 [%0];" ::"l"(row));
     if (a.D * int(sizeof(T)) > 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + 64));
@@ -103,12 +104,13 @@ __device__ __forceinline__ void softmax_rows(float* sc, float* ml, int hg, int n
   }
 }
 
-// DL: head-dim elements per lane (D = 32 DL). kv_stage: the rows
-// stage_attention_rows copied (k rows [0, stage_keys), then v rows). flag:
-// the launch's (hand-off words).
+// DL: head-dim elements per lane (D = 32 DL). lw: the layer (its caches).
+// kv_stage: the rows stage_attention_rows copied (k rows [0, stage_keys),
+// then v rows). flag: the layer's (hand-off words). trace: the layer's
+// stamps or nullptr.
 template <class T, int DL>
-__device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_stage,
-                                uint32_t flag) {
+__device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, float* smem,
+                                T* kv_stage, uint32_t flag, unsigned long long* trace) {
   const int D = 32 * DL, HG = a.H / a.Hkv, half = D / 2;
   const int len = p + 1;
   const AttnUnit u = attention_unit(a, p, blockIdx.x);
@@ -157,8 +159,8 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
   if (j0 + nj == len) {  // this chunk holds the new position: write its k and v
     const LLWord* ks = qkv + (a.H + g) * (D / 2);
     const LLWord* vs = qkv + (a.H + a.Hkv + g) * (D / 2);
-    T* kd = static_cast<T*>(a.kc) + (int64_t{p} * a.Hkv + g) * D;
-    T* vd = static_cast<T*>(a.vc) + (int64_t{p} * a.Hkv + g) * D;
+    T* kd = static_cast<T*>(lw.kc) + (int64_t{p} * a.Hkv + g) * D;
+    T* vd = static_cast<T*>(lw.vc) + (int64_t{p} * a.Hkv + g) * D;
     const int jn = p - j0;  // its row in the unit
     for (int w2 = threadIdx.x; w2 < hw; w2 += kThreads) {
       const LLWord l0 = ll_load(ks + w2), l1 = ll_load(ks + hw + w2);
@@ -186,7 +188,7 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
   }
   cp_async_wait<0>();  // the staged rows (stage_attention_rows)
   consumer_sync();
-  stamp(a.trace, kTraceQuery);
+  stamp(trace, kTraceQuery);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row_stride = int64_t{a.Hkv} * D;
   // The partials' words, [H, part_chunks, D + 2] (m, l, o): head hh of this
@@ -199,7 +201,7 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
     // Scores: a thread per (key, head), the whole head dimension (k and q
     // from shared memory, rows padded so a warp's 4 keys x 8 heads read
     // distinct banks).
-    const T* kc = static_cast<const T*>(a.kc) + int64_t{j0} * row_stride + g * D;
+    const T* kc = static_cast<const T*>(lw.kc) + int64_t{j0} * row_stride + g * D;
     for (int i = threadIdx.x; i < nj * HG; i += kThreads) {
       const int j = i / HG, hh = i - j * HG;
       const float* q = qs + hh * QS;
@@ -221,14 +223,14 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
       sc[hh * a.chunk_max + j] = (s0 + s1) * a.sl2;
     }
     consumer_sync();
-    stamp(a.trace, kTraceScores);
+    stamp(trace, kTraceScores);
     softmax_rows(sc, ml, HG, nj, a.chunk_max);
     consumer_sync();
-    stamp(a.trace, kTraceSoftmax);
+    stamp(trace, kTraceSoftmax);
     // P V: a thread per (head, dimension) over the unit's keys, v from
     // shared memory (consecutive dimensions in consecutive lanes); no
     // cross-warp sums.
-    const T* vg = static_cast<const T*>(a.vc) + int64_t{j0} * row_stride + g * D;
+    const T* vg = static_cast<const T*>(lw.vc) + int64_t{j0} * row_stride + g * D;
     for (int i = threadIdx.x; i < HG * D; i += kThreads) {
       const int hh = i / D, d = i - hh * D;
       const float* pr = sc + hh * a.chunk_max;
@@ -266,10 +268,10 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
         ll_store(dst + 1, __float_as_uint(ml[2 * hh + 1]), flag);
       }
     }
-    stamp(a.trace, kTracePV);
+    stamp(trace, kTracePV);
     consumer_sync();
   }
-  stamp(a.trace, kTracePartials);
+  stamp(trace, kTracePartials);
   if (nc == 1 || c != 0) return;
   // The first chunk of kv head g merges the group's partials as they arrive:
   // a warp per head, up to 32 chunks a round. Lane i takes chunk i's m and
@@ -333,7 +335,7 @@ __device__ void attention_phase(const LayerArgs& a, int p, float* smem, T* kv_st
     }
   }
   consumer_sync();
-  stamp(a.trace, kTraceMerged);
+  stamp(trace, kTraceMerged);
 }
 
 }  // namespace el::cuda::decode

@@ -45,9 +45,12 @@ constexpr int kQuantStages = 6;
 constexpr int kMaxGroup = 16;              // query heads per kv head
 constexpr float kLog2e = 1.4426950408889634f;
 
-struct LayerArgs {
-  const void* x_in;            // [C] residual stream in
-  void* x;                     // [C] residual stream out (does not alias x_in)
+// Layers one launch runs at most (decode_layers splits longer stacks):
+// their pointers are kernel parameters (LayerArgs::layer, 136 bytes each).
+constexpr int kMaxLayers = 32;
+
+// One layer's tensors (the kernel's per-layer parameters).
+struct LayerPtrs {
   const void* w_in_norm;       // [C]
   const void* w_qkv;           // [(H + 2 Hkv) D, C]
   const void* w_o;             // [C, H D]
@@ -59,20 +62,28 @@ struct LayerArgs {
   // points (nullptr when symmetric) of qkv, o, gate_up, down.
   const uint16_t* scales[4];
   const uint8_t* zeros[4];
-  int group_size, sym_zero, qstage_bytes;  // qstage_bytes: smem for the block's scales
   const void* qkv_bias;        // [(H + 2 Hkv) D] or nullptr
-  const float* inv_freq;       // [D / 2] or nullptr (no RoPE)
-  const int32_t* pos;          // [1]: cache position of the new token
   void* kc;                    // [1, Smax, Hkv, D]
   void* vc;
+};
+
+struct LayerArgs {
+  const void* x_in;            // [C] residual stream into the first layer
+  void* x;                     // [C] out of the last layer (does not alias x_in)
+  LayerPtrs layer[kMaxLayers];  // [n_layers] (all of one shape and format)
+  int n_layers;
+  int group_size, sym_zero, qstage_bytes;  // qstage_bytes: smem for the block's scales
+  const float* inv_freq;       // [D / 2] or nullptr (no RoPE)
+  const int32_t* pos;          // [1]: cache position of the new token
   // Hand-off words (in Context::handoff, handoff_layout()), see LLWord: qkv
   // [(H + 2 Hkv) D / 2], the attention partials [H, part_chunks, D + 2]
   // (m, l, o: a float each), the attention output [H D / 2], x after phase C
-  // [C / 2], h [F / 2].
-  unsigned long long *ll_qkv, *ll_part, *ll_attn, *ll_x, *ll_h;
+  // [C / 2], h [F / 2], x out of a layer that is not the launch's last [C / 2].
+  unsigned long long *ll_qkv, *ll_part, *ll_attn, *ll_x, *ll_h, *ll_xo;
   unsigned long long* launches;  // the launches' counter (Context::layer_launches)
   DeviceErrorRecord* err;
-  unsigned long long* trace;   // nullptr, or [grid, kTraceSlots] phase timestamps (bench only)
+  // nullptr, or [n_layers, grid, kTraceSlots] phase timestamps (bench only)
+  unsigned long long* trace;
   int C, H, Hkv, D, F, smax, units_per_head, chunk_max, max_rows;
   int part_chunks;             // the most chunks a kv head's cache splits into
   int stage_keys;              // cache rows of k (and of v) an attention unit stages in smem
@@ -188,21 +199,25 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return uint32_t{ua} | (uint32_t{ub} << 16);
 }
 
-// The launch's flag (thread 0 of each block, after the PDL wait): the
-// counter is never reset and every launch adds exactly one per block, so a
-// block that reads it after the PDL wait (every earlier launch complete, at
-// most grid - 1 of this one's arrivals in) finds its launch's number by
-// rounding down. Flag 0 (zeroed words) is never a launch's.
+// The flag of the launch's first layer (thread 0 of each block, after the
+// PDL wait); layer l's is that + l. The counter is never reset and every
+// launch adds exactly one per block, so a block that reads it after the PDL
+// wait (every earlier launch complete, at most grid - 1 of this one's
+// arrivals in) finds its launch's number n by rounding down; its layers
+// take flags n kMaxLayers + 1 + l, so no two layers of any launches share
+// one until the 32-bit flag wraps (2^27 launches: a word left from then
+// could pass for a new one only if no launch since rewrote it, i.e. after a
+// change of shape). Flag 0 (zeroed words) is never a layer's.
 __device__ __forceinline__ uint32_t launch_flag(unsigned long long* counter) {
   const unsigned long long v = ld_acquire(counter);
   asm volatile("red.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(counter) : "memory");
-  return static_cast<uint32_t>(v / gridDim.x) + 1u;
+  return static_cast<uint32_t>(v / gridDim.x) * kMaxLayers + 1u;
 }
 
 // Hand-off words the kernel uses (the host checks they fit Context::handoff),
 // and where each part starts.
 struct HandoffLayout {
-  int64_t qkv, part, attn, x, h, total;
+  int64_t qkv, part, attn, x, h, xo, total;
 };
 inline HandoffLayout handoff_layout(int64_t C, int64_t H, int64_t Hkv, int64_t D,
                                                         int64_t F, int64_t part_chunks) {
@@ -212,7 +227,8 @@ inline HandoffLayout handoff_layout(int64_t C, int64_t H, int64_t Hkv, int64_t D
   l.attn = l.part + H * part_chunks * (D + 2);  // [H, part_chunks, D + 2]: m, l, o
   l.x = l.attn + H * D / 2;
   l.h = l.x + C / 2;
-  l.total = l.h + F / 2;
+  l.xo = l.h + F / 2;
+  l.total = l.xo + C / 2;
   return l;
 }
 

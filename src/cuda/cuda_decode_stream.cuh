@@ -27,39 +27,55 @@ namespace el::cuda::decode {
 // 50 us). Rows of a window past the segment's end hold stale bytes: their
 // outputs are dropped (mma rows are independent).
 struct RowSeg {
-  const unsigned char* w;    // the block's first row (global; producer)
   const uint16_t* scales;    // quantized: f16 scales of the block's rows (shared), else nullptr
   const uint8_t* zeros;      // zero points (shared) or nullptr (symmetric or dense)
+  int mat;                   // the matrix: 0 qkv, 1 o, 2 gate_up, 3 down
+  int row0;                  // the block's first row of it
   int rows, row_bytes, groups;
 };
 
-// The producer warp: every window of every segment into the ring, lane i
-// copying row i of the window; lane 0 arms the slot with the window's bytes.
-// Each weight byte is read once per step, so the copies are marked
-// evict-first: they do not push the cache, the activations and the partials
-// out of L2 (measured 61.2 -> 58.8 us a layer, session 20).
+// The weight rows of matrix m of a layer (LayerPtrs order).
+__device__ __forceinline__ const unsigned char* layer_matrix(const LayerPtrs& lw, int m) {
+  const void* w = m == 0 ? lw.w_qkv : m == 1 ? lw.w_o : m == 2 ? lw.w_gate_up : lw.w_down;
+  return static_cast<const unsigned char*>(w);
+}
+
+// The producer warp: every window of every segment of every layer of the
+// launch into the ring, lane i copying row i of the window; lane 0 arms the
+// slot with the window's bytes. The stream runs on through the layer
+// boundaries: the next layer's first windows land while this one's last
+// phase waits for its inputs. Each weight byte is read once per step, so the
+// copies are marked evict-first: they do not push the cache, the activations
+// and the hand-off words out of L2 (measured 61.2 -> 58.8 us a layer,
+// session 20). trace: the launch's stamps (layer l's at l grid kTraceSlots)
+// or nullptr.
 template <int STAGES>
-__device__ void produce_rows(const RowSeg (&seg)[5], unsigned char* ring, uint64_t* full,
-                             uint64_t* empty) {
+__device__ void produce_rows(const RowSeg (&seg)[5], const LayerArgs& a, unsigned char* ring,
+                             uint64_t* full, uint64_t* empty, unsigned long long* trace) {
   const int lane = threadIdx.x & 31;
   const uint64_t policy = l2_evict_first_policy();
   unsigned tile = 0;
-  for (int k = 0; k < 5; ++k) {
-    const RowSeg& s = seg[k];
-    for (int r0 = 0; r0 < s.rows; r0 += 16) {
-      const int nrows = min(16, s.rows - r0);
-      for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
-        const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
-        const unsigned slot = tile % STAGES, round = tile / STAGES;
-        if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
-        if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
-        __syncwarp();
-        if (lane < nrows) {
-          bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
-                    s.w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
+  for (int l = 0; l < a.n_layers; ++l) {
+    for (int k = 0; k < 5; ++k) {
+      const RowSeg& s = seg[k];
+      const unsigned char* w = layer_matrix(a.layer[l], s.mat) + int64_t{s.row0} * s.row_bytes;
+      for (int r0 = 0; r0 < s.rows; r0 += 16) {
+        const int nrows = min(16, s.rows - r0);
+        for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
+          const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
+          const unsigned slot = tile % STAGES, round = tile / STAGES;
+          if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
+          if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
+          __syncwarp();
+          if (lane < nrows) {
+            bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
+                      w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
+          }
         }
       }
     }
+    if (trace && lane == 0)
+      stamp(trace + int64_t{l} * gridDim.x * kTraceSlots, kTraceProducer);
   }
 }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -94,10 +95,19 @@ bool decode_layer_takes(const Tensor& x, const DecodeLayerWeights& w, const Tens
                         const Tensor& k_cache, const Tensor& v_cache);
 void decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                   const Tensor& positions, Tensor& k_cache, Tensor& v_cache, Tensor& out);
-// Benchmark hook: later decode_layer launches write per-block phase
-// timestamps (%globaltimer ns) to `buffer`, a device array of grid x slots
-// (returned: slots per block; the slot meanings are in cuda_decode_layer.cu);
-// nullptr turns it off. Not for production paths (one launch overwrites the last).
+// The layers w[0..n) of a decode step in one launch of the same kernel
+// (Backend::decode_layers): the residual stream passes from layer to layer
+// inside the kernel, so the weight stream runs on through the layer
+// boundaries. Every layer must pass decode_layer_takes; consecutive layers of
+// one format (shapes, bits, cache length) share a launch, up to 32 a launch.
+void decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w, const Tensor& inv_freq,
+                   const Tensor& positions, std::span<Tensor> k_caches, std::span<Tensor> v_caches,
+                   Tensor& out);
+// Benchmark hook: later decode_layer / decode_layers launches write per-block
+// phase timestamps (%globaltimer ns) to `buffer`, a device array of
+// [layers of the launch, grid, slots] (returned: slots per block; the slot
+// meanings are in cuda_decode_layer.cuh); nullptr turns it off. Not for
+// production paths (each launch overwrites the last).
 int decode_layer_trace(unsigned long long* buffer);
 
 // cuda_stream_probe.cu (benchmark hook, cuda_stream_bench): the decode layer

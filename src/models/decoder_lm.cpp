@@ -187,11 +187,11 @@ Tensor DecoderLM::forward_cached(const Tensor& ids, KvCache& cache,
   Tensor normed;
   if (T == 1 && !cache.empty() && decode_layers_fused(x, cache)) {
     // A decode step on a backend with a one-kernel decoder layer
-    // (ops::decode_layer): the same arithmetic, ~9x fewer launches.
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      x = ops::decode_layer(x, *layers_[i]->decode_weights(), rope_inv_freq_, cache.positions,
-                            cache.k[i], cache.v[i]);
-    }
+    // (ops::decode_layers): the same arithmetic, one launch for the stack.
+    std::vector<DecodeLayerWeights> w;
+    w.reserve(layers_.size());
+    for (const auto& layer : layers_) w.push_back(*layer->decode_weights());
+    x = ops::decode_layers(x, w, rope_inv_freq_, cache.positions, cache.k, cache.v);
     normed = norm_->forward(x);
   } else if (layers_.empty()) {
     normed = norm_->forward(x);

@@ -27,4 +27,18 @@ Result<Backend*> try_backend_for(Device device) {
 
 Backend& backend_for(Device device) { return *try_backend_for(device).value(); }
 
+void Backend::decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w,
+                            const Tensor& inv_freq, const Tensor& positions,
+                            std::span<Tensor> k_caches, std::span<Tensor> v_caches, Tensor& out) {
+  EL_ENSURE(!w.empty() && k_caches.size() == w.size() && v_caches.size() == w.size(),
+            "Backend::decode_layers: {} layers with {} k and {} v caches", w.size(),
+            k_caches.size(), v_caches.size());
+  Tensor cur = x;
+  for (size_t i = 0; i < w.size(); ++i) {
+    Tensor next = i + 1 == w.size() ? out : Tensor::empty(x.shape(), x.dtype(), x.device());
+    decode_layer(cur, w[i], inv_freq, positions, k_caches[i], v_caches[i], next);
+    cur = next;
+  }
+}
+
 }  // namespace el

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -711,6 +712,13 @@ class Backend {
     throw Exception(make_error(std::string("backend ") + name() + " has no decode_layer kernel",
                                "Backend::decode_layer", "check decode_layer_takes() first"));
   }
+  // The layers of a batch-1 decode step (layer i: w[i], caches k_caches[i] /
+  // v_caches[i]) in as few calls as the backend can; out = the last layer's
+  // output. Every layer must pass decode_layer_takes. The default calls
+  // decode_layer once a layer (backend.cpp).
+  virtual void decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w,
+                             const Tensor& inv_freq, const Tensor& positions,
+                             std::span<Tensor> k_caches, std::span<Tensor> v_caches, Tensor& out);
 
   // ---- weight-only quantized matmul (quant/, ops/quant_layout.h) ------------------
   // y[M, N] = x[M, K] @ dequant(w)^T (+ bias[N] when defined); x, y and bias

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -367,6 +368,13 @@ Tensor attention_cached(const Tensor& q, const Tensor& k_cache, const Tensor& v_
 // reference the tests compare the kernel with).
 Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                     const Tensor& positions, Tensor& k_cache, Tensor& v_cache, bool fused = true);
+// The layers of a decode step (layer i: w[i] over caches k_caches[i] /
+// v_caches[i]) applied in order to x: one backend call when every layer is
+// fused (Backend::decode_layers: on the GPU one kernel launch for the whole
+// stack), else decode_layer a layer at a time.
+Tensor decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w, const Tensor& inv_freq,
+                     const Tensor& positions, std::span<Tensor> k_caches,
+                     std::span<Tensor> v_caches);
 // Whether decode_layer would take the one-call path for these operands.
 bool decode_layer_is_fused(const Tensor& x, const DecodeLayerWeights& w, const Tensor& inv_freq,
                            const Tensor& k_cache, const Tensor& v_cache);

@@ -247,6 +247,29 @@ Tensor decode_layer(const Tensor& x, const DecodeLayerWeights& w, const Tensor& 
   return add(h.sum, d);
 }
 
+Tensor decode_layers(const Tensor& x, std::span<const DecodeLayerWeights> w, const Tensor& inv_freq,
+                     const Tensor& positions, std::span<Tensor> k_caches,
+                     std::span<Tensor> v_caches) {
+  EL_ENSURE(!w.empty() && k_caches.size() == w.size() && v_caches.size() == w.size(),
+            "ops::decode_layers: {} layers with {} k and {} v caches (expected the same number, "
+            "at least one)",
+            w.size(), k_caches.size(), v_caches.size());
+  bool fused = true;
+  for (size_t i = 0; i < w.size() && fused; ++i)
+    fused = decode_layer_is_fused(x, w[i], inv_freq, k_caches[i], v_caches[i]);
+  if (!fused) {  // a layer at a time, each fused where it can be
+    Tensor cur = x;
+    for (size_t i = 0; i < w.size(); ++i)
+      cur = decode_layer(cur, w[i], inv_freq, positions, k_caches[i], v_caches[i]);
+    return cur;
+  }
+  check_no_grad("decode_layers", x);
+  check_positions("decode_layers", positions, x.dim(0), x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  backend_for(x.device()).decode_layers(x, w, inv_freq, positions, k_caches, v_caches, out);
+  return out;
+}
+
 Tensor argmax_rows(const Tensor& x) {
   check_float("argmax_rows", "x", x);
   EL_ENSURE(x.ndim() >= 1 && x.dim(-1) > 0, "ops::argmax_rows: x is {}", desc(x));

@@ -275,6 +275,66 @@ TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleHandoffs) {
   EXPECT_TRUE(close_to(x1, x2, tol(DType::bf16), "ten layers", 4.0));
 }
 
+// A stack of layers in one launch (cuda::decode_layers: the residual stream
+// handed from layer to layer inside the kernel) gives bit for bit what the
+// same kernel gives a launch per layer: outputs and every cache. 35 layers
+// pass kMaxLayers (two launches); a stack that changes format (dense bf16,
+// int8, int4 asymmetric, dense again) splits into runs.
+TEST(CudaDecodeLayer, StackInOneLaunchEqualsALaunchPerLayer) {
+  EL_REQUIRE_GPU();
+  const Case k{256, 4, 2, 64, 512, 64, 9};
+  struct Stack {
+    const char* name;
+    std::vector<int> bits;  // per layer: 16 dense, 8 / 4 quantized
+  };
+  const Stack stacks[] = {{"35 dense layers", std::vector<int>(35, 16)},
+                          {"34 int4 layers", std::vector<int>(34, 4)},
+                          {"mixed formats", {16, 16, 16, 8, 8, 4, 4, 16}},
+                          {"one layer", {16}}};
+  Rng rng(11);
+  for (const Stack& st : stacks) {
+    const size_t n = st.bits.size();
+    std::vector<DecodeLayerWeights> w;
+    std::vector<Tensor> kc1, vc1, kc2, vc2;
+    Tensor x;
+    for (size_t i = 0; i < n; ++i) {
+      const HostLayer L = random_layer(k, DType::bf16, rng);
+      if (i == 0) x = to_gpu(L.x, DType::bf16);
+      const int b = st.bits[i];
+      DecodeLayerWeights wi = b == 16 ? weights_on(L, k, gpu(), DType::bf16)
+                                      : quantized_on(L, k, gpu(), DType::bf16, {b, 64, b == 8});
+      if (i % 2 == 1) {  // a q/k/v bias on every other layer (per-layer pointers)
+        const int64_t nq = (k.h + 2 * k.hkv) * k.d;
+        wi.qkv_bias = to_gpu(random_host({nq}, rng, DType::bf16, 0.5f), DType::bf16);
+      }
+      w.push_back(wi);
+      kc1.push_back(to_gpu(L.kc, DType::bf16));
+      vc1.push_back(to_gpu(L.vc, DType::bf16));
+      kc2.push_back(to_gpu(L.kc, DType::bf16));
+      vc2.push_back(to_gpu(L.vc, DType::bf16));
+    }
+    const Tensor freq = ops::rope_inv_freq(k.d, 10000.f, gpu());
+    const Tensor pos = Tensor::from_ints({k.pos}, {1}).to(gpu());
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_TRUE(cuda::decode_layer_takes(x, w[i], freq, kc1[i], vc1[i])) << st.name << " " << i;
+    Tensor stack = Tensor::empty(x.shape(), DType::bf16, gpu());
+    cuda::decode_layers(x, w, freq, pos, kc1, vc1, stack);
+    Tensor cur = x;
+    for (size_t i = 0; i < n; ++i) {
+      Tensor next = Tensor::empty(x.shape(), DType::bf16, gpu());
+      cuda::decode_layer(cur, w[i], freq, pos, kc2[i], vc2[i], next);
+      cur = next;
+    }
+    EXPECT_EQ(stack.to_floats(), cur.to_floats()) << st.name;
+    for (size_t i = 0; i < n; ++i) {
+      EXPECT_TRUE(cache_rows_close(kc1[i], kc2[i], k.pos + 1, Tolerance{0.0, 0.0},
+                                   fmt::format("{}: k cache of layer {}", st.name, i)));
+      EXPECT_TRUE(cache_rows_close(vc1[i], vc2[i], k.pos + 1, Tolerance{0.0, 0.0},
+                                   fmt::format("{}: v cache of layer {}", st.name, i)));
+    }
+  }
+}
+
 TEST(CudaDecodeLayer, TakesOnlyWhatItSupports) {
   EL_REQUIRE_GPU();
   const KernelOn kernel_on;
