@@ -138,9 +138,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   // [max_rows] the block's rows of the residual stream (its o rows = its down
   // rows, so across layers it is the block's own rows of the layer output)
   float* xres = wpart + kWarps * ld;
+  // [vec_elems / 128] the GEMV input's sums over 128-element blocks (int4, block_sums)
+  float* xsum = xres + a.max_rows;
   // [2, C] the two norms' weights (16-byte aligned)
-  T* normw = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(xres + a.max_rows) + 15) &
-                                  ~uintptr_t{15});
+  T* normw = reinterpret_cast<T*>(
+      (reinterpret_cast<uintptr_t>(xsum + (vec_elems + 127) / 128) + 15) & ~uintptr_t{15});
   // (16-byte aligned: phase B reads its queries as float4)
   unsigned char* qstage = reinterpret_cast<unsigned char*>(normw + 2 * C);
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
@@ -180,7 +182,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   unsigned tile = 0;
   const auto gemv = [&](int s, int base) {
     consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, ring, full, empty, tile,
-                                   a.group_size, a.sym_zero);
+                                   a.group_size, a.sym_zero, xsum, a.kb_shift);
+  };
+  // Before each GEMV (vec written, a consumer_sync since): the block sums the
+  // int4 path subtracts the zero points with, then a consumer_sync.
+  const auto input_ready = [&](int n) {
+    if (BITS == 4 && a.kb_shift >= 0) {
+      block_sums(vec, n, xsum);
+      consumer_sync();
+    }
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -233,6 +243,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       cp_async_commit();  // (the same group count in every block)
     }
     consumer_sync();
+    input_ready(C);
     stamp(trace, 2);
     gemv(0, 0);
     consumer_sync();
@@ -266,6 +277,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       for (int i = threadIdx.x; i < HD / 2; i += kThreads) vec_words[i] = 0u;
     }
     consumer_sync();
+    input_ready(HD);
     stamp(trace, 6);
     gemv(1, 0);
     consumer_sync();
@@ -286,6 +298,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     stamp(trace, 8);
     norm_vector(vec, static_cast<const T*>(nullptr), normw + C, C, a.eps, red);
     consumer_sync();
+    input_ready(C);
     stamp(trace, 9);
     gemv(2, 0);
     gemv(3, nf);
@@ -306,6 +319,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     // words for the next layer's phase A.
     ll_read(vec_words, a.ll_h, F / 2, flag);
     consumer_sync();
+    input_ready(F);
     stamp(trace, 11);
     gemv(4, 0);
     consumer_sync();
@@ -404,7 +418,9 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
   pl.chunk_max = static_cast<int>(
       std::max<int64_t>(kMinChunk, (smax + units_per_head - 1) / units_per_head));
-  const size_t rest = vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows + 16 +
+  const int64_t vec_n = std::max({C, w.n_head * w.head_dim, F});
+  const size_t rest = vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows +
+                      sizeof(float) * static_cast<size_t>((vec_n + 127) / 128) + 16 +
                       size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
                       static_cast<size_t>(pl.qstage_bytes) +
                       sizeof(float) * static_cast<size_t>(attention_smem_floats(
@@ -631,6 +647,14 @@ void launch_layers(const Tensor& x, const DecodeLayerWeights* w, Tensor* k_cache
   const bool quant = w0.quantized();
   a.group_size = quant ? static_cast<int>(w0.q_qkv.group_size) : 0;
   a.sym_zero = quant ? w0.q_qkv.symmetric_zero() : 0;
+  a.kb_shift = -1;
+  if (quant && w0.q_qkv.bits == 4 && w0.q_qkv.group_size % 128 == 0) {
+    const int64_t kbs = w0.q_qkv.group_size / 128;  // k-blocks a group
+    if ((kbs & (kbs - 1)) == 0) {
+      a.kb_shift = 0;
+      while ((int64_t{1} << a.kb_shift) < kbs) ++a.kb_shift;
+    }
+  }
   a.qstage_bytes = pl.qstage_bytes;
   a.inv_freq = inv_freq.defined() ? inv_freq.data<float>() : nullptr;
   a.pos = positions.data<int32_t>();

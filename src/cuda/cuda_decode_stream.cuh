@@ -86,16 +86,35 @@ __device__ __forceinline__ quant::QScale stage_scale(const RowSeg& s, int row, i
   return quant::make_scale<T, BITS>(s.scales[i], s.zeros ? static_cast<int>(s.zeros[i]) : sym_zero);
 }
 
+// (w & 0x000F000F) | magic in one instruction (the compiler splits the two
+// immediates into two).
+__device__ __forceinline__ uint32_t nibbles_or(uint32_t w, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, 0x000F000F, %2, 0xEA;" : "=r"(r) : "r"(w), "r"(magic));
+  return r;
+}
+
 // wpart[warp][base + row] = the warp's share of W[row] . vec over the
 // segment's rows (BITS 16: dense rows in T; 4 / 8: the quantized layouts).
 // Warp w takes k-blocks w, w + kWarps, ... of each slot (a full span has
-// 16; dense rows may end inside one, the quantized layouts never do); a window's sums stay in the mma accumulators across its spans and are
+// 16; dense rows may end inside one, the quantized layouts never do); a
+// window's sums stay in the mma accumulators across its spans and are
 // stored once, by every warp (zeros when it took no k-block), so no shared
 // atomics: row_total() adds the kWarps shares after a consumer_sync.
+//
+// int4 with every k-block inside one scale group (kb_shift >= 0: a group is
+// 2^kb_shift k-blocks of 128 k) takes the scale out of the dequant: the mma
+// sums (magic + q) x over the k-block exactly (magic + q is an exact T), and
+// the epilogue of the k-block subtracts (magic + z) sum(x) (xsum: the
+// vector's sums over 128-element blocks, block_sums) and multiplies by the
+// scale in f32. That leaves two integer ops per T pair of A (shift, one
+// lop3) where the dequant took five more, which bounded the int4 phases
+// (session 23: ~1.3 us a 16-row window).
 template <class T, int BITS, int STAGES>
 __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld, int base,
                              const unsigned char* ring, uint64_t* full, uint64_t* empty,
-                             unsigned& tile, int group_size, int sym_zero) {
+                             unsigned& tile, int group_size, int sym_zero, const float* xsum,
+                             int kb_shift) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   for (int r0 = 0; r0 < s.rows; r0 += 16) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -124,6 +143,40 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
             const uint32_t af[4] = {wlo[2 * sub], whi[2 * sub], wlo[2 * sub + 1], whi[2 * sub + 1]};
             quant::mma16816<T>(acc, af, xv[2 * sub], xv[2 * sub + 1]);
           }
+        } else if (BITS == 4 && kb_shift >= 0) {
+          constexpr int XU = quant::Layout<4>::XU;
+          // The lane's chunk of x (32 k), loaded before the scales' dependent loads.
+          uint32_t xv[XU][4];
+#pragma unroll
+          for (int i = 0; i < XU; ++i) quant::lds16(vec + c * 32 + 8 * i, xv[i]);
+          const int kbg = (off >> 6) + kb;  // the k-block in the row = its 128-element x block
+          const int grp = kbg >> kb_shift;
+          const int r_lo = min(r0 + g, s.rows - 1), r_hi = min(r0 + g + 8, s.rows - 1);
+          const float gx = xsum[kbg];
+          const int i_lo = r_lo * s.groups + grp, i_hi = r_hi * s.groups + grp;
+          const float s_lo = __half2float(__ushort_as_half(s.scales[i_lo]));
+          const float s_hi = __half2float(__ushort_as_half(s.scales[i_hi]));
+          constexpr float kMagic = std::is_same_v<T, __half> ? 1024.f : 128.f;
+          constexpr uint32_t kMagic2 = std::is_same_v<T, __half> ? 0x64006400u : 0x43004300u;
+          const float m_lo = kMagic + static_cast<float>(s.zeros ? s.zeros[i_lo] : sym_zero);
+          const float m_hi = kMagic + static_cast<float>(s.zeros ? s.zeros[i_hi] : sym_zero);
+          float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+          for (int unit = 0; unit < XU; ++unit) {
+#pragma unroll
+            for (int sub = 0; sub < 2; ++sub) {
+              const int sh = 8 * sub;
+              const uint32_t af[4] = {nibbles_or(wlo[unit] >> sh, kMagic2),
+                                      nibbles_or(whi[unit] >> sh, kMagic2),
+                                      nibbles_or(wlo[unit] >> (sh + 4), kMagic2),
+                                      nibbles_or(whi[unit] >> (sh + 4), kMagic2)};
+              uint32_t b0, b1;
+              quant::make_b<4>(b0, b1, xv[unit], sub);
+              quant::mma16816<T>(sum, af, b0, b1);
+            }
+          }
+          acc[0] = fmaf(s_lo, fmaf(-m_lo, gx, sum[0]), acc[0]);
+          acc[2] = fmaf(s_hi, fmaf(-m_hi, gx, sum[2]), acc[2]);
         } else {
           constexpr int KC = quant::Layout<BITS>::KC, XU = quant::Layout<BITS>::XU;
           // (rows past the end read a valid row's scale: their sums are dropped)
@@ -156,6 +209,25 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
       if (r0 + g < s.rows) wp[g] = acc[0];
       if (r0 + g + 8 < s.rows) wp[g + 8] = acc[2];
     }
+  }
+}
+
+// xsum[b] = the sum of vec[128 b, 128 b + 128) (n a multiple of 4; a warp a
+// block), for the int4 path of consume_rows. A consumer_sync before (vec
+// written) and after.
+template <class T>
+__device__ __forceinline__ void block_sums(const T* vec, int n, float* xsum) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int b = warp; b * 128 < n; b += kWarps) {
+    const int e = b * 128 + lane * 4;
+    float v = 0.f;
+    if (e < n) {
+      const uint2 w = *reinterpret_cast<const uint2*>(vec + e);
+      const float2 f0 = unpack2<T>(w.x), f1 = unpack2<T>(w.y);
+      v = (f0.x + f0.y) + (f1.x + f1.y);
+    }
+    v = warp_sum(v);
+    if (lane == 0) xsum[b] = v;
   }
 }
 

@@ -4,7 +4,7 @@
 // and against the CPU in f32 on the same rounded inputs.
 //
 // Quantized layers (int4 / int8 RTN, symmetric and asymmetric, group sizes
-// 32-128) run the same comparisons on the same quantized codes, and a q/k/v
+// 32-256) run the same comparisons on the same quantized codes, and a q/k/v
 // bias (Qwen2) is added in the kernel's phase A.
 //
 // Shapes: the 1.1B layer (C 2048, 32 heads / 4 kv heads, D 64, F 5632),
@@ -191,6 +191,9 @@ TEST(CudaDecodeLayer, QuantizedAndBiasedLayersEqualSeparateOpsAndCpu) {
       {{256, 2, 1, 128, 640, 40, 39}, 4, 32, true, true},        // head dim 128, last row
       {{512, 16, 1, 64, 768, 300, 0}, 8, 64, true, false},       // MQA, first position
       {{256, 4, 2, 64, 512, 64, 7}, 16, 0, true, true},          // dense with a q/k/v bias
+      // int4 with whole 128-k blocks a group: the scale after each block's mma
+      {{256, 4, 2, 64, 384, 64, 5}, 4, 128, false, true},        // asymmetric g128, bias
+      {{512, 8, 2, 64, 768, 100, 50}, 4, 256, true, false},      // symmetric g256
   };
   Rng rng(77);
   for (const DType dt : {DType::bf16, DType::f16}) {
@@ -279,18 +282,19 @@ TEST(CudaDecodeLayer, RunsBackToBackWithoutStaleHandoffs) {
 // handed from layer to layer inside the kernel) gives bit for bit what the
 // same kernel gives a launch per layer: outputs and every cache. 35 layers
 // pass kMaxLayers (two launches); a stack that changes format (dense bf16,
-// int8, int4 asymmetric, dense again) splits into runs.
+// int8, int4 asymmetric g64, dense again) splits into runs.
 TEST(CudaDecodeLayer, StackInOneLaunchEqualsALaunchPerLayer) {
   EL_REQUIRE_GPU();
   const Case k{256, 4, 2, 64, 512, 64, 9};
   struct Stack {
     const char* name;
     std::vector<int> bits;  // per layer: 16 dense, 8 / 4 quantized
+    int64_t group;          // int4's (int8 takes 64)
   };
-  const Stack stacks[] = {{"35 dense layers", std::vector<int>(35, 16)},
-                          {"34 int4 layers", std::vector<int>(34, 4)},
-                          {"mixed formats", {16, 16, 16, 8, 8, 4, 4, 16}},
-                          {"one layer", {16}}};
+  const Stack stacks[] = {{"35 dense layers", std::vector<int>(35, 16), 64},
+                          {"34 int4 g128 layers", std::vector<int>(34, 4), 128},
+                          {"mixed formats", {16, 16, 16, 8, 8, 4, 4, 16}, 64},
+                          {"one layer", {16}, 64}};
   Rng rng(11);
   for (const Stack& st : stacks) {
     const size_t n = st.bits.size();
@@ -302,7 +306,8 @@ TEST(CudaDecodeLayer, StackInOneLaunchEqualsALaunchPerLayer) {
       if (i == 0) x = to_gpu(L.x, DType::bf16);
       const int b = st.bits[i];
       DecodeLayerWeights wi = b == 16 ? weights_on(L, k, gpu(), DType::bf16)
-                                      : quantized_on(L, k, gpu(), DType::bf16, {b, 64, b == 8});
+                                      : quantized_on(L, k, gpu(), DType::bf16,
+                                                     {b, b == 4 ? st.group : 64, b == 8});
       if (i % 2 == 1) {  // a q/k/v bias on every other layer (per-layer pointers)
         const int64_t nq = (k.h + 2 * k.hkv) * k.d;
         wi.qkv_bias = to_gpu(random_host({nq}, rng, DType::bf16, 0.5f), DType::bf16);
