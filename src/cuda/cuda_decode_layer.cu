@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   pdl_trigger();
   stamp(a.trace, 1);
   __shared__ uint32_t flag_smem;
-  if (threadIdx.x == 0) flag_smem = launch_flag(a.launches);  // (read after the norm's barriers)
+  if (threadIdx.x == 0) flag_smem = launch_flag(a.launches);  // (read after a consumer_sync)
   T* x = static_cast<T*>(a.x);
   const int p = a.pos[0];  // (first used after the norm: the loads overlap)
   const bool p_ok = p >= 0 && p < a.smax;
@@ -236,13 +236,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       norm_vector(vec, static_cast<const T*>(nullptr), normw, C, a.eps, red, trace,
                   kTraceNormLoaded);
     }
-    const uint32_t flag = flag_smem + l;
     if (p_ok) {
       stage_attention_rows<T>(a, lw, p, kv_stage);
     } else {
       cp_async_commit();  // (the same group count in every block)
     }
     consumer_sync();
+    const uint32_t flag = flag_smem + l;  // (thread 0 wrote it before this barrier)
     input_ready(C);
     stamp(trace, 2);
     gemv(0, 0);
