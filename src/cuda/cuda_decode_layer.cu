@@ -65,6 +65,7 @@
 // 1.010-1.016, where the chain of a layer's phases A-C still outlasts what
 // the ring holds.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -114,6 +115,20 @@ __device__ void stage_layer(const LayerArgs& a, const LayerPtrs& lw, RowSeg* seg
       const int which = i / (C / 8), e = (i - which * (C / 8)) * 8;
       cp_async16(smem_addr(normw + which * C + e), nw[which] + e, true);
     }
+  }
+}
+
+// Rows 2i, 2i + 1 of the block's residual stream plus its GEMV rows, rounded
+// as the layered path rounds (the GEMV output to T, then the sum to T): into
+// sum and back into xres.
+template <class T>
+__device__ __forceinline__ void add_residual_pair(float* xres, const float* wpart, int ld, int i,
+                                                  float (&sum)[2]) {
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const float y = to_f<T>(from_f<T>(row_total(wpart, ld, 2 * i + e)));
+    sum[e] = to_f<T>(from_f<T>(xres[2 * i + e] + y));
+    xres[2 * i + e] = sum[e];
   }
 }
 
@@ -283,11 +298,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     consumer_sync();
     for (int i = threadIdx.x; i < (ro.y - ro.x) / 2; i += kThreads) {
       float sum[2];
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        sum[e] = to_f<T>(from_f<T>(xres[2 * i + e] + to_f<T>(from_f<T>(row_total(wpart, ld, 2 * i + e)))));
-        xres[2 * i + e] = sum[e];  // phase E adds to it
-      }
+      add_residual_pair<T>(xres, wpart, ld, i, sum);  // (phase E adds to xres)
       ll_store(a.ll_x + (ro.x / 2 + i), pack2<T>(sum[0], sum[1]), flag);
     }
     stamp(trace, 7);
@@ -326,11 +337,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     const bool last = l + 1 == a.n_layers;
     for (int i = threadIdx.x; i < (ro.y - ro.x) / 2; i += kThreads) {
       float sum[2];
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        sum[e] = to_f<T>(from_f<T>(xres[2 * i + e] + to_f<T>(from_f<T>(row_total(wpart, ld, 2 * i + e)))));
-        xres[2 * i + e] = sum[e];
-      }
+      add_residual_pair<T>(xres, wpart, ld, i, sum);
       if (last) {
         x[ro.x + 2 * i] = from_f<T>(sum[0]);
         x[ro.x + 2 * i + 1] = from_f<T>(sum[1]);
@@ -356,9 +363,9 @@ struct Plan {
   int stages = 0;  // the ring's slots
 };
 
-size_t vec_bytes(const DecodeLayerWeights& w, int64_t C, int64_t F) {
-  const int64_t n = std::max({C, w.n_head * w.head_dim, F});
-  return static_cast<size_t>((n * 2 + 15) / 16 * 16);
+// The longest GEMV input (the kernel's vec_elems).
+int64_t vec_elems(const DecodeLayerWeights& w, int64_t C, int64_t F) {
+  return std::max({C, w.n_head * w.head_dim, F});
 }
 
 // 16 for dense weights, else the quantized bits.
@@ -418,8 +425,9 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   const int group = static_cast<int>(w.n_head / w.n_kv_head);
   pl.chunk_max = static_cast<int>(
       std::max<int64_t>(kMinChunk, (smax + units_per_head - 1) / units_per_head));
-  const int64_t vec_n = std::max({C, w.n_head * w.head_dim, F});
-  const size_t rest = vec_bytes(w, C, F) + sizeof(float) * (kWarps + 1) * pl.max_rows +
+  const int64_t vec_n = vec_elems(w, C, F);
+  const size_t rest = static_cast<size_t>((vec_n * 2 + 15) / 16 * 16) +
+                      sizeof(float) * (kWarps + 1) * pl.max_rows +
                       sizeof(float) * static_cast<size_t>((vec_n + 127) / 128) + 16 +
                       size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
                       static_cast<size_t>(pl.qstage_bytes) +
@@ -649,11 +657,8 @@ void launch_layers(const Tensor& x, const DecodeLayerWeights* w, Tensor* k_cache
   a.sym_zero = quant ? w0.q_qkv.symmetric_zero() : 0;
   a.kb_shift = -1;
   if (quant && w0.q_qkv.bits == 4 && w0.q_qkv.group_size % 128 == 0) {
-    const int64_t kbs = w0.q_qkv.group_size / 128;  // k-blocks a group
-    if ((kbs & (kbs - 1)) == 0) {
-      a.kb_shift = 0;
-      while ((int64_t{1} << a.kb_shift) < kbs) ++a.kb_shift;
-    }
+    const auto kbs = static_cast<uint64_t>(w0.q_qkv.group_size / 128);  // k-blocks a group
+    if (std::has_single_bit(kbs)) a.kb_shift = std::countr_zero(kbs);
   }
   a.qstage_bytes = pl.qstage_bytes;
   a.inv_freq = inv_freq.defined() ? inv_freq.data<float>() : nullptr;
