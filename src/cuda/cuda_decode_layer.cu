@@ -36,9 +36,11 @@
 // activation vector in shared memory is B), keep the window's row sums in the
 // accumulators and store each warp's share to shared memory; the epilogue adds
 // the shares (cuda_decode_stream.cuh). Weight-only quantized layers (int4 /
-// int8, ops/quant_layout.h) stream the same windows, dequantised in
-// registers, their scales staged in shared memory by cp.async before the
-// kernel waits for its predecessor; so are the two norms' weights.
+// int8, ops/quant_layout.h) stream the same windows, their 4-bit pieces fed
+// to the mma as exact T (the scale and zero point applied per k-block after
+// it where each k-block lies in one group, else dequantised in registers),
+// their scales staged in shared memory by cp.async before the kernel waits
+// for its predecessor; so are the two norms' weights.
 //
 // Hand-offs: each value a phase passes to other blocks is an 8-byte word
 // {data, the launch's flag} in Context::handoff, stored and polled with
@@ -153,11 +155,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   // [max_rows] the block's rows of the residual stream (its o rows = its down
   // rows, so across layers it is the block's own rows of the layer output)
   float* xres = wpart + kWarps * ld;
-  // [vec_elems / 128] the GEMV input's sums over 128-element blocks (int4, block_sums)
+  // [vec_elems / k-block] the GEMV input's sums over k-blocks (int4 / int8,
+  // prepare_input; none for dense weights, whose deeper ring needs the room)
   float* xsum = xres + a.max_rows;
+  constexpr int kKBlock = BITS == 4 ? 128 : 64;
+  const int xsum_n = BITS == 16 ? 0 : (vec_elems + kKBlock - 1) / kKBlock;
   // [2, C] the two norms' weights (16-byte aligned)
   T* normw = reinterpret_cast<T*>(
-      (reinterpret_cast<uintptr_t>(xsum + (vec_elems + 127) / 128) + 15) & ~uintptr_t{15});
+      (reinterpret_cast<uintptr_t>(xsum + xsum_n) + 15) & ~uintptr_t{15});
   // (16-byte aligned: phase B reads its queries as float4)
   unsigned char* qstage = reinterpret_cast<unsigned char*>(normw + 2 * C);
   float* attn_smem = reinterpret_cast<float*>(qstage + a.qstage_bytes);
@@ -200,10 +205,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
                                    a.group_size, a.sym_zero, xsum, a.kb_shift);
   };
   // Before each GEMV (vec written, a consumer_sync since): the block sums the
-  // int4 path subtracts the zero points with, then a consumer_sync.
+  // int4 / int8 paths subtract the zero points with and vec in B's order
+  // (prepare_input), then a consumer_sync.
   const auto input_ready = [&](int n) {
-    if (BITS == 4 && a.kb_shift >= 0) {
-      block_sums(vec, n, xsum);
+    if (BITS != 16 && a.kb_shift >= 0) {
+      prepare_input<T, BITS>(vec, n, xsum);
       consumer_sync();
     }
   };
@@ -426,9 +432,11 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   pl.chunk_max = static_cast<int>(
       std::max<int64_t>(kMinChunk, (smax + units_per_head - 1) / units_per_head));
   const int64_t vec_n = vec_elems(w, C, F);
+  const int64_t kblock = bits == 4 ? 128 : 64;  // the kernel's xsum: none for dense weights
+  const int64_t xsum_n = bits == 16 ? 0 : (vec_n + kblock - 1) / kblock;
   const size_t rest = static_cast<size_t>((vec_n * 2 + 15) / 16 * 16) +
                       sizeof(float) * (kWarps + 1) * pl.max_rows +
-                      sizeof(float) * static_cast<size_t>((vec_n + 127) / 128) + 16 +
+                      sizeof(float) * static_cast<size_t>(xsum_n) + 16 +
                       size_t{2} * static_cast<size_t>(C) * dtype_size(t) +
                       static_cast<size_t>(pl.qstage_bytes) +
                       sizeof(float) * static_cast<size_t>(attention_smem_floats(
@@ -656,8 +664,9 @@ void launch_layers(const Tensor& x, const DecodeLayerWeights* w, Tensor* k_cache
   a.group_size = quant ? static_cast<int>(w0.q_qkv.group_size) : 0;
   a.sym_zero = quant ? w0.q_qkv.symmetric_zero() : 0;
   a.kb_shift = -1;
-  if (quant && w0.q_qkv.bits == 4 && w0.q_qkv.group_size % 128 == 0) {
-    const auto kbs = static_cast<uint64_t>(w0.q_qkv.group_size / 128);  // k-blocks a group
+  const int64_t kb_elems = quant && w0.q_qkv.bits == 4 ? 128 : 64;  // k's a k-block
+  if (quant && w0.q_qkv.group_size % kb_elems == 0) {
+    const auto kbs = static_cast<uint64_t>(w0.q_qkv.group_size / kb_elems);  // k-blocks a group
     if (std::has_single_bit(kbs)) a.kb_shift = std::countr_zero(kbs);
   }
   a.qstage_bytes = pl.qstage_bytes;

@@ -73,8 +73,8 @@ struct LayerArgs {
   LayerPtrs layer[kMaxLayers];  // [n_layers] (all of one shape and format)
   int n_layers;
   int group_size, sym_zero, qstage_bytes;  // qstage_bytes: smem for the block's scales
-  // int4 whose groups are 2^kb_shift whole k-blocks of 128 k: the scale
-  // applied after each k-block's mma (consume_rows); -1 otherwise.
+  // int4 / int8 whose groups are 2^kb_shift whole k-blocks (of 128 / 64 k):
+  // the scale applied after each k-block's mma (consume_rows); -1 otherwise.
   int kb_shift;
   const float* inv_freq;       // [D / 2] or nullptr (no RoPE)
   const int32_t* pos;          // [1]: cache position of the new token

@@ -94,6 +94,42 @@ __device__ __forceinline__ uint32_t nibbles_or(uint32_t w, uint32_t magic) {
   return r;
 }
 
+// The magic number whose low mantissa bits take a 4-bit q exactly (128 in
+// bf16, 1024 in f16), as a float and as a packed T pair.
+template <class T>
+constexpr float kMagic = std::is_same_v<T, __half> ? 1024.f : 128.f;
+template <class T>
+constexpr uint32_t kMagic2 = std::is_same_v<T, __half> ? 0x64006400u : 0x43004300u;
+
+// What the epilogue of k-block kbg (of the row; its x block) applies to rows
+// r0 + g (lo) and r0 + g + 8 (hi) of a window: their scales, the offset the
+// mma's sums carry per unit of sum(x) (offset = what the magic adds, plus
+// the zero point) and sum(x). Rows past the segment's end read a valid
+// row's scale: their sums are dropped.
+struct KbTerms {
+  float s_lo, s_hi, m_lo, m_hi, gx;
+};
+__device__ __forceinline__ KbTerms kb_terms(const RowSeg& s, int r0, int kbg, int kb_shift,
+                                            const float* xsum, float offset, int sym_zero) {
+  const int g = (threadIdx.x & 31) >> 2, grp = kbg >> kb_shift;
+  const int i_lo = min(r0 + g, s.rows - 1) * s.groups + grp;
+  const int i_hi = min(r0 + g + 8, s.rows - 1) * s.groups + grp;
+  KbTerms q;
+  q.gx = xsum[kbg];
+  q.s_lo = __half2float(__ushort_as_half(s.scales[i_lo]));
+  q.s_hi = __half2float(__ushort_as_half(s.scales[i_hi]));
+  q.m_lo = offset + static_cast<float>(s.zeros ? s.zeros[i_lo] : sym_zero);
+  q.m_hi = offset + static_cast<float>(s.zeros ? s.zeros[i_hi] : sym_zero);
+  return q;
+}
+
+// The B fragment of k16-step `sub` from a 16-byte unit of x that
+// prepare_input put in B's order (make_b's pairing, done once a GEMV).
+__device__ __forceinline__ void b_frag(uint32_t& b0, uint32_t& b1, const uint32_t (&xu)[4], int sub) {
+  b0 = xu[2 * sub];
+  b1 = xu[2 * sub + 1];
+}
+
 // wpart[warp][base + row] = the warp's share of W[row] . vec over the
 // segment's rows (BITS 16: dense rows in T; 4 / 8: the quantized layouts).
 // Warp w takes k-blocks w, w + kWarps, ... of each slot (a full span has
@@ -102,14 +138,20 @@ __device__ __forceinline__ uint32_t nibbles_or(uint32_t w, uint32_t magic) {
 // stored once, by every warp (zeros when it took no k-block), so no shared
 // atomics: row_total() adds the kWarps shares after a consumer_sync.
 //
-// int4 with every k-block inside one scale group (kb_shift >= 0: a group is
-// 2^kb_shift k-blocks of 128 k) takes the scale out of the dequant: the mma
-// sums (magic + q) x over the k-block exactly (magic + q is an exact T), and
-// the epilogue of the k-block subtracts (magic + z) sum(x) (xsum: the
-// vector's sums over 128-element blocks, block_sums) and multiplies by the
-// scale in f32. That leaves two integer ops per T pair of A (shift, one
-// lop3) where the dequant took five more, which bounded the int4 phases
-// (session 23: ~1.3 us a 16-row window).
+// int4 and int8 with every k-block inside one scale group (kb_shift >= 0: a
+// group is 2^kb_shift k-blocks, of 128 k for int4, 64 for int8) take the
+// scale out of the dequant: the mma sums (magic + q) x over the k-block
+// exactly (magic + a 4-bit q is an exact T), and the epilogue of the k-block
+// subtracts (magic + z) sum(x) (xsum: the vector's sums over k-blocks,
+// prepare_input) and multiplies by the scale in f32. That leaves two integer
+// ops per T pair of A (shift, one lop3) where the dequant took five more,
+// which bounded the int4 phases (session 23: ~1.3 us a 16-row window).
+// int8's bytes do not fit bf16's mantissa, so each byte goes in as its two
+// nibbles, one mma each: q x = 16 (M + hi) x + (M + lo) x - 17 M x
+// (session 24: int8 decode 5% faster than its dequant). Both take x in B's
+// order from prepare_input (no byte permutes in the loop: int4 / int8 steps
+// 2% faster), and int4 keeps two accumulators a k-block (a shorter chain of
+// dependent mma; no measurable change).
 template <class T, int BITS, int STAGES>
 __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld, int base,
                              const unsigned char* ring, uint64_t* full, uint64_t* empty,
@@ -143,40 +185,52 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
             const uint32_t af[4] = {wlo[2 * sub], whi[2 * sub], wlo[2 * sub + 1], whi[2 * sub + 1]};
             quant::mma16816<T>(acc, af, xv[2 * sub], xv[2 * sub + 1]);
           }
-        } else if (BITS == 4 && kb_shift >= 0) {
-          constexpr int XU = quant::Layout<4>::XU;
-          // The lane's chunk of x (32 k), loaded before the scales' dependent loads.
+        } else if (kb_shift >= 0) {  // int4 / int8, the scale after the k-block's mma
+          constexpr int KC = quant::Layout<BITS>::KC, XU = quant::Layout<BITS>::XU;
+          // The lane's chunk of x (in B's order: prepare_input), loaded
+          // before the scales' dependent loads.
           uint32_t xv[XU][4];
 #pragma unroll
-          for (int i = 0; i < XU; ++i) quant::lds16(vec + c * 32 + 8 * i, xv[i]);
-          const int kbg = (off >> 6) + kb;  // the k-block in the row = its 128-element x block
-          const int grp = kbg >> kb_shift;
-          const int r_lo = min(r0 + g, s.rows - 1), r_hi = min(r0 + g + 8, s.rows - 1);
-          const float gx = xsum[kbg];
-          const int i_lo = r_lo * s.groups + grp, i_hi = r_hi * s.groups + grp;
-          const float s_lo = __half2float(__ushort_as_half(s.scales[i_lo]));
-          const float s_hi = __half2float(__ushort_as_half(s.scales[i_hi]));
-          constexpr float kMagic = std::is_same_v<T, __half> ? 1024.f : 128.f;
-          constexpr uint32_t kMagic2 = std::is_same_v<T, __half> ? 0x64006400u : 0x43004300u;
-          const float m_lo = kMagic + static_cast<float>(s.zeros ? s.zeros[i_lo] : sym_zero);
-          const float m_hi = kMagic + static_cast<float>(s.zeros ? s.zeros[i_hi] : sym_zero);
-          float sum[4] = {0.f, 0.f, 0.f, 0.f};
+          for (int i = 0; i < XU; ++i) quant::lds16(vec + c * KC + 8 * i, xv[i]);
+          // int8: sum (q - z) x = 16 S_hi + S_lo - (17 magic + z) sum x
+          const KbTerms q = kb_terms(s, r0, (off >> 6) + kb, kb_shift, xsum,
+                                     BITS == 4 ? kMagic<T> : 17.f * kMagic<T>, sym_zero);
+          float sa[4] = {0.f, 0.f, 0.f, 0.f}, sb[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
           for (int unit = 0; unit < XU; ++unit) {
 #pragma unroll
             for (int sub = 0; sub < 2; ++sub) {
-              const int sh = 8 * sub;
-              const uint32_t af[4] = {nibbles_or(wlo[unit] >> sh, kMagic2),
-                                      nibbles_or(whi[unit] >> sh, kMagic2),
-                                      nibbles_or(wlo[unit] >> (sh + 4), kMagic2),
-                                      nibbles_or(whi[unit] >> (sh + 4), kMagic2)};
               uint32_t b0, b1;
-              quant::make_b<4>(b0, b1, xv[unit], sub);
-              quant::mma16816<T>(sum, af, b0, b1);
+              b_frag(b0, b1, xv[unit], sub);
+              if constexpr (BITS == 4) {  // two chains of mma, by unit
+                const int sh = 8 * sub;
+                const uint32_t af[4] = {nibbles_or(wlo[unit] >> sh, kMagic2<T>),
+                                        nibbles_or(whi[unit] >> sh, kMagic2<T>),
+                                        nibbles_or(wlo[unit] >> (sh + 4), kMagic2<T>),
+                                        nibbles_or(whi[unit] >> (sh + 4), kMagic2<T>)};
+                if (unit & 1) {
+                  quant::mma16816<T>(sb, af, b0, b1);
+                } else {
+                  quant::mma16816<T>(sa, af, b0, b1);
+                }
+              } else {  // word (k0, k1, k2, k3): slots (k0, k2) then (k1, k3), as make_b<8> pairs x
+                const uint32_t wl = wlo[2 * unit + sub], wh = whi[2 * unit + sub];
+                const uint32_t al[4] = {nibbles_or(wl, kMagic2<T>), nibbles_or(wh, kMagic2<T>),
+                                        nibbles_or(wl >> 8, kMagic2<T>),
+                                        nibbles_or(wh >> 8, kMagic2<T>)};
+                const uint32_t ah[4] = {nibbles_or(wl >> 4, kMagic2<T>),
+                                        nibbles_or(wh >> 4, kMagic2<T>),
+                                        nibbles_or(wl >> 12, kMagic2<T>),
+                                        nibbles_or(wh >> 12, kMagic2<T>)};
+                quant::mma16816<T>(sa, al, b0, b1);  // low nibbles
+                quant::mma16816<T>(sb, ah, b0, b1);  // high nibbles
+              }
             }
           }
-          acc[0] = fmaf(s_lo, fmaf(-m_lo, gx, sum[0]), acc[0]);
-          acc[2] = fmaf(s_hi, fmaf(-m_hi, gx, sum[2]), acc[2]);
+          const float d_lo = BITS == 4 ? sa[0] + sb[0] : fmaf(16.f, sb[0], sa[0]);
+          const float d_hi = BITS == 4 ? sa[2] + sb[2] : fmaf(16.f, sb[2], sa[2]);
+          acc[0] = fmaf(q.s_lo, fmaf(-q.m_lo, q.gx, d_lo), acc[0]);
+          acc[2] = fmaf(q.s_hi, fmaf(-q.m_hi, q.gx, d_hi), acc[2]);
         } else {
           constexpr int KC = quant::Layout<BITS>::KC, XU = quant::Layout<BITS>::XU;
           // (rows past the end read a valid row's scale: their sums are dropped)
@@ -212,22 +266,37 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
   }
 }
 
-// xsum[b] = the sum of vec[128 b, 128 b + 128) (n a multiple of 4; a warp a
-// block), for the int4 path of consume_rows. A consumer_sync before (vec
-// written) and after.
-template <class T>
-__device__ __forceinline__ void block_sums(const T* vec, int n, float* xsum) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int b = warp; b * 128 < n; b += kWarps) {
-    const int e = b * 128 + lane * 4;
+// Before a GEMV of the int4 / int8 paths with the scale after the mma
+// (kb_shift >= 0): xsum[b] = the sum of vec[KB b, KB b + KB) (KB the k-block:
+// 128 int4, 64 int8), and every 8-element unit of vec rewritten in place in
+// the order the lanes' B fragments take it (make_b's pairing: int4 (x0, x4),
+// (x1, x5), (x2, x6), (x3, x7); int8 (x0, x2), (x1, x3), (x4, x6), (x5, x7)),
+// so consume_rows loads B with no byte permutes. n a multiple of 8; a
+// consumer_sync before (vec written) and after.
+template <class T, int BITS>
+__device__ __forceinline__ void prepare_input(T* vec, int n, float* xsum) {
+  constexpr int KB = BITS == 4 ? 128 : 64, kUnits = KB / 8;  // 16-byte units a k-block
+  const int lane = threadIdx.x & 31;
+  for (int u0 = threadIdx.x - lane; u0 * 8 < n; u0 += kThreads) {  // a warp's 32 units
+    const int u = u0 + lane;
     float v = 0.f;
-    if (e < n) {
-      const uint2 w = *reinterpret_cast<const uint2*>(vec + e);
-      const float2 f0 = unpack2<T>(w.x), f1 = unpack2<T>(w.y);
-      v = (f0.x + f0.y) + (f1.x + f1.y);
+    if (u * 8 < n) {
+      uint4* p = reinterpret_cast<uint4*>(vec + u * 8);
+      const uint4 w = *p;
+      const float2 f0 = unpack2<T>(w.x), f1 = unpack2<T>(w.y), f2 = unpack2<T>(w.z),
+                   f3 = unpack2<T>(w.w);
+      v = ((f0.x + f0.y) + (f1.x + f1.y)) + ((f2.x + f2.y) + (f3.x + f3.y));
+      if constexpr (BITS == 4) {
+        *p = make_uint4(__byte_perm(w.x, w.z, 0x5410), __byte_perm(w.x, w.z, 0x7632),
+                        __byte_perm(w.y, w.w, 0x5410), __byte_perm(w.y, w.w, 0x7632));
+      } else {
+        *p = make_uint4(__byte_perm(w.x, w.y, 0x5410), __byte_perm(w.x, w.y, 0x7632),
+                        __byte_perm(w.z, w.w, 0x5410), __byte_perm(w.z, w.w, 0x7632));
+      }
     }
-    v = warp_sum(v);
-    if (lane == 0) xsum[b] = v;
+#pragma unroll
+    for (int o = kUnits / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane % kUnits == 0 && u * 8 < n) xsum[u / kUnits] = v;
   }
 }
 

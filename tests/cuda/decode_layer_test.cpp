@@ -194,6 +194,9 @@ TEST(CudaDecodeLayer, QuantizedAndBiasedLayersEqualSeparateOpsAndCpu) {
       // int4 with whole 128-k blocks a group: the scale after each block's mma
       {{256, 4, 2, 64, 384, 64, 5}, 4, 128, false, true},        // asymmetric g128, bias
       {{512, 8, 2, 64, 768, 100, 50}, 4, 256, true, false},      // symmetric g256
+      // int8 likewise (k-blocks of 64 k), each byte as two nibble mma
+      {{256, 4, 2, 64, 384, 64, 5}, 8, 128, false, true},        // asymmetric g128, bias
+      {{512, 8, 2, 64, 768, 100, 50}, 8, 256, true, false},      // symmetric g256
   };
   Rng rng(77);
   for (const DType dt : {DType::bf16, DType::f16}) {
