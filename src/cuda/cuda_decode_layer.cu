@@ -158,8 +158,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   // [vec_elems / k-block] the GEMV input's sums over k-blocks (int4 / int8,
   // prepare_input; none for dense weights, whose deeper ring needs the room)
   float* xsum = xres + a.max_rows;
-  constexpr int kKBlock = BITS == 4 ? 128 : 64;
-  const int xsum_n = BITS == 16 ? 0 : (vec_elems + kKBlock - 1) / kKBlock;
+  const int xsum_n = xsum_count(BITS, vec_elems);
   // [2, C] the two norms' weights (16-byte aligned)
   T* normw = reinterpret_cast<T*>(
       (reinterpret_cast<uintptr_t>(xsum + xsum_n) + 15) & ~uintptr_t{15});
@@ -432,8 +431,7 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
   pl.chunk_max = static_cast<int>(
       std::max<int64_t>(kMinChunk, (smax + units_per_head - 1) / units_per_head));
   const int64_t vec_n = vec_elems(w, C, F);
-  const int64_t kblock = bits == 4 ? 128 : 64;  // the kernel's xsum: none for dense weights
-  const int64_t xsum_n = bits == 16 ? 0 : (vec_n + kblock - 1) / kblock;
+  const int64_t xsum_n = xsum_count(bits, vec_n);  // the kernel's xsum
   const size_t rest = static_cast<size_t>((vec_n * 2 + 15) / 16 * 16) +
                       sizeof(float) * (kWarps + 1) * pl.max_rows +
                       sizeof(float) * static_cast<size_t>(xsum_n) + 16 +
@@ -664,9 +662,9 @@ void launch_layers(const Tensor& x, const DecodeLayerWeights* w, Tensor* k_cache
   a.group_size = quant ? static_cast<int>(w0.q_qkv.group_size) : 0;
   a.sym_zero = quant ? w0.q_qkv.symmetric_zero() : 0;
   a.kb_shift = -1;
-  const int64_t kb_elems = quant && w0.q_qkv.bits == 4 ? 128 : 64;  // k's a k-block
-  if (quant && w0.q_qkv.group_size % kb_elems == 0) {
-    const auto kbs = static_cast<uint64_t>(w0.q_qkv.group_size / kb_elems);  // k-blocks a group
+  const int64_t kb_k = quant ? kblock_k(w0.q_qkv.bits) : 0;
+  if (quant && w0.q_qkv.group_size % kb_k == 0) {
+    const auto kbs = static_cast<uint64_t>(w0.q_qkv.group_size / kb_k);  // k-blocks a group
     if (std::has_single_bit(kbs)) a.kb_shift = std::countr_zero(kbs);
   }
   a.qstage_bytes = pl.qstage_bytes;

@@ -94,6 +94,17 @@ __device__ __forceinline__ uint32_t nibbles_or(uint32_t w, uint32_t magic) {
   return r;
 }
 
+// k's in a k-block of the quantized layouts (quant::Layout: int4 128, int8
+// 64), and how many k-block sums prepare_input writes for an n-element input
+// (none for dense weights): the kernel's xsum, sized alike by the plan.
+__host__ __device__ constexpr int kblock_k(int bits) {
+  return bits == 4 ? quant::Layout<4>::KB : quant::Layout<8>::KB;
+}
+template <class Int>
+__host__ __device__ constexpr Int xsum_count(int bits, Int n) {
+  return bits == 16 ? 0 : (n + kblock_k(bits) - 1) / kblock_k(bits);
+}
+
 // The magic number whose low mantissa bits take a 4-bit q exactly (128 in
 // bf16, 1024 in f16), as a float and as a packed T pair.
 template <class T>
@@ -125,7 +136,8 @@ __device__ __forceinline__ KbTerms kb_terms(const RowSeg& s, int r0, int kbg, in
 
 // The B fragment of k16-step `sub` from a 16-byte unit of x that
 // prepare_input put in B's order (make_b's pairing, done once a GEMV).
-__device__ __forceinline__ void b_frag(uint32_t& b0, uint32_t& b1, const uint32_t (&xu)[4], int sub) {
+__device__ __forceinline__ void b_frag(uint32_t& b0, uint32_t& b1, const uint32_t (&xu)[4],
+                                       int sub) {
   b0 = xu[2 * sub];
   b1 = xu[2 * sub + 1];
 }
@@ -275,7 +287,7 @@ __device__ void consume_rows(const RowSeg& s, const T* vec, float* wpart, int ld
 // consumer_sync before (vec written) and after.
 template <class T, int BITS>
 __device__ __forceinline__ void prepare_input(T* vec, int n, float* xsum) {
-  constexpr int KB = BITS == 4 ? 128 : 64, kUnits = KB / 8;  // 16-byte units a k-block
+  constexpr int kUnits = kblock_k(BITS) / 8;  // 16-byte units a k-block
   const int lane = threadIdx.x & 31;
   for (int u0 = threadIdx.x - lane; u0 * 8 < n; u0 += kThreads) {  // a warp's 32 units
     const int u = u0 + lane;
