@@ -90,10 +90,12 @@ using namespace decode;  // NOLINT: this file is the kernel's only user
 // A layer's scales and zero points (quantized) and both norms' weights into
 // shared memory by cp.async (every consumer thread; the caller commits).
 // The block's rows are the same in every layer (seg), so the copies land
-// where the first layer's did; set_seg: store where (the first layer).
+// where the first layer's did; set_seg: store where (the first layer), as
+// offsets from smem (the shared-memory base).
 template <class T, int BITS>
 __device__ void stage_layer(const LayerArgs& a, const LayerPtrs& lw, RowSeg* seg,
-                            unsigned char* qstage, T* normw, bool set_seg) {
+                            const unsigned char* smem, unsigned char* qstage, T* normw,
+                            bool set_seg) {
   const bool issue = threadIdx.x < kThreads;
   if constexpr (BITS != 16) {
     unsigned char* cursor = qstage;
@@ -101,12 +103,12 @@ __device__ void stage_layer(const LayerArgs& a, const LayerPtrs& lw, RowSeg* seg
       const int m = seg[s].mat;
       const int64_t first = int64_t{seg[s].row0} * seg[s].groups;
       const int64_t n = int64_t{seg[s].rows} * seg[s].groups;
-      const auto* sc = reinterpret_cast<const uint16_t*>(
-          stage_rows(cursor, lw.scales[m], 2 * first, 2 * n, issue));
-      const uint8_t* zp = lw.zeros[m] ? stage_rows(cursor, lw.zeros[m], first, n, issue) : nullptr;
+      const unsigned char* sc = stage_rows(cursor, lw.scales[m], 2 * first, 2 * n, issue);
+      const unsigned char* zp =
+          lw.zeros[m] ? stage_rows(cursor, lw.zeros[m], first, n, issue) : nullptr;
       if (set_seg) {
-        seg[s].scales = sc;
-        seg[s].zeros = zp;
+        seg[s].scale_off = static_cast<int>(sc - smem);
+        seg[s].zero_off = zp ? static_cast<int>(zp - smem) : -1;
       }
     }
   }
@@ -187,21 +189,22 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       seg[s].rows = rows[s];
       seg[s].row_bytes = kin[s] * BITS / 8;
       seg[s].groups = BITS != 16 ? kin[s] / a.group_size : 0;
-      seg[s].scales = nullptr;
-      seg[s].zeros = nullptr;
+      seg[s].scale_off = -1;
+      seg[s].zero_off = -1;
     }
   }
   __syncthreads();
   // The first layer's scales and norms depend on no kernel: into shared
   // memory now (thread 0 points seg at its scales; the barrier below
   // publishes them).
-  stage_layer<T, BITS>(a, a.layer[0], seg, qstage, normw, threadIdx.x == 0);
+  stage_layer<T, BITS>(a, a.layer[0], seg, smem_raw, qstage, normw, threadIdx.x == 0);
   if (threadIdx.x < kThreads) cp_async_commit();
   // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
-  unsigned tile = 0;
+  RingPos<kStages> ring_pos;
+  const RingView<kStages> rv{ring, smem_addr(full), smem_addr(empty), &ring_pos};
   const auto gemv = [&](int s, int base) {
-    consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, ring, full, empty, tile,
-                                   a.group_size, a.sym_zero, xsum, a.kb_shift);
+    consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, rv, a.group_size, a.sym_zero,
+                                   xsum, a.kb_shift);
   };
   // Before each GEMV (vec written, a consumer_sync since): the block sums the
   // int4 / int8 paths subtract the zero points with and vec in B's order
@@ -352,7 +355,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     }
     stamp(trace, 12);
     if (!last) {  // the next layer's scales and norms (this layer is done with both)
-      stage_layer<T, BITS>(a, a.layer[l + 1], seg, qstage, normw, false);
+      stage_layer<T, BITS>(a, a.layer[l + 1], seg, smem_raw, qstage, normw, false);
       cp_async_commit();
     }
   }
