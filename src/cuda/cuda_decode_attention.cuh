@@ -146,9 +146,11 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
   for (int i = threadIdx.x; i < HG * hw; i += kThreads) {
     const int hh = i / hw, w2 = i - hh * hw;
     const LLWord* src = qkv + (g * HG + hh) * (D / 2);
-    const LLWord l0 = ll_load(src + w2), l1 = ll_load(src + hw + w2);
-    const float2 u = unpack2<T>(ll_settle(src + w2, l0, flag));
-    const float2 w = unpack2<T>(ll_settle(src + hw + w2, l1, flag));
+    const LLWord* const words[2] = {src + w2, src + hw + w2};
+    LLWord l[2] = {ll_load(words[0]), ll_load(words[1])};
+    ll_settle_all(words, l, flag);
+    const float2 u = unpack2<T>(static_cast<uint32_t>(l[0]));
+    const float2 w = unpack2<T>(static_cast<uint32_t>(l[1]));
     float lo[2], hi[2];
     rotate(u, w, 2 * w2, lo, hi);
     qs[hh * QS + 2 * w2] = lo[0];
@@ -163,12 +165,13 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
     T* vd = static_cast<T*>(lw.vc) + (int64_t{p} * a.Hkv + g) * D;
     const int jn = p - j0;  // its row in the unit
     for (int w2 = threadIdx.x; w2 < hw; w2 += kThreads) {
-      const LLWord l0 = ll_load(ks + w2), l1 = ll_load(ks + hw + w2);
-      const LLWord l2 = ll_load(vs + w2), l3 = ll_load(vs + hw + w2);
-      const float2 u = unpack2<T>(ll_settle(ks + w2, l0, flag));
-      const float2 w = unpack2<T>(ll_settle(ks + hw + w2, l1, flag));
-      const float2 v0 = unpack2<T>(ll_settle(vs + w2, l2, flag));
-      const float2 v1 = unpack2<T>(ll_settle(vs + hw + w2, l3, flag));
+      const LLWord* const words[4] = {ks + w2, ks + hw + w2, vs + w2, vs + hw + w2};
+      LLWord l[4] = {ll_load(words[0]), ll_load(words[1]), ll_load(words[2]), ll_load(words[3])};
+      ll_settle_all(words, l, flag);
+      const float2 u = unpack2<T>(static_cast<uint32_t>(l[0]));
+      const float2 w = unpack2<T>(static_cast<uint32_t>(l[1]));
+      const float2 v0 = unpack2<T>(static_cast<uint32_t>(l[2]));
+      const float2 v1 = unpack2<T>(static_cast<uint32_t>(l[3]));
       float lo[2], hi[2];
       rotate(u, w, 2 * w2, lo, hi);
       const int e = 2 * w2;
@@ -283,6 +286,7 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
   // (generate 1.037-1.044 against 1.013-1.016 ms).
   {
     constexpr int kOB = 8 / DL;
+    const LLWord settled = static_cast<LLWord>(flag) << 32;  // (no word: never reloaded)
     for (int hh = warp; hh < HG; hh += kWarps) {
       const LLWord* base = part + int64_t{g * HG + hh} * pc * (D + 2);
       float m = -INFINITY, l = 0.f, o[DL];
@@ -290,22 +294,22 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
       for (int e = 0; e < DL; ++e) o[e] = 0.f;
       for (int c0 = 0; c0 < nc; c0 += 32) {
         const int n = min(32, nc - c0);
-        LLWord wo[kOB][DL];  // the lane's outputs of chunks c0 + i0 + [0, kOB)
+        // the lane's outputs of chunks c0 + i0 + [0, kOB): word e of chunk i at i DL + e
+        LLWord wo[kOB * DL];
+        const auto out_word = [&](int i0, int k) {
+          return base + (c0 + i0 + k / DL) * (D + 2) + 2 + lane * DL + k % DL;
+        };
         const auto issue = [&](int i0) {
 #pragma unroll
-          for (int i = 0; i < kOB; ++i) {
-            const LLWord* src = base + (c0 + i0 + i) * (D + 2) + 2 + lane * DL;
-#pragma unroll
-            for (int e = 0; e < DL; ++e) wo[i][e] = i0 + i < n ? ll_load(src + e) : 0ull;
-          }
+          for (int k = 0; k < kOB * DL; ++k) wo[k] = i0 + k / DL < n ? ll_load(out_word(i0, k)) : settled;
         };
-        const LLWord* mine = base + (c0 + lane) * (D + 2);  // (lane < n)
-        const LLWord wm = lane < n ? ll_load(mine) : 0ull;
-        const LLWord wl = lane < n ? ll_load(mine + 1) : 0ull;
+        const LLWord* const ml[2] = {base + (c0 + lane) * (D + 2), base + (c0 + lane) * (D + 2) + 1};
+        LLWord wml[2] = {lane < n ? ll_load(ml[0]) : settled, lane < n ? ll_load(ml[1]) : settled};
         issue(0);
         // The round's maximum; the running sums rescaled to it; each lane's chunk weight.
-        const float mc = lane < n ? __uint_as_float(ll_settle(mine, wm, flag)) : -INFINITY;
-        const float lc = lane < n ? __uint_as_float(ll_settle(mine + 1, wl, flag)) : 0.f;
+        ll_settle_all(ml, wml, flag);
+        const float mc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[0])) : -INFINITY;
+        const float lc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[1])) : 0.f;
         const float mn = fmaxf(m, warp_max(mc));
         const float f = m == -INFINITY ? 0.f : exp2f(m - mn);
         const float wc = mc == -INFINITY ? 0.f : exp2f(mc - mn);
@@ -315,13 +319,13 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
         for (int e = 0; e < DL; ++e) o[e] *= f;
         for (int i0 = 0; i0 < n; i0 += kOB) {
           if (i0 > 0) issue(i0);
+          ll_settle_each(wo, flag, [&](int k) { return out_word(i0, k); });
 #pragma unroll
           for (int i = 0; i < kOB; ++i) {
             const float w = __shfl_sync(0xffffffffu, wc, (i0 + i) & 31);
-            const LLWord* src = base + (c0 + i0 + i) * (D + 2) + 2 + lane * DL;
 #pragma unroll
             for (int e = 0; e < DL; ++e) {
-              if (i0 + i < n) o[e] = fmaf(__uint_as_float(ll_settle(src + e, wo[i][e], flag)), w, o[e]);
+              if (i0 + i < n) o[e] = fmaf(__uint_as_float(static_cast<uint32_t>(wo[i * DL + e])), w, o[e]);
             }
           }
         }

@@ -165,29 +165,52 @@ __device__ __forceinline__ LLWord ll_load(const LLWord* p) {
   asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
   return v;
 }
-// The data of word p once it carries `flag`; v is a first load of it (issued
-// early, so that a thread's loads are in flight together).
-__device__ __forceinline__ uint32_t ll_settle(const LLWord* p, LLWord v, uint32_t flag) {
-  while (static_cast<uint32_t>(v >> 32) != flag) v = ll_load(p);
-  return static_cast<uint32_t>(v);
+// Waits until the words v[k] were loaded from (addr(k)) all carry `flag`
+// (v: their first loads, issued early; a value that carries the flag is
+// never reloaded, so a placeholder for no word is (flag << 32)). Each round reloads every word still without it, so a thread pays
+// one round trip a round, not one a word: settled one by one, a thread's
+// later words each paid another round trip after the first had arrived,
+// and phase E's h (5-6 words a thread) arrived 2.5 us after its last store
+// against ~1 us for x (2 words a thread) (session 25 trace).
+template <int N, class Addr>
+__device__ __forceinline__ void ll_settle_each(LLWord (&v)[N], uint32_t flag, Addr&& addr) {
+  for (;;) {
+    bool stale = false;
+#pragma unroll
+    for (int k = 0; k < N; ++k) stale |= static_cast<uint32_t>(v[k] >> 32) != flag;
+    if (!stale) return;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      if (static_cast<uint32_t>(v[k] >> 32) != flag) v[k] = ll_load(addr(k));
+    }
+  }
+}
+// The same for words p[0, N).
+template <int N>
+__device__ __forceinline__ void ll_settle_all(const LLWord* const (&p)[N], LLWord (&v)[N],
+                                              uint32_t flag) {
+  ll_settle_each(v, flag, [&](int k) { return p[k]; });
 }
 
 // out[0, n) = the data of words src[0, n) (every consumer thread; a
 // consumer_sync before anyone reads out). kLLBatch loads per thread go out
-// before the first is checked.
+// before the first is checked, and are settled together (ll_settle_all's
+// rounds; a word past n counts as settled and is never loaded).
 constexpr int kLLBatch = 8;
 __device__ __forceinline__ void ll_read(uint32_t* out, const LLWord* src, int n, uint32_t flag) {
+  const LLWord settled = static_cast<LLWord>(flag) << 32;
   for (int i0 = threadIdx.x; i0 < n; i0 += kLLBatch * kThreads) {
     LLWord v[kLLBatch];
 #pragma unroll
     for (int k = 0; k < kLLBatch; ++k) {
       const int i = i0 + k * kThreads;
-      v[k] = i < n ? ll_load(src + i) : 0;
+      v[k] = i < n ? ll_load(src + i) : settled;
     }
+    ll_settle_each(v, flag, [&](int k) { return src + i0 + k * kThreads; });
 #pragma unroll
     for (int k = 0; k < kLLBatch; ++k) {
       const int i = i0 + k * kThreads;
-      if (i < n) out[i] = ll_settle(src + i, v[k], flag);
+      if (i < n) out[i] = static_cast<uint32_t>(v[k]);
     }
   }
 }
