@@ -286,7 +286,7 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
   // (generate 1.037-1.044 against 1.013-1.016 ms).
   {
     constexpr int kOB = 8 / DL;
-    const LLWord settled = static_cast<LLWord>(flag) << 32;  // (no word: never reloaded)
+    const LLWord settled = ll_no_word(flag);
     for (int hh = warp; hh < HG; hh += kWarps) {
       const LLWord* base = part + int64_t{g * HG + hh} * pc * (D + 2);
       float m = -INFINITY, l = 0.f, o[DL];
@@ -301,9 +301,12 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
         };
         const auto issue = [&](int i0) {
 #pragma unroll
-          for (int k = 0; k < kOB * DL; ++k) wo[k] = i0 + k / DL < n ? ll_load(out_word(i0, k)) : settled;
+          for (int k = 0; k < kOB * DL; ++k) {
+            wo[k] = i0 + k / DL < n ? ll_load(out_word(i0, k)) : settled;
+          }
         };
-        const LLWord* const ml[2] = {base + (c0 + lane) * (D + 2), base + (c0 + lane) * (D + 2) + 1};
+        const LLWord* const ml[2] = {base + (c0 + lane) * (D + 2),
+                                     base + (c0 + lane) * (D + 2) + 1};
         LLWord wml[2] = {lane < n ? ll_load(ml[0]) : settled, lane < n ? ll_load(ml[1]) : settled};
         issue(0);
         // The round's maximum; the running sums rescaled to it; each lane's chunk weight.
@@ -325,7 +328,9 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
             const float w = __shfl_sync(0xffffffffu, wc, (i0 + i) & 31);
 #pragma unroll
             for (int e = 0; e < DL; ++e) {
-              if (i0 + i < n) o[e] = fmaf(__uint_as_float(static_cast<uint32_t>(wo[i * DL + e])), w, o[e]);
+              if (i0 + i < n) {
+                o[e] = fmaf(__uint_as_float(static_cast<uint32_t>(wo[i * DL + e])), w, o[e]);
+              }
             }
           }
         }

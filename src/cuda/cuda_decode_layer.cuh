@@ -165,13 +165,19 @@ __device__ __forceinline__ LLWord ll_load(const LLWord* p) {
   asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
   return v;
 }
-// Waits until the words v[k] were loaded from (addr(k)) all carry `flag`
-// (v: their first loads, issued early; a value that carries the flag is
-// never reloaded, so a placeholder for no word is (flag << 32)). Each round reloads every word still without it, so a thread pays
-// one round trip a round, not one a word: settled one by one, a thread's
-// later words each paid another round trip after the first had arrived,
-// and phase E's h (5-6 words a thread) arrived 2.5 us after its last store
-// against ~1 us for x (2 words a thread) (session 25 trace).
+// What a poll takes for "no word": a value that already carries `flag`, so
+// it is never reloaded.
+__device__ __forceinline__ LLWord ll_no_word(uint32_t flag) {
+  return static_cast<LLWord>(flag) << 32;
+}
+
+// Waits until the words v[k], loaded from addr(k), all carry `flag` (v:
+// their first loads, issued early; ll_no_word for none). Each round reloads
+// every word still without it, so a thread pays one round trip a round, not
+// one a word: settled one by one, a thread's later words each paid another
+// round trip after the first had arrived, and phase E's h (5-6 words a
+// thread) arrived 2.5 us after its last store against ~1 us for x (2 words
+// a thread) (session 25 trace).
 template <int N, class Addr>
 __device__ __forceinline__ void ll_settle_each(LLWord (&v)[N], uint32_t flag, Addr&& addr) {
   for (;;) {
@@ -194,11 +200,11 @@ __device__ __forceinline__ void ll_settle_all(const LLWord* const (&p)[N], LLWor
 
 // out[0, n) = the data of words src[0, n) (every consumer thread; a
 // consumer_sync before anyone reads out). kLLBatch loads per thread go out
-// before the first is checked, and are settled together (ll_settle_all's
-// rounds; a word past n counts as settled and is never loaded).
+// before the first is checked, and are settled together (ll_settle_each's
+// rounds; a word past n is ll_no_word, never loaded).
 constexpr int kLLBatch = 8;
 __device__ __forceinline__ void ll_read(uint32_t* out, const LLWord* src, int n, uint32_t flag) {
-  const LLWord settled = static_cast<LLWord>(flag) << 32;
+  const LLWord settled = ll_no_word(flag);
   for (int i0 = threadIdx.x; i0 < n; i0 += kLLBatch * kThreads) {
     LLWord v[kLLBatch];
 #pragma unroll

@@ -285,7 +285,8 @@ __device__ __forceinline__ float2 tile_dequant(const SegView& s, const unsigned 
   const int grp = c * KC / group_size;
   const auto scale = [&](int row) {
     const int i = min(row, s.rows - 1) * s.groups + grp;
-    return quant::make_scale<T, BITS>(s.scales[i], s.zeros ? static_cast<int>(s.zeros[i]) : sym_zero);
+    return quant::make_scale<T, BITS>(s.scales[i],
+                                      s.zeros ? static_cast<int>(s.zeros[i]) : sym_zero);
   };
   const quant::QScale slo = scale(r0 + g), shi = scale(r0 + g + 8);
   uint32_t xv[XU][4];
