@@ -195,6 +195,8 @@ void add_generate_command(CLI::App& app, Action& action) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-graph", [a](int64_t) { a->gen.use_graph = false; a->exp.bench.use_graph = false; },
                 "Launch every decode step's kernels one by one (no CUDA graph replay)");
+  cmd->add_flag("--no-look-ahead", [a](int64_t) { a->gen.look_ahead = false; a->exp.bench.look_ahead = false; },
+                "Read each greedy step's tokens before queueing the next step");
   cmd->add_option("--device", a->device, "cpu | cuda[:N]")->capture_default_str();
   cmd->add_option("--precision", x.precision,
                   "f32 | bf16 | fp16, or int8 | int4 (weight-only, quantized on load)")->capture_default_str();

@@ -456,6 +456,11 @@ class CudaBackend final : public Backend {
   Result<GraphHandle> graph_end_capture() override;
   Status graph_replay(GraphHandle graph) override;
   void graph_destroy(GraphHandle graph) override;
+  bool supports_read_later() const override { return true; }
+  Result<int64_t> read_later(const Tensor& src) override { return cuda::read_later(src); }
+  Result<std::vector<uint8_t>> read_wait(int64_t ticket) override {
+    return cuda::read_wait(ticket);
+  }
 
   void synchronize() override { check_device_errors(); }
   void profiler_range(bool begin) override {

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -89,6 +90,11 @@ Status create_context(int device);
 // Throws el::Exception for a recorded device error (and clears it). Waits for
 // the stream first.
 void check_device_errors();
+// Backend::read_later / read_wait (cuda_readback.cpp): a ring of pinned host
+// slots, each filled by two queued copies (the bytes, then the device error
+// record) and marked by an event, so reading one waits for nothing after it.
+Result<int64_t> read_later(const Tensor& src);
+Result<std::vector<uint8_t>> read_wait(int64_t ticket);
 // The text for a DeviceErrorRecord (exposed for tests).
 std::string device_error_message(const DeviceErrorRecord& rec);
 

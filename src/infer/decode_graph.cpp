@@ -1,5 +1,7 @@
 #include "infer/decode_graph.h"
 
+#include <algorithm>
+#include <cstring>
 #include <exception>
 #include <string>
 
@@ -14,6 +16,11 @@ DecodeGraph::DecodeGraph(Backend& backend, KvCache& cache, bool greedy)
     : backend_(backend), cache_(cache), greedy_(greedy), batch_(cache.batch) {}
 
 DecodeGraph::~DecodeGraph() {
+  // Unread tokens: their reads hold slots of the backend's ring, and waiting
+  // for them also waits for the replays before the graph goes.
+  for (const int64_t ticket : unread_) {
+    if (ticket >= 0) (void)backend_.read_wait(ticket);
+  }
   // The graph first: its pool's blocks (logits_, next_ and the freed
   // intermediates) then rejoin the general cache as the tensors go.
   if (captured_) backend_.graph_destroy(handle_);
@@ -103,7 +110,19 @@ Status DecodeGraph::replay() {
                         "decode graph replay", "create the cache for prompt + new tokens");
     }
   }
+  const bool queued_reads = backend_.supports_read_later();
+  if (greedy_ && unread() >= (queued_reads ? Backend::kReadLaterSlots : 1)) {
+    return make_error(fmt::format("{} replays' tokens are unread", unread()), "decode graph replay",
+                      "read them with tokens() first");
+  }
   EL_TRY(backend_.graph_replay(handle_));
+  if (greedy_) {
+    int64_t ticket = -1;
+    if (queued_reads) {
+      EL_TRY_ASSIGN(ticket, backend_.read_later(next_));
+    }
+    unread_.push_back(ticket);
+  }
   // The graph advanced the device positions; the host's copy follows (the
   // forward only reads it at capture, to check room and pick the path).
   for (int32_t& p : cache_.host_positions) ++p;
@@ -111,10 +130,26 @@ Status DecodeGraph::replay() {
   return Status::Ok();
 }
 
-std::vector<int32_t> DecodeGraph::tokens() const {
-  EL_ENSURE(greedy_ && next_.defined(), "DecodeGraph::tokens: a sampling graph has no tokens (read logits())");
-  const Tensor host = next_.to(Device::cpu());  // waits for the replay
-  return std::vector<int32_t>(host.data<int32_t>(), host.data<int32_t>() + batch_);
+Result<std::vector<int32_t>> DecodeGraph::tokens() {
+  EL_ENSURE(greedy_ && next_.defined(),
+            "DecodeGraph::tokens: a sampling graph has no tokens (read logits())");
+  if (unread_.empty()) {
+    return make_error("every replay's tokens have been read", "decode graph tokens",
+                      "replay() before reading tokens");
+  }
+  const int64_t ticket = unread_.front();
+  unread_.pop_front();
+  std::vector<int32_t> ids(static_cast<size_t>(batch_));
+  if (ticket < 0) {
+    const Tensor host = next_.to(Device::cpu());  // waits for the replay
+    std::copy(host.data<int32_t>(), host.data<int32_t>() + batch_, ids.begin());
+    return ids;
+  }
+  EL_TRY_ASSIGN(const std::vector<uint8_t> bytes, backend_.read_wait(ticket));
+  EL_ENSURE(bytes.size() == ids.size() * sizeof(int32_t), "DecodeGraph::tokens: {} bytes for batch {}",
+            bytes.size(), batch_);
+  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  return ids;
 }
 
 }  // namespace el::infer

@@ -13,7 +13,10 @@
 // The captured step: logits = model.forward_cached(step_ids, cache) (T = 1),
 // then for greedy decoding next = argmax_rows(logits) and next -> step_ids, and
 // finally cache.positions += 1. So k greedy replays decode k tokens with no
-// host work but reading `next` ([B] i32) for the stop checks. Sampling
+// host work but reading `next` ([B] i32) for the stop checks; each replay
+// queues that read behind it (Backend::read_later), so the host may queue the
+// next replay before it reads this one's tokens and the GPU never waits for
+// the host between steps (infer/generator.cpp looks one step ahead). Sampling
 // (temperature / top-k / top-p) ends the graph at the logits: the host draws
 // the tokens and set_tokens() them before the next replay.
 //
@@ -28,10 +31,11 @@
 //
 //   auto g = DecodeGraph::capture(model, cache, /*greedy=*/true);
 //   g->set_tokens(next);                      // the last sampled tokens
-//   while (...) { EL_TRY(g->replay()); next = g->tokens(); }
+//   while (...) { EL_TRY(g->replay()); EL_TRY_ASSIGN(next, g->tokens()); }
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -61,9 +65,13 @@ class DecodeGraph {
   // positions inside the graph, cache.host_positions here). Error when a
   // row's cache is full or the launch fails.
   Status replay();
-  // Greedy: the tokens the last replay chose (B ids); waits for the step and
-  // reports a device error it recorded.
-  std::vector<int32_t> tokens() const;
+  // Greedy: the tokens (B ids) of the oldest replay whose tokens are unread;
+  // waits for that replay only and reports a device error recorded by then.
+  // Error when every replay's tokens have been read. Replays may run ahead of
+  // the reads by up to Backend::kReadLaterSlots (one where the backend has no
+  // read_later).
+  Result<std::vector<int32_t>> tokens();
+  int64_t unread() const { return static_cast<int64_t>(unread_.size()); }
   // The last replay's logits [B, 1, V], valid until the next replay (the
   // graph writes the same buffer every time).
   const Tensor& logits() const { return logits_; }
@@ -85,6 +93,7 @@ class DecodeGraph {
   Tensor step_ids_;  // i32 [B, 1]: the step's input, a fixed address
   Tensor logits_;    // [B, 1, V]: written by each replay (a block of the graph's pool)
   Tensor next_;      // i32 [B]: greedy only, the argmax of logits_
+  std::deque<int64_t> unread_;  // greedy: read_later tickets of next_ (-1: read next_ itself)
 };
 
 }  // namespace el::infer

@@ -132,12 +132,24 @@ Result<GenerationResult> generate(const DecoderLM& model,
   // Decode steps: the first eagerly; then, where the backend has graphs, the
   // step is captured once and replayed (same kernels, same tokens).
   const bool greedy = config.sampling.greedy();
+  const bool look_ahead = greedy && config.look_ahead && config.profile_step == 0;
   bool try_graph = config.use_graph && backend_for(dev).supports_graphs();
   out.graph_note = !config.use_graph ? "eager: use_graph is off"
                    : try_graph       ? "eager: fewer than 2 decode steps (the graph is captured at the second)"
                                      : "eager: backend has no graphs";
   std::unique_ptr<DecodeGraph> graph;  // declared after the cache: destroyed before it
   int64_t steps = 0;
+  // Tokens some unfinished row still needs after the current step's.
+  const auto needed_after_this = [&] {
+    int64_t most = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!done[b]) {
+        most = std::max<int64_t>(most, config.max_new_tokens -
+                                           static_cast<int64_t>(out.requests[b].tokens.size()) - 1);
+      }
+    }
+    return most;
+  };
   while (remaining > 0) {
     const bool profiled = config.profile_step == steps + 1;
     if (profiled) backend_for(dev).profiler_range(true);
@@ -153,10 +165,16 @@ Result<GenerationResult> generate(const DecoderLM& model,
         out.graph_note = "eager: " + g.error().message();
       }
     }
-    if (graph) {
-      if (!greedy && graph->replays() > 0) graph->set_tokens(next);
+    if (graph && greedy) {
+      if (graph->unread() == 0) EL_TRY(graph->replay());  // (else queued by the last step)
+      if (look_ahead && needed_after_this() > 0) {
+        EL_TRY(graph->replay());  // the next step, queued before this one's tokens are read
+      }
+      EL_TRY_ASSIGN(next, graph->tokens());
+    } else if (graph) {
+      if (graph->replays() > 0) graph->set_tokens(next);
       EL_TRY(graph->replay());
-      next = greedy ? graph->tokens() : sampler.sample(graph->logits());
+      next = sampler.sample(graph->logits());
     } else {
       const Tensor step_ids = Tensor::from_ints(next, {B, 1}).to(dev);
       logits = model.forward_cached(step_ids, cache);
@@ -169,7 +187,15 @@ Result<GenerationResult> generate(const DecoderLM& model,
     out.step_s.push_back(now_s() - ts);
     take(next, t);
   }
-  if (graph) out.graph_note = fmt::format("graph: {} steps replayed", graph->replays());
+  if (graph) {
+    // A stop token can leave a queued step unread: the call ends when it does.
+    while (graph->unread() > 0) {
+      const Result<std::vector<int32_t>> unused = graph->tokens();
+      if (!unused.ok()) return unused.error();
+    }
+    out.graph_note = fmt::format("graph: {} steps replayed{}", graph->replays(),
+                                 look_ahead ? ", queued one ahead" : "");
+  }
   out.total_s = now_s() - t0;
   return out;
 }

@@ -44,6 +44,11 @@ struct GenerationConfig {
   // is captured. Tokens are the same as eager; a failed capture falls back
   // to eager steps (GenerationResult::graph_note says why).
   bool use_graph = true;
+  // Greedy graph replays: queue step s + 1 before reading step s's tokens, so
+  // the GPU does not idle while the host reads them and queues the next step
+  // (a stop token then costs one wasted step). Off: each step's tokens are
+  // read before the next is queued. Off while a step is profiled.
+  bool look_ahead = true;
   // 1-based decode step bracketed by Backend::profiler_range, for an
   // external profiler started with capture off (ncu --profile-from-start
   // off); 0 = none. Step 1 is the eager one, later steps are replays.
@@ -64,7 +69,10 @@ struct RequestResult {
 struct GenerationResult {
   std::vector<RequestResult> requests;
   double prefill_s = 0;             // the prefill forward + first sample
-  std::vector<double> step_s;       // each decode step (forward + sample), in order
+  // Each decode step (forward + sample), in order: from the host's read of
+  // the previous token to its read of this one (with look_ahead the next step
+  // is queued in between, so this is the GPU's time a step once it runs ahead).
+  std::vector<double> step_s;
   double total_s = 0;
   int64_t cache_bytes = 0;
   int64_t cache_len = 0;            // positions per row the cache holds

@@ -81,6 +81,7 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
     g.ignore_stop = true;
     g.cache_dtype = cache_dtype;
     g.use_graph = config.use_graph;
+    g.look_ahead = config.look_ahead;
     EL_TRY(validate_generation(model.card(), prompts, g));
     for (int64_t w = 0; w < config.warmup; ++w) {
       Result<GenerationResult> warm = generate(model, prompts, g);
@@ -149,7 +150,7 @@ Result<InferBenchReport> run_infer_bench(const DecoderLM& model, const InferBenc
 nlohmann::json to_json(const InferBenchConfig& c) {
   return {{"batch_sizes", c.batch_sizes}, {"prompt_len", c.prompt_len}, {"gen_len", c.gen_len},
           {"repetitions", c.repetitions}, {"warmup", c.warmup},         {"seed", c.seed},
-          {"use_graph", c.use_graph},
+          {"use_graph", c.use_graph},     {"look_ahead", c.look_ahead},
           {"sampling", "greedy"},         {"stop_tokens", "ignored (exactly gen_len new tokens)"}};
 }
 

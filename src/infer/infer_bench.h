@@ -45,6 +45,7 @@ struct InferBenchConfig {
   uint64_t seed = 1234;
   int sample_interval_ms = 100;
   std::optional<DType> cache_dtype;  // default: the model's parameter dtype
+  bool look_ahead = true;            // GenerationConfig::look_ahead
   bool use_graph = true;             // replay decode steps as a graph where the backend can
 };
 

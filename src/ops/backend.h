@@ -748,6 +748,20 @@ class Backend {
   // Frees the graph and releases its pool; unknown handles are ignored.
   virtual void graph_destroy(GraphHandle graph) { (void)graph; }
 
+  // ---- small reads that do not wait for later work ---------------------------------
+  // read_later queues a copy of `src` (on this backend, at most kReadLaterBytes)
+  // to host memory behind the work queued so far and returns a ticket at once;
+  // read_wait(ticket) waits for that copy alone, not for work queued after it,
+  // and returns its bytes (or a device error recorded before it). Each ticket
+  // is read once; at most kReadLaterSlots are outstanding. So a decode loop
+  // queues step s + 1 before it reads step s's tokens (infer/generator.cpp).
+  // Defaults: none (CPU work is never queued), every call an Error.
+  static constexpr int64_t kReadLaterBytes = 4096;
+  static constexpr int kReadLaterSlots = 4;
+  virtual bool supports_read_later() const { return false; }
+  virtual Result<int64_t> read_later(const Tensor& src);
+  virtual Result<std::vector<uint8_t>> read_wait(int64_t ticket);
+
   // Waits for queued work (GPU); no-op on CPU. Timers call this before reading clocks.
   virtual void synchronize() {}
   // Brackets the region an external profiler records (ncu/nsys with
@@ -755,28 +769,11 @@ class Backend {
   virtual void profiler_range(bool begin) { (void)begin; }
 
  private:
-  [[noreturn]] void mamba_not_implemented(const char* call) const {
-    throw Exception(make_error(std::string("Mamba: ") + call + " is not implemented on " + name(),
-                               std::string(name()) + " backend",
-                               "run Mamba cards on a backend with Mamba kernels (cpu, cuda)"));
-  }
-  [[noreturn]] void moe_not_implemented(const char* call) const {
-    throw Exception(make_error(std::string("mixture of experts: ") + call +
-                                   " is not implemented on " + name(),
-                               std::string(name()) + " backend",
-                               "run MoE cards on a backend with MoE kernels (cpu, cuda)"));
-  }
-  [[noreturn]] void nsa_not_implemented(const char* call) const {
-    throw Exception(make_error(std::string("NSA attention: ") + call + " is not implemented on " +
-                                   name(),
-                               std::string(name()) + " backend",
-                               "run NSA cards on a backend with NSA kernels (cpu)"));
-  }
-  [[noreturn]] void rwkv_not_implemented(const char* call) const {
-    throw Exception(make_error(std::string("RWKV: ") + call + " is not implemented on " + name(),
-                               std::string(name()) + " backend",
-                               "run RWKV cards on a backend with RWKV kernels (cpu)"));
-  }
+  // Each throws "<family>: <call> is not implemented on <backend>" (backend.cpp).
+  [[noreturn]] void mamba_not_implemented(const char* call) const;
+  [[noreturn]] void moe_not_implemented(const char* call) const;
+  [[noreturn]] void nsa_not_implemented(const char* call) const;
+  [[noreturn]] void rwkv_not_implemented(const char* call) const;
   Error no_graphs_error(const char* call) const {
     // (string concatenation, not fmt: nvcc compiles this header too)
     return make_error(std::string("backend ") + name() + " has no graphs (" + call +

@@ -114,9 +114,13 @@ TEST(DecodeGraphTest, GreedyTokensEqualEagerForF32AndBf16AtBatch1And3) {
         const int64_t live0 = alloc.stats().live_bytes;
         const GenerationResult graph = run(*m, prompts_of(batch), g, true);
         // 12 tokens: 1 from the prefill, 1 eager decode step, 10 replays.
-        EXPECT_EQ(graph.graph_note, "graph: 10 steps replayed") << what;
+        EXPECT_EQ(graph.graph_note, "graph: 10 steps replayed, queued one ahead") << what;
         EXPECT_GT(graph.graph_capture_s, 0.0) << what;
         expect_same_tokens(graph, eager, what);
+        g.look_ahead = false;  // each step's tokens read before the next is queued
+        const GenerationResult in_turn = run(*m, prompts_of(batch), g, true);
+        EXPECT_EQ(in_turn.graph_note, "graph: 10 steps replayed") << what;
+        expect_same_tokens(in_turn, eager, what + ", no look-ahead");
         // The graph, its pool and its outputs are all gone with the call.
         EXPECT_EQ(alloc.stats().live_bytes, live0) << what;
       }
@@ -137,6 +141,13 @@ TEST(DecodeGraphTest, StopTokensEndRowsTheSameWayWithAGraph) {
   const GenerationResult graph = run(*m, prompts_of(3), g, true);
   expect_same_tokens(graph, eager, "stop tokens");
   EXPECT_EQ(graph.requests[1].finish_reason, "stop");
+  // Every row stops at once: the step queued ahead is read and dropped.
+  g.stop_tokens = {free_run.requests[0].tokens[3], free_run.requests[1].tokens[3],
+                   free_run.requests[2].tokens[3]};
+  const GenerationResult eager_all = run(*m, prompts_of(3), g, false);
+  const GenerationResult graph_all = run(*m, prompts_of(3), g, true);
+  expect_same_tokens(graph_all, eager_all, "stop tokens in every row");
+  for (const auto& r : graph_all.requests) EXPECT_EQ(r.finish_reason, "stop");
 }
 
 TEST(DecodeGraphTest, SampledTokensWithAFixedSeedEqualEager) {
@@ -234,7 +245,7 @@ TEST(DecodeGraphTest, ReplaysAreUntouchedByTensorsAllocatedAfterCapture) {
   std::vector<int32_t> got = {eager.requests[0].tokens[0], tokens[0]};
   for (int step = 0; step < 7; ++step) {
     ASSERT_TRUE((*graph)->replay().ok());
-    got.push_back((*graph)->tokens()[0]);
+    got.push_back((*graph)->tokens().value()[0]);
     poison.push_back(poisoned({1000 + step}, DType::f32));  // allocations between replays too
   }
   EXPECT_EQ(got, eager.requests[0].tokens);
@@ -263,7 +274,10 @@ TEST(DecodeGraphTest, CaptureAndReplayErrorsSayWhat) {
   ASSERT_TRUE(graph.ok()) << graph.error().message();
   (*graph)->set_tokens({7});
   ASSERT_TRUE((*graph)->replay().ok());
-  (void)(*graph)->tokens();
+  ASSERT_TRUE((*graph)->tokens().ok());
+  const Result<std::vector<int32_t>> none_left = (*graph)->tokens();
+  ASSERT_FALSE(none_left.ok());
+  EXPECT_NE(none_left.error().what.find("every replay's tokens have been read"), std::string::npos);
   const Status full = (*graph)->replay();
   ASSERT_FALSE(full.ok());
   EXPECT_NE(full.error().what.find("row 0 is at position 6 of a cache of 6"), std::string::npos)

@@ -218,6 +218,26 @@ TEST(CudaInferKernels, QkvRopeCacheWritePastTheCacheIsReported) {
   gpu_backend().synchronize();  // the record was cleared
 }
 
+// A read queued behind a kernel that recorded a device error reports it
+// (without a stream-wide wait) and clears it.
+TEST(CudaInferKernels, AQueuedReadReportsADeviceErrorBeforeIt) {
+  EL_REQUIRE_GPU();
+  Rng rng(9);
+  const Tensor k = random_host({1, 1, 2, 64}, rng, DType::bf16);
+  Tensor kc = Tensor::zeros({1, 4, 2, 64}, DType::bf16, gpu());
+  Tensor vc = Tensor::zeros({1, 4, 2, 64}, DType::bf16, gpu());
+  Backend& be = gpu_backend();
+  be.kv_cache_write(to_gpu(k, DType::bf16), to_gpu(k, DType::bf16), to_gpu(host_positions({4})),
+                    kc, vc);
+  Result<int64_t> t = be.read_later(kc.view({4 * 2 * 64}).slice0(0, 8));
+  ASSERT_TRUE(t.ok()) << t.error().message();
+  const Result<std::vector<uint8_t>> got = be.read_wait(*t);
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.error().what.find("writes cache position 4, outside [0, 4)"), std::string::npos)
+      << got.error().message();
+  be.synchronize();  // the record was cleared
+}
+
 TEST(CudaInferKernels, KvCacheWritePastTheCacheIsReported) {
   EL_REQUIRE_GPU();
   const int64_t smax = 37;

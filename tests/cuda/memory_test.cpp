@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "cuda_test_util.h"
 
@@ -113,6 +114,49 @@ TEST(CudaFill, EveryDtypeMatchesTheCpu) {
       }
     }
   }
+}
+
+// Backend::read_later / read_wait: each read gives the bytes as they were when
+// it was queued, waits for nothing after it, is read once, and at most
+// kReadLaterSlots are outstanding.
+TEST(CudaReadLater, ReadsSeeTheirPointInTheStreamInAnyOrder) {
+  EL_REQUIRE_GPU();
+  Backend& be = gpu_backend();
+  ASSERT_TRUE(be.supports_read_later());
+  Tensor x = Tensor::full({7}, 0.f, DType::i32, gpu());
+  std::vector<int64_t> tickets;
+  for (int i = 0; i < Backend::kReadLaterSlots; ++i) {
+    be.fill(x, static_cast<float>(10 + i));
+    Result<int64_t> t = be.read_later(x);
+    ASSERT_TRUE(t.ok()) << t.error().message();
+    tickets.push_back(*t);
+  }
+  be.fill(x, 99.f);
+  const Result<int64_t> over = be.read_later(x);
+  ASSERT_FALSE(over.ok());
+  EXPECT_NE(over.error().what.find("reads are outstanding already"), std::string::npos);
+  for (const int i : {2, 0, 3, 1}) {  // any order
+    Result<std::vector<uint8_t>> got = be.read_wait(tickets[static_cast<size_t>(i)]);
+    ASSERT_TRUE(got.ok()) << got.error().message();
+    ASSERT_EQ(got->size(), 7 * sizeof(int32_t));
+    std::vector<int32_t> v(7);
+    std::memcpy(v.data(), got->data(), got->size());
+    EXPECT_EQ(v, std::vector<int32_t>(7, 10 + i)) << "read " << i;
+  }
+  const Result<std::vector<uint8_t>> again = be.read_wait(tickets[0]);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().what.find("not an unread read_later ticket"), std::string::npos);
+  const Result<int64_t> big =
+      be.read_later(Tensor::zeros({Backend::kReadLaterBytes + 1}, DType::u8, gpu()));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().what.find("more than a read of at most 4096"), std::string::npos);
+  const Result<int64_t> host = be.read_later(Tensor::zeros({4}, DType::i32));
+  ASSERT_FALSE(host.ok());
+  EXPECT_NE(host.error().what.find("not a contiguous tensor on the GPU"), std::string::npos);
+  Backend& cpu = backend_for(Device::cpu());
+  EXPECT_FALSE(cpu.supports_read_later());
+  EXPECT_FALSE(cpu.read_later(Tensor::zeros({4}, DType::i32)).ok());
+  EXPECT_FALSE(cpu.read_wait(0).ok());
 }
 
 }  // namespace
