@@ -104,17 +104,21 @@ std::string device_error_message(const DeviceErrorRecord& rec) {
   }
 }
 
+Error take_device_error(const DeviceErrorRecord& rec) {
+  Context& c = ctx();
+  EL_CUDA_CHECK(cudaMemsetAsync(c.dev_error, 0, sizeof(DeviceErrorRecord), c.stream));
+  EL_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  return make_error(device_error_message(rec), fmt::format("cuda:{}", c.device),
+                    "the kernel skipped the bad row; the step's results are invalid");
+}
+
 void check_device_errors() {
   Context& c = ctx();
   EL_CUDA_CHECK(cudaMemcpyAsync(c.host_error, c.dev_error, sizeof(DeviceErrorRecord),
                                 cudaMemcpyDeviceToHost, c.stream));
   EL_CUDA_CHECK(cudaStreamSynchronize(c.stream));
   if (c.host_error->code == 0) return;
-  const DeviceErrorRecord rec = *c.host_error;
-  EL_CUDA_CHECK(cudaMemsetAsync(c.dev_error, 0, sizeof(DeviceErrorRecord), c.stream));
-  EL_CUDA_CHECK(cudaStreamSynchronize(c.stream));
-  throw Exception(make_error(device_error_message(rec), fmt::format("cuda:{}", c.device),
-                             "the kernel skipped the bad row; the step's results are invalid"));
+  throw Exception(take_device_error(*c.host_error));
 }
 
 void expect_cuda(const Tensor& t, const char* what) {

@@ -90,6 +90,9 @@ Status create_context(int device);
 // Throws el::Exception for a recorded device error (and clears it). Waits for
 // the stream first.
 void check_device_errors();
+// The Error for a recorded device error `rec` (read from the device record),
+// after clearing the record (waits for the stream).
+Error take_device_error(const DeviceErrorRecord& rec);
 // Backend::read_later / read_wait (cuda_readback.cpp): a ring of pinned host
 // slots, each filled by two queued copies (the bytes, then the device error
 // record) and marked by an event, so reading one waits for nothing after it.

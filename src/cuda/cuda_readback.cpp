@@ -111,14 +111,7 @@ Result<std::vector<uint8_t>> read_wait(int64_t ticket) {
   const DeviceErrorRecord rec = *s->err;
   s->ticket = -1;
   lock.unlock();
-  if (rec.code != 0) {
-    Context& c = ctx();
-    // As check_device_errors does: clear the record, then report it.
-    EL_CUDA_TRY(cudaMemsetAsync(c.dev_error, 0, sizeof(DeviceErrorRecord), c.stream));
-    EL_CUDA_TRY(cudaStreamSynchronize(c.stream));
-    return make_error(device_error_message(rec), fmt::format("cuda:{}", c.device),
-                      "the kernel skipped the bad row; the step's results are invalid");
-  }
+  if (rec.code != 0) return take_device_error(rec);
   return out;
 }
 

@@ -1,6 +1,5 @@
 #include "infer/decode_graph.h"
 
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -18,9 +17,7 @@ DecodeGraph::DecodeGraph(Backend& backend, KvCache& cache, bool greedy)
 DecodeGraph::~DecodeGraph() {
   // Unread tokens: their reads hold slots of the backend's ring, and waiting
   // for them also waits for the replays before the graph goes.
-  for (const int64_t ticket : unread_) {
-    if (ticket >= 0) (void)backend_.read_wait(ticket);
-  }
+  for (const int64_t ticket : unread_) (void)backend_.read_wait(ticket);
   // The graph first: its pool's blocks (logits_, next_ and the freed
   // intermediates) then rejoin the general cache as the tensors go.
   if (captured_) backend_.graph_destroy(handle_);
@@ -33,6 +30,10 @@ Result<std::unique_ptr<DecodeGraph>> DecodeGraph::capture(const DecoderLM& model
   EL_TRY_ASSIGN(Backend * backend, try_backend_for(dev));
   if (!backend->supports_graphs()) {
     return make_error(fmt::format("backend {} has no graphs", backend->name()), where,
+                      "decode eagerly");
+  }
+  if (greedy && !backend->supports_read_later()) {  // (replays read their tokens that way)
+    return make_error(fmt::format("backend {} has no queued reads", backend->name()), where,
                       "decode eagerly");
   }
   const int64_t B = cache.batch;
@@ -110,17 +111,13 @@ Status DecodeGraph::replay() {
                         "decode graph replay", "create the cache for prompt + new tokens");
     }
   }
-  const bool queued_reads = backend_.supports_read_later();
-  if (greedy_ && unread() >= (queued_reads ? Backend::kReadLaterSlots : 1)) {
+  if (greedy_ && unread() >= Backend::kReadLaterSlots) {
     return make_error(fmt::format("{} replays' tokens are unread", unread()), "decode graph replay",
                       "read them with tokens() first");
   }
   EL_TRY(backend_.graph_replay(handle_));
   if (greedy_) {
-    int64_t ticket = -1;
-    if (queued_reads) {
-      EL_TRY_ASSIGN(ticket, backend_.read_later(next_));
-    }
+    EL_TRY_ASSIGN(const int64_t ticket, backend_.read_later(next_));
     unread_.push_back(ticket);
   }
   // The graph advanced the device positions; the host's copy follows (the
@@ -140,11 +137,6 @@ Result<std::vector<int32_t>> DecodeGraph::tokens() {
   const int64_t ticket = unread_.front();
   unread_.pop_front();
   std::vector<int32_t> ids(static_cast<size_t>(batch_));
-  if (ticket < 0) {
-    const Tensor host = next_.to(Device::cpu());  // waits for the replay
-    std::copy(host.data<int32_t>(), host.data<int32_t>() + batch_, ids.begin());
-    return ids;
-  }
   EL_TRY_ASSIGN(const std::vector<uint8_t> bytes, backend_.read_wait(ticket));
   EL_ENSURE(bytes.size() == ids.size() * sizeof(int32_t), "DecodeGraph::tokens: {} bytes for batch {}",
             bytes.size(), batch_);

@@ -22,7 +22,8 @@
 //
 // Capture runs nothing (the cache and positions are untouched by it), so on a
 // failure the caller simply goes on eagerly. Requirements: a backend with
-// graphs (Backend::supports_graphs), a cache that holds the prompt already
+// graphs (Backend::supports_graphs) and, for greedy decoding, queued reads
+// (Backend::supports_read_later), a cache that holds the prompt already
 // (a decode step, not a prefill), and one eager decode step of the same
 // shapes before capture (cuBLASLt plans autotune on their first call by
 // timing on the GPU, which a capture forbids). The model and the cache must
@@ -68,8 +69,7 @@ class DecodeGraph {
   // Greedy: the tokens (B ids) of the oldest replay whose tokens are unread;
   // waits for that replay only and reports a device error recorded by then.
   // Error when every replay's tokens have been read. Replays may run ahead of
-  // the reads by up to Backend::kReadLaterSlots (one where the backend has no
-  // read_later).
+  // the reads by up to Backend::kReadLaterSlots.
   Result<std::vector<int32_t>> tokens();
   int64_t unread() const { return static_cast<int64_t>(unread_.size()); }
   // The last replay's logits [B, 1, V], valid until the next replay (the
@@ -93,7 +93,7 @@ class DecodeGraph {
   Tensor step_ids_;  // i32 [B, 1]: the step's input, a fixed address
   Tensor logits_;    // [B, 1, V]: written by each replay (a block of the graph's pool)
   Tensor next_;      // i32 [B]: greedy only, the argmax of logits_
-  std::deque<int64_t> unread_;  // greedy: read_later tickets of next_ (-1: read next_ itself)
+  std::deque<int64_t> unread_;  // greedy: the read_later tickets of next_, oldest first
 };
 
 }  // namespace el::infer
