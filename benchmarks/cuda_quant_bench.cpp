@@ -4,6 +4,8 @@
 // "bf16_dense" is the backend's gemm as a model calls it (the dense GEMV of
 // cuda_gemv.cu for M <= 8, cuBLASLt above; "path" says which), the baseline
 // of speedup_vs_bf16; "bf16_cublaslt" forces cuBLASLt for comparison.
+// "int4_g128_gemv" / "int8_g128_gemv" force the block-per-16-rows GEMV where
+// the automatic path is the one-token stream (cuda_stream_gemv.cu).
 //
 // Shapes (K x N): 2048 x 2560 (qkv), 2048 x 2048 (o), 2048 x 11264 (gate_up),
 // 5632 x 2048 (down), 2048 x 32000 (lm head); M (tokens) 1, 8, 32, 512, 4096.
@@ -166,7 +168,11 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   el::Backend& be = el::backend_for(gpu());
-  const char* kinds[] = {"bf16_dense", "bf16_cublaslt", "int8_g128", "int4_g128"};
+  // "_gemv": the same weights through the block-per-16-rows GEMV where
+  // automatic takes the stream path (one token, large weights), else the
+  // automatic path (so its model_linear line is the step without the stream)
+  const char* kinds[] = {"bf16_dense", "bf16_cublaslt", "int8_g128", "int4_g128",
+                         "int8_g128_gemv", "int4_g128_gemv"};
   std::map<std::pair<std::string, int64_t>, Totals> totals;
   for (const Shape2& sh : kShapes) {
     // Weights: dense copies, then int8 and int4 copies.
@@ -208,11 +214,16 @@ int main(int argc, char** argv) {
           path = "cublaslt";
         } else {
           std::vector<el::QuantizedWeight>& ws = kind[3] == '8' ? q8 : q4;
+          const bool forced = std::strstr(kind, "_gemv") != nullptr;
+          const el::cuda::QuantPath auto_path = el::cuda::quant_matmul_path(x, ws[0]);
+          const el::cuda::QuantPath p =
+              forced && auto_path == el::cuda::QuantPath::stream ? el::cuda::QuantPath::gemv
+                                                                 : auto_path;
           us = time_us(static_cast<int>(ws.size()), [&](int i) {
-            be.quant_matmul(x, ws[static_cast<size_t>(i)], Tensor(), y);
+            el::cuda::quant_matmul_with(x, ws[static_cast<size_t>(i)], Tensor(), y, p);
           });
           wbytes = static_cast<double>(ws[0].storage_bytes());
-          path = el::cuda::quant_path_name(el::cuda::quant_matmul_path(x, ws[0]));
+          path = el::cuda::quant_path_name(p);
         }
         const double bytes = wbytes + io_bytes;
         const double gbps = bytes / (us * 1e-6) * 1e-9;

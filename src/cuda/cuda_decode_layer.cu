@@ -215,13 +215,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       consumer_sync();
     }
   };
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
+  init_ring<kStages>(full, empty);
   __syncthreads();  // the last block-wide barrier: the producer leaves below
   if (threadIdx.x >= kThreads) {
     // Weights depend on no kernel: the stream starts before the wait.

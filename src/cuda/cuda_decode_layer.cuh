@@ -3,8 +3,8 @@
 // constants and the small device helpers its phases share (trace stamps, the
 // consumer warps' named barrier and sums, the flagged words that hand values
 // from one phase to the next, the block's row range, the RMSNorm prologue).
-// The weight stream is cuda_decode_stream.cuh, phase B's attention
-// cuda_decode_attention.cuh.
+// The weight stream is cuda_decode_stream.cuh (cuda_stream_gemv.cu uses it
+// and these constants too), phase B's attention cuda_decode_attention.cuh.
 #pragma once
 
 #include <cuda_bf16.h>

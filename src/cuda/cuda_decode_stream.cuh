@@ -1,5 +1,6 @@
-// cuda_decode_stream.cuh — internal to cuda_decode_layer.cu: the layer
-// kernel's weight stream. A producer warp copies a block's weight rows for the
+// cuda_decode_stream.cuh — internal to cuda_decode_layer.cu (and to
+// cuda_stream_gemv.cu, the one-token quantized GEMV on the same stream): the
+// layer kernel's weight stream. A producer warp copies a block's weight rows for the
 // whole layer (five row ranges: qkv, o, gate, up, down) into a ring of
 // STAGES shared-memory slots with bulk copies, each slot
 // completing on an mbarrier; the consumer warps take each slot's weights, dot
@@ -58,41 +59,69 @@ __device__ __forceinline__ const unsigned char* layer_matrix(const LayerPtrs& lw
   return static_cast<const unsigned char*>(w);
 }
 
+// Thread 0 arms the ring's mbarriers: "full" completes on the producer's
+// arrival with the window's bytes, "empty" on every consumer warp's.
+template <int STAGES>
+__device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+}
+
+// The windows of one segment into the ring from the walk's tile number
+// `tile` on (w: the segment's first row): lane i copies row i of a window,
+// lane 0 arms the slot with the window's bytes, after the consumers have
+// handed the slot back. policy: the copies' L2 policy.
+template <int STAGES>
+__device__ __forceinline__ void produce_segment(const RowSeg& s, const unsigned char* w,
+                                                unsigned char* ring, uint64_t* full,
+                                                uint64_t* empty, uint64_t policy,
+                                                unsigned& tile) {
+  const int lane = threadIdx.x & 31;
+  for (int r0 = 0; r0 < s.rows; r0 += 16) {
+    const int nrows = min(16, s.rows - r0);
+    for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
+      const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
+      const unsigned slot = tile % STAGES, round = tile / STAGES;
+      if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
+      if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
+      __syncwarp();
+      if (lane < nrows) {
+        bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
+                  w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
+      }
+    }
+  }
+}
+
 // The producer warp: every window of every segment of every layer of the
-// launch into the ring, lane i copying row i of the window; lane 0 arms the
-// slot with the window's bytes. The stream runs on through the layer
-// boundaries: the next layer's first windows land while this one's last
-// phase waits for its inputs. Each weight byte is read once per step, so the
-// copies are marked evict-first: they do not push the cache, the activations
-// and the hand-off words out of L2 (measured 61.2 -> 58.8 us a layer,
-// session 20). trace: the launch's stamps (layer l's at l grid kTraceSlots)
-// or nullptr.
+// launch into the ring. The stream runs on through the layer boundaries:
+// the next layer's first windows land while this one's last phase waits for
+// its inputs. Each weight byte is read once per step, so the copies are
+// marked evict-first: they do not push the cache, the activations and the
+// hand-off words out of L2 (measured 61.2 -> 58.8 us a layer, session 20).
+// Measured and dropped (session 27): while the ring is full, starting the
+// next 8-32 windows towards L2 (cp.async.bulk.prefetch.L2) so that HBM does
+// not idle through the attention chain made bf16 slower (bench 911-960
+// against 877-882 us a step, generate 0.956 against 0.921 ms): the
+// hand-off polls queue behind the extra traffic. trace: the launch's stamps
+// (layer l's at l grid kTraceSlots) or nullptr.
 template <int STAGES>
 __device__ void produce_rows(const RowSeg (&seg)[5], const LayerArgs& a, unsigned char* ring,
                              uint64_t* full, uint64_t* empty, unsigned long long* trace) {
-  const int lane = threadIdx.x & 31;
   const uint64_t policy = l2_evict_first_policy();
   unsigned tile = 0;
   for (int l = 0; l < a.n_layers; ++l) {
     for (int k = 0; k < 5; ++k) {
       const RowSeg& s = seg[k];
       const unsigned char* w = layer_matrix(a.layer[l], s.mat) + int64_t{s.row0} * s.row_bytes;
-      for (int r0 = 0; r0 < s.rows; r0 += 16) {
-        const int nrows = min(16, s.rows - r0);
-        for (int off = 0; off < s.row_bytes; off += kSpan, ++tile) {
-          const unsigned n = static_cast<unsigned>(min(kSpan, s.row_bytes - off));
-          const unsigned slot = tile % STAGES, round = tile / STAGES;
-          if (round > 0) mbar_wait(&empty[slot], (round - 1) & 1);
-          if (lane == 0) mbar_expect_tx(&full[slot], n * static_cast<unsigned>(nrows));
-          __syncwarp();
-          if (lane < nrows) {
-            bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
-                      w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
-          }
-        }
-      }
+      produce_segment<STAGES>(s, w, ring, full, empty, policy, tile);
     }
-    if (trace && lane == 0)
+    if (trace && (threadIdx.x & 31) == 0)
       stamp(trace + int64_t{l} * gridDim.x * kTraceSlots, kTraceProducer);
   }
 }

@@ -126,11 +126,13 @@ void stream_probe(const Tensor& w, int64_t row_bytes, const StreamProbe& p);
 void quant_matmul(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y);
 // The kernel families behind quant_matmul: simt takes any
 // operands; gemv / gemm (tensor cores) need bf16/f16 x, K and group size
-// multiples of 32 (int4) / 16 (int8) and 16-byte aligned x and qweight.
-// quant_matmul_path() is the one `automatic` picks (benchmarks report it);
+// multiples of 32 (int4) / 16 (int8) and 16-byte aligned x and qweight;
+// stream (one token, large weights: cuda_stream_gemv.cu) the same and rows
+// of whole 64-byte k-blocks. quant_matmul_path() is the one `automatic`
+// picks (benchmarks report it);
 // quant_matmul_with() forces one (tests compare them; a tensor-core path on
 // operands it cannot take throws).
-enum class QuantPath { automatic, simt, gemv, gemm };
+enum class QuantPath { automatic, simt, gemv, gemm, stream };
 const char* quant_path_name(QuantPath path);
 QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w);
 void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& bias, Tensor& y,

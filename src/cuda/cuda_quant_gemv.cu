@@ -24,6 +24,8 @@
 // The GEMVs use programmatic dependent launch (cuda_common.cuh): the weight
 // rows start towards L2 before the kernel waits for the one that writes x.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_common.cuh"
@@ -380,13 +382,55 @@ const char* quant_path_name(QuantPath path) {
     case QuantPath::simt: return "simt";
     case QuantPath::gemv: return "gemv";
     case QuantPath::gemm: return "gemm";
+    case QuantPath::stream: return "stream";
     default: return "auto";
   }
 }
 
+namespace {
+
+// The kernels' arguments (y and bias may be null where only the choice of
+// path needs them).
+QArgs quant_args(const Tensor& x, const QuantizedWeight& w, const void* bias, void* y) {
+  const int64_t k = w.in_features;
+  QArgs a;
+  a.x = x.raw();
+  a.qw = w.qweight.data<uint8_t>();
+  a.scales = w.scales.data<uint16_t>();
+  a.zeros = w.zeros.defined() ? w.zeros.data<uint8_t>() : nullptr;
+  a.bias = bias;
+  a.y = y;
+  a.m = static_cast<int>(x.numel() / k);
+  a.n = static_cast<int>(w.out_features);
+  a.k = static_cast<int>(k);
+  a.group_size = static_cast<int>(w.group_size);
+  a.groups = static_cast<int>(k / w.group_size);
+  a.row_bytes = static_cast<int>(k * w.bits / 8);
+  a.sym_zero = w.symmetric_zero();
+  return a;
+}
+
+// One token's weights of at least this many bytes take the stream path
+// (automatic; EL_QUANT_STREAM=0 turns it off for A/B runs): below it a
+// block's share is a window or two and the persistent grid buys nothing.
+constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
+bool stream_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("EL_QUANT_STREAM");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
+}  // namespace
+
 QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w) {
   if (!tc_eligible(x.dtype(), w, x)) return QuantPath::simt;
   const int64_t m = x.numel() / std::max<int64_t>(w.in_features, 1);
+  const int64_t bytes = w.out_features * w.in_features * w.bits / 8;
+  if (m == 1 && stream_enabled() && bytes >= kStreamMinBytes &&
+      quant::stream_gemv_takes(quant_args(x, w, nullptr, nullptr), x.dtype(), w.bits))
+    return QuantPath::stream;
   return m <= kGemvMaxM ? QuantPath::gemv : QuantPath::gemm;
 }
 
@@ -401,24 +445,13 @@ void quant_matmul_with(const Tensor& x, const QuantizedWeight& w, const Tensor& 
                  "multiples of {} and 16-byte aligned x and qweight (x {}, K {}, group {})",
                  quant_path_name(path), w.bits == 4 ? 32 : 16, dtype_name(x.dtype()), k,
                  w.group_size);
-  QArgs a;
-  a.x = x.raw();
-  a.qw = w.qweight.data<uint8_t>();
-  a.scales = w.scales.data<uint16_t>();
-  a.zeros = w.zeros.defined() ? w.zeros.data<uint8_t>() : nullptr;
-  a.bias = bias.defined() ? bias.raw() : nullptr;
-  a.y = y.raw();
-  a.m = static_cast<int>(m);
-  a.n = static_cast<int>(n);
-  a.k = static_cast<int>(k);
-  a.group_size = static_cast<int>(w.group_size);
-  a.groups = static_cast<int>(k / w.group_size);
-  a.row_bytes = static_cast<int>(k * w.bits / 8);
-  a.sym_zero = w.symmetric_zero();
+  const QArgs a = quant_args(x, w, bias.defined() ? bias.raw() : nullptr, y.raw());
   const cudaStream_t s = ctx().stream;
   const bool four = w.bits == 4;
 
-  if (path == QuantPath::simt) {
+  if (path == QuantPath::stream) {
+    quant::launch_stream_gemv(a, x.dtype(), w.bits, s);
+  } else if (path == QuantPath::simt) {
     const bool vec = simt_vec_ok(w, x);
     EL_DISPATCH_FLOAT(x.dtype(), T, {
       if (four) {

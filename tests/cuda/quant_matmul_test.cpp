@@ -251,5 +251,49 @@ TEST(CudaQuantMatmul, MalformedOperandsAreNamed) {
   }
 }
 
+// The one-token stream path (cuda_stream_gemv.cu): rows shared out over the
+// SMs (N 4 and 40: a window or less a block; 2053 and 517: uneven shares
+// ending in partial windows), rows of one to four spans (K 2048, 4096, 5632
+// int4 = 2.75 spans, int8 K 5632), the scale after the mma (int4 g128 / g256,
+// int8 g128) and the dequantising fallback (int4 g64, int8 g32), symmetric or
+// not, with and without bias; the lm head shape, which automatic picks.
+TEST(CudaQuantMatmul, StreamPathMatchesCpu) {
+  EL_REQUIRE_GPU();
+  struct Case {
+    int64_t n, k, group;
+    int bits;
+  };
+  const Case cases[] = {{4, 128, 128, 4},      {40, 2048, 128, 4},   {2053, 2048, 128, 4},
+                        {2053, 5632, 128, 4},  {517, 4096, 256, 4},  {300, 2048, 64, 4},
+                        {2053, 2048, 128, 8},  {300, 5632, 128, 8},  {301, 1024, 32, 8},
+                        {32000, 2048, 128, 4}};
+  uint64_t seed = 3000;
+  for (const Case& c : cases) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      const bool symmetric = seed % 2 == 0;
+      const Problem p = make_problem(1, c.n, c.k, c.bits, c.group, symmetric, !symmetric, dtype,
+                                     seed++);
+      EXPECT_TRUE(close_to(run_gpu(p, dtype, QuantPath::stream), p.ref, tol(dtype), "stream",
+                           k_factor(dtype, c.k)))
+          << describe(1, c.n, c.k, c.bits, c.group, symmetric, dtype, QuantPath::stream);
+    }
+  }
+  // automatic: the stream path for one token of the lm head, the GEMV for a qkv-sized weight
+  Rng rng(3100);
+  const QuantizedWeight head = quant_to_gpu(random_quant_host(32000, 2048, 4, 128, true, rng));
+  const QuantizedWeight qkv = quant_to_gpu(random_quant_host(2560, 2048, 4, 128, true, rng));
+  const Tensor x1 = to_gpu(random_host({1, 2048}, rng, DType::bf16), DType::bf16);
+  const Tensor x2 = to_gpu(random_host({2, 2048}, rng, DType::bf16), DType::bf16);
+  EXPECT_EQ(cuda::quant_matmul_path(x1, head), QuantPath::stream);
+  EXPECT_EQ(cuda::quant_matmul_path(x1, qkv), QuantPath::gemv);
+  EXPECT_EQ(cuda::quant_matmul_path(x2, head), QuantPath::gemv);
+  // forced where it cannot: a clear error, not a wrong answer (two tokens; a zero-point table
+  // of 2 bytes, which the 4-byte staging copies would overrun)
+  Tensor y = Tensor::empty({2, 32000}, DType::bf16, x2.device());
+  EXPECT_THROW(cuda::quant_matmul_with(x2, head, Tensor(), y, QuantPath::stream), Exception);
+  const Problem odd = make_problem(1, 2, 128, 4, 128, false, false, DType::bf16, 3200);
+  EXPECT_THROW(run_gpu(odd, DType::bf16, QuantPath::stream), Exception);
+}
+
 }  // namespace
 }  // namespace el::test
