@@ -411,15 +411,25 @@ QArgs quant_args(const Tensor& x, const QuantizedWeight& w, const void* bias, vo
 }
 
 // One token's weights of at least this many bytes take the stream path
-// (automatic; EL_QUANT_STREAM=0 turns it off for A/B runs): below it a
-// block's share is a window or two and the persistent grid buys nothing.
-constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
+// (automatic; EL_QUANT_STREAM=0 turns it off and EL_QUANT_STREAM_MIN_KIB=n
+// moves the bound, for A/B runs). Measured down to 2.1 MB (session 27:
+// int4 o 2048 x 2048 3.85 us against 4.16 on the GEMV, qkv 4.10 against
+// 4.66; layered int4 decode 0.790-0.794 ms with the bound at 1 MiB against
+// 0.841-0.849 at 4 MiB); below it a block's share is a window or less.
+constexpr int64_t kStreamMinKiB = 2048;
 bool stream_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("EL_QUANT_STREAM");
     return !(e && std::strcmp(e, "0") == 0);
   }();
   return on;
+}
+int64_t stream_min_bytes() {
+  static const int64_t n = [] {
+    const char* e = std::getenv("EL_QUANT_STREAM_MIN_KIB");
+    return (e ? std::max<int64_t>(0, std::atoll(e)) : kStreamMinKiB) * 1024;
+  }();
+  return n;
 }
 
 }  // namespace
@@ -428,7 +438,7 @@ QuantPath quant_matmul_path(const Tensor& x, const QuantizedWeight& w) {
   if (!tc_eligible(x.dtype(), w, x)) return QuantPath::simt;
   const int64_t m = x.numel() / std::max<int64_t>(w.in_features, 1);
   const int64_t bytes = w.out_features * w.in_features * w.bits / 8;
-  if (m == 1 && stream_enabled() && bytes >= kStreamMinBytes &&
+  if (m == 1 && stream_enabled() && bytes >= stream_min_bytes() &&
       quant::stream_gemv_takes(quant_args(x, w, nullptr, nullptr), x.dtype(), w.bits))
     return QuantPath::stream;
   return m <= kGemvMaxM ? QuantPath::gemv : QuantPath::gemm;

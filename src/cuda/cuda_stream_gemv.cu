@@ -12,9 +12,9 @@
 // lm_head (`quantize --include-lm-head`). The block-per-16-rows GEMV
 // (cuda_quant_gemv.cu) streams those at 23-54% of HBM; this kernel at 40-70%
 // (session 27, H100, cuda_quant_bench --m 1: int4 lm_head 21.1 -> 15.9 us,
-// gate_up 9.9 -> 7.1, down 7.8 -> 4.5; layered int4 decode TPOT 0.981 ->
-// 0.850 ms, int8 1.252 -> 0.984). Smaller weights (automatic: under 4 MiB)
-// stay on the GEMV: here a block would get only a window or two. The
+// gate_up 9.9 -> 7.1, down 7.8 -> 4.5, o 4.2 -> 3.9; layered int4 decode
+// TPOT 0.981 -> 0.79 ms, int8 1.252 -> 0.984). Smaller weights (automatic:
+// under 2 MiB) stay on the GEMV: here a block would get a window or less. The
 // scales of a block's rows are staged in shared memory by cp.async and the
 // weight stream starts before the kernel waits for the one that writes x
 // (programmatic dependent launch).

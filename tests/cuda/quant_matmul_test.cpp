@@ -278,14 +278,14 @@ TEST(CudaQuantMatmul, StreamPathMatchesCpu) {
           << describe(1, c.n, c.k, c.bits, c.group, symmetric, dtype, QuantPath::stream);
     }
   }
-  // automatic: the stream path for one token of the lm head, the GEMV for a qkv-sized weight
+  // automatic: the stream path for one token of the lm head, the GEMV for a small weight
   Rng rng(3100);
   const QuantizedWeight head = quant_to_gpu(random_quant_host(32000, 2048, 4, 128, true, rng));
-  const QuantizedWeight qkv = quant_to_gpu(random_quant_host(2560, 2048, 4, 128, true, rng));
+  const QuantizedWeight small = quant_to_gpu(random_quant_host(512, 2048, 4, 128, true, rng));
   const Tensor x1 = to_gpu(random_host({1, 2048}, rng, DType::bf16), DType::bf16);
   const Tensor x2 = to_gpu(random_host({2, 2048}, rng, DType::bf16), DType::bf16);
   EXPECT_EQ(cuda::quant_matmul_path(x1, head), QuantPath::stream);
-  EXPECT_EQ(cuda::quant_matmul_path(x1, qkv), QuantPath::gemv);
+  EXPECT_EQ(cuda::quant_matmul_path(x1, small), QuantPath::gemv);
   EXPECT_EQ(cuda::quant_matmul_path(x2, head), QuantPath::gemv);
   // forced where it cannot: a clear error, not a wrong answer (two tokens; a zero-point table
   // of 2 bytes, which the 4-byte staging copies would overrun)
