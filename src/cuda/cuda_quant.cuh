@@ -71,10 +71,9 @@ struct Layout {
 void launch_quant_gemm(const QArgs& a, DType dtype, int bits, int bm, cudaStream_t stream);
 // cuda_stream_gemv.cu (QuantPath::stream): whether it takes the operands
 // (one token, rows of whole 64-byte k-blocks, a block's share of the rows
-// fitting in shared memory) or else what it needs, and its launcher
-// (which throws that).
+// fitting in shared memory), and its launcher (which throws an error that
+// names what the operands lack).
 bool stream_gemv_takes(const QArgs& a, DType dtype, int bits);
-const char* stream_gemv_refusal(const QArgs& a, DType dtype, int bits);
 void launch_stream_gemv(const QArgs& a, DType dtype, int bits, cudaStream_t stream);
 
 // ---- small device helpers ------------------------------------------------------------

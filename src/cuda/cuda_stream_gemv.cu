@@ -194,11 +194,9 @@ StreamPlan cached_plan(const quant::QArgs& a, DType t, int bits) {
   return e.plan;
 }
 
-}  // namespace
-
-namespace quant {
-
-const char* stream_gemv_refusal(const QArgs& a, DType t, int bits) {
+// What the stream path needs that the operands lack, or nullptr with the
+// launch's plan in *plan (one lookup for the check and the launch).
+const char* check_stream(const quant::QArgs& a, DType t, int bits, StreamPlan* plan) {
   // One token, 16-byte pieces of x, rows of whole 64-byte k-blocks (the
   // tiles read k-blocks; bulk copies of 16-byte aligned rows), scale and
   // zero-point tables the 4-byte staging copies may read whole.
@@ -214,7 +212,8 @@ const char* stream_gemv_refusal(const QArgs& a, DType t, int bits) {
       reinterpret_cast<uintptr_t>(a.scales) % 4 != 0 ||
       (a.zeros && reinterpret_cast<uintptr_t>(a.zeros) % 4 != 0))
     return "16-byte aligned x and weight rows, 4-byte aligned scales and zero points";
-  const StreamPlan pl = cached_plan(a, t, bits);
+  *plan = cached_plan(a, t, bits);
+  const StreamPlan& pl = *plan;
   if (pl.attr_error != cudaSuccess) {
     static thread_local std::string why;
     why = std::string("its shared memory set (cudaFuncSetAttribute: ") +
@@ -226,17 +225,22 @@ const char* stream_gemv_refusal(const QArgs& a, DType t, int bits) {
   return nullptr;
 }
 
+}  // namespace
+
+namespace quant {
+
 bool stream_gemv_takes(const QArgs& a, DType t, int bits) {
-  return stream_gemv_refusal(a, t, bits) == nullptr;
+  StreamPlan pl;
+  return check_stream(a, t, bits, &pl) == nullptr;
 }
 
 void launch_stream_gemv(const QArgs& a, DType t, int bits, cudaStream_t stream) {
-  const char* refusal = stream_gemv_refusal(a, t, bits);
+  StreamPlan pl;
+  const char* refusal = check_stream(a, t, bits, &pl);
   EL_CUDA_ENSURE(refusal == nullptr,
                  "cuda quant_matmul: the stream path does not take N {}, K {}, {} bits, group "
                  "{}, {} token(s): it needs {}",
                  a.n, a.k, bits, a.group_size, a.m, refusal ? refusal : "");
-  StreamPlan pl = cached_plan(a, t, bits);
   pl.args.q = a;  // (the cached plan's pointers are another call's)
   const StreamKernel k = t == DType::bf16 ? stream_kernel_for<__nv_bfloat16>(bits, pl.stages)
                                           : stream_kernel_for<__half>(bits, pl.stages);
