@@ -1,7 +1,7 @@
 // cuda_decode_attention.cuh — internal to cuda_decode_layer.cu: phase B of
 // the decode layer kernel, the new token's attention over the KV cache split
 // into (kv head, chunk) units over the blocks, RoPE and the cache write of the
-// new k / v included, the first unit of a kv head merging the partials. Its
+// new k / v included, the units of a kv head merging its heads' partials. Its
 // inputs (q, k, v), partials and output are hand-off words
 // (cuda_decode_layer.cuh, LLWord).
 #pragma once
@@ -76,9 +76,12 @@ __device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, const L
 }
 
 // Attention scratch in shared memory (floats): qs [HG, D + 4], sc
-// [HG, chunk_max], ml [2 HG].
+// [HG, chunk_max], ml [2 HG]; once the unit's partials are out, the merge's
+// per-warp results [kWarps, D + 2] (m, l, o) in the same room.
 __host__ __device__ inline int attention_smem_floats(int hg, int d, int chunk_max) {
-  return hg * query_stride(d) + hg * chunk_max + 2 * hg;
+  const int unit = hg * query_stride(d) + hg * chunk_max + 2 * hg;
+  const int merge = kWarps * (d + 2);
+  return unit > merge ? unit : merge;
 }
 
 // Softmax statistics per head (a warp each): sc rows [hg, nj] (stride ld)
@@ -104,11 +107,76 @@ __device__ __forceinline__ void softmax_rows(float* sc, float* ml, int hg, int n
   }
 }
 
-// DL: head-dim elements per lane (D = 32 DL). lw: the layer (its caches).
+// The partials of chunks [lo, hi) of one query head ([nc, D + 2] words from
+// base: m, l, o) merged by one warp: m, l and the lane's DL outputs (dims
+// lane DL + e), scaled to m and not yet divided by l; m = -inf, l = 0 for an
+// empty range. Lane i takes chunk i's m and l, every lane its DL outputs of
+// each chunk; the m / l loads and the first kOB chunks' outputs go out before
+// any is waited for. 16 / DL words in flight a lane spilled registers and
+// measured slower (session 22: generate 1.037-1.044 against 1.013-1.016 ms).
+// merge_round_chunks (kOB): the chunks a warp merges in one round trip.
+template <int DL>
+constexpr int merge_round_chunks() { return 8 / DL; }
+template <int DL>
+__device__ __forceinline__ void merge_chunks(const LLWord* base, int lo, int hi, int D,
+                                             uint32_t flag, float& m, float& l, float (&o)[DL]) {
+  constexpr int kOB = merge_round_chunks<DL>();
+  const int lane = threadIdx.x & 31;
+  const LLWord settled = ll_no_word(flag);
+  m = -INFINITY;
+  l = 0.f;
+#pragma unroll
+  for (int e = 0; e < DL; ++e) o[e] = 0.f;
+  for (int c0 = lo; c0 < hi; c0 += 32) {
+    const int n = min(32, hi - c0);
+    // the lane's outputs of chunks c0 + i0 + [0, kOB): word e of chunk i at i DL + e
+    LLWord wo[kOB * DL];
+    const auto out_word = [&](int i0, int k) {
+      return base + (c0 + i0 + k / DL) * (D + 2) + 2 + lane * DL + k % DL;
+    };
+    const auto issue = [&](int i0) {
+#pragma unroll
+      for (int k = 0; k < kOB * DL; ++k) {
+        wo[k] = i0 + k / DL < n ? ll_load(out_word(i0, k)) : settled;
+      }
+    };
+    const LLWord* const ml[2] = {base + (c0 + lane) * (D + 2), base + (c0 + lane) * (D + 2) + 1};
+    LLWord wml[2] = {lane < n ? ll_load(ml[0]) : settled, lane < n ? ll_load(ml[1]) : settled};
+    issue(0);
+    // The round's maximum; the running sums rescaled to it; each lane's chunk weight.
+    ll_settle_all(ml, wml, flag);
+    const float mc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[0])) : -INFINITY;
+    const float lc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[1])) : 0.f;
+    const float mn = fmaxf(m, warp_max(mc));
+    const float f = m == -INFINITY ? 0.f : exp2f(m - mn);
+    const float wc = mc == -INFINITY ? 0.f : exp2f(mc - mn);
+    l = fmaf(l, f, warp_sum(lc * wc));
+    m = mn;
+#pragma unroll
+    for (int e = 0; e < DL; ++e) o[e] *= f;
+    for (int i0 = 0; i0 < n; i0 += kOB) {
+      if (i0 > 0) issue(i0);
+      ll_settle_each(wo, flag, [&](int k) { return out_word(i0, k); });
+#pragma unroll
+      for (int i = 0; i < kOB; ++i) {
+        const float w = __shfl_sync(0xffffffffu, wc, (i0 + i) & 31);
+#pragma unroll
+        for (int e = 0; e < DL; ++e) {
+          if (i0 + i < n) {
+            o[e] = fmaf(__uint_as_float(static_cast<uint32_t>(wo[i * DL + e])), w, o[e]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// DL: head-dim elements per lane (D = 32 DL). SPREAD: who merges the
+// partials (below). lw: the layer (its caches).
 // kv_stage: the rows stage_attention_rows copied (k rows [0, stage_keys),
 // then v rows). flag: the layer's (hand-off words). trace: the layer's
 // stamps or nullptr.
-template <class T, int DL>
+template <class T, int DL, bool SPREAD>
 __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, float* smem,
                                 T* kv_stage, uint32_t flag, unsigned long long* trace) {
   const int D = 32 * DL, HG = a.H / a.Hkv, half = D / 2;
@@ -275,71 +343,76 @@ __device__ void attention_phase(const LayerArgs& a, const LayerPtrs& lw, int p, 
     consumer_sync();
   }
   stamp(trace, kTracePartials);
-  if (nc == 1 || c != 0) return;
-  // The first chunk of kv head g merges the group's partials as they arrive:
-  // a warp per head, up to 32 chunks a round. Lane i takes chunk i's m and
-  // l, every lane its DL outputs of each chunk; the m / l loads and the first
-  // kOB chunks' outputs go out before any is waited for. While the weight
-  // stream runs a round trip takes ~1.5 us, so at 8 chunks (cache position
-  // 255) the merge ends ~3.5 us after the last unit's partials (session 22);
-  // 16 / DL words in flight a lane spilled registers and measured slower
-  // (generate 1.037-1.044 against 1.013-1.016 ms).
-  {
-    constexpr int kOB = 8 / DL;
-    const LLWord settled = ll_no_word(flag);
+  // The merge of the partials, as they arrive: warps of one block take a
+  // query head each, or W warps a head over contiguous shares of the chunks
+  // (merge_chunks), the W results then combined through shared memory.
+  // SPREAD (dense weights): unit c of kv head g merges heads c, c + nc, ...
+  // with W the fewest warps whose shares need one round trip. Otherwise
+  // (int4 / int8) unit 0 merges every head of the group, a warp each, in
+  // ceil(nc / merge_round_chunks) round trips. Measured (session 28, H100,
+  // generate TPOT at batch 1, interleaved runs): bf16 0.883-0.888 ms spread
+  // against 0.897-0.902 unit 0 (0.895 with unit 0 at two warps a head);
+  // int4 0.611-0.614 spread against 0.607 unit 0 (0.626 at two warps a
+  // head), int8 0.783 against 0.780 (0.792).
+  if (nc == 1) return;
+  // (lane's outputs of head hh to the attention words, divided by l)
+  const auto store_head = [&](int hh, float l, const float (&o)[DL]) {
+    const float inv = 1.f / l;
+#pragma unroll
+    for (int e = 0; e < DL; e += 2) {
+      ll_store(attn + ((g * HG + hh) * D + lane * DL + e) / 2,
+               pack2<T>(o[e] * inv, o[e + 1] * inv), flag);
+    }
+  };
+  const auto head_base = [&](int hh) { return part + int64_t{g * HG + hh} * pc * (D + 2); };
+  if constexpr (!SPREAD) {
+    if (c != 0) return;
     for (int hh = warp; hh < HG; hh += kWarps) {
-      const LLWord* base = part + int64_t{g * HG + hh} * pc * (D + 2);
-      float m = -INFINITY, l = 0.f, o[DL];
-#pragma unroll
-      for (int e = 0; e < DL; ++e) o[e] = 0.f;
-      for (int c0 = 0; c0 < nc; c0 += 32) {
-        const int n = min(32, nc - c0);
-        // the lane's outputs of chunks c0 + i0 + [0, kOB): word e of chunk i at i DL + e
-        LLWord wo[kOB * DL];
-        const auto out_word = [&](int i0, int k) {
-          return base + (c0 + i0 + k / DL) * (D + 2) + 2 + lane * DL + k % DL;
-        };
-        const auto issue = [&](int i0) {
-#pragma unroll
-          for (int k = 0; k < kOB * DL; ++k) {
-            wo[k] = i0 + k / DL < n ? ll_load(out_word(i0, k)) : settled;
-          }
-        };
-        const LLWord* const ml[2] = {base + (c0 + lane) * (D + 2),
-                                     base + (c0 + lane) * (D + 2) + 1};
-        LLWord wml[2] = {lane < n ? ll_load(ml[0]) : settled, lane < n ? ll_load(ml[1]) : settled};
-        issue(0);
-        // The round's maximum; the running sums rescaled to it; each lane's chunk weight.
-        ll_settle_all(ml, wml, flag);
-        const float mc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[0])) : -INFINITY;
-        const float lc = lane < n ? __uint_as_float(static_cast<uint32_t>(wml[1])) : 0.f;
-        const float mn = fmaxf(m, warp_max(mc));
-        const float f = m == -INFINITY ? 0.f : exp2f(m - mn);
-        const float wc = mc == -INFINITY ? 0.f : exp2f(mc - mn);
-        l = fmaf(l, f, warp_sum(lc * wc));
-        m = mn;
-#pragma unroll
-        for (int e = 0; e < DL; ++e) o[e] *= f;
-        for (int i0 = 0; i0 < n; i0 += kOB) {
-          if (i0 > 0) issue(i0);
-          ll_settle_each(wo, flag, [&](int k) { return out_word(i0, k); });
-#pragma unroll
-          for (int i = 0; i < kOB; ++i) {
-            const float w = __shfl_sync(0xffffffffu, wc, (i0 + i) & 31);
-#pragma unroll
-            for (int e = 0; e < DL; ++e) {
-              if (i0 + i < n) {
-                o[e] = fmaf(__uint_as_float(static_cast<uint32_t>(wo[i * DL + e])), w, o[e]);
-              }
-            }
-          }
+      float m, l, o[DL];
+      merge_chunks<DL>(head_base(hh), 0, nc, D, flag, m, l, o);
+      store_head(hh, l, o);
+    }
+  } else {
+    if (c >= HG) return;
+    const int nh = (HG - c + nc - 1) / nc;  // heads c, c + nc, ...
+    constexpr int kRound = merge_round_chunks<DL>();
+    const int W = min(max(1, (nc + kRound - 1) / kRound), kWarps / nh);
+    const int per = (nc + W - 1) / W;  // chunks a warp
+    float* merged = smem;              // [kWarps, D + 2]: m, l, o (the unit's scratch is done)
+    if (warp < nh * W) {
+      const int j = warp / W, sub = warp - j * W, hh = c + j * nc;
+      float m, l, o[DL];
+      merge_chunks<DL>(head_base(hh), sub * per, min(nc, (sub + 1) * per), D, flag, m, l, o);
+      if (W == 1) {
+        store_head(hh, l, o);
+      } else {
+        float* r = merged + warp * (D + 2);
+        if (lane == 0) {
+          r[0] = m;
+          r[1] = l;
         }
-      }
-      const float inv = 1.f / l;
 #pragma unroll
-      for (int e = 0; e < DL; e += 2) {
-        ll_store(attn + ((g * HG + hh) * D + lane * DL + e) / 2,
-                 pack2<T>(o[e] * inv, o[e + 1] * inv), flag);
+        for (int e = 0; e < DL; ++e) r[2 + lane * DL + e] = o[e];
+      }
+    }
+    if (W > 1) {
+      consumer_sync();
+      // a thread per (head, pair of outputs): the W shares rescaled to their maximum
+      for (int i = threadIdx.x; i < nh * half; i += kThreads) {
+        const int j = i / half, e = 2 * (i - j * half);
+        const float* r = merged + j * W * (D + 2);
+        float mx = -INFINITY;
+        for (int s = 0; s < W; ++s) mx = fmaxf(mx, r[s * (D + 2)]);
+        float l = 0.f, o0 = 0.f, o1 = 0.f;
+        for (int s = 0; s < W; ++s) {
+          const float* rs = r + s * (D + 2);
+          const float f = rs[0] == -INFINITY ? 0.f : exp2f(rs[0] - mx);
+          l = fmaf(rs[1], f, l);
+          o0 = fmaf(rs[2 + e], f, o0);
+          o1 = fmaf(rs[3 + e], f, o1);
+        }
+        const float inv = 1.f / l;
+        ll_store(attn + ((g * HG + c + j * nc) * D + e) / 2, pack2<T>(o0 * inv, o1 * inv), flag);
       }
     }
   }

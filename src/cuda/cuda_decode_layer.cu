@@ -13,7 +13,7 @@
 //   B  block (kv head g, chunk c) of the cache positions: RoPE on its q heads
 //      (and on the new k, which the chunk holding the new position writes to
 //      the cache with v); scores, softmax and P V over the chunk -> partials;
-//      chunk 0 of kv head g merges them                   -> attention words
+//      the chunks of kv head g merge them (attention_phase)  -> attention words
 //      (the chunk's cache rows were copied into shared memory by cp.async
 //      during phase A, so B's loads are only the queries and the partials)
 //   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)  -> x words
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
 
     // B: attention (skipped, with the error reported, for a position outside
     // the cache); its units wait for their heads' q, k and v words only.
-    if (p_ok) attention_phase<T, DL>(a, lw, p, attn_smem, kv_stage, flag, trace);
+    if (p_ok) attention_phase<T, DL, BITS == 16>(a, lw, p, attn_smem, kv_stage, flag, trace);
     // The block's rows of x for phase C's residual add, off its critical path
     // (after the first layer xres holds them already).
     if (l == 0) {
