@@ -72,7 +72,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <span>
-#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
@@ -80,6 +79,7 @@
 #include "cuda/cuda_decode_layer.cuh"
 #include "cuda/cuda_decode_stream.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_plan_memo.h"
 
 namespace el::cuda {
 namespace {
@@ -478,23 +478,11 @@ Plan compute_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t sma
 
 // compute_plan, remembered per shape (eager decoding asks once per layer and step).
 Plan make_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t smax, DType t) {
-  constexpr int kKey = 10;
-  struct Entry {
-    int64_t key[kKey];
-    Plan plan;
-  };
-  static thread_local std::vector<Entry> cache;
-  const int64_t key[kKey] = {static_cast<int64_t>(t), w.head_dim, w.n_head, w.n_kv_head, C, F, smax,
-                             weight_bits(w), w.quantized() ? w.q_qkv.group_size : 0,
-                             w.quantized() && !w.q_qkv.symmetric};
-  for (const Entry& e : cache) {
-    if (std::equal(std::begin(key), std::end(key), std::begin(e.key))) return e.plan;
-  }
-  Entry e{};
-  std::copy(std::begin(key), std::end(key), std::begin(e.key));
-  e.plan = compute_plan(w, C, F, smax, t);
-  if (cache.size() < 64) cache.push_back(e);
-  return e.plan;
+  static thread_local PlanMemo<Plan, 10> memo;
+  const bool quant = w.quantized();
+  return memo.get({static_cast<int64_t>(t), w.head_dim, w.n_head, w.n_kv_head, C, F, smax,
+                   weight_bits(w), quant ? w.q_qkv.group_size : 0, quant && !w.q_qkv.symmetric},
+                  [&] { return compute_plan(w, C, F, smax, t); }, [](const Plan&) { return true; });
 }
 
 bool on_cuda(const Tensor& t) { return t.defined() && t.device().kind == DeviceKind::cuda; }

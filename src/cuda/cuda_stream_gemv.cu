@@ -21,12 +21,12 @@
 #include <algorithm>
 #include <bit>
 #include <string>
-#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_decode_stream.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_plan_memo.h"
 
 namespace el::cuda {
 namespace {
@@ -176,22 +176,10 @@ StreamPlan stream_plan(const quant::QArgs& a, DType t, int bits) {
 
 // stream_plan, remembered per shape (the attribute call costs a driver round trip).
 StreamPlan cached_plan(const quant::QArgs& a, DType t, int bits) {
-  constexpr int kKey = 6;
-  struct Entry {
-    int64_t key[kKey];
-    StreamPlan plan;
-  };
-  static thread_local std::vector<Entry> cache;
-  const int64_t key[kKey] = {static_cast<int64_t>(t), bits, a.n, a.k, a.group_size,
-                             a.zeros != nullptr};
-  for (const Entry& e : cache) {
-    if (std::equal(std::begin(key), std::end(key), std::begin(e.key))) return e.plan;
-  }
-  Entry e{};
-  std::copy(std::begin(key), std::end(key), std::begin(e.key));
-  e.plan = stream_plan(a, t, bits);
-  if (cache.size() < 64 && e.plan.attr_error == cudaSuccess) cache.push_back(e);
-  return e.plan;
+  static thread_local PlanMemo<StreamPlan, 6> memo;
+  return memo.get({static_cast<int64_t>(t), bits, a.n, a.k, a.group_size, a.zeros != nullptr},
+                  [&] { return stream_plan(a, t, bits); },
+                  [](const StreamPlan& p) { return p.attr_error == cudaSuccess; });
 }
 
 // What the stream path needs that the operands lack, or nullptr with the
