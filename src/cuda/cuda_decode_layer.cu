@@ -482,7 +482,7 @@ Plan make_plan(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t smax, 
   const bool quant = w.quantized();
   return memo.get({static_cast<int64_t>(t), w.head_dim, w.n_head, w.n_kv_head, C, F, smax,
                    weight_bits(w), quant ? w.q_qkv.group_size : 0, quant && !w.q_qkv.symmetric},
-                  [&] { return compute_plan(w, C, F, smax, t); }, [](const Plan&) { return true; });
+                  [&] { return compute_plan(w, C, F, smax, t); });
 }
 
 bool on_cuda(const Tensor& t) { return t.defined() && t.device().kind == DeviceKind::cuda; }

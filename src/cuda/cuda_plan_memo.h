@@ -4,7 +4,6 @@
 // per-thread table.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -20,8 +19,8 @@ class PlanMemo {
   static constexpr size_t kMaxEntries = 64;
 
   // The plan remembered for key, else make() (remembered when keep(plan)).
-  template <class Make, class Keep>
-  Plan get(const Key& key, Make&& make, Keep&& keep) {
+  template <class Make, class Keep = bool (*)(const Plan&)>
+  Plan get(const Key& key, Make&& make, Keep&& keep = [](const Plan&) { return true; }) {
     for (const Entry& e : entries_) {
       if (e.key == key) return e.plan;
     }
