@@ -14,6 +14,11 @@
 // goes instead: per-block phase timestamps (cuda::decode_layer_trace) of two
 // mid-step layers, as mean / max over blocks relative to the earliest start.
 //   build/<dir>/benchmarks/cuda_decode_layer_bench [--trace [bits [per-layer]]]
+// A build of cuda_decode_layer.cu with -DEL_DECODE_WINDOW_TRACE=1 (made by
+// tools/cuda_variant_build.sh) adds, per ring window of the layer, when the
+// producer issued it and when consumer warp 0 could take it; one with
+// -DEL_DECODE_SKIP_TILES=1 times the stream and the chain without the tiles'
+// loads and arithmetic (wrong outputs: timing only).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -223,6 +228,25 @@ int trace_main(int bits, bool one_launch) {
       mx = std::max(mx, v);
     }
     std::printf("  %-26s mean %7.2f  max %7.2f\n", "producer: last copy issued", sum / grid, mx);
+    // -DEL_DECODE_WINDOW_TRACE builds: window w's issue (slot 23 + w), arrival (39 + w)
+    if (slots >= 55) {
+      for (int w = 0; w < 16; ++w) {
+        double si = 0, sr = 0, mr = 0;
+        int n = 0;
+        for (int b = 0; b < grid; ++b) {
+          const unsigned long long ti = t[b * slots + 23 + w], tr = t[b * slots + 39 + w];
+          if (ti == 0 || tr == 0) continue;
+          si += (double(ti) - double(t0)) * 1e-3;
+          const double r = (double(tr) - double(t0)) * 1e-3;
+          sr += r;
+          mr = std::max(mr, r);
+          ++n;
+        }
+        if (n)
+          std::printf("  window %2d: issued mean %7.2f  ready mean %7.2f max %7.2f (%d blocks)\n", w,
+                      si / n, sr / n, mr, n);
+      }
+    }
   }
   std::printf("weights per layer %.1f MB: %.1f us at 3.35 TB/s\n", s.weight_bytes_per_layer * 1e-6,
               s.weight_bytes_per_layer / 3.35e12 * 1e6);

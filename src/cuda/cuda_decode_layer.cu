@@ -201,7 +201,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   if (threadIdx.x < kThreads) cp_async_commit();
   // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
   RingPos<kStages> ring_pos;
+#ifdef EL_DECODE_WINDOW_TRACE
+  const RingView<kStages> rv{ring, smem_addr(full), smem_addr(empty), &ring_pos, a.trace,
+                             windows_per_layer(seg)};
+#else
   const RingView<kStages> rv{ring, smem_addr(full), smem_addr(empty), &ring_pos};
+#endif
   const auto gemv = [&](int s, int base) {
     consume_rows<T, BITS, kStages>(seg[s], vec, wpart, ld, base, rv, a.group_size, a.sym_zero,
                                    xsum, a.kb_shift);

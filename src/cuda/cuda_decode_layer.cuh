@@ -104,9 +104,28 @@ struct LayerArgs {
 // stored its P V outputs), 17 only by the units that merge a kv head's
 // partials (merge done); 0 elsewhere. 21: the x of phase A's RMSNorm has
 // arrived. 18 and 22 are unused.
-constexpr int kTraceSlots = 23, kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15,
-              kTraceQuery = 16, kTraceMerged = 17, kTraceSoftmax = 19, kTracePV = 20,
-              kTraceNormLoaded = 21;
+constexpr int kTraceScores = 13, kTracePartials = 14, kTraceProducer = 15, kTraceQuery = 16,
+              kTraceMerged = 17, kTraceSoftmax = 19, kTracePV = 20, kTraceNormLoaded = 21;
+#ifdef EL_DECODE_WINDOW_TRACE
+// Diagnostic builds only (-DEL_DECODE_WINDOW_TRACE=1 on this file's
+// translation units, tools/cuda_variant_build.sh): per window w < 16 of each
+// layer, when the producer issued its copies (slot 23 + w) and when consumer
+// warp 0 got past its "full" wait (39 + w); cuda_decode_layer_bench --trace
+// prints their means. Off, the kernel has no per-window branch.
+constexpr int kTraceWin = 16, kTraceWinIssue = 23, kTraceWinReady = kTraceWinIssue + kTraceWin;
+constexpr int kTraceSlots = kTraceWinReady + kTraceWin;
+__device__ __forceinline__ void stamp_window(unsigned long long* trace, int per_layer,
+                                             unsigned tile, int base) {
+  const unsigned l = tile / per_layer, w = tile % per_layer;
+  if (w < kTraceWin) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    trace[(int64_t{l} * gridDim.x + blockIdx.x) * kTraceSlots + base + w] = t;
+  }
+}
+#else
+constexpr int kTraceSlots = 23;
+#endif
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
   if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
     unsigned long long t;

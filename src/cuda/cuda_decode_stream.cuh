@@ -45,7 +45,13 @@ struct RowSeg {
 template <int STAGES>
 struct RingPos {
   unsigned slot = 0, parity = 0;
+#ifdef EL_DECODE_WINDOW_TRACE
+  unsigned n = 0;
+#endif
   __device__ __forceinline__ void advance() {
+#ifdef EL_DECODE_WINDOW_TRACE
+    ++n;
+#endif
     if (++slot == STAGES) {
       slot = 0;
       parity ^= 1u;
@@ -80,7 +86,9 @@ template <int STAGES>
 __device__ __forceinline__ void produce_segment(const RowSeg& s, const unsigned char* w,
                                                 unsigned char* ring, uint64_t* full,
                                                 uint64_t* empty, uint64_t policy,
-                                                unsigned& tile) {
+                                                unsigned& tile,
+                                                unsigned long long* wtrace = nullptr,
+                                                int per_layer = 1) {
   const int lane = threadIdx.x & 31;
   for (int r0 = 0; r0 < s.rows; r0 += 16) {
     const int nrows = min(16, s.rows - r0);
@@ -94,8 +102,22 @@ __device__ __forceinline__ void produce_segment(const RowSeg& s, const unsigned 
         bulk_copy(ring + slot * kSlotBytes + lane * kRowStride,
                   w + int64_t{r0 + lane} * s.row_bytes + off, n, &full[slot], policy);
       }
+#ifdef EL_DECODE_WINDOW_TRACE
+      if (wtrace && lane == 0) stamp_window(wtrace, per_layer, tile, kTraceWinIssue);
+#else
+      (void)wtrace;
+      (void)per_layer;
+#endif
     }
   }
+}
+
+// The windows of one layer's five segments (the same in every layer).
+__device__ __forceinline__ int windows_per_layer(const RowSeg (&seg)[5]) {
+  int n = 0;
+  for (int k = 0; k < 5; ++k)
+    n += ((seg[k].rows + 15) / 16) * ((seg[k].row_bytes + kSpan - 1) / kSpan);
+  return n;
 }
 
 // The producer warp: every window of every segment of every layer of the
@@ -115,11 +137,16 @@ __device__ void produce_rows(const RowSeg (&seg)[5], const LayerArgs& a, unsigne
                              uint64_t* full, uint64_t* empty, unsigned long long* trace) {
   const uint64_t policy = l2_evict_first_policy();
   unsigned tile = 0;
+#ifdef EL_DECODE_WINDOW_TRACE
+  const int per_layer = windows_per_layer(seg);
+#else
+  const int per_layer = 1;
+#endif
   for (int l = 0; l < a.n_layers; ++l) {
     for (int k = 0; k < 5; ++k) {
       const RowSeg& s = seg[k];
       const unsigned char* w = layer_matrix(a.layer[l], s.mat) + int64_t{s.row0} * s.row_bytes;
-      produce_segment<STAGES>(s, w, ring, full, empty, policy, tile);
+      produce_segment<STAGES>(s, w, ring, full, empty, policy, tile, trace, per_layer);
     }
     if (trace && (threadIdx.x & 31) == 0)
       stamp(trace + int64_t{l} * gridDim.x * kTraceSlots, kTraceProducer);
@@ -344,6 +371,10 @@ struct RingView {
   const unsigned char* ring;
   uint32_t full, empty;
   RingPos<STAGES>* pos;
+#ifdef EL_DECODE_WINDOW_TRACE
+  unsigned long long* trace;
+  int per_layer;
+#endif
 };
 
 // wp[row] = the warp's share of W[row] . vec over the segment's rows, tile
@@ -369,6 +400,9 @@ __device__ __forceinline__ void walk_tiles(const SegView& s, const RingView<STAG
   for (int i = 0; i < n; ++i) {
     const unsigned slot = pos.slot;
     mbar_wait_at(rv.full + 8 * slot, pos.parity);
+#ifdef EL_DECODE_WINDOW_TRACE
+    if (rv.trace && threadIdx.x == 0) stamp_window(rv.trace, rv.per_layer, pos.n, kTraceWinReady);
+#endif
     pos.advance();
     const float2 d = tile(rv.ring + slot * kSlotBytes, r0, off);
     __syncwarp();
@@ -394,6 +428,14 @@ __device__ void consume_rows(const RowSeg& seg, const T* vec, float* wpart, int 
                              const float* xsum, int kb_shift) {
   const SegView s = seg_view(seg, rv.ring);
   float* wp = wpart + (threadIdx.x >> 5) * ld + base;
+#ifdef EL_DECODE_SKIP_TILES
+  // Timing builds only (wrong outputs): the walk waits for and releases every
+  // window but takes none of its bytes, which measures what the tiles' loads
+  // and arithmetic cost (session 30: int4 426 against 550 us a step).
+  if constexpr (true) {
+    walk_tiles(s, rv, wp, [&](const unsigned char*, int, int) { return make_float2(0.f, 0.f); });
+  } else
+#endif
   if constexpr (BITS == 16) {
     walk_tiles(s, rv, wp, [&](const unsigned char* slot, int, int off) {
       return tile_dense<T>(s, slot, off, vec);
