@@ -94,6 +94,12 @@ struct LayerArgs {
 };
 
 // ---- small device helpers ---------------------------------------------------------------
+// The GPU's global nanosecond clock (%globaltimer), for the trace stamps.
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
 // Phase timestamps for cuda_decode_layer_bench (decode_layer_trace): thread 0
 // of each block writes %globaltimer (ns) to trace[block, slot]; the producer
 // lane writes kTraceProducer when it has issued its last copy.
@@ -117,21 +123,15 @@ constexpr int kTraceSlots = kTraceWinReady + kTraceWin;
 __device__ __forceinline__ void stamp_window(unsigned long long* trace, int per_layer,
                                              unsigned tile, int base) {
   const unsigned l = tile / per_layer, w = tile % per_layer;
-  if (w < kTraceWin) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    trace[(int64_t{l} * gridDim.x + blockIdx.x) * kTraceSlots + base + w] = t;
-  }
+  if (w < kTraceWin)
+    trace[(int64_t{l} * gridDim.x + blockIdx.x) * kTraceSlots + base + w] = global_ns();
 }
 #else
 constexpr int kTraceSlots = 23;
 #endif
 __device__ __forceinline__ void stamp(unsigned long long* trace, int slot) {
-  if (trace && (threadIdx.x == 0 || slot == kTraceProducer)) {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-    trace[blockIdx.x * kTraceSlots + slot] = t;
-  }
+  if (trace && (threadIdx.x == 0 || slot == kTraceProducer))
+    trace[blockIdx.x * kTraceSlots + slot] = global_ns();
 }
 
 __device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long* p) {
