@@ -22,6 +22,11 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
                "r"(bytes)
                : "memory");
 }
+// After mbar_init, before the barriers are used by other threads or the
+// bulk copy engine.
+__device__ __forceinline__ void mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
 // The barriers by their shared-window address (smem_addr), for loops that
 // keep the addresses in registers.
 __device__ __forceinline__ void mbar_arrive_at(uint32_t bar) {

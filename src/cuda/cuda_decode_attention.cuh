@@ -46,11 +46,12 @@ __device__ __forceinline__ int staged_keys(const LayerArgs& a, const AttnUnit& u
   return min(u.nj, a.stage_keys);
 }
 
-// At the start of phase A: layer lw's cache rows of the block's unit (all but the new one, which
-// phase B writes) start towards the unit. The first `ns` rows of the chunk
-// go into shared memory by cp.async (one commit group; phase B waits for it),
-// so phase B reads its keys and values without a memory round trip; rows
-// past the staging room only towards L2. Every consumer thread commits.
+// Layer lw's cache rows of the block's unit (all but the new one, which
+// phase B writes) start towards the unit: in the first layer's phase A, for
+// the others in the phase C before. The first `ns` rows of the chunk go into
+// shared memory by cp.async (the caller commits; phase B waits for every
+// group), so phase B reads its keys and values without a memory round trip;
+// rows past the staging room only towards L2. Every consumer thread.
 template <class T>
 __device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, const LayerPtrs& lw, int p,
                                                      T* kv_stage) {
@@ -65,7 +66,6 @@ __device__ __forceinline__ void stage_attention_rows(const LayerArgs& a, const L
                    int64_t{u.g} * a.D + e;
     cp_async16(smem_addr(kv_stage + (kv * a.stage_keys + j) * stage_stride(a.D) + e), src, true);
   }
-  cp_async_commit();
   for (int i = threadIdx.x; i < 2 * (rows - ns); i += kThreads) {
     const int n = rows - ns, kv = i / n, j = ns + (i - kv * n);
     const T* row = static_cast<const T*>(kv == 0 ? lw.kc : lw.vc) + (int64_t{u.j0} + j) * stride +

@@ -15,7 +15,8 @@
 //      the cache with v); scores, softmax and P V over the chunk -> partials;
 //      the chunks of kv head g merge them (attention_phase)  -> attention words
 //      (the chunk's cache rows were copied into shared memory by cp.async
-//      during phase A, so B's loads are only the queries and the partials)
+//      during the previous layer's phase C, the first layer's phase A, so
+//      B's loads are only the queries and the partials)
 //   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)  -> x words
 //   D  every block: x -> RMSNorm (post_attention_layernorm); its feature range
 //      [f0, f1) of gate and of up; h = silu(gate) * up             -> h words
@@ -39,8 +40,9 @@
 // int8, ops/quant_layout.h) stream the same windows, their 4-bit pieces fed
 // to the mma as exact T (the scale and zero point applied per k-block after
 // it where each k-block lies in one group, else dequantised in registers),
-// their scales staged in shared memory by cp.async before the kernel waits
-// for its predecessor; so are the two norms' weights.
+// their scales staged in shared memory by cp.async (the first layer's before
+// the kernel waits for its predecessor, the next layer's in two parts while
+// this one runs: stage_layer); so are the two norms' weights.
 //
 // Hand-offs: each value a phase passes to other blocks is an 8-byte word
 // {data, the launch's flag} in Context::handoff, stored and polled with
@@ -87,39 +89,76 @@ namespace {
 using namespace decode;  // NOLINT: this file is the kernel's only user
 
 // ---- the layer kernel ----------------------------------------------------------------------
-// A layer's scales and zero points (quantized) and both norms' weights into
-// shared memory by cp.async (every consumer thread; the caller commits).
-// The block's rows are the same in every layer (seg), so the copies land
-// where the first layer's did; set_seg: store where (the first layer), as
-// offsets from smem (the shared-memory base).
+// What of a layer stage_layer copies: one of the two parts the kernel stages
+// for the next layer as soon as this layer is done with their room
+// (kStageEarly after phase C: the input norm and the qkv and o scales;
+// kStageLate after phase E: the post-attention norm and the gate/up and down
+// scales). Each part completes on its own mbarrier, once a layer.
+enum StagePart { kStageEarly, kStageLate };
+
+// [first_byte, first_byte + bytes) of `base` (16-byte aligned) into shared
+// memory at `cursor` as one bulk copy of the 16-byte aligned span around it
+// (inside the tensor: the host takes only tensors whose size is a multiple
+// of 16, table_ok), completing on `bar`; returns where the first byte lands
+// and moves the cursor past the span. The place depends only on first_byte's
+// low bits, so every layer's copies land where the first layer's did.
+__device__ __forceinline__ const unsigned char* stage_span(unsigned char*& cursor, const void* base,
+                                                           int64_t first_byte, int64_t bytes,
+                                                           bool issue, uint64_t* bar,
+                                                           uint64_t policy, unsigned& total) {
+  const auto s0 = reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(first_byte);
+  const uintptr_t a0 = s0 & ~uintptr_t{15}, a1 = (s0 + bytes + 15) & ~uintptr_t{15};
+  const auto n = static_cast<unsigned>(a1 - a0);
+  if (issue && n > 0) {
+    bulk_copy(cursor, reinterpret_cast<const void*>(a0), n, bar, policy);
+    total += n;
+  }
+  const unsigned char* first = cursor + (s0 - a0);
+  cursor += n;
+  return first;
+}
+
+// One thread: part `part` of layer lw's scales and zero points (quantized)
+// and norm weight into shared memory by bulk copies completing on `bar`
+// (armed here with their bytes; consumers wait for its next phase). The
+// block's rows are the same in every layer (seg); set_seg: store where the
+// scales land (the first layer), as offsets from smem (the shared-memory
+// base). Why bulk copies from one thread: the staging by every thread's
+// 4-byte cp.async took ~1.3 us of each int4 layer (session 31: the layer
+// boundary, an int4 layer's only stretch with no hand-off, took 1.3 us
+// longer than a dense one's; its loops are 64-bit and branchy, run once a
+// layer from a cold instruction cache).
 template <class T, int BITS>
 __device__ void stage_layer(const LayerArgs& a, const LayerPtrs& lw, RowSeg* seg,
                             const unsigned char* smem, unsigned char* qstage, T* normw,
-                            bool set_seg) {
-  const bool issue = threadIdx.x < kThreads;
+                            bool set_seg, StagePart part, uint64_t* bar) {
+  const uint64_t policy = l2_evict_first_policy();
+  unsigned total = 0;
   if constexpr (BITS != 16) {
-    unsigned char* cursor = qstage;
-    for (int s = 0; s < 5; ++s) {
+    unsigned char* cursor = qstage;  // (walked over every segment: the same places each layer)
+    for (int s = 0; s < 5; ++s) {  // segments 0 qkv, 1 o early; 2-4 gate, up, down late
+      const bool issue = (part == kStageEarly) == (s < 2);
       const int m = seg[s].mat;
       const int64_t first = int64_t{seg[s].row0} * seg[s].groups;
       const int64_t n = int64_t{seg[s].rows} * seg[s].groups;
-      const unsigned char* sc = stage_rows(cursor, lw.scales[m], 2 * first, 2 * n, issue);
+      const unsigned char* sc =
+          stage_span(cursor, lw.scales[m], 2 * first, 2 * n, issue, bar, policy, total);
       const unsigned char* zp =
-          lw.zeros[m] ? stage_rows(cursor, lw.zeros[m], first, n, issue) : nullptr;
+          lw.zeros[m] ? stage_span(cursor, lw.zeros[m], first, n, issue, bar, policy, total)
+                      : nullptr;
       if (set_seg) {
         seg[s].scale_off = static_cast<int>(sc - smem);
         seg[s].zero_off = zp ? static_cast<int>(zp - smem) : -1;
       }
     }
   }
-  if (issue) {
-    const int C = a.C;
-    const T* nw[2] = {static_cast<const T*>(lw.w_in_norm), static_cast<const T*>(lw.w_post_norm)};
-    for (int i = threadIdx.x; i < 2 * (C / 8); i += kThreads) {
-      const int which = i / (C / 8), e = (i - which * (C / 8)) * 8;
-      cp_async16(smem_addr(normw + which * C + e), nw[which] + e, true);
-    }
-  }
+  const int which = part == kStageEarly ? 0 : 1;
+  const unsigned norm_bytes = static_cast<unsigned>(a.C) * sizeof(T);
+  bulk_copy(normw + which * a.C, which == 0 ? lw.w_in_norm : lw.w_post_norm, norm_bytes, bar,
+            policy);
+  // (the copies may land first: the phase completes once this arrival is in
+  // and the transaction count is back at zero)
+  mbar_expect_tx(bar, total + norm_bytes);
 }
 
 // Rows 2i, 2i + 1 of the block's residual stream plus its GEMV rows, rounded
@@ -196,9 +235,18 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
   __syncthreads();
   // The first layer's scales and norms depend on no kernel: into shared
   // memory now (thread 0 points seg at its scales; the barrier below
-  // publishes them).
-  stage_layer<T, BITS>(a, a.layer[0], seg, smem_raw, qstage, normw, threadIdx.x == 0);
-  if (threadIdx.x < kThreads) cp_async_commit();
+  // publishes them). stage_bar: the early and late parts' barriers, whose
+  // phase l is layer l's staging.
+  __shared__ __align__(8) uint64_t stage_bar[2];
+  if (threadIdx.x == 0) {
+    mbar_init(&stage_bar[0], 1);
+    mbar_init(&stage_bar[1], 1);
+    mbar_init_fence();
+    stage_layer<T, BITS>(a, a.layer[0], seg, smem_raw, qstage, normw, true, kStageEarly,
+                         &stage_bar[0]);
+    stage_layer<T, BITS>(a, a.layer[0], seg, smem_raw, qstage, normw, true, kStageLate,
+                         &stage_bar[1]);
+  }
   // One GEMV segment: wpart[., base + r] = the warps' shares of W[r] . vec.
   RingPos<kStages> ring_pos;
 #ifdef EL_DECODE_WINDOW_TRACE
@@ -247,21 +295,22 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
     // A: qkv = W_qkv RMSNorm(x). The first layer reads x from memory (the
     // kernel before wrote it), the others the words the previous layer's
     // phase E stored.
+    // The early part of the layer's staging (its input norm, qkv and o
+    // scales): phase l of stage_bar[0].
     if (l == 0) {
+      mbar_wait(&stage_bar[0], 0);
       norm_vector(vec, static_cast<const T*>(a.x_in), normw, C, a.eps, red, trace,
                   kTraceNormLoaded);
+      if (p_ok) stage_attention_rows<T>(a, lw, p, kv_stage);
+      cp_async_commit();  // (the cache rows' group; later layers' start in phase C)
     } else {
       stamp(trace, 0);
       stamp(trace, 1);
       ll_read(vec_words, a.ll_xo, C / 2, flag_smem + l - 1);
+      mbar_wait(&stage_bar[0], l & 1);
       consumer_sync();
       norm_vector(vec, static_cast<const T*>(nullptr), normw, C, a.eps, red, trace,
                   kTraceNormLoaded);
-    }
-    if (p_ok) {
-      stage_attention_rows<T>(a, lw, p, kv_stage);
-    } else {
-      cp_async_commit();  // (the same group count in every block)
     }
     consumer_sync();
     const uint32_t flag = flag_smem + l;  // (thread 0 wrote it before this barrier)
@@ -308,12 +357,24 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       add_residual_pair<T>(xres, wpart, ld, i, sum);  // (phase E adds to xres)
       ll_store(a.ll_x + (ro.x / 2 + i), pack2<T>(sum[0], sum[1]), flag);
     }
+    // The next layer's early part (this layer is done with its input norm
+    // and its qkv / o scales, and phase B with the staged cache rows, which
+    // start now too: phase B waits for every cp.async group).
+    if (l + 1 < a.n_layers) {
+      if (threadIdx.x == 0) {
+        stage_layer<T, BITS>(a, a.layer[l + 1], seg, smem_raw, qstage, normw, false,
+                             kStageEarly, &stage_bar[0]);
+      }
+      if (p_ok) stage_attention_rows<T>(a, a.layer[l + 1], p, kv_stage);
+      cp_async_commit();
+    }
     stamp(trace, 7);
 
     // D: h = silu(gate) * up of W_gate_up RMSNorm(x), features [f0, f1)
     ll_read(vec_words, a.ll_x, C / 2, flag);
     consumer_sync();
     stamp(trace, 8);
+    mbar_wait(&stage_bar[1], l & 1);  // the late part: post-attention norm, gate/up and down scales
     norm_vector(vec, static_cast<const T*>(nullptr), normw + C, C, a.eps, red);
     consumer_sync();
     input_ready(C);
@@ -353,9 +414,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1)
       }
     }
     stamp(trace, 12);
-    if (!last) {  // the next layer's scales and norms (this layer is done with both)
-      stage_layer<T, BITS>(a, a.layer[l + 1], seg, smem_raw, qstage, normw, false);
-      cp_async_commit();
+    if (!last && threadIdx.x == 0) {  // the next layer's late part (this layer is done with it)
+      stage_layer<T, BITS>(a, a.layer[l + 1], seg, smem_raw, qstage, normw, false, kStageLate,
+                           &stage_bar[1]);
     }
   }
 }
@@ -411,8 +472,8 @@ int qstage_bound(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t grid
   int64_t total = 0;
   for (const auto& sk : seg) {
     const int64_t n = pair_rows_max(sk[0], grid) * (sk[1] / gs);
-    total += (2 * n + 6 + 15) / 16 * 16;
-    if (!w.q_qkv.symmetric) total += (n + 6 + 15) / 16 * 16;
+    total += (2 * n + 30) / 16 * 16;  // (the span rounded out to 16 bytes: stage_span)
+    if (!w.q_qkv.symmetric) total += (n + 30) / 16 * 16;
   }
   return static_cast<int>(std::min<int64_t>(total, int64_t{1} << 30));
 }
@@ -500,10 +561,12 @@ bool vec_ok(const Tensor& t, DType dt, int64_t n) {
 }
 // A norm weight the kernel stages with 16-byte cp.async.
 bool norm_ok(const Tensor& t, DType dt, int64_t n) { return vec_ok(t, dt, n) && aligned16(t.raw()); }
-// A [rows, cols] table the kernel stages with 4-byte cp.async (its size a multiple of 4).
+// A [rows, cols] table the kernel stages with bulk copies of 16-byte aligned
+// spans (stage_span): 16-byte aligned, its size a multiple of 16, so a span
+// rounded out to 16 bytes stays inside it. (Other tables take the layered path.)
 bool table_ok(const Tensor& t, DType dt, int64_t rows, int64_t cols) {
   return on_cuda(t) && t.dtype() == dt && t.ndim() == 2 && t.dim(0) == rows && t.dim(1) == cols &&
-         t.is_contiguous() && reinterpret_cast<uintptr_t>(t.raw()) % 4 == 0 && t.nbytes() % 4 == 0;
+         t.is_contiguous() && aligned16(t.raw()) && t.nbytes() % 16 == 0;
 }
 // A quantized [n, k] weight in the layout the kernel streams: int4 / int8,
 // 16-byte chunks inside one group, rows of whole 64-byte k-blocks (bulk copies

@@ -294,9 +294,8 @@ __device__ __forceinline__ int2 block_rows(int n) {
 // vec[0, n) = RMSNorm(x) * w rounded to T. x is read through L2 (written by
 // the kernel before), one 16-byte pack per thread per round trip, and kept
 // raw in vec across the block sum; x == nullptr: vec holds it already (a
-// consumer_sync after it was written). w is the norm's weight row, staged in
-// shared memory by cp.async before the PDL wait (this thread's copies are
-// waited for here, the others' by the sum's barrier). Holding x and w in
+// consumer_sync after it was written). w is the norm's weight row in shared
+// memory (staged: the caller waited for it). Holding x and w in
 // registers instead spilled them. trace / slot: the stamp once x has arrived
 // (bench only).
 template <class T>
@@ -316,7 +315,6 @@ __device__ void norm_vector(T* vec, const T* x, const T* w_smem, int n, float ep
     }
     if (x) vp[i] = xv;
   }
-  cp_async_wait<0>();
   stamp(trace, slot);
   const float r = rsqrtf(consumer_sum(ss, red) / static_cast<float>(n) + eps);
   const uint4* wp = reinterpret_cast<const uint4*>(w_smem);
