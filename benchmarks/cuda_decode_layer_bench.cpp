@@ -18,7 +18,8 @@
 // tools/cuda_variant_build.sh) adds, per ring window of the layer, when the
 // producer issued it and when consumer warp 0 could take it; one with
 // -DEL_DECODE_SKIP_TILES=1 times the stream and the chain without the tiles'
-// loads and arithmetic (wrong outputs: timing only).
+// loads and arithmetic (wrong outputs: timing only), and one with both that
+// and -DEL_DECODE_SKIP_STREAM=1 the chain alone, with no weight traffic.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
