@@ -7,7 +7,8 @@
 // them with the activation vector in shared memory on tensor cores and
 // release the slot. Dense weights (the activation dtype) and weight-only
 // quantized ones (int4 / int8, ops/quant_layout.h, their scales staged in
-// shared memory up front) stream the same way, as 16-row windows.
+// shared memory a layer ahead with the norms' weights: stage_layer) stream
+// the same way, as 16-row windows.
 #pragma once
 
 #include "cuda/cuda_decode_layer.cuh"
@@ -523,6 +524,79 @@ __device__ __forceinline__ const unsigned char* stage_rows(unsigned char*& curso
   const unsigned char* first = cursor + (first_byte - a0);
   cursor += (a1 - a0 + 15) & ~int64_t{15};
   return first;
+}
+
+// ---- the next layer's norms and scales ---------------------------------------------------
+// What of a layer stage_layer copies: one of the two parts the kernel stages
+// for the next layer as soon as this layer is done with their room
+// (kStageEarly after phase C: the input norm and the qkv and o scales;
+// kStageLate after phase E: the post-attention norm and the gate/up and down
+// scales). Each part completes on its own mbarrier, once a layer.
+enum StagePart { kStageEarly, kStageLate };
+
+// [first_byte, first_byte + bytes) of `base` (16-byte aligned) into shared
+// memory at `cursor` as one bulk copy of the 16-byte aligned span around it
+// (inside the tensor: the host takes only tensors whose size is a multiple
+// of 16, table_ok), completing on `bar`; returns where the first byte lands
+// and moves the cursor past the span. The place depends only on first_byte's
+// low bits, so every layer's copies land where the first layer's did.
+__device__ __forceinline__ const unsigned char* stage_span(unsigned char*& cursor, const void* base,
+                                                           int64_t first_byte, int64_t bytes,
+                                                           bool issue, uint64_t* bar,
+                                                           uint64_t policy, unsigned& total) {
+  const auto s0 = reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(first_byte);
+  const uintptr_t a0 = s0 & ~uintptr_t{15}, a1 = (s0 + bytes + 15) & ~uintptr_t{15};
+  const auto n = static_cast<unsigned>(a1 - a0);
+  if (issue && n > 0) {
+    bulk_copy(cursor, reinterpret_cast<const void*>(a0), n, bar, policy);
+    total += n;
+  }
+  const unsigned char* first = cursor + (s0 - a0);
+  cursor += n;
+  return first;
+}
+
+// One thread: part `part` of layer lw's scales and zero points (quantized)
+// and norm weight into shared memory by bulk copies completing on `bar`
+// (armed here with their bytes; consumers wait for its next phase). The
+// block's rows are the same in every layer (seg); set_seg: store where the
+// scales land (the first layer), as offsets from smem (the shared-memory
+// base). Why bulk copies from one thread: the staging by every thread's
+// 4-byte cp.async took ~1.3 us of each int4 layer (session 31: the layer
+// boundary, an int4 layer's only stretch with no hand-off, took 1.3 us
+// longer than a dense one's; its loops are 64-bit and branchy, run once a
+// layer from a cold instruction cache).
+template <class T, int BITS>
+__device__ void stage_layer(const LayerArgs& a, const LayerPtrs& lw, RowSeg* seg,
+                            const unsigned char* smem, unsigned char* qstage, T* normw,
+                            bool set_seg, StagePart part, uint64_t* bar) {
+  const uint64_t policy = l2_evict_first_policy();
+  unsigned total = 0;
+  if constexpr (BITS != 16) {
+    unsigned char* cursor = qstage;  // (walked over every segment: the same places each layer)
+    for (int s = 0; s < 5; ++s) {  // segments 0 qkv, 1 o early; 2-4 gate, up, down late
+      const bool issue = (part == kStageEarly) == (s < 2);
+      const int m = seg[s].mat;
+      const int64_t first = int64_t{seg[s].row0} * seg[s].groups;
+      const int64_t n = int64_t{seg[s].rows} * seg[s].groups;
+      const unsigned char* sc =
+          stage_span(cursor, lw.scales[m], 2 * first, 2 * n, issue, bar, policy, total);
+      const unsigned char* zp =
+          lw.zeros[m] ? stage_span(cursor, lw.zeros[m], first, n, issue, bar, policy, total)
+                      : nullptr;
+      if (set_seg) {
+        seg[s].scale_off = static_cast<int>(sc - smem);
+        seg[s].zero_off = zp ? static_cast<int>(zp - smem) : -1;
+      }
+    }
+  }
+  const int which = part == kStageEarly ? 0 : 1;
+  const unsigned norm_bytes = static_cast<unsigned>(a.C) * sizeof(T);
+  bulk_copy(normw + which * a.C, which == 0 ? lw.w_in_norm : lw.w_post_norm, norm_bytes, bar,
+            policy);
+  // (the copies may land first: the phase completes once this arrival is in
+  // and the transaction count is back at zero)
+  mbar_expect_tx(bar, total + norm_bytes);
 }
 
 }  // namespace el::cuda::decode
