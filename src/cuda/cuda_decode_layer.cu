@@ -15,8 +15,9 @@
 //      the cache with v); scores, softmax and P V over the chunk -> partials;
 //      the chunks of kv head g merge them (attention_phase)  -> attention words
 //      (the chunk's cache rows were copied into shared memory by cp.async
-//      during the previous layer's phase C, the first layer's phase A, so
-//      B's loads are only the queries and the partials)
+//      during phase A, for int4 / int8 layers after the first during the
+//      previous layer's phase C, so B's loads are only the queries and the
+//      partials)
 //   C  its rows of o = W_o attn; x[r] += o[r] (the residual add)  -> x words
 //   D  every block: x -> RMSNorm (post_attention_layernorm); its feature range
 //      [f0, f1) of gate and of up; h = silu(gate) * up             -> h words
@@ -40,9 +41,9 @@
 // int8, ops/quant_layout.h) stream the same windows, their 4-bit pieces fed
 // to the mma as exact T (the scale and zero point applied per k-block after
 // it where each k-block lies in one group, else dequantised in registers),
-// their scales staged in shared memory by cp.async (the first layer's before
-// the kernel waits for its predecessor, the next layer's in two parts while
-// this one runs: stage_layer); so are the two norms' weights.
+// their scales staged in shared memory by bulk copies (the first layer's
+// before the kernel waits for its predecessor, the next layer's in two parts
+// while this one runs: stage_layer); so are the two norms' weights.
 //
 // Hand-offs: each value a phase passes to other blocks is an 8-byte word
 // {data, the launch's flag} in Context::handoff, stored and polled with
@@ -397,8 +398,8 @@ KernelPtr pick_kernel(DType t, int64_t d, int bits, int stages) {
 int64_t pair_rows_max(int64_t n, int64_t grid) { return 2 * ((n / 2 + grid - 1) / grid); }
 
 // Shared memory for a block's staged scales and zero points (the kernel's
-// stage_rows: each segment's rows plus up to 6 bytes of 4-byte alignment,
-// rounded up to 16), bounded with the most rows any block gets.
+// stage_span: each segment's rows rounded out to 16-byte boundaries, up to
+// 30 bytes more), bounded with the most rows any block gets.
 int qstage_bound(const DecodeLayerWeights& w, int64_t C, int64_t F, int64_t grid) {
   if (!w.quantized()) return 0;
   const int64_t HD = w.n_head * w.head_dim, gs = w.q_qkv.group_size;
@@ -494,7 +495,7 @@ bool dense_ok(const Tensor& t, DType dt, int64_t rows, int64_t cols) {
 bool vec_ok(const Tensor& t, DType dt, int64_t n) {
   return on_cuda(t) && t.dtype() == dt && t.numel() == n && t.is_contiguous();
 }
-// A norm weight the kernel stages with 16-byte cp.async.
+// A norm weight the kernel stages with a bulk copy (16-byte aligned).
 bool norm_ok(const Tensor& t, DType dt, int64_t n) { return vec_ok(t, dt, n) && aligned16(t.raw()); }
 // A [rows, cols] table the kernel stages with bulk copies of 16-byte aligned
 // spans (stage_span): 16-byte aligned, its size a multiple of 16, so a span
